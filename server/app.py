@@ -1,0 +1,140 @@
+"""The core process: wires the stores, the job runner and the servicers into one grpc.aio server.
+
+Start and stop are explicit so tests run real cores on port 0. Stopping is
+graceful: health turns NOT_SERVING first, new jobs are refused, running jobs
+get the grace period to finish and are then cancelled (each still ends with
+its terminal event), open streams deliver those events, then the listener
+closes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from scriptgen.v1 import generation_service_pb2, generation_service_pb2_grpc, project_service_pb2
+from scriptgen.v1 import project_service_pb2_grpc
+from server.config import CoreConfig
+from server.events import MemoryEventLog
+from server.health import CoreHealth
+from server.jobs import JobRunner, MemoryJobRegistry
+from server.metrics import CoreMetrics
+from server.providers import SyntheticProvider
+from server.services import GenerationServicer, ProjectServicer
+from server.store import SqliteProjectStore
+
+log = logging.getLogger(__name__)
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Core:
+    """One running core: gRPC services, health, reflection and /metrics."""
+
+    def __init__(self, config: CoreConfig) -> None:
+        self.config = config
+        self.metrics = CoreMetrics()
+        self.store = SqliteProjectStore(config.database_path)
+        self.event_log = MemoryEventLog()
+        self.registry = MemoryJobRegistry()
+        self.provider = SyntheticProvider(config.synthetic)
+        self.runner = JobRunner(
+            config=config,
+            store=self.store,
+            log=self.event_log,
+            registry=self.registry,
+            provider=self.provider,
+            metrics=self.metrics,
+        )
+        self.health = CoreHealth(self.store, self.metrics)
+        self._server: aio.Server | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.grpc_port = 0
+        self.metrics_port: int | None = None
+
+    async def start(self) -> None:
+        """Open the stores and start serving."""
+        await self.store.open()
+        options = [
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = aio.server(options=options)
+        project_service_pb2_grpc.add_ProjectServiceServicer_to_server(
+            ProjectServicer(self.store, self.metrics), server
+        )
+        generation_service_pb2_grpc.add_GenerationServiceServicer_to_server(
+            GenerationServicer(self.runner, self.event_log, self.registry, self.metrics), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        reflection.enable_server_reflection(
+            (
+                project_service_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
+                generation_service_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        self.grpc_port = server.add_insecure_port(self.config.grpc_address)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen on {self.config.grpc_address}")
+        await server.start()
+        self._server = server
+        await self.health.start()
+        if self.config.metrics_address is not None:
+            await self._start_metrics(self.config.metrics_address)
+        log.info(
+            "core serving gRPC on port %d (provider %s)", self.grpc_port, self.provider.name
+        )
+
+    async def _start_metrics(self, address: str) -> None:
+        async def metrics(_: web.Request) -> web.Response:
+            body = generate_latest(self.metrics.registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = _split_address(address)
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._metrics_runner = runner
+        sockets = [s for s in runner.addresses if isinstance(s, tuple)]
+        self.metrics_port = int(sockets[0][1]) if sockets else port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Shut down gracefully: NOT_SERVING, refuse new jobs, drain, then close."""
+        if self._server is None:
+            return
+        grace_seconds = self.config.shutdown_grace_seconds if grace is None else grace
+        log.info("core shutting down: health NOT_SERVING, draining jobs")
+        await self.health.shut_down()
+        self.runner.stop_accepting()
+        await self.runner.drain(grace_seconds)
+        # Jobs have ended, so open streams are delivering their last events; give them a moment.
+        await self._server.stop(grace=min(5.0, max(grace_seconds, 0.5)))
+        self._server = None
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
+        await self.store.close()
+        log.info("core stopped")
+
+    async def wait_for_termination(self) -> None:
+        """Block until the server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+__all__ = ["Core"]

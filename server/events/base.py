@@ -1,0 +1,34 @@
+"""The event-log interface: one append-only log per job, read by any number of followers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from scriptgen.v1 import generation_pb2
+
+#: The oneof kinds that end a job; every job's log ends with exactly one of them.
+TERMINAL_KINDS = frozenset({"completed", "failed", "cancelled"})
+
+
+def is_terminal(event: generation_pb2.GenerationEvent) -> bool:
+    """Whether `event` is the last event of its job."""
+    return event.WhichOneof("kind") in TERMINAL_KINDS
+
+
+class EventLog(Protocol):
+    """Append-only per-job logs. The job is the only writer of its log."""
+
+    async def create(self, generation: str) -> None:
+        """Start an empty log for a new job."""
+
+    async def append(self, event: generation_pb2.GenerationEvent) -> None:
+        """Append `event`, whose sequence is the log's last sequence + 1."""
+
+    async def last_sequence(self, generation: str) -> int:
+        """Sequence of the newest event; NotFound for an unknown or expired job."""
+
+    def follow(
+        self, generation: str, after_sequence: int
+    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
+        """Events after `after_sequence`: the stored ones, then live ones, up to the terminal event."""

@@ -1,0 +1,80 @@
+"""The in-memory event log: the embedded default, one process, no persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from scriptgen.v1 import generation_pb2
+from server.errors import NotFound
+from server.events.base import is_terminal
+
+
+@dataclass(slots=True)
+class _JobLog:
+    events: list[generation_pb2.GenerationEvent] = field(default_factory=list)
+    # Replaced on every append: followers wait on the one current when they caught up.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    ended_at: float | None = None
+
+
+class MemoryEventLog:
+    """Per-job event lists; finished logs are dropped `retention_seconds` after their end."""
+
+    def __init__(self, retention_seconds: float = 24 * 3600.0) -> None:
+        self._logs: dict[str, _JobLog] = {}
+        self._retention = retention_seconds
+
+    def _log(self, generation: str) -> _JobLog:
+        log = self._logs.get(generation)
+        if log is None:
+            raise NotFound("generation", generation, "GENERATION_NOT_FOUND")
+        return log
+
+    def _expire(self, now: float) -> None:
+        expired = [
+            name
+            for name, log in self._logs.items()
+            if log.ended_at is not None and now - log.ended_at > self._retention
+        ]
+        for name in expired:
+            del self._logs[name]
+
+    async def create(self, generation: str) -> None:
+        self._expire(time.monotonic())
+        self._logs.setdefault(generation, _JobLog())
+
+    async def append(self, event: generation_pb2.GenerationEvent) -> None:
+        log = self._log(event.generation)
+        if log.ended_at is not None:
+            raise RuntimeError(f"{event.generation} already ended; no event may follow")
+        if event.sequence != len(log.events) + 1:
+            raise RuntimeError(
+                f"{event.generation}: sequence {event.sequence} after {len(log.events)}"
+            )
+        log.events.append(event)
+        if is_terminal(event):
+            log.ended_at = time.monotonic()
+        waiting, log.changed = log.changed, asyncio.Event()
+        waiting.set()
+
+    async def last_sequence(self, generation: str) -> int:
+        return len(self._log(generation).events)
+
+    async def follow(
+        self, generation: str, after_sequence: int
+    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
+        log = self._log(generation)
+        position = after_sequence
+        while True:
+            while position < len(log.events):
+                event = log.events[position]
+                position += 1
+                yield event
+                if is_terminal(event):
+                    return
+            if log.ended_at is not None:
+                return
+            await log.changed.wait()

@@ -1,0 +1,84 @@
+"""A job's voice: numbers its events, appends them to the log, and keeps idle followers company.
+
+The job is the only writer of its log, so sequence numbers are assigned here,
+under a lock, in the order events happen. While the job is quiet for
+`heartbeat_seconds` (a slow model, a long save) a Heartbeat is appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+
+from scriptgen.v1 import generation_pb2
+from server.events import EventLog, is_terminal
+from server.metrics import CoreMetrics
+
+
+class JobEvents:
+    """Appends the events of one job."""
+
+    def __init__(
+        self, generation: str, log: EventLog, metrics: CoreMetrics, heartbeat_seconds: float
+    ) -> None:
+        self.generation = generation
+        self._log = log
+        self._metrics = metrics
+        self._heartbeat_seconds = heartbeat_seconds
+        self._sequence = 0
+        self._last_time = time.monotonic()
+        self._lock = asyncio.Lock()
+        self._ended = False
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the terminal event was appended."""
+        return self._ended
+
+    async def emit(self, kind: str, payload: Message) -> generation_pb2.GenerationEvent:
+        """Append one event of `kind` (a GenerationEvent oneof field name)."""
+        async with self._lock:
+            if self._ended:
+                raise RuntimeError(f"{self.generation} already ended")
+            stamp = timestamp_pb2.Timestamp()
+            stamp.GetCurrentTime()
+            event = generation_pb2.GenerationEvent(
+                generation=self.generation, sequence=self._sequence + 1, time=stamp
+            )
+            getattr(event, kind).CopyFrom(payload)
+            await self._log.append(event)
+            self._sequence += 1
+            self._last_time = time.monotonic()
+            self._metrics.events.labels(kind).inc()
+            if is_terminal(event):
+                self._ended = True
+            return event
+
+    def start_heartbeat(self) -> None:
+        """Begin appending Heartbeats while the job is idle."""
+        if self._heartbeat_seconds > 0 and self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.generation}")
+
+    async def stop_heartbeat(self) -> None:
+        """Stop the heartbeat task."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+
+    async def _beat(self) -> None:
+        while not self._ended:
+            idle = time.monotonic() - self._last_time
+            if idle >= self._heartbeat_seconds:
+                try:
+                    await self.emit("heartbeat", generation_pb2.GenerationEvent.Heartbeat())
+                except RuntimeError:
+                    return  # the terminal event won the race for the lock
+                continue
+            await asyncio.sleep(self._heartbeat_seconds - idle)

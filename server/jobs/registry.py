@@ -1,0 +1,105 @@
+"""Job records: the Generation resource of every job, and idempotency keys.
+
+The in-memory registry is the embedded default; a shared one (Redis) lets
+several cores see each other's jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from google.protobuf import timestamp_pb2
+
+from scriptgen.v1 import generation_pb2
+from server.errors import AlreadyExists, NotFound
+
+
+class JobRegistry(Protocol):
+    """Generation records and the idempotency keys that point at them."""
+
+    async def create(
+        self, generation: generation_pb2.Generation, fingerprint: str
+    ) -> generation_pb2.Generation:
+        """Store a new job; with a request_id already used, the earlier job or AlreadyExists."""
+
+    async def get(self, name: str) -> generation_pb2.Generation:
+        """One job; NotFound when unknown or expired."""
+
+    async def update(self, generation: generation_pb2.Generation) -> None:
+        """Replace a job's record."""
+
+    async def list(
+        self, parent: str, limit: int, after: Sequence[str | int] | None
+    ) -> tuple[list[generation_pb2.Generation], list[str | int] | None]:
+        """Jobs newest first (of one project when `parent` is set)."""
+
+
+def _micros(stamp: timestamp_pb2.Timestamp) -> int:
+    return stamp.ToMicroseconds()
+
+
+class MemoryJobRegistry:
+    """Jobs in a dict; idempotency keys expire after `key_ttl_seconds`."""
+
+    def __init__(self, key_ttl_seconds: float = 24 * 3600.0) -> None:
+        self._jobs: dict[str, generation_pb2.Generation] = {}
+        self._keys: dict[str, tuple[str, str, float]] = {}
+        self._key_ttl = key_ttl_seconds
+
+    async def create(
+        self, generation: generation_pb2.Generation, fingerprint: str
+    ) -> generation_pb2.Generation:
+        key = generation.request_id
+        if key:
+            now = time.monotonic()
+            known = self._keys.get(key)
+            if known is not None and now - known[2] < self._key_ttl:
+                earlier_name, earlier_fingerprint, _ = known
+                if earlier_fingerprint != fingerprint:
+                    raise AlreadyExists(
+                        f"request_id {key!r} was used for a different request",
+                        reason="REQUEST_ID_REUSED",
+                    )
+                return await self.get(earlier_name)
+            self._keys[key] = (generation.name, fingerprint, now)
+        stored = generation_pb2.Generation()
+        stored.CopyFrom(generation)
+        self._jobs[generation.name] = stored
+        return generation
+
+    async def get(self, name: str) -> generation_pb2.Generation:
+        job = self._jobs.get(name)
+        if job is None:
+            raise NotFound("generation", name, "GENERATION_NOT_FOUND")
+        copy = generation_pb2.Generation()
+        copy.CopyFrom(job)
+        return copy
+
+    async def update(self, generation: generation_pb2.Generation) -> None:
+        stored = generation_pb2.Generation()
+        stored.CopyFrom(generation)
+        self._jobs[generation.name] = stored
+
+    async def list(
+        self, parent: str, limit: int, after: Sequence[str | int] | None
+    ) -> tuple[list[generation_pb2.Generation], list[str | int] | None]:
+        ordered = sorted(
+            (job for job in self._jobs.values() if not parent or job.parent == parent),
+            key=lambda job: (_micros(job.create_time), job.name),
+            reverse=True,
+        )
+        if after is not None:
+            position = (int(after[0]), str(after[1]))
+            ordered = [j for j in ordered if (_micros(j.create_time), j.name) < position]
+        page = ordered[:limit]
+        copies = []
+        for job in page:
+            copy = generation_pb2.Generation()
+            copy.CopyFrom(job)
+            copies.append(copy)
+        if len(ordered) > limit:
+            last = page[-1]
+            return copies, [_micros(last.create_time), last.name]
+        return copies, None

@@ -1,0 +1,245 @@
+"""The job runner: starts generation jobs detached from any connection, cancels and drains them.
+
+A job's task belongs to the runner, not to the call that started it: a caller
+that goes away leaves the job running, and any number of readers follow its
+event log. Every job ends with exactly one terminal event, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from google.protobuf import timestamp_pb2
+
+from scriptgen.v1 import generation_pb2, generation_service_pb2
+from server import limits
+from server.config import CoreConfig
+from server.errors import FieldViolation, Internal, ResourceExhausted, ServiceError, Unavailable
+from server.events import EventLog
+from server.jobs.emitter import JobEvents
+from server.jobs.pipeline import Pipeline
+from server.jobs.registry import JobRegistry
+from server.metrics import CoreMetrics
+from server.providers.base import Brief, Provider
+from server.store.base import ProjectStore
+
+log = logging.getLogger(__name__)
+GenerationEvent = generation_pb2.GenerationEvent
+SYNTHETIC_NOTICE = (
+    "No language-model provider is configured: the offline synthetic writer writes this episode."
+)
+
+
+@dataclass(slots=True)
+class _Job:
+    generation: generation_pb2.Generation
+    events: JobEvents
+    pipeline: Pipeline
+    started: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[None] | None = None
+    cancel_reason: str = ""
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+def _fingerprint(request: generation_service_pb2.GenerateScriptRequest) -> str:
+    canonical = generation_service_pb2.GenerateScriptRequest()
+    canonical.CopyFrom(request)
+    canonical.request_id = ""
+    return hashlib.sha256(canonical.SerializeToString(deterministic=True)).hexdigest()
+
+
+def validate(request: generation_service_pb2.GenerateScriptRequest) -> str:
+    """Check a GenerateScript request against the documented limits; the project id."""
+    violations: list[FieldViolation] = []
+    project_id = ""
+    try:
+        project_id = limits.project_id("parent", request.parent)
+    except ServiceError as error:
+        violations.append(FieldViolation("parent", error.message.split(": ", 2)[-1]))
+    limits.check_title("title", request.title, violations)
+    limits.check_text("description", request.description, limits.DESCRIPTION_MAX, violations)
+    limits.check_request_id("request_id", request.request_id, violations)
+    limits.raise_if(violations)
+    return project_id
+
+
+class JobRunner:
+    """Owns the running jobs of this core."""
+
+    def __init__(
+        self,
+        *,
+        config: CoreConfig,
+        store: ProjectStore,
+        log: EventLog,
+        registry: JobRegistry,
+        provider: Provider,
+        metrics: CoreMetrics,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._log = log
+        self._registry = registry
+        self._provider = provider
+        self._metrics = metrics
+        self._jobs: dict[str, _Job] = {}
+        self._accepting = True
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new jobs are taken (False once shutdown began)."""
+        return self._accepting
+
+    @property
+    def running(self) -> int:
+        """Jobs running in this core now."""
+        return len(self._jobs)
+
+    async def start(self, request: generation_service_pb2.GenerateScriptRequest) -> str:
+        """Accept a job (or find the one with the same request_id); its name."""
+        project_id = validate(request)
+        if not self._accepting:
+            raise Unavailable("the core is shutting down; retry on another", reason="SHUTTING_DOWN")
+        if len(self._jobs) >= self._config.max_running_jobs:
+            raise ResourceExhausted(
+                f"this core runs its maximum of {self._config.max_running_jobs} jobs",
+                reason="TOO_MANY_JOBS",
+                retry_after=2.0,
+            )
+        project = await self._store.get_project(project_id)
+        now = _now()
+        generation = generation_pb2.Generation(
+            name=f"generations/g{secrets.token_hex(10)}",
+            parent=request.parent,
+            title=request.title,
+            description=request.description,
+            state=generation_pb2.GENERATION_STATE_QUEUED,
+            create_time=now,
+            update_time=now,
+            detach=request.detach,
+            request_id=request.request_id,
+        )
+        stored = await self._registry.create(generation, _fingerprint(request))
+        if stored.name != generation.name:
+            return stored.name  # the same request again: the same job
+        await self._log.create(generation.name)
+        events = JobEvents(
+            generation.name, self._log, self._metrics, self._config.heartbeat_seconds
+        )
+        brief = Brief(
+            project=project,
+            title=request.title,
+            description=request.description,
+            episode_number=project.episode_count + 1,
+        )
+        pipeline = Pipeline(
+            brief=brief,
+            generation=generation.name,
+            provider=self._provider,
+            store=self._store,
+            events=events,
+            metrics=self._metrics,
+        )
+        job = _Job(generation, events, pipeline)
+        notice = SYNTHETIC_NOTICE if self._provider.name == "synthetic" else ""
+        await events.emit(
+            "queued",
+            GenerationEvent.Queued(
+                parent=request.parent, providers=[self._provider.name], notice=notice
+            ),
+        )
+        if notice:
+            log.info("%s: %s", generation.name, notice)
+        self._jobs[generation.name] = job
+        self._metrics.jobs_active.inc()
+        job.task = asyncio.create_task(self._run(job), name=f"job {generation.name}")
+        log.info("%s: started for %s", generation.name, request.parent)
+        return generation.name
+
+    async def _set_state(
+        self, job: _Job, state: generation_pb2.GenerationState.ValueType
+    ) -> None:
+        job.generation.state = state
+        job.generation.update_time.CopyFrom(_now())
+        await self._registry.update(job.generation)
+
+    async def _run(self, job: _Job) -> None:
+        outcome = "failed"
+        try:
+            job.events.start_heartbeat()
+            await self._set_state(job, generation_pb2.GENERATION_STATE_RUNNING)
+            completed = await job.pipeline.run()
+            job.generation.episode = completed.episode.name
+            await self._set_state(job, generation_pb2.GENERATION_STATE_SUCCEEDED)
+            await job.events.emit("completed", completed)
+            outcome = "succeeded"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            await self._set_state(job, generation_pb2.GENERATION_STATE_CANCELLED)
+            await job.events.emit(
+                "cancelled", GenerationEvent.Cancelled(reason=job.cancel_reason or "cancelled")
+            )
+        except ServiceError as error:
+            await self._fail(job, error)
+        except Exception:
+            log.exception("%s: failed unexpectedly", job.generation.name)
+            await self._fail(job, Internal("the job failed unexpectedly", reason="INTERNAL"))
+        finally:
+            await job.events.stop_heartbeat()
+            self._jobs.pop(job.generation.name, None)
+            self._metrics.jobs_active.dec()
+            self._metrics.jobs.labels(outcome).inc()
+            self._metrics.generation_duration.labels(outcome).observe(time.monotonic() - job.started)
+            log.info("%s: %s", job.generation.name, outcome)
+
+    async def _fail(self, job: _Job, error: ServiceError) -> None:
+        job.generation.error.CopyFrom(error.to_status())
+        await self._set_state(job, generation_pb2.GENERATION_STATE_FAILED)
+        await job.events.emit("failed", GenerationEvent.Failed(status=error.to_status()))
+
+    async def cancel(self, name: str, reason: str = "cancelled by request") -> generation_pb2.Generation:
+        """Cancel a job; an ended job is returned unchanged."""
+        job = self._jobs.get(name)
+        if job is not None and job.task is not None:
+            await self._cancel(job, reason)
+        return await self._registry.get(name)
+
+    async def _cancel(self, job: _Job, reason: str) -> None:
+        # Once saving began the episode is (being) stored: let the job complete instead.
+        if job.pipeline.state.stage == generation_pb2.STAGE_SAVE or job.task is None:
+            if job.task is not None:
+                await asyncio.shield(job.task)
+            return
+        job.cancel_reason = reason
+        job.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(job.task)
+
+    def stop_accepting(self) -> None:
+        """Refuse new jobs from now on."""
+        self._accepting = False
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Let running jobs finish for `grace_seconds`, then cancel the rest."""
+        self._accepting = False
+        tasks = [job.task for job in self._jobs.values() if job.task is not None]
+        if tasks:
+            log.info("draining %d jobs for up to %.1fs", len(tasks), grace_seconds)
+            await asyncio.wait(tasks, timeout=grace_seconds)
+        remaining = list(self._jobs.values())
+        if remaining:
+            log.info("cancelling %d jobs still running at shutdown", len(remaining))
+            await asyncio.gather(
+                *(self._cancel(job, "the server is shutting down") for job in remaining)
+            )

@@ -1,0 +1,73 @@
+"""The core's Prometheus metrics, in a registry of its own so several cores can share a process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class CoreMetrics:
+    """Every metric the core exports, named `scriptgen_*` in base units."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.grpc_requests = Counter(
+            "scriptgen_grpc_requests",
+            "gRPC calls handled by the core, by method and status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.jobs = Counter(
+            "scriptgen_jobs",
+            "Generation jobs that ended, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.jobs_active = Gauge(
+            "scriptgen_jobs_active", "Generation jobs running in this core.", registry=self.registry
+        )
+        self.streams_active = Gauge(
+            "scriptgen_streams_active",
+            "Open server-streaming calls following a job's events.",
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "scriptgen_events",
+            "Events appended to job logs, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.time_to_first_event = Histogram(
+            "scriptgen_core_time_to_first_event_seconds",
+            "From a streaming call's start to its first event sent.",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "scriptgen_time_to_first_token_seconds",
+            "From a provider call's start to its first text chunk.",
+            ["provider", "stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "scriptgen_tokens",
+            "Tokens sent to (in) and received from (out) providers.",
+            ["provider", "direction"],
+            registry=self.registry,
+        )
+        self.generation_duration = Histogram(
+            "scriptgen_generation_duration_seconds",
+            "From a job's start to its terminal event.",
+            ["outcome"],
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=self.registry,
+        )
+        self.serving = Gauge(
+            "scriptgen_core_serving",
+            "1 when the core's health for a service is SERVING.",
+            ["service"],
+            registry=self.registry,
+        )

@@ -1,0 +1,177 @@
+"""The synthetic provider: an offline, deterministic writer of Fountain screenplays.
+
+It needs no network and no model. The same brief always gives the same text,
+written at a configured time to first token and token rate, so demos, tests
+and load tests behave like a real model without costing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+import time
+from collections.abc import AsyncIterator
+
+from scriptgen.v1 import generation_pb2, project_pb2
+from server.config import SyntheticConfig
+from server.providers.base import Brief, Prompt
+
+_TOKEN = re.compile(r"\S+\s*|\s+")
+
+_CAST = {
+    "en": ["MAYA", "JONAH", "DETECTIVE REYES", "ELENA", "THEO", "GRACE", "OLD MAN KIM"],
+    "ko": ["@지수", "@민호", "@서연", "@도윤", "@강 형사", "@할머니"],
+}
+_PLACES = {
+    "en": ["APARTMENT - KITCHEN", "CITY STREET", "POLICE STATION", "ROOFTOP", "DINER", "OLD TRAIN YARD"],
+    "ko": ["아파트 - 부엌", "골목길", "경찰서", "옥상", "편의점", "한강 다리"],
+}
+_TIMES = {"en": ["NIGHT", "DAY", "DAWN", "LATER"], "ko": ["밤", "낮", "새벽", "잠시 후"]}
+_ACTIONS = {
+    "en": [
+        "Rain streaks the window. {a} stands very still, listening.",
+        "{a} drops a folder on the table. Photographs spill out.",
+        "A phone buzzes, face down. Nobody moves to answer it.",
+        "{a} and {b} sit across from each other, the silence heavy.",
+        "Neon hums. {a} checks the street, then steps inside.",
+    ],
+    "ko": [
+        "창밖으로 빗줄기가 흐른다. {a}, 가만히 귀를 기울인다.",
+        "{a}, 탁자 위에 서류철을 내려놓는다. 사진들이 쏟아진다.",
+        "엎어 놓은 휴대폰이 진동한다. 아무도 받지 않는다.",
+        "{a}와 {b}, 마주 앉아 있다. 무거운 침묵.",
+        "네온사인이 웅웅거린다. {a}, 거리를 살피고 안으로 들어선다.",
+    ],
+}
+_LINES = {
+    "en": [
+        "You said it was over.",
+        "It was. Until tonight.",
+        "Tell me what you saw. All of it.",
+        "I saw what you wanted me to see.",
+        "We don't have time for this.",
+        "Then make time. Because I'm not leaving.",
+        "Everyone in this town owes somebody something.",
+        "Not me. Not anymore.",
+        "If we do this, there's no going back.",
+        "There never was.",
+    ],
+    "ko": [
+        "다 끝났다고 했잖아.",
+        "끝났었지. 오늘 밤 전까지는.",
+        "네가 본 거, 전부 말해.",
+        "네가 보여주고 싶은 것만 봤어.",
+        "지금 이럴 시간 없어.",
+        "그럼 시간을 내. 난 안 갈 거니까.",
+        "이 동네 사람들은 다 누군가한테 빚이 있어.",
+        "난 아니야. 이젠 아니야.",
+        "이걸 하면 돌이킬 수 없어.",
+        "원래 돌아갈 길 같은 건 없었어.",
+    ],
+}
+_TRANSITIONS = ["CUT TO:", "SMASH CUT TO:", "DISSOLVE TO:"]
+
+
+def _language(project: project_pb2.Project) -> str:
+    return "ko" if project.language.lower().startswith("ko") else "en"
+
+
+def _cue_name(cue: str) -> str:
+    return cue.removeprefix("@")
+
+
+def _seeded(brief: Brief, stage: str) -> random.Random:
+    key = "\x1f".join(
+        [brief.project.name, brief.title, brief.description, str(brief.episode_number), stage]
+    )
+    return random.Random(hashlib.sha256(key.encode()).digest())
+
+
+def plan_outline(brief: Brief) -> str:
+    """A numbered beat outline for the episode."""
+    rng = _seeded(brief, "plan")
+    lang = _language(brief.project)
+    cast = rng.sample(_CAST[lang], 3)
+    names = [_cue_name(c).title() if lang == "en" else _cue_name(c) for c in cast]
+    if lang == "ko":
+        beats = [
+            f"오프닝: {names[0]}, {brief.title}의 첫 단서를 발견한다.",
+            f"갈등: {names[1]}, {names[0]}의 계획에 반대한다.",
+            f"전환: {names[2]}의 비밀이 드러난다.",
+            "클라이맥스: 선택의 순간, 모두가 대가를 치른다.",
+            "엔딩: 다음 회를 향한 새로운 질문.",
+        ]
+    else:
+        beats = [
+            f"Cold open: {names[0]} finds the first clue of '{brief.title}'.",
+            f"Conflict: {names[1]} pushes back against {names[0]}'s plan.",
+            f"Turn: {names[2]}'s secret comes out.",
+            "Climax: a choice that costs everyone something.",
+            "Button: a new question that pulls into the next episode.",
+        ]
+    if brief.description:
+        beats.insert(1, ("요청: " if lang == "ko" else "Brief: ") + brief.description.strip())
+    return "\n".join(f"{i}. {beat}" for i, beat in enumerate(beats, 1)) + "\n"
+
+
+def write_screenplay(brief: Brief) -> str:
+    """The episode as a Fountain screenplay."""
+    rng = _seeded(brief, "write")
+    lang = _language(brief.project)
+    cast = rng.sample(_CAST[lang], 4)
+    places = rng.sample(_PLACES[lang], 4)
+    parts: list[str] = []
+    scenes = 4
+    for scene in range(scenes):
+        heading = "EXT." if "STREET" in places[scene] or "ROOF" in places[scene] else "INT."
+        parts.append(f"{heading} {places[scene]} - {rng.choice(_TIMES[lang])}\n\n")
+        a, b = rng.sample(cast, 2)
+        action = rng.choice(_ACTIONS[lang]).format(a=_cue_name(a), b=_cue_name(b))
+        parts.append(f"{action}\n\n")
+        lines = rng.sample(_LINES[lang], 4)
+        for turn, line in enumerate(lines):
+            speaker = a if turn % 2 == 0 else b
+            parts.append(f"{speaker}\n{line}\n\n")
+        if scene < scenes - 1:
+            parts.append(f"{rng.choice(_TRANSITIONS)}\n\n")
+    parts.append("> FADE OUT.\n")
+    return "".join(parts)
+
+
+def tokens(text: str) -> list[str]:
+    """Split text into word-sized tokens that concatenate back to it exactly."""
+    return _TOKEN.findall(text)
+
+
+class SyntheticProvider:
+    """Streams the deterministic plan or screenplay at a configured pace."""
+
+    name = "synthetic"
+    model = "synthetic-fountain-1"
+
+    def __init__(self, config: SyntheticConfig) -> None:
+        self._config = config
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        if prompt.stage == generation_pb2.STAGE_PLAN:
+            text = plan_outline(prompt.brief)
+        else:
+            text = write_screenplay(prompt.brief)
+        pieces = tokens(text)
+        per_chunk = max(1, self._config.tokens_per_chunk)
+        if self._config.first_token_seconds > 0:
+            await asyncio.sleep(self._config.first_token_seconds)
+        rate = self._config.tokens_per_second
+        start = time.monotonic()
+        for index in range(0, len(pieces), per_chunk):
+            if rate > 0:
+                due = start + index / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif index % 256 == 0:
+                # Unlimited pace still yields now and then so other streams keep moving.
+                await asyncio.sleep(0)
+            yield "".join(pieces[index : index + per_chunk])

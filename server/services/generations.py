@@ -1,0 +1,112 @@
+"""GenerationService: start jobs, follow and resume their event streams, get, list, cancel."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from grpc import aio
+
+from scriptgen.v1 import generation_pb2, generation_service_pb2, generation_service_pb2_grpc
+from server import limits, pagination
+from server.errors import NotFound, OutOfRange, invalid
+from server.events import EventLog
+from server.jobs import JobRegistry, JobRunner
+from server.metrics import CoreMetrics
+from server.services.calls import streaming, unary
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
+    """Implements scriptgen.v1.GenerationService on the job runner and the event log."""
+
+    def __init__(
+        self, runner: JobRunner, log: EventLog, registry: JobRegistry, metrics: CoreMetrics
+    ) -> None:
+        self.runner = runner
+        self.log = log
+        self.registry = registry
+        self.metrics = metrics
+
+    async def _events(
+        self, method: str, name: str, after_sequence: int
+    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
+        started = time.monotonic()
+        first = True
+        async for event in self.log.follow(name, after_sequence):
+            if first:
+                self.metrics.time_to_first_event.labels(method).observe(time.monotonic() - started)
+                first = False
+            yield event
+
+    async def _with_last_sequence(self, job: generation_pb2.Generation) -> generation_pb2.Generation:
+        try:
+            job.last_sequence = await self.log.last_sequence(job.name)
+        except NotFound:
+            job.last_sequence = 0  # the log outlived its retention; the record remains
+        return job
+
+    @streaming("GenerateScript")
+    async def GenerateScript(
+        self, request: generation_service_pb2.GenerateScriptRequest, context: Context
+    ) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
+        name = await self.runner.start(request)
+        async for event in self._events("GenerateScript", name, 0):
+            yield generation_service_pb2.GenerateScriptResponse(event=event)
+
+    @streaming("StreamGenerationEvents")
+    async def StreamGenerationEvents(
+        self, request: generation_service_pb2.StreamGenerationEventsRequest, context: Context
+    ) -> AsyncIterator[generation_service_pb2.StreamGenerationEventsResponse]:
+        limits.generation_id("name", request.name)
+        if request.after_sequence < 0:
+            raise invalid("after_sequence", "must not be negative")
+        await self.registry.get(request.name)
+        last = await self.log.last_sequence(request.name)
+        if request.after_sequence > last:
+            raise OutOfRange(
+                f"after_sequence {request.after_sequence} is beyond the job's last event {last}",
+                reason="SEQUENCE_AHEAD",
+                metadata={"last_sequence": str(last)},
+            )
+        async for event in self._events("StreamGenerationEvents", request.name, request.after_sequence):
+            yield generation_service_pb2.StreamGenerationEventsResponse(event=event)
+
+    @unary("GetGeneration")
+    async def GetGeneration(
+        self, request: generation_service_pb2.GetGenerationRequest, context: Context
+    ) -> generation_service_pb2.GetGenerationResponse:
+        limits.generation_id("name", request.name)
+        job = await self.registry.get(request.name)
+        return generation_service_pb2.GetGenerationResponse(
+            generation=await self._with_last_sequence(job)
+        )
+
+    @unary("ListGenerations")
+    async def ListGenerations(
+        self, request: generation_service_pb2.ListGenerationsRequest, context: Context
+    ) -> generation_service_pb2.ListGenerationsResponse:
+        if request.parent:
+            limits.project_id("parent", request.parent)
+        size = limits.page_size("page_size", request.page_size)
+        kind = f"generations:{request.parent}"
+        after = pagination.decode("page_token", kind, request.page_token)
+        jobs, position = await self.registry.list(request.parent, size, after)
+        token = pagination.encode(kind, position) if position is not None else ""
+        return generation_service_pb2.ListGenerationsResponse(
+            generations=[await self._with_last_sequence(job) for job in jobs],
+            next_page_token=token,
+        )
+
+    @unary("CancelGeneration")
+    async def CancelGeneration(
+        self, request: generation_service_pb2.CancelGenerationRequest, context: Context
+    ) -> generation_service_pb2.CancelGenerationResponse:
+        limits.generation_id("name", request.name)
+        await self.registry.get(request.name)
+        job = await self.runner.cancel(request.name)
+        return generation_service_pb2.CancelGenerationResponse(
+            generation=await self._with_last_sequence(job)
+        )

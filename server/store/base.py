@@ -1,0 +1,57 @@
+"""The project-store interface every backend implements and the contract tests run against."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from scriptgen.v1 import project_pb2
+
+#: Fields of a project that UpdateProject may change.
+UPDATABLE_PROJECT_FIELDS = ("title", "type", "logline", "description", "language")
+
+
+class ProjectStore(Protocol):
+    """Projects and episodes, with episode numbers handed out atomically."""
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def ping(self) -> None:
+        """Raise Unavailable when the store cannot serve."""
+
+    async def create_project(self, project_id: str, project: project_pb2.Project) -> project_pb2.Project:
+        """Insert a project; AlreadyExists when the id is taken."""
+
+    async def get_project(self, project_id: str) -> project_pb2.Project:
+        """One project; NotFound when absent."""
+
+    async def list_projects(
+        self, limit: int, after: Sequence[str | int] | None
+    ) -> tuple[list[project_pb2.Project], list[str | int] | None]:
+        """Projects newest first after a keyset position; the next position or None."""
+
+    async def update_project(
+        self, project_id: str, changes: project_pb2.Project, paths: Sequence[str]
+    ) -> project_pb2.Project:
+        """Copy the fields named in `paths` from `changes`; NotFound when absent."""
+
+    async def delete_project(self, project_id: str, *, force: bool) -> None:
+        """Delete a project (with its episodes when `force`); FailedPrecondition otherwise."""
+
+    async def create_episode(self, project_id: str, episode: project_pb2.Episode) -> project_pb2.Episode:
+        """Save an episode under the project's next number; never two with one number."""
+
+    async def get_episode(self, project_id: str, number: int) -> project_pb2.Episode:
+        """One episode with its script; NotFound when absent."""
+
+    async def list_episodes(
+        self, project_id: str, limit: int, after: Sequence[str | int] | None
+    ) -> tuple[list[project_pb2.Episode], list[str | int] | None]:
+        """Episodes by number without script or outline; the next position or None."""
+
+    async def delete_episode(self, project_id: str, number: int) -> None:
+        """Delete one episode; NotFound when absent."""
