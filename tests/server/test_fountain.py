@@ -1,0 +1,46 @@
+"""Fountain review and the synthetic writer's output."""
+
+from __future__ import annotations
+
+from scriptgen.v1 import project_pb2
+from server.fountain import review
+from server.providers.base import Brief
+from server.providers.synthetic import plan_outline, tokens, write_screenplay
+
+
+def _brief(language: str = "en", title: str = "Pilot") -> Brief:
+    return Brief(project_pb2.Project(name="projects/p", title="Show", language=language), title, "", 1)
+
+
+def test_review_counts_scenes_cast_and_words() -> None:
+    script = (
+        "INT. DINER - NIGHT\n\nMaya waits.\n\nMAYA\nYou came.\n\nJONAH (V.O.)\nI said I would.\n\n"
+        "CUT TO:\n\nEXT. STREET - DAY\n\n@지수\n안녕.\n\nMAYA\nAgain.\n"
+    )
+    found = review(script)
+    assert found.scene_count == 2
+    assert found.cast == ["MAYA", "JONAH", "지수"]
+    assert found.word_count == len(script.split())
+    assert found.warnings == []
+
+
+def test_review_warns_about_broken_structure() -> None:
+    found = review("Somebody walks.\n\nMAYA\n\nNothing else.\n")
+    assert "the script has no scene heading" in found.warnings
+    assert any("MAYA" in w and "no dialogue" in w for w in found.warnings)
+
+
+def test_synthetic_writer_is_deterministic_valid_fountain() -> None:
+    first, second = write_screenplay(_brief()), write_screenplay(_brief())
+    assert first == second
+    assert write_screenplay(_brief(title="Another")) != first
+    found = review(first)
+    assert found.scene_count >= 3 and len(found.cast) >= 2 and found.warnings == []
+    assert "".join(tokens(first)) == first
+
+
+def test_synthetic_writer_writes_korean_for_korean_projects() -> None:
+    script = write_screenplay(_brief("ko"))
+    assert review(script).warnings == []
+    assert any("\uac00" <= ch <= "\ud7a3" for ch in script)
+    assert plan_outline(_brief("ko")).startswith("1. ")
