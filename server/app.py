@@ -16,9 +16,13 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from scriptgen.v1 import (
+    generation_service_pb2,
+    generation_service_pb2_grpc,
+    project_service_pb2,
+    project_service_pb2_grpc,
+)
 
-from scriptgen.v1 import generation_service_pb2, generation_service_pb2_grpc, project_service_pb2
-from scriptgen.v1 import project_service_pb2_grpc
 from server.config import CoreConfig
 from server.events import MemoryEventLog
 from server.health import CoreHealth
@@ -93,9 +97,7 @@ class Core:
         await self.health.start()
         if self.config.metrics_address is not None:
             await self._start_metrics(self.config.metrics_address)
-        log.info(
-            "core serving gRPC on port %d (provider %s)", self.grpc_port, self.provider.name
-        )
+        log.info("core serving gRPC on port %d (provider %s)", self.grpc_port, self.provider.name)
 
     async def _start_metrics(self, address: str) -> None:
         async def metrics(_: web.Request) -> web.Response:

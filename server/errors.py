@@ -115,7 +115,11 @@ class NotFound(ServiceError):
         self.name = name
 
     def details(self) -> list[Message]:
-        return [error_details_pb2.ResourceInfo(resource_type=self.resource_type, resource_name=self.name)]
+        return [
+            error_details_pb2.ResourceInfo(
+                resource_type=self.resource_type, resource_name=self.name
+            )
+        ]
 
 
 class AlreadyExists(ServiceError):
@@ -142,14 +146,20 @@ class OutOfRange(ServiceError):
 class _Retryable(ServiceError):
     retry_after_seconds: float = 1.0
 
-    def __init__(self, message: str, *, reason: str | None = None, retry_after: float = 1.0) -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, retry_after: float = 1.0
+    ) -> None:
         super().__init__(message, reason=reason)
         self.retry_after_seconds = retry_after
 
     def details(self) -> list[Message]:
         seconds = int(self.retry_after_seconds)
         nanos = int((self.retry_after_seconds - seconds) * 1e9)
-        return [error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds, nanos=nanos))]
+        return [
+            error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(seconds=seconds, nanos=nanos)
+            )
+        ]
 
 
 class ResourceExhausted(_Retryable):

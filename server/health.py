@@ -23,7 +23,9 @@ SERVICES = ("", PROJECT_SERVICE, GENERATION_SERVICE)
 class CoreHealth:
     """Owns the health servicer; probes the project store and flips statuses on change."""
 
-    def __init__(self, store: ProjectStore, metrics: CoreMetrics, probe_seconds: float = 2.0) -> None:
+    def __init__(
+        self, store: ProjectStore, metrics: CoreMetrics, probe_seconds: float = 2.0
+    ) -> None:
         self.servicer = health.aio.HealthServicer()
         self._store = store
         self._metrics = metrics

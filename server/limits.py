@@ -61,7 +61,9 @@ def check_language(field: str, value: str, violations: list[FieldViolation]) -> 
     if not value:
         return
     if len(value) > LANGUAGE_MAX or not _LANGUAGE.fullmatch(value):
-        violations.append(FieldViolation(field, "must be a BCP-47 language tag such as 'en' or 'ko'"))
+        violations.append(
+            FieldViolation(field, "must be a BCP-47 language tag such as 'en' or 'ko'")
+        )
 
 
 def check_request_id(field: str, value: str, violations: list[FieldViolation]) -> None:

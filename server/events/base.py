@@ -31,4 +31,4 @@ class EventLog(Protocol):
     def follow(
         self, generation: str, after_sequence: int
     ) -> AsyncIterator[generation_pb2.GenerationEvent]:
-        """Events after `after_sequence`: the stored ones, then live ones, up to the terminal event."""
+        """Events after `after_sequence`: stored, then live, up to the terminal event."""

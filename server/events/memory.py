@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from scriptgen.v1 import generation_pb2
+
 from server.errors import NotFound
 from server.events.base import is_terminal
 

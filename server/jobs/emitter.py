@@ -13,8 +13,8 @@ import time
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
-
 from scriptgen.v1 import generation_pb2
+
 from server.events import EventLog, is_terminal
 from server.metrics import CoreMetrics
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from scriptgen.v1 import generation_pb2, project_pb2
+
 from server import fountain, prompts
 from server.jobs.emitter import JobEvents
 from server.metrics import CoreMetrics
@@ -72,7 +73,9 @@ class Pipeline:
             ),
         )
 
-    async def _progress(self, stage: generation_pb2.Stage.ValueType, fraction: float, message: str) -> None:
+    async def _progress(
+        self, stage: generation_pb2.Stage.ValueType, fraction: float, message: str
+    ) -> None:
         await self._events.emit(
             "progress", GenerationEvent.Progress(stage=stage, fraction=fraction, message=message)
         )
@@ -121,7 +124,9 @@ class Pipeline:
                 self._metrics.time_to_first_token.labels(self._provider.name, "write").observe(
                     time.monotonic() - started
                 )
-            await self._events.emit("text_delta", GenerationEvent.TextDelta(text=chunk, offset=offset))
+            await self._events.emit(
+                "text_delta", GenerationEvent.TextDelta(text=chunk, offset=offset)
+            )
             parts.append(chunk)
             offset += len(chunk)
             if offset >= next_progress:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from google.protobuf import timestamp_pb2
-
 from scriptgen.v1 import generation_pb2
+
 from server.errors import AlreadyExists, NotFound
 
 

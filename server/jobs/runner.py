@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 from google.protobuf import timestamp_pb2
-
 from scriptgen.v1 import generation_pb2, generation_service_pb2
+
 from server import limits
 from server.config import CoreConfig
 from server.errors import FieldViolation, Internal, ResourceExhausted, ServiceError, Unavailable
@@ -167,9 +167,7 @@ class JobRunner:
         log.info("%s: started for %s", generation.name, request.parent)
         return generation.name
 
-    async def _set_state(
-        self, job: _Job, state: generation_pb2.GenerationState.ValueType
-    ) -> None:
+    async def _set_state(self, job: _Job, state: generation_pb2.GenerationState.ValueType) -> None:
         job.generation.state = state
         job.generation.update_time.CopyFrom(_now())
         await self._registry.update(job.generation)
@@ -200,7 +198,9 @@ class JobRunner:
             self._jobs.pop(job.generation.name, None)
             self._metrics.jobs_active.dec()
             self._metrics.jobs.labels(outcome).inc()
-            self._metrics.generation_duration.labels(outcome).observe(time.monotonic() - job.started)
+            self._metrics.generation_duration.labels(outcome).observe(
+                time.monotonic() - job.started
+            )
             log.info("%s: %s", job.generation.name, outcome)
 
     async def _fail(self, job: _Job, error: ServiceError) -> None:
@@ -208,7 +208,9 @@ class JobRunner:
         await self._set_state(job, generation_pb2.GENERATION_STATE_FAILED)
         await job.events.emit("failed", GenerationEvent.Failed(status=error.to_status()))
 
-    async def cancel(self, name: str, reason: str = "cancelled by request") -> generation_pb2.Generation:
+    async def cancel(
+        self, name: str, reason: str = "cancelled by request"
+    ) -> generation_pb2.Generation:
         """Cancel a job; an ended job is returned unchanged."""
         job = self._jobs.get(name)
         if job is not None and job.task is not None:

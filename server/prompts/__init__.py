@@ -6,13 +6,16 @@ from importlib import resources
 from string import Template
 
 from scriptgen.v1 import project_pb2
+
 from server.providers.base import Brief
 
 PROMPT_VERSION = "v1"
 
 
 def _template(stage: str, part: str) -> Template:
-    text = resources.files(__name__).joinpath(PROMPT_VERSION, f"{stage}.{part}.txt").read_text("utf-8")
+    text = (
+        resources.files(__name__).joinpath(PROMPT_VERSION, f"{stage}.{part}.txt").read_text("utf-8")
+    )
     return Template(text)
 
 
@@ -21,7 +24,9 @@ def render(stage: str, brief: Brief, outline: str = "") -> tuple[str, str]:
     project = brief.project
     fields = {
         "project_title": project.title,
-        "project_type": project_pb2.ProjectType.Name(project.type).removeprefix("PROJECT_TYPE_").lower(),
+        "project_type": project_pb2.ProjectType.Name(project.type)
+        .removeprefix("PROJECT_TYPE_")
+        .lower(),
         "logline": project.logline or "-",
         "project_description": project.description or "-",
         "language": project.language or "en",

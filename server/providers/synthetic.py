@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 
 from scriptgen.v1 import generation_pb2, project_pb2
+
 from server.config import SyntheticConfig
 from server.providers.base import Brief, Prompt
 
@@ -25,7 +26,14 @@ _CAST = {
     "ko": ["@지수", "@민호", "@서연", "@도윤", "@강 형사", "@할머니"],
 }
 _PLACES = {
-    "en": ["APARTMENT - KITCHEN", "CITY STREET", "POLICE STATION", "ROOFTOP", "DINER", "OLD TRAIN YARD"],
+    "en": [
+        "APARTMENT - KITCHEN",
+        "CITY STREET",
+        "POLICE STATION",
+        "ROOFTOP",
+        "DINER",
+        "OLD TRAIN YARD",
+    ],
     "ko": ["아파트 - 부엌", "골목길", "경찰서", "옥상", "편의점", "한강 다리"],
 }
 _TIMES = {"en": ["NIGHT", "DAY", "DAWN", "LATER"], "ko": ["밤", "낮", "새벽", "잠시 후"]}

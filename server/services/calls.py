@@ -52,7 +52,9 @@ def _as_service_error(method: str, exception: Exception) -> ServiceError:
     return Internal("internal error; the server log has the details")
 
 
-def unary(name: str) -> Callable[[UnaryMethod[RequestT, ResponseT]], UnaryMethod[RequestT, ResponseT]]:
+def unary(
+    name: str,
+) -> Callable[[UnaryMethod[RequestT, ResponseT]], UnaryMethod[RequestT, ResponseT]]:
     """Wrap a unary servicer method named `name` in the service."""
 
     def wrap(method: UnaryMethod[RequestT, ResponseT]) -> UnaryMethod[RequestT, ResponseT]:

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from grpc import aio
-
 from scriptgen.v1 import generation_pb2, generation_service_pb2, generation_service_pb2_grpc
+
 from server import limits, pagination
 from server.errors import NotFound, OutOfRange, invalid
 from server.events import EventLog
@@ -41,7 +41,9 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
                 first = False
             yield event
 
-    async def _with_last_sequence(self, job: generation_pb2.Generation) -> generation_pb2.Generation:
+    async def _with_last_sequence(
+        self, job: generation_pb2.Generation
+    ) -> generation_pb2.Generation:
         try:
             job.last_sequence = await self.log.last_sequence(job.name)
         except NotFound:
@@ -71,7 +73,9 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
                 reason="SEQUENCE_AHEAD",
                 metadata={"last_sequence": str(last)},
             )
-        async for event in self._events("StreamGenerationEvents", request.name, request.after_sequence):
+        async for event in self._events(
+            "StreamGenerationEvents", request.name, request.after_sequence
+        ):
             yield generation_service_pb2.StreamGenerationEventsResponse(event=event)
 
     @unary("GetGeneration")

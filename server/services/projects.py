@@ -6,8 +6,8 @@ import secrets
 from typing import Any
 
 from grpc import aio
-
 from scriptgen.v1 import project_pb2, project_service_pb2, project_service_pb2_grpc
+
 from server import limits, pagination
 from server.errors import FieldViolation, invalid
 from server.metrics import CoreMetrics
@@ -68,7 +68,9 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
         self, request: project_service_pb2.GetProjectRequest, context: Context
     ) -> project_service_pb2.GetProjectResponse:
         project_id = limits.project_id("name", request.name)
-        return project_service_pb2.GetProjectResponse(project=await self.store.get_project(project_id))
+        return project_service_pb2.GetProjectResponse(
+            project=await self.store.get_project(project_id)
+        )
 
     @unary("ListProjects")
     async def ListProjects(
@@ -94,7 +96,8 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
         if unknown:
             raise invalid(
                 "update_mask",
-                f"cannot update {', '.join(unknown)}; updatable: {', '.join(UPDATABLE_PROJECT_FIELDS)}",
+                f"cannot update {', '.join(unknown)};"
+                f" updatable: {', '.join(UPDATABLE_PROJECT_FIELDS)}",
             )
         changes = project_pb2.Project()
         changes.CopyFrom(request.project)
@@ -122,7 +125,9 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
         size = limits.page_size("page_size", request.page_size)
         after = pagination.decode("page_token", f"episodes:{project_id}", request.page_token)
         episodes, position = await self.store.list_episodes(project_id, size, after)
-        token = pagination.encode(f"episodes:{project_id}", position) if position is not None else ""
+        token = (
+            pagination.encode(f"episodes:{project_id}", position) if position is not None else ""
+        )
         return project_service_pb2.ListEpisodesResponse(episodes=episodes, next_page_token=token)
 
     @unary("GetEpisode")

@@ -23,7 +23,9 @@ class ProjectStore(Protocol):
     async def ping(self) -> None:
         """Raise Unavailable when the store cannot serve."""
 
-    async def create_project(self, project_id: str, project: project_pb2.Project) -> project_pb2.Project:
+    async def create_project(
+        self, project_id: str, project: project_pb2.Project
+    ) -> project_pb2.Project:
         """Insert a project; AlreadyExists when the id is taken."""
 
     async def get_project(self, project_id: str) -> project_pb2.Project:
@@ -42,7 +44,9 @@ class ProjectStore(Protocol):
     async def delete_project(self, project_id: str, *, force: bool) -> None:
         """Delete a project (with its episodes when `force`); FailedPrecondition otherwise."""
 
-    async def create_episode(self, project_id: str, episode: project_pb2.Episode) -> project_pb2.Episode:
+    async def create_episode(
+        self, project_id: str, episode: project_pb2.Episode
+    ) -> project_pb2.Episode:
         """Save an episode under the project's next number; never two with one number."""
 
     async def get_episode(self, project_id: str, number: int) -> project_pb2.Episode:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import aiosqlite
 from google.protobuf import timestamp_pb2
-
 from scriptgen.v1 import project_pb2
+
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from server.store.migrations import migrations
 
@@ -71,7 +71,9 @@ class SqliteProjectStore:
         try:
             await self._db.execute("SELECT 1")
         except sqlite3.Error as error:
-            raise Unavailable(f"the project store failed: {error}", reason="STORE_UNAVAILABLE") from None
+            raise Unavailable(
+                f"the project store failed: {error}", reason="STORE_UNAVAILABLE"
+            ) from None
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -117,7 +119,9 @@ class SqliteProjectStore:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
-    def _project(self, row: sqlite3.Row | tuple[object, ...], episode_count: int) -> project_pb2.Project:
+    def _project(
+        self, row: sqlite3.Row | tuple[object, ...], episode_count: int
+    ) -> project_pb2.Project:
         pid, title, kind, logline, description, language, created, updated = row
         return project_pb2.Project(
             name=f"projects/{pid}",
@@ -146,7 +150,9 @@ class SqliteProjectStore:
             create_time=_timestamp(int(str(created))),
         )
 
-    async def create_project(self, project_id: str, project: project_pb2.Project) -> project_pb2.Project:
+    async def create_project(
+        self, project_id: str, project: project_pb2.Project
+    ) -> project_pb2.Project:
         now = _now_micros()
         try:
             async with self._transaction() as db:
@@ -182,7 +188,10 @@ class SqliteProjectStore:
         self, limit: int, after: Sequence[str | int] | None
     ) -> tuple[list[project_pb2.Project], list[str | int] | None]:
         if after is None:
-            query = f"SELECT {_PROJECT_COLUMNS} FROM projects ORDER BY create_time DESC, id DESC LIMIT ?"
+            query = (
+                f"SELECT {_PROJECT_COLUMNS} FROM projects"
+                " ORDER BY create_time DESC, id DESC LIMIT ?"
+            )
             params: tuple[object, ...] = (limit + 1,)
         else:
             query = (
@@ -222,12 +231,15 @@ class SqliteProjectStore:
                     raise NotFound("project", f"projects/{project_id}", "PROJECT_NOT_FOUND")
             if not force and await self._episode_count(project_id):
                 raise FailedPrecondition(
-                    f"project 'projects/{project_id}' has episodes; delete with force to remove them",
+                    f"project 'projects/{project_id}' has episodes;"
+                    " delete with force to remove them",
                     reason="PROJECT_HAS_EPISODES",
                 )
             await db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
 
-    async def create_episode(self, project_id: str, episode: project_pb2.Episode) -> project_pb2.Episode:
+    async def create_episode(
+        self, project_id: str, episode: project_pb2.Episode
+    ) -> project_pb2.Episode:
         now = _now_micros()
         async with self._transaction() as db:
             async with db.execute(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from scriptgen.v1 import project_pb2
+
 from server.fountain import review
 from server.providers.base import Brief
 from server.providers.synthetic import plan_outline, tokens, write_screenplay
 
 
 def _brief(language: str = "en", title: str = "Pilot") -> Brief:
-    return Brief(project_pb2.Project(name="projects/p", title="Show", language=language), title, "", 1)
+    return Brief(
+        project_pb2.Project(name="projects/p", title="Show", language=language), title, "", 1
+    )
 
 
 def test_review_counts_scenes_cast_and_words() -> None:

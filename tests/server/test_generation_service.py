@@ -10,11 +10,11 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc import aio
-
 from scriptgen.v1 import generation_pb2, generation_service_pb2, project_service_pb2
+
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
-from tests.server.rpc import Stubs, connect, error_info, field_violations
+from tests.server.rpc import Stubs, connect, error_info, field_violations, read
 
 gs = generation_service_pb2
 
@@ -35,10 +35,10 @@ async def slow_core(tmp_path: Path) -> AsyncIterator[Core]:
         await running.stop(grace=0.0)
 
 
-async def _start(rpc: Stubs, parent: str, **fields: object) -> str:
-    call = rpc.generations.GenerateScript(gs.GenerateScriptRequest(parent=parent, **fields))  # type: ignore[arg-type]
-    first = await call.read()
-    assert first is not aio.EOF
+async def _start(rpc: Stubs, parent: str, title: str) -> str:
+    call = rpc.generations.GenerateScript(gs.GenerateScriptRequest(parent=parent, title=title))
+    first = await read(call)
+    assert first is not None
     call.cancel()
     return first.event.generation
 
@@ -63,7 +63,7 @@ async def test_bad_generate_requests_name_the_field(
         project = await rpc.create_project()
         request = {"parent": project.name, **fields}
         with pytest.raises(aio.AioRpcError) as raised:
-            await rpc.generate(**request)  # type: ignore[arg-type]
+            await rpc.generate(**request)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in field_violations(raised.value)
 
@@ -80,7 +80,10 @@ async def test_generating_for_a_missing_project_is_not_found(core_target: str) -
     ("request_", "field"),
     [
         (gs.StreamGenerationEventsRequest(name="jobs/x"), "name"),
-        (gs.StreamGenerationEventsRequest(name="generations/x", after_sequence=-1), "after_sequence"),
+        (
+            gs.StreamGenerationEventsRequest(name="generations/x", after_sequence=-1),
+            "after_sequence",
+        ),
     ],
 )
 async def test_bad_stream_requests(
@@ -116,7 +119,9 @@ async def test_same_request_id_same_job_different_request_refused(core_target: s
         assert [e.SerializeToString() for e in again] == [e.SerializeToString() for e in first]
         with pytest.raises(aio.AioRpcError) as raised:
             await rpc.generate(project.name, "Another", request_id="key-1")
-        listing = await rpc.generations.ListGenerations(gs.ListGenerationsRequest(parent=project.name))
+        listing = await rpc.generations.ListGenerations(
+            gs.ListGenerationsRequest(parent=project.name)
+        )
     assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert error_info(raised.value).reason == "REQUEST_ID_REUSED"
     assert len(listing.generations) == 1
@@ -128,7 +133,9 @@ async def test_get_and_list_report_state_episode_and_last_sequence(core_target: 
         other = await rpc.create_project("Other")
         runs = [await rpc.generate(project.name, f"Ep {i}") for i in range(3)]
         await rpc.generate(other.name)
-        job = (await rpc.generations.GetGeneration(gs.GetGenerationRequest(name=runs[0][0].generation))).generation
+        job = (
+            await rpc.generations.GetGeneration(gs.GetGenerationRequest(name=runs[0][0].generation))
+        ).generation
         assert job.state == generation_pb2.GENERATION_STATE_SUCCEEDED
         assert job.last_sequence == runs[0][-1].sequence
         assert job.episode == runs[0][-1].completed.episode.name
@@ -186,7 +193,9 @@ async def test_an_idle_job_sends_heartbeats_with_sequences(slow_core: Core) -> N
     async with connect(f"127.0.0.1:{slow_core.grpc_port}") as rpc:
         project = await rpc.create_project()
         events: list[generation_pb2.GenerationEvent] = []
-        call = rpc.generations.GenerateScript(gs.GenerateScriptRequest(parent=project.name, title="Slow"))
+        call = rpc.generations.GenerateScript(
+            gs.GenerateScriptRequest(parent=project.name, title="Slow")
+        )
         async for response in call:
             events.append(response.event)
             if response.event.HasField("text_delta"):

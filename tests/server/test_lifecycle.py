@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,14 +11,14 @@ import aiohttp
 import grpc
 import pytest
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client.parser import text_string_to_metric_families
-
 from scriptgen.v1 import generation_service_pb2
+
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
-from tests.server.rpc import connect, error_info
+from tests.server.rpc import connect, error_info, health_check, health_watch, read, reflection_info
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -25,24 +26,23 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 async def test_health_has_a_status_per_service_and_for_the_server(core_target: str) -> None:
     async with aio.insecure_channel(core_target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        check = health_check(channel)
         for service in ("", "scriptgen.v1.ProjectService", "scriptgen.v1.GenerationService"):
-            response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            response = await check(health_pb2.HealthCheckRequest(service=service))
             assert response.status == SERVING
         with pytest.raises(aio.AioRpcError) as raised:
-            await health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+            await check(health_pb2.HealthCheckRequest(service="no.such.Service"))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_reflection_lists_the_services(core_target: str) -> None:
     async with aio.insecure_channel(core_target) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
-        async def ask() -> object:
+        async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
             yield reflection_pb2.ServerReflectionRequest(list_services="")
 
         names: set[str] = set()
-        async for response in stub.ServerReflectionInfo(ask()):
+        async for response in reflection_info(channel)(ask()):
             names.update(s.name for s in response.list_services_response.service)
     assert {
         "scriptgen.v1.ProjectService",
@@ -66,13 +66,18 @@ async def test_metrics_endpoint_counts_calls_and_jobs(core: Core, core_target: s
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-    assert samples[("scriptgen_grpc_requests_total", (("code", "OK"), ("method", "CreateProject")))] == 1
+    assert (
+        samples[("scriptgen_grpc_requests_total", (("code", "OK"), ("method", "CreateProject")))]
+        == 1
+    )
     assert samples[("scriptgen_jobs_total", (("outcome", "succeeded"),))] == 1
     assert samples[("scriptgen_events_total", (("kind", "completed"),))] == 1
     assert any(name == "scriptgen_time_to_first_token_seconds_count" for name, _ in samples)
 
 
-async def test_shutdown_turns_not_serving_refuses_jobs_and_ends_streams_once(tmp_path: Path) -> None:
+async def test_shutdown_turns_not_serving_refuses_jobs_and_ends_streams_once(
+    tmp_path: Path,
+) -> None:
     config = replace(
         fast_core_config(tmp_path / "core"),
         synthetic=SyntheticConfig(first_token_seconds=0.0, tokens_per_second=100.0),
@@ -83,15 +88,16 @@ async def test_shutdown_turns_not_serving_refuses_jobs_and_ends_streams_once(tmp
     target = f"127.0.0.1:{core.grpc_port}"
     async with connect(target) as rpc:
         project = await rpc.create_project()
-        health = health_pb2_grpc.HealthStub(rpc.channel)
-        watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
-        assert (await watch.read()).status == SERVING
+        watch = health_watch(rpc.channel)(health_pb2.HealthCheckRequest(service=""))
+        first = await read(watch)
+        assert first is not None and first.status == SERVING
 
         streams = [asyncio.create_task(rpc.generate(project.name, f"Ep {i}")) for i in range(5)]
         await asyncio.sleep(0.3)
         stopping = asyncio.create_task(core.stop())
-        update = await asyncio.wait_for(watch.read(), 5)
-        assert update.status == NOT_SERVING
+        next_status = read(watch)
+        update = await asyncio.wait_for(next_status, 5)
+        assert update is not None and update.status == NOT_SERVING
         with pytest.raises(aio.AioRpcError) as refused:
             await rpc.generate(project.name, "Too late")
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -126,5 +132,7 @@ async def test_jobs_that_finish_within_the_grace_period_complete(tmp_path: Path)
 async def test_an_empty_generation_name_is_invalid(core_target: str) -> None:
     async with connect(core_target) as rpc:
         with pytest.raises(aio.AioRpcError) as raised:
-            await rpc.generations.GetGeneration(generation_service_pb2.GetGenerationRequest(name=""))
+            await rpc.generations.GetGeneration(
+                generation_service_pb2.GetGenerationRequest(name="")
+            )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

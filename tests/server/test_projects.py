@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc import aio
-
 from scriptgen.v1 import project_pb2, project_service_pb2
+
 from tests.server.rpc import connect, error_info, field_violations, rich_status
 
 pb = project_service_pb2
@@ -61,7 +63,9 @@ async def test_defaults_and_client_chosen_id(core_target: str) -> None:
         assert response.project.language == "en"
         with pytest.raises(aio.AioRpcError) as raised:
             await rpc.projects.CreateProject(
-                pb.CreateProjectRequest(project=project_pb2.Project(title="T"), project_id="my-show")
+                pb.CreateProjectRequest(
+                    project=project_pb2.Project(title="T"), project_id="my-show"
+                )
             )
     assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
@@ -73,7 +77,9 @@ async def test_pagination_walks_every_project_once_newest_first(core_target: str
         token = ""
         pages = 0
         while True:
-            page = await rpc.projects.ListProjects(pb.ListProjectsRequest(page_size=3, page_token=token))
+            page = await rpc.projects.ListProjects(
+                pb.ListProjectsRequest(page_size=3, page_token=token)
+            )
             seen.extend(p.name for p in page.projects)
             pages += 1
             token = page.next_page_token
@@ -83,12 +89,16 @@ async def test_pagination_walks_every_project_once_newest_first(core_target: str
     assert seen == [p.name for p in reversed(made)]
 
 
-async def test_episodes_are_listed_got_and_deleted_and_numbers_never_reused(core_target: str) -> None:
+async def test_episodes_are_listed_got_and_deleted_and_numbers_never_reused(
+    core_target: str,
+) -> None:
     async with connect(core_target) as rpc:
         project = await rpc.create_project()
         for title in ("One", "Two", "Three"):
             await rpc.generate(project.name, title)
-        listing = await rpc.projects.ListEpisodes(pb.ListEpisodesRequest(parent=project.name, page_size=2))
+        listing = await rpc.projects.ListEpisodes(
+            pb.ListEpisodesRequest(parent=project.name, page_size=2)
+        )
         assert [e.number for e in listing.episodes] == [1, 2]
         assert all(e.script == "" for e in listing.episodes)
         rest = await rpc.projects.ListEpisodes(
@@ -154,10 +164,14 @@ async def test_bad_projects_name_the_field(
 async def test_bad_requests_are_invalid_argument(core_target: str, call: str, field: str) -> None:
     async with connect(core_target) as rpc:
         project = await rpc.create_project()
-        calls = {
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
             "missing project": lambda: rpc.projects.CreateProject(pb.CreateProjectRequest()),
-            "bad name": lambda: rpc.projects.GetProject(pb.GetProjectRequest(name="projects/UPPER")),
-            "negative page": lambda: rpc.projects.ListProjects(pb.ListProjectsRequest(page_size=-1)),
+            "bad name": lambda: rpc.projects.GetProject(
+                pb.GetProjectRequest(name="projects/UPPER")
+            ),
+            "negative page": lambda: rpc.projects.ListProjects(
+                pb.ListProjectsRequest(page_size=-1)
+            ),
             "huge page": lambda: rpc.projects.ListProjects(pb.ListProjectsRequest(page_size=1001)),
             "garbage token": lambda: rpc.projects.ListProjects(
                 pb.ListProjectsRequest(page_token="not-a-token")
@@ -168,7 +182,9 @@ async def test_bad_requests_are_invalid_argument(core_target: str, call: str, fi
             "zero episode": lambda: rpc.projects.GetEpisode(
                 pb.GetEpisodeRequest(name=f"{project.name}/episodes/0")
             ),
-            "empty mask": lambda: rpc.projects.UpdateProject(pb.UpdateProjectRequest(project=project)),
+            "empty mask": lambda: rpc.projects.UpdateProject(
+                pb.UpdateProjectRequest(project=project)
+            ),
             "unknown mask path": lambda: rpc.projects.UpdateProject(
                 pb.UpdateProjectRequest(
                     project=project, update_mask=field_mask_pb2.FieldMask(paths=["create_time"])
@@ -188,7 +204,9 @@ async def test_a_page_token_of_another_list_is_refused(core_target: str) -> None
         for project in (first, second):
             for _ in range(2):
                 await rpc.generate(project.name)
-        page = await rpc.projects.ListEpisodes(pb.ListEpisodesRequest(parent=first.name, page_size=1))
+        page = await rpc.projects.ListEpisodes(
+            pb.ListEpisodesRequest(parent=first.name, page_size=1)
+        )
         with pytest.raises(aio.AioRpcError) as raised:
             await rpc.projects.ListEpisodes(
                 pb.ListEpisodesRequest(parent=second.name, page_token=page.next_page_token)

@@ -7,8 +7,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from scriptgen.v1 import project_pb2
+
 from server.errors import AlreadyExists, NotFound
 from server.store import SqliteProjectStore
 from server.store.migrations import migrations
@@ -34,7 +34,9 @@ async def test_data_survives_a_reopen(tmp_path: Path) -> None:
     store = SqliteProjectStore(path)
     await store.open()
     await store.create_project("show", project_pb2.Project(title="Show", language="ko"))
-    await store.create_episode("show", project_pb2.Episode(title="E1", script="INT. X - DAY\n", cast=["지수"]))
+    await store.create_episode(
+        "show", project_pb2.Episode(title="E1", script="INT. X - DAY\n", cast=["지수"])
+    )
     await store.close()
     store = SqliteProjectStore(path)
     await store.open()

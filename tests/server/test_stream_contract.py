@@ -9,16 +9,18 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc import aio
-
 from scriptgen.v1 import generation_pb2, generation_service_pb2, project_service_pb2
+
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
-from tests.server.rpc import connect, error_info, script_of
+from tests.server.rpc import connect, error_info, read, script_of
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
-async def test_sequences_are_contiguous_and_deltas_spell_the_saved_episode(core_target: str) -> None:
+async def test_sequences_are_contiguous_and_deltas_spell_the_saved_episode(
+    core_target: str,
+) -> None:
     async with connect(core_target) as rpc:
         project = await rpc.create_project()
         events = await rpc.generate(project.name, "The Pilot", description="a heist goes wrong")
@@ -90,11 +92,9 @@ async def test_resume_beyond_the_last_event_is_out_of_range(core_target: str) ->
 async def test_a_job_outlives_the_call_that_started_it(core: Core, core_target: str) -> None:
     async with connect(core_target) as rpc:
         project = await rpc.create_project()
-        call = rpc.generations.GenerateScript(
-            generation_pb2_request(project.name, "Detached")
-        )
-        first = await call.read()
-        assert first is not aio.EOF
+        call = rpc.generations.GenerateScript(generation_pb2_request(project.name, "Detached"))
+        first = await read(call)
+        assert first is not None
         call.cancel()
         name = first.event.generation
         rest = await rpc.follow(name, 1)
@@ -114,11 +114,12 @@ async def test_live_followers_see_the_same_events_as_the_starter(tmp_path: Path)
         async with connect(f"127.0.0.1:{slow.grpc_port}") as rpc:
             project = await rpc.create_project()
             call = rpc.generations.GenerateScript(generation_pb2_request(project.name, "Live"))
-            first = await call.read()
+            first = await read(call)
+            assert first is not None
             name = first.event.generation
             followers = [asyncio.create_task(rpc.follow(name, k)) for k in (0, 1)]
             starter = [first.event]
-            while (response := await call.read()) is not aio.EOF:
+            while (response := await read(call)) is not None:
                 starter.append(response.event)
             results = await asyncio.wait_for(asyncio.gather(*followers), 30)
         assert [e.SerializeToString() for e in results[0]] == [
