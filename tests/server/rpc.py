@@ -63,8 +63,8 @@ async def connect(target: str) -> AsyncIterator[Stubs]:
     async with aio.insecure_channel(target) as channel:
         yield Stubs(
             channel,
-            project_service_pb2_grpc.ProjectServiceAsyncStub(channel),
-            generation_service_pb2_grpc.GenerationServiceAsyncStub(channel),
+            project_service_pb2_grpc.ProjectServiceStub(channel),
+            generation_service_pb2_grpc.GenerationServiceStub(channel),
         )
 
 
