@@ -1,0 +1,368 @@
+"""The typed async client: one method per RPC, deadlines on every call, retries where safe."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf import field_mask_pb2
+
+from scriptgen._config import ClientConfig
+from scriptgen._errors import RPCError
+from scriptgen._stream import GenerationStream
+from scriptgen.v1 import (
+    generation_pb2,
+    generation_service_pb2,
+    generation_service_pb2_grpc,
+    project_pb2,
+    project_service_pb2,
+    project_service_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from scriptgen.v1.generation_service_pb2_grpc import GenerationServiceAsyncStub
+    from scriptgen.v1.project_service_pb2_grpc import ProjectServiceAsyncStub
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+class _Paged(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+_Page = TypeVar("_Page", bound=_Paged)
+
+
+class Client:
+    """An async client of the Scriptgen core.
+
+        async with Client("127.0.0.1:50051") as client:
+            project = await client.create_project(title="The Lighthouse")
+            async with client.generate(project.name, "Pilot") as stream:
+                async for event in stream:
+                    ...
+
+    Every unary call has a deadline (`ClientConfig.deadline`, or `deadline=`
+    seconds per call). Idempotent calls (get, list, cancel) are retried on
+    UNAVAILABLE following `ClientConfig.retry`; calls with side effects are
+    not, so a lost response never turns into a second project. Failures
+    raise the typed errors of `scriptgen.RPCError`.
+    """
+
+    def __init__(self, target: str | None = None, config: ClientConfig | None = None) -> None:
+        config = config or ClientConfig()
+        if target is not None:
+            config = replace(config, target=target)
+        self._config = config
+        self._channel = grpc.aio.insecure_channel(config.target, options=config.channel_options())
+        self._projects: ProjectServiceAsyncStub = project_service_pb2_grpc.ProjectServiceStub(
+            self._channel
+        )
+        self._generations: GenerationServiceAsyncStub = (
+            generation_service_pb2_grpc.GenerationServiceStub(self._channel)
+        )
+
+    @property
+    def config(self) -> ClientConfig:
+        """The settings in effect, target included."""
+        return self._config
+
+    @property
+    def target(self) -> str:
+        """Where the core is."""
+        return self._config.target
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; calls still in flight are cancelled."""
+        await self._channel.close()
+
+    # Projects
+
+    async def create_project(
+        self,
+        project: project_pb2.Project | None = None,
+        *,
+        title: str | None = None,
+        type: project_pb2.ProjectType.ValueType | None = None,
+        logline: str | None = None,
+        description: str | None = None,
+        language: str | None = None,
+        project_id: str = "",
+        deadline: float | None = None,
+    ) -> project_pb2.Project:
+        """Create a project from `project` and/or the keyword fields (keywords win)."""
+        draft = project_pb2.Project()
+        if project is not None:
+            draft.CopyFrom(project)
+        if title is not None:
+            draft.title = title
+        if type is not None:
+            draft.type = type
+        if logline is not None:
+            draft.logline = logline
+        if description is not None:
+            draft.description = description
+        if language is not None:
+            draft.language = language
+        response = await self._unary(
+            self._projects.CreateProject,
+            project_service_pb2.CreateProjectRequest(project=draft, project_id=project_id),
+            deadline=deadline,
+            idempotent=False,
+        )
+        return response.project
+
+    async def get_project(self, name: str, *, deadline: float | None = None) -> project_pb2.Project:
+        """One project by name, `projects/{project}`."""
+        response = await self._unary(
+            self._projects.GetProject,
+            project_service_pb2.GetProjectRequest(name=name),
+            deadline=deadline,
+        )
+        return response.project
+
+    async def list_projects(
+        self, page_size: int = 0, page_token: str = "", *, deadline: float | None = None
+    ) -> project_service_pb2.ListProjectsResponse:
+        """One page of projects, newest first."""
+        return await self._unary(
+            self._projects.ListProjects,
+            project_service_pb2.ListProjectsRequest(page_size=page_size, page_token=page_token),
+            deadline=deadline,
+        )
+
+    async def iter_projects(
+        self, page_size: int = 0, *, deadline: float | None = None
+    ) -> AsyncIterator[project_pb2.Project]:
+        """Every project, walking the pages; `deadline` applies to each page."""
+        async for page in self._pages(
+            lambda token: self.list_projects(page_size, token, deadline=deadline)
+        ):
+            for project in page.projects:
+                yield project
+
+    async def update_project(
+        self,
+        project: project_pb2.Project,
+        update_mask: Sequence[str],
+        *,
+        deadline: float | None = None,
+    ) -> project_pb2.Project:
+        """Change the fields of `project` named in `update_mask`; `project.name` says which."""
+        response = await self._unary(
+            self._projects.UpdateProject,
+            project_service_pb2.UpdateProjectRequest(
+                project=project, update_mask=field_mask_pb2.FieldMask(paths=list(update_mask))
+            ),
+            deadline=deadline,
+            idempotent=False,
+        )
+        return response.project
+
+    async def delete_project(
+        self, name: str, *, force: bool = False, deadline: float | None = None
+    ) -> None:
+        """Delete a project; `force` also deletes its episodes."""
+        await self._unary(
+            self._projects.DeleteProject,
+            project_service_pb2.DeleteProjectRequest(name=name, force=force),
+            deadline=deadline,
+            idempotent=False,
+        )
+
+    # Episodes
+
+    async def list_episodes(
+        self,
+        parent: str,
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        deadline: float | None = None,
+    ) -> project_service_pb2.ListEpisodesResponse:
+        """One page of a project's episodes by number, without their scripts."""
+        return await self._unary(
+            self._projects.ListEpisodes,
+            project_service_pb2.ListEpisodesRequest(
+                parent=parent, page_size=page_size, page_token=page_token
+            ),
+            deadline=deadline,
+        )
+
+    async def iter_episodes(
+        self, parent: str, page_size: int = 0, *, deadline: float | None = None
+    ) -> AsyncIterator[project_pb2.Episode]:
+        """Every episode of a project, walking the pages."""
+        async for page in self._pages(
+            lambda token: self.list_episodes(parent, page_size, token, deadline=deadline)
+        ):
+            for episode in page.episodes:
+                yield episode
+
+    async def get_episode(self, name: str, *, deadline: float | None = None) -> project_pb2.Episode:
+        """One episode with its script, `projects/{project}/episodes/{episode}`."""
+        response = await self._unary(
+            self._projects.GetEpisode,
+            project_service_pb2.GetEpisodeRequest(name=name),
+            deadline=deadline,
+        )
+        return response.episode
+
+    async def delete_episode(self, name: str, *, deadline: float | None = None) -> None:
+        """Delete one episode; its number is never reused."""
+        await self._unary(
+            self._projects.DeleteEpisode,
+            project_service_pb2.DeleteEpisodeRequest(name=name),
+            deadline=deadline,
+            idempotent=False,
+        )
+
+    # Generations
+
+    def generate(
+        self,
+        parent: str,
+        title: str,
+        description: str = "",
+        *,
+        request_id: str | None = None,
+        detach: bool = False,
+        deadline: float | None = None,
+    ) -> GenerationStream:
+        """Start writing an episode of `parent` and stream the job's events.
+
+        A random `request_id` is chosen when none is given, so that a retry
+        after a broken link re-attaches to the same job instead of starting a
+        second one. `deadline` (seconds) bounds the whole stream, resumes included; by
+        default a stream may run as long as the job does.
+        """
+        request = generation_service_pb2.GenerateScriptRequest(
+            parent=parent,
+            title=title,
+            description=description,
+            request_id=request_id or uuid.uuid4().hex,
+            detach=detach,
+        )
+        return GenerationStream(self._generations, self._config, request=request, deadline=deadline)
+
+    def follow(
+        self, name: str, after_sequence: int = 0, *, deadline: float | None = None
+    ) -> GenerationStream:
+        """Stream the events of job `name` after `after_sequence`: replay, then live."""
+        return GenerationStream(
+            self._generations,
+            self._config,
+            generation=name,
+            after_sequence=after_sequence,
+            deadline=deadline,
+        )
+
+    async def get_generation(
+        self, name: str, *, deadline: float | None = None
+    ) -> generation_pb2.Generation:
+        """One job by name, `generations/{generation}`."""
+        response = await self._unary(
+            self._generations.GetGeneration,
+            generation_service_pb2.GetGenerationRequest(name=name),
+            deadline=deadline,
+        )
+        return response.generation
+
+    async def list_generations(
+        self,
+        parent: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        deadline: float | None = None,
+    ) -> generation_service_pb2.ListGenerationsResponse:
+        """One page of jobs, newest first; `parent` narrows to one project's."""
+        return await self._unary(
+            self._generations.ListGenerations,
+            generation_service_pb2.ListGenerationsRequest(
+                parent=parent, page_size=page_size, page_token=page_token
+            ),
+            deadline=deadline,
+        )
+
+    async def iter_generations(
+        self, parent: str = "", page_size: int = 0, *, deadline: float | None = None
+    ) -> AsyncIterator[generation_pb2.Generation]:
+        """Every job (of `parent`, if given), walking the pages."""
+        async for page in self._pages(
+            lambda token: self.list_generations(parent, page_size, token, deadline=deadline)
+        ):
+            for generation in page.generations:
+                yield generation
+
+    async def cancel_generation(
+        self, name: str, *, deadline: float | None = None
+    ) -> generation_pb2.Generation:
+        """Cancel a job; an ended job comes back unchanged, so this is safe to repeat."""
+        response = await self._unary(
+            self._generations.CancelGeneration,
+            generation_service_pb2.CancelGenerationRequest(name=name),
+            deadline=deadline,
+        )
+        return response.generation
+
+    # Plumbing
+
+    async def _unary(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        *,
+        deadline: float | None,
+        idempotent: bool = True,
+    ) -> _Response:
+        budget = self._config.deadline if deadline is None else deadline
+        expiry = time.monotonic() + budget
+        policy = self._config.retry
+        failures = 0
+        while True:
+            remaining = max(0.0, expiry - time.monotonic())
+            try:
+                return await method(request, timeout=remaining, metadata=self._config.metadata)
+            except grpc.aio.AioRpcError as error:
+                failures += 1
+                retry = (
+                    idempotent
+                    and error.code() == grpc.StatusCode.UNAVAILABLE
+                    and failures < policy.max_attempts
+                )
+                delay = policy.backoff(failures)
+                # Sleeping past the deadline would only turn UNAVAILABLE into a vaguer error.
+                if not retry or time.monotonic() + delay >= expiry:
+                    raise RPCError.from_call(error) from error
+            await asyncio.sleep(delay)
+
+    @staticmethod
+    async def _pages(fetch: Callable[[str], Awaitable[_Page]]) -> AsyncIterator[_Page]:
+        token = ""
+        while True:
+            page = await fetch(token)
+            yield page
+            token = page.next_page_token
+            if not token:
+                return

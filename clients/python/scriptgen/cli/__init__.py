@@ -1,0 +1,74 @@
+"""The `scriptgen` command: run the service, manage projects, write episodes.
+
+    scriptgen serve                          core + gateway in one process
+    scriptgen server | gateway               one of them
+    scriptgen projects create|list|show|update|delete
+    scriptgen generate PROJECT --title T     stream a new episode's script to stdout
+    scriptgen episodes list|show|delete
+    scriptgen generations list|show|follow|cancel
+
+Every flag can also come from a `SCRIPTGEN_*` environment variable (named in
+each flag's help). Errors are one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from scriptgen._errors import ScriptgenError
+from scriptgen.cli import episodes, generate, generations, projects, serve
+from scriptgen.cli._options import Command
+from scriptgen.cli._output import print_error
+
+#: Exit status after Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The whole command line, defaults taken from `environ`."""
+    parser = argparse.ArgumentParser(
+        prog="scriptgen",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    serve.register(commands, environ)
+    projects.register(commands, environ)
+    generate.register(commands, environ)
+    episodes.register(commands, environ)
+    generations.register(commands, environ)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]); returns the exit status."""
+    environ = os.environ
+    parser = build_parser(environ)
+    args, extras = parser.parse_known_args(argv)
+    flag_parser: serve.FlagParser | None = getattr(args, "flag_parser", None)
+    command: Command = args.command
+    if flag_parser is not None:
+        args = flag_parser(environ).parse_args(extras)
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    try:
+        return asyncio.run(command(args))
+    except ScriptgenError as error:
+        print_error(error, target=str(getattr(args, "target", "")))
+        return 1
+    except OSError as error:
+        # e.g. an address already in use: say so, without a traceback
+        print_error(error)
+        return 1
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

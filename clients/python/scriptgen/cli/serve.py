@@ -1,0 +1,189 @@
+"""`scriptgen serve|server|gateway`: run the core, the gateway, or both in one process.
+
+The server and gateway packages are imported only here, inside the
+commands, so that the SDK and the client commands never load them.
+Each process runs until SIGINT or SIGTERM, then stops gracefully — the
+gateway first, so no new HTTP stream reaches a core that is draining — and
+exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+from scriptgen.cli._options import set_command
+from scriptgen.cli._output import out
+
+_WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
+
+
+#: Builds a command's real parser when that command is chosen.
+FlagParser = Callable[[Mapping[str, str]], argparse.ArgumentParser]
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], environ: Mapping[str, str]
+) -> None:
+    """Add `serve`, `server` and `gateway`; their flags are declared only when chosen."""
+    for name, summary, command, flags in (
+        ("serve", "run the core and the gateway together", _serve, serve_parser),
+        ("server", "run the gRPC core only", _server, server_parser),
+        ("gateway", "run the HTTP/SSE gateway only", _gateway, gateway_parser),
+    ):
+        # Declaring the flags needs the server and gateway packages; loading them
+        # for every `scriptgen projects list` would be slow, so `main` builds the
+        # real parser (and its --help) only once the command is chosen.
+        placeholder = commands.add_parser(name, help=summary, add_help=False)
+        set_command(placeholder, command)
+        placeholder.set_defaults(flag_parser=flags)
+
+
+def serve_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The flags of `scriptgen serve`: the core's and the gateway's."""
+    from gateway import config as gateway_config
+    from server import config as core_config
+
+    parser = argparse.ArgumentParser(
+        prog="scriptgen serve",
+        description="Run the gRPC core and the HTTP/SSE gateway in one process with embedded"
+        " defaults. The gateway talks to the core at the core's actual port, so port 0 works.",
+    )
+    core_config.add_arguments(parser, environ)
+    gateway_config.add_arguments(parser, environ)
+    return parser
+
+
+def server_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The flags of `scriptgen server`."""
+    from server import config as core_config
+
+    parser = argparse.ArgumentParser(prog="scriptgen server", description="Run the gRPC core.")
+    core_config.add_arguments(parser, environ)
+    return parser
+
+
+def gateway_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The flags of `scriptgen gateway`."""
+    from gateway import config as gateway_config
+
+    parser = argparse.ArgumentParser(
+        prog="scriptgen gateway", description="Run the HTTP/SSE gateway in front of a core."
+    )
+    gateway_config.add_arguments(parser, environ)
+    return parser
+
+
+def _host(address: str) -> str:
+    host, _, _ = address.rpartition(":")
+    return host
+
+
+def local_host(address: str) -> str:
+    """A host a local client can reach a server bound to `address` at."""
+    host = _host(address)
+    return "127.0.0.1" if host in _WILDCARD_HOSTS else host
+
+
+def _print_endpoints(
+    *, grpc: str | None = None, http: str | None = None, metrics: str | None = None
+) -> None:
+    out("scriptgen is running")
+    if grpc is not None:
+        out(f"  gRPC     {grpc}")
+    if http is not None:
+        out(f"  HTTP     {http}")
+    if metrics is not None:
+        out(f"  metrics  {metrics}")
+    out("Press Ctrl-C to stop.")
+
+
+async def _until_stopped() -> None:
+    """Wait for SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue  # not the main thread, or no signals here: wait for cancellation
+        installed.append(signum)
+    try:
+        await stop.wait()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from gateway import GatewayServer
+    from gateway import config as gateway_config
+    from server import Core
+    from server import config as core_config
+
+    core_settings = core_config.from_arguments(args)
+    core = Core(core_settings)
+    await core.start()
+    try:
+        core_target = f"{local_host(core_settings.grpc_address)}:{core.grpc_port}"
+        gateway_settings = replace(gateway_config.from_arguments(args), core_target=core_target)
+        gateway = GatewayServer(gateway_settings)
+        await gateway.start()
+        try:
+            _print_endpoints(
+                grpc=core_target,
+                http=f"http://{local_host(gateway_settings.http_address)}:{gateway.port}/",
+                metrics=_metrics_url(core_settings.metrics_address, core.metrics_port),
+            )
+            await _until_stopped()
+            out("scriptgen: stopping")
+        finally:
+            await gateway.stop()
+    finally:
+        await core.stop()
+    return 0
+
+
+async def _server(args: argparse.Namespace) -> int:
+    from server import Core
+    from server import config as core_config
+
+    settings = core_config.from_arguments(args)
+    core = Core(settings)
+    await core.start()
+    try:
+        _print_endpoints(
+            grpc=f"{local_host(settings.grpc_address)}:{core.grpc_port}",
+            metrics=_metrics_url(settings.metrics_address, core.metrics_port),
+        )
+        await _until_stopped()
+        out("scriptgen: stopping")
+    finally:
+        await core.stop()
+    return 0
+
+
+async def _gateway(args: argparse.Namespace) -> int:
+    from gateway import GatewayServer
+    from gateway import config as gateway_config
+
+    settings = gateway_config.from_arguments(args)
+    gateway = GatewayServer(settings)
+    await gateway.start()
+    try:
+        _print_endpoints(http=f"http://{local_host(settings.http_address)}:{gateway.port}/")
+        await _until_stopped()
+        out("scriptgen: stopping")
+    finally:
+        await gateway.stop()
+    return 0
+
+
+def _metrics_url(address: str | None, port: int | None) -> str | None:
+    if address is None or port is None:
+        return None
+    return f"http://{local_host(address)}:{port}/metrics"

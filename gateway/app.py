@@ -1,0 +1,83 @@
+"""Builds the aiohttp application: routes, middleware, and the resources it owns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc.aio
+from aiohttp import web
+from scriptgen.v1 import generation_service_pb2_grpc, project_service_pb2_grpc
+
+from gateway import state
+from gateway.config import GatewayConfig
+from gateway.metrics import GatewayMetrics
+from gateway.middleware import echo_request_id, identify, observe, translate_errors
+from gateway.readiness import Readiness
+from gateway.routes_generations import routes as generation_routes
+from gateway.routes_operations import routes as operation_routes
+from gateway.routes_page import routes as page_routes
+from gateway.routes_projects import routes as project_routes
+
+
+def create_app(config: GatewayConfig) -> web.Application:
+    """A gateway app for `config`; its channel to the core opens when the app starts."""
+    app = web.Application(
+        middlewares=[observe, identify, translate_errors],
+        client_max_size=config.max_body_bytes,
+    )
+    app[state.CONFIG] = config
+    app[state.METRICS] = GatewayMetrics.create()
+    app[state.RELAYS] = set()
+    app.add_routes(project_routes)
+    app.add_routes(generation_routes)
+    app.add_routes(operation_routes)
+    app.add_routes(page_routes)
+    app.cleanup_ctx.append(_core_channel)
+    app.cleanup_ctx.append(_readiness_watch)
+    app.on_response_prepare.append(echo_request_id)
+    app.on_shutdown.append(_drain_streams)
+    return app
+
+
+def _channel_options(config: GatewayConfig) -> list[tuple[str, int]]:
+    # gRPC's own reconnect backoff grows to minutes by default; bounding it keeps
+    # readiness (and every call) quick to recover when a core comes back.
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.initial_reconnect_backoff_ms", max(1, int(config.readiness_backoff_seconds * 1000))),
+        ("grpc.max_reconnect_backoff_ms", max(1, int(config.readiness_backoff_max_seconds * 1000))),
+    ]
+
+
+async def _core_channel(app: web.Application) -> AsyncIterator[None]:
+    config = app[state.CONFIG]
+    channel = grpc.aio.insecure_channel(config.core_target, options=_channel_options(config))
+    app[state.CORE] = state.CoreStubs(
+        channel=channel,
+        projects=project_service_pb2_grpc.ProjectServiceStub(channel),
+        generations=generation_service_pb2_grpc.GenerationServiceStub(channel),
+    )
+    yield
+    await channel.close()
+
+
+async def _readiness_watch(app: web.Application) -> AsyncIterator[None]:
+    config = app[state.CONFIG]
+    readiness = Readiness(
+        app[state.CORE].channel,
+        app[state.METRICS],
+        backoff_seconds=config.readiness_backoff_seconds,
+        backoff_max_seconds=config.readiness_backoff_max_seconds,
+    )
+    app[state.READINESS] = readiness
+    readiness.start()
+    yield
+    await readiness.stop()
+
+
+async def _drain_streams(app: web.Application) -> None:
+    # End open event streams cleanly so EventSource clients reconnect (with
+    # Last-Event-ID) to another gateway instead of waiting out the drain.
+    relays = app[state.RELAYS]
+    for relay in list(relays):
+        relay.drain()

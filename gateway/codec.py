@@ -1,0 +1,163 @@
+"""JSON ⇄ protobuf with the proto3 JSON mapping; input that does not fit names its field.
+
+`google.protobuf.json_format` does the conversion; before it runs, the body is
+walked against the message descriptor so an unknown field or a value of the
+wrong type is reported at its exact path (`project.type`, `usage[2].model`)
+rather than as one opaque parse error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar, cast
+
+from aiohttp import web
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from gateway.errors import ApiError, Reason
+
+_M = TypeVar("_M", bound=Message)
+
+# Well-known types have their own JSON forms (strings for Timestamp, FieldMask,
+# Duration …); json_format checks those, so the walk treats them as leaves.
+_WELL_KNOWN_PREFIX = "google.protobuf."
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """A message as proto3 JSON (camelCase), with every field a client may rely on."""
+    return dict(json_format.MessageToDict(message, always_print_fields_with_no_presence=True))
+
+
+def dumps(value: Any) -> str:
+    """Compact one-line JSON; non-ASCII script text stays readable."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def field_names(body: Mapping[str, Any], descriptor: Descriptor) -> list[str]:
+    """The proto field names of the JSON keys in `body` that name a field."""
+    names: list[str] = []
+    for key in body:
+        field = _field(descriptor, key)
+        if field is not None:
+            names.append(field.name)
+    return names
+
+
+def parse_message(body: Mapping[str, Any], message: _M, *, path: str = "") -> _M:
+    """Fill `message` from a JSON object; `path` prefixes field names in violations."""
+    violations: dict[str, str] = {}
+    _walk(body, cast(Descriptor, message.DESCRIPTOR), path, violations)
+    if violations:
+        raise ApiError.invalid(
+            Reason.INVALID_FIELD, "The request body has invalid fields.", violations
+        )
+    try:
+        json_format.ParseDict(dict(body), message)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
+        # The walk catches what it can name; what is left (e.g. a field given
+        # under both its JSON and proto names) is reported at the body's root.
+        raise ApiError.invalid(
+            Reason.INVALID_FIELD, "The request body is invalid.", {path or "body": str(error)}
+        ) from None
+    return message
+
+
+def _field(descriptor: Descriptor, key: str) -> FieldDescriptor | None:
+    for field in descriptor.fields:
+        if key in (field.json_name, field.name):
+            return field
+    return None
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _walk(
+    body: Mapping[str, Any], descriptor: Descriptor, path: str, violations: dict[str, str]
+) -> None:
+    for key, value in body.items():
+        field = _field(descriptor, key)
+        if field is None:
+            violations[_join(path, key)] = f"Unknown field {key!r} in {descriptor.name}."
+            continue
+        where = _join(path, field.name)
+        if _is_nested_message(field):
+            _walk_message_field(field, value, where, violations)
+        elif field.type == FieldDescriptor.TYPE_ENUM and not _is_enum_value(value, field):
+            # json_format truncates 3.5 to 3; the proto3 JSON mapping allows a name or an integer.
+            violations[where] = "Must be an enum value name or integer."
+        else:
+            _check_leaf(descriptor, key, value, where, violations)
+
+
+def _is_enum_value(value: Any, field: FieldDescriptor) -> bool:
+    if field.is_repeated:
+        return isinstance(value, list) and all(_is_enum_scalar(item) for item in value)
+    return value is None or _is_enum_scalar(value)
+
+
+def _is_enum_scalar(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _is_nested_message(field: FieldDescriptor) -> bool:
+    nested = field.message_type
+    if field.type != FieldDescriptor.TYPE_MESSAGE or nested is None:
+        return False
+    return not nested.GetOptions().map_entry and not nested.full_name.startswith(_WELL_KNOWN_PREFIX)
+
+
+def _walk_message_field(
+    field: FieldDescriptor, value: Any, where: str, violations: dict[str, str]
+) -> None:
+    nested = field.message_type
+    if value is None or nested is None:
+        return
+    if field.is_repeated:
+        if not isinstance(value, list):
+            violations[where] = "Must be an array."
+            return
+        for index, item in enumerate(value):
+            if isinstance(item, dict):
+                _walk(item, nested, f"{where}[{index}]", violations)
+            else:
+                violations[f"{where}[{index}]"] = "Must be an object."
+    elif isinstance(value, dict):
+        _walk(value, nested, where, violations)
+    else:
+        violations[where] = "Must be an object."
+
+
+def _check_leaf(
+    descriptor: Descriptor, key: str, value: Any, where: str, violations: dict[str, str]
+) -> None:
+    probe = message_factory.GetMessageClass(descriptor)()
+    try:
+        json_format.ParseDict({key: value}, probe)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
+        violations[where] = _describe(error)
+
+
+def _describe(error: Exception) -> str:
+    # json_format prefixes its messages with "Failed to parse <name> field: ";
+    # the violation already names the field.
+    text = str(error)
+    marker = " field: "
+    return (
+        text.split(marker, 1)[1] if text.startswith("Failed to parse") and marker in text else text
+    )
+
+
+def json_response(
+    reply: Message | Mapping[str, Any],
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """An HTTP answer whose body is `reply` as proto3 JSON."""
+    body = to_json(reply) if isinstance(reply, Message) else reply
+    return web.json_response(body, status=status, headers=headers, dumps=dumps)

@@ -1,0 +1,135 @@
+"""Gateway configuration: one frozen dataclass built once at start, then passed down.
+
+Every setting is a command-line flag with a `SCRIPTGEN_*` environment variable
+as its default; `add_arguments` declares them and `from_arguments` builds the
+config, so nothing deeper in the gateway reads the environment. Flag names are
+distinct from the core's so `scriptgen serve` can put both on one parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_CORE_TARGET = "127.0.0.1:50051"
+DEFAULT_HTTP_ADDRESS = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Everything the gateway needs to run."""
+
+    #: host:port (or any gRPC target) of the core.
+    core_target: str = DEFAULT_CORE_TARGET
+    #: host:port the HTTP server listens on; port 0 picks a free one.
+    http_address: str = DEFAULT_HTTP_ADDRESS
+    #: Reconnection delay sent to EventSource clients as `retry:`, in milliseconds.
+    sse_retry_ms: int = 3000
+    #: A stream with nothing written for this long gets a `: ping` comment.
+    ping_interval_seconds: float = 15.0
+    #: How long an SSE request waits for the job's first event before answering
+    #: 200; errors seen within this window are still plain HTTP errors.
+    first_event_wait_seconds: float = 5.0
+    #: Largest request body accepted, in bytes.
+    max_body_bytes: int = 1024 * 1024
+    #: Deadline of each unary call to the core, in seconds.
+    unary_deadline_seconds: float = 10.0
+    #: First and longest pause between attempts to re-watch the core's health.
+    readiness_backoff_seconds: float = 0.2
+    readiness_backoff_max_seconds: float = 5.0
+    #: On stop, how long open requests get to finish before they are cancelled.
+    drain_seconds: float = 5.0
+    #: Largest gRPC message accepted from the core, in bytes.
+    max_message_bytes: int = 4 * 1024 * 1024
+
+    @property
+    def http_host(self) -> str:
+        host, _, _ = self.http_address.rpartition(":")
+        return host.strip("[]") or "0.0.0.0"
+
+    @property
+    def http_port(self) -> int:
+        _, _, port = self.http_address.rpartition(":")
+        return int(port)
+
+
+def _env(environ: Mapping[str, str], name: str, default: str) -> str:
+    return environ.get(f"SCRIPTGEN_{name}", default)
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    environ: Mapping[str, str] | None = None,
+    *,
+    http_address: str = DEFAULT_HTTP_ADDRESS,
+) -> None:
+    """Declare the gateway's flags on `parser`, defaulting to `SCRIPTGEN_*` variables."""
+    env = os.environ if environ is None else environ
+    group = parser.add_argument_group("gateway")
+    group.add_argument(
+        "--core-target",
+        default=_env(env, "CORE_TARGET", DEFAULT_CORE_TARGET),
+        help="gRPC target of the core [SCRIPTGEN_CORE_TARGET] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--http-address",
+        default=_env(env, "HTTP_ADDRESS", http_address),
+        help="HTTP listen address [SCRIPTGEN_HTTP_ADDRESS] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--sse-retry-ms",
+        type=int,
+        default=int(_env(env, "SSE_RETRY_MS", "3000")),
+        help="reconnection delay announced to SSE clients [SCRIPTGEN_SSE_RETRY_MS]"
+        " (default: %(default)s)",
+    )
+    group.add_argument(
+        "--ping-interval-seconds",
+        type=float,
+        default=float(_env(env, "PING_INTERVAL_SECONDS", "15")),
+        help="idle time after which an SSE stream gets a ': ping' comment"
+        " [SCRIPTGEN_PING_INTERVAL_SECONDS] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--first-event-wait-seconds",
+        type=float,
+        default=float(_env(env, "FIRST_EVENT_WAIT_SECONDS", "5")),
+        help="how long an SSE request waits for its first event before answering"
+        " [SCRIPTGEN_FIRST_EVENT_WAIT_SECONDS] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(_env(env, "MAX_BODY_BYTES", str(1024 * 1024))),
+        help="largest request body accepted [SCRIPTGEN_MAX_BODY_BYTES] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--unary-deadline-seconds",
+        type=float,
+        default=float(_env(env, "UNARY_DEADLINE_SECONDS", "10")),
+        help="deadline of unary calls to the core [SCRIPTGEN_UNARY_DEADLINE_SECONDS]"
+        " (default: %(default)s)",
+    )
+    group.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=float(_env(env, "DRAIN_SECONDS", "5")),
+        help="on stop, time open HTTP requests get to finish [SCRIPTGEN_DRAIN_SECONDS]"
+        " (default: %(default)s)",
+    )
+
+
+def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
+    """Build the config from flags parsed by a parser given `add_arguments`."""
+    return GatewayConfig(
+        core_target=str(namespace.core_target),
+        http_address=str(namespace.http_address),
+        sse_retry_ms=int(namespace.sse_retry_ms),
+        ping_interval_seconds=float(namespace.ping_interval_seconds),
+        first_event_wait_seconds=float(namespace.first_event_wait_seconds),
+        max_body_bytes=int(namespace.max_body_bytes),
+        unary_deadline_seconds=float(namespace.unary_deadline_seconds),
+        drain_seconds=float(namespace.drain_seconds),
+    )

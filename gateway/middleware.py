@@ -1,0 +1,125 @@
+"""What wraps every request: its request id and call metadata, metrics, and JSON errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import grpc
+import grpc.aio
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway import state
+from gateway.errors import ApiError, Reason
+from gateway.inputs import header_value
+
+_log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+#: Headers passed through to the core, which narrows its provider chain by them.
+FORWARDED_HEADERS = ("x-preferred-provider", "x-disabled-providers")
+#: The status recorded for a request whose client went away before the answer.
+CLIENT_CLOSED = 499
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request, labelled by route template, not raw path."""
+    metrics = request.app[state.METRICS]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    except BaseException:
+        status = CLIENT_CLOSED
+        raise
+    finally:
+        metrics.requests.labels(route=route, method=request.method, status=str(status)).inc()
+        metrics.request_duration.labels(route=route, method=request.method).observe(
+            time.monotonic() - started
+        )
+
+
+@web.middleware
+async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id (the client's, if usable) and the metadata calls carry."""
+    client_id = request.headers.get(REQUEST_ID_HEADER)
+    try:
+        request_id = header_value(request, REQUEST_ID_HEADER) or uuid.uuid4().hex
+    except ApiError:
+        # An unusable client id is replaced rather than refused: it is only a label.
+        request_id = uuid.uuid4().hex
+        _log.debug("replaced unusable request id %r", client_id)
+    request[state.REQUEST_ID] = request_id
+    metadata: list[tuple[str, str]] = [("x-request-id", request_id)]
+    try:
+        for name in FORWARDED_HEADERS:
+            value = header_value(request, name)
+            if value is not None:
+                metadata.append((name, value))
+    except ApiError as error:
+        return _error_response(error)
+    request[state.CALL_METADATA] = tuple(metadata)
+    return await handler(request)
+
+
+@web.middleware
+async def translate_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error raised before the response began into a Google-style JSON body."""
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return _error_response(error)
+    except grpc.aio.AioRpcError as error:
+        return _error_response(ApiError.from_rpc_error(error))
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        response = _error_response(_from_http(error))
+        if "Allow" in error.headers:
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
+    except Exception:
+        _log.exception("unhandled error answering %s %s", request.method, request.path)
+        return _error_response(
+            ApiError.gateway(
+                grpc.StatusCode.INTERNAL, Reason.GATEWAY_INTERNAL, "Internal gateway error."
+            )
+        )
+
+
+def _from_http(error: web.HTTPException) -> ApiError:
+    if error.status == 404:
+        return ApiError.gateway(grpc.StatusCode.NOT_FOUND, Reason.ROUTE_NOT_FOUND, "No such route.")
+    if error.status == 405:
+        return ApiError.gateway(
+            grpc.StatusCode.UNIMPLEMENTED,
+            Reason.METHOD_NOT_ALLOWED,
+            f"Method {error.method} is not allowed here."
+            if isinstance(error, web.HTTPMethodNotAllowed)
+            else error.reason,
+            http_status=405,
+        )
+    if error.status == 413:
+        return ApiError.invalid(Reason.MALFORMED_BODY, error.reason, {"body": error.reason})
+    return ApiError.gateway(grpc.StatusCode.UNKNOWN, Reason.GATEWAY_INTERNAL, error.reason)
+
+
+def _error_response(error: ApiError) -> web.Response:
+    return web.json_response(error.body(), status=error.http_status, headers=error.headers())
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: every answer, streamed or not, names its request id."""
+    request_id = request.get(state.REQUEST_ID)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id

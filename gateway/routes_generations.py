@@ -1,0 +1,143 @@
+"""HTTP routes of GenerationService: start, follow, resume, list, get and cancel jobs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import grpc.aio
+from aiohttp import web
+from google.protobuf import empty_pb2
+from scriptgen.v1 import generation_service_pb2
+
+from gateway import state
+from gateway.codec import json_response, parse_message, to_json
+from gateway.errors import ApiError, Reason
+from gateway.inputs import Query, after_sequence, json_object, path_id
+from gateway.sse import relay_events
+
+routes = web.RouteTableDef()
+
+_GENERATIONS = "generations/"
+
+
+def _generation_name(request: web.Request) -> str:
+    return f"{_GENERATIONS}{path_id(request, 'generation')}"
+
+
+def _wants_event_stream(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return any(part.split(";")[0].strip() == "text/event-stream" for part in accept.split(","))
+
+
+def _generation_url(name: str) -> str:
+    return f"/v1/{name}"
+
+
+@routes.post("/v1/projects/{project}/generations")
+async def generate_script(request: web.Request) -> web.StreamResponse:
+    """Start a job; answer 201 with where to follow it, or its events as SSE."""
+    parent = f"projects/{path_id(request, 'project')}"
+    Query(request).finish()
+    body = await json_object(request, request.app[state.CONFIG].max_body_bytes)
+    if "parent" in body:
+        raise ApiError.invalid(
+            Reason.INVALID_FIELD,
+            "The project is named by the path.",
+            {"parent": "Must not be in the body; the path names the project."},
+        )
+    job = parse_message(body, generation_service_pb2.GenerateScriptRequest())
+    job.parent = parent
+    core = request.app[state.CORE]
+    call = core.generations.GenerateScript(job, metadata=state.call_metadata(request))
+    if _wants_event_stream(request):
+        return await relay_events(request, call, generation="", route="generate")
+    try:
+        # The first event (`queued`) names the job; the job outlives this call.
+        async with asyncio.timeout(state.unary_deadline(request)):
+            first = await call.read()
+    except TimeoutError:
+        call.cancel()
+        raise ApiError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, "The core did not accept the job in time."
+        ) from None
+    finally:
+        call.cancel()
+    if not isinstance(first, generation_service_pb2.GenerateScriptResponse) or not (
+        first.event.generation
+    ):
+        raise ApiError.gateway(
+            grpc.StatusCode.INTERNAL,
+            Reason.GATEWAY_INTERNAL,
+            "The core ended the job's stream before naming the job.",
+        )
+    name = first.event.generation
+    reply = await core.generations.GetGeneration(
+        generation_service_pb2.GetGenerationRequest(name=name),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    url = _generation_url(name)
+    return json_response(
+        {"generation": to_json(reply.generation), "eventsUrl": f"{url}/events"},
+        status=201,
+        headers={"Location": url},
+    )
+
+
+@routes.get("/v1/projects/{project}/generations")
+async def list_generations(request: web.Request) -> web.StreamResponse:
+    parent = f"projects/{path_id(request, 'project')}"
+    query = Query(request)
+    page_size = query.integer("pageSize") or 0
+    page_token = query.text("pageToken") or ""
+    query.finish()
+    reply = await request.app[state.CORE].generations.ListGenerations(
+        generation_service_pb2.ListGenerationsRequest(
+            parent=parent, page_size=page_size, page_token=page_token
+        ),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return json_response(reply)
+
+
+@routes.get("/v1/generations/{generation}")
+async def get_generation(request: web.Request) -> web.StreamResponse:
+    name = _generation_name(request)
+    Query(request).finish()
+    reply = await request.app[state.CORE].generations.GetGeneration(
+        generation_service_pb2.GetGenerationRequest(name=name),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return json_response(reply.generation)
+
+
+@routes.post("/v1/generations/{generation}:cancel")
+async def cancel_generation(request: web.Request) -> web.StreamResponse:
+    name = _generation_name(request)
+    Query(request).finish()
+    body = await json_object(request, request.app[state.CONFIG].max_body_bytes)
+    # The body is an empty CancelGenerationRequest: the path already names the job.
+    parse_message(body, empty_pb2.Empty())
+    reply = await request.app[state.CORE].generations.CancelGeneration(
+        generation_service_pb2.CancelGenerationRequest(name=name),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return json_response(reply.generation)
+
+
+@routes.get("/v1/generations/{generation}/events")
+async def stream_generation_events(request: web.Request) -> web.StreamResponse:
+    """Follow a job as SSE, resuming after `Last-Event-ID`."""
+    name = _generation_name(request)
+    query = Query(request)
+    after = after_sequence(request, query)
+    query.finish()
+    call = request.app[state.CORE].generations.StreamGenerationEvents(
+        generation_service_pb2.StreamGenerationEventsRequest(name=name, after_sequence=after),
+        metadata=state.call_metadata(request),
+    )
+    return await relay_events(request, call, generation=name, route="events")

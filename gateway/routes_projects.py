@@ -1,0 +1,151 @@
+"""HTTP routes of ProjectService: projects and their episodes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from google.protobuf import field_mask_pb2
+from scriptgen.v1 import project_pb2, project_service_pb2
+
+from gateway import state
+from gateway.codec import field_names, json_response, parse_message
+from gateway.errors import ApiError, Reason
+from gateway.inputs import Query, json_object, path_id, snake_case
+
+routes = web.RouteTableDef()
+
+
+def _project_name(request: web.Request) -> str:
+    return f"projects/{path_id(request, 'project')}"
+
+
+def _episode_name(request: web.Request) -> str:
+    return f"{_project_name(request)}/episodes/{path_id(request, 'episode')}"
+
+
+def _page(query: Query) -> tuple[int, str]:
+    return query.integer("pageSize") or 0, query.text("pageToken") or ""
+
+
+@routes.post("/v1/projects")
+async def create_project(request: web.Request) -> web.StreamResponse:
+    query = Query(request)
+    project_id = query.text("projectId") or ""
+    query.finish()
+    body = await json_object(request, request.app[state.CONFIG].max_body_bytes)
+    project = parse_message(body, project_pb2.Project(), path="project")
+    reply = await request.app[state.CORE].projects.CreateProject(
+        project_service_pb2.CreateProjectRequest(project=project, project_id=project_id),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    location = f"/v1/{reply.project.name}"
+    return json_response(reply.project, status=201, headers={"Location": location})
+
+
+@routes.get("/v1/projects")
+async def list_projects(request: web.Request) -> web.StreamResponse:
+    query = Query(request)
+    page_size, page_token = _page(query)
+    query.finish()
+    reply = await request.app[state.CORE].projects.ListProjects(
+        project_service_pb2.ListProjectsRequest(page_size=page_size, page_token=page_token),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return json_response(reply)
+
+
+@routes.get("/v1/projects/{project}")
+async def get_project(request: web.Request) -> web.StreamResponse:
+    name = _project_name(request)
+    Query(request).finish()
+    reply = await request.app[state.CORE].projects.GetProject(
+        project_service_pb2.GetProjectRequest(name=name),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return json_response(reply.project)
+
+
+@routes.patch("/v1/projects/{project}")
+async def update_project(request: web.Request) -> web.StreamResponse:
+    name = _project_name(request)
+    query = Query(request)
+    mask_param = query.text("updateMask")
+    query.finish()
+    body = await json_object(request, request.app[state.CONFIG].max_body_bytes)
+    project = parse_message(body, project_pb2.Project(), path="project")
+    if project.name and project.name != name:
+        raise ApiError.invalid(
+            Reason.INVALID_FIELD,
+            "The body names another project than the path.",
+            {"project.name": f"Must be empty or {name!r}."},
+        )
+    project.name = name
+    if mask_param is None:
+        # Without a mask, the fields the client sent are the fields it means to change.
+        paths = [path for path in field_names(body, project.DESCRIPTOR) if path != "name"]
+    else:
+        paths = [snake_case(path.strip()) for path in mask_param.split(",") if path.strip()]
+    reply = await request.app[state.CORE].projects.UpdateProject(
+        project_service_pb2.UpdateProjectRequest(
+            project=project, update_mask=field_mask_pb2.FieldMask(paths=paths)
+        ),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return json_response(reply.project)
+
+
+@routes.delete("/v1/projects/{project}")
+async def delete_project(request: web.Request) -> web.StreamResponse:
+    name = _project_name(request)
+    query = Query(request)
+    force = query.boolean("force") or False
+    query.finish()
+    reply = await request.app[state.CORE].projects.DeleteProject(
+        project_service_pb2.DeleteProjectRequest(name=name, force=force),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return json_response(reply)
+
+
+@routes.get("/v1/projects/{project}/episodes")
+async def list_episodes(request: web.Request) -> web.StreamResponse:
+    parent = _project_name(request)
+    query = Query(request)
+    page_size, page_token = _page(query)
+    query.finish()
+    reply = await request.app[state.CORE].projects.ListEpisodes(
+        project_service_pb2.ListEpisodesRequest(
+            parent=parent, page_size=page_size, page_token=page_token
+        ),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return json_response(reply)
+
+
+@routes.get("/v1/projects/{project}/episodes/{episode}")
+async def get_episode(request: web.Request) -> web.StreamResponse:
+    name = _episode_name(request)
+    Query(request).finish()
+    reply = await request.app[state.CORE].projects.GetEpisode(
+        project_service_pb2.GetEpisodeRequest(name=name),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return json_response(reply.episode)
+
+
+@routes.delete("/v1/projects/{project}/episodes/{episode}")
+async def delete_episode(request: web.Request) -> web.StreamResponse:
+    name = _episode_name(request)
+    Query(request).finish()
+    reply = await request.app[state.CORE].projects.DeleteEpisode(
+        project_service_pb2.DeleteEpisodeRequest(name=name),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return json_response(reply)

@@ -1,0 +1,46 @@
+"""Runs a gateway app on an HTTP port: start, the bound port, stop."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+
+
+class GatewayServer:
+    """The gateway listening on `config.http_address` (port 0 picks a free port)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    async def start(self) -> None:
+        runner = web.AppRunner(
+            create_app(self._config),
+            # A client that leaves cancels its handler, and so its upstream gRPC call.
+            handler_cancellation=True,
+            shutdown_timeout=self._config.drain_seconds,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._config.http_host, self._config.http_port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+
+    @property
+    def port(self) -> int:
+        """The bound HTTP port; only valid after `start()`."""
+        if self._port is None:
+            raise RuntimeError("GatewayServer is not started")
+        return self._port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()

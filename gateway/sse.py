@@ -1,0 +1,198 @@
+"""A job's gRPC event stream re-served as Server-Sent Events, framed exactly.
+
+Frames: `retry: <ms>` once on connect; per event `id: <sequence>`, `event:
+<name>`, `data: <event JSON on one line>`; a core heartbeat as `id: <sequence>`
+plus a `: ping` comment, so `EventSource.lastEventId` advances without an event
+being dispatched; the gateway's own `: ping` when the stream was idle.
+
+The status is decided before the first byte: the relay awaits the job's first
+event (or a short wait) and a gRPC error seen by then becomes an ordinary HTTP
+error. After the first byte an error is a `failed` event without an `id:` (it is
+not one of the job's events), then a clean end. A stream with nothing to send
+(resuming after the terminal event) answers 204, which tells EventSource to stop
+reconnecting. The upstream call is cancelled whenever the response ends, in
+particular when the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
+
+import grpc
+import grpc.aio
+from aiohttp import web
+from google.protobuf import json_format
+from scriptgen.v1 import generation_pb2
+
+from gateway import state
+from gateway.codec import dumps
+from gateway.errors import ApiError
+
+#: The SSE `event:` name of each `GenerationEvent.kind`; heartbeats have none.
+EVENT_NAMES: Final[Mapping[str, str]] = {
+    "queued": "queued",
+    "stage_started": "stage",
+    "progress": "progress",
+    "text_delta": "delta",
+    "provider_switched": "failover",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+TERMINAL_KINDS: Final = frozenset({"completed", "failed", "cancelled"})
+
+CONTENT_TYPE: Final = "text/event-stream; charset=utf-8"
+PING: Final = b": ping\n\n"
+
+
+def retry_frame(retry_ms: int) -> bytes:
+    return f"retry: {retry_ms}\n\n".encode()
+
+
+def event_frame(event: generation_pb2.GenerationEvent) -> bytes:
+    """One job event as an SSE frame."""
+    kind = event.WhichOneof("kind")
+    if kind == "heartbeat":
+        return f"id: {event.sequence}\n: ping\n\n".encode()
+    name = EVENT_NAMES.get(kind or "", kind or "message")
+    payload = dumps(json_format.MessageToDict(event))
+    return f"id: {event.sequence}\nevent: {name}\ndata: {payload}\n\n".encode()
+
+
+def failed_frame(generation: str, error: ApiError) -> bytes:
+    """A stream failure after the first byte, shaped like a job's `failed` event."""
+    payload = {"generation": generation, "failed": {"status": _status_json(error)}}
+    return f"event: failed\ndata: {dumps(payload)}\n\n".encode()
+
+
+def _status_json(error: ApiError) -> dict[str, Any]:
+    return {"code": error.code.value[0], "message": error.message, "details": error.details_json()}
+
+
+class _Signal(enum.Enum):
+    END = "end"  # the gRPC stream finished
+    IDLE = "idle"  # nothing arrived within the wait
+    DRAIN = "drain"  # the gateway is stopping
+
+
+class CarriesEvent(Protocol):
+    @property
+    def event(self) -> generation_pb2.GenerationEvent: ...
+
+
+_Item = generation_pb2.GenerationEvent | ApiError | _Signal
+
+
+class EventRelay:
+    """Pumps one gRPC event stream into a queue the SSE writer drains."""
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall[Any, Any]) -> None:
+        self._call = call
+        # Unbounded: a job's log is finite, and a full queue would block drain().
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._pump = asyncio.create_task(self._read(), name="scriptgen-sse-relay")
+
+    async def _read(self) -> None:
+        try:
+            async for response in self._call:
+                self._queue.put_nowait(_event_of(response))
+            self._queue.put_nowait(_Signal.END)
+        except grpc.aio.AioRpcError as error:
+            self._queue.put_nowait(ApiError.from_rpc_error(error))
+
+    async def next(self, wait_seconds: float) -> _Item:
+        try:
+            return await asyncio.wait_for(self._queue.get(), wait_seconds)
+        except TimeoutError:
+            return _Signal.IDLE
+
+    def drain(self) -> None:
+        """End the stream cleanly after what is already queued."""
+        self._queue.put_nowait(_Signal.DRAIN)
+
+    async def close(self) -> None:
+        """Cancel the upstream call; the core sees its stream cancelled."""
+        self._call.cancel()
+        self._pump.cancel()
+        try:
+            await self._pump
+        except asyncio.CancelledError:
+            # Our own pump's cancellation; re-raise only if we are being cancelled.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+
+def _event_of(response: CarriesEvent) -> generation_pb2.GenerationEvent:
+    return response.event
+
+
+async def relay_events(
+    request: web.Request,
+    call: grpc.aio.UnaryStreamCall[Any, Any],
+    *,
+    generation: str,
+    route: str,
+) -> web.StreamResponse:
+    """Answer `request` with the job events of `call`, as SSE."""
+    config = request.app[state.CONFIG]
+    metrics = request.app[state.METRICS]
+    started = time.monotonic()
+    relay = EventRelay(call)
+    relays = request.app[state.RELAYS]
+    relays.add(relay)
+    try:
+        first = await relay.next(config.first_event_wait_seconds)
+        if isinstance(first, ApiError):
+            raise first
+        if first in (_Signal.END, _Signal.DRAIN):
+            return web.Response(status=204)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": CONTENT_TYPE,
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        metrics.active_streams.inc()
+        try:
+            await response.prepare(request)
+            await response.write(retry_frame(config.sse_retry_ms))
+            item: _Item = first
+            written_events = 0
+            # If the first wait ran out, `retry:` just went out: no ping needed yet.
+            ping_due = first is not _Signal.IDLE
+            while True:
+                if isinstance(item, generation_pb2.GenerationEvent):
+                    generation = item.generation or generation
+                    await response.write(event_frame(item))
+                    if written_events == 0:
+                        first_event_seconds = time.monotonic() - started
+                        metrics.time_to_first_event.labels(route=route).observe(first_event_seconds)
+                    written_events += 1
+                    if item.WhichOneof("kind") in TERMINAL_KINDS:
+                        break
+                elif isinstance(item, ApiError):
+                    await response.write(failed_frame(generation, item))
+                    break
+                elif item is _Signal.IDLE:
+                    if ping_due:
+                        await response.write(PING)
+                    ping_due = True
+                else:
+                    break
+                item = await relay.next(config.ping_interval_seconds)
+            await response.write_eof()
+        except ConnectionResetError:
+            # The client left mid-write; closing the relay below cancels the upstream call.
+            pass
+        finally:
+            metrics.active_streams.dec()
+        return response
+    finally:
+        relays.discard(relay)
+        await relay.close()

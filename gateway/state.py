@@ -1,0 +1,55 @@
+"""Typed keys of what the app and each request hold: config, core stubs, metrics, streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc.aio
+from aiohttp import web
+
+from gateway.config import GatewayConfig
+from gateway.metrics import GatewayMetrics
+from gateway.readiness import Readiness
+
+if TYPE_CHECKING:
+    from scriptgen.v1.generation_service_pb2_grpc import GenerationServiceAsyncStub
+    from scriptgen.v1.project_service_pb2_grpc import ProjectServiceAsyncStub
+
+    from gateway.sse import EventRelay
+
+
+@dataclass(frozen=True, slots=True)
+class CoreStubs:
+    """The one channel to the core and the stubs that use it."""
+
+    channel: grpc.aio.Channel
+    projects: ProjectServiceAsyncStub
+    generations: GenerationServiceAsyncStub
+
+
+#: gRPC metadata sent with every call made for one HTTP request.
+CallMetadata = tuple[tuple[str, str], ...]
+
+CONFIG = web.AppKey("config", GatewayConfig)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+CORE = web.AppKey("core", CoreStubs)
+READINESS = web.AppKey("readiness", Readiness)
+#: Event streams open right now, so shutdown can end them cleanly.
+RELAYS: web.AppKey[set[EventRelay]] = web.AppKey("relays")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+CALL_METADATA: web.RequestKey[CallMetadata] = web.RequestKey("call_metadata")
+
+
+def call_metadata(request: web.Request) -> CallMetadata:
+    """The metadata each call made for `request` carries (`x-request-id`, provider hints)."""
+    try:
+        return request[CALL_METADATA]
+    except KeyError:
+        return ()
+
+
+def unary_deadline(request: web.Request) -> float:
+    """Seconds a unary call made for `request` may take."""
+    return request.app[CONFIG].unary_deadline_seconds

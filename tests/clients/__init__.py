@@ -1,0 +1,1 @@
+"""Tests of the Python SDK and the `scriptgen` command, against real servers."""

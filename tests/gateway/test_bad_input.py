@@ -1,0 +1,192 @@
+"""Every class of bad input is a 400 naming what is wrong — never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway import create_app
+from tests.gateway.conftest import gateway_config
+
+Client = TestClient[Any, Any]
+
+
+async def _violations(response: Any, reason: str | None = None) -> dict[str, str]:
+    """Assert a Google-style 400 and return its field violations by field."""
+    assert response.status == 400, await response.text()
+    error = (await response.json())["error"]
+    assert error["code"] == 400
+    assert error["status"] in {"INVALID_ARGUMENT", "OUT_OF_RANGE"}
+    assert error["message"]
+    by_type = {detail["@type"].rsplit("/", 1)[1]: detail for detail in error["details"]}
+    if reason is not None:
+        assert by_type["google.rpc.ErrorInfo"]["reason"] == reason
+        assert by_type["google.rpc.ErrorInfo"]["domain"] == "scriptgen.dev"
+    violations = by_type["google.rpc.BadRequest"]["fieldViolations"]
+    return {violation["field"]: violation["description"] for violation in violations}
+
+
+@pytest.fixture
+async def project(client: Client) -> str:
+    response = await client.post("/v1/projects", json={"title": "Night Shift"})
+    name: str = (await response.json())["name"]
+    return name
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"{'title': 'x'}", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000],
+    ids=["truncated", "single-quotes", "not-utf8", "deeply-nested"],
+)
+async def test_malformed_json(client: Client, raw: bytes) -> None:
+    response = await client.post(
+        "/v1/projects", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert "body" in await _violations(response, "MALFORMED_BODY")
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"title"', b"42", b"null"])
+async def test_body_that_is_not_an_object(client: Client, body: bytes) -> None:
+    response = await client.post(
+        "/v1/projects", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert "body" in await _violations(response, "MALFORMED_BODY")
+
+
+async def test_unknown_fields_are_named(client: Client, project: str) -> None:
+    response = await client.post("/v1/projects", json={"title": "X", "genre": "noir"})
+    assert set(await _violations(response, "INVALID_FIELD")) == {"project.genre"}
+    generation = await client.post(
+        f"/v1/{project}/generations", json={"title": "Pilot", "episodeCount": 3}
+    )
+    assert set(await _violations(generation, "INVALID_FIELD")) == {"episodeCount"}
+    with_parent = await client.post(
+        f"/v1/{project}/generations", json={"title": "Pilot", "parent": project}
+    )
+    assert set(await _violations(with_parent)) == {"parent"}
+    cancel = await client.post("/v1/generations/g1:cancel", json={"force": True})
+    assert set(await _violations(cancel)) == {"force"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"title": 42}, "project.title"),
+        ({"title": "X", "type": "PROJECT_TYPE_OPERA"}, "project.type"),
+        ({"title": "X", "type": 3.5}, "project.type"),
+        ({"title": "X", "createTime": "yesterday"}, "project.create_time"),
+        ({"title": "X", "episodeCount": "many"}, "project.episode_count"),
+        ({"title": ["X"]}, "project.title"),
+    ],
+)
+async def test_wrong_types_are_named(client: Client, body: dict[str, Any], field: str) -> None:
+    response = await client.post("/v1/projects", json=body)
+    assert set(await _violations(response, "INVALID_FIELD")) == {field}
+
+
+async def test_wrong_types_in_a_generation_request(client: Client, project: str) -> None:
+    response = await client.post(
+        f"/v1/{project}/generations", json={"title": "Pilot", "detach": "yes"}
+    )
+    assert set(await _violations(response, "INVALID_FIELD")) == {"detach"}
+
+
+@pytest.mark.parametrize("declared_length", [True, False], ids=["content-length", "chunked"])
+async def test_body_too_large(core_target: str, declared_length: bool) -> None:
+    limit = 1000
+    app = create_app(gateway_config(core_target, max_body_bytes=limit))
+    huge = b'{"title": "' + b"x" * limit + b'"}'
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(huge), 100):
+            yield huge[start : start + 100]
+
+    async with TestClient(TestServer(app)) as small:
+        response = await small.post(
+            "/v1/projects",
+            data=huge if declared_length else chunks(),
+            headers={"Content-Type": "application/json"},
+        )
+        violations = await _violations(response, "MALFORMED_BODY")
+        assert "body" in violations
+        assert str(limit) in violations["body"]
+        fits = await small.post("/v1/projects", json={"title": "x" * 100})
+        assert fits.status == 201
+
+
+async def test_a_form_post_is_refused(client: Client) -> None:
+    response = await client.post("/v1/projects", data={"title": "x"})
+    assert set(await _violations(response, "UNSUPPORTED_MEDIA_TYPE")) == {"Content-Type"}
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/v1/projects/-leading-dash", "project"),
+        ("/v1/projects/has%20space", "project"),
+        ("/v1/projects/a%2Fb", "project"),
+        ("/v1/projects/x/episodes/~1", "episode"),
+        ("/v1/generations/bad!id", "generation"),
+        ("/v1/generations/g1:uncancel", "generation"),
+        ("/v1/generations/" + "g" * 200, "generation"),
+    ],
+)
+async def test_invalid_resource_ids_in_the_path(client: Client, url: str, field: str) -> None:
+    response = await client.get(url)
+    assert set(await _violations(response, "INVALID_RESOURCE_ID")) == {field}
+
+
+async def test_resource_ids_the_core_rejects_are_400_too(client: Client, project: str) -> None:
+    response = await client.get(f"/v1/{project}/episodes/first")
+    assert "name" in await _violations(response)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("pageSize=ten", "pageSize"),
+        ("page_size=1.5", "pageSize"),
+        ("pageSize=99999999999", "pageSize"),
+        ("pageSize=1&page_size=2", "pageSize"),
+        ("pageSize=2&colour=red", "colour"),
+    ],
+)
+async def test_invalid_query_parameters(client: Client, query: str, field: str) -> None:
+    response = await client.get(f"/v1/projects?{query}")
+    assert set(await _violations(response, "INVALID_QUERY_PARAMETER")) == {field}
+
+
+@pytest.mark.parametrize("page_size", ["-1", "1001"])
+async def test_out_of_range_page_size_is_the_cores_400(
+    client: Client, project: str, page_size: str
+) -> None:
+    for url in (
+        f"/v1/projects?pageSize={page_size}",
+        f"/v1/{project}/episodes?pageSize={page_size}",
+        f"/v1/{project}/generations?pageSize={page_size}",
+    ):
+        violations = await _violations(await client.get(url))
+        assert "page_size" in violations, url
+
+
+async def test_invalid_boolean_query_parameter(client: Client, project: str) -> None:
+    response = await client.delete(f"/v1/{project}?force=maybe")
+    assert set(await _violations(response, "INVALID_QUERY_PARAMETER")) == {"force"}
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "9" * 30, "١٢"])
+async def test_invalid_last_event_id(client: Client, value: str) -> None:
+    by_header = await client.get(
+        "/v1/generations/g1/events", headers={"Last-Event-ID": value.encode().decode("latin-1")}
+    )
+    assert set(await _violations(by_header, "INVALID_HEADER")) == {"Last-Event-ID"}
+    by_query = await client.get("/v1/generations/g1/events", params={"lastEventId": value})
+    assert set(await _violations(by_query, "INVALID_QUERY_PARAMETER")) == {"lastEventId"}
+
+
+async def test_invalid_forwarded_header(client: Client) -> None:
+    response = await client.get("/v1/projects", headers={"x-preferred-provider": "a\tb"})
+    assert set(await _violations(response, "INVALID_HEADER")) == {"x-preferred-provider"}
