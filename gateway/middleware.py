@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway import state
+from gateway.codec import json_response
 from gateway.errors import ApiError, Reason
 from gateway.inputs import header_value
 
@@ -115,7 +116,7 @@ def _from_http(error: web.HTTPException) -> ApiError:
 
 
 def _error_response(error: ApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.http_status, headers=error.headers())
+    return json_response(error.body(), status=error.http_status, headers=error.headers())
 
 
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:

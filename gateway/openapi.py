@@ -73,6 +73,10 @@ class SchemaSet:
         self.schemas: dict[str, Schema] = {}
 
     def message(self, descriptor: Descriptor) -> Schema:
+        known = _WELL_KNOWN.get(descriptor.full_name)
+        if known is not None:
+            # Inline: a Timestamp is just a date-time string to a JSON client.
+            return dict(known)
         name = component_name(descriptor.full_name)
         if name not in self.schemas:
             self.schemas[name] = {}  # placeholder: messages may refer to themselves
@@ -90,9 +94,6 @@ class SchemaSet:
         return ref(descriptor.full_name)
 
     def _message_schema(self, descriptor: Descriptor) -> Schema:
-        known = _WELL_KNOWN.get(descriptor.full_name)
-        if known is not None:
-            return dict(known)
         schema: Schema = {
             "type": "object",
             "description": f"Message {descriptor.full_name} (proto3 JSON).",
@@ -371,6 +372,8 @@ def build_document() -> dict[str, Any]:
         "/metrics": _plain_get("metrics", "Prometheus metrics.", "text/plain"),
         "/openapi.json": _plain_get("openapi", "This document.", "application/json"),
         "/": _plain_get("webPage", "The web page.", "text/html"),
+        "/app.js": _plain_get("webPageScript", "The web page's script.", "text/javascript"),
+        "/app.css": _plain_get("webPageStyles", "The web page's stylesheet.", "text/css"),
     }
     return {
         "openapi": "3.1.0",

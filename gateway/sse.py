@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
@@ -30,7 +31,9 @@ from scriptgen.v1 import generation_pb2
 
 from gateway import state
 from gateway.codec import dumps
-from gateway.errors import ApiError
+from gateway.errors import ApiError, Reason
+
+_log = logging.getLogger(__name__)
 
 #: The SSE `event:` name of each `GenerationEvent.kind`; heartbeats have none.
 EVENT_NAMES: Final[Mapping[str, str]] = {
@@ -103,6 +106,14 @@ class EventRelay:
             self._queue.put_nowait(_Signal.END)
         except grpc.aio.AioRpcError as error:
             self._queue.put_nowait(ApiError.from_rpc_error(error))
+        except Exception:
+            # Without this the writer would ping a dead stream forever.
+            _log.exception("event relay failed")
+            self._queue.put_nowait(
+                ApiError.gateway(
+                    grpc.StatusCode.INTERNAL, Reason.GATEWAY_INTERNAL, "Internal gateway error."
+                )
+            )
 
     async def next(self, wait_seconds: float) -> _Item:
         try:

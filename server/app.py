@@ -28,7 +28,8 @@ from server.events import MemoryEventLog
 from server.health import CoreHealth
 from server.jobs import JobRunner, MemoryJobRegistry
 from server.metrics import CoreMetrics
-from server.providers import SyntheticProvider
+from server.providers.factory import build_providers
+from server.providers.router import ProviderRouter
 from server.services import GenerationServicer, ProjectServicer
 from server.store import SqliteProjectStore
 
@@ -49,16 +50,18 @@ class Core:
         self.store = SqliteProjectStore(config.database_path)
         self.event_log = MemoryEventLog()
         self.registry = MemoryJobRegistry()
-        self.provider = SyntheticProvider(config.synthetic)
+        self.providers = build_providers(config.providers, config.synthetic)
+        self.router = ProviderRouter(self.providers.names(), config.providers.router, self.metrics)
         self.runner = JobRunner(
             config=config,
             store=self.store,
             log=self.event_log,
             registry=self.registry,
-            provider=self.provider,
+            router=self.router,
+            providers=self.providers,
             metrics=self.metrics,
         )
-        self.health = CoreHealth(self.store, self.metrics)
+        self.health = CoreHealth(self.store, self.metrics, self.router)
         self._server: aio.Server | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.grpc_port = 0
@@ -97,7 +100,11 @@ class Core:
         await self.health.start()
         if self.config.metrics_address is not None:
             await self._start_metrics(self.config.metrics_address)
-        log.info("core serving gRPC on port %d (provider %s)", self.grpc_port, self.provider.name)
+        log.info(
+            "core serving gRPC on port %d (providers: %s)",
+            self.grpc_port,
+            ", ".join(self.providers.names()),
+        )
 
     async def _start_metrics(self, address: str) -> None:
         async def metrics(_: web.Request) -> web.Response:
@@ -131,6 +138,7 @@ class Core:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
         await self.store.close()
+        await self.providers.aclose()
         log.info("core stopped")
 
     async def wait_for_termination(self) -> None:

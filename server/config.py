@@ -30,6 +30,100 @@ class SyntheticConfig:
     tokens_per_chunk: int = 1
 
 
+#: Provider names the router knows; `local` is any OpenAI-compatible server.
+PROVIDER_NAMES = ("openai", "anthropic", "local", "synthetic")
+DEFAULT_MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-sonnet-4-5",
+    "local": "llama3.1",
+    "synthetic": "synthetic-fountain-1",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One language-model provider: how to reach it and which model it runs by default."""
+
+    #: One of PROVIDER_NAMES.
+    name: str
+    #: Default model; a stage route may name another.
+    model: str
+    #: API key; empty for providers that need none (synthetic, most local servers).
+    api_key: str = ""
+    #: Base URL of the API; empty means the SDK's default (the vendor's public API).
+    base_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One link of a stage's provider chain: a provider and the model it runs there."""
+
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class StageRouting:
+    """The ordered provider chain of one pipeline stage (plan or write)."""
+
+    routes: tuple[Route, ...]
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(route.provider for route in self.routes)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Retries, circuit breakers and timeouts of the provider router."""
+
+    #: Attempts per provider before the first token (1 = no retry).
+    max_attempts: int = 3
+    #: First backoff delay in seconds; doubles per attempt, with full jitter.
+    backoff_seconds: float = 0.5
+    #: Longest wait between attempts, Retry-After included.
+    max_backoff_seconds: float = 20.0
+    #: Consecutive failures that open a provider's breaker.
+    breaker_failures: int = 5
+    #: How long an open breaker waits before letting one trial request through.
+    breaker_cooldown_seconds: float = 30.0
+    #: Longest wait for a stream's first token.
+    first_token_timeout_seconds: float = 30.0
+    #: Longest silence between two tokens of a stream.
+    idle_timeout_seconds: float = 30.0
+    #: Largest completion asked of a model, in tokens.
+    max_output_tokens: int = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class ProvidersConfig:
+    """Every configured provider and the chain each stage uses."""
+
+    #: Configured providers by name; synthetic is always there.
+    providers: tuple[ProviderConfig, ...] = (
+        ProviderConfig("synthetic", DEFAULT_MODELS["synthetic"]),
+    )
+    plan: StageRouting = StageRouting((Route("synthetic", DEFAULT_MODELS["synthetic"]),))
+    write: StageRouting = StageRouting((Route("synthetic", DEFAULT_MODELS["synthetic"]),))
+    router: RouterConfig = field(default_factory=RouterConfig)
+
+    def provider(self, name: str) -> ProviderConfig:
+        """The configuration of provider `name` (KeyError when not configured)."""
+        for provider in self.providers:
+            if provider.name == name:
+                return provider
+        raise KeyError(name)
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """Every provider either stage may use, in chain order."""
+        names: list[str] = []
+        for name in (*self.plan.providers, *self.write.providers):
+            if name not in names:
+                names.append(name)
+        return tuple(names)
+
+
 @dataclass(frozen=True, slots=True)
 class CoreConfig:
     """Everything the core needs to run."""
@@ -44,6 +138,8 @@ class CoreConfig:
     database_url: str = ""
     #: The synthetic provider's behaviour.
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    #: Language-model providers, stage chains, retries, breakers and timeouts.
+    providers: ProvidersConfig = field(default_factory=ProvidersConfig)
     #: A job that produced no event for this long appends a Heartbeat.
     heartbeat_seconds: float = 10.0
     #: On SIGTERM, how long running jobs may take to finish before they are cancelled.
@@ -60,6 +156,82 @@ class CoreConfig:
 
 def _env(environ: Mapping[str, str], name: str, default: str) -> str:
     return environ.get(f"SCRIPTGEN_{name}", default)
+
+
+def parse_chain(spec: str, models: Mapping[str, str]) -> tuple[Route, ...]:
+    """Parse a chain such as `openai:gpt-4o-mini,anthropic` (model defaults from `models`)."""
+    routes: list[Route] = []
+    for entry in spec.split(","):
+        name, _, model = entry.strip().partition(":")
+        name = name.strip().lower()
+        if not name:
+            continue
+        if name not in PROVIDER_NAMES:
+            raise ValueError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")
+        if any(route.provider == name for route in routes):
+            raise ValueError(f"provider {name!r} appears twice in {spec!r}")
+        routes.append(Route(name, model.strip() or models.get(name, DEFAULT_MODELS[name])))
+    return tuple(routes)
+
+
+def build_providers(
+    *,
+    chain: str = "",
+    plan_chain: str = "",
+    write_chain: str = "",
+    openai_api_key: str = "",
+    openai_base_url: str = "",
+    openai_model: str = DEFAULT_MODELS["openai"],
+    anthropic_api_key: str = "",
+    anthropic_base_url: str = "",
+    anthropic_model: str = DEFAULT_MODELS["anthropic"],
+    local_base_url: str = "",
+    local_api_key: str = "",
+    local_model: str = DEFAULT_MODELS["local"],
+    router: RouterConfig | None = None,
+) -> ProvidersConfig:
+    """Check and assemble provider settings; ValueError names what is wrong.
+
+    An empty `chain` means every provider that is set up (OpenAI and Anthropic
+    with a key, Local with a base URL) in that order, or just synthetic when
+    none is. An empty stage chain means the default chain.
+    """
+    configured = [ProviderConfig("synthetic", DEFAULT_MODELS["synthetic"])]
+    if openai_api_key:
+        configured.append(ProviderConfig("openai", openai_model, openai_api_key, openai_base_url))
+    if anthropic_api_key:
+        configured.append(
+            ProviderConfig("anthropic", anthropic_model, anthropic_api_key, anthropic_base_url)
+        )
+    if local_base_url:
+        configured.append(
+            ProviderConfig("local", local_model, local_api_key or "local", local_base_url)
+        )
+    models = {provider.name: provider.model for provider in configured}
+    if not chain.strip():
+        real = [p.name for p in configured if p.name != "synthetic"]
+        chain = ",".join(real) or "synthetic"
+    default = parse_chain(chain, models)
+    stages: list[StageRouting] = []
+    for stage, spec in (("plan", plan_chain), ("write", write_chain)):
+        routes = parse_chain(spec, models) if spec.strip() else default
+        if not routes:
+            raise ValueError(f"the {stage} chain names no provider")
+        for route in routes:
+            if route.provider not in models:
+                hint = {
+                    "openai": "set OPENAI_API_KEY",
+                    "anthropic": "set ANTHROPIC_API_KEY",
+                    "local": "set SCRIPTGEN_LOCAL_BASE_URL",
+                }[route.provider]
+                raise ValueError(f"provider {route.provider!r} is not set up: {hint}")
+        stages.append(StageRouting(routes))
+    return ProvidersConfig(
+        providers=tuple(configured),
+        plan=stages[0],
+        write=stages[1],
+        router=router or RouterConfig(),
+    )
 
 
 def add_arguments(
@@ -120,10 +292,133 @@ def add_arguments(
         help="on SIGTERM, time running jobs get to finish [SCRIPTGEN_SHUTDOWN_GRACE_SECONDS]"
         " (default: %(default)s)",
     )
+    _add_provider_arguments(parser, env)
+
+
+def _add_provider_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    group = parser.add_argument_group("language-model providers")
+    text_flags = [
+        (
+            "providers",
+            "PROVIDERS",
+            "",
+            "default provider chain, e.g. 'openai,anthropic:MODEL';"
+            " empty: every provider set up, else synthetic",
+        ),
+        (
+            "plan-providers",
+            "PLAN_PROVIDERS",
+            "",
+            "provider chain of the plan stage (empty: the default chain)",
+        ),
+        (
+            "write-providers",
+            "WRITE_PROVIDERS",
+            "",
+            "provider chain of the write stage (empty: the default chain)",
+        ),
+        ("openai-model", "OPENAI_MODEL", DEFAULT_MODELS["openai"], "OpenAI model"),
+        ("openai-base-url", "OPENAI_BASE_URL", "", "OpenAI API base URL (empty: api.openai.com)"),
+        ("anthropic-model", "ANTHROPIC_MODEL", DEFAULT_MODELS["anthropic"], "Anthropic model"),
+        (
+            "anthropic-base-url",
+            "ANTHROPIC_BASE_URL",
+            "",
+            "Anthropic API base URL (empty: api.anthropic.com)",
+        ),
+        (
+            "local-base-url",
+            "LOCAL_BASE_URL",
+            "",
+            "base URL of an OpenAI-compatible server"
+            " (Ollama: http://localhost:11434/v1); setting it enables the local provider",
+        ),
+        ("local-model", "LOCAL_MODEL", DEFAULT_MODELS["local"], "model of the local server"),
+    ]
+    for flag, name, default, text in text_flags:
+        group.add_argument(
+            f"--{flag}",
+            default=_env(env, name, default),
+            help=f"{text} [SCRIPTGEN_{name}] (default: %(default)r)",
+        )
+    number_flags: list[tuple[str, str, type[int] | type[float], str, str]] = [
+        (
+            "provider-max-attempts",
+            "PROVIDER_MAX_ATTEMPTS",
+            int,
+            "3",
+            "attempts per provider before the first token",
+        ),
+        (
+            "provider-backoff-seconds",
+            "PROVIDER_BACKOFF_SECONDS",
+            float,
+            "0.5",
+            "first retry delay, doubled per attempt, with jitter",
+        ),
+        (
+            "provider-max-backoff-seconds",
+            "PROVIDER_MAX_BACKOFF_SECONDS",
+            float,
+            "20",
+            "longest retry delay, Retry-After included",
+        ),
+        (
+            "breaker-failures",
+            "BREAKER_FAILURES",
+            int,
+            "5",
+            "consecutive failures that open a provider's circuit breaker",
+        ),
+        (
+            "breaker-cooldown-seconds",
+            "BREAKER_COOLDOWN_SECONDS",
+            float,
+            "30",
+            "time an open breaker waits before a trial request",
+        ),
+        (
+            "first-token-timeout-seconds",
+            "FIRST_TOKEN_TIMEOUT_SECONDS",
+            float,
+            "30",
+            "longest wait for a model's first token",
+        ),
+        (
+            "idle-timeout-seconds",
+            "IDLE_TIMEOUT_SECONDS",
+            float,
+            "30",
+            "longest silence between two tokens",
+        ),
+        (
+            "max-output-tokens",
+            "MAX_OUTPUT_TOKENS",
+            int,
+            "8192",
+            "largest completion asked of a model",
+        ),
+    ]
+    for flag, name, kind, default, text in number_flags:
+        group.add_argument(
+            f"--{flag}",
+            type=kind,
+            default=kind(_env(env, name, default)),
+            help=f"{text} [SCRIPTGEN_{name}] (default: %(default)s)",
+        )
+    # Keys come from the vendors' usual variables only: never a flag, so never in `ps`.
+    parser.set_defaults(
+        openai_api_key=env.get("OPENAI_API_KEY", ""),
+        anthropic_api_key=env.get("ANTHROPIC_API_KEY", ""),
+        local_api_key=_env(env, "LOCAL_API_KEY", ""),
+    )
 
 
 def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
-    """Build the config from flags parsed by a parser given `add_arguments`."""
+    """Build the config from flags parsed by a parser given `add_arguments`.
+
+    Raises ValueError when the provider settings do not fit together.
+    """
     metrics = str(namespace.metrics_address)
     return CoreConfig(
         data_dir=Path(namespace.data_dir),
@@ -136,4 +431,33 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
         ),
         heartbeat_seconds=float(namespace.heartbeat_seconds),
         shutdown_grace_seconds=float(namespace.shutdown_grace_seconds),
+        providers=_providers_from(namespace),
+    )
+
+
+def _providers_from(namespace: argparse.Namespace) -> ProvidersConfig:
+    router = RouterConfig(
+        max_attempts=max(1, int(namespace.provider_max_attempts)),
+        backoff_seconds=float(namespace.provider_backoff_seconds),
+        max_backoff_seconds=float(namespace.provider_max_backoff_seconds),
+        breaker_failures=max(1, int(namespace.breaker_failures)),
+        breaker_cooldown_seconds=float(namespace.breaker_cooldown_seconds),
+        first_token_timeout_seconds=float(namespace.first_token_timeout_seconds),
+        idle_timeout_seconds=float(namespace.idle_timeout_seconds),
+        max_output_tokens=int(namespace.max_output_tokens),
+    )
+    return build_providers(
+        chain=str(namespace.providers),
+        plan_chain=str(namespace.plan_providers),
+        write_chain=str(namespace.write_providers),
+        openai_api_key=str(namespace.openai_api_key),
+        openai_base_url=str(namespace.openai_base_url),
+        openai_model=str(namespace.openai_model),
+        anthropic_api_key=str(namespace.anthropic_api_key),
+        anthropic_base_url=str(namespace.anthropic_base_url),
+        anthropic_model=str(namespace.anthropic_model),
+        local_base_url=str(namespace.local_base_url),
+        local_api_key=str(namespace.local_api_key),
+        local_model=str(namespace.local_model),
+        router=router,
     )

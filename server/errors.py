@@ -14,7 +14,9 @@ for people.
 | FailedPrecondition | FAILED_PRECONDITION | PROJECT_HAS_EPISODES                                 |
 | OutOfRange         | OUT_OF_RANGE        | SEQUENCE_AHEAD                                       |
 | ResourceExhausted  | RESOURCE_EXHAUSTED  | TOO_MANY_JOBS (with google.rpc.RetryInfo)            |
-| Unavailable        | UNAVAILABLE         | SHUTTING_DOWN, STORE_UNAVAILABLE (with RetryInfo)    |
+| Unavailable        | UNAVAILABLE         | SHUTTING_DOWN, STORE_UNAVAILABLE,                    |
+|                    |                     | PROVIDERS_UNAVAILABLE (with RetryInfo)               |
+| DeadlineExceeded   | DEADLINE_EXCEEDED   | DEADLINE_EXCEEDED (the caller's deadline, in a job)  |
 | Internal           | INTERNAL            | INTERNAL (a bug; the log has the traceback)          |
 """
 
@@ -174,6 +176,13 @@ class Unavailable(_Retryable):
 
     code = grpc.StatusCode.UNAVAILABLE
     default_reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(ServiceError):
+    """The caller's deadline passed before the work was done."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_EXCEEDED"
 
 
 class Internal(ServiceError):

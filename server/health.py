@@ -1,4 +1,8 @@
-"""gRPC health for the core: a status per service and for "", kept true to the stores' state."""
+"""gRPC health for the core: a status per service and for "", kept true to the stores' state.
+
+GenerationService is also NOT_SERVING while no language-model provider is
+usable (every circuit breaker open), and SERVING again once one half-opens.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from grpc_health.v1 import health, health_pb2
 
 from server.errors import ServiceError
 from server.metrics import CoreMetrics
+from server.providers.router import ProviderRouter
 from server.store.base import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -24,19 +29,28 @@ class CoreHealth:
     """Owns the health servicer; probes the project store and flips statuses on change."""
 
     def __init__(
-        self, store: ProjectStore, metrics: CoreMetrics, probe_seconds: float = 2.0
+        self,
+        store: ProjectStore,
+        metrics: CoreMetrics,
+        router: ProviderRouter | None = None,
+        probe_seconds: float = 2.0,
     ) -> None:
         self.servicer = health.aio.HealthServicer()
         self._store = store
         self._metrics = metrics
+        self._router = router
         self._probe_seconds = probe_seconds
         self._probe: asyncio.Task[None] | None = None
+        self._provider_watch: asyncio.Task[None] | None = None
         self._store_ok = True
+        self._providers_ok = True
         self._shutting_down = False
 
     async def _publish(self) -> None:
         status = SERVING if self._store_ok and not self._shutting_down else NOT_SERVING
         for service in SERVICES:
+            if service == GENERATION_SERVICE and not self._providers_ok:
+                status = NOT_SERVING
             await self.servicer.set(service, status)
             self._metrics.serving.labels(service or "all").set(1 if status == SERVING else 0)
 
@@ -44,6 +58,24 @@ class CoreHealth:
         """Publish SERVING and start probing the store."""
         await self._publish()
         self._probe = asyncio.create_task(self._watch_store(), name="health probe")
+        if self._router is not None:
+            self._provider_watch = asyncio.create_task(
+                self._watch_providers(self._router), name="provider health"
+            )
+
+    async def _watch_providers(self, router: ProviderRouter) -> None:
+        while not self._shutting_down:
+            router.changed.clear()
+            usable = router.usable()
+            if usable != self._providers_ok:
+                self._providers_ok = usable
+                if not usable:
+                    log.warning("no language-model provider is usable: every breaker is open")
+                await self._publish()
+            # Wake on a breaker change, or when an open breaker's cool-down ends.
+            wait = router.seconds_until_change()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(router.changed.wait(), None if wait is None else wait + 0.01)
 
     async def _watch_store(self) -> None:
         while not self._shutting_down:
@@ -62,10 +94,11 @@ class CoreHealth:
     async def shut_down(self) -> None:
         """Turn every service NOT_SERVING for good and stop probing."""
         self._shutting_down = True
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        for task in (self._probe, self._provider_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.servicer.enter_graceful_shutdown()
         for service in SERVICES:
             self._metrics.serving.labels(service or "all").set(0)

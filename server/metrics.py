@@ -71,3 +71,24 @@ class CoreMetrics:
             ["service"],
             registry=self.registry,
         )
+        self.provider_requests = Counter(
+            "scriptgen_provider_requests",
+            "Calls to language-model providers, by provider and outcome"
+            " (ok, rate_limited, server_error, timeout, connection, malformed,"
+            " first_token_timeout, idle_timeout, deadline, bad_request, auth, cancelled).",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.provider_fallbacks = Counter(
+            "scriptgen_provider_fallbacks",
+            "Moves from one provider to the next after a failure; mid_stream when text was"
+            " already delivered.",
+            ["from_provider", "to_provider", "mid_stream"],
+            registry=self.registry,
+        )
+        self.provider_breaker_state = Gauge(
+            "scriptgen_provider_breaker_state",
+            "Circuit breaker of each provider: 0 closed, 1 half-open, 2 open.",
+            ["provider"],
+            registry=self.registry,
+        )

@@ -1,12 +1,15 @@
 """The script pipeline of one job: plan, write, review, save — each stage announced.
 
-Text deltas go to the event log as they arrive; nothing on this path touches
-the database until the save stage stores the whole episode at once.
+Model calls go through the provider router, each stage along its own chain.
+Text deltas go to the event log as they arrive; a provider switch is an event
+too. Nothing on this path touches the database until the save stage stores
+the whole episode at once.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from scriptgen.v1 import generation_pb2, project_pb2
@@ -15,7 +18,7 @@ from server import fountain, prompts
 from server.jobs.emitter import JobEvents
 from server.metrics import CoreMetrics
 from server.providers.base import Brief, Prompt, Provider
-from server.providers.synthetic import tokens
+from server.providers.router import ProviderRouter, UsageTotal
 from server.store.base import ProjectStore
 
 GenerationEvent = generation_pb2.GenerationEvent
@@ -25,51 +28,55 @@ _PROGRESS_EVERY_CHARS = 500
 
 
 @dataclass(slots=True)
-class _Usage:
-    provider: str
-    model: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-@dataclass(slots=True)
 class PipelineState:
     """What the pipeline has done so far; the runner reads `stage` to decide on cancellation."""
 
     stage: generation_pb2.Stage.ValueType = generation_pb2.STAGE_UNSPECIFIED
     script_parts: list[str] = field(default_factory=list)
-    usage: dict[str, _Usage] = field(default_factory=dict)
+    usage: dict[tuple[str, str], UsageTotal] = field(default_factory=dict)
 
 
 class Pipeline:
-    """Runs the stages of one job against one provider."""
+    """Runs the stages of one job, each on its provider chain."""
 
     def __init__(
         self,
         *,
         brief: Brief,
         generation: str,
-        provider: Provider,
+        router: ProviderRouter,
+        plan_chain: Sequence[Provider],
+        write_chain: Sequence[Provider],
         store: ProjectStore,
         events: JobEvents,
         metrics: CoreMetrics,
+        deadline: float | None = None,
     ) -> None:
         self._brief = brief
         self._generation = generation
-        self._provider = provider
+        self._router = router
+        self._chains = {
+            generation_pb2.STAGE_PLAN: list(plan_chain),
+            generation_pb2.STAGE_WRITE: list(write_chain),
+        }
+        self._deadline = deadline
         self._store = store
         self._events = events
         self._metrics = metrics
         self.state = PipelineState()
 
-    async def _stage(self, stage: generation_pb2.Stage.ValueType, *, uses_model: bool) -> None:
+    async def _stage(self, stage: generation_pb2.Stage.ValueType) -> None:
         self.state.stage = stage
+        chain = self._chains.get(stage, [])
+        # The first provider whose breaker would let a call through is the one expected to write.
+        first = next((p for p in chain if self._router.breakers[p.name].usable), None)
+        first = first or (chain[0] if chain else None)
         await self._events.emit(
             "stage_started",
             GenerationEvent.StageStarted(
                 stage=stage,
-                provider=self._provider.name if uses_model else "",
-                model=self._provider.model if uses_model else "",
+                provider=first.name if first else "",
+                model=first.model if first else "",
             ),
         )
 
@@ -80,61 +87,61 @@ class Pipeline:
             "progress", GenerationEvent.Progress(stage=stage, fraction=fraction, message=message)
         )
 
-    def _account(self, prompt: Prompt, output: str) -> None:
-        usage = self.state.usage.setdefault(
-            self._provider.name, _Usage(self._provider.name, self._provider.model)
+    async def _switched(self, source: str, target: str, reason: str, offset: int) -> None:
+        await self._events.emit(
+            "provider_switched",
+            GenerationEvent.ProviderSwitched(
+                from_provider=source, to_provider=target, reason=reason, offset=offset
+            ),
         )
-        spent_in = len(tokens(prompt.system)) + len(tokens(prompt.user))
-        spent_out = len(tokens(output))
-        usage.input_tokens += spent_in
-        usage.output_tokens += spent_out
-        self._metrics.tokens.labels(self._provider.name, "in").inc(spent_in)
-        self._metrics.tokens.labels(self._provider.name, "out").inc(spent_out)
+
+    def _call(
+        self, stage: generation_pb2.Stage.ValueType, prompt: Prompt
+    ) -> AsyncGenerator[str, None]:
+        name = "plan" if stage == generation_pb2.STAGE_PLAN else "write"
+        return self._router.stream(
+            name,
+            prompt,
+            self._chains[stage],
+            self.state.usage,
+            deadline=self._deadline,
+            on_switch=self._switched,
+        )
 
     async def _plan(self) -> str:
-        await self._stage(generation_pb2.STAGE_PLAN, uses_model=True)
+        await self._stage(generation_pb2.STAGE_PLAN)
         system, user = prompts.render("plan", self._brief)
         prompt = Prompt(generation_pb2.STAGE_PLAN, system, user, self._brief)
-        started = time.monotonic()
         chunks: list[str] = []
-        async for chunk in self._provider.stream(prompt):
-            if not chunks:
-                self._metrics.time_to_first_token.labels(self._provider.name, "plan").observe(
-                    time.monotonic() - started
-                )
-            chunks.append(chunk)
+        async with aclosing(self._call(generation_pb2.STAGE_PLAN, prompt)) as stream:
+            async for chunk in stream:
+                chunks.append(chunk)
         outline = "".join(chunks)
-        self._account(prompt, outline)
         beats = sum(1 for line in outline.splitlines() if line.strip())
         await self._progress(generation_pb2.STAGE_PLAN, 1.0, f"outline of {beats} beats")
         return outline
 
     async def _write(self, outline: str) -> str:
-        await self._stage(generation_pb2.STAGE_WRITE, uses_model=True)
+        await self._stage(generation_pb2.STAGE_WRITE)
         system, user = prompts.render("write", self._brief, outline)
         prompt = Prompt(generation_pb2.STAGE_WRITE, system, user, self._brief, outline)
-        started = time.monotonic()
         offset = 0
         next_progress = _PROGRESS_EVERY_CHARS
         parts = self.state.script_parts
-        async for chunk in self._provider.stream(prompt):
-            if not chunk:
-                continue
-            if not parts:
-                self._metrics.time_to_first_token.labels(self._provider.name, "write").observe(
-                    time.monotonic() - started
+        async with aclosing(self._call(generation_pb2.STAGE_WRITE, prompt)) as stream:
+            async for chunk in stream:
+                await self._events.emit(
+                    "text_delta", GenerationEvent.TextDelta(text=chunk, offset=offset)
                 )
-            await self._events.emit(
-                "text_delta", GenerationEvent.TextDelta(text=chunk, offset=offset)
-            )
-            parts.append(chunk)
-            offset += len(chunk)
-            if offset >= next_progress:
-                next_progress += _PROGRESS_EVERY_CHARS
-                fraction = min(0.95, offset / _EXPECTED_SCRIPT_CHARS)
-                await self._progress(generation_pb2.STAGE_WRITE, fraction, f"{offset} characters")
+                parts.append(chunk)
+                offset += len(chunk)
+                if offset >= next_progress:
+                    next_progress += _PROGRESS_EVERY_CHARS
+                    fraction = min(0.95, offset / _EXPECTED_SCRIPT_CHARS)
+                    await self._progress(
+                        generation_pb2.STAGE_WRITE, fraction, f"{offset} characters"
+                    )
         script = "".join(parts)
-        self._account(prompt, script)
         await self._progress(generation_pb2.STAGE_WRITE, 1.0, f"{offset} characters")
         return script
 
@@ -143,7 +150,7 @@ class Pipeline:
         outline = await self._plan()
         script = await self._write(outline)
 
-        await self._stage(generation_pb2.STAGE_REVIEW, uses_model=False)
+        await self._stage(generation_pb2.STAGE_REVIEW)
         found = fountain.review(script)
         await self._progress(
             generation_pb2.STAGE_REVIEW,
@@ -152,7 +159,7 @@ class Pipeline:
             f" {found.word_count} words, {len(found.warnings)} warnings",
         )
 
-        await self._stage(generation_pb2.STAGE_SAVE, uses_model=False)
+        await self._stage(generation_pb2.STAGE_SAVE)
         project_id = self._brief.project.name.removeprefix("projects/")
         episode = await self._store.create_episode(
             project_id,

@@ -20,13 +20,23 @@ from scriptgen.v1 import generation_pb2, generation_service_pb2
 
 from server import limits
 from server.config import CoreConfig
-from server.errors import FieldViolation, Internal, ResourceExhausted, ServiceError, Unavailable
+from server.errors import (
+    FieldViolation,
+    Internal,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+    invalid,
+)
 from server.events import EventLog
 from server.jobs.emitter import JobEvents
 from server.jobs.pipeline import Pipeline
 from server.jobs.registry import JobRegistry
 from server.metrics import CoreMetrics
 from server.providers.base import Brief, Provider
+from server.providers.factory import StageProviders
+from server.providers.router import ProviderRouter
+from server.providers.selection import DISABLED_KEY, RequestRouting
 from server.store.base import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -84,14 +94,16 @@ class JobRunner:
         store: ProjectStore,
         log: EventLog,
         registry: JobRegistry,
-        provider: Provider,
+        router: ProviderRouter,
+        providers: StageProviders,
         metrics: CoreMetrics,
     ) -> None:
         self._config = config
         self._store = store
         self._log = log
         self._registry = registry
-        self._provider = provider
+        self._router = router
+        self._providers = providers
         self._metrics = metrics
         self._jobs: dict[str, _Job] = {}
         self._accepting = True
@@ -102,13 +114,44 @@ class JobRunner:
         return self._accepting
 
     @property
+    def provider_names(self) -> list[str]:
+        """Every provider the stage chains may use."""
+        return self._providers.names()
+
+    @property
     def running(self) -> int:
         """Jobs running in this core now."""
         return len(self._jobs)
 
-    async def start(self, request: generation_service_pb2.GenerateScriptRequest) -> str:
-        """Accept a job (or find the one with the same request_id); its name."""
+    def _chains(self, routing: RequestRouting) -> tuple[list[Provider], list[Provider]]:
+        chains: list[list[Provider]] = []
+        for stage, chain in (("plan", self._providers.plan), ("write", self._providers.write)):
+            names = routing.narrow([p.name for p in chain])
+            if not names:
+                raise invalid(DISABLED_KEY, f"leaves the {stage} stage no provider")
+            by_name = {p.name: p for p in chain}
+            chains.append([by_name[name] for name in names])
+        if not self._router.usable(sorted({p.name for chain in chains for p in chain})):
+            raise Unavailable(
+                "every language-model provider is failing (circuit breakers open); retry later",
+                reason="PROVIDERS_UNAVAILABLE",
+                retry_after=max(1.0, self._router.seconds_until_change() or 1.0),
+            )
+        return chains[0], chains[1]
+
+    async def start(
+        self,
+        request: generation_service_pb2.GenerateScriptRequest,
+        routing: RequestRouting | None = None,
+        deadline: float | None = None,
+    ) -> str:
+        """Accept a job (or find the one with the same request_id); its name.
+
+        `routing` narrows the provider chains; `deadline` (a `time.monotonic()`
+        instant, from the caller's gRPC deadline) bounds the model calls.
+        """
         project_id = validate(request)
+        plan_chain, write_chain = self._chains(routing or RequestRouting())
         if not self._accepting:
             raise Unavailable("the core is shutting down; retry on another", reason="SHUTTING_DOWN")
         if len(self._jobs) >= self._config.max_running_jobs:
@@ -146,18 +189,23 @@ class JobRunner:
         pipeline = Pipeline(
             brief=brief,
             generation=generation.name,
-            provider=self._provider,
+            router=self._router,
+            plan_chain=plan_chain,
+            write_chain=write_chain,
             store=self._store,
             events=events,
             metrics=self._metrics,
+            deadline=deadline,
         )
         job = _Job(generation, events, pipeline)
-        notice = SYNTHETIC_NOTICE if self._provider.name == "synthetic" else ""
+        providers: list[str] = []
+        for provider in (*plan_chain, *write_chain):
+            if provider.name not in providers:
+                providers.append(provider.name)
+        notice = SYNTHETIC_NOTICE if providers == ["synthetic"] else ""
         await events.emit(
             "queued",
-            GenerationEvent.Queued(
-                parent=request.parent, providers=[self._provider.name], notice=notice
-            ),
+            GenerationEvent.Queued(parent=request.parent, providers=providers, notice=notice),
         )
         if notice:
             log.info("%s: %s", generation.name, notice)

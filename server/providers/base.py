@@ -8,6 +8,12 @@ from typing import Protocol
 
 from scriptgen.v1 import generation_pb2, project_pb2
 
+#: Appended to the user prompt when a provider continues another's unfinished text.
+CONTINUE_INSTRUCTION = (
+    "The text so far was cut off. Continue it exactly where it stops, without repeating"
+    " anything already written and without any preamble."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Brief:
@@ -29,10 +35,26 @@ class Prompt:
     brief: Brief
     #: The beat outline, once the plan stage has drafted it.
     outline: str = ""
+    #: Text already delivered by an earlier provider; the model continues it.
+    partial: str = ""
+
+
+@dataclass(slots=True)
+class TokenUsage:
+    """Tokens one provider call spent, as the provider reported them (if it did)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reported: bool = False
 
 
 class Provider(Protocol):
-    """A language model that streams text."""
+    """A language model that streams text.
+
+    `stream` raises `server.providers.errors.ProviderFailure` for anything that
+    goes wrong on the provider's side, and fills `usage` when the API reports
+    token counts. Cancelling the iteration closes the HTTP stream.
+    """
 
     @property
     def name(self) -> str:
@@ -42,5 +64,5 @@ class Provider(Protocol):
     def model(self) -> str:
         """Model name."""
 
-    def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+    def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
         """Stream the completion as chunks of one or more tokens."""

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from scriptgen.v1 import generation_pb2, project_pb2
 
 from server.config import SyntheticConfig
-from server.providers.base import Brief, Prompt
+from server.providers.base import Brief, Prompt, TokenUsage
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
 
@@ -162,11 +162,13 @@ class SyntheticProvider:
     def __init__(self, config: SyntheticConfig) -> None:
         self._config = config
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+    async def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
         if prompt.stage == generation_pb2.STAGE_PLAN:
             text = plan_outline(prompt.brief)
         else:
             text = write_screenplay(prompt.brief)
+        if prompt.partial and text.startswith(prompt.partial):
+            text = text[len(prompt.partial) :]  # continuing its own text: pick up where it ended
         pieces = tokens(text)
         per_chunk = max(1, self._config.tokens_per_chunk)
         if self._config.first_token_seconds > 0:

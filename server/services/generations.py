@@ -14,6 +14,7 @@ from server.errors import NotFound, OutOfRange, invalid
 from server.events import EventLog
 from server.jobs import JobRegistry, JobRunner
 from server.metrics import CoreMetrics
+from server.providers.selection import parse_metadata
 from server.services.calls import streaming, unary
 
 Context = aio.ServicerContext[Any, Any]
@@ -54,7 +55,11 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
     async def GenerateScript(
         self, request: generation_service_pb2.GenerateScriptRequest, context: Context
     ) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
-        name = await self.runner.start(request)
+        routing = parse_metadata(context.invocation_metadata() or (), self.runner.provider_names)
+        # A detached job outlives the call, so only an attached one inherits its deadline.
+        remaining = None if request.detach else context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        name = await self.runner.start(request, routing, deadline)
         async for event in self._events("GenerateScript", name, 0):
             yield generation_service_pb2.GenerateScriptResponse(event=event)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -64,3 +65,12 @@ async def slow_client(slow_target: str) -> AsyncIterator[Client]:
     """A client of the slow core."""
     async with Client(slow_target, ClientConfig(retry=TEST_RETRY)) as opened:
         yield opened
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    """A loopback port nothing listens on (free when the test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

@@ -311,13 +311,3 @@ def test_the_sdk_does_not_import_the_server_or_the_gateway() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=False
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
-
-
-@pytest.fixture
-def unused_tcp_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port

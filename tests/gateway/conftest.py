@@ -12,8 +12,7 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import GatewayConfig, GatewayServer, create_app
-from gateway import state
+from gateway import GatewayConfig, GatewayServer, create_app, state
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
 

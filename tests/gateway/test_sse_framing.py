@@ -34,9 +34,7 @@ def test_delta_frame_is_id_event_and_one_line_of_json() -> None:
 
 
 def test_every_kind_has_its_event_name() -> None:
-    kinds = [
-        field.name for field in Event.DESCRIPTOR.oneofs_by_name["kind"].fields
-    ]
+    kinds = [field.name for field in Event.DESCRIPTOR.oneofs_by_name["kind"].fields]
     assert set(kinds) - set(EVENT_NAMES) == {"heartbeat"}
     samples = {
         "queued": Event(queued=Event.Queued(parent="projects/p")),

@@ -11,7 +11,7 @@ from httpx_sse import aconnect_sse
 from gateway import GatewayServer
 from server import Core, SyntheticConfig
 from tests.gateway.conftest import CoreFactory, gateway_config, sample, serve_gateway
-from tests.gateway.frames import split_blocks
+from tests.gateway.frames import Block, split_blocks
 
 SSE = {"Accept": "text/event-stream"}
 
@@ -29,6 +29,16 @@ async def _eventually(condition: object, what: str, seconds: float = 5.0) -> Non
         await asyncio.sleep(0.02)
 
 
+def _is_ping(block: Block) -> bool:
+    return block.lines == [": ping"]
+
+
+def _is_heartbeat(block: Block) -> bool:
+    return (
+        len(block.lines) == 2 and block.lines[0].startswith("id: ") and block.lines[1] == ": ping"
+    )
+
+
 async def test_idle_streams_get_pings_and_heartbeats_keep_ids(start_core: CoreFactory) -> None:
     # A writer that thinks for 2.5 s before its first token: the core appends a
     # heartbeat after 1 s of silence, the gateway pings every 0.3 s.
@@ -42,17 +52,15 @@ async def test_idle_streams_get_pings_and_heartbeats_keep_ids(start_core: CoreFa
         ) as response:
             async for chunk in response.aiter_text():
                 raw += chunk
-                if "\nid: " in raw and ": ping\n\n" in raw.split("event: queued", 1)[-1]:
-                    heartbeat = [b for b in split_blocks(raw[: raw.rfind("\n\n") + 2])]
-                    if any(b.lines[-1] == ": ping" and b.value("id") for b in heartbeat):
-                        break
+                complete = split_blocks(raw[: raw.rfind("\n\n") + 2]) if "\n\n" in raw else []
+                if any(_is_ping(block) for block in complete) and any(
+                    _is_heartbeat(block) for block in complete
+                ):
+                    break
     blocks = split_blocks(raw[: raw.rfind("\n\n") + 2])
     assert blocks[0].lines == ["retry: 1500"]
-    gateway_pings = [block for block in blocks if block.lines == [": ping"]]
-    heartbeats = [block for block in blocks if block.lines[-1] == ": ping" and block.value("id")]
-    assert gateway_pings, raw
-    assert heartbeats, raw
-    assert all(len(block.lines) == 2 for block in heartbeats)
+    assert any(_is_ping(block) for block in blocks), raw
+    assert any(_is_heartbeat(block) for block in blocks), raw
     ids = [int(block.value("id") or 0) for block in blocks if block.value("id")]
     assert ids == list(range(1, len(ids) + 1)), "heartbeats take their place in the sequence"
 
@@ -83,12 +91,14 @@ async def test_client_disconnect_cancels_the_upstream_call(start_core: CoreFacto
             lambda: sample(core, "scriptgen_streams_active") == 0, "the core stream to end"
         )
         await _eventually(
-            lambda: sample(
-                core,
-                "scriptgen_grpc_requests_total",
-                {"method": "GenerateScript", "code": "CANCELLED"},
-            )
-            == cancelled_before + 1,
+            lambda: (
+                sample(
+                    core,
+                    "scriptgen_grpc_requests_total",
+                    {"method": "GenerateScript", "code": "CANCELLED"},
+                )
+                == cancelled_before + 1
+            ),
             "the core to count a cancelled GenerateScript",
         )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
@@ -99,9 +109,7 @@ async def test_client_disconnect_cancels_the_upstream_call(start_core: CoreFacto
 
 
 async def test_stopping_the_gateway_ends_open_streams_cleanly(start_core: CoreFactory) -> None:
-    core: Core = await start_core(
-        SyntheticConfig(first_token_seconds=0.0, tokens_per_second=10.0)
-    )
+    core: Core = await start_core(SyntheticConfig(first_token_seconds=0.0, tokens_per_second=10.0))
     server = GatewayServer(gateway_config(f"127.0.0.1:{core.grpc_port}", drain_seconds=5.0))
     await server.start()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:

@@ -27,7 +27,7 @@ from scriptgen.cli._output import print_error
 #: Exit status after Ctrl-C.
 EXIT_INTERRUPTED = 130
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -46,9 +46,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line `argv` (default: sys.argv[1:]); returns the exit status."""
-    environ = os.environ
+def _parse(
+    argv: Sequence[str] | None, environ: Mapping[str, str]
+) -> tuple[Command, argparse.Namespace]:
     parser = build_parser(environ)
     args, extras = parser.parse_known_args(argv)
     flag_parser: serve.FlagParser | None = getattr(args, "flag_parser", None)
@@ -57,8 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = flag_parser(environ).parse_args(extras)
     elif extras:
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return command, args
+
+
+async def _execute(command: Command, args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(command(args))
+        return await command(args)
     except ScriptgenError as error:
         print_error(error, target=str(getattr(args, "target", "")))
         return 1
@@ -66,6 +70,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # e.g. an address already in use: say so, without a traceback
         print_error(error)
         return 1
+
+
+async def run(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """`main` inside an event loop that is already running (embedding, tests)."""
+    command, args = _parse(argv, os.environ if environ is None else environ)
+    return await _execute(command, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]); returns the exit status."""
+    command, args = _parse(argv, os.environ)
+    try:
+        return asyncio.run(_execute(command, args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

@@ -1,0 +1,98 @@
+"""Builds the configured providers: one SDK client per provider, one Provider per stage route."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import anthropic
+import openai
+
+from server.config import ProviderConfig, ProvidersConfig, Route, SyntheticConfig
+from server.providers.anthropic_messages import AnthropicMessagesProvider
+from server.providers.base import Provider
+from server.providers.local import local_client, local_provider
+from server.providers.openai_chat import OpenAIChatProvider
+from server.providers.synthetic import SyntheticProvider
+
+#: The SDKs' own HTTP timeout: only a backstop, the router times every token.
+SDK_TIMEOUT_SECONDS = 600.0
+
+
+@dataclass(slots=True)
+class StageProviders:
+    """The provider chain of each model-using stage, and the SDK clients to close."""
+
+    plan: list[Provider]
+    write: list[Provider]
+    clients: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        """Every provider either stage may use, in chain order."""
+        seen: list[str] = []
+        for provider in (*self.plan, *self.write):
+            if provider.name not in seen:
+                seen.append(provider.name)
+        return seen
+
+    async def aclose(self) -> None:
+        """Close the SDK clients (their HTTP connection pools)."""
+        for client in self.clients:
+            await client.close()
+
+
+def build_providers(config: ProvidersConfig, synthetic: SyntheticConfig) -> StageProviders:
+    """Instantiate every provider the stage chains name."""
+    clients: dict[str, openai.AsyncOpenAI | anthropic.AsyncAnthropic] = {}
+    built: dict[tuple[str, str], Provider] = {}
+    max_tokens = config.router.max_output_tokens
+
+    def client_of(settings: ProviderConfig) -> openai.AsyncOpenAI | anthropic.AsyncAnthropic:
+        if settings.name not in clients:
+            base_url = settings.base_url or None
+            if settings.name == "local":
+                clients[settings.name] = local_client(settings, timeout=SDK_TIMEOUT_SECONDS)
+            elif settings.name == "anthropic":
+                clients[settings.name] = anthropic.AsyncAnthropic(
+                    api_key=settings.api_key,
+                    base_url=base_url,
+                    max_retries=0,
+                    timeout=SDK_TIMEOUT_SECONDS,
+                )
+            else:
+                clients[settings.name] = openai.AsyncOpenAI(
+                    api_key=settings.api_key or "local",
+                    base_url=base_url,
+                    max_retries=0,
+                    timeout=SDK_TIMEOUT_SECONDS,
+                )
+        return clients[settings.name]
+
+    def provider_of(route: Route) -> Provider:
+        key = (route.provider, route.model)
+        if key in built:
+            return built[key]
+        provider: Provider
+        if route.provider == "synthetic":
+            provider = SyntheticProvider(synthetic)
+        elif route.provider == "local":
+            local = client_of(config.provider("local"))
+            assert isinstance(local, openai.AsyncOpenAI)
+            provider = local_provider(local, route.model, max_output_tokens=max_tokens)
+        else:
+            client = client_of(config.provider(route.provider))
+            if isinstance(client, anthropic.AsyncAnthropic):
+                provider = AnthropicMessagesProvider(
+                    client, route.model, max_output_tokens=max_tokens
+                )
+            else:
+                provider = OpenAIChatProvider(client, route.model, max_output_tokens=max_tokens)
+        built[key] = provider
+        return provider
+
+    def chain(routes: Sequence[Route]) -> list[Provider]:
+        return [provider_of(route) for route in routes]
+
+    stages = StageProviders(chain(config.plan.routes), chain(config.write.routes))
+    stages.clients.extend(clients.values())
+    return stages

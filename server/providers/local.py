@@ -1,0 +1,26 @@
+"""The local provider: any OpenAI-compatible server (Ollama, vLLM, llama.cpp) at a base URL.
+
+It speaks the OpenAI Chat Completions protocol through the official SDK, so
+it is the OpenAI provider under another name, pointed at another base URL.
+"""
+
+from __future__ import annotations
+
+import openai
+
+from server.config import ProviderConfig
+from server.providers.openai_chat import OpenAIChatProvider
+
+
+def local_client(config: ProviderConfig, *, timeout: float) -> openai.AsyncOpenAI:
+    """An SDK client for the server at `config.base_url`; most local servers ignore the key."""
+    return openai.AsyncOpenAI(
+        api_key=config.api_key or "local", base_url=config.base_url, max_retries=0, timeout=timeout
+    )
+
+
+def local_provider(
+    client: openai.AsyncOpenAI, model: str, *, max_output_tokens: int
+) -> OpenAIChatProvider:
+    """A provider named `local`; usage comes from the final chunk where the server sends it."""
+    return OpenAIChatProvider(client, model, name="local", max_output_tokens=max_output_tokens)

@@ -1,0 +1,257 @@
+"""The provider router: one stage's call through an ordered chain of providers.
+
+Before the first token of an attempt, retryable failures (429, 5xx, timeouts,
+connection errors, malformed chunks) are retried on the same provider with
+backoff and jitter, honouring Retry-After; a non-retryable one (bad request,
+auth) moves to the next provider at once. After text was delivered, a failure
+moves to the next provider, which is asked to continue the partial text; the
+overlap is trimmed so the concatenated chunks never repeat or drop text.
+
+Each provider has a circuit breaker; an open breaker is skipped. Every
+attempt is bounded by the time to first token, the idle time between tokens
+and the caller's deadline; each ends the attempt (closing its HTTP stream)
+and counts as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+
+from server.config import RouterConfig
+from server.errors import DeadlineExceeded, Unavailable
+from server.metrics import CoreMetrics
+from server.providers.base import Prompt, Provider, TokenUsage
+from server.providers.breaker import BreakerState, CircuitBreaker
+from server.providers.errors import ProviderFailure
+from server.providers.overlap import OverlapTrimmer
+from server.providers.retry import Backoff
+from server.providers.synthetic import tokens
+
+log = logging.getLogger(__name__)
+
+#: Called before a provider takes over from one that failed: (from, to, reason, offset).
+SwitchListener = Callable[[str, str, str, int], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class UsageTotal:
+    """Tokens one provider and model spent within a job."""
+
+    provider: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ProviderRouter:
+    """Holds the breakers of every provider and streams stage calls through chains."""
+
+    def __init__(
+        self,
+        providers: Sequence[str],
+        config: RouterConfig,
+        metrics: CoreMetrics,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(config.backoff_seconds, config.max_backoff_seconds)
+        #: Set whenever a breaker changes state; health watches it.
+        self.changed = asyncio.Event()
+        self.breakers = {
+            name: CircuitBreaker(
+                name,
+                failure_threshold=config.breaker_failures,
+                cooldown_seconds=config.breaker_cooldown_seconds,
+                clock=clock,
+                on_change=self._breaker_changed,
+            )
+            for name in providers
+        }
+        for name in providers:
+            metrics.provider_breaker_state.labels(name).set(BreakerState.CLOSED)
+
+    def _breaker_changed(self, name: str, state: BreakerState) -> None:
+        self._metrics.provider_breaker_state.labels(name).set(state)
+        log.info("provider %s: circuit breaker %s", name, state.name.lower())
+        self.changed.set()
+
+    def usable(self, names: Sequence[str] | None = None) -> bool:
+        """Whether any of `names` (default: every provider) could take a call now."""
+        chosen = self.breakers if names is None else names
+        return any(self.breakers[name].usable for name in chosen)
+
+    def seconds_until_change(self) -> float | None:
+        """Time until the next open breaker half-opens; None when none is open."""
+        waits = [b.seconds_until_half_open() for b in self.breakers.values()]
+        pending = [w for w in waits if w is not None]
+        return min(pending) if pending else None
+
+    async def stream(
+        self,
+        stage: str,
+        prompt: Prompt,
+        chain: Sequence[Provider],
+        usage: dict[tuple[str, str], UsageTotal],
+        *,
+        deadline: float | None = None,
+        on_switch: SwitchListener | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """Stream `prompt` through `chain`; add each provider's tokens to `usage`.
+
+        `deadline` is a `time.monotonic()` instant. Raises Unavailable when every
+        provider failed, DeadlineExceeded when the deadline passed.
+        """
+        delivered: list[str] = []
+        failed: tuple[str, str] | None = None
+        for provider in chain:
+            breaker = self.breakers[provider.name]
+            attempt = 0
+            while breaker.allow():
+                if failed is not None:
+                    await self._switch(failed, provider.name, len("".join(delivered)), on_switch)
+                    failed = None
+                produced = len(delivered)
+                attempt_stream = self._attempt(
+                    stage, provider, prompt, "".join(delivered), usage, deadline
+                )
+                try:
+                    async with aclosing(attempt_stream):
+                        async for chunk in attempt_stream:
+                            delivered.append(chunk)
+                            yield chunk
+                except ProviderFailure as failure:
+                    breaker.record_failure()
+                    log.warning("%s stage: %s", stage, failure)
+                    if failure.kind == "deadline":
+                        raise DeadlineExceeded(
+                            "the call's deadline passed while the model was writing"
+                        ) from failure
+                    # Text this attempt delivered cannot be taken back: go on elsewhere.
+                    mid_stream = len(delivered) > produced
+                    attempt += 1
+                    if mid_stream or not failure.retryable:
+                        failed = (provider.name, failure.kind)
+                        break
+                    if attempt >= self._config.max_attempts:
+                        failed = (provider.name, failure.kind)
+                        break
+                    delay = self._backoff.delay(attempt - 1, failure.retry_after, self._rng)
+                    if deadline is not None and time.monotonic() + delay >= deadline:
+                        failed = (provider.name, failure.kind)
+                        break
+                    await self._sleep(delay)
+                    continue
+                except BaseException:
+                    breaker.release()
+                    raise
+                breaker.record_success()
+                return
+            else:
+                if failed is None or failed[0] != provider.name:
+                    log.info("%s stage: skipping %s, its breaker is open", stage, provider.name)
+        raise Unavailable(
+            "no language-model provider could write this; retry later",
+            reason="PROVIDERS_UNAVAILABLE",
+            retry_after=max(1.0, self.seconds_until_change() or 1.0),
+        )
+
+    async def _switch(
+        self, failed: tuple[str, str], to: str, offset: int, on_switch: SwitchListener | None
+    ) -> None:
+        source, reason = failed
+        self._metrics.provider_fallbacks.labels(source, to, str(offset > 0).lower()).inc()
+        if on_switch is not None:
+            await on_switch(source, to, reason, offset)
+
+    async def _attempt(
+        self,
+        stage: str,
+        provider: Provider,
+        prompt: Prompt,
+        delivered: str,
+        usage: dict[tuple[str, str], UsageTotal],
+        deadline: float | None,
+    ) -> AsyncGenerator[str, None]:
+        """One call to one provider, bounded by the timeouts; yields deliverable text."""
+        call_prompt = replace(prompt, partial=delivered) if delivered else prompt
+        trimmer = OverlapTrimmer(delivered)
+        spent = TokenUsage()
+        raw: list[str] = []
+        outcome = "cancelled"
+        started = time.monotonic()
+        iterator = provider.stream(call_prompt, spent).__aiter__()
+        try:
+            while True:
+                limit, kind = (
+                    (self._config.first_token_timeout_seconds, "first_token_timeout")
+                    if not raw
+                    else (self._config.idle_timeout_seconds, "idle_timeout")
+                )
+                if deadline is not None and deadline - time.monotonic() < limit:
+                    limit, kind = max(0.0, deadline - time.monotonic()), "deadline"
+                try:
+                    async with asyncio.timeout(limit):
+                        chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as error:
+                    raise ProviderFailure(
+                        provider.name, kind, f"no token for {limit:.1f}s"
+                    ) from error
+                if not chunk:
+                    continue
+                if not raw:
+                    self._metrics.time_to_first_token.labels(provider.name, stage).observe(
+                        time.monotonic() - started
+                    )
+                raw.append(chunk)
+                text = trimmer.feed(chunk)
+                if text:
+                    yield text
+            text = trimmer.finish()
+            if text:
+                yield text
+            outcome = "ok"
+        except ProviderFailure as failure:
+            outcome = failure.kind
+            raise
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+            self._metrics.provider_requests.labels(provider.name, outcome).inc()
+            self._account(call_prompt, provider, spent, "".join(raw), usage)
+
+    def _account(
+        self,
+        prompt: Prompt,
+        provider: Provider,
+        spent: TokenUsage,
+        output: str,
+        usage: dict[tuple[str, str], UsageTotal],
+    ) -> None:
+        if not spent.reported:
+            if not output:
+                return  # nothing came back: nothing known to be spent
+            spent.input_tokens = len(tokens(prompt.system + prompt.user + prompt.partial))
+            spent.output_tokens = len(tokens(output))
+        total = usage.setdefault(
+            (provider.name, provider.model), UsageTotal(provider.name, provider.model)
+        )
+        total.input_tokens += spent.input_tokens
+        total.output_tokens += spent.output_tokens
+        self._metrics.tokens.labels(provider.name, "in").inc(spent.input_tokens)
+        self._metrics.tokens.labels(provider.name, "out").inc(spent.output_tokens)

@@ -1,0 +1,197 @@
+"""`scriptgen serve|server|gateway` and `scriptgen generate` as real processes: printed
+endpoints with the real bound ports, readiness, graceful exit on SIGTERM/SIGINT, and
+Ctrl-C cancelling (or, with --detach, leaving) the job."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from scriptgen import Client
+from scriptgen.v1 import generation_pb2
+
+SCRIPTGEN = str(Path(sys.executable).with_name("scriptgen"))
+
+
+class Process:
+    """A running `scriptgen` child with its output read line by line."""
+
+    def __init__(self, child: asyncio.subprocess.Process) -> None:
+        self.child = child
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+
+    async def read_line(self, stream: str, pattern: str, within: float = 30) -> re.Match[str]:
+        """Read `stream` until a line matches `pattern`."""
+        reader = self.child.stdout if stream == "stdout" else self.child.stderr
+        lines = self.stdout if stream == "stdout" else self.stderr
+        assert reader is not None
+        async with asyncio.timeout(within):
+            while True:
+                raw = await reader.readline()
+                if not raw:
+                    raise AssertionError(f"{stream} ended before {pattern!r}: {lines}")
+                line = raw.decode()
+                lines.append(line)
+                match = re.search(pattern, line)
+                if match is not None:
+                    return match
+
+    async def finish(self, signum: int | None = None, within: float = 30) -> int:
+        """Send `signum` (if any) and wait for the exit status, reading what is left."""
+        if signum is not None:
+            self.child.send_signal(signum)
+        async with asyncio.timeout(within):
+            out, err = await self.child.communicate()
+        self.stdout.append(out.decode())
+        self.stderr.append(err.decode())
+        assert self.child.returncode is not None
+        return self.child.returncode
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator[Callable[..., Awaitable[Process]]]:
+    started: list[Process] = []
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SCRIPTGEN_")}
+
+    async def run(*argv: str) -> Process:
+        child = await asyncio.create_subprocess_exec(
+            SCRIPTGEN,
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        process = Process(child)
+        started.append(process)
+        return process
+
+    yield run
+    for process in started:
+        if process.child.returncode is None:
+            process.child.kill()
+            await process.child.wait()
+
+
+async def _wait_ready(http: httpx.AsyncClient, base: str) -> None:
+    async with asyncio.timeout(15):
+        while True:
+            response = await http.get(f"{base}readyz")
+            if response.status_code == 200:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def test_serve_runs_core_and_gateway_on_port_0_and_stops_on_sigterm(
+    spawn: Callable[..., Awaitable[Process]], tmp_path: Path
+) -> None:
+    serve = await spawn(
+        "serve",
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--http-address",
+        "127.0.0.1:0",
+        "--metrics-address",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    grpc_target = (await serve.read_line("stdout", r"gRPC\s+(\S+)")).group(1)
+    http_base = (await serve.read_line("stdout", r"HTTP\s+(\S+)")).group(1)
+    metrics_url = (await serve.read_line("stdout", r"metrics\s+(\S+)")).group(1)
+    for address in (grpc_target, http_base, metrics_url):
+        assert not re.search(r":0(/|$)", address), "real bound ports are printed"
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        await _wait_ready(http, http_base)
+        created = await http.post(f"{http_base}v1/projects", json={"title": "Over HTTP"})
+        assert created.status_code in (200, 201), created.text
+        name = created.json()["name"]
+        listed = await http.get(f"{http_base}v1/projects")
+        assert [project["name"] for project in listed.json()["projects"]] == [name]
+        metrics = await http.get(metrics_url)
+        assert metrics.status_code == 200
+
+    async with Client(grpc_target) as client:
+        assert (await client.get_project(name)).title == "Over HTTP"
+
+    assert await serve.finish(signal.SIGTERM) == 0
+    assert (tmp_path / "data").is_dir()
+    assert "Traceback" not in "".join(serve.stderr)
+
+
+async def test_server_runs_the_core_alone_and_stops_on_sigint(
+    spawn: Callable[..., Awaitable[Process]], tmp_path: Path
+) -> None:
+    server = await spawn(
+        "server",
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--metrics-address",
+        "off",
+        "--data-dir",
+        str(tmp_path),
+    )
+    grpc_target = (await server.read_line("stdout", r"gRPC\s+(\S+)")).group(1)
+    await server.read_line("stdout", r"Press Ctrl-C")
+    async with Client(grpc_target) as client:
+        project = await client.create_project(title="Core Only")
+        assert (await client.get_project(project.name)).title == "Core Only"
+    assert await server.finish(signal.SIGINT) == 0
+    assert not any("metrics" in line for line in server.stdout), "metrics were off"
+
+
+async def test_gateway_runs_alone_in_front_of_a_core(
+    spawn: Callable[..., Awaitable[Process]], core_target: str, client: Client
+) -> None:
+    project = await client.create_project(title="Behind the Gateway")
+    gateway = await spawn("gateway", "--core-target", core_target, "--http-address", "127.0.0.1:0")
+    http_base = (await gateway.read_line("stdout", r"HTTP\s+(\S+)")).group(1)
+    async with httpx.AsyncClient(timeout=10) as http:
+        await _wait_ready(http, http_base)
+        shown = await http.get(f"{http_base}v1/{project.name}")
+        assert shown.status_code == 200
+        assert shown.json()["title"] == "Behind the Gateway"
+    assert await gateway.finish(signal.SIGTERM) == 0
+
+
+async def test_ctrl_c_on_generate_cancels_the_job(
+    spawn: Callable[..., Awaitable[Process]], slow_target: str, slow_client: Client
+) -> None:
+    project = await slow_client.create_project(title="Interrupted")
+    generate = await spawn("generate", project.name, "--title", "Pilot", "--target", slow_target)
+    job = (await generate.read_line("stderr", r"queued (generations/\S+)")).group(1)
+    await generate.read_line("stderr", r"» write")
+    await generate.read_line("stdout", r"\S")  # the script is being written
+    assert await generate.finish(signal.SIGINT, within=15) == 130
+    assert f"cancelled {job}" in "".join(generate.stderr)
+    running = (generation_pb2.GENERATION_STATE_QUEUED, generation_pb2.GENERATION_STATE_RUNNING)
+    ended = await slow_client.get_generation(job)
+    async with asyncio.timeout(10):
+        while ended.state in running:
+            await asyncio.sleep(0.05)
+            ended = await slow_client.get_generation(job)
+    assert ended.state == generation_pb2.GENERATION_STATE_CANCELLED
+
+
+async def test_ctrl_c_on_generate_with_detach_leaves_the_job_running(
+    spawn: Callable[..., Awaitable[Process]], slow_target: str, slow_client: Client
+) -> None:
+    project = await slow_client.create_project(title="Left Running")
+    generate = await spawn(
+        "generate", project.name, "--title", "Pilot", "--detach", "--target", slow_target
+    )
+    job = (await generate.read_line("stderr", r"queued (generations/\S+)")).group(1)
+    await generate.read_line("stdout", r"\S")
+    assert await generate.finish(signal.SIGINT, within=15) == 130
+    assert f"scriptgen generations follow {job} --after " in "".join(generate.stderr)
+    async with slow_client.follow(job) as stream:
+        result = await stream.collect()
+    assert result.outcome == "completed"

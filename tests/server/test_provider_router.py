@@ -1,0 +1,304 @@
+"""The provider router with the real OpenAI and Anthropic SDKs against the stand-in over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from scriptgen.v1 import generation_pb2, project_pb2
+
+from server.config import RouterConfig
+from server.errors import DeadlineExceeded, Unavailable
+from server.metrics import CoreMetrics
+from server.providers.anthropic_messages import AnthropicMessagesProvider
+from server.providers.base import Brief, Prompt, Provider
+from server.providers.breaker import BreakerState
+from server.providers.openai_chat import OpenAIChatProvider
+from server.providers.router import ProviderRouter, UsageTotal
+from tests.standins.llm_standin import LlmStandin, Reply
+
+SCRIPT = (
+    "INT. RADIO STATION - NIGHT\n\nMAYA leans into the microphone.\n\n"
+    "MAYA\nThis is the last song tonight.\n\nJONAH\nMake it count.\n\n> FADE OUT.\n"
+)
+PROMPT = Prompt(
+    generation_pb2.STAGE_WRITE,
+    "system",
+    "write it",
+    Brief(project_pb2.Project(name="projects/p", title="T"), "Pilot", "", 1),
+)
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[LlmStandin]:
+    server = LlmStandin()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+class Sleeps:
+    """Records the router's backoff delays instead of sleeping them."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def sdk_providers(standin: LlmStandin) -> AsyncIterator[tuple[Provider, Provider]]:
+    oa = openai.AsyncOpenAI(base_url=f"{standin.url}/v1", api_key="test", max_retries=0)
+    an = anthropic.AsyncAnthropic(base_url=standin.url, api_key="test", max_retries=0)
+    try:
+        yield OpenAIChatProvider(oa, "gpt-test"), AnthropicMessagesProvider(an, "claude-test")
+    finally:
+        await oa.close()
+        await an.close()
+
+
+def make_router(
+    sleeps: Sleeps | None = None, clock: Clock | None = None, **settings: Any
+) -> ProviderRouter:
+    config = RouterConfig(
+        **{"first_token_timeout_seconds": 2.0, "idle_timeout_seconds": 2.0, **settings}
+    )
+    return ProviderRouter(
+        ["openai", "anthropic"],
+        config,
+        CoreMetrics(),
+        sleep=sleeps or Sleeps(),
+        clock=clock or time.monotonic,
+    )
+
+
+async def collect(
+    router: ProviderRouter,
+    chain: list[Provider],
+    usage: dict[tuple[str, str], UsageTotal] | None = None,
+    switches: list[tuple[str, str, str, int]] | None = None,
+    deadline: float | None = None,
+) -> list[str]:
+    async def on_switch(source: str, target: str, reason: str, offset: int) -> None:
+        if switches is not None:
+            switches.append((source, target, reason, offset))
+
+    chunks: list[str] = []
+    stream = router.stream(
+        "write",
+        PROMPT,
+        chain,
+        usage if usage is not None else {},
+        on_switch=on_switch,
+        deadline=deadline,
+    )
+    async with aclosing(stream):
+        async for chunk in stream:
+            chunks.append(chunk)
+    return chunks
+
+
+async def test_openai_and_anthropic_stream_the_text_with_reported_usage(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    standin.openai = [Reply(text=SCRIPT, input_tokens=21, output_tokens=17)]
+    standin.anthropic = [Reply(text=SCRIPT, input_tokens=31, output_tokens=19)]
+    router = make_router()
+    usage: dict[tuple[str, str], UsageTotal] = {}
+    for provider in sdk_providers:
+        assert "".join(await collect(router, [provider], usage)) == SCRIPT
+    assert usage[("openai", "gpt-test")].input_tokens == 21
+    assert usage[("openai", "gpt-test")].output_tokens == 17
+    assert usage[("anthropic", "claude-test")].input_tokens == 31
+    assert usage[("anthropic", "claude-test")].output_tokens == 19
+    assert standin.of("openai")[0].body["stream_options"] == {"include_usage": True}
+    assert standin.of("anthropic")[0].body["system"] == "system"
+
+
+async def test_a_429_is_retried_after_its_retry_after(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    standin.openai = [Reply(status=429, retry_after="3"), Reply(text=SCRIPT)]
+    sleeps = Sleeps()
+    router = make_router(sleeps)
+    assert "".join(await collect(router, [sdk_providers[0]])) == SCRIPT
+    assert len(standin.of("openai")) == 2
+    assert sleeps.delays and sleeps.delays[0] >= 3.0
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Reply(status=500),
+        Reply(status=503),
+        Reply(malformed_after=0),
+        Reply(cut_after=0),
+    ],
+    ids=["500", "503", "malformed", "cut-before-text"],
+)
+async def test_retryable_faults_before_the_first_token_are_retried(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider], fault: Reply
+) -> None:
+    standin.anthropic = [fault, Reply(text=SCRIPT)]
+    router = make_router()
+    assert "".join(await collect(router, [sdk_providers[1]])) == SCRIPT
+    assert len(standin.of("anthropic")) == 2
+
+
+async def test_retries_then_fallback_in_chain_order(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    standin.openai = [Reply(status=500)]
+    standin.anthropic = [Reply(text=SCRIPT)]
+    switches: list[tuple[str, str, str, int]] = []
+    router = make_router(max_attempts=3)
+    assert "".join(await collect(router, list(sdk_providers), switches=switches)) == SCRIPT
+    assert [r.api for r in standin.requests] == ["openai"] * 3 + ["anthropic"]
+    assert switches == [("openai", "anthropic", "server_error", 0)]
+
+
+@pytest.mark.parametrize("status", [400, 401])
+async def test_a_non_retryable_failure_moves_on_at_once(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider], status: int
+) -> None:
+    standin.openai = [Reply(status=status)]
+    standin.anthropic = [Reply(text=SCRIPT)]
+    sleeps = Sleeps()
+    router = make_router(sleeps, max_attempts=3)
+    assert "".join(await collect(router, list(sdk_providers))) == SCRIPT
+    assert [r.api for r in standin.requests] == ["openai", "anthropic"]
+    assert sleeps.delays == []
+
+
+async def test_a_hang_before_the_first_token_times_out_and_closes_the_request(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    standin.openai = [Reply(hang_seconds=30)]
+    standin.anthropic = [Reply(text=SCRIPT)]
+    router = make_router(max_attempts=1, first_token_timeout_seconds=0.3)
+    assert "".join(await collect(router, list(sdk_providers))) == SCRIPT
+    hung = standin.of("openai")[0]
+    await asyncio.wait_for(hung.ended.wait(), 5)
+    assert hung.client_closed and not hung.finished
+
+
+async def test_the_callers_deadline_ends_the_attempt(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    standin.openai = [Reply(hang_seconds=30)]
+    router = make_router()
+    with pytest.raises(DeadlineExceeded):
+        await collect(router, list(sdk_providers), deadline=time.monotonic() + 0.3)
+    await asyncio.wait_for(standin.of("openai")[0].ended.wait(), 5)
+    assert standin.of("openai")[0].client_closed
+    assert standin.of("anthropic") == []
+
+
+@pytest.mark.parametrize("fault", ["cut", "malformed"])
+async def test_mid_stream_failover_neither_repeats_nor_drops_text(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider], fault: str
+) -> None:
+    cut = 42  # a chunk boundary: the stand-in sends 6 characters per chunk
+    standin.openai = [
+        Reply(
+            text=SCRIPT,
+            cut_after=cut if fault == "cut" else None,
+            malformed_after=cut if fault == "malformed" else None,
+        )
+    ]
+
+    def continuation(body: dict[str, Any]) -> str:
+        partial = body["messages"][-1]["content"]
+        # A model that restarts the line it was cut in: repeats the last part of the partial.
+        restart = partial.rfind("\n") + 1
+        return SCRIPT[restart:]
+
+    standin.anthropic = [Reply(text=continuation, input_tokens=50, output_tokens=30)]
+    usage: dict[tuple[str, str], UsageTotal] = {}
+    switches: list[tuple[str, str, str, int]] = []
+    router = make_router()
+    chunks = await collect(router, list(sdk_providers), usage, switches)
+    assert "".join(chunks) == SCRIPT
+    delivered_by_openai = standin.of("openai")[0].sent
+    assert len(delivered_by_openai) == cut
+    kind = "connection" if fault == "cut" else "malformed"
+    assert switches == [("openai", "anthropic", kind, cut)]
+    continued = standin.of("anthropic")[0]
+    assert continued.partial == SCRIPT[:cut].rstrip()
+    assert usage[("anthropic", "claude-test")].output_tokens == 30
+    assert usage[("openai", "gpt-test")].output_tokens > 0  # estimated for the cut stream
+
+
+async def test_breaker_opens_half_opens_and_closes(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    clock = Clock()
+    router = make_router(
+        clock=clock, max_attempts=1, breaker_failures=2, breaker_cooldown_seconds=10
+    )
+    breaker = router.breakers["openai"]
+    standin.openai = [Reply(status=500)]
+    standin.anthropic = [Reply(text=SCRIPT)]
+    for _ in range(2):
+        await collect(router, list(sdk_providers))
+    assert breaker.state == BreakerState.OPEN
+    assert not router.usable(["openai"]) and router.usable()
+
+    await collect(router, list(sdk_providers))
+    assert len(standin.of("openai")) == 2, "an open breaker is skipped"
+
+    clock.now += 10
+    assert breaker.state is BreakerState.HALF_OPEN  # type: ignore[comparison-overlap]
+    standin.openai = [Reply(text=SCRIPT)]
+    assert "".join(await collect(router, list(sdk_providers))) == SCRIPT
+    assert breaker.state == BreakerState.CLOSED
+    assert len(standin.of("openai")) == 3
+
+
+async def test_every_provider_failing_is_unavailable(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    standin.openai = [Reply(status=401)]
+    standin.anthropic = [Reply(status=403)]
+    with pytest.raises(Unavailable) as raised:
+        await collect(make_router(), list(sdk_providers))
+    assert raised.value.reason == "PROVIDERS_UNAVAILABLE"
+
+
+async def _first_request_began(standin: LlmStandin) -> None:
+    await standin.arrived.wait()
+    await standin.requests[0].began.wait()
+
+
+async def test_cancelling_the_consumer_closes_the_providers_http_stream(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    standin.openai = [Reply(text=SCRIPT * 20, chunk_delay=0.05)]
+    router = make_router()
+    task = asyncio.create_task(collect(router, [sdk_providers[0]]))
+    await asyncio.wait_for(_first_request_began(standin), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    request = standin.of("openai")[0]
+    await asyncio.wait_for(request.ended.wait(), 2)
+    assert request.client_closed and not request.finished
+    assert router.breakers["openai"].state == BreakerState.CLOSED

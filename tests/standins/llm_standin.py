@@ -1,0 +1,288 @@
+"""A stand-in for the OpenAI chat-completions and Anthropic messages streaming APIs, with faults.
+
+It speaks the exact SSE wire format each official SDK parses, so the real
+`openai.AsyncOpenAI(base_url=f"{url}/v1")` and `anthropic.AsyncAnthropic(base_url=url)`
+talk to it over real HTTP. Each API has a queue of `Reply` scripts (the last
+one repeats): text, pace, and a fault — an HTTP error with Retry-After, a hang
+before the first token, a connection cut mid-stream, or a malformed chunk.
+Every request is recorded, including whether the client closed it early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+#: The text of a reply: fixed, or computed from the request body.
+ReplyText = str | Callable[[dict[str, Any]], str]
+
+
+@dataclass
+class Reply:
+    """How the stand-in answers one request."""
+
+    text: ReplyText = "INT. STAND-IN STUDIO - DAY\n\nA light hums.\n"
+    #: An HTTP error status instead of a stream (e.g. 429, 500, 401, 400).
+    status: int = 200
+    retry_after: str | None = None
+    #: Seconds to wait before the first token (large: a hang).
+    hang_seconds: float = 0.0
+    #: Abort the connection after this many characters of text.
+    cut_after: int | None = None
+    #: Send an unparseable chunk after this many characters of text.
+    malformed_after: int | None = None
+    chunk_chars: int = 6
+    chunk_delay: float = 0.0
+    input_tokens: int = 11
+    output_tokens: int | None = None  # None: one per chunk sent
+
+
+@dataclass
+class Recorded:
+    """One request the stand-in received."""
+
+    api: str
+    body: dict[str, Any]
+    sent: str = ""
+    finished: bool = False
+    client_closed: bool = False
+    #: Set once the first text chunk was sent.
+    began: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def partial(self) -> str:
+        """The assistant text the request asks to continue, if any."""
+        messages = self.body.get("messages", [])
+        for message in reversed(messages):
+            if message.get("role") == "assistant":
+                return str(message.get("content", ""))
+        return ""
+
+
+class LlmStandin:
+    """The server; `openai` and `anthropic` are the reply queues of each API."""
+
+    def __init__(self) -> None:
+        self.openai: list[Reply] = [Reply()]
+        self.anthropic: list[Reply] = [Reply()]
+        self.requests: list[Recorded] = []
+        #: Set when a request arrives.
+        self.arrived = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/messages", self._messages)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = next(a for a in self._runner.addresses if isinstance(a, tuple))[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def of(self, api: str) -> list[Recorded]:
+        """Requests to `api` ("openai" or "anthropic"), in order."""
+        return [r for r in self.requests if r.api == api]
+
+    @staticmethod
+    def _next(queue: list[Reply]) -> Reply:
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "openai", self._next(self.openai))
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "anthropic", self._next(self.anthropic))
+
+    async def _serve(self, request: web.Request, api: str, reply: Reply) -> web.StreamResponse:
+        body = await request.json()
+        record = Recorded(api, body)
+        self.requests.append(record)
+        self.arrived.set()
+        try:
+            return await self._answer(request, api, reply, record)
+        finally:
+            record.ended.set()
+
+    async def _answer(
+        self, request: web.Request, api: str, reply: Reply, record: Recorded
+    ) -> web.StreamResponse:
+        if reply.status != 200:
+            headers = {"retry-after": reply.retry_after} if reply.retry_after else {}
+            error = (
+                {"error": {"message": "stand-in fault", "type": "server_error", "code": None}}
+                if api == "openai"
+                else {"type": "error", "error": {"type": "api_error", "message": "stand-in"}}
+            )
+            return web.json_response(error, status=reply.status, headers=headers)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if not await self._wait(request, reply.hang_seconds, record):
+            return response
+        text = reply.text(body_of(record)) if callable(reply.text) else reply.text
+        frames = _OpenAIFrames(record) if api == "openai" else _AnthropicFrames(record)
+        chunks = [text[i : i + reply.chunk_chars] for i in range(0, len(text), reply.chunk_chars)]
+        try:
+            await response.write(frames.start(reply))
+            for chunk in chunks:
+                if reply.cut_after is not None and len(record.sent) >= reply.cut_after:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return response
+                if reply.malformed_after is not None and len(record.sent) >= reply.malformed_after:
+                    await response.write(frames.malformed())
+                    return response
+                await response.write(frames.delta(chunk))
+                record.sent += chunk
+                record.began.set()
+                if reply.chunk_delay and not await self._wait(request, reply.chunk_delay, record):
+                    return response
+            sent_tokens = reply.output_tokens if reply.output_tokens is not None else len(chunks)
+            await response.write(frames.end(reply, sent_tokens))
+            await response.write_eof()
+            record.finished = True
+        except (ConnectionResetError, ConnectionError):
+            record.client_closed = True
+        return response
+
+    @staticmethod
+    async def _wait(request: web.Request, seconds: float, record: Recorded) -> bool:
+        """Sleep, watching the connection; False when the client closed it meanwhile."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                record.client_closed = True
+                return False
+            await asyncio.sleep(min(0.01, max(0.0, until - time.monotonic())))
+        return True
+
+
+def body_of(record: Recorded) -> dict[str, Any]:
+    """The recorded request body (for reply functions)."""
+    return record.body
+
+
+def _sse(payload: dict[str, Any], event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(payload)}\n\n".encode()
+
+
+class _OpenAIFrames:
+    """chat.completion.chunk frames, `data: [DONE]` at the end, usage when asked for."""
+
+    def __init__(self, record: Recorded) -> None:
+        self._body = record.body
+        self._model = str(record.body.get("model", "stand-in"))
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse(
+            {
+                "id": "chatcmpl-standin",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": self._model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
+
+    def start(self, reply: Reply) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def delta(self, text: str) -> bytes:
+        return self._chunk({"content": text})
+
+    def malformed(self) -> bytes:
+        return b'data: {"id": "chatcmpl-standin", "choices": [\n\n'
+
+    def end(self, reply: Reply, output_tokens: int) -> bytes:
+        frames = self._chunk({}, "stop")
+        if (self._body.get("stream_options") or {}).get("include_usage"):
+            frames += _sse(
+                {
+                    "id": "chatcmpl-standin",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": self._model,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": reply.input_tokens,
+                        "completion_tokens": output_tokens,
+                        "total_tokens": reply.input_tokens + output_tokens,
+                    },
+                }
+            )
+        return frames + b"data: [DONE]\n\n"
+
+
+class _AnthropicFrames:
+    """message_start, content_block_start/delta/stop, message_delta (usage), message_stop."""
+
+    def __init__(self, record: Recorded) -> None:
+        self._model = str(record.body.get("model", "stand-in"))
+
+    def start(self, reply: Reply) -> bytes:
+        message: dict[str, Any] = {
+            "id": "msg_standin",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": self._model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": reply.input_tokens, "output_tokens": 1},
+        }
+        return (
+            _sse({"type": "message_start", "message": message}, "message_start")
+            + _sse(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+                "content_block_start",
+            )
+            + _sse({"type": "ping"}, "ping")
+        )
+
+    def delta(self, text: str) -> bytes:
+        return _sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": text},
+            },
+            "content_block_delta",
+        )
+
+    def malformed(self) -> bytes:
+        return b'event: content_block_delta\ndata: {"type": "content_block_delta", "ind\n\n'
+
+    def end(self, reply: Reply, output_tokens: int) -> bytes:
+        return (
+            _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            + _sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": output_tokens},
+                },
+                "message_delta",
+            )
+            + _sse({"type": "message_stop"}, "message_stop")
+        )
