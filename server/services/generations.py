@@ -18,6 +18,8 @@ from server.providers.selection import parse_metadata
 from server.services.calls import streaming, unary
 
 Context = aio.ServicerContext[Any, Any]
+#: Seconds a job's model calls may run past the caller's deadline.
+DEADLINE_SLACK = 0.5
 
 
 class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
@@ -56,9 +58,11 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
         self, request: generation_service_pb2.GenerateScriptRequest, context: Context
     ) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
         routing = parse_metadata(context.invocation_metadata() or (), self.runner.provider_names)
-        # A detached job outlives the call, so only an attached one inherits its deadline.
+        # A detached job outlives the call, so only an attached one inherits its deadline. The
+        # slack lets the call itself end first with DEADLINE_EXCEEDED, as the caller expects;
+        # the job then stops its model calls and ends with a `failed` event for other readers.
         remaining = None if request.detach else context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
+        deadline = None if remaining is None else time.monotonic() + remaining + DEADLINE_SLACK
         name = await self.runner.start(request, routing, deadline)
         async for event in self._events("GenerateScript", name, 0):
             yield generation_service_pb2.GenerateScriptResponse(event=event)
