@@ -8,9 +8,12 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test check lint typecheck buflint pytest proto proto-check clean
+.PHONY: system-deps setup run test check lint typecheck buflint pytest proto proto-check clean
 
 setup: $(STAMP) $(BUF)
+
+system-deps:
+	bash scripts/system_deps.sh
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,10 +25,10 @@ $(BUF): package.json package-lock.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $(BUF)
 
-run: setup
+run: $(STAMP)
 	$(BIN)/scriptgen serve
 
-test: setup check
+test: system-deps setup check
 
 check: lint typecheck buflint proto-check pytest
 
