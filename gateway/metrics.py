@@ -29,6 +29,8 @@ class GatewayMetrics:
     active_streams: Gauge
     ready: Gauge
     readiness_transitions: Counter
+    auth_rejections: Counter
+    rate_limit_rejections: Counter
 
     @classmethod
     def create(cls) -> GatewayMetrics:
@@ -68,6 +70,19 @@ class GatewayMetrics:
                 "scriptgen_gateway_readiness_transitions",
                 "Changes of readiness, by the state entered.",
                 ["to"],
+                registry=registry,
+            ),
+            # Defined ahead of the API-key and rate-limit features that will count them.
+            auth_rejections=Counter(
+                "scriptgen_auth_rejections",
+                "Requests refused for missing, unknown or revoked credentials, by reason.",
+                ["reason"],
+                registry=registry,
+            ),
+            rate_limit_rejections=Counter(
+                "scriptgen_rate_limit_rejections",
+                "Requests refused by a rate or concurrency limit, by limit.",
+                ["limit"],
                 registry=registry,
             ),
         )

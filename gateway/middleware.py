@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway import state
+from gateway.access_log import log_request
 from gateway.codec import json_response
 from gateway.errors import ApiError, Reason
 from gateway.inputs import header_value
@@ -45,9 +46,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         metrics.requests.labels(route=route, method=request.method, status=str(status)).inc()
-        metrics.request_duration.labels(route=route, method=request.method).observe(
-            time.monotonic() - started
-        )
+        elapsed = time.monotonic() - started
+        metrics.request_duration.labels(route=route, method=request.method).observe(elapsed)
+        log_request(request, route, status, elapsed)
 
 
 @web.middleware

@@ -14,6 +14,7 @@ from gateway import state
 from gateway.codec import json_response, parse_message, to_json
 from gateway.errors import ApiError, Reason
 from gateway.inputs import Query, after_sequence, json_object, path_id
+from gateway.routes_projects import idempotency_key
 from gateway.sse import relay_events
 
 routes = web.RouteTableDef()
@@ -48,6 +49,7 @@ async def generate_script(request: web.Request) -> web.StreamResponse:
         )
     job = parse_message(body, generation_service_pb2.GenerateScriptRequest())
     job.parent = parent
+    job.request_id = idempotency_key(request, job.request_id)
     core = request.app[state.CORE]
     call = core.generations.GenerateScript(job, metadata=state.call_metadata(request))
     if _wants_event_stream(request):

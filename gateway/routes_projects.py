@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
 from aiohttp import web
 from google.protobuf import field_mask_pb2
 from scriptgen.v1 import project_pb2, project_service_pb2
@@ -12,6 +15,31 @@ from gateway.errors import ApiError, Reason
 from gateway.inputs import Query, json_object, path_id, snake_case
 
 routes = web.RouteTableDef()
+
+#: The HTTP face of a request's `request_id`: a retry with the same key and body
+#: gets the first answer; another body with it is 409 (REQUEST_ID_REUSED).
+IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
+_IDEMPOTENCY_KEY: Final = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def idempotency_key(request: web.Request, body_request_id: str = "") -> str:
+    """The request_id to send: the Idempotency-Key header, else the body's `requestId`."""
+    header = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    if header is None:
+        return body_request_id
+    if not _IDEMPOTENCY_KEY.fullmatch(header):
+        raise ApiError.invalid(
+            Reason.INVALID_HEADER,
+            f"Invalid {IDEMPOTENCY_KEY_HEADER} header.",
+            {IDEMPOTENCY_KEY_HEADER: "Must be 1-100 characters of [A-Za-z0-9_.-]."},
+        )
+    if body_request_id and body_request_id != header:
+        raise ApiError.invalid(
+            Reason.INVALID_FIELD,
+            f"The {IDEMPOTENCY_KEY_HEADER} header and the body's requestId differ.",
+            {"requestId": f"Must be absent or equal to the {IDEMPOTENCY_KEY_HEADER} header."},
+        )
+    return header
 
 
 def _project_name(request: web.Request) -> str:
@@ -31,10 +59,13 @@ async def create_project(request: web.Request) -> web.StreamResponse:
     query = Query(request)
     project_id = query.text("projectId") or ""
     query.finish()
+    request_id = idempotency_key(request)
     body = await json_object(request, request.app[state.CONFIG].max_body_bytes)
     project = parse_message(body, project_pb2.Project(), path="project")
     reply = await request.app[state.CORE].projects.CreateProject(
-        project_service_pb2.CreateProjectRequest(project=project, project_id=project_id),
+        project_service_pb2.CreateProjectRequest(
+            project=project, project_id=project_id, request_id=request_id
+        ),
         metadata=state.call_metadata(request),
         timeout=state.unary_deadline(request),
     )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite runs for real, only those missing:
-# redis-server and a PostgreSQL cluster (the tests start throwaway instances
+# redis-server, a PostgreSQL cluster, promtool (the tests start throwaway instances
 # when none listens on the usual ports). Needs root; otherwise says what to install.
 set -euo pipefail
 
@@ -10,6 +10,8 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bi
   missing+=(postgresql)
 fi
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# promtool (from Debian's prometheus package) checks /metrics and unit-tests the alert rules.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

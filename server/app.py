@@ -24,14 +24,14 @@ from scriptgen.v1 import (
 )
 
 from server.config import CoreConfig
-from server.events import MemoryEventLog
 from server.health import CoreHealth
-from server.jobs import JobRunner, MemoryJobRegistry
+from server.jobs import JobRunner
+from server.jobs.backends import build_job_backends
 from server.metrics import CoreMetrics
 from server.providers.factory import build_providers
 from server.providers.router import ProviderRouter
 from server.services import GenerationServicer, ProjectServicer
-from server.store import SqliteProjectStore
+from server.store import build_project_store
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,11 @@ class Core:
     def __init__(self, config: CoreConfig) -> None:
         self.config = config
         self.metrics = CoreMetrics()
-        self.store = SqliteProjectStore(config.database_path)
-        self.event_log = MemoryEventLog()
-        self.registry = MemoryJobRegistry()
+        self.metrics.jobs_capacity.set(config.max_running_jobs)
+        self.store = build_project_store(config.database_url, config.data_dir)
+        self.jobs = build_job_backends(config)
+        self.event_log = self.jobs.event_log
+        self.registry = self.jobs.registry
         self.providers = build_providers(config.providers, config.synthetic)
         self.router = ProviderRouter(self.providers.names(), config.providers.router, self.metrics)
         self.runner = JobRunner(
@@ -60,6 +62,7 @@ class Core:
             router=self.router,
             providers=self.providers,
             metrics=self.metrics,
+            coordination=self.jobs.coordination,
         )
         self.health = CoreHealth(self.store, self.metrics, self.router)
         self._server: aio.Server | None = None
@@ -70,6 +73,7 @@ class Core:
     async def start(self) -> None:
         """Open the stores and start serving."""
         await self.store.open()
+        await self.jobs.open()
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
@@ -97,6 +101,7 @@ class Core:
             raise OSError(f"cannot listen on {self.config.grpc_address}")
         await server.start()
         self._server = server
+        self.runner.start_watching()
         await self.health.start()
         if self.config.metrics_address is not None:
             await self._start_metrics(self.config.metrics_address)
@@ -131,6 +136,7 @@ class Core:
         await self.health.shut_down()
         self.runner.stop_accepting()
         await self.runner.drain(grace_seconds)
+        await self.runner.stop_watching()
         # Jobs have ended, so open streams are delivering their last events; give them a moment.
         await self._server.stop(grace=min(5.0, max(grace_seconds, 0.5)))
         self._server = None
@@ -139,6 +145,7 @@ class Core:
             self._metrics_runner = None
         await self.store.close()
         await self.providers.aclose()
+        await self.jobs.close()
         log.info("core stopped")
 
     async def wait_for_termination(self) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.store.factory import check_database_url
+
 DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 DEFAULT_DATA_DIR = "scriptgen-data"
@@ -134,7 +136,8 @@ class CoreConfig:
     grpc_address: str = DEFAULT_GRPC_ADDRESS
     #: host:port of the Prometheus /metrics endpoint; None turns it off.
     metrics_address: str | None = DEFAULT_METRICS_ADDRESS
-    #: Project store URL; empty means SQLite in `data_dir`.
+    #: Project store URL: empty means SQLite in `data_dir`; `sqlite:///path` or
+    #: `postgresql://user:password@host:port/database` (see server.store.factory).
     database_url: str = ""
     #: The synthetic provider's behaviour.
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -148,6 +151,18 @@ class CoreConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     #: How many jobs may run at once in this core; more are refused with RESOURCE_EXHAUSTED.
     max_running_jobs: int = 1000
+    #: Redis URL for the shared event log, job registry and coordination; empty: in memory.
+    redis_url: str = ""
+    #: Prefix of every Redis key Scriptgen writes.
+    redis_key_prefix: str = "scriptgen:"
+    #: How long Redis commands are retried while Redis is unreachable, in seconds.
+    redis_retry_seconds: float = 10.0
+    #: How long a job's events and record are kept after its terminal event, in seconds.
+    event_retention_seconds: float = 24 * 3600.0
+    #: A job that is not detached and nobody has followed for this long is cancelled; 0: never.
+    abandon_after_seconds: float = 30.0
+    #: A running job's owner lease; a job whose core is gone this long is ended by another.
+    owner_lease_seconds: float = 10.0
 
     @property
     def database_path(self) -> Path:
@@ -262,7 +277,8 @@ def add_arguments(
     group.add_argument(
         "--database-url",
         default=_env(env, "DATABASE_URL", ""),
-        help="project store URL; empty means SQLite in the data dir [SCRIPTGEN_DATABASE_URL]",
+        help="project store URL: postgresql://user:password@host:port/db, sqlite:///path,"
+        " or empty for SQLite in the data dir [SCRIPTGEN_DATABASE_URL]",
     )
     group.add_argument(
         "--synthetic-first-token-seconds",
@@ -292,7 +308,56 @@ def add_arguments(
         help="on SIGTERM, time running jobs get to finish [SCRIPTGEN_SHUTDOWN_GRACE_SECONDS]"
         " (default: %(default)s)",
     )
+    _add_redis_arguments(parser, env)
     _add_provider_arguments(parser, env)
+
+
+def _add_redis_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    group = parser.add_argument_group("scaling out (Redis) and job lifetime")
+    group.add_argument(
+        "--redis-url",
+        default=_env(env, "REDIS_URL", ""),
+        help="Redis for the shared event log, job registry and coordination, e.g."
+        " redis://127.0.0.1:6379/0; empty keeps them in memory [SCRIPTGEN_REDIS_URL]",
+    )
+    group.add_argument(
+        "--redis-key-prefix",
+        default=_env(env, "REDIS_KEY_PREFIX", "scriptgen:"),
+        help="prefix of every Redis key [SCRIPTGEN_REDIS_KEY_PREFIX] (default: %(default)s)",
+    )
+    number_flags = [
+        (
+            "redis-retry-seconds",
+            "REDIS_RETRY_SECONDS",
+            "10",
+            "how long to retry an unreachable Redis",
+        ),
+        (
+            "event-retention-seconds",
+            "EVENT_RETENTION_SECONDS",
+            "86400",
+            "how long a job's events and record stay after it ended",
+        ),
+        (
+            "abandon-after-seconds",
+            "ABANDON_AFTER_SECONDS",
+            "30",
+            "cancel a job that is not detached after this long without a reader (0: never)",
+        ),
+        (
+            "owner-lease-seconds",
+            "OWNER_LEASE_SECONDS",
+            "10",
+            "lease of a core on its running jobs; a job whose core is gone longer is ended",
+        ),
+    ]
+    for flag, name, default, text in number_flags:
+        group.add_argument(
+            f"--{flag}",
+            type=float,
+            default=float(_env(env, name, default)),
+            help=f"{text} [SCRIPTGEN_{name}] (default: %(default)s)",
+        )
 
 
 def _add_provider_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -417,8 +482,10 @@ def _add_provider_arguments(parser: argparse.ArgumentParser, env: Mapping[str, s
 def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
     """Build the config from flags parsed by a parser given `add_arguments`.
 
-    Raises ValueError when the provider settings do not fit together.
+    Raises ValueError when the provider settings do not fit together or the
+    database URL names no known store.
     """
+    check_database_url(str(namespace.database_url))
     metrics = str(namespace.metrics_address)
     return CoreConfig(
         data_dir=Path(namespace.data_dir),
@@ -431,6 +498,12 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
         ),
         heartbeat_seconds=float(namespace.heartbeat_seconds),
         shutdown_grace_seconds=float(namespace.shutdown_grace_seconds),
+        redis_url=str(namespace.redis_url),
+        redis_key_prefix=str(namespace.redis_key_prefix),
+        redis_retry_seconds=float(namespace.redis_retry_seconds),
+        event_retention_seconds=float(namespace.event_retention_seconds),
+        abandon_after_seconds=float(namespace.abandon_after_seconds),
+        owner_lease_seconds=float(namespace.owner_lease_seconds),
         providers=_providers_from(namespace),
     )
 

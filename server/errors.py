@@ -15,7 +15,9 @@ for people.
 | OutOfRange         | OUT_OF_RANGE        | SEQUENCE_AHEAD                                       |
 | ResourceExhausted  | RESOURCE_EXHAUSTED  | TOO_MANY_JOBS (with google.rpc.RetryInfo)            |
 | Unavailable        | UNAVAILABLE         | SHUTTING_DOWN, STORE_UNAVAILABLE,                    |
-|                    |                     | PROVIDERS_UNAVAILABLE (with RetryInfo)               |
+|                    |                     | PROVIDERS_UNAVAILABLE, REDIS_UNAVAILABLE,            |
+|                    |                     | JOB_OWNER_LOST (with RetryInfo)                      |
+| DataLoss           | DATA_LOSS           | EVENT_LOG_LOST (Redis lost a running job's events)   |
 | DeadlineExceeded   | DEADLINE_EXCEEDED   | DEADLINE_EXCEEDED (the caller's deadline, in a job)  |
 | Internal           | INTERNAL            | INTERNAL (a bug; the log has the traceback)          |
 """
@@ -183,6 +185,13 @@ class DeadlineExceeded(ServiceError):
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     default_reason = "DEADLINE_EXCEEDED"
+
+
+class DataLoss(ServiceError):
+    """Stored state vanished, e.g. Redis restarted without persistence under a running job."""
+
+    code = grpc.StatusCode.DATA_LOSS
+    default_reason = "DATA_LOSS"
 
 
 class Internal(ServiceError):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -92,3 +95,48 @@ class CoreMetrics:
             ["provider"],
             registry=self.registry,
         )
+        self.inter_token_latency = Histogram(
+            "scriptgen_inter_token_latency_seconds",
+            "Time between consecutive text deltas of a stage (a delta carries one or more tokens).",
+            ["stage"],
+            buckets=_INTER_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.jobs_capacity = Gauge(
+            "scriptgen_jobs_capacity",
+            "Most generation jobs this core runs at once; more are refused (TOO_MANY_JOBS).",
+            registry=self.registry,
+        )
+        # Defined ahead of the features that count them (API keys, rate limits) so alert
+        # rules and dashboards can name them now; a family with no series exports 0 samples.
+        self.auth_rejections = Counter(
+            "scriptgen_auth_rejections",
+            "Calls refused for missing, unknown or revoked credentials, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.rate_limit_rejections = Counter(
+            "scriptgen_rate_limit_rejections",
+            "Calls refused by a rate or concurrency limit, by limit.",
+            ["limit"],
+            registry=self.registry,
+        )
+
+    def inter_token_clock(self, stage: str) -> Callable[[], None]:
+        """A tick for each text delta of one stream; observes the gap since the previous tick."""
+        histogram = self.inter_token_latency.labels(stage)
+        previous: list[float] = []
+
+        def tick() -> None:
+            now = time.monotonic()
+            if previous:
+                histogram.observe(now - previous[0])
+                previous[0] = now
+            else:
+                previous.append(now)
+
+        return tick
+
+
+# Streams deliver a delta every few milliseconds to a few seconds.
+_INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from server import Core, CoreConfig, SyntheticConfig
+from tests.backends.postgres import postgres_url  # noqa: F401
+from tests.backends.redis import redis_connection, redis_prefix, redis_url  # noqa: F401
 
 
 def fast_core_config(data_dir: Path) -> CoreConfig:

@@ -16,6 +16,10 @@ def is_terminal(event: generation_pb2.GenerationEvent) -> bool:
     return event.WhichOneof("kind") in TERMINAL_KINDS
 
 
+class EventLogConflict(RuntimeError):
+    """An append that does not fit the log: a gap, a repeat, or after the terminal event."""
+
+
 class EventLog(Protocol):
     """Append-only per-job logs. The job is the only writer of its log."""
 
@@ -27,6 +31,9 @@ class EventLog(Protocol):
 
     async def last_sequence(self, generation: str) -> int:
         """Sequence of the newest event; NotFound for an unknown or expired job."""
+
+    async def ended(self, generation: str) -> bool:
+        """Whether the log holds its terminal event; NotFound for an unknown or expired job."""
 
     def follow(
         self, generation: str, after_sequence: int

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from scriptgen.v1 import generation_pb2
 
 from server.errors import NotFound
-from server.events.base import is_terminal
+from server.events.base import EventLogConflict, is_terminal
 
 
 @dataclass(slots=True)
@@ -50,9 +50,9 @@ class MemoryEventLog:
     async def append(self, event: generation_pb2.GenerationEvent) -> None:
         log = self._log(event.generation)
         if log.ended_at is not None:
-            raise RuntimeError(f"{event.generation} already ended; no event may follow")
+            raise EventLogConflict(f"{event.generation} already ended; no event may follow")
         if event.sequence != len(log.events) + 1:
-            raise RuntimeError(
+            raise EventLogConflict(
                 f"{event.generation}: sequence {event.sequence} after {len(log.events)}"
             )
         log.events.append(event)
@@ -63,6 +63,9 @@ class MemoryEventLog:
 
     async def last_sequence(self, generation: str) -> int:
         return len(self._log(generation).events)
+
+    async def ended(self, generation: str) -> bool:
+        return self._log(generation).ended_at is not None
 
     async def follow(
         self, generation: str, after_sequence: int

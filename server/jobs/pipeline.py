@@ -128,8 +128,10 @@ class Pipeline:
         offset = 0
         next_progress = _PROGRESS_EVERY_CHARS
         parts = self.state.script_parts
+        tick = self._metrics.inter_token_clock("write")
         async with aclosing(self._call(generation_pb2.STAGE_WRITE, prompt)) as stream:
             async for chunk in stream:
+                tick()
                 await self._events.emit(
                     "text_delta", GenerationEvent.TextDelta(text=chunk, offset=offset)
                 )

@@ -21,6 +21,7 @@ from scriptgen.v1 import generation_pb2, generation_service_pb2
 from server import limits
 from server.config import CoreConfig
 from server.errors import (
+    DataLoss,
     FieldViolation,
     Internal,
     ResourceExhausted,
@@ -28,10 +29,12 @@ from server.errors import (
     Unavailable,
     invalid,
 )
-from server.events import EventLog
+from server.events import EventLog, EventLogConflict
+from server.jobs.coordination import Coordination, MemoryCoordination
 from server.jobs.emitter import JobEvents
 from server.jobs.pipeline import Pipeline
 from server.jobs.registry import JobRegistry
+from server.jobs.watch import JobWatch
 from server.metrics import CoreMetrics
 from server.providers.base import Brief, Provider
 from server.providers.factory import StageProviders
@@ -43,6 +46,15 @@ log = logging.getLogger(__name__)
 GenerationEvent = generation_pb2.GenerationEvent
 SYNTHETIC_NOTICE = (
     "No language-model provider is configured: the offline synthetic writer writes this episode."
+)
+#: How long CancelGeneration waits for a job on another core to reach its terminal event.
+CANCEL_WAIT_SECONDS = 5.0
+_ENDED_STATES = frozenset(
+    {
+        generation_pb2.GENERATION_STATE_SUCCEEDED,
+        generation_pb2.GENERATION_STATE_FAILED,
+        generation_pb2.GENERATION_STATE_CANCELLED,
+    }
 )
 
 
@@ -97,6 +109,7 @@ class JobRunner:
         router: ProviderRouter,
         providers: StageProviders,
         metrics: CoreMetrics,
+        coordination: Coordination | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -107,6 +120,22 @@ class JobRunner:
         self._metrics = metrics
         self._jobs: dict[str, _Job] = {}
         self._accepting = True
+        self.coordination: Coordination = coordination or MemoryCoordination()
+        self._watch = JobWatch(
+            self.coordination,
+            lambda: {name: job.generation.detach for name, job in self._jobs.items()},
+            self.cancel,
+            abandon_after_seconds=config.abandon_after_seconds,
+            lease_seconds=config.owner_lease_seconds,
+        )
+
+    def start_watching(self) -> None:
+        """Start the rounds over running jobs: leases, cancel requests, abandonment."""
+        self._watch.start()
+
+    async def stop_watching(self) -> None:
+        """Stop the rounds (after draining)."""
+        await self._watch.stop()
 
     @property
     def accepting(self) -> bool:
@@ -117,6 +146,11 @@ class JobRunner:
     def provider_names(self) -> list[str]:
         """Every provider the stage chains may use."""
         return self._providers.names()
+
+    @property
+    def owner_lease_seconds(self) -> float:
+        """How long a core's lease on its running jobs lasts without renewal."""
+        return self._config.owner_lease_seconds
 
     @property
     def running(self) -> int:
@@ -173,8 +207,15 @@ class JobRunner:
             detach=request.detach,
             request_id=request.request_id,
         )
-        stored = await self._registry.create(generation, _fingerprint(request))
+        # Claimed first, so no other core takes the new job for one whose core is gone.
+        await self.coordination.claim(generation.name)
+        try:
+            stored = await self._registry.create(generation, _fingerprint(request))
+        except BaseException:
+            await self.coordination.release(generation.name)
+            raise
         if stored.name != generation.name:
+            await self.coordination.release(generation.name)
             return stored.name  # the same request again: the same job
         await self._log.create(generation.name)
         events = JobEvents(
@@ -223,27 +264,43 @@ class JobRunner:
     async def _run(self, job: _Job) -> None:
         outcome = "failed"
         try:
-            job.events.start_heartbeat()
-            await self._set_state(job, generation_pb2.GENERATION_STATE_RUNNING)
-            completed = await job.pipeline.run()
-            job.generation.episode = completed.episode.name
-            await self._set_state(job, generation_pb2.GENERATION_STATE_SUCCEEDED)
-            await job.events.emit("completed", completed)
-            outcome = "succeeded"
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            await self._set_state(job, generation_pb2.GENERATION_STATE_CANCELLED)
-            await job.events.emit(
-                "cancelled", GenerationEvent.Cancelled(reason=job.cancel_reason or "cancelled")
-            )
+            try:
+                job.events.start_heartbeat()
+                await self._set_state(job, generation_pb2.GENERATION_STATE_RUNNING)
+                completed = await job.pipeline.run()
+                job.generation.episode = completed.episode.name
+                await self._set_state(job, generation_pb2.GENERATION_STATE_SUCCEEDED)
+                await job.events.emit("completed", completed)
+                outcome = "succeeded"
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                await self._set_state(job, generation_pb2.GENERATION_STATE_CANCELLED)
+                await job.events.emit(
+                    "cancelled",
+                    GenerationEvent.Cancelled(reason=job.cancel_reason or "cancelled"),
+                )
+            except (DataLoss, EventLogConflict):
+                raise  # the log cannot take a terminal event: see below
+            except ServiceError as error:
+                await self._fail(job, error)
+            except Exception:
+                log.exception("%s: failed unexpectedly", job.generation.name)
+                await self._fail(job, Internal("the job failed unexpectedly", reason="INTERNAL"))
+        except DataLoss as error:
+            # Redis lost the log (a restart without persistence): readers get DATA_LOSS.
+            log.error("%s: %s", job.generation.name, error.message)
+        except EventLogConflict as error:
+            # Another core ended this job (it thought this core was gone); its end stands.
+            log.warning("%s: ended elsewhere: %s", job.generation.name, error)
         except ServiceError as error:
-            await self._fail(job, error)
-        except Exception:
-            log.exception("%s: failed unexpectedly", job.generation.name)
-            await self._fail(job, Internal("the job failed unexpectedly", reason="INTERNAL"))
+            # The log is unreachable (Redis down past the retries): the job stops here; its
+            # lease lapses and the first core to meet the job ends it (JOB_OWNER_LOST).
+            log.error("%s: cannot write its end: %s", job.generation.name, error.message)
         finally:
             await job.events.stop_heartbeat()
             self._jobs.pop(job.generation.name, None)
+            with contextlib.suppress(ServiceError):
+                await self.coordination.release(job.generation.name)
             self._metrics.jobs_active.dec()
             self._metrics.jobs.labels(outcome).inc()
             self._metrics.generation_duration.labels(outcome).observe(
@@ -259,11 +316,76 @@ class JobRunner:
     async def cancel(
         self, name: str, reason: str = "cancelled by request"
     ) -> generation_pb2.Generation:
-        """Cancel a job; an ended job is returned unchanged."""
+        """Cancel a job wherever it runs; the job after that took effect.
+
+        A job of this core is cancelled at once. A job of another core gets a
+        cancel request and up to CANCEL_WAIT_SECONDS to reach its terminal
+        event; a job whose core is gone is ended here. An ended job is
+        returned unchanged.
+        """
         job = self._jobs.get(name)
         if job is not None and job.task is not None:
             await self._cancel(job, reason)
+            return await self._registry.get(name)
+        record = await self._registry.get(name)
+        if record.state in _ENDED_STATES or await self._log.ended(name):
+            return record
+        if await self.coordination.owner_alive(name):
+            await self.coordination.request_cancel(name, reason)
+            await self._await_end(name)
+        await self.end_orphan(name, cancel_reason=reason)
         return await self._registry.get(name)
+
+    async def _await_end(self, name: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CANCEL_WAIT_SECONDS):
+                last = await self._log.last_sequence(name)
+                async for _ in self._log.follow(name, max(0, last - 1)):
+                    pass
+
+    async def end_orphan(self, name: str, cancel_reason: str = "") -> bool:
+        """End a job whose core is gone (no live lease, no terminal event); whether it did.
+
+        The job ends with `cancelled` when a cancel was asked for, else with
+        `failed` (UNAVAILABLE, JOB_OWNER_LOST). The log's append refuses a
+        second terminal event, so racing cores end a job once.
+        """
+        if name in self._jobs or await self.coordination.owner_alive(name):
+            return False
+        status = None
+        if cancel_reason:
+            kind, state = "cancelled", generation_pb2.GENERATION_STATE_CANCELLED
+        else:
+            kind, state = "failed", generation_pb2.GENERATION_STATE_FAILED
+            status = Unavailable(
+                f"the core running {name} stopped without ending it; start the job again",
+                reason="JOB_OWNER_LOST",
+            ).to_status()
+        for _ in range(5):
+            if await self._log.ended(name):
+                return False
+            stamp = _now()
+            event = GenerationEvent(
+                generation=name, sequence=await self._log.last_sequence(name) + 1, time=stamp
+            )
+            if status is None:
+                event.cancelled.reason = cancel_reason
+            else:
+                event.failed.status.CopyFrom(status)
+            try:
+                await self._log.append(event)
+            except EventLogConflict:
+                continue  # something was appended meanwhile: look again
+            record = await self._registry.get(name)
+            record.state = state
+            record.update_time.CopyFrom(stamp)
+            if status is not None:
+                record.error.CopyFrom(status)
+            await self._registry.update(record)
+            self._metrics.events.labels(kind).inc()
+            log.warning("%s: its core is gone; ended here with %s", name, kind)
+            return True
+        return False
 
     async def _cancel(self, job: _Job, reason: str) -> None:
         # Once saving began the episode is (being) stored: let the job complete instead.

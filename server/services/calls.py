@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 from grpc import aio
 
+from server import logs
 from server.errors import Internal, ServiceError
 from server.metrics import CoreMetrics
 
@@ -63,6 +65,8 @@ def unary(
             self: HasMetrics, request: RequestT, context: aio.ServicerContext[Any, Any]
         ) -> ResponseT:
             code = grpc.StatusCode.OK
+            started = time.monotonic()
+            logs.bind_request(context.invocation_metadata())
             try:
                 return await method(self, request, context)
             except Exception as exception:
@@ -71,6 +75,7 @@ def unary(
                 await abort(context, error)
             finally:
                 self.metrics.grpc_requests.labels(name, code.name).inc()
+                logs.log_call(name, code.name, started, logs.generation_of(request))
 
         return call
 
@@ -88,9 +93,13 @@ def streaming(
             self: HasMetrics, request: RequestT, context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[ResponseT]:
             code = grpc.StatusCode.OK
+            started = time.monotonic()
+            logs.bind_request(context.invocation_metadata())
+            generation = logs.generation_of(request)
             self.metrics.streams_active.inc()
             try:
                 async for response in method(self, request, context):
+                    generation = generation or logs.generation_of(response)
                     yield response
             except (GeneratorExit, asyncio.CancelledError):
                 code = grpc.StatusCode.CANCELLED
@@ -102,6 +111,7 @@ def streaming(
             finally:
                 self.metrics.streams_active.dec()
                 self.metrics.grpc_requests.labels(name, code.name).inc()
+                logs.log_call(name, code.name, started, generation)
 
         return call
 

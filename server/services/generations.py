@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,9 +12,10 @@ from grpc import aio
 from scriptgen.v1 import generation_pb2, generation_service_pb2, generation_service_pb2_grpc
 
 from server import limits, pagination
-from server.errors import NotFound, OutOfRange, invalid
+from server.errors import NotFound, OutOfRange, ServiceError, invalid
 from server.events import EventLog
 from server.jobs import JobRegistry, JobRunner
+from server.jobs.coordination import READER_LEASE_SECONDS
 from server.metrics import CoreMetrics
 from server.providers.selection import parse_metadata
 from server.services.calls import streaming, unary
@@ -20,6 +23,13 @@ from server.services.calls import streaming, unary
 Context = aio.ServicerContext[Any, Any]
 #: Seconds a job's model calls may run past the caller's deadline.
 DEADLINE_SLACK = 0.5
+_ENDED_STATES = frozenset(
+    {
+        generation_pb2.GENERATION_STATE_SUCCEEDED,
+        generation_pb2.GENERATION_STATE_FAILED,
+        generation_pb2.GENERATION_STATE_CANCELLED,
+    }
+)
 
 
 class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
@@ -38,11 +48,39 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
     ) -> AsyncIterator[generation_pb2.GenerationEvent]:
         started = time.monotonic()
         first = True
-        async for event in self.log.follow(name, after_sequence):
-            if first:
-                self.metrics.time_to_first_event.labels(method).observe(time.monotonic() - started)
-                first = False
-            yield event
+        coordination = self.runner.coordination
+        token = await coordination.reader_enter(name)
+        presence = asyncio.create_task(self._keep_reading(name, token), name=f"reader {name}")
+        try:
+            async for event in self.log.follow(name, after_sequence):
+                if first:
+                    self.metrics.time_to_first_event.labels(method).observe(
+                        time.monotonic() - started
+                    )
+                    first = False
+                yield event
+        finally:
+            presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await presence
+            with contextlib.suppress(ServiceError):
+                await coordination.reader_leave(name, token)
+
+    async def _keep_reading(self, name: str, token: str) -> None:
+        """While a stream is open: renew its reader lease, and end the job if its core is gone."""
+        renew_every = READER_LEASE_SECONDS / 3
+        orphan_every = self.runner.owner_lease_seconds
+        waited = 0.0
+        while True:
+            await asyncio.sleep(renew_every)
+            waited += renew_every
+            try:
+                await self.runner.coordination.reader_renew(name, token)
+                if waited >= orphan_every:
+                    waited = 0.0
+                    await self.runner.end_orphan(name)
+            except ServiceError:
+                continue  # Redis trouble: the stream itself reports it
 
     async def _with_last_sequence(
         self, job: generation_pb2.Generation
@@ -93,6 +131,8 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
     ) -> generation_service_pb2.GetGenerationResponse:
         limits.generation_id("name", request.name)
         job = await self.registry.get(request.name)
+        if job.state not in _ENDED_STATES and await self.runner.end_orphan(request.name):
+            job = await self.registry.get(request.name)
         return generation_service_pb2.GetGenerationResponse(
             generation=await self._with_last_sequence(job)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Any
 
@@ -37,6 +38,14 @@ def _check_project_fields(
     limits.raise_if(violations)
 
 
+def _fingerprint(request: project_service_pb2.CreateProjectRequest) -> str:
+    """A hash of the request as the client sent it, without its idempotency key."""
+    canonical = project_service_pb2.CreateProjectRequest()
+    canonical.CopyFrom(request)
+    canonical.request_id = ""
+    return hashlib.sha256(canonical.SerializeToString(deterministic=True)).hexdigest()
+
+
 class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
     """Implements scriptgen.v1.ProjectService on a ProjectStore."""
 
@@ -52,6 +61,7 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
             raise invalid("project", "is required")
         violations: list[FieldViolation] = []
         limits.check_id("project_id", request.project_id, violations)
+        limits.check_request_id("request_id", request.request_id, violations)
         limits.raise_if(violations)
         project = project_pb2.Project()
         project.CopyFrom(request.project)
@@ -60,7 +70,12 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
             project.type = project_pb2.PROJECT_TYPE_DRAMA
         project.language = project.language or _DEFAULT_LANGUAGE
         project_id = request.project_id or f"p{secrets.token_hex(8)}"
-        created = await self.store.create_project(project_id, project)
+        created = await self.store.create_project(
+            project_id,
+            project,
+            request_id=request.request_id,
+            fingerprint=_fingerprint(request) if request.request_id else "",
+        )
         return project_service_pb2.CreateProjectResponse(project=created)
 
     @unary("GetProject")

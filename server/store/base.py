@@ -24,9 +24,22 @@ class ProjectStore(Protocol):
         """Raise Unavailable when the store cannot serve."""
 
     async def create_project(
-        self, project_id: str, project: project_pb2.Project
+        self,
+        project_id: str,
+        project: project_pb2.Project,
+        *,
+        request_id: str = "",
+        fingerprint: str = "",
     ) -> project_pb2.Project:
-        """Insert a project; AlreadyExists when the id is taken."""
+        """Insert a project; AlreadyExists (PROJECT_EXISTS) when the id is taken.
+
+        With a `request_id` (an idempotency key) the key is saved with the
+        project, in one transaction. While the key is kept (REQUEST_ID_TTL_SECONDS)
+        a later call with it creates nothing: it answers the project the key
+        created when `fingerprint` (a hash of the request) matches, and
+        AlreadyExists (REQUEST_ID_REUSED) when it does not — NotFound if that
+        project has been deleted since.
+        """
 
     async def get_project(self, project_id: str) -> project_pb2.Project:
         """One project; NotFound when absent."""

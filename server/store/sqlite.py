@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
-from google.protobuf import timestamp_pb2
 from scriptgen.v1 import project_pb2
 
-from server.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
-from server.store.migrations import migrations
+from server.store import records
+from server.store.migrations import migrations, statements
 
 _PROJECT_COLUMNS = "id, title, type, logline, description, language, create_time, update_time"
+_PROJECT_SELECT = (
+    f"SELECT {_PROJECT_COLUMNS},"
+    " (SELECT COUNT(*) FROM episodes WHERE episodes.project_id = projects.id)"
+    " FROM projects"
+)
 _EPISODE_SUMMARY_COLUMNS = (
     "project_id, number, title, '' AS script, '' AS outline, generation,"
     " scene_count, word_count, cast_json, create_time"
@@ -28,29 +31,56 @@ _EPISODE_COLUMNS = (
 )
 
 
-def _now_micros() -> int:
-    return time.time_ns() // 1000
+def _project(row: sqlite3.Row | tuple[Any, ...]) -> project_pb2.Project:
+    pid, title, kind, logline, description, language, created, updated, episode_count = row
+    return records.project(
+        project_id=str(pid),
+        title=str(title),
+        kind=int(kind),
+        logline=str(logline),
+        description=str(description),
+        language=str(language),
+        create_time=int(created),
+        update_time=int(updated),
+        episode_count=int(episode_count),
+    )
 
 
-def _timestamp(micros: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
+def _episode(row: sqlite3.Row | tuple[Any, ...]) -> project_pb2.Episode:
+    pid, number, title, script, outline, generation, scenes, words, cast, created = row
+    return records.episode(
+        project_id=str(pid),
+        number=int(number),
+        title=str(title),
+        script=str(script),
+        outline=str(outline),
+        generation=str(generation),
+        scene_count=int(scenes),
+        word_count=int(words),
+        cast_json=str(cast),
+        create_time=int(created),
+    )
 
 
 class SqliteProjectStore:
     """Projects and episodes in one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, request_id_ttl_seconds: float = records.REQUEST_ID_TTL_SECONDS
+    ) -> None:
         self._path = path
+        self._request_id_ttl_micros = int(request_id_ttl_seconds * 1_000_000)
         self._connection: aiosqlite.Connection | None = None
-        # One connection is shared by every coroutine; write transactions must not interleave.
-        self._write_lock = asyncio.Lock()
+        # One connection is shared by every coroutine, so each use of it holds
+        # this lock: a read that interleaved with another coroutine's BEGIN
+        # IMMEDIATE would turn it into a lock upgrade that SQLite refuses
+        # (SQLITE_BUSY, without waiting) once another process has written.
+        self._lock = asyncio.Lock()
 
     @property
     def _db(self) -> aiosqlite.Connection:
         if self._connection is None:
-            raise Unavailable("the project store is not open", reason="STORE_UNAVAILABLE")
+            raise records.store_unavailable("is not open")
         return self._connection
 
     async def open(self) -> None:
@@ -69,15 +99,21 @@ class SqliteProjectStore:
 
     async def ping(self) -> None:
         try:
-            await self._db.execute("SELECT 1")
+            async with self._reading() as db:
+                await db.execute("SELECT 1")
         except sqlite3.Error as error:
-            raise Unavailable(
-                f"the project store failed: {error}", reason="STORE_UNAVAILABLE"
-            ) from None
+            raise records.store_unavailable(f"failed: {error}") from None
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield self._db
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write_lock:
+        async with self._lock:
+            # IMMEDIATE takes the write lock up front, so a read inside the
+            # transaction stays true until COMMIT, across processes too.
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -94,118 +130,119 @@ class SqliteProjectStore:
             )
             async with db.execute("SELECT version FROM schema_migrations") as cursor:
                 applied = {row[0] for row in await cursor.fetchall()}
-            for migration in migrations():
+            for migration in migrations("sqlite"):
                 if migration.version in applied:
                     continue
                 # executescript would COMMIT our transaction; run statement by statement.
-                for statement in migration.sql.split(";"):
-                    if statement.strip():
-                        await db.execute(statement)
+                for statement in statements(migration.sql):
+                    await db.execute(statement)
                 await db.execute(
                     "INSERT INTO schema_migrations (version, name, applied_time) VALUES (?, ?, ?)",
-                    (migration.version, migration.name, _now_micros()),
+                    (migration.version, migration.name, records.now_micros()),
                 )
 
     async def schema_version(self) -> int:
         """The newest applied migration."""
-        async with self._db.execute("SELECT MAX(version) FROM schema_migrations") as cursor:
+        async with (
+            self._reading() as db,
+            db.execute("SELECT MAX(version) FROM schema_migrations") as cursor,
+        ):
             row = await cursor.fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
-    async def _episode_count(self, project_id: str) -> int:
-        async with self._db.execute(
-            "SELECT COUNT(*) FROM episodes WHERE project_id = ?", (project_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
-    def _project(
-        self, row: sqlite3.Row | tuple[object, ...], episode_count: int
-    ) -> project_pb2.Project:
-        pid, title, kind, logline, description, language, created, updated = row
-        return project_pb2.Project(
-            name=f"projects/{pid}",
-            title=str(title),
-            type=int(str(kind)),  # type: ignore[arg-type]
-            logline=str(logline),
-            description=str(description),
-            language=str(language),
-            create_time=_timestamp(int(str(created))),
-            update_time=_timestamp(int(str(updated))),
-            episode_count=episode_count,
-        )
-
-    def _episode(self, row: sqlite3.Row | tuple[object, ...]) -> project_pb2.Episode:
-        pid, number, title, script, outline, generation, scenes, words, cast, created = row
-        return project_pb2.Episode(
-            name=f"projects/{pid}/episodes/{number}",
-            number=int(str(number)),
-            title=str(title),
-            script=str(script),
-            outline=str(outline),
-            generation=str(generation),
-            scene_count=int(str(scenes)),
-            word_count=int(str(words)),
-            cast=json.loads(str(cast)),
-            create_time=_timestamp(int(str(created))),
-        )
-
     async def create_project(
-        self, project_id: str, project: project_pb2.Project
+        self,
+        project_id: str,
+        project: project_pb2.Project,
+        *,
+        request_id: str = "",
+        fingerprint: str = "",
     ) -> project_pb2.Project:
-        now = _now_micros()
-        try:
-            async with self._transaction() as db:
-                await db.execute(
-                    f"INSERT INTO projects ({_PROJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        project_id,
-                        project.title,
-                        int(project.type),
-                        project.logline,
-                        project.description,
-                        project.language,
-                        now,
-                        now,
-                    ),
-                )
-        except sqlite3.IntegrityError:
-            raise AlreadyExists(
-                f"project 'projects/{project_id}' already exists", reason="PROJECT_EXISTS"
-            ) from None
-        return await self.get_project(project_id)
+        now = records.now_micros()
+        async with self._transaction() as db:
+            earlier = (
+                await self._claim_request_id(db, request_id, fingerprint, project_id, now)
+                if request_id
+                else None
+            )
+            if earlier is None:
+                try:
+                    await db.execute(
+                        f"INSERT INTO projects ({_PROJECT_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            project_id,
+                            project.title,
+                            int(project.type),
+                            project.logline,
+                            project.description,
+                            project.language,
+                            now,
+                            now,
+                        ),
+                    )
+                except sqlite3.IntegrityError:
+                    raise records.project_exists(project_id) from None
+        return await self.get_project(earlier or project_id)
 
-    async def get_project(self, project_id: str) -> project_pb2.Project:
-        async with self._db.execute(
-            f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE id = ?", (project_id,)
+    async def _claim_request_id(
+        self,
+        db: aiosqlite.Connection,
+        request_id: str,
+        fingerprint: str,
+        project_id: str,
+        now: int,
+    ) -> str | None:
+        """Record `request_id` for `project_id`; or the project it already names, if kept."""
+        await db.execute(
+            "DELETE FROM project_request_ids WHERE create_time <= ?",
+            (now - self._request_id_ttl_micros,),
+        )
+        async with db.execute(
+            "SELECT fingerprint, project_id FROM project_request_ids WHERE request_id = ?",
+            (request_id,),
         ) as cursor:
             row = await cursor.fetchone()
         if row is None:
-            raise NotFound("project", f"projects/{project_id}", "PROJECT_NOT_FOUND")
-        return self._project(row, await self._episode_count(project_id))
+            await db.execute(
+                "INSERT INTO project_request_ids"
+                " (request_id, fingerprint, project_id, create_time) VALUES (?, ?, ?, ?)",
+                (request_id, fingerprint, project_id, now),
+            )
+            return None
+        if str(row[0]) != fingerprint:
+            raise records.request_id_reused(request_id)
+        return str(row[1])
+
+    async def get_project(self, project_id: str) -> project_pb2.Project:
+        async with (
+            self._reading() as db,
+            db.execute(f"{_PROJECT_SELECT} WHERE id = ?", (project_id,)) as cursor,
+        ):
+            row = await cursor.fetchone()
+        if row is None:
+            raise records.project_not_found(project_id)
+        return _project(row)
 
     async def list_projects(
         self, limit: int, after: Sequence[str | int] | None
     ) -> tuple[list[project_pb2.Project], list[str | int] | None]:
         if after is None:
-            query = (
-                f"SELECT {_PROJECT_COLUMNS} FROM projects"
-                " ORDER BY create_time DESC, id DESC LIMIT ?"
-            )
+            query = f"{_PROJECT_SELECT} ORDER BY create_time DESC, id DESC LIMIT ?"
             params: tuple[object, ...] = (limit + 1,)
         else:
             query = (
-                f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE (create_time, id) < (?, ?)"
+                f"{_PROJECT_SELECT} WHERE (create_time, id) < (?, ?)"
                 " ORDER BY create_time DESC, id DESC LIMIT ?"
             )
             params = (after[0], after[1], limit + 1)
-        async with self._db.execute(query, params) as cursor:
+        async with self._reading() as db, db.execute(query, params) as cursor:
             rows = list(await cursor.fetchall())
         page = rows[:limit]
-        projects = [self._project(row, await self._episode_count(str(row[0]))) for row in page]
+        projects = [_project(row) for row in page]
         if len(rows) > limit:
             last = page[-1]
-            return projects, [int(str(last[6])), str(last[0])]
+            return projects, [int(last[6]), str(last[0])]
         return projects, None
 
     async def update_project(
@@ -218,29 +255,29 @@ class SqliteProjectStore:
         async with self._transaction() as db:
             cursor = await db.execute(
                 f"UPDATE projects SET {', '.join([*assignments, 'update_time = ?'])} WHERE id = ?",
-                (*values, _now_micros(), project_id),
+                (*values, records.now_micros(), project_id),
             )
             if cursor.rowcount == 0:
-                raise NotFound("project", f"projects/{project_id}", "PROJECT_NOT_FOUND")
+                raise records.project_not_found(project_id)
         return await self.get_project(project_id)
 
     async def delete_project(self, project_id: str, *, force: bool) -> None:
         async with self._transaction() as db:
             async with db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)) as cursor:
                 if await cursor.fetchone() is None:
-                    raise NotFound("project", f"projects/{project_id}", "PROJECT_NOT_FOUND")
-            if not force and await self._episode_count(project_id):
-                raise FailedPrecondition(
-                    f"project 'projects/{project_id}' has episodes;"
-                    " delete with force to remove them",
-                    reason="PROJECT_HAS_EPISODES",
-                )
+                    raise records.project_not_found(project_id)
+            async with db.execute(
+                "SELECT 1 FROM episodes WHERE project_id = ? LIMIT 1", (project_id,)
+            ) as cursor:
+                has_episodes = await cursor.fetchone() is not None
+            if has_episodes and not force:
+                raise records.project_has_episodes(project_id)
             await db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
 
     async def create_episode(
         self, project_id: str, episode: project_pb2.Episode
     ) -> project_pb2.Episode:
-        now = _now_micros()
+        now = records.now_micros()
         async with self._transaction() as db:
             async with db.execute(
                 "UPDATE projects SET next_episode_number = next_episode_number + 1"
@@ -249,7 +286,7 @@ class SqliteProjectStore:
             ) as cursor:
                 row = await cursor.fetchone()
             if row is None:
-                raise NotFound("project", f"projects/{project_id}", "PROJECT_NOT_FOUND")
+                raise records.project_not_found(project_id)
             number = int(row[0])
             await db.execute(
                 f"INSERT INTO episodes ({_EPISODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -262,36 +299,40 @@ class SqliteProjectStore:
                     episode.generation,
                     episode.scene_count,
                     episode.word_count,
-                    json.dumps(list(episode.cast), ensure_ascii=False),
+                    records.cast_json(episode),
                     now,
                 ),
             )
         return await self.get_episode(project_id, number)
 
     async def get_episode(self, project_id: str, number: int) -> project_pb2.Episode:
-        async with self._db.execute(
-            f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE project_id = ? AND number = ?",
-            (project_id, number),
-        ) as cursor:
+        async with (
+            self._reading() as db,
+            db.execute(
+                f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE project_id = ? AND number = ?",
+                (project_id, number),
+            ) as cursor,
+        ):
             row = await cursor.fetchone()
         if row is None:
-            raise NotFound(
-                "episode", f"projects/{project_id}/episodes/{number}", "EPISODE_NOT_FOUND"
-            )
-        return self._episode(row)
+            raise records.episode_not_found(project_id, number)
+        return _episode(row)
 
     async def list_episodes(
         self, project_id: str, limit: int, after: Sequence[str | int] | None
     ) -> tuple[list[project_pb2.Episode], list[str | int] | None]:
         await self.get_project(project_id)
         after_number = int(after[0]) if after else 0
-        async with self._db.execute(
-            f"SELECT {_EPISODE_SUMMARY_COLUMNS} FROM episodes WHERE project_id = ? AND number > ?"
-            " ORDER BY number LIMIT ?",
-            (project_id, after_number, limit + 1),
-        ) as cursor:
+        async with (
+            self._reading() as db,
+            db.execute(
+                f"SELECT {_EPISODE_SUMMARY_COLUMNS} FROM episodes"
+                " WHERE project_id = ? AND number > ? ORDER BY number LIMIT ?",
+                (project_id, after_number, limit + 1),
+            ) as cursor,
+        ):
             rows = list(await cursor.fetchall())
-        episodes = [self._episode(row) for row in rows[:limit]]
+        episodes = [_episode(row) for row in rows[:limit]]
         if len(rows) > limit:
             return episodes, [episodes[-1].number]
         return episodes, None
@@ -302,6 +343,4 @@ class SqliteProjectStore:
                 "DELETE FROM episodes WHERE project_id = ? AND number = ?", (project_id, number)
             )
             if cursor.rowcount == 0:
-                raise NotFound(
-                    "episode", f"projects/{project_id}/episodes/{number}", "EPISODE_NOT_FOUND"
-                )
+                raise records.episode_not_found(project_id, number)

@@ -1,4 +1,4 @@
-"""The client commands of `scriptgen`, run in-process through `run(argv)` (main in this loop)
+"""The client commands of `scriptgen` against a real core, run in-process by `run(argv)`:
 what they print on stdout and stderr, their JSON, their exit status, their error lines."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ Run = Callable[..., Awaitable[tuple[int, str, str]]]
 
 @pytest.fixture
 def scriptgen(core_target: str, capsys: pytest.CaptureFixture[str]) -> Run:
-    async def run(*argv: str, target: str | None = core_target) -> tuple[int, str, str]:
+    async def invoke(*argv: str, target: str | None = core_target) -> tuple[int, str, str]:
         capsys.readouterr()
         args: Sequence[str] = [*argv, "--target", target] if target else list(argv)
         # run() is main() in this loop: one event loop per process keeps grpc.aio happy.
@@ -26,7 +26,7 @@ def scriptgen(core_target: str, capsys: pytest.CaptureFixture[str]) -> Run:
         captured = capsys.readouterr()
         return status, captured.out, captured.err
 
-    return run
+    return invoke
 
 
 async def test_projects_create_show_update_list_delete(scriptgen: Run, client: Client) -> None:
@@ -145,6 +145,10 @@ async def test_generations_list_show_follow_cancel(
     assert status == 0
     assert out.splitlines()[1].split()[:3] == [job, "succeeded", project.name]
 
+    status, out, _ = await scriptgen("generations", "list", "--json")
+    assert status == 0
+    assert [entry["name"] for entry in json.loads(out)["generations"]] == [job]
+
     status, out, _ = await scriptgen("generations", "show", job)
     assert status == 0
     assert "state:   succeeded" in out
@@ -195,6 +199,18 @@ async def test_a_bad_request_is_one_error_line_with_its_field_violations(scriptg
     assert "project.title: " in err
     assert "project.language: " in err
     assert "Traceback" not in err
+
+
+async def test_an_unknown_provider_is_one_error_line_naming_the_metadata_key(
+    scriptgen: Run, project: project_pb2.Project
+) -> None:
+    status, out, err = await scriptgen(
+        "generate", project.name, "--title", "Pilot", "--provider", "quill-9000"
+    )
+    assert (status, out) == (1, "")
+    assert err.startswith("scriptgen: error: INVALID_ARGUMENT: ")
+    assert "x-preferred-provider: unknown provider 'quill-9000'" in err
+    assert err.count("\n") == 1
 
 
 async def test_a_missing_resource_is_one_not_found_line(scriptgen: Run) -> None:

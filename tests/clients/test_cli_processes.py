@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -195,3 +196,56 @@ async def test_ctrl_c_on_generate_with_detach_leaves_the_job_running(
     async with slow_client.follow(job) as stream:
         result = await stream.collect()
     assert result.outcome == "completed"
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "who"),
+    [
+        ("gateway", "--http-address", "gateway"),
+        ("serve", "--http-address", "gateway"),
+        ("server", "--metrics-address", "core"),
+    ],
+)
+async def test_a_taken_address_is_one_error_line_and_exit_1(
+    spawn: Callable[..., Awaitable[Process]],
+    tmp_path: Path,
+    command: str,
+    flag: str,
+    who: str,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        argv = [command, flag, address]
+        if command != "gateway":
+            argv += ["--grpc-address", "127.0.0.1:0", "--data-dir", str(tmp_path)]
+        if command == "serve":
+            argv += ["--metrics-address", "off"]
+        process = await spawn(*argv)
+        assert await process.finish(within=20) == 1
+    err = "".join(process.stderr)
+    assert err.startswith(f"scriptgen: error: the {who} could not start: "), err
+    assert "address already in use" in err
+    assert err.count("\n") == 1
+
+
+async def test_generate_into_a_closed_pipe_exits_quietly(core_target: str, client: Client) -> None:
+    project = await client.create_project(title="Just the Opening")
+    pipeline = (
+        f"{SCRIPTGEN} generate {project.name} --title Pilot --quiet --target {core_target}"
+        " | head -n 1; echo status=${PIPESTATUS[0]}"
+    )
+    shell = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        pipeline,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, err = await shell.communicate()
+    first_line, status = out.decode().splitlines()
+    assert first_line.strip()
+    assert status == "status=141"
+    assert err.decode() == ""

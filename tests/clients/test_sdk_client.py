@@ -311,3 +311,19 @@ def test_the_sdk_does_not_import_the_server_or_the_gateway() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=False
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
+
+
+async def test_generate_sends_provider_routing_as_metadata(
+    client: Client, project: project_pb2.Project
+) -> None:
+    async with client.generate(
+        project.name, "Pilot", preferred_provider="synthetic", feature_flags=["no-fallback"]
+    ) as stream:
+        result = await stream.collect()
+    assert result.outcome == "completed"
+    with pytest.raises(InvalidArgumentError) as raised:
+        await client.generate(project.name, "Pilot", preferred_provider="quill-9000").collect()
+    assert [v.field for v in raised.value.field_violations] == ["x-preferred-provider"]
+    with pytest.raises(InvalidArgumentError) as raised:
+        await client.generate(project.name, "Pilot", disabled_providers=["nope"]).collect()
+    assert [v.field for v in raised.value.field_violations] == ["x-disabled-providers"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from grpc import aio
 from scriptgen.v1 import generation_pb2, generation_service_pb2, project_service_pb2
 
 from server import Core, SyntheticConfig
+from server.jobs.watch import abandoned_reason
 from tests.conftest import fast_core_config
-from tests.server.rpc import connect, error_info, read, script_of
+from tests.server.rpc import Stubs, connect, error_info, read, script_of
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -89,17 +91,67 @@ async def test_resume_beyond_the_last_event_is_out_of_range(core_target: str) ->
     assert error_info(raised.value).reason == "SEQUENCE_AHEAD"
 
 
-async def test_a_job_outlives_the_call_that_started_it(core: Core, core_target: str) -> None:
-    async with connect(core_target) as rpc:
+@pytest.fixture
+async def patient_core(tmp_path: Path) -> AsyncIterator[Core]:
+    """A core whose jobs take about two seconds and are abandoned after 0.6 s without a reader."""
+    config = replace(
+        fast_core_config(tmp_path / "patient"),
+        metrics_address=None,
+        synthetic=SyntheticConfig(first_token_seconds=0.05, tokens_per_second=150.0),
+        abandon_after_seconds=0.6,
+    )
+    running = Core(config)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop(grace=0.0)
+
+
+async def _start_and_leave(rpc: Stubs, parent: str, *, detach: bool = False) -> str:
+    request = generation_pb2_request(parent, "Detached")
+    request.detach = detach
+    call = rpc.generations.GenerateScript(request)
+    first = await read(call)
+    assert first is not None
+    call.cancel()
+    return first.event.generation
+
+
+async def test_a_job_outlives_the_call_that_started_it_for_the_grace_period(
+    patient_core: Core,
+) -> None:
+    async with connect(f"127.0.0.1:{patient_core.grpc_port}") as rpc:
         project = await rpc.create_project()
-        call = rpc.generations.GenerateScript(generation_pb2_request(project.name, "Detached"))
-        first = await read(call)
-        assert first is not None
-        call.cancel()
-        name = first.event.generation
-        rest = await rpc.follow(name, 1)
+        name = await _start_and_leave(rpc, project.name)
+        await asyncio.sleep(0.3)  # shorter than the 0.6 s grace period
+        rest = await asyncio.wait_for(rpc.follow(name, 1), 30)
     assert rest[-1].HasField("completed")
     assert [e.sequence for e in rest] == list(range(2, len(rest) + 2))
+
+
+async def test_a_detached_job_needs_no_reader(patient_core: Core) -> None:
+    async with connect(f"127.0.0.1:{patient_core.grpc_port}") as rpc:
+        project = await rpc.create_project()
+        name = await _start_and_leave(rpc, project.name, detach=True)
+        await asyncio.sleep(1.0)
+        rest = await asyncio.wait_for(rpc.follow(name, 1), 30)
+    assert rest[-1].HasField("completed")
+
+
+async def test_a_job_nobody_follows_is_cancelled_once(patient_core: Core) -> None:
+    async with connect(f"127.0.0.1:{patient_core.grpc_port}") as rpc:
+        project = await rpc.create_project()
+        name = await _start_and_leave(rpc, project.name)
+        await asyncio.sleep(1.0)
+        events = await asyncio.wait_for(rpc.follow(name), 10)
+        job = await rpc.generations.GetGeneration(
+            generation_service_pb2.GetGenerationRequest(name=name)
+        )
+    kinds = [e.WhichOneof("kind") for e in events]
+    assert kinds[-1] == "cancelled" and sum(k in TERMINAL for k in kinds) == 1
+    assert events[-1].cancelled.reason == abandoned_reason(0.6)
+    assert job.generation.state == generation_pb2.GENERATION_STATE_CANCELLED
 
 
 async def test_live_followers_see_the_same_events_as_the_starter(tmp_path: Path) -> None:

@@ -56,6 +56,9 @@ class Client:
     UNAVAILABLE following `ClientConfig.retry`; calls with side effects are
     not, so a lost response never turns into a second project. Failures
     raise the typed errors of `scriptgen.RPCError`.
+
+    Create and use a client inside the event loop that runs it: its gRPC
+    channel belongs to that loop.
     """
 
     def __init__(self, target: str | None = None, config: ClientConfig | None = None) -> None:
@@ -247,15 +250,28 @@ class Client:
         *,
         request_id: str | None = None,
         detach: bool = False,
+        preferred_provider: str = "",
+        disabled_providers: Sequence[str] = (),
+        feature_flags: Sequence[str] = (),
         deadline: float | None = None,
     ) -> GenerationStream:
         """Start writing an episode of `parent` and stream the job's events.
 
         A random `request_id` is chosen when none is given, so that a retry
         after a broken link re-attaches to the same job instead of starting a
-        second one. `deadline` (seconds) bounds the whole stream, resumes included; by
+        second one. `preferred_provider`, `disabled_providers` and
+        `feature_flags` narrow the core's provider chain for this job (sent as
+        `x-preferred-provider`, `x-disabled-providers`, `x-feature-flags`).
+        `deadline` (seconds) bounds the whole stream, resumes included; by
         default a stream may run as long as the job does.
         """
+        routing: list[tuple[str, str]] = []
+        if preferred_provider:
+            routing.append(("x-preferred-provider", preferred_provider))
+        if disabled_providers:
+            routing.append(("x-disabled-providers", ",".join(disabled_providers)))
+        if feature_flags:
+            routing.append(("x-feature-flags", ",".join(feature_flags)))
         request = generation_service_pb2.GenerateScriptRequest(
             parent=parent,
             title=title,
@@ -263,7 +279,13 @@ class Client:
             request_id=request_id or uuid.uuid4().hex,
             detach=detach,
         )
-        return GenerationStream(self._generations, self._config, request=request, deadline=deadline)
+        return GenerationStream(
+            self._generations,
+            self._config,
+            request=request,
+            deadline=deadline,
+            metadata=tuple(routing),
+        )
 
     def follow(
         self, name: str, after_sequence: int = 0, *, deadline: float | None = None

@@ -26,6 +26,8 @@ from scriptgen.cli._output import print_error
 
 #: Exit status after Ctrl-C.
 EXIT_INTERRUPTED = 130
+#: Exit status when stdout was closed early (`scriptgen generate ... | head`).
+EXIT_BROKEN_PIPE = 141
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -66,6 +68,8 @@ async def _execute(command: Command, args: argparse.Namespace) -> int:
     except ScriptgenError as error:
         print_error(error, target=str(getattr(args, "target", "")))
         return 1
+    except BrokenPipeError:
+        raise  # the reader of stdout left; `main` deals with that, there is nobody to tell
     except OSError as error:
         # e.g. an address already in use: say so, without a traceback
         print_error(error)
@@ -85,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_execute(command, args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `scriptgen generate ... | head`: stdout is gone, and flushing it again at
+        # interpreter exit would fail once more, so point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

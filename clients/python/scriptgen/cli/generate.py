@@ -52,12 +52,35 @@ def register(
         help="keep the job running when this command stops [SCRIPTGEN_DETACH=1]",
     )
     generate.add_argument(
+        "--provider",
+        default=environ.get("SCRIPTGEN_PREFERRED_PROVIDER", ""),
+        help="provider to try first, e.g. openai [SCRIPTGEN_PREFERRED_PROVIDER]",
+    )
+    generate.add_argument(
+        "--disable-provider",
+        action="append",
+        default=_names_list(environ.get("SCRIPTGEN_DISABLED_PROVIDERS", "")),
+        metavar="PROVIDER",
+        help="leave a provider out; repeatable [SCRIPTGEN_DISABLED_PROVIDERS, comma-separated]",
+    )
+    generate.add_argument(
+        "--feature-flag",
+        action="append",
+        default=_names_list(environ.get("SCRIPTGEN_FEATURE_FLAGS", "")),
+        metavar="FLAG",
+        help="e.g. no-fallback; repeatable [SCRIPTGEN_FEATURE_FLAGS, comma-separated]",
+    )
+    generate.add_argument(
         "--quiet",
         action="store_true",
         default=env_flag(environ, "QUIET"),
         help="no stages or progress on stderr [SCRIPTGEN_QUIET=1]",
     )
     set_command(generate, run)
+
+
+def _names_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -70,6 +93,9 @@ async def run(args: argparse.Namespace) -> int:
             str(args.description),
             request_id=str(args.request_id) or uuid.uuid4().hex,
             detach=bool(args.detach),
+            preferred_provider=str(args.provider),
+            disabled_providers=list(args.disable_provider),
+            feature_flags=list(args.feature_flag),
         )
         try:
             async with stream:

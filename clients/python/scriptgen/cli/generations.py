@@ -26,7 +26,7 @@ def register(
     actions = generations.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     listing = actions.add_parser("list", parents=[parent], help="list jobs, newest first")
-    listing.add_argument("--project", type=project_name, default="", help="only this project's")
+    listing.add_argument("--project", type=project_name, help="only this project's jobs")
     listing.add_argument("--page-size", type=int, default=0, help="jobs per call")
     set_command(listing, _list)
 
@@ -69,7 +69,7 @@ def _show_job(job: generation_pb2.Generation) -> None:
 async def _list(args: argparse.Namespace) -> int:
     async with connect(args) as client:
         jobs = [
-            job async for job in client.iter_generations(str(args.project), int(args.page_size))
+            job async for job in client.iter_generations(args.project or "", int(args.page_size))
         ]
     if args.json:
         print_json_list("generations", jobs)

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
+from scriptgen._errors import ScriptgenError
 from scriptgen.cli._options import set_command
 from scriptgen.cli._output import out
+
+if TYPE_CHECKING:
+    from gateway import GatewayConfig, GatewayServer
+    from server import Core, CoreConfig
 
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 
@@ -46,6 +54,7 @@ def serve_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The flags of `scriptgen serve`: the core's and the gateway's."""
     from gateway import config as gateway_config
     from server import config as core_config
+    from server import logs
 
     parser = argparse.ArgumentParser(
         prog="scriptgen serve",
@@ -54,26 +63,31 @@ def serve_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     core_config.add_arguments(parser, environ)
     gateway_config.add_arguments(parser, environ)
+    logs.add_arguments(parser, environ)
     return parser
 
 
 def server_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The flags of `scriptgen server`."""
     from server import config as core_config
+    from server import logs
 
     parser = argparse.ArgumentParser(prog="scriptgen server", description="Run the gRPC core.")
     core_config.add_arguments(parser, environ)
+    logs.add_arguments(parser, environ)
     return parser
 
 
 def gateway_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The flags of `scriptgen gateway`."""
     from gateway import config as gateway_config
+    from server import logs
 
     parser = argparse.ArgumentParser(
         prog="scriptgen gateway", description="Run the HTTP/SSE gateway in front of a core."
     )
     gateway_config.add_arguments(parser, environ)
+    logs.add_arguments(parser, environ)
     return parser
 
 
@@ -119,21 +133,54 @@ async def _until_stopped() -> None:
             loop.remove_signal_handler(signum)
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    from gateway import GatewayServer
-    from gateway import config as gateway_config
+class StartupError(ScriptgenError):
+    """The core or the gateway could not start, e.g. because its address is taken."""
+
+
+@asynccontextmanager
+async def _running_core(settings: CoreConfig) -> AsyncIterator[Core]:
     from server import Core
+
+    core = Core(settings)
+    try:
+        await core.start()
+    except (OSError, RuntimeError) as error:
+        # Release whatever start() opened before it failed, or the process cannot exit.
+        with contextlib.suppress(Exception):
+            await core.stop()
+        raise StartupError(f"the core could not start: {error}") from error
+    try:
+        yield core
+    finally:
+        await core.stop()
+
+
+@asynccontextmanager
+async def _running_gateway(settings: GatewayConfig) -> AsyncIterator[GatewayServer]:
+    from gateway import GatewayServer
+
+    gateway = GatewayServer(settings)
+    try:
+        await gateway.start()
+    except (OSError, RuntimeError) as error:
+        raise StartupError(f"the gateway could not start: {error}") from error
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from gateway import config as gateway_config
     from server import config as core_config
 
     core_settings = core_config.from_arguments(args)
-    core = Core(core_settings)
-    await core.start()
-    try:
+    # Entered core first, so the gateway stops first: no new HTTP stream reaches a
+    # core that is draining.
+    async with _running_core(core_settings) as core:
         core_target = f"{local_host(core_settings.grpc_address)}:{core.grpc_port}"
         gateway_settings = replace(gateway_config.from_arguments(args), core_target=core_target)
-        gateway = GatewayServer(gateway_settings)
-        await gateway.start()
-        try:
+        async with _running_gateway(gateway_settings) as gateway:
             _print_endpoints(
                 grpc=core_target,
                 http=f"http://{local_host(gateway_settings.http_address)}:{gateway.port}/",
@@ -141,45 +188,31 @@ async def _serve(args: argparse.Namespace) -> int:
             )
             await _until_stopped()
             out("scriptgen: stopping")
-        finally:
-            await gateway.stop()
-    finally:
-        await core.stop()
     return 0
 
 
 async def _server(args: argparse.Namespace) -> int:
-    from server import Core
     from server import config as core_config
 
     settings = core_config.from_arguments(args)
-    core = Core(settings)
-    await core.start()
-    try:
+    async with _running_core(settings) as core:
         _print_endpoints(
             grpc=f"{local_host(settings.grpc_address)}:{core.grpc_port}",
             metrics=_metrics_url(settings.metrics_address, core.metrics_port),
         )
         await _until_stopped()
         out("scriptgen: stopping")
-    finally:
-        await core.stop()
     return 0
 
 
 async def _gateway(args: argparse.Namespace) -> int:
-    from gateway import GatewayServer
     from gateway import config as gateway_config
 
     settings = gateway_config.from_arguments(args)
-    gateway = GatewayServer(settings)
-    await gateway.start()
-    try:
+    async with _running_gateway(settings) as gateway:
         _print_endpoints(http=f"http://{local_host(settings.http_address)}:{gateway.port}/")
         await _until_stopped()
         out("scriptgen: stopping")
-    finally:
-        await gateway.stop()
     return 0
 
 

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from scriptgen.v1 import project_pb2 as scriptgen_dot_v1_dot_project__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"scriptgen/v1/project_service.proto\x12\x0cscriptgen.v1\x1a google/protobuf/field_mask.proto\x1a\x1ascriptgen/v1/project.proto\"R\n\x14\x43reateProjectRequest\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\x12\x12\n\nproject_id\x18\x02 \x01(\t\"?\n\x15\x43reateProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"!\n\x11GetProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"<\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListProjectsResponse\x12\'\n\x08projects\x18\x01 \x03(\x0b\x32\x15.scriptgen.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"o\n\x14UpdateProjectRequest\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"3\n\x14\x44\x65leteProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x17\n\x15\x44\x65leteProjectResponse\"L\n\x13ListEpisodesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x14ListEpisodesResponse\x12\'\n\x08\x65pisodes\x18\x01 \x03(\x0b\x32\x15.scriptgen.v1.Episode\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetEpisodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetEpisodeResponse\x12&\n\x07\x65pisode\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Episode\"$\n\x14\x44\x65leteEpisodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteEpisodeResponse2\xc8\x05\n\x0eProjectService\x12X\n\rCreateProject\x12\".scriptgen.v1.CreateProjectRequest\x1a#.scriptgen.v1.CreateProjectResponse\x12O\n\nGetProject\x12\x1f.scriptgen.v1.GetProjectRequest\x1a .scriptgen.v1.GetProjectResponse\x12U\n\x0cListProjects\x12!.scriptgen.v1.ListProjectsRequest\x1a\".scriptgen.v1.ListProjectsResponse\x12X\n\rUpdateProject\x12\".scriptgen.v1.UpdateProjectRequest\x1a#.scriptgen.v1.UpdateProjectResponse\x12X\n\rDeleteProject\x12\".scriptgen.v1.DeleteProjectRequest\x1a#.scriptgen.v1.DeleteProjectResponse\x12U\n\x0cListEpisodes\x12!.scriptgen.v1.ListEpisodesRequest\x1a\".scriptgen.v1.ListEpisodesResponse\x12O\n\nGetEpisode\x12\x1f.scriptgen.v1.GetEpisodeRequest\x1a .scriptgen.v1.GetEpisodeResponse\x12X\n\rDeleteEpisode\x12\".scriptgen.v1.DeleteEpisodeRequest\x1a#.scriptgen.v1.DeleteEpisodeResponseB.\n\x10\x64\x65v.scriptgen.v1P\x01Z\x18scriptgen/v1;scriptgenv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"scriptgen/v1/project_service.proto\x12\x0cscriptgen.v1\x1a google/protobuf/field_mask.proto\x1a\x1ascriptgen/v1/project.proto\"f\n\x14\x43reateProjectRequest\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"?\n\x15\x43reateProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"!\n\x11GetProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"<\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListProjectsResponse\x12\'\n\x08projects\x18\x01 \x03(\x0b\x32\x15.scriptgen.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"o\n\x14UpdateProjectRequest\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"3\n\x14\x44\x65leteProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x17\n\x15\x44\x65leteProjectResponse\"L\n\x13ListEpisodesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x14ListEpisodesResponse\x12\'\n\x08\x65pisodes\x18\x01 \x03(\x0b\x32\x15.scriptgen.v1.Episode\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetEpisodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetEpisodeResponse\x12&\n\x07\x65pisode\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Episode\"$\n\x14\x44\x65leteEpisodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteEpisodeResponse2\xc8\x05\n\x0eProjectService\x12X\n\rCreateProject\x12\".scriptgen.v1.CreateProjectRequest\x1a#.scriptgen.v1.CreateProjectResponse\x12O\n\nGetProject\x12\x1f.scriptgen.v1.GetProjectRequest\x1a .scriptgen.v1.GetProjectResponse\x12U\n\x0cListProjects\x12!.scriptgen.v1.ListProjectsRequest\x1a\".scriptgen.v1.ListProjectsResponse\x12X\n\rUpdateProject\x12\".scriptgen.v1.UpdateProjectRequest\x1a#.scriptgen.v1.UpdateProjectResponse\x12X\n\rDeleteProject\x12\".scriptgen.v1.DeleteProjectRequest\x1a#.scriptgen.v1.DeleteProjectResponse\x12U\n\x0cListEpisodes\x12!.scriptgen.v1.ListEpisodesRequest\x1a\".scriptgen.v1.ListEpisodesResponse\x12O\n\nGetEpisode\x12\x1f.scriptgen.v1.GetEpisodeRequest\x1a .scriptgen.v1.GetEpisodeResponse\x12X\n\rDeleteEpisode\x12\".scriptgen.v1.DeleteEpisodeRequest\x1a#.scriptgen.v1.DeleteEpisodeResponseB.\n\x10\x64\x65v.scriptgen.v1P\x01Z\x18scriptgen/v1;scriptgenv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,37 +35,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.scriptgen.v1P\001Z\030scriptgen/v1;scriptgenv1'
   _globals['_CREATEPROJECTREQUEST']._serialized_start=114
-  _globals['_CREATEPROJECTREQUEST']._serialized_end=196
-  _globals['_CREATEPROJECTRESPONSE']._serialized_start=198
-  _globals['_CREATEPROJECTRESPONSE']._serialized_end=261
-  _globals['_GETPROJECTREQUEST']._serialized_start=263
-  _globals['_GETPROJECTREQUEST']._serialized_end=296
-  _globals['_GETPROJECTRESPONSE']._serialized_start=298
-  _globals['_GETPROJECTRESPONSE']._serialized_end=358
-  _globals['_LISTPROJECTSREQUEST']._serialized_start=360
-  _globals['_LISTPROJECTSREQUEST']._serialized_end=420
-  _globals['_LISTPROJECTSRESPONSE']._serialized_start=422
-  _globals['_LISTPROJECTSRESPONSE']._serialized_end=510
-  _globals['_UPDATEPROJECTREQUEST']._serialized_start=512
-  _globals['_UPDATEPROJECTREQUEST']._serialized_end=623
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=625
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=688
-  _globals['_DELETEPROJECTREQUEST']._serialized_start=690
-  _globals['_DELETEPROJECTREQUEST']._serialized_end=741
-  _globals['_DELETEPROJECTRESPONSE']._serialized_start=743
-  _globals['_DELETEPROJECTRESPONSE']._serialized_end=766
-  _globals['_LISTEPISODESREQUEST']._serialized_start=768
-  _globals['_LISTEPISODESREQUEST']._serialized_end=844
-  _globals['_LISTEPISODESRESPONSE']._serialized_start=846
-  _globals['_LISTEPISODESRESPONSE']._serialized_end=934
-  _globals['_GETEPISODEREQUEST']._serialized_start=936
-  _globals['_GETEPISODEREQUEST']._serialized_end=969
-  _globals['_GETEPISODERESPONSE']._serialized_start=971
-  _globals['_GETEPISODERESPONSE']._serialized_end=1031
-  _globals['_DELETEEPISODEREQUEST']._serialized_start=1033
-  _globals['_DELETEEPISODEREQUEST']._serialized_end=1069
-  _globals['_DELETEEPISODERESPONSE']._serialized_start=1071
-  _globals['_DELETEEPISODERESPONSE']._serialized_end=1094
-  _globals['_PROJECTSERVICE']._serialized_start=1097
-  _globals['_PROJECTSERVICE']._serialized_end=1809
+  _globals['_CREATEPROJECTREQUEST']._serialized_end=216
+  _globals['_CREATEPROJECTRESPONSE']._serialized_start=218
+  _globals['_CREATEPROJECTRESPONSE']._serialized_end=281
+  _globals['_GETPROJECTREQUEST']._serialized_start=283
+  _globals['_GETPROJECTREQUEST']._serialized_end=316
+  _globals['_GETPROJECTRESPONSE']._serialized_start=318
+  _globals['_GETPROJECTRESPONSE']._serialized_end=378
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=380
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=440
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=442
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=530
+  _globals['_UPDATEPROJECTREQUEST']._serialized_start=532
+  _globals['_UPDATEPROJECTREQUEST']._serialized_end=643
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=645
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=708
+  _globals['_DELETEPROJECTREQUEST']._serialized_start=710
+  _globals['_DELETEPROJECTREQUEST']._serialized_end=761
+  _globals['_DELETEPROJECTRESPONSE']._serialized_start=763
+  _globals['_DELETEPROJECTRESPONSE']._serialized_end=786
+  _globals['_LISTEPISODESREQUEST']._serialized_start=788
+  _globals['_LISTEPISODESREQUEST']._serialized_end=864
+  _globals['_LISTEPISODESRESPONSE']._serialized_start=866
+  _globals['_LISTEPISODESRESPONSE']._serialized_end=954
+  _globals['_GETEPISODEREQUEST']._serialized_start=956
+  _globals['_GETEPISODEREQUEST']._serialized_end=989
+  _globals['_GETEPISODERESPONSE']._serialized_start=991
+  _globals['_GETEPISODERESPONSE']._serialized_end=1051
+  _globals['_DELETEEPISODEREQUEST']._serialized_start=1053
+  _globals['_DELETEEPISODEREQUEST']._serialized_end=1089
+  _globals['_DELETEEPISODERESPONSE']._serialized_start=1091
+  _globals['_DELETEEPISODERESPONSE']._serialized_end=1114
+  _globals['_PROJECTSERVICE']._serialized_start=1117
+  _globals['_PROJECTSERVICE']._serialized_end=1829
 # @@protoc_insertion_point(module_scope)

@@ -22,14 +22,25 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class CreateProjectRequest(_message.Message):
-    """Request for CreateProject."""
+    """Request for CreateProject.
+
+    Limits: request_id up to 100 characters of [A-Za-z0-9_.-] (as in
+    GenerateScriptRequest).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PROJECT_FIELD_NUMBER: _builtins.int
     PROJECT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """Optional client-chosen id ([a-z][a-z0-9-]{0,62}); a random one otherwise."""
+    request_id: _builtins.str
+    """Idempotency key, kept 24 hours: the same key with the same request returns
+    the project the first request created (even without `project_id`); with a
+    different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED). If that
+    project was deleted since, a retry is NOT_FOUND.
+    """
     @_builtins.property
     def project(self) -> _project_pb2.Project:
         """Required. The project to create; `name` and output-only fields are ignored."""
@@ -39,10 +50,11 @@ class CreateProjectRequest(_message.Message):
         *,
         project: _project_pb2.Project | None = ...,
         project_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project", "project_id", b"project_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,165 @@
+"""The Redis Streams event log: shared by every core, so any replica replays and follows any job.
+
+One stream per job, `{prefix}events:{generation}`. An event's sequence is its
+stream entry id (`{sequence}-0`), so "the events after k" is a plain
+XREAD/XRANGE from `k-0`, and Redis itself refuses an id that does not grow.
+Appends go through a Lua script that also refuses a gap, anything after the
+terminal event, and a log that vanished (Redis restarted without its data);
+an append retried after a lost reply is recognised and not repeated.
+
+Retention: a running job's stream lives `retention + 1 day` (a bound for jobs
+whose every core died); the terminal event cuts that to `retention`
+(default 24 h) from the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import cast
+
+from redis.exceptions import ResponseError
+from scriptgen.v1 import generation_pb2
+
+from server.errors import DataLoss, NotFound
+from server.events.base import EventLogConflict, is_terminal
+from server.events.redis_connection import BLOCK_MILLISECONDS, RedisConnection, redis_errors
+
+#: Extra lifetime of a stream whose job has not ended, in seconds.
+UNENDED_EXTRA_SECONDS = 24 * 3600
+_READ_BATCH = 500
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'create', '$', 'MKSTREAM')
+  redis.call('XGROUP', 'DESTROY', KEYS[1], 'create')
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 'OK'
+"""
+
+# ARGV: sequence, event bytes, terminal ('1'|'0'), ttl while running, ttl after the end.
+_APPEND = """
+local sequence = tonumber(ARGV[1])
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local last = 0
+if #top > 0 then
+  last = tonumber(string.match(top[1][1], '^(%d+)'))
+  local fields = top[1][2]
+  if last == sequence and fields[2] == ARGV[2] then return 'REPEATED' end
+  if fields[4] == '1' then return redis.error_reply('ENDED ' .. last) end
+elseif redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('MISSING')
+end
+if sequence ~= last + 1 then return redis.error_reply('SEQUENCE ' .. last) end
+redis.call('XADD', KEYS[1], sequence .. '-0', 'e', ARGV[2], 't', ARGV[3])
+if ARGV[3] == '1' then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+return 'OK'
+"""
+
+
+def _sequence_of(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[0])
+
+
+def _entries(reply: object) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of an XREAD reply on one stream (RESP2: `[[key, [[id, fields]…]]]`)."""
+    streams = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], reply)
+    return [entry for _, entries in streams for entry in entries]
+
+
+def _lost(generation: str) -> DataLoss:
+    return DataLoss(
+        f"the event log of {generation} vanished from Redis while the job ran"
+        " (Redis restarted without persistence?)",
+        reason="EVENT_LOG_LOST",
+    )
+
+
+class RedisEventLog:
+    """Per-job Redis streams; `retention_seconds` after a job's terminal event they expire."""
+
+    def __init__(self, redis: RedisConnection, retention_seconds: float = 24 * 3600.0) -> None:
+        self._redis = redis
+        self._retention = max(1, int(retention_seconds))
+        self._create = redis.client.register_script(_CREATE)
+        self._append = redis.client.register_script(_APPEND)
+
+    def _key(self, generation: str) -> str:
+        return self._redis.key("events", generation)
+
+    async def create(self, generation: str) -> None:
+        async with redis_errors():
+            await self._create(
+                keys=[self._key(generation)], args=[self._retention + UNENDED_EXTRA_SECONDS]
+            )
+
+    async def append(self, event: generation_pb2.GenerationEvent) -> None:
+        terminal = "1" if is_terminal(event) else "0"
+        try:
+            async with redis_errors():
+                await self._append(
+                    keys=[self._key(event.generation)],
+                    args=[
+                        event.sequence,
+                        event.SerializeToString(),
+                        terminal,
+                        self._retention + UNENDED_EXTRA_SECONDS,
+                        self._retention,
+                    ],
+                )
+        except ResponseError as error:
+            message = str(error)
+            if message.startswith("MISSING"):
+                raise _lost(event.generation) from error
+            raise EventLogConflict(f"{event.generation}: {message}") from error
+
+    async def _top(self, generation: str) -> tuple[int, bool]:
+        """The last sequence and whether it is the terminal event; NotFound without a log."""
+        key = self._key(generation)
+        async with redis_errors(), self._redis.client.pipeline(transaction=True) as pipe:
+            pipe.exists(key)
+            pipe.xrevrange(key, "+", "-", count=1)
+            exists, top = await pipe.execute()
+        if not exists:
+            raise NotFound("generation", generation, "GENERATION_NOT_FOUND")
+        if not top:
+            return 0, False
+        return _sequence_of(top[0][0]), top[0][1].get(b"t") == b"1"
+
+    async def last_sequence(self, generation: str) -> int:
+        return (await self._top(generation))[0]
+
+    async def ended(self, generation: str) -> bool:
+        return (await self._top(generation))[1]
+
+    async def follow(
+        self, generation: str, after_sequence: int
+    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
+        key = self._key(generation)
+        position = after_sequence
+        last, ended = await self._top(generation)
+        if ended and last <= position:
+            return
+        while True:
+            async with redis_errors():
+                reply = await self._redis.client.xread(
+                    {key: f"{position}-0"}, count=_READ_BATCH, block=BLOCK_MILLISECONDS
+                )
+            if not reply:
+                # Nothing new for a while: a log that vanished will never end by itself.
+                async with redis_errors():
+                    exists = await self._redis.client.exists(key)
+                if not exists:
+                    raise _lost(generation)
+                continue
+            for entry_id, fields in _entries(reply):
+                event = generation_pb2.GenerationEvent.FromString(fields[b"e"])
+                position = _sequence_of(entry_id)
+                yield event
+                if is_terminal(event):
+                    return

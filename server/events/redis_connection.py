@@ -1,0 +1,79 @@
+"""One Redis connection pool for the event log, the job registry and job coordination.
+
+Every key starts with the configured prefix (default `scriptgen:`), so tests
+isolate themselves with a random prefix and backups find Scriptgen's keys with
+`SCAN MATCH scriptgen:*`. Commands that fail because Redis is unreachable are
+retried with a capped exponential backoff for about `retry_seconds`; after
+that the caller sees `Unavailable` with reason REDIS_UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from server.errors import Unavailable
+
+#: Longest pause between two attempts to reach Redis, in seconds.
+_BACKOFF_CAP = 0.5
+#: Longest blocking read (XREAD BLOCK), in milliseconds; the socket timeout leaves room for it.
+BLOCK_MILLISECONDS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConnection:
+    """A Redis client and the key prefix every Scriptgen key carries."""
+
+    client: aioredis.Redis
+    prefix: str
+
+    def key(self, *parts: str) -> str:
+        """`{prefix}{part}:{part}…`, e.g. `scriptgen:events:generations/g1`."""
+        return self.prefix + ":".join(parts)
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await self.client.aclose()
+
+
+def open_redis(
+    url: str, prefix: str = "scriptgen:", retry_seconds: float = 10.0
+) -> RedisConnection:
+    """A client for `url` that retries unreachable-Redis failures for about `retry_seconds`."""
+    # Delays run 0.05, 0.1, 0.2, 0.4, then 0.5 s each: about `retry_seconds` in all.
+    retries = max(1, 4 + math.ceil(max(0.0, retry_seconds - 0.75) / _BACKOFF_CAP))
+    client = aioredis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=_BACKOFF_CAP, base=0.05), retries),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_connect_timeout=2.0,
+        socket_timeout=BLOCK_MILLISECONDS / 1000 + 5.0,
+        health_check_interval=15,
+        protocol=2,
+    )
+    return RedisConnection(client, prefix)
+
+
+@asynccontextmanager
+async def redis_errors() -> AsyncIterator[None]:
+    """Translate a Redis outage inside the block to Unavailable(REDIS_UNAVAILABLE)."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        raise Unavailable(
+            "Redis (the shared event log and job registry) is unreachable; retry later",
+            reason="REDIS_UNAVAILABLE",
+            retry_after=1.0,
+        ) from error
+
+
+__all__ = ["BLOCK_MILLISECONDS", "RedisConnection", "RedisError", "open_redis", "redis_errors"]

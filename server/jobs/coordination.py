@@ -1,0 +1,204 @@
+"""What cores tell each other about jobs: who runs each one, who reads it, who wants it stopped.
+
+* Ownership: the core that runs a job holds a lease on it and renews it while
+  the job runs. A job whose lease lapsed without a terminal event lost its
+  core (killed, partitioned); any core that meets it ends it (see the runner).
+* Readers: every open stream of a job is a reader with a short lease, renewed
+  while the stream is open, so a reader on a core that died disappears too.
+* Cancel requests: any core may ask; the owner polls for requests on its jobs.
+
+The in-memory coordination serves one core; the Redis one serves many.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Collection
+from typing import Protocol
+
+from server.events.redis_connection import RedisConnection, redis_errors
+
+#: How long a request to cancel a job is kept for its owner to see, in seconds.
+CANCEL_REQUEST_SECONDS = 3600
+#: A reader not renewed for this long (its core died) no longer counts; renewed every third.
+READER_LEASE_SECONDS = 5.0
+
+
+class Coordination(Protocol):
+    """Job ownership, reader presence and cancel requests, shared by the cores."""
+
+    owner: str
+
+    async def claim(self, name: str) -> None:
+        """This core runs `name` from now on."""
+
+    async def release(self, name: str) -> None:
+        """This core no longer runs `name`."""
+
+    async def renew(self, names: Collection[str]) -> None:
+        """Keep this core's leases on `names` alive."""
+
+    async def owner_alive(self, name: str) -> bool:
+        """Whether some core holds a live lease on `name`."""
+
+    async def request_cancel(self, name: str, reason: str) -> None:
+        """Ask the owner of `name` to cancel it."""
+
+    async def cancel_requests(self, names: Collection[str]) -> dict[str, str]:
+        """Pending cancel requests among `names`: name -> reason."""
+
+    async def reader_enter(self, name: str) -> str:
+        """Count a new reader of `name`; its token."""
+
+    async def reader_renew(self, name: str, token: str) -> None:
+        """Keep a reader counted."""
+
+    async def reader_leave(self, name: str, token: str) -> None:
+        """Stop counting a reader."""
+
+    async def readers(self, names: Collection[str]) -> dict[str, int]:
+        """Live readers of each of `names`."""
+
+
+class MemoryCoordination:
+    """One core: leases never lapse, and readers and requests live in dicts."""
+
+    def __init__(self) -> None:
+        self.owner = f"core-{secrets.token_hex(6)}"
+        self._owned: set[str] = set()
+        self._cancels: dict[str, str] = {}
+        self._readers: dict[str, set[str]] = {}
+
+    async def claim(self, name: str) -> None:
+        self._owned.add(name)
+
+    async def release(self, name: str) -> None:
+        self._owned.discard(name)
+        self._cancels.pop(name, None)
+        self._readers.pop(name, None)
+
+    async def renew(self, names: Collection[str]) -> None:
+        return None
+
+    async def owner_alive(self, name: str) -> bool:
+        return name in self._owned
+
+    async def request_cancel(self, name: str, reason: str) -> None:
+        if name in self._owned:
+            self._cancels.setdefault(name, reason)
+
+    async def cancel_requests(self, names: Collection[str]) -> dict[str, str]:
+        return {name: self._cancels[name] for name in names if name in self._cancels}
+
+    async def reader_enter(self, name: str) -> str:
+        token = secrets.token_hex(8)
+        self._readers.setdefault(name, set()).add(token)
+        return token
+
+    async def reader_renew(self, name: str, token: str) -> None:
+        return None
+
+    async def reader_leave(self, name: str, token: str) -> None:
+        tokens = self._readers.get(name)
+        if tokens is not None:
+            tokens.discard(token)
+            if not tokens:
+                del self._readers[name]
+
+    async def readers(self, names: Collection[str]) -> dict[str, int]:
+        return {name: len(self._readers.get(name, ())) for name in names}
+
+
+class RedisCoordination:
+    """Leases, readers and cancel requests in Redis.
+
+    Keys: `owner:{name}` (the owner's id, expiring after `lease_seconds`),
+    `cancel:{name}` (the reason), `readers:{name}` (a sorted set of reader
+    tokens scored by when their lease ends, in ms of the cores' clocks).
+    """
+
+    def __init__(
+        self,
+        redis: RedisConnection,
+        lease_seconds: float = 10.0,
+        reader_seconds: float = READER_LEASE_SECONDS,
+    ) -> None:
+        self.owner = f"core-{secrets.token_hex(6)}"
+        self._redis = redis
+        self._lease_ms = max(100, int(lease_seconds * 1000))
+        self._reader_ms = max(100, int(reader_seconds * 1000))
+
+    async def claim(self, name: str) -> None:
+        async with redis_errors():
+            await self._redis.client.set(
+                self._redis.key("owner", name), self.owner, px=self._lease_ms
+            )
+
+    async def release(self, name: str) -> None:
+        async with redis_errors():
+            await self._redis.client.delete(
+                self._redis.key("owner", name), self._redis.key("cancel", name)
+            )
+
+    async def renew(self, names: Collection[str]) -> None:
+        if not names:
+            return
+        async with redis_errors(), self._redis.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.set(self._redis.key("owner", name), self.owner, px=self._lease_ms)
+            await pipe.execute()
+
+    async def owner_alive(self, name: str) -> bool:
+        async with redis_errors():
+            return bool(await self._redis.client.exists(self._redis.key("owner", name)))
+
+    async def request_cancel(self, name: str, reason: str) -> None:
+        async with redis_errors():
+            await self._redis.client.set(
+                self._redis.key("cancel", name), reason, ex=CANCEL_REQUEST_SECONDS, nx=True
+            )
+
+    async def cancel_requests(self, names: Collection[str]) -> dict[str, str]:
+        ordered = list(names)
+        if not ordered:
+            return {}
+        async with redis_errors():
+            reasons = await self._redis.client.mget(
+                [self._redis.key("cancel", name) for name in ordered]
+            )
+        return {
+            name: reason.decode() if isinstance(reason, bytes) else str(reason)
+            for name, reason in zip(ordered, reasons, strict=True)
+            if reason is not None
+        }
+
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    async def reader_enter(self, name: str) -> str:
+        token = secrets.token_hex(8)
+        await self.reader_renew(name, token)
+        return token
+
+    async def reader_renew(self, name: str, token: str) -> None:
+        key = self._redis.key("readers", name)
+        async with redis_errors(), self._redis.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {token: self._now_ms() + self._reader_ms})
+            pipe.pexpire(key, self._reader_ms * 2)
+            await pipe.execute()
+
+    async def reader_leave(self, name: str, token: str) -> None:
+        async with redis_errors():
+            await self._redis.client.zrem(self._redis.key("readers", name), token)
+
+    async def readers(self, names: Collection[str]) -> dict[str, int]:
+        ordered = list(names)
+        if not ordered:
+            return {}
+        now = self._now_ms()
+        async with redis_errors(), self._redis.client.pipeline(transaction=False) as pipe:
+            for name in ordered:
+                pipe.zcount(self._redis.key("readers", name), now, "+inf")
+            counts = await pipe.execute()
+        return {name: int(count) for name, count in zip(ordered, counts, strict=True)}

@@ -1,0 +1,163 @@
+"""Structured logs: one JSON object per line, each naming its request id and generation.
+
+Every process (`scriptgen server|gateway|serve`) calls `configure` once at start. The
+request id travels in a context variable: the core sets it per gRPC call from the
+`x-request-id` metadata the gateway sends (or a new one), and the job task a
+GenerateScript call starts inherits it, so a job's lines carry the id of the request that
+started it. The generation name comes from the record (`extra={"generation": ...}`),
+from the context, or — for the job runner's lines, which name their job first, as in
+`log.info("%s: %s", "generations/g…", "succeeded")` — from the record's first argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import IO, Any
+
+#: The id of the request being served (empty outside one).
+REQUEST_ID: ContextVar[str] = ContextVar("scriptgen_request_id", default="")
+#: The generation the current work is about (empty when none).
+GENERATION: ContextVar[str] = ContextVar("scriptgen_generation", default="")
+
+FORMATS = ("json", "text")
+_REQUEST_ID_KEY = "x-request-id"
+_GENERATION_PREFIX = "generations/"
+#: Attributes every LogRecord has; anything else on a record is an `extra` field.
+_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)).keys()
+) | {"message", "asctime", "taskName"}
+
+_HANDLER_NAME = "scriptgen"
+
+call_log = logging.getLogger("scriptgen.core.calls")
+
+
+def _generation_argument(record: logging.LogRecord) -> str:
+    args = record.args
+    if isinstance(args, tuple) and args and isinstance(args[0], str):
+        return args[0] if args[0].startswith(_GENERATION_PREFIX) else ""
+    return ""
+
+
+class JsonFormatter(logging.Formatter):
+    """A record as one JSON line: time, level, logger, message, ids, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", "") or REQUEST_ID.get()
+        generation = (
+            getattr(record, "generation", "") or GENERATION.get() or _generation_argument(record)
+        )
+        if request_id:
+            entry["request_id"] = request_id
+        if generation:
+            entry["generation"] = generation
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at each record (test runners swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
+def configure(log_format: str = "json", level: str = "INFO", stream: IO[str] | None = None) -> None:
+    """Send every log record to `stream` (stderr) in `log_format`, from `level` up.
+
+    Calling it again replaces the handler it installed before, and only that one.
+    """
+    if log_format not in FORMATS:
+        raise ValueError(f"unknown log format {log_format!r}; known: {', '.join(FORMATS)}")
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler.setFormatter(
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    handler.set_name(_HANDLER_NAME)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # The gateway writes its own access line per request (gateway/access_log.py).
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    """Declare --log-format and --log-level, defaulting to `SCRIPTGEN_LOG_*` variables."""
+    env = os.environ if environ is None else environ
+    group = parser.add_argument_group("logs")
+    group.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=env.get("SCRIPTGEN_LOG_FORMAT", "json"),
+        help="one JSON object per line, or plain text [SCRIPTGEN_LOG_FORMAT]"
+        " (default: %(default)s)",
+    )
+    group.add_argument(
+        "--log-level",
+        default=env.get("SCRIPTGEN_LOG_LEVEL", "INFO"),
+        help="lowest level logged [SCRIPTGEN_LOG_LEVEL] (default: %(default)s)",
+    )
+
+
+def bind_request(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """Make the call's `x-request-id` (or a new id) the current request id; return it."""
+    request_id = ""
+    for key, value in metadata or ():
+        if key == _REQUEST_ID_KEY and isinstance(value, str):
+            request_id = value[:128]
+    request_id = request_id or uuid.uuid4().hex
+    REQUEST_ID.set(request_id)
+    return request_id
+
+
+def generation_of(message: object) -> str:
+    """The generation a request or response names (`name`, `generation`, `event.generation`)."""
+    for candidate in (
+        getattr(message, "name", ""),
+        getattr(message, "generation", ""),
+        getattr(getattr(message, "event", None), "generation", ""),
+    ):
+        if isinstance(candidate, str) and candidate.startswith(_GENERATION_PREFIX):
+            return candidate
+    return ""
+
+
+def log_call(method: str, code: str, started: float, generation: str = "") -> None:
+    """The one line of a finished gRPC call."""
+    call_log.info(
+        "%s %s",
+        method,
+        code,
+        extra={
+            "method": method,
+            "code": code,
+            "duration_seconds": round(time.monotonic() - started, 6),
+            "generation": generation or GENERATION.get(),
+        },
+    )

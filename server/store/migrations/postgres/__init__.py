@@ -1,0 +1,1 @@
+"""PostgreSQL schema migrations (a package so the .sql files ship with the core)."""

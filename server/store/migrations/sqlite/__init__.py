@@ -1,0 +1,1 @@
+"""SQLite schema migrations (a package so the .sql files ship with the core)."""

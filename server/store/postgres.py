@@ -1,0 +1,404 @@
+"""The PostgreSQL project store: a connection pool, versioned migrations, atomic episode numbers.
+
+Several cores share one database. Episode numbers come from an UPDATE of the
+project's row whose lock lasts until the episode is saved, so no two cores hand
+out one number; migrations run under an advisory lock, so cores starting
+together apply each step once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from scriptgen.v1 import project_pb2
+
+from server.store import records
+from server.store.base import UPDATABLE_PROJECT_FIELDS
+from server.store.migrations import migrations
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+
+#: pg_advisory_xact_lock key held while migrating ("scriptgen" in ASCII, as a bigint).
+_MIGRATION_LOCK = 0x73_63_72_69_70_74_67_65
+#: Errors that mean the database cannot be reached or cannot serve now.
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+_PROJECT_COLUMNS = "id, title, type, logline, description, language, create_time, update_time"
+_PROJECT_SELECT = (
+    f"SELECT {_PROJECT_COLUMNS},"
+    " (SELECT COUNT(*) FROM episodes WHERE episodes.project_id = projects.id) AS episode_count"
+    " FROM projects"
+)
+_EPISODE_COLUMNS = (
+    "project_id, number, title, script, outline, generation,"
+    " scene_count, word_count, cast_json, create_time"
+)
+_EPISODE_SUMMARY_COLUMNS = (
+    "project_id, number, title, '' AS script, '' AS outline, generation,"
+    " scene_count, word_count, cast_json, create_time"
+)
+
+
+def redact(url: str) -> str:
+    """`url` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def _project(row: asyncpg.Record) -> project_pb2.Project:
+    return records.project(
+        project_id=row["id"],
+        title=row["title"],
+        kind=row["type"],
+        logline=row["logline"],
+        description=row["description"],
+        language=row["language"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+        episode_count=row["episode_count"],
+    )
+
+
+def _episode(row: asyncpg.Record) -> project_pb2.Episode:
+    return records.episode(
+        project_id=row["project_id"],
+        number=row["number"],
+        title=row["title"],
+        script=row["script"],
+        outline=row["outline"],
+        generation=row["generation"],
+        scene_count=row["scene_count"],
+        word_count=row["word_count"],
+        cast_json=row["cast_json"],
+        create_time=row["create_time"],
+    )
+
+
+class PostgresProjectStore:
+    """Projects and episodes in a PostgreSQL database, shared by every core."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        timeout_seconds: float = 10.0,
+        request_id_ttl_seconds: float = records.REQUEST_ID_TTL_SECONDS,
+    ) -> None:
+        self._url = url
+        self._min_connections = min_connections
+        self._max_connections = max_connections
+        self._timeout = timeout_seconds
+        self._request_id_ttl_micros = int(request_id_ttl_seconds * 1_000_000)
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresProjectStore({redact(self._url)!r})"
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._url,
+                min_size=self._min_connections,
+                max_size=self._max_connections,
+                timeout=self._timeout,
+                command_timeout=self._timeout,
+            )
+        except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError) as error:
+            # Unreachable, or refused (bad password, no such database): either way, not serving.
+            raise records.store_unavailable(
+                f"cannot reach PostgreSQL at {redact(self._url)}: {_describe(error)}"
+            ) from None
+        await self._migrate()
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), self._timeout)
+        except TimeoutError:
+            pool.terminate()
+
+    async def ping(self) -> None:
+        async with self._connection() as db:
+            await db.fetchval("SELECT 1")
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; losing the database turns into Unavailable."""
+        pool = self._pool
+        if pool is None:
+            raise records.store_unavailable("is not open")
+        try:
+            db = await pool.acquire(timeout=self._timeout)
+        except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError) as error:
+            # Whatever stops a connection (down, refused, database gone) stops serving.
+            raise records.store_unavailable(f"cannot connect: {_describe(error)}") from None
+        try:
+            yield db
+        except _UNREACHABLE as error:
+            raise records.store_unavailable(f"failed: {_describe(error)}") from None
+        finally:
+            await pool.release(db)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Connection]:
+        async with self._connection() as db, db.transaction():
+            yield db
+
+    async def _migrate(self) -> None:
+        async with self._transaction() as db:
+            # Cores starting together wait here; the first applies, the rest find it done.
+            await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_time BIGINT NOT NULL)"
+            )
+            applied = {
+                row["version"] for row in await db.fetch("SELECT version FROM schema_migrations")
+            }
+            for migration in migrations("postgres"):
+                if migration.version in applied:
+                    continue
+                await db.execute(migration.sql)
+                await db.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_time)"
+                    " VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    records.now_micros(),
+                )
+
+    async def schema_version(self) -> int:
+        """The newest applied migration."""
+        async with self._connection() as db:
+            version = await db.fetchval("SELECT MAX(version) FROM schema_migrations")
+        return int(version or 0)
+
+    async def create_project(
+        self,
+        project_id: str,
+        project: project_pb2.Project,
+        *,
+        request_id: str = "",
+        fingerprint: str = "",
+    ) -> project_pb2.Project:
+        now = records.now_micros()
+        async with self._transaction() as db:
+            earlier = (
+                await self._claim_request_id(db, request_id, fingerprint, project_id, now)
+                if request_id
+                else None
+            )
+            if earlier is None:
+                try:
+                    await db.execute(
+                        f"INSERT INTO projects ({_PROJECT_COLUMNS})"
+                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        project_id,
+                        project.title,
+                        int(project.type),
+                        project.logline,
+                        project.description,
+                        project.language,
+                        now,
+                        now,
+                    )
+                except asyncpg.UniqueViolationError:
+                    raise records.project_exists(project_id) from None
+        return await self.get_project(earlier or project_id)
+
+    async def _claim_request_id(
+        self, db: Connection, request_id: str, fingerprint: str, project_id: str, now: int
+    ) -> str | None:
+        """Record `request_id` for `project_id`; or the project it already names, if kept."""
+        cutoff = now - self._request_id_ttl_micros
+        await db.execute(
+            "DELETE FROM project_request_ids WHERE request_id = $1 AND create_time <= $2",
+            request_id,
+            cutoff,
+        )
+        # Tidy a few other expired keys; SKIP LOCKED so concurrent tidying never deadlocks.
+        await db.execute(
+            "DELETE FROM project_request_ids WHERE request_id IN (SELECT request_id"
+            " FROM project_request_ids WHERE create_time <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
+            cutoff,
+        )
+        # A racing insert of the same key makes this wait for that transaction:
+        # if it commits, we get its row below; if it rolls back, ours goes in.
+        claimed = await db.fetchval(
+            "INSERT INTO project_request_ids (request_id, fingerprint, project_id, create_time)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (request_id) DO NOTHING RETURNING project_id",
+            request_id,
+            fingerprint,
+            project_id,
+            now,
+        )
+        if claimed is not None:
+            return None
+        row = await db.fetchrow(
+            "SELECT fingerprint, project_id FROM project_request_ids WHERE request_id = $1",
+            request_id,
+        )
+        if row is None:
+            # Only a key expiring between two statements gets here; the retry is clean.
+            raise records.store_unavailable("lost a race for a request_id; retry")
+        if row["fingerprint"] != fingerprint:
+            raise records.request_id_reused(request_id)
+        return str(row["project_id"])
+
+    async def get_project(self, project_id: str) -> project_pb2.Project:
+        async with self._connection() as db:
+            row = await db.fetchrow(f"{_PROJECT_SELECT} WHERE id = $1", project_id)
+        if row is None:
+            raise records.project_not_found(project_id)
+        return _project(row)
+
+    async def list_projects(
+        self, limit: int, after: Sequence[str | int] | None
+    ) -> tuple[list[project_pb2.Project], list[str | int] | None]:
+        async with self._connection() as db:
+            if after is None:
+                rows = await db.fetch(
+                    f"{_PROJECT_SELECT} ORDER BY create_time DESC, id DESC LIMIT $1", limit + 1
+                )
+            else:
+                rows = await db.fetch(
+                    f"{_PROJECT_SELECT} WHERE (create_time, id) < ($1, $2)"
+                    " ORDER BY create_time DESC, id DESC LIMIT $3",
+                    int(after[0]),
+                    str(after[1]),
+                    limit + 1,
+                )
+        page = rows[:limit]
+        projects = [_project(row) for row in page]
+        if len(rows) > limit:
+            last = page[-1]
+            return projects, [int(last["create_time"]), str(last["id"])]
+        return projects, None
+
+    async def update_project(
+        self, project_id: str, changes: project_pb2.Project, paths: Sequence[str]
+    ) -> project_pb2.Project:
+        unknown = [path for path in paths if path not in UPDATABLE_PROJECT_FIELDS]
+        if unknown:
+            raise ValueError(f"not updatable: {unknown}")
+        values: list[object] = [
+            int(changes.type) if path == "type" else getattr(changes, path) for path in paths
+        ]
+        assignments = [f"{path} = ${index}" for index, path in enumerate(paths, start=1)]
+        assignments.append(f"update_time = ${len(paths) + 1}")
+        async with self._connection() as db:
+            status = await db.execute(
+                f"UPDATE projects SET {', '.join(assignments)} WHERE id = ${len(paths) + 2}",
+                *values,
+                records.now_micros(),
+                project_id,
+            )
+        if status == "UPDATE 0":
+            raise records.project_not_found(project_id)
+        return await self.get_project(project_id)
+
+    async def delete_project(self, project_id: str, *, force: bool) -> None:
+        async with self._transaction() as db:
+            # The row lock orders this against episodes being saved into the project.
+            found = await db.fetchval("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE", project_id)
+            if found is None:
+                raise records.project_not_found(project_id)
+            if not force and await db.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM episodes WHERE project_id = $1)", project_id
+            ):
+                raise records.project_has_episodes(project_id)
+            await db.execute("DELETE FROM projects WHERE id = $1", project_id)
+
+    async def create_episode(
+        self, project_id: str, episode: project_pb2.Episode
+    ) -> project_pb2.Episode:
+        async with self._transaction() as db:
+            # The row lock taken here is held until COMMIT: a concurrent save in
+            # any core waits, then reads the incremented counter.
+            number = await db.fetchval(
+                "UPDATE projects SET next_episode_number = next_episode_number + 1"
+                " WHERE id = $1 RETURNING next_episode_number - 1",
+                project_id,
+            )
+            if number is None:
+                raise records.project_not_found(project_id)
+            row = await db.fetchrow(
+                f"INSERT INTO episodes ({_EPISODE_COLUMNS})"
+                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_EPISODE_COLUMNS}",
+                project_id,
+                int(number),
+                episode.title,
+                episode.script,
+                episode.outline,
+                episode.generation,
+                episode.scene_count,
+                episode.word_count,
+                records.cast_json(episode),
+                records.now_micros(),
+            )
+        assert row is not None  # INSERT … RETURNING always answers its row
+        return _episode(row)
+
+    async def get_episode(self, project_id: str, number: int) -> project_pb2.Episode:
+        async with self._connection() as db:
+            row = await db.fetchrow(
+                f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE project_id = $1 AND number = $2",
+                project_id,
+                number,
+            )
+        if row is None:
+            raise records.episode_not_found(project_id, number)
+        return _episode(row)
+
+    async def list_episodes(
+        self, project_id: str, limit: int, after: Sequence[str | int] | None
+    ) -> tuple[list[project_pb2.Episode], list[str | int] | None]:
+        after_number = int(after[0]) if after else 0
+        async with self._connection() as db:
+            if await db.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
+                raise records.project_not_found(project_id)
+            rows = await db.fetch(
+                f"SELECT {_EPISODE_SUMMARY_COLUMNS} FROM episodes"
+                " WHERE project_id = $1 AND number > $2 ORDER BY number LIMIT $3",
+                project_id,
+                after_number,
+                limit + 1,
+            )
+        episodes = [_episode(row) for row in rows[:limit]]
+        if len(rows) > limit:
+            return episodes, [episodes[-1].number]
+        return episodes, None
+
+    async def delete_episode(self, project_id: str, number: int) -> None:
+        async with self._connection() as db:
+            status = await db.execute(
+                "DELETE FROM episodes WHERE project_id = $1 AND number = $2", project_id, number
+            )
+        if status == "DELETE 0":
+            raise records.episode_not_found(project_id, number)

@@ -1,0 +1,114 @@
+"""What every project-store backend shares: times, row → message mapping, and its errors."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from google.protobuf import timestamp_pb2
+from scriptgen.v1 import project_pb2
+
+from server.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+
+#: How long an idempotency key of CreateProject is remembered.
+REQUEST_ID_TTL_SECONDS = 24 * 3600.0
+
+
+def now_micros() -> int:
+    """Now, in microseconds since the Unix epoch (the stores' time unit)."""
+    return time.time_ns() // 1000
+
+
+def timestamp(micros: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(micros)
+    return stamp
+
+
+def project(
+    *,
+    project_id: str,
+    title: str,
+    kind: int,
+    logline: str,
+    description: str,
+    language: str,
+    create_time: int,
+    update_time: int,
+    episode_count: int,
+) -> project_pb2.Project:
+    """A Project message from the columns of its row."""
+    return project_pb2.Project(
+        name=f"projects/{project_id}",
+        title=title,
+        type=kind,  # type: ignore[arg-type]
+        logline=logline,
+        description=description,
+        language=language,
+        create_time=timestamp(create_time),
+        update_time=timestamp(update_time),
+        episode_count=episode_count,
+    )
+
+
+def episode(
+    *,
+    project_id: str,
+    number: int,
+    title: str,
+    script: str,
+    outline: str,
+    generation: str,
+    scene_count: int,
+    word_count: int,
+    cast_json: str,
+    create_time: int,
+) -> project_pb2.Episode:
+    """An Episode message from the columns of its row."""
+    return project_pb2.Episode(
+        name=f"projects/{project_id}/episodes/{number}",
+        number=number,
+        title=title,
+        script=script,
+        outline=outline,
+        generation=generation,
+        scene_count=scene_count,
+        word_count=word_count,
+        cast=json.loads(cast_json),
+        create_time=timestamp(create_time),
+    )
+
+
+def cast_json(episode: project_pb2.Episode) -> str:
+    """The episode's cast as stored: a JSON list of names."""
+    return json.dumps(list(episode.cast), ensure_ascii=False)
+
+
+def project_not_found(project_id: str) -> NotFound:
+    return NotFound("project", f"projects/{project_id}", "PROJECT_NOT_FOUND")
+
+
+def episode_not_found(project_id: str, number: int) -> NotFound:
+    return NotFound("episode", f"projects/{project_id}/episodes/{number}", "EPISODE_NOT_FOUND")
+
+
+def project_exists(project_id: str) -> AlreadyExists:
+    return AlreadyExists(f"project 'projects/{project_id}' already exists", reason="PROJECT_EXISTS")
+
+
+def project_has_episodes(project_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"project 'projects/{project_id}' has episodes; delete with force to remove them",
+        reason="PROJECT_HAS_EPISODES",
+    )
+
+
+def request_id_reused(request_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"request_id {request_id!r} was used for a different request",
+        reason="REQUEST_ID_REUSED",
+    )
+
+
+def store_unavailable(problem: str) -> Unavailable:
+    return Unavailable(f"the project store {problem}", reason="STORE_UNAVAILABLE")

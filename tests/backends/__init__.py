@@ -1,0 +1,1 @@
+"""Real backing services for tests: Redis, PostgreSQL."""

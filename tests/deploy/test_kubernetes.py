@@ -1,0 +1,364 @@
+"""The Kubernetes manifests, offline: every kustomization builds, every built object
+validates against the Kubernetes OpenAPI schemas (kubernetes-validate bundles them), custom
+resources carry their required fields, and the operational promises hold (probes, drain,
+security context, SSE-safe ingress, canary gates, backups)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]  # no py.typed marker
+import pytest
+import yaml
+
+from tests.deploy.manifests import (
+    KUSTOMIZATIONS,
+    Manifest,
+    build,
+    container,
+    env,
+    find,
+    of_kind,
+    pod_spec,
+    workloads,
+)
+from tests.deploy.tools import RULES, promtool, run
+
+#: The oldest Kubernetes the manifests promise to work on, and the newest schemas bundled.
+KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+CUSTOM_GROUPS = {"monitoring.coreos.com", "argoproj.io"}
+
+
+@pytest.fixture(scope="module", params=sorted(KUSTOMIZATIONS))
+def built(request: pytest.FixtureRequest) -> tuple[str, list[Manifest]]:
+    name = str(request.param)
+    return name, build(KUSTOMIZATIONS[name])
+
+
+@pytest.fixture(scope="module")
+def dev() -> list[Manifest]:
+    return build(KUSTOMIZATIONS["dev"])
+
+
+@pytest.fixture(scope="module")
+def prod() -> list[Manifest]:
+    return build(KUSTOMIZATIONS["prod"])
+
+
+def _group(manifest: Manifest) -> str:
+    api_version: str = manifest["apiVersion"]
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
+# --- schemas -------------------------------------------------------------------------
+
+
+def test_every_builtin_object_validates_against_the_kubernetes_schemas(
+    built: tuple[str, list[Manifest]],
+) -> None:
+    _, manifests = built
+    assert manifests
+    checked = 0
+    for manifest in manifests:
+        if _group(manifest) in CUSTOM_GROUPS:
+            continue
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(manifest, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                name = f"{manifest['kind']}/{manifest['metadata']['name']}"
+                pytest.fail(f"{name} on Kubernetes {version}: {error.message} at {error.path}")
+        checked += 1
+    assert checked >= 10
+
+
+def _require(manifest: Manifest, *paths: str) -> None:
+    name = f"{manifest['kind']}/{manifest['metadata']['name']}"
+    for path in paths:
+        node: Any = manifest
+        for key in path.split("."):
+            assert isinstance(node, dict) and key in node, f"{name} lacks {path}"
+            node = node[key]
+        assert node not in (None, "", [], {}), f"{name} has an empty {path}"
+
+
+def _check_custom_resource(manifest: Manifest) -> None:
+    """The fields the CRDs (prometheus-operator, Argo Rollouts) require, and their shapes."""
+    kind = manifest["kind"]
+    _require(manifest, "metadata.name", "spec")
+    if kind == "ServiceMonitor":
+        assert manifest["apiVersion"] == "monitoring.coreos.com/v1"
+        _require(manifest, "spec.selector", "spec.endpoints")
+        for endpoint in manifest["spec"]["endpoints"]:
+            assert "port" in endpoint or "targetPort" in endpoint
+    elif kind == "PrometheusRule":
+        assert manifest["apiVersion"] == "monitoring.coreos.com/v1"
+        _require(manifest, "spec.groups")
+        for group in manifest["spec"]["groups"]:
+            assert group["name"] and group["rules"]
+            for rule in group["rules"]:
+                assert ("alert" in rule) != ("record" in rule) and rule["expr"]
+    elif kind == "Rollout":
+        assert manifest["apiVersion"] == "argoproj.io/v1alpha1"
+        _require(manifest, "spec.selector.matchLabels", "spec.strategy.canary.steps")
+        assert "template" in manifest["spec"] or "workloadRef" in manifest["spec"]
+        if "workloadRef" in manifest["spec"]:
+            _require(
+                manifest,
+                "spec.workloadRef.apiVersion",
+                "spec.workloadRef.kind",
+                "spec.workloadRef.name",
+            )
+    elif kind == "AnalysisTemplate":
+        assert manifest["apiVersion"] == "argoproj.io/v1alpha1"
+        _require(manifest, "spec.metrics")
+        for metric in manifest["spec"]["metrics"]:
+            assert metric["name"] and metric["provider"]["prometheus"]["query"]
+            assert metric["provider"]["prometheus"]["address"]
+    else:
+        pytest.fail(f"no check for custom resource {kind}")
+
+
+def test_custom_resources_have_their_required_fields(built: tuple[str, list[Manifest]]) -> None:
+    _, manifests = built
+    custom = [m for m in manifests if _group(m) in CUSTOM_GROUPS]
+    assert {m["kind"] for m in custom} >= {"ServiceMonitor", "PrometheusRule"}
+    for manifest in custom:
+        _check_custom_resource(manifest)
+
+
+def _normalized(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rule groups with each expression's surrounding whitespace dropped."""
+    return [
+        {**group, "rules": [{**rule, "expr": rule["expr"].strip()} for rule in group["rules"]]}
+        for group in groups
+    ]
+
+
+def test_the_prometheus_rule_is_the_rules_file_and_passes_promtool(
+    prod: list[Manifest], tmp_path: Path
+) -> None:
+    rule = find(prod, "PrometheusRule", "scriptgen")
+    assert _normalized(rule["spec"]["groups"]) == _normalized(
+        yaml.safe_load(RULES.read_text())["groups"]
+    )
+    extracted = tmp_path / "rules.yml"
+    extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = run([promtool(), "check", "rules", str(extracted)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_monitoring_files_are_up_to_date() -> None:
+    from deploy.render_monitoring import rendered
+
+    for path, text in rendered().items():
+        assert path.read_text() == text, f"{path.name} is stale: run deploy/render_monitoring.py"
+
+
+# --- wiring ----------------------------------------------------------------------------
+
+
+def test_services_select_pods_and_name_their_ports(built: tuple[str, list[Manifest]]) -> None:
+    _, manifests = built
+    templates = [
+        (m["spec"]["template"]["metadata"]["labels"], pod_spec(m))
+        for m in of_kind(manifests, "Deployment")
+    ]
+    for service in of_kind(manifests, "Service"):
+        selector = service["spec"]["selector"]
+        matching = [spec for labels, spec in templates if selector.items() <= labels.items()]
+        assert matching, service["metadata"]["name"]
+        port_names = {p["name"] for c in matching[0]["containers"] for p in c["ports"]}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in port_names
+
+
+def test_autoscalers_and_budgets_point_at_workloads(built: tuple[str, list[Manifest]]) -> None:
+    _, manifests = built
+    for autoscaler in of_kind(manifests, "HorizontalPodAutoscaler"):
+        target = autoscaler["spec"]["scaleTargetRef"]
+        find(manifests, target["kind"], target["name"])
+        assert autoscaler["spec"]["maxReplicas"] >= autoscaler["spec"]["minReplicas"]
+    pod_labels = [
+        m["spec"]["template"]["metadata"]["labels"] for m in of_kind(manifests, "Deployment")
+    ]
+    for budget in of_kind(manifests, "PodDisruptionBudget"):
+        selector = budget["spec"]["selector"]["matchLabels"]
+        assert any(selector.items() <= labels.items() for labels in pod_labels)
+
+
+def test_service_monitors_scrape_named_service_ports(built: tuple[str, list[Manifest]]) -> None:
+    _, manifests = built
+    for monitor in of_kind(manifests, "ServiceMonitor"):
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        services = [
+            s
+            for s in of_kind(manifests, "Service")
+            if selector.items() <= s["metadata"]["labels"].items()
+        ]
+        assert services, monitor["metadata"]["name"]
+        names = {port["name"] for port in services[0]["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in names and endpoint["path"] == "/metrics"
+
+
+def test_network_policies_deny_by_default(built: tuple[str, list[Manifest]]) -> None:
+    _, manifests = built
+    deny = find(manifests, "NetworkPolicy", "scriptgen-default-deny")
+    assert deny["spec"]["podSelector"] == {} and "ingress" not in deny["spec"]
+    core = find(manifests, "NetworkPolicy", "scriptgen-core")
+    sources = [peer for rule in core["spec"]["ingress"] for peer in rule["from"]]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "scriptgen-gateway"}}} in (
+        sources
+    )
+
+
+# --- the pods ----------------------------------------------------------------------------
+
+
+def test_every_pod_runs_locked_down_with_resources(built: tuple[str, list[Manifest]]) -> None:
+    _, manifests = built
+    for workload in workloads(manifests):
+        spec = pod_spec(workload)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] != 0
+        assert spec["automountServiceAccountToken"] is False
+        for each in spec["containers"]:
+            context = each["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            resources = each["resources"]
+            assert set(resources["requests"]) >= {"cpu", "memory"}
+            assert set(resources["limits"]) >= {"cpu", "memory"}
+            image = each["image"]
+            assert ":" in image and not image.endswith(":latest"), image
+
+
+def _seconds(value: Any) -> float:
+    return float(value)
+
+
+def test_core_has_native_grpc_probes_and_drains_within_its_grace(
+    built: tuple[str, list[Manifest]],
+) -> None:
+    _, manifests = built
+    core = find(manifests, "Deployment", "scriptgen-core")
+    main = container(core, "core")
+    assert main["args"] == ["server"]
+    variables = env(main)
+    assert variables["SCRIPTGEN_GRPC_ADDRESS"] == "0.0.0.0:50051"
+    assert variables["SCRIPTGEN_METRICS_ADDRESS"] == "0.0.0.0:9464"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert main[probe]["grpc"]["port"] == 50051, probe
+        # service "" (the default): the core's overall health, NOT_SERVING first on SIGTERM.
+        assert main[probe]["grpc"].get("service", "") == ""
+    pre_stop = main["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    # preStop, then the job drain, then up to 5 s for streams to deliver their last events.
+    needed = float(pre_stop[1]) + _seconds(variables["SCRIPTGEN_SHUTDOWN_GRACE_SECONDS"]) + 5
+    assert pod_spec(core)["terminationGracePeriodSeconds"] > needed
+    liveness = main["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] > needed
+
+
+def test_gateway_is_probed_on_readyz_and_healthz_and_drains_within_its_grace(
+    built: tuple[str, list[Manifest]],
+) -> None:
+    _, manifests = built
+    gateway = find(manifests, "Deployment", "scriptgen-gateway")
+    main = container(gateway, "gateway")
+    assert main["args"] == ["gateway"]
+    variables = env(main)
+    assert variables["SCRIPTGEN_HTTP_ADDRESS"] == "0.0.0.0:8080"
+    assert variables["SCRIPTGEN_CORE_TARGET"] == "scriptgen-core:50051"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    pre_stop = main["lifecycle"]["preStop"]["exec"]["command"]
+    needed = float(pre_stop[1]) + _seconds(variables["SCRIPTGEN_DRAIN_SECONDS"])
+    assert pod_spec(gateway)["terminationGracePeriodSeconds"] > needed
+
+
+def test_ingress_is_safe_for_server_sent_events(built: tuple[str, list[Manifest]]) -> None:
+    _, manifests = built
+    ingress = find(manifests, "Ingress", "scriptgen")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == "scriptgen-gateway"
+
+
+# --- overlays ----------------------------------------------------------------------------
+
+
+def test_dev_runs_one_replica_each_on_embedded_stores(dev: list[Manifest]) -> None:
+    assert of_kind(dev, "HorizontalPodAutoscaler") == []
+    assert of_kind(dev, "Rollout") == []
+    for name in ("scriptgen-core", "scriptgen-gateway"):
+        assert find(dev, "Deployment", name)["spec"]["replicas"] == 1
+    core = find(dev, "Deployment", "scriptgen-core")
+    assert core["spec"]["strategy"]["type"] == "Recreate"
+    variables = env(container(core, "core"))
+    assert "SCRIPTGEN_DATABASE_URL" not in variables and "SCRIPTGEN_REDIS_URL" not in variables
+    assert {m["metadata"]["namespace"] for m in dev if m["kind"] != "Namespace"} == {
+        "scriptgen-dev"
+    }
+
+
+def test_prod_shares_stores_and_runs_several_replicas(prod: list[Manifest]) -> None:
+    core = container(find(prod, "Deployment", "scriptgen-core"), "core")
+    variables = env(core)
+    for name, key in (
+        ("SCRIPTGEN_DATABASE_URL", "database-url"),
+        ("SCRIPTGEN_REDIS_URL", "redis-url"),
+    ):
+        assert variables[name]["secretKeyRef"] == {"name": "scriptgen-secrets", "key": key}
+    config = find(prod, "ConfigMap", "scriptgen-config")["data"]
+    assert config["SCRIPTGEN_CHROMA_URL"].startswith("http")
+    for name in ("scriptgen-core", "scriptgen-gateway"):
+        rollout = find(prod, "Rollout", name)
+        assert rollout["spec"]["replicas"] >= 2
+        assert rollout["spec"]["workloadRef"]["name"] == name
+        autoscaler = find(prod, "HorizontalPodAutoscaler", name)
+        assert autoscaler["spec"]["scaleTargetRef"]["kind"] == "Rollout"
+        assert autoscaler["spec"]["minReplicas"] >= 2
+    assert find(prod, "Ingress", "scriptgen")["spec"]["tls"]
+
+
+def test_prod_canary_goes_10_50_100_and_rolls_back_on_latency_or_errors(
+    prod: list[Manifest],
+) -> None:
+    for name in ("scriptgen-core", "scriptgen-gateway"):
+        canary = find(prod, "Rollout", name)["spec"]["strategy"]["canary"]
+        weights = [step["setWeight"] for step in canary["steps"] if "setWeight" in step]
+        assert weights == [10, 50, 100]
+        (template_ref,) = canary["analysis"]["templates"]
+        template = find(prod, "AnalysisTemplate", template_ref["templateName"])
+        conditions = {m["name"]: m for m in template["spec"]["metrics"]}
+        latency = conditions["time-to-first-event-p95"]
+        assert "time_to_first_event_seconds_bucket" in latency["provider"]["prometheus"]["query"]
+        assert "result[0] <= 1" in latency["successCondition"]
+        errors = conditions["error-ratio"]
+        assert "result[0] <= 0.02" in errors["successCondition"]
+        for metric in conditions.values():
+            query = metric["provider"]["prometheus"]["query"]
+            assert "{{args.canary-hash}}" in query
+            assert metric["failureLimit"] <= 1
+        hash_arg = canary["analysis"]["args"][0]
+        assert hash_arg["valueFrom"]["podTemplateHashValue"] == "Latest"
+
+
+def test_prod_backs_up_nightly_with_the_backup_command(prod: list[Manifest]) -> None:
+    cron = find(prod, "CronJob", "scriptgen-backup")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert re.fullmatch(r"\d+ \d+ \* \* \*", cron["spec"]["schedule"])
+    backup = container(cron, "backup")
+    assert "scriptgen backup create /backups/" in " ".join(backup["args"]).replace('"', "")
+    mounts = {m["mountPath"]: m["name"] for m in backup["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(cron)["volumes"]}
+    assert volumes[mounts["/backups"]]["persistentVolumeClaim"]["claimName"] == "scriptgen-backups"
+    find(prod, "PersistentVolumeClaim", "scriptgen-backups")

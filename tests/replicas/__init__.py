@@ -1,0 +1,1 @@
+"""Several real core and gateway processes sharing Redis and PostgreSQL."""

@@ -1,0 +1,152 @@
+"""One contract for every event log: the in-memory default and Redis Streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from google.protobuf.message import Message
+from scriptgen.v1 import generation_pb2
+
+from server.errors import DataLoss, NotFound
+from server.events import (
+    EventLog,
+    EventLogConflict,
+    MemoryEventLog,
+    RedisConnection,
+    RedisEventLog,
+    open_redis,
+)
+
+GenerationEvent = generation_pb2.GenerationEvent
+NAME = "generations/gcontract"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def event_log(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
+    if request.param == "memory":
+        yield MemoryEventLog()
+        return
+    connection = open_redis(
+        request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+    )
+    try:
+        yield RedisEventLog(connection)
+    finally:
+        await connection.aclose()
+
+
+def event(sequence: int, kind: str = "progress", name: str = NAME) -> GenerationEvent:
+    payload: Message = {
+        "progress": GenerationEvent.Progress(message=f"step {sequence}"),
+        "completed": GenerationEvent.Completed(),
+        "cancelled": GenerationEvent.Cancelled(reason="test"),
+        "queued": GenerationEvent.Queued(parent="projects/p"),
+    }[kind]
+    made = GenerationEvent(generation=name, sequence=sequence)
+    getattr(made, kind).CopyFrom(payload)
+    return made
+
+
+async def write(log: EventLog, count: int, *, end: bool = True) -> list[GenerationEvent]:
+    await log.create(NAME)
+    events = [event(1, "queued")] + [event(k) for k in range(2, count)]
+    events.append(event(count, "completed" if end else "progress"))
+    for each in events:
+        await log.append(each)
+    return events
+
+
+async def collect(log: EventLog, after: int) -> list[GenerationEvent]:
+    async with asyncio.timeout(10):
+        return [e async for e in log.follow(NAME, after)]
+
+
+async def test_an_unknown_job_is_not_found(event_log: EventLog) -> None:
+    with pytest.raises(NotFound) as raised:
+        await event_log.last_sequence("generations/gnope")
+    assert raised.value.reason == "GENERATION_NOT_FOUND"
+    with pytest.raises(NotFound):
+        await event_log.ended("generations/gnope")
+
+
+async def test_a_new_log_is_empty_and_not_ended(event_log: EventLog) -> None:
+    await event_log.create(NAME)
+    assert await event_log.last_sequence(NAME) == 0
+    assert not await event_log.ended(NAME)
+
+
+async def test_replay_from_every_sequence_gives_exactly_the_rest(event_log: EventLog) -> None:
+    events = await write(event_log, 12)
+    assert await event_log.last_sequence(NAME) == 12
+    assert await event_log.ended(NAME)
+    for after in range(13):
+        rest = await collect(event_log, after)
+        assert [e.SerializeToString() for e in rest] == [
+            e.SerializeToString() for e in events[after:]
+        ]
+
+
+async def test_followers_get_live_events_up_to_the_terminal_one(event_log: EventLog) -> None:
+    await event_log.create(NAME)
+    await event_log.append(event(1, "queued"))
+    followers = [asyncio.create_task(collect(event_log, after)) for after in (0, 1)]
+    await asyncio.sleep(0.05)
+    for sequence in range(2, 30):
+        await event_log.append(event(sequence))
+        if sequence % 7 == 0:
+            await asyncio.sleep(0.01)
+    await event_log.append(event(30, "cancelled"))
+    first, second = await asyncio.gather(*followers)
+    assert [e.sequence for e in first] == list(range(1, 31))
+    assert [e.sequence for e in second] == list(range(2, 31))
+    assert first[-1].HasField("cancelled")
+
+
+async def test_gaps_repeats_and_events_after_the_end_are_refused(event_log: EventLog) -> None:
+    await write(event_log, 3, end=False)
+    with pytest.raises(EventLogConflict):
+        await event_log.append(event(5))
+    with pytest.raises(EventLogConflict):
+        await event_log.append(event(3, "queued"))
+    await event_log.append(event(4, "completed"))
+    with pytest.raises(EventLogConflict):
+        await event_log.append(event(5))
+    with pytest.raises(EventLogConflict):
+        await event_log.append(event(5, "cancelled"))
+    assert await event_log.last_sequence(NAME) == 4
+
+
+async def test_appending_to_an_unknown_log_fails(event_log: EventLog) -> None:
+    with pytest.raises((NotFound, DataLoss)):
+        await event_log.append(event(1, "queued", "generations/gnever"))
+
+
+async def test_logs_expire_after_their_retention(redis_connection: RedisConnection) -> None:
+    memory = MemoryEventLog(retention_seconds=0.2)
+    shared = RedisEventLog(redis_connection, retention_seconds=1)
+    for log in (memory, shared):
+        await write(log, 3)
+        await log.create("generations/grunning")
+    await asyncio.sleep(1.3)
+    await memory.create("generations/gother")  # the memory log expires lazily
+    for log in (memory, shared):
+        with pytest.raises(NotFound):
+            await log.last_sequence(NAME)
+        assert await log.last_sequence("generations/grunning") == 0
+
+
+async def test_a_redis_log_that_vanishes_under_a_follower_is_data_loss(
+    redis_connection: RedisConnection,
+) -> None:
+    log = RedisEventLog(redis_connection)
+    await write(log, 3, end=False)
+    follower = asyncio.create_task(collect(log, 0))
+    await asyncio.sleep(0.1)
+    await redis_connection.client.delete(redis_connection.key("events", NAME))
+    with pytest.raises(DataLoss) as raised:
+        await follower
+    assert raised.value.reason == "EVENT_LOG_LOST"
+    with pytest.raises(DataLoss):
+        await log.append(event(4))

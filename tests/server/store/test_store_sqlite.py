@@ -1,0 +1,44 @@
+"""What only the SQLite store promises: WAL mode and its migration bookkeeping on disk."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from server.store import SqliteProjectStore
+from server.store.migrations import migrations
+
+
+async def test_wal_is_on_and_each_migration_is_recorded_once(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    for _ in range(2):
+        store = SqliteProjectStore(path)
+        await store.open()
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        rows = db.execute("SELECT version, name FROM schema_migrations").fetchall()
+    assert rows == [(m.version, m.name) for m in migrations("sqlite")]
+
+
+async def test_a_database_from_the_first_schema_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    first = migrations("sqlite")[0]
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE schema_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_time INTEGER NOT NULL)"
+        )
+        db.executescript(first.sql)
+        db.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (first.version, first.name))
+        db.execute(
+            "INSERT INTO projects (id, title, type, logline, description, language,"
+            " create_time, update_time) VALUES ('old', 'Old', 1, '', '', 'en', 1, 1)"
+        )
+    store = SqliteProjectStore(path)
+    await store.open()
+    try:
+        assert await store.schema_version() == migrations("sqlite")[-1].version
+        assert (await store.get_project("old")).title == "Old"
+    finally:
+        await store.close()
