@@ -3,6 +3,7 @@ what they print on stdout and stderr, their JSON, their exit status, their error
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import pytest
 from scriptgen import Client
 from scriptgen.cli import main, run
+from scriptgen.cli._names import episode_name, generation_name, project_name
 from scriptgen.v1 import generation_pb2, project_pb2
 
 #: Runs `scriptgen ARGS...` and returns (exit status, stdout, stderr).
@@ -274,3 +276,34 @@ def test_process_commands_describe_their_flags(
         assert "SCRIPTGEN_DATA_DIR" in usage
     if command in ("serve", "gateway"):
         assert "--http-address" in usage
+
+
+@pytest.mark.parametrize(
+    ("parse", "typed", "name"),
+    [
+        (project_name, "salt", "projects/salt"),
+        (project_name, "projects/salt", "projects/salt"),
+        (episode_name, "salt/3", "projects/salt/episodes/3"),
+        (episode_name, "projects/salt/episodes/3", "projects/salt/episodes/3"),
+        (generation_name, "g123", "generations/g123"),
+        (generation_name, "generations/g123", "generations/g123"),
+    ],
+)
+def test_short_names_become_full_resource_names(
+    parse: Callable[[str], str], typed: str, name: str
+) -> None:
+    assert parse(typed) == name
+
+
+@pytest.mark.parametrize(
+    ("parse", "typed"),
+    [
+        (project_name, ""),
+        (project_name, "projects/a/b"),
+        (episode_name, "salt"),
+        (episode_name, "salt/x"),
+    ],
+)
+def test_malformed_names_are_usage_errors(parse: Callable[[str], str], typed: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse(typed)
