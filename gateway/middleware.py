@@ -21,7 +21,7 @@ _log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
 #: Headers passed through to the core, which narrows its provider chain by them.
-FORWARDED_HEADERS = ("x-preferred-provider", "x-disabled-providers")
+FORWARDED_HEADERS = ("x-preferred-provider", "x-disabled-providers", "x-feature-flags")
 #: The status recorded for a request whose client went away before the answer.
 CLIENT_CLOSED = 499
 

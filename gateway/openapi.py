@@ -374,6 +374,12 @@ def build_document() -> dict[str, Any]:
         "/": _plain_get("webPage", "The web page.", "text/html"),
         "/app.js": _plain_get("webPageScript", "The web page's script.", "text/javascript"),
         "/app.css": _plain_get("webPageStyles", "The web page's stylesheet.", "text/css"),
+        "/modules/{module}": {
+            "parameters": [_path("module", "A JavaScript module of the web page, e.g. `api.js`.")],
+            **_plain_get(
+                "webPageModule", "A JavaScript module of the web page.", "text/javascript"
+            ),
+        },
     }
     return {
         "openapi": "3.1.0",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite runs for real, only those missing:
-# redis-server, a PostgreSQL cluster, promtool (the tests start throwaway instances
+# redis-server, a PostgreSQL cluster, promtool, chromium (the tests start throwaway instances
 # when none listens on the usual ports). Needs root; otherwise says what to install.
 set -euo pipefail
 
@@ -12,6 +12,10 @@ fi
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 # promtool (from Debian's prometheus package) checks /metrics and unit-tests the alert rules.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# Chromium (Debian's package, driven by Playwright) runs the web page's browser tests.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# A TrueType font with Hangul glyphs (NanumGothicCoding, monospaced) for PDF exports of Korean scripts.
+[ -f /usr/share/fonts/truetype/nanum/NanumGothicCoding.ttf ] || missing+=(fonts-nanum)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -13,6 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.knowledge.settings import (
+    KnowledgeConfig,
+    add_knowledge_arguments,
+    knowledge_from_arguments,
+)
 from server.store.factory import check_database_url
 
 DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
@@ -163,6 +168,8 @@ class CoreConfig:
     abandon_after_seconds: float = 30.0
     #: A running job's owner lease; a job whose core is gone this long is ended by another.
     owner_lease_seconds: float = 10.0
+    #: Story knowledge: Chroma (embedded or server), embedder, limits.
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
 
     @property
     def database_path(self) -> Path:
@@ -310,6 +317,7 @@ def add_arguments(
     )
     _add_redis_arguments(parser, env)
     _add_provider_arguments(parser, env)
+    add_knowledge_arguments(parser, env)
 
 
 def _add_redis_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -505,6 +513,7 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
         abandon_after_seconds=float(namespace.abandon_after_seconds),
         owner_lease_seconds=float(namespace.owner_lease_seconds),
         providers=_providers_from(namespace),
+        knowledge=knowledge_from_arguments(namespace),
     )
 
 

@@ -11,7 +11,10 @@ for people.
 | NotFound           | NOT_FOUND           | PROJECT_NOT_FOUND, EPISODE_NOT_FOUND,                |
 |                    |                     | GENERATION_NOT_FOUND (with google.rpc.ResourceInfo)  |
 | AlreadyExists      | ALREADY_EXISTS      | PROJECT_EXISTS, REQUEST_ID_REUSED                    |
-| FailedPrecondition | FAILED_PRECONDITION | PROJECT_HAS_EPISODES                                 |
+| FailedPrecondition | FAILED_PRECONDITION | PROJECT_HAS_EPISODES, PROJECT_ARCHIVED (no new      |
+|                    |                     | episodes), SCRIPT_REJECTED (review: a job's script  |
+|                    |                     | is not Fountain enough to save; nothing is saved),  |
+|                    |                     | EXPORT_FONT_MISSING (no Hangul font for a PDF)       |
 | OutOfRange         | OUT_OF_RANGE        | SEQUENCE_AHEAD                                       |
 | ResourceExhausted  | RESOURCE_EXHAUSTED  | TOO_MANY_JOBS (with google.rpc.RetryInfo)            |
 | Unavailable        | UNAVAILABLE         | SHUTTING_DOWN, STORE_UNAVAILABLE,                    |

@@ -1,10 +1,20 @@
-"""Fountain structure review: scene headings, character cues and dialogue, counts and warnings.
+"""Fountain structure review: scene headings, character cues and dialogue, counts and verdict.
 
 Follows the Fountain rules that matter for a written episode: a scene heading
 starts with INT, EXT, EST, INT./EXT, INT/EXT or I/E (or is forced with a
 leading "."); a character cue is an all-caps line (or one forced with "@")
 after a blank line, followed by dialogue; a transition is an all-caps line
 ending in "TO:" (or forced with ">").
+
+The verdict (`ScriptReview.rejections`) is what makes a script unfit to save:
+
+* it is empty;
+* it has no scene heading at all;
+* more than `MAX_EMPTY_CUES` character cues, and more than `MAX_EMPTY_CUE_SHARE`
+  of all cues, have no dialogue after them (a model that lost the format).
+
+Anything milder — a script that does not open with a heading, a stray cue
+without dialogue — is a warning kept in the quality report.
 """
 
 from __future__ import annotations
@@ -15,6 +25,13 @@ from dataclasses import dataclass, field
 _HEADING = re.compile(r"^(INT|EXT|EST|INT\./EXT|INT/EXT|I/E)[.\s]", re.IGNORECASE)
 _EXTENSION = re.compile(r"\s*(\([^)]*\))?\s*\^?\s*$")
 
+#: Cues without dialogue tolerated before the share below is looked at.
+MAX_EMPTY_CUES = 3
+#: Share of cues without dialogue beyond which (with more than MAX_EMPTY_CUES) a script is rejected.
+MAX_EMPTY_CUE_SHARE = 0.25
+#: Script lines per page, as in a typeset screenplay; a page runs about a minute.
+LINES_PER_PAGE = 55
+
 
 @dataclass(slots=True)
 class ScriptReview:
@@ -24,6 +41,25 @@ class ScriptReview:
     word_count: int = 0
     cast: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Character cues followed by dialogue.
+    dialogue_count: int = 0
+    transition_count: int = 0
+    #: Character cues with nothing after them.
+    empty_cue_count: int = 0
+    #: Lines of the script, blank ones included (they take room on a page too).
+    line_count: int = 0
+    #: Why the script cannot be saved; empty when it passes.
+    rejections: list[str] = field(default_factory=list)
+
+    @property
+    def estimated_minutes(self) -> float:
+        """Running time at one page (LINES_PER_PAGE lines) a minute, to a tenth."""
+        return round(self.line_count / LINES_PER_PAGE, 1)
+
+    @property
+    def passed(self) -> bool:
+        """Whether the script may be saved."""
+        return not self.rejections
 
 
 def _is_heading(line: str) -> bool:
@@ -45,10 +81,29 @@ def _is_cue(line: str) -> bool:
     return bool(letters) and line == line.upper() and any(c.isupper() for c in letters)
 
 
+def _verdict(result: ScriptReview, script: str) -> list[str]:
+    if not script.strip():
+        return ["the script is empty"]
+    rejections = []
+    if result.scene_count == 0:
+        rejections.append("the script has no scene heading")
+    cues = result.dialogue_count + result.empty_cue_count
+    if (
+        result.empty_cue_count > MAX_EMPTY_CUES
+        and result.empty_cue_count > MAX_EMPTY_CUE_SHARE * cues
+    ):
+        rejections.append(
+            f"{result.empty_cue_count} of {cues} character cues have no dialogue"
+            f" (more than {MAX_EMPTY_CUES} and {MAX_EMPTY_CUE_SHARE:.0%})"
+        )
+    return rejections
+
+
 def review(script: str) -> ScriptReview:
-    """Count scenes, speaking characters and words; list structure problems."""
+    """Count scenes, speaking characters, dialogue and words; list problems; give the verdict."""
     result = ScriptReview(word_count=len(script.split()))
     lines = [line.rstrip() for line in script.splitlines()]
+    result.line_count = len(lines)
     seen: set[str] = set()
     previous_blank = True
     for index, raw in enumerate(lines):
@@ -60,18 +115,22 @@ def review(script: str) -> ScriptReview:
         if previous_blank and _is_heading(line):
             result.scene_count += 1
         elif previous_blank and _is_transition(line):
-            pass
+            result.transition_count += 1
         elif previous_blank and _is_cue(line) and not line.endswith(":"):
             name = _EXTENSION.sub("", line.removeprefix("@")).strip()
             if not following:
+                result.empty_cue_count += 1
                 result.warnings.append(f"line {index + 1}: character cue {name!r} has no dialogue")
-            elif name and name not in seen:
-                seen.add(name)
-                result.cast.append(name)
+            else:
+                result.dialogue_count += 1
+                if name and name not in seen:
+                    seen.add(name)
+                    result.cast.append(name)
         previous_blank = False
     if result.scene_count == 0:
         result.warnings.append("the script has no scene heading")
     first = next((line.strip() for line in lines if line.strip()), "")
     if first and not _is_heading(first) and not first.upper().startswith(("FADE IN", "TITLE:")):
         result.warnings.append("the script does not open with a scene heading or FADE IN")
+    result.rejections = _verdict(result, script)
     return result

@@ -6,6 +6,10 @@
 | project.logline                         | up to 500 characters                           |
 | project.description, generation description | up to 5000 characters                      |
 | project.language                        | BCP-47 tag, up to 35 characters (default "en") |
+| project.audience                        | up to 200 characters                           |
+| project.tone                            | up to 500 characters                           |
+| project.target_episode_minutes          | 0 (the type's default) or 1..180               |
+| project.status, project.type            | a known enum value (UNSPECIFIED: the default)  |
 | project_id, generation id               | `[a-z][a-z0-9-]{0,62}`                         |
 | episode id                              | a positive integer up to 2^31-1                |
 | request_id                              | up to 100 characters of `[A-Za-z0-9_.-]`       |
@@ -26,6 +30,9 @@ TITLE_MAX = 200
 LOGLINE_MAX = 500
 DESCRIPTION_MAX = 5000
 LANGUAGE_MAX = 35
+AUDIENCE_MAX = 200
+TONE_MAX = 500
+TARGET_EPISODE_MINUTES_MAX = 180
 REQUEST_ID_MAX = 100
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 1000

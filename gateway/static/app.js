@@ -1,120 +1,89 @@
-// The gateway's page: list and create projects, write an episode and watch it
-// arrive through EventSource. Text goes in with textContent only, never as HTML.
+// The gateway's web page: sign in, projects, story knowledge, live episode writing and
+// the episode reader. Plain JavaScript modules, no build step; text is only ever set
+// with textContent, never as HTML. Each part lives in its own module under /modules/.
 
-const $ = (selector) => document.querySelector(selector);
-let project = null;
-let generation = null;
-let events = null;
+import { apiKey, onUnauthorized } from "/modules/api.js";
+import { setUpEpisodes } from "/modules/episodes.js";
+import { setUpKnowledge } from "/modules/knowledge.js";
+import { loadProjects, setUpProjects } from "/modules/projects.js";
+import { $, clearNotice, notify } from "/modules/ui.js";
+import { setUpWriter } from "/modules/writer.js";
 
-async function call(method, url, body) {
-  const response = await fetch(url, {
-    method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const reply = await response.json();
-  if (!response.ok) throw new Error(reply.error ? reply.error.message : response.statusText);
-  return reply;
+function showAccount() {
+  const signedIn = apiKey.get() !== "";
+  $("#account-state").textContent = signedIn ? "Signed in with an API key" : "Not signed in";
+  $("#sign-in-open").hidden = signedIn;
+  $("#sign-out").hidden = !signedIn;
 }
 
-function say(text) {
-  $("#status").textContent = text;
+function openSignIn(reason) {
+  $("#sign-in-reason").textContent =
+    reason || "Enter your Scriptgen API key. It is kept in this browser tab only.";
+  $("#sign-in").hidden = false;
+  $("#api-key").focus();
 }
 
-async function loadProjects() {
-  const reply = await call("GET", "/v1/projects?pageSize=100");
-  const list = $("#projects");
-  list.replaceChildren();
-  for (const item of reply.projects || []) {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = `${item.title} (${item.language}, ${item.episodeCount} episodes)`;
-    button.setAttribute("aria-current", String(project !== null && item.name === project.name));
-    button.addEventListener("click", () => choose(item));
-    const entry = document.createElement("li");
-    entry.append(button);
-    list.append(entry);
-  }
+function closeSignIn() {
+  $("#sign-in").hidden = true;
+  $("#sign-in-form").reset();
 }
 
-function choose(item) {
-  project = item;
-  $("#selected").textContent = `for “${item.title}”`;
-  $("#new-episode button[type=submit]").disabled = false;
-  loadProjects().catch((error) => say(error.message));
+function setUpAccount() {
+  $("#sign-in-open").addEventListener("click", () => openSignIn());
+  $("#sign-in-cancel").addEventListener("click", () => {
+    closeSignIn();
+    $("#sign-in-open").focus();
+  });
+  $("#sign-out").addEventListener("click", () => {
+    apiKey.set("");
+    showAccount();
+    notify("Signed out. Your API key was removed from this tab.", { kind: "info" });
+  });
+  $("#sign-in-form").addEventListener("submit", async (submit) => {
+    submit.preventDefault();
+    apiKey.set($("#api-key").value.trim());
+    closeSignIn();
+    showAccount();
+    clearNotice();
+    try {
+      await loadProjects();
+      $("#project-list button, #new-project-box summary").focus();
+    } catch (error) {
+      notify(error);
+    }
+  });
+  onUnauthorized(() => {
+    const reason = apiKey.get()
+      ? "The server did not accept this API key. Enter a valid key to continue."
+      : "This server needs an API key. Enter yours to continue.";
+    openSignIn(reason);
+  });
+  showAccount();
 }
 
-function follow(eventsUrl) {
-  if (events) events.close();
-  $("#script").textContent = "";
-  $("#cancel").disabled = false;
-  events = new EventSource(eventsUrl);
-  const done = (label) => (message) => {
-    const event = JSON.parse(message.data);
-    $("#stage").textContent = label(event);
-    $("#cancel").disabled = true;
-    events.close();
-    loadProjects().catch((error) => say(error.message));
-  };
-  events.addEventListener("queued", (message) => {
-    const event = JSON.parse(message.data);
-    $("#stage").textContent = event.queued.notice || "Queued";
+function setUpConnectionNotices() {
+  const banner = $("#connection");
+  window.addEventListener("offline", () => {
+    banner.textContent = "You are offline. Changes cannot be saved until the connection is back.";
+    banner.hidden = false;
   });
-  events.addEventListener("stage", (message) => {
-    $("#stage").textContent = JSON.parse(message.data).stageStarted.stage;
+  window.addEventListener("online", () => {
+    banner.textContent = "Back online.";
+    setTimeout(() => {
+      if (banner.textContent === "Back online.") banner.hidden = true;
+    }, 2000);
   });
-  events.addEventListener("delta", (message) => {
-    $("#script").textContent += JSON.parse(message.data).textDelta.text;
-  });
-  events.addEventListener("failover", (message) => {
-    const switched = JSON.parse(message.data).providerSwitched;
-    $("#stage").textContent = `Continuing with ${switched.toProvider}`;
-  });
-  events.addEventListener("completed", done((event) => `Saved as ${event.completed.episode.name}`));
-  events.addEventListener("failed", done((event) => `Failed: ${event.failed.status.message}`));
-  events.addEventListener("cancelled", done((event) => `Cancelled: ${event.cancelled.reason}`));
+  $("#notice-close").addEventListener("click", clearNotice);
 }
 
-$("#new-project").addEventListener("submit", async (submit) => {
-  submit.preventDefault();
-  const form = new FormData(submit.target);
-  try {
-    const created = await call("POST", "/v1/projects", {
-      title: form.get("title"),
-      type: form.get("type"),
-      language: form.get("language"),
-      logline: form.get("logline"),
-    });
-    submit.target.reset();
-    choose(created);
-  } catch (error) {
-    say(error.message);
-  }
-});
-
-$("#new-episode").addEventListener("submit", async (submit) => {
-  submit.preventDefault();
-  const form = new FormData(submit.target);
-  try {
-    const started = await call("POST", `/v1/${project.name}/generations`, {
-      title: form.get("title"),
-      description: form.get("description"),
-      detach: true,
-    });
-    generation = started.generation.name;
-    follow(started.eventsUrl);
-  } catch (error) {
-    say(error.message);
-  }
-});
-
-$("#cancel").addEventListener("click", async () => {
-  if (generation === null) return;
-  try {
-    await call("POST", `/v1/${generation}:cancel`);
-  } catch (error) {
-    say(error.message);
-  }
-});
-
-loadProjects().catch((error) => say(error.message));
+setUpAccount();
+setUpConnectionNotices();
+setUpProjects();
+setUpKnowledge();
+setUpEpisodes();
+setUpWriter();
+loadProjects()
+  .catch((error) => {
+    if (error.status !== 401) notify(error);
+  })
+  .finally(() => document.body.setAttribute("data-ready", "true"));

@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass, field
 
 from google.protobuf import timestamp_pb2
-from scriptgen.v1 import generation_pb2, generation_service_pb2
+from scriptgen.v1 import generation_pb2, generation_service_pb2, project_pb2
 
 from server import limits
 from server.config import CoreConfig
 from server.errors import (
     DataLoss,
+    FailedPrecondition,
     FieldViolation,
     Internal,
     ResourceExhausted,
@@ -34,6 +35,7 @@ from server.jobs.coordination import Coordination, MemoryCoordination
 from server.jobs.emitter import JobEvents
 from server.jobs.pipeline import Pipeline
 from server.jobs.registry import JobRegistry
+from server.jobs.story_context import KnowledgeBase
 from server.jobs.watch import JobWatch
 from server.metrics import CoreMetrics
 from server.providers.base import Brief, Provider
@@ -110,8 +112,11 @@ class JobRunner:
         providers: StageProviders,
         metrics: CoreMetrics,
         coordination: Coordination | None = None,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self._config = config
+        #: Story knowledge the plan stage retrieves from and the index stage fills (optional).
+        self.knowledge = knowledge
         self._store = store
         self._log = log
         self._registry = registry
@@ -195,6 +200,11 @@ class JobRunner:
                 retry_after=2.0,
             )
         project = await self._store.get_project(project_id)
+        if project.status == project_pb2.PROJECT_STATUS_ARCHIVED:
+            raise FailedPrecondition(
+                f"project '{request.parent}' is archived; set its status to ACTIVE to write more",
+                reason="PROJECT_ARCHIVED",
+            )
         now = _now()
         generation = generation_pb2.Generation(
             name=f"generations/g{secrets.token_hex(10)}",
@@ -237,6 +247,8 @@ class JobRunner:
             events=events,
             metrics=self._metrics,
             deadline=deadline,
+            knowledge=self.knowledge,
+            polish="polish" in (routing or RequestRouting()).flags,
         )
         job = _Job(generation, events, pipeline)
         providers: list[str] = []
@@ -389,7 +401,7 @@ class JobRunner:
 
     async def _cancel(self, job: _Job, reason: str) -> None:
         # Once saving began the episode is (being) stored: let the job complete instead.
-        if job.pipeline.state.stage == generation_pb2.STAGE_SAVE or job.task is None:
+        if job.pipeline.state.committed or job.task is None:
             if job.task is not None:
                 await asyncio.shield(job.task)
             return

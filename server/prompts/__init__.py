@@ -1,41 +1,144 @@
-"""Versioned prompt templates: one text file per stage, filled with the brief's fields."""
+"""Versioned prompt templates: text files per stage, plus guidance chosen by data.
+
+`v2/{stage}.system.txt` and `v2/{stage}.user.txt` hold the prompts of the
+`plan`, `write` and `polish` calls. `v2/guidance.json` maps each project type,
+language and length band to a guidance file (and each type to its default
+episode length); the templates pull that guidance in through `$type_guidance`,
+`$language_guidance` and `$length_guidance`. Adding a type, a language or a
+band is a data change: a file and a line in the manifest.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+from dataclasses import dataclass
 from importlib import resources
 from string import Template
+from typing import Any
 
 from scriptgen.v1 import project_pb2
 
 from server.providers.base import Brief
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"
+#: Stages with templates of their own.
+STAGES = ("plan", "write", "polish")
+#: Limits of a project's target_episode_minutes (0 means the type's default).
+MAX_TARGET_MINUTES = 180
+_EMPTY = "-"
 
 
-def _template(stage: str, part: str) -> Template:
-    text = (
-        resources.files(__name__).joinpath(PROMPT_VERSION, f"{stage}.{part}.txt").read_text("utf-8")
-    )
-    return Template(text)
+@dataclass(frozen=True, slots=True)
+class StoryContext:
+    """What the plan stage knows beyond the request, already cut to its token budgets."""
+
+    #: Retrieved story knowledge, formatted for the prompt.
+    knowledge: str = ""
+    #: Outlines of the project's latest episodes, formatted for the prompt.
+    previous_episodes: str = ""
 
 
-def render(stage: str, brief: Brief, outline: str = "") -> tuple[str, str]:
-    """The (system, user) prompt of `stage` ("plan" or "write") for `brief`."""
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    """One model call's prompt and the template files it came from."""
+
+    stage: str
+    system: str
+    user: str
+    templates: tuple[str, ...]
+
+    def snapshot(self) -> project_pb2.PromptSnapshot.StagePrompt:
+        """The prompt as the episode's prompt snapshot records it."""
+        return project_pb2.PromptSnapshot.StagePrompt(
+            stage=self.stage, system=self.system, user=self.user, templates=self.templates
+        )
+
+
+def _read(path: str) -> str:
+    return resources.files(__name__).joinpath(PROMPT_VERSION, path).read_text("utf-8").strip()
+
+
+@functools.cache
+def _manifest() -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads(_read("guidance.json"))
+    return manifest
+
+
+def _type_entry(project: project_pb2.Project) -> dict[str, Any]:
+    types: dict[str, dict[str, Any]] = _manifest()["types"]
+    name = project_pb2.ProjectType.Name(project.type)
+    return types.get(name) or types[_manifest()["default_type"]]
+
+
+def target_minutes(project: project_pb2.Project) -> int:
+    """The episode length to aim for: the project's, else its type's default."""
+    if 0 < project.target_episode_minutes <= MAX_TARGET_MINUTES:
+        return project.target_episode_minutes
+    return int(_type_entry(project)["default_minutes"])
+
+
+def _guidance_files(project: project_pb2.Project, minutes: int) -> dict[str, str]:
+    manifest = _manifest()
+    language = (project.language or "en").lower().split("-")[0]
+    bands = sorted(manifest["lengths"], key=lambda band: int(band["up_to_minutes"]))
+    band = next((b for b in bands if minutes <= int(b["up_to_minutes"])), bands[-1])
+    return {
+        "type_guidance": str(_type_entry(project)["file"]),
+        "language_guidance": str(manifest["languages"].get(language, manifest["other_language"])),
+        "length_guidance": str(band["file"]),
+    }
+
+
+def render(
+    stage: str,
+    brief: Brief,
+    *,
+    outline: str = "",
+    script: str = "",
+    context: StoryContext | None = None,
+) -> RenderedPrompt:
+    """The prompt of `stage` ("plan", "write" or "polish") for `brief`."""
+    if stage not in STAGES:
+        raise ValueError(f"no templates for stage {stage!r}")
     project = brief.project
+    context = context or StoryContext()
+    minutes = target_minutes(project)
     fields = {
         "project_title": project.title,
         "project_type": project_pb2.ProjectType.Name(project.type)
         .removeprefix("PROJECT_TYPE_")
-        .lower(),
-        "logline": project.logline or "-",
-        "project_description": project.description or "-",
+        .lower()
+        .replace("_", " "),
+        "logline": project.logline or _EMPTY,
+        "project_description": project.description or _EMPTY,
+        "audience": project.audience or _EMPTY,
+        "tone": project.tone or _EMPTY,
         "language": project.language or "en",
+        "target_minutes": str(minutes),
+        "target_pages": str(minutes),
         "episode_number": str(brief.episode_number),
         "title": brief.title,
-        "description": brief.description or "-",
-        "outline": outline or "-",
+        "description": brief.description or _EMPTY,
+        "outline": outline or _EMPTY,
+        "script": script or _EMPTY,
+        "knowledge": context.knowledge or _EMPTY,
+        "previous_episodes": context.previous_episodes or _EMPTY,
     }
-    return (
-        _template(stage, "system").substitute(fields),
-        _template(stage, "user").substitute(fields),
+    guidance = _guidance_files(project, minutes)
+    for key, path in guidance.items():
+        fields[key] = Template(_read(path)).safe_substitute(fields)
+    system_file, user_file = f"{stage}.system.txt", f"{stage}.user.txt"
+    system = Template(_read(system_file)).substitute(fields)
+    user = Template(_read(user_file)).substitute(fields)
+    used = [system_file, user_file, *(p for k, p in guidance.items() if f"${k}" in _raw(stage))]
+    return RenderedPrompt(
+        stage=stage,
+        system=system,
+        user=user,
+        templates=tuple(f"{PROMPT_VERSION}/{path}" for path in used),
     )
+
+
+def _raw(stage: str) -> str:
+    return _read(f"{stage}.system.txt") + "\n" + _read(f"{stage}.user.txt")

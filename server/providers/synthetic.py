@@ -124,17 +124,33 @@ def plan_outline(brief: Brief) -> str:
     return "\n".join(f"{i}. {beat}" for i, beat in enumerate(beats, 1)) + "\n"
 
 
+#: Scenes written when the project sets no target length: a short demo episode.
+DEFAULT_SCENES = 4
+#: Script lines per page; a page runs about a minute (as in server.fountain).
+_LINES_PER_PAGE = 55
+#: Lines one synthetic scene takes: heading, action, four exchanges, a transition, blanks.
+_LINES_PER_SCENE = 18
+
+
+def scene_count(project: project_pb2.Project) -> int:
+    """Scenes to write: about one page per target minute, else DEFAULT_SCENES."""
+    minutes = project.target_episode_minutes
+    if minutes <= 0:
+        return DEFAULT_SCENES
+    return max(1, round(minutes * _LINES_PER_PAGE / _LINES_PER_SCENE))
+
+
 def write_screenplay(brief: Brief) -> str:
-    """The episode as a Fountain screenplay."""
+    """The episode as a Fountain screenplay, about a page per target minute."""
     rng = _seeded(brief, "write")
     lang = _language(brief.project)
     cast = rng.sample(_CAST[lang], 4)
-    places = rng.sample(_PLACES[lang], 4)
     parts: list[str] = []
-    scenes = 4
+    scenes = scene_count(brief.project)
     for scene in range(scenes):
-        heading = "EXT." if "STREET" in places[scene] or "ROOF" in places[scene] else "INT."
-        parts.append(f"{heading} {places[scene]} - {rng.choice(_TIMES[lang])}\n\n")
+        place = rng.choice(_PLACES[lang])
+        heading = "EXT." if "STREET" in place or "ROOF" in place else "INT."
+        parts.append(f"{heading} {place} - {rng.choice(_TIMES[lang])}\n\n")
         a, b = rng.sample(cast, 2)
         action = rng.choice(_ACTIONS[lang]).format(a=_cue_name(a), b=_cue_name(b))
         parts.append(f"{action}\n\n")
@@ -146,6 +162,21 @@ def write_screenplay(brief: Brief) -> str:
             parts.append(f"{rng.choice(_TRANSITIONS)}\n\n")
     parts.append("> FADE OUT.\n")
     return "".join(parts)
+
+
+def polish_notes(brief: Brief) -> str:
+    """The polish pass's notes on dialogue, tension and twist."""
+    if _language(brief.project) == "ko":
+        return (
+            "대사: 인물마다 말투를 더 분명히 구분하세요.\n"
+            "긴장: 두 번째 장면의 침묵을 한 박자 더 끌어 주세요.\n"
+            f"반전: '{brief.title}'의 마지막 장면에서 단서의 의미를 뒤집어 보세요.\n"
+        )
+    return (
+        "Dialogue: give each character a more distinct voice.\n"
+        "Tension: hold the silence in the second scene one beat longer.\n"
+        f"Twist: let the last scene of '{brief.title}' turn the meaning of the first clue.\n"
+    )
 
 
 def tokens(text: str) -> list[str]:
@@ -165,6 +196,8 @@ class SyntheticProvider:
     async def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
         if prompt.stage == generation_pb2.STAGE_PLAN:
             text = plan_outline(prompt.brief)
+        elif prompt.stage == generation_pb2.STAGE_REVIEW:
+            text = polish_notes(prompt.brief)
         else:
             text = write_screenplay(prompt.brief)
         if prompt.partial and text.startswith(prompt.partial):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from typing import Any
@@ -9,8 +10,8 @@ from typing import Any
 from grpc import aio
 from scriptgen.v1 import project_pb2, project_service_pb2, project_service_pb2_grpc
 
-from server import limits, pagination
-from server.errors import FieldViolation, invalid
+from server import exports, limits, pagination
+from server.errors import FailedPrecondition, FieldViolation, invalid
 from server.metrics import CoreMetrics
 from server.services.calls import unary
 from server.store.base import UPDATABLE_PROJECT_FIELDS, ProjectStore
@@ -35,6 +36,20 @@ def _check_project_fields(
         limits.check_language(f"{prefix}language", project.language, violations)
     if "type" in paths and project.type not in project_pb2.ProjectType.values():
         violations.append(FieldViolation(f"{prefix}type", "is not a known ProjectType"))
+    if "audience" in paths:
+        limits.check_text(f"{prefix}audience", project.audience, limits.AUDIENCE_MAX, violations)
+    if "tone" in paths:
+        limits.check_text(f"{prefix}tone", project.tone, limits.TONE_MAX, violations)
+    minutes = project.target_episode_minutes
+    if "target_episode_minutes" in paths and not 0 <= minutes <= limits.TARGET_EPISODE_MINUTES_MAX:
+        violations.append(
+            FieldViolation(
+                f"{prefix}target_episode_minutes",
+                f"must be 0 (the type's default) or 1..{limits.TARGET_EPISODE_MINUTES_MAX}",
+            )
+        )
+    if "status" in paths and project.status not in project_pb2.ProjectStatus.values():
+        violations.append(FieldViolation(f"{prefix}status", "is not a known ProjectStatus"))
     limits.raise_if(violations)
 
 
@@ -49,9 +64,15 @@ def _fingerprint(request: project_service_pb2.CreateProjectRequest) -> str:
 class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
     """Implements scriptgen.v1.ProjectService on a ProjectStore."""
 
-    def __init__(self, store: ProjectStore, metrics: CoreMetrics) -> None:
+    def __init__(
+        self,
+        store: ProjectStore,
+        metrics: CoreMetrics,
+        pdf_fonts: exports.PdfFonts | None = None,
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        self.pdf_fonts = pdf_fonts or exports.PdfFonts()
 
     @unary("CreateProject")
     async def CreateProject(
@@ -68,6 +89,8 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
         _check_project_fields(project, "project.", UPDATABLE_PROJECT_FIELDS)
         if project.type == project_pb2.PROJECT_TYPE_UNSPECIFIED:
             project.type = project_pb2.PROJECT_TYPE_DRAMA
+        if project.status == project_pb2.PROJECT_STATUS_UNSPECIFIED:
+            project.status = project_pb2.PROJECT_STATUS_ACTIVE
         project.language = project.language or _DEFAULT_LANGUAGE
         project_id = request.project_id or f"p{secrets.token_hex(8)}"
         created = await self.store.create_project(
@@ -119,6 +142,8 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
         _check_project_fields(changes, "project.", paths)
         if "type" in paths and changes.type == project_pb2.PROJECT_TYPE_UNSPECIFIED:
             changes.type = project_pb2.PROJECT_TYPE_DRAMA
+        if "status" in paths and changes.status == project_pb2.PROJECT_STATUS_UNSPECIFIED:
+            changes.status = project_pb2.PROJECT_STATUS_ACTIVE
         if "language" in paths:
             changes.language = changes.language or _DEFAULT_LANGUAGE
         updated = await self.store.update_project(project_id, changes, paths)
@@ -160,3 +185,27 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
         name = limits.episode_name("name", request.name)
         await self.store.delete_episode(name.project, name.number)
         return project_service_pb2.DeleteEpisodeResponse()
+
+    @unary("ExportEpisode")
+    async def ExportEpisode(
+        self, request: project_service_pb2.ExportEpisodeRequest, context: Context
+    ) -> project_service_pb2.ExportEpisodeResponse:
+        name = limits.episode_name("name", request.name)
+        if request.format not in project_service_pb2.ExportFormat.values() or (
+            request.format == project_service_pb2.EXPORT_FORMAT_UNSPECIFIED
+        ):
+            raise invalid("format", "must be FOUNTAIN, FDX, HTML or PDF")
+        episode = await self.store.get_episode(name.project, name.number)
+        project = await self.store.get_project(name.project)
+        try:
+            # Rendering (a PDF above all) is CPU work: keep it off the event loop.
+            exported = await asyncio.to_thread(
+                exports.render, project, episode, request.format, self.pdf_fonts
+            )
+        except exports.FontMissing as error:
+            raise FailedPrecondition(str(error), reason="EXPORT_FONT_MISSING") from None
+        return project_service_pb2.ExportEpisodeResponse(
+            content=exported.content,
+            content_type=exported.content_type,
+            filename=exported.filename,
+        )

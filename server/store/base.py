@@ -8,7 +8,17 @@ from typing import Protocol
 from scriptgen.v1 import project_pb2
 
 #: Fields of a project that UpdateProject may change.
-UPDATABLE_PROJECT_FIELDS = ("title", "type", "logline", "description", "language")
+UPDATABLE_PROJECT_FIELDS = (
+    "title",
+    "type",
+    "logline",
+    "description",
+    "language",
+    "audience",
+    "tone",
+    "target_episode_minutes",
+    "status",
+)
 
 
 class ProjectStore(Protocol):

@@ -37,7 +37,10 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
-_PROJECT_COLUMNS = "id, title, type, logline, description, language, create_time, update_time"
+_PROJECT_COLUMNS = (
+    "id, title, type, logline, description, language, create_time, update_time,"
+    " audience, tone, target_episode_minutes, status"
+)
 _PROJECT_SELECT = (
     f"SELECT {_PROJECT_COLUMNS},"
     " (SELECT COUNT(*) FROM episodes WHERE episodes.project_id = projects.id) AS episode_count"
@@ -45,11 +48,13 @@ _PROJECT_SELECT = (
 )
 _EPISODE_COLUMNS = (
     "project_id, number, title, script, outline, generation,"
-    " scene_count, word_count, cast_json, create_time"
+    " scene_count, word_count, cast_json, create_time, character_count, usage_json,"
+    " prompt_snapshot_json, quality_json, update_time"
 )
 _EPISODE_SUMMARY_COLUMNS = (
     "project_id, number, title, '' AS script, '' AS outline, generation,"
-    " scene_count, word_count, cast_json, create_time"
+    " scene_count, word_count, cast_json, create_time, character_count, usage_json,"
+    " '{}' AS prompt_snapshot_json, quality_json, update_time"
 )
 
 
@@ -78,6 +83,10 @@ def _project(row: asyncpg.Record) -> project_pb2.Project:
         create_time=row["create_time"],
         update_time=row["update_time"],
         episode_count=row["episode_count"],
+        audience=row["audience"],
+        tone=row["tone"],
+        target_episode_minutes=row["target_episode_minutes"],
+        status=row["status"],
     )
 
 
@@ -93,6 +102,11 @@ def _episode(row: asyncpg.Record) -> project_pb2.Episode:
         word_count=row["word_count"],
         cast_json=row["cast_json"],
         create_time=row["create_time"],
+        character_count=row["character_count"],
+        usage_json=row["usage_json"],
+        prompt_snapshot_json=row["prompt_snapshot_json"],
+        quality_json=row["quality_json"],
+        update_time=row["update_time"],
     )
 
 
@@ -218,7 +232,7 @@ class PostgresProjectStore:
                 try:
                     await db.execute(
                         f"INSERT INTO projects ({_PROJECT_COLUMNS})"
-                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                         project_id,
                         project.title,
                         int(project.type),
@@ -227,6 +241,10 @@ class PostgresProjectStore:
                         project.language,
                         now,
                         now,
+                        project.audience,
+                        project.tone,
+                        project.target_episode_minutes,
+                        int(project.status or project_pb2.PROJECT_STATUS_ACTIVE),
                     )
                 except asyncpg.UniqueViolationError:
                     raise records.project_exists(project_id) from None
@@ -308,7 +326,8 @@ class PostgresProjectStore:
         if unknown:
             raise ValueError(f"not updatable: {unknown}")
         values: list[object] = [
-            int(changes.type) if path == "type" else getattr(changes, path) for path in paths
+            int(getattr(changes, path)) if path in ("type", "status") else getattr(changes, path)
+            for path in paths
         ]
         assignments = [f"{path} = ${index}" for index, path in enumerate(paths, start=1)]
         assignments.append(f"update_time = ${len(paths) + 1}")
@@ -349,8 +368,8 @@ class PostgresProjectStore:
             if number is None:
                 raise records.project_not_found(project_id)
             row = await db.fetchrow(
-                f"INSERT INTO episodes ({_EPISODE_COLUMNS})"
-                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_EPISODE_COLUMNS}",
+                f"INSERT INTO episodes ({_EPISODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+                f" $8, $9, $10, $11, $12, $13, $14, $10) RETURNING {_EPISODE_COLUMNS}",
                 project_id,
                 int(number),
                 episode.title,
@@ -361,6 +380,10 @@ class PostgresProjectStore:
                 episode.word_count,
                 records.cast_json(episode),
                 records.now_micros(),
+                episode.character_count,
+                records.usage_json(episode),
+                records.prompt_snapshot_json(episode),
+                records.quality_json(episode),
             )
         assert row is not None  # INSERT … RETURNING always answers its row
         return _episode(row)

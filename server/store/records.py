@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TypeVar
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
 from scriptgen.v1 import project_pb2
 
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+
+MessageT = TypeVar("MessageT", bound=Message)
 
 #: How long an idempotency key of CreateProject is remembered.
 REQUEST_ID_TTL_SECONDS = 24 * 3600.0
@@ -36,6 +40,10 @@ def project(
     create_time: int,
     update_time: int,
     episode_count: int,
+    audience: str = "",
+    tone: str = "",
+    target_episode_minutes: int = 0,
+    status: int = project_pb2.PROJECT_STATUS_ACTIVE,
 ) -> project_pb2.Project:
     """A Project message from the columns of its row."""
     return project_pb2.Project(
@@ -48,6 +56,10 @@ def project(
         create_time=timestamp(create_time),
         update_time=timestamp(update_time),
         episode_count=episode_count,
+        audience=audience,
+        tone=tone,
+        target_episode_minutes=target_episode_minutes,
+        status=status,  # type: ignore[arg-type]
     )
 
 
@@ -63,6 +75,11 @@ def episode(
     word_count: int,
     cast_json: str,
     create_time: int,
+    character_count: int = 0,
+    usage_json: str = "[]",
+    prompt_snapshot_json: str = "{}",
+    quality_json: str = "{}",
+    update_time: int = 0,
 ) -> project_pb2.Episode:
     """An Episode message from the columns of its row."""
     return project_pb2.Episode(
@@ -76,12 +93,44 @@ def episode(
         word_count=word_count,
         cast=json.loads(cast_json),
         create_time=timestamp(create_time),
+        character_count=character_count,
+        usage=[
+            json_format.ParseDict(item, project_pb2.ProviderUsage(), ignore_unknown_fields=True)
+            for item in json.loads(usage_json)
+        ],
+        prompt_snapshot=_parse(prompt_snapshot_json, project_pb2.PromptSnapshot()),
+        quality=_parse(quality_json, project_pb2.QualityReport()),
+        update_time=timestamp(update_time or create_time),
     )
+
+
+def _parse(text: str, message: MessageT) -> MessageT:
+    return json_format.Parse(text, message, ignore_unknown_fields=True)
+
+
+def _json(message: Message) -> str:
+    return json.dumps(json_format.MessageToDict(message), ensure_ascii=False, separators=(",", ":"))
 
 
 def cast_json(episode: project_pb2.Episode) -> str:
     """The episode's cast as stored: a JSON list of names."""
     return json.dumps(list(episode.cast), ensure_ascii=False)
+
+
+def usage_json(episode: project_pb2.Episode) -> str:
+    """The episode's provider usage as stored: a JSON list of ProviderUsage (proto3 JSON)."""
+    items = [json_format.MessageToDict(usage) for usage in episode.usage]
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+
+
+def prompt_snapshot_json(episode: project_pb2.Episode) -> str:
+    """The episode's prompt snapshot as stored (proto3 JSON)."""
+    return _json(episode.prompt_snapshot)
+
+
+def quality_json(episode: project_pb2.Episode) -> str:
+    """The episode's quality report as stored (proto3 JSON)."""
+    return _json(episode.quality)
 
 
 def project_not_found(project_id: str) -> NotFound:

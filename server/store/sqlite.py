@@ -15,7 +15,10 @@ from scriptgen.v1 import project_pb2
 from server.store import records
 from server.store.migrations import migrations, statements
 
-_PROJECT_COLUMNS = "id, title, type, logline, description, language, create_time, update_time"
+_PROJECT_COLUMNS = (
+    "id, title, type, logline, description, language, create_time, update_time,"
+    " audience, tone, target_episode_minutes, status"
+)
 _PROJECT_SELECT = (
     f"SELECT {_PROJECT_COLUMNS},"
     " (SELECT COUNT(*) FROM episodes WHERE episodes.project_id = projects.id)"
@@ -23,16 +26,19 @@ _PROJECT_SELECT = (
 )
 _EPISODE_SUMMARY_COLUMNS = (
     "project_id, number, title, '' AS script, '' AS outline, generation,"
-    " scene_count, word_count, cast_json, create_time"
+    " scene_count, word_count, cast_json, create_time, character_count, usage_json,"
+    " '{}' AS prompt_snapshot_json, quality_json, update_time"
 )
 _EPISODE_COLUMNS = (
     "project_id, number, title, script, outline, generation,"
-    " scene_count, word_count, cast_json, create_time"
+    " scene_count, word_count, cast_json, create_time, character_count, usage_json,"
+    " prompt_snapshot_json, quality_json, update_time"
 )
 
 
 def _project(row: sqlite3.Row | tuple[Any, ...]) -> project_pb2.Project:
-    pid, title, kind, logline, description, language, created, updated, episode_count = row
+    (pid, title, kind, logline, description, language, created, updated) = row[:8]
+    audience, tone, minutes, status, episode_count = row[8:]
     return records.project(
         project_id=str(pid),
         title=str(title),
@@ -43,11 +49,16 @@ def _project(row: sqlite3.Row | tuple[Any, ...]) -> project_pb2.Project:
         create_time=int(created),
         update_time=int(updated),
         episode_count=int(episode_count),
+        audience=str(audience),
+        tone=str(tone),
+        target_episode_minutes=int(minutes),
+        status=int(status),
     )
 
 
 def _episode(row: sqlite3.Row | tuple[Any, ...]) -> project_pb2.Episode:
-    pid, number, title, script, outline, generation, scenes, words, cast, created = row
+    pid, number, title, script, outline, generation, scenes, words, cast, created = row[:10]
+    characters, usage, snapshot, quality, updated = row[10:]
     return records.episode(
         project_id=str(pid),
         number=int(number),
@@ -59,6 +70,11 @@ def _episode(row: sqlite3.Row | tuple[Any, ...]) -> project_pb2.Episode:
         word_count=int(words),
         cast_json=str(cast),
         create_time=int(created),
+        character_count=int(characters),
+        usage_json=str(usage),
+        prompt_snapshot_json=str(snapshot),
+        quality_json=str(quality),
+        update_time=int(updated),
     )
 
 
@@ -169,7 +185,7 @@ class SqliteProjectStore:
                 try:
                     await db.execute(
                         f"INSERT INTO projects ({_PROJECT_COLUMNS})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             project_id,
                             project.title,
@@ -179,6 +195,10 @@ class SqliteProjectStore:
                             project.language,
                             now,
                             now,
+                            project.audience,
+                            project.tone,
+                            project.target_episode_minutes,
+                            int(project.status or project_pb2.PROJECT_STATUS_ACTIVE),
                         ),
                     )
                 except sqlite3.IntegrityError:
@@ -250,7 +270,8 @@ class SqliteProjectStore:
     ) -> project_pb2.Project:
         assignments = [f"{path} = ?" for path in paths]
         values: list[object] = [
-            int(changes.type) if path == "type" else getattr(changes, path) for path in paths
+            int(getattr(changes, path)) if path in ("type", "status") else getattr(changes, path)
+            for path in paths
         ]
         async with self._transaction() as db:
             cursor = await db.execute(
@@ -289,7 +310,8 @@ class SqliteProjectStore:
                 raise records.project_not_found(project_id)
             number = int(row[0])
             await db.execute(
-                f"INSERT INTO episodes ({_EPISODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO episodes ({_EPISODE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     project_id,
                     number,
@@ -300,6 +322,11 @@ class SqliteProjectStore:
                     episode.scene_count,
                     episode.word_count,
                     records.cast_json(episode),
+                    now,
+                    episode.character_count,
+                    records.usage_json(episode),
+                    records.prompt_snapshot_json(episode),
+                    records.quality_json(episode),
                     now,
                 ),
             )

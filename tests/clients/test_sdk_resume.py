@@ -56,7 +56,8 @@ async def _read_until(
             events.append(event)
             if sum(e.WhichOneof("kind") == "text_delta" for e in events) >= deltas:
                 return
-    raise AssertionError("the job ended before the link could be broken")
+    last = events[-1].WhichOneof("kind") if events else "nothing"
+    raise AssertionError(f"the job ended ({last}) before the link could be broken")
 
 
 async def _read_rest(

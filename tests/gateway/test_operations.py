@@ -132,7 +132,7 @@ async def test_web_page_is_served_under_a_strict_csp(client: Client) -> None:
     assert page.status == 200
     assert page.headers["Content-Type"].startswith("text/html")
     csp = page.headers["Content-Security-Policy"]
-    assert "default-src 'self'" in csp
+    assert "default-src 'none'" in csp
     assert "script-src 'self'" in csp
     assert "unsafe-inline" not in csp
     assert "unsafe-eval" not in csp
@@ -142,9 +142,11 @@ async def test_web_page_is_served_under_a_strict_csp(client: Client) -> None:
     assert " style=" not in html
     script = await client.get("/app.js")
     assert script.headers["Content-Type"].startswith("text/javascript")
-    source = await script.text()
-    assert "new EventSource(" in source
-    assert "innerHTML" not in source
+    assert "innerHTML" not in await script.text()
+    follow = await client.get("/modules/follow.js")
+    assert follow.headers["Content-Type"].startswith("text/javascript")
+    assert "new EventSource(" in await follow.text()
+    assert (await client.get("/modules/nope.js")).status == 404
     assert (await client.get("/app.css")).status == 200
 
 

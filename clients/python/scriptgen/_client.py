@@ -110,6 +110,10 @@ class Client:
         logline: str | None = None,
         description: str | None = None,
         language: str | None = None,
+        audience: str | None = None,
+        tone: str | None = None,
+        target_episode_minutes: int | None = None,
+        status: project_pb2.ProjectStatus.ValueType | None = None,
         project_id: str = "",
         deadline: float | None = None,
     ) -> project_pb2.Project:
@@ -127,6 +131,14 @@ class Client:
             draft.description = description
         if language is not None:
             draft.language = language
+        if audience is not None:
+            draft.audience = audience
+        if tone is not None:
+            draft.tone = tone
+        if target_episode_minutes is not None:
+            draft.target_episode_minutes = target_episode_minutes
+        if status is not None:
+            draft.status = status
         response = await self._unary(
             self._projects.CreateProject,
             project_service_pb2.CreateProjectRequest(project=draft, project_id=project_id),
@@ -238,6 +250,20 @@ class Client:
             project_service_pb2.DeleteEpisodeRequest(name=name),
             deadline=deadline,
             idempotent=False,
+        )
+
+    async def export_episode(
+        self,
+        name: str,
+        format: project_service_pb2.ExportFormat.ValueType,
+        *,
+        deadline: float | None = None,
+    ) -> project_service_pb2.ExportEpisodeResponse:
+        """An episode rendered as a file (Fountain, FDX, HTML or PDF), with its media type."""
+        return await self._unary(
+            self._projects.ExportEpisode,
+            project_service_pb2.ExportEpisodeRequest(name=name, format=format),
+            deadline=deadline,
         )
 
     # Generations

@@ -6,6 +6,7 @@
     scriptgen generate PROJECT --title T     stream a new episode's script to stdout
     scriptgen episodes list|show|delete
     scriptgen generations list|show|follow|cancel
+    scriptgen loadtest --spawn --streams N  concurrent generations, measured
 
 Every flag can also come from a `SCRIPTGEN_*` environment variable (named in
 each flag's help). Errors are one line on stderr and exit status 1.
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from scriptgen._errors import ScriptgenError
-from scriptgen.cli import episodes, generate, generations, projects, serve
+from scriptgen.cli import episodes, generate, generations, loadtest, projects, serve
 from scriptgen.cli._options import Command
 from scriptgen.cli._output import print_error
 
@@ -45,6 +46,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     generate.register(commands, environ)
     episodes.register(commands, environ)
     generations.register(commands, environ)
+    loadtest.register(commands, environ)
     return parser
 
 

@@ -1,13 +1,24 @@
-"""`scriptgen episodes list|show|delete`: the written episodes of a project."""
+"""`scriptgen episodes list|show|export|delete`: the written episodes of a project."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from scriptgen.cli._names import episode_name, project_name
 from scriptgen.cli._options import client_parent, connect, set_command
 from scriptgen.cli._output import note, out, print_json, print_json_list, print_table, timestamp
+from scriptgen.v1 import project_service_pb2
+
+#: `fountain`, `fdx`, `html`, `pdf`.
+EXPORT_FORMATS: tuple[str, ...] = tuple(
+    key.removeprefix("EXPORT_FORMAT_").lower()
+    for key, _number in project_service_pb2.ExportFormat.items()
+    if key != "EXPORT_FORMAT_UNSPECIFIED"
+)
 
 
 def register(
@@ -28,6 +39,23 @@ def register(
     )
     show.add_argument("episode", type=episode_name, help="projects/ID/episodes/N or ID/N")
     set_command(show, _show)
+
+    export = actions.add_parser(
+        "export", parents=[parent], help="save an episode as Fountain, FDX, HTML or PDF"
+    )
+    export.add_argument("episode", type=episode_name, help="projects/ID/episodes/N or ID/N")
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="fountain",
+        help="file format (default: %(default)s)",
+    )
+    export.add_argument(
+        "--output",
+        "-o",
+        help="file to write; '-' for stdout (default: the name the core suggests)",
+    )
+    set_command(export, _export)
 
     delete = actions.add_parser("delete", parents=[parent], help="delete an episode")
     delete.add_argument("episode", type=episode_name, help="projects/ID/episodes/N or ID/N")
@@ -70,6 +98,24 @@ async def _show(args: argparse.Namespace) -> int:
         f" {episode.scene_count} scenes, {episode.word_count} words"
     )
     out(episode.script, end="" if episode.script.endswith("\n") else "\n")
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    format_value = project_service_pb2.ExportFormat.Value(f"EXPORT_FORMAT_{args.format.upper()}")
+    async with connect(args) as client:
+        exported = await client.export_episode(str(args.episode), format_value)
+    if args.output == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(exported.content)
+        sys.stdout.buffer.flush()
+        return 0
+    path = Path(args.output or exported.filename or f"episode.{args.format}")
+    await asyncio.to_thread(path.write_bytes, exported.content)
+    if args.json:
+        print_json({"path": str(path), "contentType": exported.content_type})
+    else:
+        out(f"wrote {path} ({exported.content_type}, {len(exported.content)} bytes)")
     return 0
 
 

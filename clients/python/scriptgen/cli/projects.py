@@ -33,6 +33,45 @@ def project_type(text: str) -> project_pb2.ProjectType.ValueType:
         ) from None
 
 
+#: `active`, `paused`, ... for every ProjectStatus but UNSPECIFIED.
+PROJECT_STATUSES: tuple[str, ...] = tuple(
+    key.removeprefix("PROJECT_STATUS_").lower()
+    for key, _number in project_pb2.ProjectStatus.items()
+    if key != "PROJECT_STATUS_UNSPECIFIED"
+)
+
+#: The fields the create and update flags set, by proto field name.
+_FIELDS = (
+    "title",
+    "type",
+    "logline",
+    "description",
+    "language",
+    "audience",
+    "tone",
+    "target_episode_minutes",
+    "status",
+)
+
+
+def project_status(text: str) -> project_pb2.ProjectStatus.ValueType:
+    """A ProjectStatus from `active`, `archived`, ... or `PROJECT_STATUS_ARCHIVED`."""
+    key = text.strip().upper()
+    if not key.startswith("PROJECT_STATUS_"):
+        key = "PROJECT_STATUS_" + key
+    try:
+        return project_pb2.ProjectStatus.Value(key)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown project status {text!r}; one of: {', '.join(PROJECT_STATUSES)}"
+        ) from None
+
+
+def status_label(value: project_pb2.ProjectStatus.ValueType) -> str:
+    """`active`, `archived`, ... for people."""
+    return project_pb2.ProjectStatus.Name(value).removeprefix("PROJECT_STATUS_").lower()
+
+
 def type_label(value: project_pb2.ProjectType.ValueType) -> str:
     """`drama`, `web-series`, ... for people."""
     return project_pb2.ProjectType.Name(value).removeprefix(_TYPE_PREFIX).lower().replace("_", "-")
@@ -81,11 +120,24 @@ def _add_field_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logline", help="one or two sentences that sell the story")
     parser.add_argument("--description", help="the story, its world and its people")
     parser.add_argument("--language", help="BCP-47 language of the episodes, e.g. en or ko")
+    parser.add_argument("--audience", help="who the story is for, e.g. teenagers")
+    parser.add_argument("--tone", help="tone and style, e.g. dry humour, noir lighting")
+    parser.add_argument(
+        "--minutes",
+        dest="target_episode_minutes",
+        type=int,
+        help="target running time of an episode; 0 for the type's default",
+    )
+    parser.add_argument(
+        "--status",
+        type=project_status,
+        help=f"where the project is in its life: {', '.join(PROJECT_STATUSES)}",
+    )
 
 
 def _fields(args: argparse.Namespace) -> project_pb2.Project:
     project = project_pb2.Project()
-    for field in ("title", "type", "logline", "description", "language"):
+    for field in _FIELDS:
         value = getattr(args, field, None)
         if value is not None:
             setattr(project, field, value)
@@ -93,11 +145,7 @@ def _fields(args: argparse.Namespace) -> project_pb2.Project:
 
 
 def _mask(args: argparse.Namespace) -> list[str]:
-    return [
-        field
-        for field in ("title", "type", "logline", "description", "language")
-        if getattr(args, field, None) is not None
-    ]
+    return [field for field in _FIELDS if getattr(args, field, None) is not None]
 
 
 def _show_project(project: project_pb2.Project) -> None:
@@ -106,6 +154,13 @@ def _show_project(project: project_pb2.Project) -> None:
         ("title", project.title),
         ("type", type_label(project.type)),
         ("language", project.language),
+        (
+            "status",
+            project_pb2.ProjectStatus.Name(project.status).removeprefix("PROJECT_STATUS_").lower(),
+        ),
+        ("audience", project.audience),
+        ("tone", project.tone),
+        ("minutes", str(project.target_episode_minutes or "")),
         ("episodes", str(project.episode_count)),
         ("created", timestamp(project.create_time)),
         ("updated", timestamp(project.update_time)),
@@ -160,10 +215,7 @@ async def _show(args: argparse.Namespace) -> int:
 async def _update(args: argparse.Namespace) -> int:
     mask = _mask(args)
     if not mask:
-        note(
-            "scriptgen: error: nothing to change: give at least one of --title, --type,"
-            " --logline, --description, --language"
-        )
+        note("scriptgen: error: nothing to change: give at least one field flag (see --help)")
         return 2
     project = _fields(args)
     project.name = str(args.project)

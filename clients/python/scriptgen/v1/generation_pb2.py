@@ -27,7 +27,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from scriptgen.v1 import project_pb2 as scriptgen_dot_v1_dot_project__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dscriptgen/v1/generation.proto\x12\x0cscriptgen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1ascriptgen/v1/project.proto\"\xcd\x02\n\nGeneration\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.scriptgen.v1.GenerationState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x08 \x01(\x03\x12\x0f\n\x07\x65pisode\x18\t \x01(\t\x12!\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06\x64\x65tach\x18\x0b \x01(\x08\x12\x12\n\nrequest_id\x18\x0c \x01(\t\"]\n\rProviderUsage\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\"X\n\rQualityReport\x12\x13\n\x0bscene_count\x18\x01 \x01(\x05\x12\x12\n\nword_count\x18\x02 \x01(\x05\x12\x0c\n\x04\x63\x61st\x18\x03 \x03(\t\x12\x10\n\x08warnings\x18\x04 \x03(\t\"\xf8\t\n\x0fGenerationEvent\x12\x12\n\ngeneration\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x06queued\x18\n \x01(\x0b\x32$.scriptgen.v1.GenerationEvent.QueuedH\x00\x12\x43\n\rstage_started\x18\x0b \x01(\x0b\x32*.scriptgen.v1.GenerationEvent.StageStartedH\x00\x12:\n\x08progress\x18\x0c \x01(\x0b\x32&.scriptgen.v1.GenerationEvent.ProgressH\x00\x12=\n\ntext_delta\x18\r \x01(\x0b\x32\'.scriptgen.v1.GenerationEvent.TextDeltaH\x00\x12K\n\x11provider_switched\x18\x0e \x01(\x0b\x32..scriptgen.v1.GenerationEvent.ProviderSwitchedH\x00\x12<\n\theartbeat\x18\x0f \x01(\x0b\x32\'.scriptgen.v1.GenerationEvent.HeartbeatH\x00\x12<\n\tcompleted\x18\x10 \x01(\x0b\x32\'.scriptgen.v1.GenerationEvent.CompletedH\x00\x12\x36\n\x06\x66\x61iled\x18\x11 \x01(\x0b\x32$.scriptgen.v1.GenerationEvent.FailedH\x00\x12<\n\tcancelled\x18\x12 \x01(\x0b\x32\'.scriptgen.v1.GenerationEvent.CancelledH\x00\x1a;\n\x06Queued\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tproviders\x18\x02 \x03(\t\x12\x0e\n\x06notice\x18\x03 \x01(\t\x1aS\n\x0cStageStarted\x12\"\n\x05stage\x18\x01 \x01(\x0e\x32\x13.scriptgen.v1.Stage\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x1aQ\n\x08Progress\x12\"\n\x05stage\x18\x01 \x01(\x0e\x32\x13.scriptgen.v1.Stage\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\x1a)\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x1a^\n\x10ProviderSwitched\x12\x15\n\rfrom_provider\x18\x01 \x01(\t\x12\x13\n\x0bto_provider\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x1a\x0b\n\tHeartbeat\x1a\x8d\x01\n\tCompleted\x12&\n\x07\x65pisode\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Episode\x12*\n\x05usage\x18\x02 \x03(\x0b\x32\x1b.scriptgen.v1.ProviderUsage\x12,\n\x07quality\x18\x03 \x01(\x0b\x32\x1b.scriptgen.v1.QualityReport\x1a,\n\x06\x46\x61iled\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x1a\x1b\n\tCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\tB\x06\n\x04kind*\xcb\x01\n\x0fGenerationState\x12 \n\x1cGENERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17GENERATION_STATE_QUEUED\x10\x01\x12\x1c\n\x18GENERATION_STATE_RUNNING\x10\x02\x12\x1e\n\x1aGENERATION_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17GENERATION_STATE_FAILED\x10\x04\x12\x1e\n\x1aGENERATION_STATE_CANCELLED\x10\x05*a\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTAGE_PLAN\x10\x01\x12\x0f\n\x0bSTAGE_WRITE\x10\x02\x12\x10\n\x0cSTAGE_REVIEW\x10\x03\x12\x0e\n\nSTAGE_SAVE\x10\x04\x42.\n\x10\x64\x65v.scriptgen.v1P\x01Z\x18scriptgen/v1;scriptgenv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dscriptgen/v1/generation.proto\x12\x0cscriptgen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1ascriptgen/v1/project.proto\"\xcd\x02\n\nGeneration\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.scriptgen.v1.GenerationState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x08 \x01(\x03\x12\x0f\n\x07\x65pisode\x18\t \x01(\t\x12!\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06\x64\x65tach\x18\x0b \x01(\x08\x12\x12\n\nrequest_id\x18\x0c \x01(\t\"\xf8\t\n\x0fGenerationEvent\x12\x12\n\ngeneration\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x06queued\x18\n \x01(\x0b\x32$.scriptgen.v1.GenerationEvent.QueuedH\x00\x12\x43\n\rstage_started\x18\x0b \x01(\x0b\x32*.scriptgen.v1.GenerationEvent.StageStartedH\x00\x12:\n\x08progress\x18\x0c \x01(\x0b\x32&.scriptgen.v1.GenerationEvent.ProgressH\x00\x12=\n\ntext_delta\x18\r \x01(\x0b\x32\'.scriptgen.v1.GenerationEvent.TextDeltaH\x00\x12K\n\x11provider_switched\x18\x0e \x01(\x0b\x32..scriptgen.v1.GenerationEvent.ProviderSwitchedH\x00\x12<\n\theartbeat\x18\x0f \x01(\x0b\x32\'.scriptgen.v1.GenerationEvent.HeartbeatH\x00\x12<\n\tcompleted\x18\x10 \x01(\x0b\x32\'.scriptgen.v1.GenerationEvent.CompletedH\x00\x12\x36\n\x06\x66\x61iled\x18\x11 \x01(\x0b\x32$.scriptgen.v1.GenerationEvent.FailedH\x00\x12<\n\tcancelled\x18\x12 \x01(\x0b\x32\'.scriptgen.v1.GenerationEvent.CancelledH\x00\x1a;\n\x06Queued\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tproviders\x18\x02 \x03(\t\x12\x0e\n\x06notice\x18\x03 \x01(\t\x1aS\n\x0cStageStarted\x12\"\n\x05stage\x18\x01 \x01(\x0e\x32\x13.scriptgen.v1.Stage\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x1aQ\n\x08Progress\x12\"\n\x05stage\x18\x01 \x01(\x0e\x32\x13.scriptgen.v1.Stage\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\x1a)\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x1a^\n\x10ProviderSwitched\x12\x15\n\rfrom_provider\x18\x01 \x01(\t\x12\x13\n\x0bto_provider\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x1a\x0b\n\tHeartbeat\x1a\x8d\x01\n\tCompleted\x12&\n\x07\x65pisode\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Episode\x12*\n\x05usage\x18\x02 \x03(\x0b\x32\x1b.scriptgen.v1.ProviderUsage\x12,\n\x07quality\x18\x03 \x01(\x0b\x32\x1b.scriptgen.v1.QualityReport\x1a,\n\x06\x46\x61iled\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x1a\x1b\n\tCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\tB\x06\n\x04kind*\xcb\x01\n\x0fGenerationState\x12 \n\x1cGENERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17GENERATION_STATE_QUEUED\x10\x01\x12\x1c\n\x18GENERATION_STATE_RUNNING\x10\x02\x12\x1e\n\x1aGENERATION_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17GENERATION_STATE_FAILED\x10\x04\x12\x1e\n\x1aGENERATION_STATE_CANCELLED\x10\x05*r\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTAGE_PLAN\x10\x01\x12\x0f\n\x0bSTAGE_WRITE\x10\x02\x12\x10\n\x0cSTAGE_REVIEW\x10\x03\x12\x0e\n\nSTAGE_SAVE\x10\x04\x12\x0f\n\x0bSTAGE_INDEX\x10\x05\x42.\n\x10\x64\x65v.scriptgen.v1P\x01Z\x18scriptgen/v1;scriptgenv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +35,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scriptgen.v1.generation_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.scriptgen.v1P\001Z\030scriptgen/v1;scriptgenv1'
-  _globals['_GENERATIONSTATE']._serialized_start=1930
-  _globals['_GENERATIONSTATE']._serialized_end=2133
-  _globals['_STAGE']._serialized_start=2135
-  _globals['_STAGE']._serialized_end=2232
+  _globals['_GENERATIONSTATE']._serialized_start=1745
+  _globals['_GENERATIONSTATE']._serialized_end=1948
+  _globals['_STAGE']._serialized_start=1950
+  _globals['_STAGE']._serialized_end=2064
   _globals['_GENERATION']._serialized_start=134
   _globals['_GENERATION']._serialized_end=467
-  _globals['_PROVIDERUSAGE']._serialized_start=469
-  _globals['_PROVIDERUSAGE']._serialized_end=562
-  _globals['_QUALITYREPORT']._serialized_start=564
-  _globals['_QUALITYREPORT']._serialized_end=652
-  _globals['_GENERATIONEVENT']._serialized_start=655
-  _globals['_GENERATIONEVENT']._serialized_end=1927
-  _globals['_GENERATIONEVENT_QUEUED']._serialized_start=1321
-  _globals['_GENERATIONEVENT_QUEUED']._serialized_end=1380
-  _globals['_GENERATIONEVENT_STAGESTARTED']._serialized_start=1382
-  _globals['_GENERATIONEVENT_STAGESTARTED']._serialized_end=1465
-  _globals['_GENERATIONEVENT_PROGRESS']._serialized_start=1467
-  _globals['_GENERATIONEVENT_PROGRESS']._serialized_end=1548
-  _globals['_GENERATIONEVENT_TEXTDELTA']._serialized_start=1550
-  _globals['_GENERATIONEVENT_TEXTDELTA']._serialized_end=1591
-  _globals['_GENERATIONEVENT_PROVIDERSWITCHED']._serialized_start=1593
-  _globals['_GENERATIONEVENT_PROVIDERSWITCHED']._serialized_end=1687
-  _globals['_GENERATIONEVENT_HEARTBEAT']._serialized_start=1689
-  _globals['_GENERATIONEVENT_HEARTBEAT']._serialized_end=1700
-  _globals['_GENERATIONEVENT_COMPLETED']._serialized_start=1703
-  _globals['_GENERATIONEVENT_COMPLETED']._serialized_end=1844
-  _globals['_GENERATIONEVENT_FAILED']._serialized_start=1846
-  _globals['_GENERATIONEVENT_FAILED']._serialized_end=1890
-  _globals['_GENERATIONEVENT_CANCELLED']._serialized_start=1892
-  _globals['_GENERATIONEVENT_CANCELLED']._serialized_end=1919
+  _globals['_GENERATIONEVENT']._serialized_start=470
+  _globals['_GENERATIONEVENT']._serialized_end=1742
+  _globals['_GENERATIONEVENT_QUEUED']._serialized_start=1136
+  _globals['_GENERATIONEVENT_QUEUED']._serialized_end=1195
+  _globals['_GENERATIONEVENT_STAGESTARTED']._serialized_start=1197
+  _globals['_GENERATIONEVENT_STAGESTARTED']._serialized_end=1280
+  _globals['_GENERATIONEVENT_PROGRESS']._serialized_start=1282
+  _globals['_GENERATIONEVENT_PROGRESS']._serialized_end=1363
+  _globals['_GENERATIONEVENT_TEXTDELTA']._serialized_start=1365
+  _globals['_GENERATIONEVENT_TEXTDELTA']._serialized_end=1406
+  _globals['_GENERATIONEVENT_PROVIDERSWITCHED']._serialized_start=1408
+  _globals['_GENERATIONEVENT_PROVIDERSWITCHED']._serialized_end=1502
+  _globals['_GENERATIONEVENT_HEARTBEAT']._serialized_start=1504
+  _globals['_GENERATIONEVENT_HEARTBEAT']._serialized_end=1515
+  _globals['_GENERATIONEVENT_COMPLETED']._serialized_start=1518
+  _globals['_GENERATIONEVENT_COMPLETED']._serialized_end=1659
+  _globals['_GENERATIONEVENT_FAILED']._serialized_start=1661
+  _globals['_GENERATIONEVENT_FAILED']._serialized_end=1705
+  _globals['_GENERATIONEVENT_CANCELLED']._serialized_start=1707
+  _globals['_GENERATIONEVENT_CANCELLED']._serialized_end=1734
 # @@protoc_insertion_point(module_scope)

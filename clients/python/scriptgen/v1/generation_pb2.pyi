@@ -71,6 +71,8 @@ class _StageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Stage.ValueType
     """Check the Fountain structure and count scenes, cast and words."""
     STAGE_SAVE: _Stage.ValueType  # 4
     """Store the episode with the next number."""
+    STAGE_INDEX: _Stage.ValueType  # 5
+    """Embed the episode into the story knowledge for later episodes."""
 
 class Stage(_Stage, metaclass=_StageEnumTypeWrapper):
     """A stage of the script pipeline."""
@@ -84,6 +86,8 @@ STAGE_REVIEW: Stage.ValueType  # 3
 """Check the Fountain structure and count scenes, cast and words."""
 STAGE_SAVE: Stage.ValueType  # 4
 """Store the episode with the next number."""
+STAGE_INDEX: Stage.ValueType  # 5
+"""Embed the episode into the story knowledge for later episodes."""
 Global___Stage: _TypeAlias = Stage  # noqa: Y015
 
 @_typing.final
@@ -157,78 +161,6 @@ class Generation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Generation: _TypeAlias = Generation  # noqa: Y015
-
-@_typing.final
-class ProviderUsage(_message.Message):
-    """Token usage of one provider within a job."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PROVIDER_FIELD_NUMBER: _builtins.int
-    MODEL_FIELD_NUMBER: _builtins.int
-    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
-    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
-    provider: _builtins.str
-    """Provider name, e.g. "synthetic", "openai"."""
-    model: _builtins.str
-    """Model used."""
-    input_tokens: _builtins.int
-    """Prompt tokens."""
-    output_tokens: _builtins.int
-    """Completion tokens."""
-    def __init__(
-        self,
-        *,
-        provider: _builtins.str = ...,
-        model: _builtins.str = ...,
-        input_tokens: _builtins.int = ...,
-        output_tokens: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "provider", b"provider"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ProviderUsage: _TypeAlias = ProviderUsage  # noqa: Y015
-
-@_typing.final
-class QualityReport(_message.Message):
-    """What the review stage found in the script."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SCENE_COUNT_FIELD_NUMBER: _builtins.int
-    WORD_COUNT_FIELD_NUMBER: _builtins.int
-    CAST_FIELD_NUMBER: _builtins.int
-    WARNINGS_FIELD_NUMBER: _builtins.int
-    scene_count: _builtins.int
-    """Number of scene headings."""
-    word_count: _builtins.int
-    """Number of words."""
-    @_builtins.property
-    def cast(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Speaking characters in order of first appearance."""
-
-    @_builtins.property
-    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Fountain structure problems found, empty when none."""
-
-    def __init__(
-        self,
-        *,
-        scene_count: _builtins.int = ...,
-        word_count: _builtins.int = ...,
-        cast: _abc.Iterable[_builtins.str] | None = ...,
-        warnings: _abc.Iterable[_builtins.str] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cast", b"cast", "scene_count", b"scene_count", "warnings", b"warnings", "word_count", b"word_count"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___QualityReport: _TypeAlias = QualityReport  # noqa: Y015
 
 @_typing.final
 class GenerationEvent(_message.Message):
@@ -409,19 +341,19 @@ class GenerationEvent(_message.Message):
             """The saved episode with its script."""
 
         @_builtins.property
-        def usage(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderUsage]:
+        def usage(self) -> _containers.RepeatedCompositeFieldContainer[_project_pb2.ProviderUsage]:
             """Token usage per provider."""
 
         @_builtins.property
-        def quality(self) -> Global___QualityReport:
+        def quality(self) -> _project_pb2.QualityReport:
             """What review found."""
 
         def __init__(
             self,
             *,
             episode: _project_pb2.Episode | None = ...,
-            usage: _abc.Iterable[Global___ProviderUsage] | None = ...,
-            quality: Global___QualityReport | None = ...,
+            usage: _abc.Iterable[_project_pb2.ProviderUsage] | None = ...,
+            quality: _project_pb2.QualityReport | None = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _typing.Literal["episode", b"episode", "quality", b"quality"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

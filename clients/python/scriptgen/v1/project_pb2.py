@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ascriptgen/v1/project.proto\x12\x0cscriptgen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x07Project\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\'\n\x04type\x18\x03 \x01(\x0e\x32\x19.scriptgen.v1.ProjectType\x12\x0f\n\x07logline\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\repisode_count\x18\t \x01(\x05\"\xd3\x01\n\x07\x45pisode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x05\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06script\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x06 \x01(\t\x12\x13\n\x0bscene_count\x18\x07 \x01(\x05\x12\x12\n\nword_count\x18\x08 \x01(\x05\x12\x0c\n\x04\x63\x61st\x18\t \x03(\t\x12\x0f\n\x07outline\x18\n \x01(\t*\xa5\x02\n\x0bProjectType\x12\x1c\n\x18PROJECT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12PROJECT_TYPE_DRAMA\x10\x01\x12\x17\n\x13PROJECT_TYPE_COMEDY\x10\x02\x12\x18\n\x14PROJECT_TYPE_ROMANCE\x10\x03\x12\x19\n\x15PROJECT_TYPE_THRILLER\x10\x04\x12\x1c\n\x18PROJECT_TYPE_DOCUMENTARY\x10\x05\x12\x1b\n\x17PROJECT_TYPE_WEB_SERIES\x10\x06\x12\x1b\n\x17PROJECT_TYPE_SHORT_FILM\x10\x07\x12\x1e\n\x1aPROJECT_TYPE_ADVERTISEMENT\x10\x08\x12\x1a\n\x16PROJECT_TYPE_EDUCATION\x10\tB.\n\x10\x64\x65v.scriptgen.v1P\x01Z\x18scriptgen/v1;scriptgenv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ascriptgen/v1/project.proto\x12\x0cscriptgen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x02\n\x07Project\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\'\n\x04type\x18\x03 \x01(\x0e\x32\x19.scriptgen.v1.ProjectType\x12\x0f\n\x07logline\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\repisode_count\x18\t \x01(\x05\x12\x10\n\x08\x61udience\x18\n \x01(\t\x12\x0c\n\x04tone\x18\x0b \x01(\t\x12\x1e\n\x16target_episode_minutes\x18\x0c \x01(\x05\x12+\n\x06status\x18\r \x01(\x0e\x32\x1b.scriptgen.v1.ProjectStatus\"\xae\x03\n\x07\x45pisode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x05\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06script\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x06 \x01(\t\x12\x13\n\x0bscene_count\x18\x07 \x01(\x05\x12\x12\n\nword_count\x18\x08 \x01(\x05\x12\x0c\n\x04\x63\x61st\x18\t \x03(\t\x12\x0f\n\x07outline\x18\n \x01(\t\x12\x17\n\x0f\x63haracter_count\x18\x0b \x01(\x05\x12*\n\x05usage\x18\x0c \x03(\x0b\x32\x1b.scriptgen.v1.ProviderUsage\x12\x35\n\x0fprompt_snapshot\x18\r \x01(\x0b\x32\x1c.scriptgen.v1.PromptSnapshot\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07quality\x18\x0f \x01(\x0b\x32\x1b.scriptgen.v1.QualityReport\"]\n\rProviderUsage\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\"\x97\x02\n\rQualityReport\x12\x13\n\x0bscene_count\x18\x01 \x01(\x05\x12\x12\n\nword_count\x18\x02 \x01(\x05\x12\x0c\n\x04\x63\x61st\x18\x03 \x03(\t\x12\x10\n\x08warnings\x18\x04 \x03(\t\x12\x17\n\x0f\x63haracter_count\x18\x05 \x01(\x05\x12\x16\n\x0e\x64ialogue_count\x18\x06 \x01(\x05\x12\x18\n\x10transition_count\x18\x07 \x01(\x05\x12\x17\n\x0f\x65mpty_cue_count\x18\x08 \x01(\x05\x12\x19\n\x11\x65stimated_minutes\x18\t \x01(\x01\x12\x16\n\x0etarget_minutes\x18\n \x01(\x05\x12\x10\n\x08polished\x18\x0b \x01(\x08\x12\x14\n\x0cpolish_notes\x18\x0c \x01(\t\"\xb4\x01\n\x0ePromptSnapshot\x12\x18\n\x10template_version\x18\x01 \x01(\t\x12\x39\n\x07prompts\x18\x02 \x03(\x0b\x32(.scriptgen.v1.PromptSnapshot.StagePrompt\x1aM\n\x0bStagePrompt\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06system\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x11\n\ttemplates\x18\x04 \x03(\t*\xa5\x02\n\x0bProjectType\x12\x1c\n\x18PROJECT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12PROJECT_TYPE_DRAMA\x10\x01\x12\x17\n\x13PROJECT_TYPE_COMEDY\x10\x02\x12\x18\n\x14PROJECT_TYPE_ROMANCE\x10\x03\x12\x19\n\x15PROJECT_TYPE_THRILLER\x10\x04\x12\x1c\n\x18PROJECT_TYPE_DOCUMENTARY\x10\x05\x12\x1b\n\x17PROJECT_TYPE_WEB_SERIES\x10\x06\x12\x1b\n\x17PROJECT_TYPE_SHORT_FILM\x10\x07\x12\x1e\n\x1aPROJECT_TYPE_ADVERTISEMENT\x10\x08\x12\x1a\n\x16PROJECT_TYPE_EDUCATION\x10\t*\xa0\x01\n\rProjectStatus\x12\x1e\n\x1aPROJECT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PROJECT_STATUS_ACTIVE\x10\x01\x12\x19\n\x15PROJECT_STATUS_PAUSED\x10\x02\x12\x1c\n\x18PROJECT_STATUS_COMPLETED\x10\x03\x12\x1b\n\x17PROJECT_STATUS_ARCHIVED\x10\x04\x42.\n\x10\x64\x65v.scriptgen.v1P\x01Z\x18scriptgen/v1;scriptgenv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scriptgen.v1.project_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.scriptgen.v1P\001Z\030scriptgen/v1;scriptgenv1'
-  _globals['_PROJECTTYPE']._serialized_start=551
-  _globals['_PROJECTTYPE']._serialized_end=844
+  _globals['_PROJECTTYPE']._serialized_start=1439
+  _globals['_PROJECTTYPE']._serialized_end=1732
+  _globals['_PROJECTSTATUS']._serialized_start=1735
+  _globals['_PROJECTSTATUS']._serialized_end=1895
   _globals['_PROJECT']._serialized_start=78
-  _globals['_PROJECT']._serialized_end=334
-  _globals['_EPISODE']._serialized_start=337
-  _globals['_EPISODE']._serialized_end=548
+  _globals['_PROJECT']._serialized_end=443
+  _globals['_EPISODE']._serialized_start=446
+  _globals['_EPISODE']._serialized_end=876
+  _globals['_PROVIDERUSAGE']._serialized_start=878
+  _globals['_PROVIDERUSAGE']._serialized_end=971
+  _globals['_QUALITYREPORT']._serialized_start=974
+  _globals['_QUALITYREPORT']._serialized_end=1253
+  _globals['_PROMPTSNAPSHOT']._serialized_start=1256
+  _globals['_PROMPTSNAPSHOT']._serialized_end=1436
+  _globals['_PROMPTSNAPSHOT_STAGEPROMPT']._serialized_start=1359
+  _globals['_PROMPTSNAPSHOT_STAGEPROMPT']._serialized_end=1436
 # @@protoc_insertion_point(module_scope)

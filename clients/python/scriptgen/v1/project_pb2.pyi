@@ -52,13 +52,45 @@ PROJECT_TYPE_ADVERTISEMENT: ProjectType.ValueType  # 8
 PROJECT_TYPE_EDUCATION: ProjectType.ValueType  # 9
 Global___ProjectType: _TypeAlias = ProjectType  # noqa: Y015
 
+class _ProjectStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProjectStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProjectStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROJECT_STATUS_UNSPECIFIED: _ProjectStatus.ValueType  # 0
+    PROJECT_STATUS_ACTIVE: _ProjectStatus.ValueType  # 1
+    """Being written: new episodes may be generated (the default)."""
+    PROJECT_STATUS_PAUSED: _ProjectStatus.ValueType  # 2
+    """Set aside for now; new episodes may still be generated."""
+    PROJECT_STATUS_COMPLETED: _ProjectStatus.ValueType  # 3
+    """The story is finished; new episodes may still be generated."""
+    PROJECT_STATUS_ARCHIVED: _ProjectStatus.ValueType  # 4
+    """Kept for reference: GenerateScript is FAILED_PRECONDITION (PROJECT_ARCHIVED)."""
+
+class ProjectStatus(_ProjectStatus, metaclass=_ProjectStatusEnumTypeWrapper):
+    """Where a project is in its life."""
+
+PROJECT_STATUS_UNSPECIFIED: ProjectStatus.ValueType  # 0
+PROJECT_STATUS_ACTIVE: ProjectStatus.ValueType  # 1
+"""Being written: new episodes may be generated (the default)."""
+PROJECT_STATUS_PAUSED: ProjectStatus.ValueType  # 2
+"""Set aside for now; new episodes may still be generated."""
+PROJECT_STATUS_COMPLETED: ProjectStatus.ValueType  # 3
+"""The story is finished; new episodes may still be generated."""
+PROJECT_STATUS_ARCHIVED: ProjectStatus.ValueType  # 4
+"""Kept for reference: GenerateScript is FAILED_PRECONDITION (PROJECT_ARCHIVED)."""
+Global___ProjectStatus: _TypeAlias = ProjectStatus  # noqa: Y015
+
 @_typing.final
 class Project(_message.Message):
     """A writer's project: the story that episodes are written for.
 
     Limits (a violation is INVALID_ARGUMENT naming the field):
     title 1..200 characters; logline up to 500; description up to 5000;
-    language a BCP-47 tag up to 35 characters (default "en").
+    language a BCP-47 tag up to 35 characters (default "en"); audience up to
+    200; tone up to 500; target_episode_minutes 0 (the type's default) or
+    1..180.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -72,6 +104,10 @@ class Project(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EPISODE_COUNT_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    TONE_FIELD_NUMBER: _builtins.int
+    TARGET_EPISODE_MINUTES_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Output only. `projects/{project}`."""
     title: _builtins.str
@@ -86,6 +122,16 @@ class Project(_message.Message):
     """BCP-47 language tag the episodes are written in, e.g. "en" or "ko"."""
     episode_count: _builtins.int
     """Output only. How many episodes the project holds."""
+    audience: _builtins.str
+    """Who the story is for, e.g. "teenagers" or "40+ drama fans"."""
+    tone: _builtins.str
+    """Tone and style, e.g. "dry humour, fast banter, noir lighting"."""
+    target_episode_minutes: _builtins.int
+    """Target running time of an episode in minutes (about one script page a
+    minute); 0 means the project type's default.
+    """
+    status: Global___ProjectStatus.ValueType
+    """Where the project is in its life; PROJECT_STATUS_UNSPECIFIED is stored as ACTIVE."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the project was created."""
@@ -106,10 +152,14 @@ class Project(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         episode_count: _builtins.int = ...,
+        audience: _builtins.str = ...,
+        tone: _builtins.str = ...,
+        target_episode_minutes: _builtins.int = ...,
+        status: Global___ProjectStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "episode_count", b"episode_count", "language", b"language", "logline", b"logline", "name", b"name", "title", b"title", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "create_time", b"create_time", "description", b"description", "episode_count", b"episode_count", "language", b"language", "logline", b"logline", "name", b"name", "status", b"status", "target_episode_minutes", b"target_episode_minutes", "title", b"title", "tone", b"tone", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -131,6 +181,11 @@ class Episode(_message.Message):
     WORD_COUNT_FIELD_NUMBER: _builtins.int
     CAST_FIELD_NUMBER: _builtins.int
     OUTLINE_FIELD_NUMBER: _builtins.int
+    CHARACTER_COUNT_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    PROMPT_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Output only. `projects/{project}/episodes/{episode}`; the episode id is its number."""
     number: _builtins.int
@@ -147,6 +202,8 @@ class Episode(_message.Message):
     """Output only. Number of words in the script."""
     outline: _builtins.str
     """Output only. The beat outline the episode was written from."""
+    character_count: _builtins.int
+    """Output only. Number of speaking characters (the length of `cast`)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the episode was saved."""
@@ -154,6 +211,22 @@ class Episode(_message.Message):
     @_builtins.property
     def cast(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Output only. The speaking characters, in order of first appearance."""
+
+    @_builtins.property
+    def usage(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderUsage]:
+        """Output only. Token usage per provider and model of the job that wrote it."""
+
+    @_builtins.property
+    def prompt_snapshot(self) -> Global___PromptSnapshot:
+        """Output only. Exactly what the providers were asked (not in ListEpisodes)."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the episode was last changed (its save, so far)."""
+
+    @_builtins.property
+    def quality(self) -> Global___QualityReport:
+        """Output only. What the review stage found."""
 
     def __init__(
         self,
@@ -168,11 +241,190 @@ class Episode(_message.Message):
         word_count: _builtins.int = ...,
         cast: _abc.Iterable[_builtins.str] | None = ...,
         outline: _builtins.str = ...,
+        character_count: _builtins.int = ...,
+        usage: _abc.Iterable[Global___ProviderUsage] | None = ...,
+        prompt_snapshot: Global___PromptSnapshot | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        quality: Global___QualityReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "prompt_snapshot", b"prompt_snapshot", "quality", b"quality", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cast", b"cast", "create_time", b"create_time", "generation", b"generation", "name", b"name", "number", b"number", "outline", b"outline", "scene_count", b"scene_count", "script", b"script", "title", b"title", "word_count", b"word_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cast", b"cast", "character_count", b"character_count", "create_time", b"create_time", "generation", b"generation", "name", b"name", "number", b"number", "outline", b"outline", "prompt_snapshot", b"prompt_snapshot", "quality", b"quality", "scene_count", b"scene_count", "script", b"script", "title", b"title", "update_time", b"update_time", "usage", b"usage", "word_count", b"word_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Episode: _TypeAlias = Episode  # noqa: Y015
+
+@_typing.final
+class ProviderUsage(_message.Message):
+    """Token usage of one provider within a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """Provider name, e.g. "synthetic", "openai"."""
+    model: _builtins.str
+    """Model used."""
+    input_tokens: _builtins.int
+    """Prompt tokens."""
+    output_tokens: _builtins.int
+    """Completion tokens."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderUsage: _TypeAlias = ProviderUsage  # noqa: Y015
+
+@_typing.final
+class QualityReport(_message.Message):
+    """What the review stage found in the script.
+
+    A script is rejected (the job fails with FAILED_PRECONDITION, reason
+    SCRIPT_REJECTED, and nothing is saved) when it is empty, has no scene
+    heading, or leaves more than 3 character cues, and more than a quarter of
+    them, without dialogue. Anything milder is a warning.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENE_COUNT_FIELD_NUMBER: _builtins.int
+    WORD_COUNT_FIELD_NUMBER: _builtins.int
+    CAST_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    CHARACTER_COUNT_FIELD_NUMBER: _builtins.int
+    DIALOGUE_COUNT_FIELD_NUMBER: _builtins.int
+    TRANSITION_COUNT_FIELD_NUMBER: _builtins.int
+    EMPTY_CUE_COUNT_FIELD_NUMBER: _builtins.int
+    ESTIMATED_MINUTES_FIELD_NUMBER: _builtins.int
+    TARGET_MINUTES_FIELD_NUMBER: _builtins.int
+    POLISHED_FIELD_NUMBER: _builtins.int
+    POLISH_NOTES_FIELD_NUMBER: _builtins.int
+    scene_count: _builtins.int
+    """Number of scene headings."""
+    word_count: _builtins.int
+    """Number of words."""
+    character_count: _builtins.int
+    """Number of speaking characters (the length of `cast`)."""
+    dialogue_count: _builtins.int
+    """Character cues followed by dialogue."""
+    transition_count: _builtins.int
+    """Transitions (CUT TO:, > FADE OUT. ...)."""
+    empty_cue_count: _builtins.int
+    """Character cues with no dialogue after them."""
+    estimated_minutes: _builtins.float
+    """Estimated running time: script lines / 55 per page, one page a minute."""
+    target_minutes: _builtins.int
+    """The project's target running time in minutes."""
+    polished: _builtins.bool
+    """Whether the polish pass ran (x-feature-flags: polish)."""
+    polish_notes: _builtins.str
+    """The polish pass's notes on dialogue, tension and twist; the streamed
+    script itself is never rewritten after the fact.
+    """
+    @_builtins.property
+    def cast(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Speaking characters in order of first appearance."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fountain structure problems found, empty when none."""
+
+    def __init__(
+        self,
+        *,
+        scene_count: _builtins.int = ...,
+        word_count: _builtins.int = ...,
+        cast: _abc.Iterable[_builtins.str] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+        character_count: _builtins.int = ...,
+        dialogue_count: _builtins.int = ...,
+        transition_count: _builtins.int = ...,
+        empty_cue_count: _builtins.int = ...,
+        estimated_minutes: _builtins.float = ...,
+        target_minutes: _builtins.int = ...,
+        polished: _builtins.bool = ...,
+        polish_notes: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cast", b"cast", "character_count", b"character_count", "dialogue_count", b"dialogue_count", "empty_cue_count", b"empty_cue_count", "estimated_minutes", b"estimated_minutes", "polish_notes", b"polish_notes", "polished", b"polished", "scene_count", b"scene_count", "target_minutes", b"target_minutes", "transition_count", b"transition_count", "warnings", b"warnings", "word_count", b"word_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityReport: _TypeAlias = QualityReport  # noqa: Y015
+
+@_typing.final
+class PromptSnapshot(_message.Message):
+    """Exactly what the providers were asked while writing an episode."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class StagePrompt(_message.Message):
+        """One model call's prompt."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        STAGE_FIELD_NUMBER: _builtins.int
+        SYSTEM_FIELD_NUMBER: _builtins.int
+        USER_FIELD_NUMBER: _builtins.int
+        TEMPLATES_FIELD_NUMBER: _builtins.int
+        stage: _builtins.str
+        """The pipeline step: "plan", "write" or "polish"."""
+        system: _builtins.str
+        """The system prompt."""
+        user: _builtins.str
+        """The user prompt."""
+        @_builtins.property
+        def templates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+            """The template files it was rendered from, e.g. "v2/plan.system.txt"."""
+
+        def __init__(
+            self,
+            *,
+            stage: _builtins.str = ...,
+            system: _builtins.str = ...,
+            user: _builtins.str = ...,
+            templates: _abc.Iterable[_builtins.str] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["stage", b"stage", "system", b"system", "templates", b"templates", "user", b"user"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
+    PROMPTS_FIELD_NUMBER: _builtins.int
+    template_version: _builtins.str
+    """Version of the prompt templates, e.g. "v2"."""
+    @_builtins.property
+    def prompts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptSnapshot.StagePrompt]:
+        """The prompts in the order they were sent."""
+
+    def __init__(
+        self,
+        *,
+        template_version: _builtins.str = ...,
+        prompts: _abc.Iterable[Global___PromptSnapshot.StagePrompt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prompts", b"prompts", "template_version", b"template_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromptSnapshot: _TypeAlias = PromptSnapshot  # noqa: Y015

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from scriptgen.v1 import project_pb2 as _project_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,36 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ExportFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExportFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExportFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXPORT_FORMAT_UNSPECIFIED: _ExportFormat.ValueType  # 0
+    EXPORT_FORMAT_FOUNTAIN: _ExportFormat.ValueType  # 1
+    """Fountain plain text (text/plain; charset=utf-8), with a title page."""
+    EXPORT_FORMAT_FDX: _ExportFormat.ValueType  # 2
+    """Final Draft XML (application/xml)."""
+    EXPORT_FORMAT_HTML: _ExportFormat.ValueType  # 3
+    """A standalone HTML page (text/html; charset=utf-8)."""
+    EXPORT_FORMAT_PDF: _ExportFormat.ValueType  # 4
+    """PDF in screenplay layout, fonts embedded (application/pdf)."""
+
+class ExportFormat(_ExportFormat, metaclass=_ExportFormatEnumTypeWrapper):
+    """A file format an episode can be exported to."""
+
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat.ValueType  # 0
+EXPORT_FORMAT_FOUNTAIN: ExportFormat.ValueType  # 1
+"""Fountain plain text (text/plain; charset=utf-8), with a title page."""
+EXPORT_FORMAT_FDX: ExportFormat.ValueType  # 2
+"""Final Draft XML (application/xml)."""
+EXPORT_FORMAT_HTML: ExportFormat.ValueType  # 3
+"""A standalone HTML page (text/html; charset=utf-8)."""
+EXPORT_FORMAT_PDF: ExportFormat.ValueType  # 4
+"""PDF in screenplay layout, fonts embedded (application/pdf)."""
+Global___ExportFormat: _TypeAlias = ExportFormat  # noqa: Y015
 
 @_typing.final
 class CreateProjectRequest(_message.Message):
@@ -198,7 +229,9 @@ class UpdateProjectRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Required. Fields to change: title, type, logline, description, language."""
+        """Required. Fields to change: title, type, logline, description, language,
+        audience, tone, target_episode_minutes, status.
+        """
 
     def __init__(
         self,
@@ -425,3 +458,59 @@ class DeleteEpisodeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteEpisodeResponse: _TypeAlias = DeleteEpisodeResponse  # noqa: Y015
+
+@_typing.final
+class ExportEpisodeRequest(_message.Message):
+    """Request for ExportEpisode."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. `projects/{project}/episodes/{episode}`."""
+    format: Global___ExportFormat.ValueType
+    """Required. The file format."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        format: Global___ExportFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportEpisodeRequest: _TypeAlias = ExportEpisodeRequest  # noqa: Y015
+
+@_typing.final
+class ExportEpisodeResponse(_message.Message):
+    """Response for ExportEpisode."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    content: _builtins.bytes
+    """The file."""
+    content_type: _builtins.str
+    """Its media type, e.g. "application/pdf"."""
+    filename: _builtins.str
+    """A file name for it, e.g. "night-shift-e01-pilot.pdf"."""
+    def __init__(
+        self,
+        *,
+        content: _builtins.bytes = ...,
+        content_type: _builtins.str = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_type", b"content_type", "filename", b"filename"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportEpisodeResponse: _TypeAlias = ExportEpisodeResponse  # noqa: Y015

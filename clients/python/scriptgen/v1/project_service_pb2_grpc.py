@@ -79,6 +79,11 @@ class ProjectServiceStub:
                 request_serializer=scriptgen_dot_v1_dot_project__service__pb2.DeleteEpisodeRequest.SerializeToString,
                 response_deserializer=scriptgen_dot_v1_dot_project__service__pb2.DeleteEpisodeResponse.FromString,
                 _registered_method=True)
+        self.ExportEpisode = channel.unary_unary(
+                '/scriptgen.v1.ProjectService/ExportEpisode',
+                request_serializer=scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeRequest.SerializeToString,
+                response_deserializer=scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeResponse.FromString,
+                _registered_method=True)
 
 
 class ProjectServiceServicer:
@@ -145,6 +150,13 @@ class ProjectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportEpisode(self, request, context):
+        """Renders one episode as a file: Fountain, Final Draft (FDX), HTML or PDF.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProjectServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +199,11 @@ def add_ProjectServiceServicer_to_server(servicer, server):
                     servicer.DeleteEpisode,
                     request_deserializer=scriptgen_dot_v1_dot_project__service__pb2.DeleteEpisodeRequest.FromString,
                     response_serializer=scriptgen_dot_v1_dot_project__service__pb2.DeleteEpisodeResponse.SerializeToString,
+            ),
+            'ExportEpisode': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportEpisode,
+                    request_deserializer=scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeRequest.FromString,
+                    response_serializer=scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -410,6 +427,33 @@ class ProjectService:
             '/scriptgen.v1.ProjectService/DeleteEpisode',
             scriptgen_dot_v1_dot_project__service__pb2.DeleteEpisodeRequest.SerializeToString,
             scriptgen_dot_v1_dot_project__service__pb2.DeleteEpisodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportEpisode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scriptgen.v1.ProjectService/ExportEpisode',
+            scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeRequest.SerializeToString,
+            scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,8 @@ class ProjectServiceStub:
     """Gets one episode with its script."""
     DeleteEpisode: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.DeleteEpisodeRequest, _project_service_pb2.DeleteEpisodeResponse]
     """Deletes one episode. Its number is never given to another episode."""
+    ExportEpisode: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.ExportEpisodeRequest, _project_service_pb2.ExportEpisodeResponse]
+    """Renders one episode as a file: Fountain, Final Draft (FDX), HTML or PDF."""
 
 @_typing.type_check_only
 class ProjectServiceAsyncStub(ProjectServiceStub):
@@ -81,6 +83,8 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     """Gets one episode with its script."""
     DeleteEpisode: _aio.UnaryUnaryMultiCallable[_project_service_pb2.DeleteEpisodeRequest, _project_service_pb2.DeleteEpisodeResponse]  # type: ignore[assignment]
     """Deletes one episode. Its number is never given to another episode."""
+    ExportEpisode: _aio.UnaryUnaryMultiCallable[_project_service_pb2.ExportEpisodeRequest, _project_service_pb2.ExportEpisodeResponse]  # type: ignore[assignment]
+    """Renders one episode as a file: Fountain, Final Draft (FDX), HTML or PDF."""
 
 class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
     """Projects and their episodes.
@@ -153,5 +157,13 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_service_pb2.DeleteEpisodeResponse, _abc.Awaitable[_project_service_pb2.DeleteEpisodeResponse]]:
         """Deletes one episode. Its number is never given to another episode."""
+
+    @_abc_1.abstractmethod
+    def ExportEpisode(
+        self,
+        request: _project_service_pb2.ExportEpisodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_project_service_pb2.ExportEpisodeResponse, _abc.Awaitable[_project_service_pb2.ExportEpisodeResponse]]:
+        """Renders one episode as a file: Fountain, Final Draft (FDX), HTML or PDF."""
 
 def add_ProjectServiceServicer_to_server(servicer: ProjectServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

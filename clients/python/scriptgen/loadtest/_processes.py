@@ -1,0 +1,144 @@
+"""CPU time and memory of the server processes, sampled in a thread during a run."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSample:
+    """One reading: monotonic time, CPU seconds used so far (user + system), RSS bytes."""
+
+    time: float
+    cpu_seconds: float
+    rss_bytes: int
+
+
+@dataclass(slots=True)
+class WatchedProcess:
+    """A process whose CPU and memory the report shows."""
+
+    pid: int
+    role: str
+    command: str = ""
+    samples: list[ProcessSample] = field(default_factory=list)
+
+
+def describe(pid: int, role: str) -> WatchedProcess:
+    """A WatchedProcess for `pid`, with its command line when it can be read."""
+    try:
+        command = " ".join(psutil.Process(pid).cmdline())
+    except (psutil.Error, OSError):
+        command = ""
+    return WatchedProcess(pid, role, command[:300])
+
+
+class ProcessSampler:
+    """Samples every watched process every `interval` seconds until stopped."""
+
+    def __init__(self, processes: list[WatchedProcess], interval: float) -> None:
+        self.processes = processes
+        self._interval = interval
+        self._handles: dict[int, psutil.Process] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loadtest-sampler", daemon=True)
+
+    def watch(self, process: WatchedProcess) -> None:
+        """Add a process (e.g. a client worker) while sampling."""
+        self.processes.append(process)
+
+    def sample(self) -> None:
+        """Take one reading of every watched process now."""
+        for process in list(self.processes):
+            handle = self._handles.get(process.pid)
+            try:
+                if handle is None:
+                    handle = self._handles[process.pid] = psutil.Process(process.pid)
+                with handle.oneshot():
+                    cpu = handle.cpu_times()
+                    rss = handle.memory_info().rss
+            except (psutil.Error, OSError):
+                continue  # it ended; its last reading stands
+            process.samples.append(ProcessSample(time.monotonic(), cpu.user + cpu.system, rss))
+
+    def start(self) -> None:
+        self.sample()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.sample()
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on loopback TCP `port`, when this user may see it."""
+    for connection in _connections():
+        if connection.status == psutil.CONN_LISTEN and _port(connection.laddr) == port:
+            return connection.pid
+    return None
+
+
+def discover_servers(port: int) -> list[tuple[int, str]]:
+    """The process listening on `port` and the loopback servers it is connected to.
+
+    For a gateway that finds its core (and any Redis or PostgreSQL it talks to);
+    each as (pid, role), the role being the process's name.
+    """
+    connections = _connections()
+    listeners = {
+        _port(c.laddr): c.pid
+        for c in connections
+        if c.status == psutil.CONN_LISTEN and c.pid is not None
+    }
+    first = listeners.get(port)
+    if first is None:
+        return []
+    found = [first]
+    for connection in connections:
+        if connection.pid != first or connection.status != psutil.CONN_ESTABLISHED:
+            continue
+        remote = connection.raddr
+        if not remote or not _loopback(str(getattr(remote, "ip", ""))):
+            continue
+        peer = listeners.get(_port(remote))
+        if peer is not None and peer not in found:
+            found.append(peer)
+    return [(pid, _name(pid)) for pid in found]
+
+
+def _connections() -> list[psutil._ntuples.sconn]:
+    try:
+        return psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return []
+
+
+def _port(address: object) -> int | None:
+    """The port of a psutil address; None for the empty address of an unbound socket."""
+    port = getattr(address, "port", None)
+    return port if isinstance(port, int) else None
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _name(pid: int) -> str:
+    try:
+        return psutil.Process(pid).name()
+    except (psutil.Error, OSError):
+        return "server"

@@ -1,0 +1,350 @@
+"""The figures of a run: built once from the records, written as text, JSON and a chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scriptgen.loadtest._config import LoadConfig, Target
+from scriptgen.loadtest._processes import WatchedProcess
+from scriptgen.loadtest._records import Outcome, StreamRecord, WorkerResult
+from scriptgen.loadtest._stats import (
+    Distribution,
+    TimelinePoint,
+    distribution,
+    inter_token_latencies,
+    stream_rate,
+    timeline,
+)
+
+_MS = 1000.0
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HoldWindow:
+    """When every stream was open and idle, and how many were."""
+
+    start: float
+    end: float
+    open_streams: int
+
+
+@dataclass(slots=True)
+class LoadReport:
+    """Everything a run measured. `to_json` is the `--json` document."""
+
+    config: LoadConfig
+    target: Target
+    started_utc: str
+    #: Monotonic start of the measured phase and end of the last stream.
+    start: float
+    end: float
+    outcomes: dict[str, int]
+    errors: dict[str, int]
+    time_to_headers: Distribution
+    time_to_first_event: Distribution
+    time_to_first_token: Distribution
+    inter_token_latency: Distribution
+    stream_tokens_per_second: Distribution
+    tokens_delivered: int
+    deltas_delivered: int
+    delivered_tokens_per_second: float
+    peak_tokens_per_second: float
+    completed_tokens: int
+    saved_episode_tokens: int
+    points: list[TimelinePoint]
+    processes: list[WatchedProcess]
+    workers: list[WorkerResult]
+    hold: HoldWindow | None
+    #: Raw samples for the chart (seconds); not in the JSON.
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def process_figures(self) -> list[dict[str, Any]]:
+        """CPU and memory of each process over the measured phase."""
+        return [
+            _process_figures(process, self.start, self.end, self.hold) for process in self.processes
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        config = self.config
+        pace = asdict(config.pace) if config.spawn else None
+        figures = self.process_figures()
+        document: dict[str, Any] = {
+            "command_line": list(config.command_line),
+            "started_utc": self.started_utc,
+            "machine": machine(),
+            "run": {
+                "target": str(self.target),
+                "protocol": config.protocol.value,
+                "mode": config.mode,
+                "streams": config.streams,
+                "ramp_seconds": config.ramp_seconds,
+                "hold_seconds": config.hold_seconds,
+                "duration_cap_seconds": config.duration_seconds,
+                "projects": config.projects,
+                "client_workers": config.workers,
+                "spawned_servers": config.spawn,
+                "synthetic_pace": pace,
+                "measured_seconds": round(self.duration, 3),
+            },
+            "outcomes": self.outcomes,
+            "errors": self.errors,
+            "latency_ms": {
+                "time_to_headers": self.time_to_headers.scaled(_MS),
+                "time_to_first_event": self.time_to_first_event.scaled(_MS),
+                "time_to_first_token": self.time_to_first_token.scaled(_MS),
+                "inter_token_latency": self.inter_token_latency.scaled(_MS),
+            },
+            "throughput": {
+                "tokens_delivered": self.tokens_delivered,
+                "deltas_delivered": self.deltas_delivered,
+                "delivered_tokens_per_second": round(self.delivered_tokens_per_second, 1),
+                "peak_tokens_per_second": round(self.peak_tokens_per_second, 1),
+                "stream_tokens_per_second": self.stream_tokens_per_second.scaled(1.0),
+            },
+            "consistency": {
+                "completed_streams": self.outcomes.get(Outcome.COMPLETED.value, 0),
+                "tokens_delivered_in_completed_streams": self.completed_tokens,
+                "tokens_in_saved_episodes": self.saved_episode_tokens,
+                "match": self.completed_tokens == self.saved_episode_tokens,
+            },
+            "processes": figures,
+            "client_workers": [
+                {
+                    "pid": w.pid,
+                    "cpu_seconds": round(w.cpu_seconds, 3),
+                    "max_rss_bytes": w.max_rss_bytes,
+                }
+                for w in self.workers
+            ],
+            "timeline": [asdict(point) for point in self.points],
+        }
+        if self.hold is not None:
+            document["hold"] = {
+                "open_streams": self.hold.open_streams,
+                "seconds": round(self.hold.end - self.hold.start, 3),
+                "bytes_per_idle_stream": {
+                    f"{f['role']} {f['pid']}": f.get("hold_bytes_per_stream") for f in figures
+                },
+            }
+        return document
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def machine() -> dict[str, Any]:
+    """What the run ran on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        memory = int(psutil.virtual_memory().total)
+    except (ImportError, OSError):
+        memory = 0
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_bytes": memory,
+        "system": f"{platform.system()} {platform.release()}",
+        "python": sys.version.split()[0],
+    }
+
+
+def _process_figures(
+    process: WatchedProcess, start: float, end: float, hold: HoldWindow | None
+) -> dict[str, Any]:
+    samples = process.samples
+    before = [s for s in samples if s.time <= start]
+    during = [s for s in samples if start <= s.time <= end + 1.0]
+    first = before[-1] if before else (samples[0] if samples else None)
+    last = during[-1] if during else (samples[-1] if samples else None)
+    figures: dict[str, Any] = {"pid": process.pid, "role": process.role, "command": process.command}
+    if first is None or last is None:
+        return figures
+    wall = max(1e-9, last.time - first.time)
+    cpu = last.cpu_seconds - first.cpu_seconds
+    peak_percent = 0.0
+    series = []
+    previous = first
+    for sample in during:
+        if sample.time > previous.time:
+            percent = (
+                100 * (sample.cpu_seconds - previous.cpu_seconds) / (sample.time - previous.time)
+            )
+            peak_percent = max(peak_percent, percent)
+            series.append([round(sample.time - start, 3), round(percent, 1), sample.rss_bytes])
+        previous = sample
+    figures.update(
+        cpu_seconds=round(cpu, 3),
+        cpu_percent_mean=round(100 * cpu / wall, 1),
+        cpu_percent_peak=round(peak_percent, 1),
+        rss_before_bytes=first.rss_bytes,
+        rss_peak_bytes=max([s.rss_bytes for s in during] or [first.rss_bytes]),
+        rss_after_bytes=last.rss_bytes,
+        samples=series,
+    )
+    if hold is not None and hold.open_streams > 0:
+        held = [s.rss_bytes for s in samples if hold.start <= s.time <= hold.end]
+        if held:
+            rss_held = int(statistics.median(held))
+            figures["hold_rss_bytes"] = rss_held
+            figures["hold_bytes_per_stream"] = round(
+                (rss_held - first.rss_bytes) / hold.open_streams
+            )
+    return figures
+
+
+def build_report(
+    config: LoadConfig,
+    target: Target,
+    started_utc: str,
+    start: float,
+    records: Sequence[StreamRecord],
+    processes: list[WatchedProcess],
+    workers: list[WorkerResult],
+    hold: HoldWindow | None,
+) -> LoadReport:
+    ends = [r.ended for r in records if r.ended is not None]
+    end = max(ends) if ends else start
+    outcomes = Counter(r.outcome.value for r in records if r.sent)
+    outcomes["not_started"] = sum(1 for r in records if not r.sent)
+    errors = Counter(
+        r.error for r in records if r.outcome in (Outcome.ERROR, Outcome.FAILED, Outcome.CANCELLED)
+    )
+    itl: list[float] = []
+    for record in records:
+        itl.extend(inter_token_latencies(record))
+    ttfe = [r.first_event - r.sent for r in records if r.first_event is not None]
+    ttft = [r.first_token - r.sent for r in records if r.first_token is not None]
+    headers = [r.headers - r.sent for r in records if r.headers is not None]
+    rates = [rate for r in records if (rate := stream_rate(r)) is not None]
+    delta_times = [r.delta_times for r in records if r.delta_times]
+    tokens = sum(r.tokens for r in records)
+    first_delta = min((times[0] for times in delta_times), default=0.0)
+    last_delta = max((times[-1] for times in delta_times), default=0.0)
+    span = last_delta - first_delta
+    points = timeline(records, start, end)
+    completed = [r for r in records if r.outcome is Outcome.COMPLETED]
+    return LoadReport(
+        config=config,
+        target=target,
+        started_utc=started_utc,
+        start=start,
+        end=end,
+        outcomes={name: count for name, count in sorted(outcomes.items()) if count},
+        errors=dict(errors.most_common()),
+        time_to_headers=distribution(headers),
+        time_to_first_event=distribution(ttfe),
+        time_to_first_token=distribution(ttft),
+        inter_token_latency=distribution(itl),
+        stream_tokens_per_second=distribution(rates),
+        tokens_delivered=tokens,
+        deltas_delivered=sum(len(r.delta_times) for r in records),
+        delivered_tokens_per_second=tokens / span if span > 0 else 0.0,
+        peak_tokens_per_second=max((p.tokens_per_second for p in points), default=0.0),
+        completed_tokens=sum(r.tokens for r in completed),
+        saved_episode_tokens=sum(r.episode_tokens or 0 for r in completed),
+        points=points,
+        processes=processes,
+        workers=workers,
+        hold=hold,
+        samples={
+            "time_to_first_event": ttfe,
+            "time_to_first_token": ttft,
+            "inter_token_latency": itl,
+        },
+    )
+
+
+def _ms(value: float) -> str:
+    return f"{value * _MS:.1f}"
+
+
+def _mib(value: int) -> str:
+    return f"{value / _MIB:.1f} MiB"
+
+
+def summary(report: LoadReport) -> str:
+    """The report for people."""
+    config = report.config
+    lines = [
+        f"scriptgen loadtest: {config.streams} {config.protocol.value.upper()} streams,"
+        f" {config.mode} → {report.target} ({report.duration:.1f} s measured)",
+        "outcomes: " + ", ".join(f"{name} {count}" for name, count in report.outcomes.items()),
+    ]
+    if report.errors:
+        lines.append(
+            "errors:   " + ", ".join(f"{kind} x{count}" for kind, count in report.errors.items())
+        )
+    lines.append(f"{'latency (ms)':<24}{'n':>7}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}")
+    for name, dist in (
+        ("time to headers", report.time_to_headers),
+        ("time to first event", report.time_to_first_event),
+        ("time to first token", report.time_to_first_token),
+        ("inter-token latency", report.inter_token_latency),
+    ):
+        if dist.count:
+            lines.append(
+                f"{name:<24}{dist.count:>7}{_ms(dist.p50):>10}{_ms(dist.p95):>10}"
+                f"{_ms(dist.p99):>10}{_ms(dist.max):>10}"
+            )
+    rate = report.stream_tokens_per_second
+    lines.append(
+        f"tokens: {report.tokens_delivered} in {report.deltas_delivered} deltas;"
+        f" {report.delivered_tokens_per_second:.0f} tok/s delivered in total"
+        f" (peak {report.peak_tokens_per_second:.0f} tok/s);"
+        f" per stream p50 {rate.p50:.1f}, min {rate.min:.1f} tok/s"
+    )
+    match = "match" if report.completed_tokens == report.saved_episode_tokens else "MISMATCH"
+    lines.append(
+        f"saved episodes: {report.saved_episode_tokens} tokens, delivered in completed streams:"
+        f" {report.completed_tokens} ({match})"
+    )
+    for figures in report.process_figures():
+        if "cpu_seconds" not in figures:
+            lines.append(f"process {figures['role']} {figures['pid']}: no samples")
+            continue
+        line = (
+            f"process {figures['role']} {figures['pid']}: CPU {figures['cpu_seconds']:.2f} s"
+            f" (mean {figures['cpu_percent_mean']:.0f}%, peak {figures['cpu_percent_peak']:.0f}%),"
+            f" RSS {_mib(figures['rss_before_bytes'])} → peak {_mib(figures['rss_peak_bytes'])}"
+        )
+        if "hold_bytes_per_stream" in figures:
+            line += f", {figures['hold_bytes_per_stream'] / 1024:.1f} KiB per idle stream"
+        lines.append(line)
+    for worker in report.workers:
+        lines.append(
+            f"client worker {worker.pid}: CPU {worker.cpu_seconds:.2f} s,"
+            f" peak RSS {_mib(worker.max_rss_bytes)}"
+        )
+    if report.hold is not None:
+        lines.append(
+            f"hold: {report.hold.open_streams} streams open and idle for"
+            f" {report.hold.end - report.hold.start:.1f} s"
+        )
+    return "\n".join(lines)

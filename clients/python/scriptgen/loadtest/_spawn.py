@@ -1,0 +1,210 @@
+"""Start a core (and a gateway for SSE) on free loopback ports for a self-contained run.
+
+The servers are the real `scriptgen server` and `scriptgen gateway` commands
+in their own processes, so their CPU and memory are measured apart from the
+load tool's. Their environment drops every `SCRIPTGEN_*` variable and the
+vendors' API keys: the run uses the synthetic writer with the pace given
+here, an in-memory event log and SQLite in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import grpc.aio
+from grpc_health.v1 import health_pb2
+
+from scriptgen.loadtest._config import LoadTestError, Protocol, SyntheticPace, Target
+
+_GRPC_LINE = re.compile(r"gRPC\s+(\S+):(\d+)")
+_HTTP_LINE = re.compile(r"HTTP\s+http://(\S+):(\d+)/")
+_CHUNK_FLAG = "--synthetic-tokens-per-chunk"
+_DROPPED = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnedServers:
+    """The target to load and the server processes as (pid, role)."""
+
+    target: Target
+    processes: tuple[tuple[int, str], ...]
+    #: Where their logs are (removed after the run).
+    folder: Path
+
+
+def server_command(pace: SyntheticPace, data_dir: Path, *, supports_chunk: bool) -> list[str]:
+    """`scriptgen server` on a free port with the synthetic writer at `pace`."""
+    command = [
+        sys.executable,
+        "-m",
+        "scriptgen",
+        "server",
+        "--grpc-address=127.0.0.1:0",
+        "--metrics-address=off",
+        f"--data-dir={data_dir}",
+        f"--synthetic-first-token-seconds={pace.first_token_seconds}",
+        f"--synthetic-tokens-per-second={pace.tokens_per_second}",
+        # A slow first token is what a hold wants, not a provider failure to retry.
+        f"--first-token-timeout-seconds={max(30.0, pace.first_token_seconds * 2 + 30)}",
+        "--shutdown-grace-seconds=2",
+    ]
+    if pace.tokens_per_chunk is not None:
+        if not supports_chunk:
+            raise LoadTestError(
+                f"--tokens-per-chunk needs `scriptgen server {_CHUNK_FLAG}`, which this"
+                " version of the server does not have"
+            )
+        command.append(f"{_CHUNK_FLAG}={pace.tokens_per_chunk}")
+    return command
+
+
+def _environment() -> dict[str, str]:
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("SCRIPTGEN_") and name not in _DROPPED
+    }
+
+
+async def _supports_chunk_flag() -> bool:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scriptgen",
+        "server",
+        "--help",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_environment(),
+    )
+    output, _ = await process.communicate()
+    return _CHUNK_FLAG in output.decode(errors="replace")
+
+
+async def _start(command: list[str], log: Path) -> asyncio.subprocess.Process:
+    with log.open("wb") as sink:
+        return await asyncio.create_subprocess_exec(
+            *command, stdout=sink, stderr=subprocess.STDOUT, env=_environment()
+        )
+
+
+async def _announced(
+    process: asyncio.subprocess.Process, log: Path, pattern: re.Pattern[str]
+) -> tuple[str, int]:
+    """The host and port a server printed once it listens."""
+    while True:
+        text = await asyncio.to_thread(log.read_text, errors="replace")
+        match = pattern.search(text)
+        if match:
+            return match.group(1), int(match.group(2))
+        if process.returncode is not None:
+            tail = text[-2000:]
+            raise LoadTestError(f"a server exited with status {process.returncode}:\n{tail}")
+        await asyncio.sleep(0.05)
+
+
+async def _core_serving(target: str) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        # typeshed's HealthStub declares no methods: call the method by its path.
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        while True:
+            try:
+                reply = await check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def _gateway_ready(base_url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(f"{base_url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), 15)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+@asynccontextmanager
+async def spawned_servers(
+    protocol: Protocol, pace: SyntheticPace, ready_within: float
+) -> AsyncIterator[SpawnedServers]:
+    """Start the servers, wait until they are ready, yield them, stop them (gateway first)."""
+    started: list[asyncio.subprocess.Process] = []
+    with tempfile.TemporaryDirectory(prefix="scriptgen-loadtest-") as name:
+        folder = Path(name)
+        try:
+            async with asyncio.timeout(ready_within):
+                supports_chunk = pace.tokens_per_chunk is not None and await _supports_chunk_flag()
+                command = server_command(pace, folder / "data", supports_chunk=supports_chunk)
+                core = await _start(command, folder / "core.log")
+                started.append(core)
+                host, port = await _announced(core, folder / "core.log", _GRPC_LINE)
+                core_target = f"{host}:{port}"
+                await _core_serving(core_target)
+                processes = [(core.pid, "core")]
+                target = Target(Protocol.GRPC, host, port)
+                if protocol is Protocol.SSE:
+                    gateway = await _start(
+                        [
+                            sys.executable,
+                            "-m",
+                            "scriptgen",
+                            "gateway",
+                            f"--core-target={core_target}",
+                            "--http-address=127.0.0.1:0",
+                            "--drain-seconds=1",
+                        ],
+                        folder / "gateway.log",
+                    )
+                    started.append(gateway)
+                    host, port = await _announced(gateway, folder / "gateway.log", _HTTP_LINE)
+                    target = Target(Protocol.SSE, host, port)
+                    await _gateway_ready(target.base_url)
+                    processes.append((gateway.pid, "gateway"))
+        except TimeoutError:
+            for process in reversed(started):
+                await _stop(process)
+            raise LoadTestError(f"the servers were not ready within {ready_within:g} s") from None
+        except BaseException:
+            for process in reversed(started):
+                await _stop(process)
+            raise
+        try:
+            yield SpawnedServers(target, tuple(processes), folder)
+        finally:
+            for process in reversed(started):
+                await _stop(process)

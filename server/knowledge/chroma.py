@@ -1,0 +1,279 @@
+"""Chroma access: one collection per embedder, blocking calls run off the event loop.
+
+Chroma's Python client is synchronous (embedded `PersistentClient` and
+`HttpClient` alike), so every call runs in a small thread pool of its own with
+a timeout; connection failures and timeouts become UNAVAILABLE
+(KNOWLEDGE_UNAVAILABLE), and the next call reconnects. Telemetry is off and no
+embedding function is ever given to Chroma, so it never downloads a model:
+vectors always come from our embedder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+import chromadb
+import httpx
+from chromadb.config import Settings
+from chromadb.errors import ChromaError
+
+from server.errors import Unavailable
+from server.knowledge.embedding import Embedder
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Metadata values Chroma stores.
+MetadataValue = str | int | float | bool
+Metadata = dict[str, MetadataValue]
+#: Opens a Chroma client (blocking).
+Connect = Callable[[], Any]
+
+_SCHEMA_VERSION: Final = 1
+_NOT_NAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
+_OUTAGES: Final = (httpx.HTTPError, ChromaError, OSError, TimeoutError, ValueError)
+
+
+def _settings() -> Settings:
+    return Settings(anonymized_telemetry=False, allow_reset=False)
+
+
+def embedded_client(path: Path) -> Connect:
+    """Embedded Chroma persisting under `path`."""
+
+    def connect() -> Any:
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=_settings())
+
+    return connect
+
+
+def server_client(url: str) -> Connect:
+    """A Chroma server (`chroma run`) at `http(s)://host:port`."""
+    parts = urlsplit(url)
+    ssl = parts.scheme == "https"
+    port = parts.port or (443 if ssl else 8000)
+    host = parts.hostname or "localhost"
+
+    def connect() -> Any:
+        return chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=_settings())
+
+    return connect
+
+
+def collection_name(prefix: str, embedder: Embedder) -> str:
+    """`{prefix}-{embedder}-{dimension}` in the characters Chroma allows."""
+    raw = f"{prefix}-{embedder.name}-{embedder.dimension}"
+    return _NOT_NAME.sub("-", raw).strip("-._")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored chunk."""
+
+    id: str
+    text: str
+    metadata: Mapping[str, MetadataValue]
+    embedding: Sequence[float] = ()
+
+
+def _records(result: Mapping[str, Any], nested: bool = False) -> list[Record]:
+    """Records from a Chroma get (flat lists) or query (one list per query) result."""
+
+    def column(key: str) -> list[Any] | None:
+        value = result.get(key)
+        if value is None:
+            return None
+        return list(value[0]) if nested else list(value)
+
+    ids = column("ids") or []
+    texts = column("documents") or [""] * len(ids)
+    metadatas = column("metadatas") or [{}] * len(ids)
+    embeddings = column("embeddings")
+    return [
+        Record(
+            id=str(record_id),
+            text=str(text or ""),
+            metadata=dict(metadata or {}),
+            embedding=[float(x) for x in embeddings[index]] if embeddings is not None else (),
+        )
+        for index, (record_id, text, metadata) in enumerate(zip(ids, texts, metadatas, strict=True))
+    ]
+
+
+class ChromaCollection:
+    """The collection of one embedder, opened lazily and reopened after a failure."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        embedder: Embedder,
+        *,
+        prefix: str = "scriptgen",
+        timeout_seconds: float = 30.0,
+        where: str = "Chroma",
+    ) -> None:
+        self._connect = connect
+        self._embedder = embedder
+        self.name = collection_name(prefix, embedder)
+        self._timeout = timeout_seconds
+        self._where = where
+        self._executor: ThreadPoolExecutor | None = None
+        self._client: Any = None
+        self._collection: Any = None
+        self._opening = asyncio.Lock()
+        self._closed = False
+
+    async def _run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chroma")
+        loop = asyncio.get_running_loop()
+        call = functools.partial(function, *args, **kwargs)
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._executor, call), self._timeout)
+        except _OUTAGES as error:
+            # Reopen on the next call: the server may have restarted or lost the collection.
+            self._collection = None
+            log.warning("story knowledge: %s failed: %s", self._where, error)
+            raise Unavailable(
+                f"story knowledge is unavailable: {self._where} did not answer",
+                reason="KNOWLEDGE_UNAVAILABLE",
+                retry_after=1.0,
+            ) from error
+
+    async def handle(self) -> Any:
+        """The Chroma collection, connecting first if needed."""
+        if self._closed:
+            raise Unavailable("story knowledge is closed", reason="KNOWLEDGE_UNAVAILABLE")
+        collection = self._collection
+        if collection is not None:
+            return collection
+        async with self._opening:
+            if self._collection is None:
+                if self._client is None:
+                    self._client = await self._run(self._connect)
+                self._collection = await self._run(self._open_collection, self._client)
+            return self._collection
+
+    def _open_collection(self, client: Any) -> Any:
+        expected: Metadata = {
+            "embedder": self._embedder.name,
+            "dimension": self._embedder.dimension,
+            "schema": _SCHEMA_VERSION,
+        }
+        collection = client.get_or_create_collection(
+            self.name,
+            embedding_function=None,
+            metadata=expected,
+            configuration={"hnsw": {"space": "cosine"}},
+        )
+        stored = dict(collection.metadata or {})
+        found = (stored.get("embedder"), stored.get("dimension"))
+        if found != (self._embedder.name, self._embedder.dimension):
+            # Never mix vectors of two embedders in one collection.
+            raise RuntimeError(
+                f"Chroma collection {self.name!r} holds vectors of {found[0]!r}"
+                f" ({found[1]} dimensions), not of {self._embedder.name!r}"
+                f" ({self._embedder.dimension}); choose another collection prefix"
+            )
+        return collection
+
+    async def heartbeat(self) -> None:
+        """Raise Unavailable unless Chroma answers."""
+        await self.handle()
+        await self._run(self._client.heartbeat)
+
+    async def get(
+        self,
+        where: Mapping[str, Any],
+        *,
+        where_document: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        texts: bool = True,
+        embeddings: bool = False,
+    ) -> list[Record]:
+        """Records matching the filters (no particular order)."""
+        collection = await self.handle()
+        include = ["metadatas", *(["documents"] if texts else [])]
+        if embeddings:
+            include.append("embeddings")
+        result = await self._run(
+            collection.get,
+            where=dict(where),
+            where_document=dict(where_document) if where_document else None,
+            limit=limit,
+            include=include,
+        )
+        return _records(result)
+
+    async def nearest(
+        self, embedding: Sequence[float], where: Mapping[str, Any], count: int
+    ) -> list[Record]:
+        """Up to `count` records nearest to `embedding`, with their texts and embeddings."""
+        collection = await self.handle()
+        result = await self._run(
+            collection.query,
+            query_embeddings=[list(embedding)],
+            n_results=count,
+            where=dict(where),
+            include=["metadatas", "documents", "embeddings"],
+        )
+        return _records(result, nested=True)
+
+    async def upsert(
+        self,
+        ids: Sequence[str],
+        embeddings: Sequence[Sequence[float]],
+        texts: Sequence[str],
+        metadatas: Sequence[Metadata],
+    ) -> None:
+        """Write records, in batches Chroma accepts."""
+        collection = await self.handle()
+        batch = max(1, min(500, await self._run(self._client.get_max_batch_size)))
+        for start in range(0, len(ids), batch):
+            end = start + batch
+            await self._run(
+                collection.upsert,
+                ids=list(ids[start:end]),
+                embeddings=[list(vector) for vector in embeddings[start:end]],
+                documents=list(texts[start:end]),
+                metadatas=list(metadatas[start:end]),
+            )
+
+    async def delete(self, where: Mapping[str, Any]) -> None:
+        """Delete every record matching `where`."""
+        collection = await self.handle()
+        await self._run(collection.delete, where=dict(where))
+
+    async def close(self) -> None:
+        """Close the client and the thread pool."""
+        self._closed = True
+        client, self._client, self._collection = self._client, None, None
+        executor, self._executor = self._executor, None
+        if client is not None and executor is not None:
+            close = getattr(client, "close", None)
+            if close is not None:
+                try:
+                    await asyncio.wait_for(
+                        asyncio.get_running_loop().run_in_executor(executor, close), self._timeout
+                    )
+                except (*_OUTAGES, RuntimeError):
+                    log.warning("story knowledge: closing the Chroma client failed", exc_info=True)
+        if executor is not None:
+            # A call stuck on a dead server must not hold up shutdown.
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def where_all(**conditions: MetadataValue) -> dict[str, Any]:
+    """A Chroma `where` requiring every condition (Chroma wants `$and` for more than one)."""
+    clauses = [{key: value} for key, value in conditions.items()]
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}

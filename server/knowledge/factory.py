@@ -1,0 +1,37 @@
+"""`build_knowledge_base`: embedded Chroma in the data dir, or the Chroma server configured."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from server.knowledge.base import KnowledgeStore
+from server.knowledge.chroma import embedded_client, server_client
+from server.knowledge.embedders import build_embedder
+from server.knowledge.store import ChromaKnowledgeBase
+
+if TYPE_CHECKING:
+    # Only for typing: server.config imports this package's settings.
+    from server.config import CoreConfig
+
+#: Folder of embedded Chroma inside the data dir.
+CHROMA_DIRECTORY = "chroma"
+
+
+def build_knowledge_base(config: CoreConfig) -> KnowledgeStore:
+    """The story knowledge of a core: `SCRIPTGEN_CHROMA_URL`'s server, else embedded Chroma."""
+    settings = config.knowledge
+    if settings.chroma_url:
+        connect = server_client(settings.chroma_url)
+        where = f"the Chroma server at {settings.chroma_url}"
+    else:
+        connect = embedded_client(config.data_dir / CHROMA_DIRECTORY)
+        where = "embedded Chroma"
+    return ChromaKnowledgeBase(
+        connect,
+        build_embedder(settings),
+        collection_prefix=settings.collection_prefix,
+        max_documents=settings.max_documents,
+        chunk_tokens=settings.chunk_tokens,
+        timeout_seconds=settings.timeout_seconds,
+        where=where,
+    )

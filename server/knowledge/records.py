@@ -1,0 +1,118 @@
+"""How documents and episodes are laid out as Chroma records: ids, metadata, summaries.
+
+Every chunk is one record, with metadata
+
+| key        | value                                                            |
+|------------|------------------------------------------------------------------|
+| project    | the project id — every query filters on it                       |
+| origin     | `knowledge` or `episode`                                         |
+| source     | `projects/{p}/knowledge/{d}` or `projects/{p}/episodes/{n}`      |
+| role       | `text` (a slice of the document) or `summary` (an episode's)     |
+| kind       | a KnowledgeKind name, or `EPISODE`                               |
+| title      | the document's title, or `Episode {n}: {title}`                  |
+| chunk      | the chunk's place, 0-based; `chunks` how many the source has     |
+| characters | length of the whole text; `created` its create time (µs)         |
+| episode    | the episode number (episodes only)                               |
+
+The text chunks of a document are exact slices of it, so joining them in
+`chunk` order gives the document back; chunk 0 doubles as the catalog entry.
+An episode also gets one `summary` record — title, outline, cast and how it
+ends — which retrieval keeps in view for the next episodes.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from google.protobuf import timestamp_pb2
+from scriptgen.v1 import knowledge_pb2, project_pb2
+
+from server.knowledge.chroma import Metadata, MetadataValue
+from server.knowledge.text import head, tail
+
+KNOWLEDGE: Final = "knowledge"
+EPISODE: Final = "episode"
+TEXT: Final = "text"
+SUMMARY: Final = "summary"
+#: Most estimated tokens of an episode summary's outline and ending.
+SUMMARY_OUTLINE_TOKENS: Final = 160
+SUMMARY_ENDING_TOKENS: Final = 80
+
+
+def document_source(project_id: str, document_id: str) -> str:
+    return f"projects/{project_id}/knowledge/{document_id}"
+
+
+def episode_source(project_id: str, number: int) -> str:
+    return f"projects/{project_id}/episodes/{number}"
+
+
+def episode_title(episode: project_pb2.Episode) -> str:
+    return f"Episode {episode.number}: {episode.title}".rstrip(": ")
+
+
+def chunk_metadata(
+    *,
+    project_id: str,
+    origin: str,
+    source: str,
+    kind: str,
+    title: str,
+    chunk: int,
+    chunks: int,
+    characters: int,
+    created: int,
+    role: str = TEXT,
+    episode: int | None = None,
+) -> Metadata:
+    metadata: dict[str, MetadataValue] = {
+        "project": project_id,
+        "origin": origin,
+        "source": source,
+        "role": role,
+        "kind": kind,
+        "title": title,
+        "chunk": chunk,
+        "chunks": chunks,
+        "characters": characters,
+        "created": created,
+    }
+    if episode is not None:
+        metadata["episode"] = episode
+    return metadata
+
+
+def episode_summary(episode: project_pb2.Episode) -> str:
+    """What the next episodes need to know of this one, in a few hundred tokens."""
+    lines = [episode_title(episode)]
+    if episode.outline.strip():
+        lines.append("Outline: " + head(episode.outline.strip(), SUMMARY_OUTLINE_TOKENS))
+    if episode.cast:
+        lines.append("Cast: " + ", ".join(episode.cast))
+    if episode.script.strip():
+        lines.append("Ending: " + tail(episode.script.strip(), SUMMARY_ENDING_TOKENS))
+    return "\n".join(lines)
+
+
+def document_from(
+    metadata: Metadata | dict[str, MetadataValue], text: str = ""
+) -> knowledge_pb2.KnowledgeDocument:
+    """A KnowledgeDocument from its chunk-0 metadata (and its text, when given)."""
+    created = timestamp_pb2.Timestamp()
+    created.FromMicroseconds(int(metadata.get("created", 0)))
+    kind_name = str(metadata.get("kind", ""))
+    kind = (
+        knowledge_pb2.KnowledgeKind.Value(kind_name)
+        if kind_name in knowledge_pb2.KnowledgeKind.keys()
+        else knowledge_pb2.KNOWLEDGE_KIND_UNSPECIFIED
+    )
+    return knowledge_pb2.KnowledgeDocument(
+        name=str(metadata.get("source", "")),
+        kind=kind,
+        title=str(metadata.get("title", "")),
+        text=text,
+        create_time=created,
+        character_count=int(metadata.get("characters", 0)),
+        chunk_count=int(metadata.get("chunks", 0)),
+    )
+

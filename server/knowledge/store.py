@@ -1,0 +1,290 @@
+"""`ChromaKnowledgeBase`: story knowledge of every project in one Chroma collection.
+
+Documents and saved episodes are chunked (server.knowledge.chunking), embedded
+with the configured embedder and stored with the project id in their metadata;
+every read filters on it, so projects never see each other's knowledge.
+
+Retrieval for a plan (`retrieve`):
+1. continuity — the summaries of the project's latest episodes, newest first,
+   within a third of the token budget, presented oldest first;
+2. relevance — the rest of the budget goes to the best chunks by hybrid score
+   (server.knowledge.scoring) among the nearest chunks by vector and the
+   chunks containing a query term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Final
+
+from scriptgen.v1 import knowledge_pb2, project_pb2
+
+from server.errors import AlreadyExists, FailedPrecondition, NotFound
+from server.knowledge import records, scoring
+from server.knowledge.base import EPISODE_KIND, Passage
+from server.knowledge.chroma import ChromaCollection, Connect, Metadata, Record, where_all
+from server.knowledge.chunking import DEFAULT_CHUNK_TOKENS, split
+from server.knowledge.embedding import Embedder
+from server.knowledge.text import estimate_tokens, keyword_terms
+
+#: Chunks fetched as vector and as keyword candidates.
+VECTOR_CANDIDATES: Final = 40
+KEYWORD_CANDIDATES: Final = 200
+#: Share of the budget kept for the latest episodes' summaries.
+CONTINUITY_SHARE: Final = 1 / 3
+#: Candidates scoring below this are noise, whatever the budget.
+MIN_SCORE: Final = 0.05
+#: Tokens a prompt spends framing each passage (source line, separators).
+PASSAGE_OVERHEAD_TOKENS: Final = 8
+
+
+def passage_cost(passage: Passage) -> int:
+    """Estimated tokens a passage takes in a prompt."""
+    return estimate_tokens(passage.text) + estimate_tokens(passage.title) + PASSAGE_OVERHEAD_TOKENS
+
+
+def _passage(record: Record, score: float) -> Passage:
+    return Passage(
+        source=str(record.metadata.get("source", "")),
+        title=str(record.metadata.get("title", "")),
+        kind=str(record.metadata.get("kind", "")),
+        text=record.text.strip(),
+        score=round(score, 4),
+    )
+
+
+def _now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+class ChromaKnowledgeBase:
+    """Story knowledge in Chroma (embedded or server); implements `KnowledgeStore`."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        embedder: Embedder,
+        *,
+        collection_prefix: str = "scriptgen",
+        max_documents: int = 100,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        timeout_seconds: float = 30.0,
+        where: str = "Chroma",
+    ) -> None:
+        self.embedder = embedder
+        self.collection = ChromaCollection(
+            connect,
+            embedder,
+            prefix=collection_prefix,
+            timeout_seconds=timeout_seconds,
+            where=where,
+        )
+        self.max_documents = max_documents
+        self.chunk_tokens = chunk_tokens
+        # Adds in this core one at a time, so the per-project limit holds exactly here.
+        self._adding = asyncio.Lock()
+
+    async def open(self) -> None:
+        await self.collection.handle()
+
+    async def close(self) -> None:
+        await self.collection.close()
+        await self.embedder.close()
+
+    async def ping(self) -> None:
+        await self.collection.heartbeat()
+
+    # Documents
+
+    async def _catalog(self, project_id: str, **extra: str | int) -> list[Record]:
+        return await self.collection.get(
+            where_all(project=project_id, origin=records.KNOWLEDGE, chunk=0, **extra), texts=False
+        )
+
+    async def add_document(
+        self, project_id: str, document_id: str, document: knowledge_pb2.KnowledgeDocument
+    ) -> knowledge_pb2.KnowledgeDocument:
+        source = records.document_source(project_id, document_id)
+        async with self._adding:
+            if await self._catalog(project_id, source=source):
+                raise AlreadyExists(
+                    f"knowledge document {source!r} already exists", reason="KNOWLEDGE_EXISTS"
+                )
+            if len(await self._catalog(project_id)) >= self.max_documents:
+                raise FailedPrecondition(
+                    f"project 'projects/{project_id}' already holds {self.max_documents}"
+                    " knowledge documents, the most allowed; delete one first",
+                    reason="KNOWLEDGE_LIMIT_REACHED",
+                )
+            # Chunks left by an add that failed half-way would otherwise linger.
+            await self.collection.delete(where_all(project=project_id, source=source))
+            kind = knowledge_pb2.KnowledgeKind.Name(document.kind)
+            chunks = split(document.text, self.chunk_tokens)
+            created = _now_micros()
+            vectors = await self.embedder.embed([f"{document.title}\n{c.text}" for c in chunks])
+            metadatas = [
+                records.chunk_metadata(
+                    project_id=project_id,
+                    origin=records.KNOWLEDGE,
+                    source=source,
+                    kind=kind,
+                    title=document.title,
+                    chunk=chunk.index,
+                    chunks=len(chunks),
+                    characters=len(document.text),
+                    created=created,
+                )
+                for chunk in chunks
+            ]
+            # Chunk 0 is the catalog entry: written last, a document shows only once whole.
+            order = list(range(1, len(chunks))) + [0]
+            await self.collection.upsert(
+                [f"{source}#{i}" for i in order],
+                [vectors[i] for i in order],
+                [chunks[i].text for i in order],
+                [metadatas[i] for i in order],
+            )
+        return records.document_from(metadatas[0], document.text)
+
+    async def get_document(
+        self, project_id: str, document_id: str
+    ) -> knowledge_pb2.KnowledgeDocument:
+        source = records.document_source(project_id, document_id)
+        found = await self.collection.get(where_all(project=project_id, source=source))
+        found.sort(key=lambda record: int(record.metadata.get("chunk", 0)))
+        if not found or int(found[0].metadata.get("chunk", -1)) != 0:
+            raise NotFound("knowledge document", source, "KNOWLEDGE_NOT_FOUND")
+        return records.document_from(found[0].metadata, "".join(r.text for r in found))
+
+    async def list_documents(
+        self,
+        project_id: str,
+        limit: int,
+        after: Sequence[str | int] | None,
+        kind: knowledge_pb2.KnowledgeKind.ValueType = knowledge_pb2.KNOWLEDGE_KIND_UNSPECIFIED,
+    ) -> tuple[list[knowledge_pb2.KnowledgeDocument], list[str | int] | None]:
+        extra: dict[str, str | int] = {}
+        if kind != knowledge_pb2.KNOWLEDGE_KIND_UNSPECIFIED:
+            extra["kind"] = knowledge_pb2.KnowledgeKind.Name(kind)
+        entries = await self._catalog(project_id, **extra)
+        keyed = sorted(
+            ((int(r.metadata.get("created", 0)), str(r.metadata.get("source", ""))), r)
+            for r in entries
+        )
+        if after is not None and len(after) == 2:
+            position = (int(after[0]), str(after[1]))
+            keyed = [item for item in keyed if item[0] > position]
+        page = keyed[:limit]
+        documents = [records.document_from(record.metadata) for _, record in page]
+        more = len(keyed) > limit
+        return documents, [page[-1][0][0], page[-1][0][1]] if more and page else None
+
+    async def delete_document(self, project_id: str, document_id: str) -> None:
+        source = records.document_source(project_id, document_id)
+        if not await self._catalog(project_id, source=source):
+            raise NotFound("knowledge document", source, "KNOWLEDGE_NOT_FOUND")
+        await self.collection.delete(where_all(project=project_id, source=source))
+
+    async def delete_project(self, project_id: str) -> None:
+        await self.collection.delete(where_all(project=project_id))
+
+    # Episodes
+
+    async def index_episode(self, project_id: str, episode: project_pb2.Episode) -> None:
+        source = records.episode_source(project_id, episode.number)
+        title = records.episode_title(episode)
+        chunks = split(episode.script, self.chunk_tokens)
+        summary = records.episode_summary(episode)
+        texts = [summary, *(chunk.text for chunk in chunks)]
+        vectors = await self.embedder.embed([summary, *(f"{title}\n{c.text}" for c in chunks)])
+        created = (
+            episode.create_time.ToMicroseconds()
+            if episode.HasField("create_time")
+            else _now_micros()
+        )
+
+        def metadata(chunk: int, role: str) -> Metadata:
+            return records.chunk_metadata(
+                project_id=project_id,
+                origin=records.EPISODE,
+                source=source,
+                kind=EPISODE_KIND,
+                title=title,
+                chunk=chunk,
+                chunks=len(chunks),
+                characters=len(episode.script),
+                created=created,
+                role=role,
+                episode=episode.number,
+            )
+
+        metadatas = [metadata(0, records.SUMMARY), *(metadata(c.index, records.TEXT) for c in chunks)]
+        ids = [f"{source}#summary", *(f"{source}#{c.index}" for c in chunks)]
+        await self.collection.delete(where_all(project=project_id, source=source))
+        await self.collection.upsert(ids, vectors, texts, metadatas)
+
+    async def forget_episode(self, project_id: str, number: int) -> None:
+        source = records.episode_source(project_id, number)
+        await self.collection.delete(where_all(project=project_id, source=source))
+
+    # Retrieval
+
+    async def retrieve(self, project_id: str, query: str, *, token_budget: int) -> list[Passage]:
+        if token_budget <= 0:
+            return []
+        (query_vector,) = await self.embedder.embed([query])
+        summaries = await self.collection.get(
+            where_all(project=project_id, role=records.SUMMARY), embeddings=True
+        )
+        candidates = {
+            record.id: record
+            for record in await self.collection.nearest(
+                query_vector,
+                where_all(project=project_id, role=records.TEXT),
+                VECTOR_CANDIDATES,
+            )
+        }
+        terms = keyword_terms(query)
+        if terms:
+            # Terms are \w+ runs: nothing in them needs escaping in a regular expression.
+            for record in await self.collection.get(
+                where_all(project=project_id, role=records.TEXT),
+                where_document={"$regex": "(?i)(" + "|".join(terms) + ")"},
+                limit=KEYWORD_CANDIDATES,
+                embeddings=True,
+            ):
+                candidates.setdefault(record.id, record)
+
+        # 1. Continuity: the latest episodes first, within their share of the budget.
+        summaries.sort(key=lambda r: int(r.metadata.get("episode", 0)), reverse=True)
+        summary_scores = scoring.hybrid_scores(
+            query_vector,
+            terms,
+            [scoring.Candidate(r.id, r.text, r.embedding) for r in summaries],
+        )
+        continuity = [_passage(r, s) for r, s in zip(summaries, summary_scores, strict=True)]
+        kept = scoring.pack(
+            [passage_cost(p) for p in continuity], int(token_budget * CONTINUITY_SHARE)
+        )
+        chosen = [continuity[i] for i in reversed(kept)]
+        spent = sum(passage_cost(p) for p in chosen)
+
+        # 2. Relevance: the best chunks for the rest of the budget.
+        pool = list(candidates.values())
+        scores = scoring.hybrid_scores(
+            query_vector, terms, [scoring.Candidate(r.id, r.text, r.embedding) for r in pool]
+        )
+        ranked = sorted(
+            (
+                (score, record.id, record)
+                for score, record in zip(scores, pool, strict=True)
+                if score >= MIN_SCORE
+            ),
+            key=lambda item: (-item[0], item[1]),
+        )
+        relevant = [_passage(record, score) for score, _, record in ranked]
+        for index in scoring.pack([passage_cost(p) for p in relevant], token_budget - spent):
+            chosen.append(relevant[index])
+        return chosen
