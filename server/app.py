@@ -27,6 +27,7 @@ from server.config import CoreConfig
 from server.health import CoreHealth
 from server.jobs import JobRunner
 from server.jobs.backends import build_job_backends
+from server.knowledge import build_knowledge_base
 from server.metrics import CoreMetrics
 from server.providers.factory import build_providers
 from server.providers.router import ProviderRouter
@@ -49,6 +50,7 @@ class Core:
         self.metrics = CoreMetrics()
         self.metrics.jobs_capacity.set(config.max_running_jobs)
         self.store = build_project_store(config.database_url, config.data_dir)
+        self.knowledge = build_knowledge_base(config)
         self.jobs = build_job_backends(config)
         self.event_log = self.jobs.event_log
         self.registry = self.jobs.registry
@@ -73,6 +75,7 @@ class Core:
     async def start(self) -> None:
         """Open the stores and start serving."""
         await self.store.open()
+        await self.knowledge.open()
         await self.jobs.open()
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
@@ -81,7 +84,7 @@ class Core:
         ]
         server = aio.server(options=options)
         project_service_pb2_grpc.add_ProjectServiceServicer_to_server(
-            ProjectServicer(self.store, self.metrics), server
+            ProjectServicer(self.store, self.metrics, knowledge=self.knowledge), server
         )
         generation_service_pb2_grpc.add_GenerationServiceServicer_to_server(
             GenerationServicer(self.runner, self.event_log, self.registry, self.metrics), server
@@ -96,8 +99,16 @@ class Core:
             ),
             server,
         )
-        self.grpc_port = server.add_insecure_port(self.config.grpc_address)
+        try:
+            # grpc 1.85 raises where older releases returned 0; treat both alike.
+            self.grpc_port = server.add_insecure_port(self.config.grpc_address)
+        except RuntimeError:
+            self.grpc_port = 0
         if self.grpc_port == 0:
+            await self.providers.aclose()
+            await self.jobs.close()
+            await self.store.close()
+            await self.knowledge.close()
             raise OSError(f"cannot listen on {self.config.grpc_address}")
         await server.start()
         self._server = server
@@ -144,6 +155,7 @@ class Core:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
         await self.store.close()
+        await self.knowledge.close()
         await self.providers.aclose()
         await self.jobs.close()
         log.info("core stopped")

@@ -249,3 +249,29 @@ async def test_generate_into_a_closed_pipe_exits_quietly(core_target: str, clien
     assert first_line.strip()
     assert status == "status=141"
     assert err.decode() == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["server", "--write-providers", "bogus"], "unknown provider 'bogus'"),
+        (["server", "--database-url", "mysql://db/x"], "database URL"),
+    ],
+)
+async def test_a_bad_configuration_is_one_error_line_and_exit_2(
+    spawn: Callable[..., Awaitable[Process]], tmp_path: Path, argv: list[str], message: str
+) -> None:
+    process = await spawn(
+        *argv,
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--metrics-address",
+        "off",
+        "--data-dir",
+        str(tmp_path),
+    )
+    assert await process.finish(within=20) == 2
+    err = "".join(process.stderr)
+    assert err.startswith("scriptgen: error: invalid configuration: "), err
+    assert message in err
+    assert err.count("\n") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -136,3 +137,31 @@ async def test_an_empty_generation_name_is_invalid(core_target: str) -> None:
                 generation_service_pb2.GetGenerationRequest(name="")
             )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_taken_port_ends_the_server_process_with_one_error_line(
+    core: Core, tmp_path: Path
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scriptgen",
+        "server",
+        "--grpc-address",
+        f"127.0.0.1:{core.grpc_port}",
+        "--metrics-address",
+        "off",
+        "--data-dir",
+        str(tmp_path / "second"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 1
+    assert "cannot listen" in stderr.decode()
+    assert "Traceback" not in stderr.decode()

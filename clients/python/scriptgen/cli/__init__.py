@@ -22,11 +22,13 @@ from collections.abc import Mapping, Sequence
 
 from scriptgen._errors import ScriptgenError
 from scriptgen.cli import episodes, generate, generations, loadtest, projects, serve
-from scriptgen.cli._options import Command
+from scriptgen.cli._options import Command, ConfigurationError
 from scriptgen.cli._output import print_error
 
 #: Exit status after Ctrl-C.
 EXIT_INTERRUPTED = 130
+#: Flags that cannot work together, as argparse does for flags it cannot parse.
+EXIT_USAGE = 2
 #: Exit status when stdout was closed early (`scriptgen generate ... | head`).
 EXIT_BROKEN_PIPE = 141
 
@@ -70,6 +72,9 @@ async def _execute(command: Command, args: argparse.Namespace) -> int:
     except ScriptgenError as error:
         print_error(error, target=str(getattr(args, "target", "")))
         return 1
+    except ConfigurationError as error:
+        print_error(error)
+        return EXIT_USAGE
     except BrokenPipeError:
         raise  # the reader of stdout left; `main` deals with that, there is nobody to tell
     except OSError as error:

@@ -59,3 +59,7 @@ def connect(args: argparse.Namespace) -> Client:
 def set_command(parser: argparse.ArgumentParser, command: Command) -> None:
     """Make `parser` run `command` when chosen."""
     parser.set_defaults(command=command)
+
+
+class ConfigurationError(Exception):
+    """Flags or SCRIPTGEN_* variables that cannot work together; exit status 2."""

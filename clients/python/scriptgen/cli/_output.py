@@ -11,6 +11,7 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from scriptgen._errors import RPCError, ScriptgenError
+from scriptgen.cli._options import ConfigurationError
 
 PROGRAM = "scriptgen"
 
@@ -75,6 +76,8 @@ def error_line(error: BaseException, *, target: str = "") -> str:
         return line
     if isinstance(error, ScriptgenError):
         return str(error)
+    if isinstance(error, ConfigurationError):
+        return f"invalid configuration: {error}"
     return f"{type(error).__name__}: {error}"
 
 

@@ -16,10 +16,10 @@ import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from scriptgen._errors import ScriptgenError
-from scriptgen.cli._options import set_command
+from scriptgen.cli._options import ConfigurationError, set_command
 from scriptgen.cli._output import out
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 
 #: Builds a command's real parser when that command is chosen.
 FlagParser = Callable[[Mapping[str, str]], argparse.ArgumentParser]
+
+SettingsT = TypeVar("SettingsT")
 
 
 def register(
@@ -170,16 +172,28 @@ async def _running_gateway(settings: GatewayConfig) -> AsyncIterator[GatewayServ
         await gateway.stop()
 
 
+def configured(
+    build: Callable[[argparse.Namespace], SettingsT], args: argparse.Namespace
+) -> SettingsT:
+    """Settings built from flags; a bad combination is a ConfigurationError, not a traceback."""
+    try:
+        return build(args)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from gateway import config as gateway_config
     from server import config as core_config
 
-    core_settings = core_config.from_arguments(args)
+    core_settings = configured(core_config.from_arguments, args)
     # Entered core first, so the gateway stops first: no new HTTP stream reaches a
     # core that is draining.
     async with _running_core(core_settings) as core:
         core_target = f"{local_host(core_settings.grpc_address)}:{core.grpc_port}"
-        gateway_settings = replace(gateway_config.from_arguments(args), core_target=core_target)
+        gateway_settings = replace(
+            configured(gateway_config.from_arguments, args), core_target=core_target
+        )
         async with _running_gateway(gateway_settings) as gateway:
             _print_endpoints(
                 grpc=core_target,
@@ -194,7 +208,7 @@ async def _serve(args: argparse.Namespace) -> int:
 async def _server(args: argparse.Namespace) -> int:
     from server import config as core_config
 
-    settings = core_config.from_arguments(args)
+    settings = configured(core_config.from_arguments, args)
     async with _running_core(settings) as core:
         _print_endpoints(
             grpc=f"{local_host(settings.grpc_address)}:{core.grpc_port}",
@@ -208,7 +222,7 @@ async def _server(args: argparse.Namespace) -> int:
 async def _gateway(args: argparse.Namespace) -> int:
     from gateway import config as gateway_config
 
-    settings = gateway_config.from_arguments(args)
+    settings = configured(gateway_config.from_arguments, args)
     async with _running_gateway(settings) as gateway:
         _print_endpoints(http=f"http://{local_host(settings.http_address)}:{gateway.port}/")
         await _until_stopped()
