@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: system-deps setup run test check lint typecheck buflint pytest proto proto-check clean
+.PHONY: system-deps setup run test check lint typecheck buflint pytest proto proto-check bench clean
 
 setup: $(STAMP) $(BUF)
 
@@ -51,6 +51,14 @@ proto-check:
 
 pytest:
 	$(BIN)/pytest
+
+# The load scenarios of BENCHMARKS.md against servers started on loopback: each run's JSON
+# and PNG go to BENCH_OUT, the medians over BENCH_RUNS runs to stdout (about 30 min for all).
+# One scenario: make bench BENCH_ARGS='--only sse-burst-200'. Not part of `make test`.
+BENCH_RUNS ?= 3
+BENCH_OUT ?= $(or $(TMPDIR),/tmp)/scriptgen-bench
+bench: $(STAMP)
+	$(PY) -m scriptgen.loadtest.bench --runs $(BENCH_RUNS) --out $(BENCH_OUT) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

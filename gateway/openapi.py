@@ -303,6 +303,45 @@ def build_document() -> dict[str, Any]:
                 "responses": _ok("Deleted.", empty),
             },
         },
+        "/v1/projects/{project}/episodes/{episode}:export": {
+            "parameters": [_PROJECT, _EPISODE],
+            "get": {
+                "operationId": "exportEpisode",
+                "summary": "Download an episode as Fountain, Final Draft (FDX), HTML or PDF.",
+                "description": "Answers the file itself with its media type and a "
+                "`Content-Disposition: attachment; filename=…` header. The PDF embeds its "
+                "fonts (a Hangul-capable one for Korean scripts).",
+                "parameters": [
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": True,
+                        "description": "The file format.",
+                        "schema": {"type": "string", "enum": ["fountain", "fdx", "html", "pdf"]},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The exported file.",
+                        "headers": {
+                            "Content-Disposition": {
+                                "description": '`attachment; filename="{project}-e01-….ext"`.',
+                                "schema": {"type": "string"},
+                            }
+                        },
+                        "content": {
+                            "text/plain; charset=utf-8": {"schema": {"type": "string"}},
+                            "application/xml": {"schema": {"type": "string"}},
+                            "text/html; charset=utf-8": {"schema": {"type": "string"}},
+                            "application/pdf": {
+                                "schema": {"type": "string", "contentMediaType": "application/pdf"}
+                            },
+                        },
+                    },
+                    "default": {"$ref": "#/components/responses/Error"},
+                },
+            },
+        },
         "/v1/projects/{project}/generations": {
             "parameters": [_PROJECT],
             "post": {

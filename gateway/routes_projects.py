@@ -8,6 +8,7 @@ from typing import Final
 from aiohttp import web
 from google.protobuf import field_mask_pb2
 from scriptgen.v1 import project_pb2, project_service_pb2
+from scriptgen.v1.project_service_pb2 import ExportFormat
 
 from gateway import state
 from gateway.codec import field_names, json_response, parse_message
@@ -20,6 +21,13 @@ routes = web.RouteTableDef()
 #: gets the first answer; another body with it is 409 (REQUEST_ID_REUSED).
 IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
 _IDEMPOTENCY_KEY: Final = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+#: `?format=` of the export route and the ExportFormat each names.
+EXPORT_FORMATS: Final[dict[str, ExportFormat.ValueType]] = {
+    "fountain": project_service_pb2.EXPORT_FORMAT_FOUNTAIN,
+    "fdx": project_service_pb2.EXPORT_FORMAT_FDX,
+    "html": project_service_pb2.EXPORT_FORMAT_HTML,
+    "pdf": project_service_pb2.EXPORT_FORMAT_PDF,
+}
 
 
 def idempotency_key(request: web.Request, body_request_id: str = "") -> str:
@@ -156,6 +164,35 @@ async def list_episodes(request: web.Request) -> web.StreamResponse:
         timeout=state.unary_deadline(request),
     )
     return json_response(reply)
+
+
+# Registered before `…/episodes/{episode}`, whose `{episode}` would also match `1:export`.
+@routes.get("/v1/projects/{project}/episodes/{episode}:export")
+async def export_episode(request: web.Request) -> web.StreamResponse:
+    """The episode as a file (Fountain, FDX, HTML or PDF), with its type and a file name."""
+    name = _episode_name(request)
+    query = Query(request)
+    wanted = (query.text("format") or "").lower()
+    query.finish()
+    if wanted not in EXPORT_FORMATS:
+        raise ApiError.invalid(
+            Reason.INVALID_QUERY_PARAMETER,
+            "Invalid export format." if wanted else "The export format is required.",
+            {"format": f"Must be one of {', '.join(EXPORT_FORMATS)}."},
+        )
+    reply = await request.app[state.CORE].projects.ExportEpisode(
+        project_service_pb2.ExportEpisodeRequest(name=name, format=EXPORT_FORMATS[wanted]),
+        metadata=state.call_metadata(request),
+        timeout=state.unary_deadline(request),
+    )
+    return web.Response(
+        body=reply.content,
+        headers={
+            "Content-Type": reply.content_type,
+            "Content-Disposition": f'attachment; filename="{reply.filename}"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @routes.get("/v1/projects/{project}/episodes/{episode}")

@@ -65,6 +65,7 @@ class Core:
             providers=self.providers,
             metrics=self.metrics,
             coordination=self.jobs.coordination,
+            knowledge=self.knowledge,
         )
         self.health = CoreHealth(self.store, self.metrics, self.router)
         self._server: aio.Server | None = None

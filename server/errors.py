@@ -9,17 +9,20 @@ for people.
 |--------------------|---------------------|------------------------------------------------------|
 | InvalidArgument    | INVALID_ARGUMENT    | FIELD_INVALID (with google.rpc.BadRequest violations)|
 | NotFound           | NOT_FOUND           | PROJECT_NOT_FOUND, EPISODE_NOT_FOUND,                |
-|                    |                     | GENERATION_NOT_FOUND (with google.rpc.ResourceInfo)  |
-| AlreadyExists      | ALREADY_EXISTS      | PROJECT_EXISTS, REQUEST_ID_REUSED                    |
+|                    |                     | GENERATION_NOT_FOUND, KNOWLEDGE_NOT_FOUND            |
+|                    |                     | (with google.rpc.ResourceInfo)                       |
+| AlreadyExists      | ALREADY_EXISTS      | PROJECT_EXISTS, REQUEST_ID_REUSED, KNOWLEDGE_EXISTS  |
 | FailedPrecondition | FAILED_PRECONDITION | PROJECT_HAS_EPISODES, PROJECT_ARCHIVED (no new      |
 |                    |                     | episodes), SCRIPT_REJECTED (review: a job's script  |
 |                    |                     | is not Fountain enough to save; nothing is saved),  |
-|                    |                     | EXPORT_FONT_MISSING (no Hangul font for a PDF)       |
+|                    |                     | EXPORT_FONT_MISSING (no Hangul font for a PDF),      |
+|                    |                     | KNOWLEDGE_LIMIT_REACHED (documents per project)      |
 | OutOfRange         | OUT_OF_RANGE        | SEQUENCE_AHEAD                                       |
 | ResourceExhausted  | RESOURCE_EXHAUSTED  | TOO_MANY_JOBS (with google.rpc.RetryInfo)            |
 | Unavailable        | UNAVAILABLE         | SHUTTING_DOWN, STORE_UNAVAILABLE,                    |
 |                    |                     | PROVIDERS_UNAVAILABLE, REDIS_UNAVAILABLE,            |
-|                    |                     | JOB_OWNER_LOST (with RetryInfo)                      |
+|                    |                     | JOB_OWNER_LOST, KNOWLEDGE_UNAVAILABLE (Chroma or the |
+|                    |                     | embedding service; with RetryInfo)                   |
 | DataLoss           | DATA_LOSS           | EVENT_LOG_LOST (Redis lost a running job's events)   |
 | DeadlineExceeded   | DEADLINE_EXCEEDED   | DEADLINE_EXCEEDED (the caller's deadline, in a job)  |
 | Internal           | INTERNAL            | INTERNAL (a bug; the log has the traceback)          |

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import chromadb
 import httpx
+from chromadb.api.fastapi import FastAPI
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import Settings
 from chromadb.errors import ChromaError
 
@@ -260,17 +262,39 @@ class ChromaCollection:
         client, self._client, self._collection = self._client, None, None
         executor, self._executor = self._executor, None
         if client is not None and executor is not None:
-            close = getattr(client, "close", None)
-            if close is not None:
-                try:
-                    await asyncio.wait_for(
-                        asyncio.get_running_loop().run_in_executor(executor, close), self._timeout
-                    )
-                except (*_OUTAGES, RuntimeError):
-                    log.warning("story knowledge: closing the Chroma client failed", exc_info=True)
+            try:
+                await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(executor, _close_client, client),
+                    self._timeout,
+                )
+            except (*_OUTAGES, RuntimeError):
+                log.warning("story knowledge: closing the Chroma client failed", exc_info=True)
         if executor is not None:
             # A call stuck on a dead server must not hold up shutdown.
             executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _close_client(client: Any) -> None:
+    """Close a Chroma client, and for an HTTP client every connection it opened.
+
+    chromadb 1.5 gives each HTTP client "systems" of its own (one more for its
+    admin client, one it registers and never releases) and stops them on close
+    without closing their HTTP connections; they are closed here. Embedded
+    clients share one reference-counted system per folder: `close` is enough.
+    """
+    settings = client.get_settings()
+    http = settings.chroma_api_impl == "chromadb.api.fastapi.FastAPI"
+    registry = SharedSystemClient._identifier_to_system
+    # Each connect() builds its own Settings, so identity finds this client's systems only.
+    systems = {key: system for key, system in registry.items() if system.settings is settings}
+    client.close()
+    if not http:
+        return
+    for key, system in systems.items():
+        registry.pop(key, None)
+        for component in system.components():
+            if isinstance(component, FastAPI):
+                component._session.close()
 
 
 def where_all(**conditions: MetadataValue) -> dict[str, Any]:

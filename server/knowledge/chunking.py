@@ -23,7 +23,8 @@ DEFAULT_CHUNK_TOKENS: Final = 300
 _SEPARATORS: Final = (
     re.compile(r"\n[ \t]*\n\s*"),
     re.compile(r"\n"),
-    re.compile(r"(?<=[.!?。！？…])[\"'”’)\]]*\s+"),
+    # Sentence ends, also full-width (U+FF01, U+FF1F) and before closing quotes (U+201D, U+2019).
+    re.compile("(?<=[.!?\u3002\uff01\uff1f\u2026])[\"'\u201d\u2019)\\]]*\\s+"),
     re.compile(r"\s+"),
 )
 _SCENE_HEADING: Final = re.compile(r"(?:INT|EXT|EST|INT\./EXT|INT/EXT|I/E)[. ]|\.[^.\s]", re.I)
@@ -66,6 +67,8 @@ def split(text: str, max_tokens: int = DEFAULT_CHUNK_TOKENS) -> list[Chunk]:
     """The chunks of `text`, each at most `max_tokens` by `estimate_tokens` (none for "")."""
     if max_tokens < 1:
         raise ValueError("max_tokens must be positive")
+    if not text:
+        return []
     chunks: list[Chunk] = []
     current: list[str] = []
     current_tokens = 0

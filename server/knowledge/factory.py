@@ -34,4 +34,5 @@ def build_knowledge_base(config: CoreConfig) -> KnowledgeStore:
         chunk_tokens=settings.chunk_tokens,
         timeout_seconds=settings.timeout_seconds,
         where=where,
+        start_without_chroma=bool(settings.chroma_url),
     )

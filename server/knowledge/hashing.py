@@ -7,7 +7,9 @@ signed hash (the "hashing trick"):
 * every pair of adjacent words, weight 0.5 — phrases such as "night shift";
 * every character trigram of each word padded as `<word>`, weight 0.5 — so
   "민수는" and "민수가" (one name, two particles) or "smuggle" and "smuggler"
-  share features, which matters for Korean and for inflected words.
+  share features, which matters for Korean and for inflected words;
+* for words in Hangul, kana or CJK ideographs, also every character bigram
+  (weight 0.5), the usual index unit for those scripts.
 
 Counts are damped (1 + ln count) and the vector is L2-normalized, so cosine
 similarity is a dot product. It knows no synonyms — that is what OpenAI or
@@ -20,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Final
 
-from server.knowledge.text import words
+from server.knowledge.text import is_dense, words
 
 DEFAULT_DIMENSION: Final = 1024
 _WORD_WEIGHT: Final = 1.0
@@ -43,7 +46,11 @@ def _features(text: str) -> Counter[str]:
         padded = f"<{token}>"
         for start in range(max(1, len(padded) - 2)):
             found["c:" + padded[start : start + 3]] += 1
-    for first, second in zip(tokens, tokens[1:], strict=False):
+        if is_dense(token):
+            # Korean and CJK words are short and carry particles: bigrams match stems.
+            for start in range(len(token) - 1):
+                found["c:" + token[start : start + 2]] += 1
+    for first, second in itertools.pairwise(tokens):
         found[f"b:{first} {second}"] += 1
     return found
 

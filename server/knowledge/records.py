@@ -22,6 +22,7 @@ ends — which retrieval keeps in view for the next episodes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from google.protobuf import timestamp_pb2
@@ -95,7 +96,7 @@ def episode_summary(episode: project_pb2.Episode) -> str:
 
 
 def document_from(
-    metadata: Metadata | dict[str, MetadataValue], text: str = ""
+    metadata: Mapping[str, MetadataValue], text: str = ""
 ) -> knowledge_pb2.KnowledgeDocument:
     """A KnowledgeDocument from its chunk-0 metadata (and its text, when given)."""
     created = timestamp_pb2.Timestamp()
@@ -103,7 +104,7 @@ def document_from(
     kind_name = str(metadata.get("kind", ""))
     kind = (
         knowledge_pb2.KnowledgeKind.Value(kind_name)
-        if kind_name in knowledge_pb2.KnowledgeKind.keys()
+        if kind_name in knowledge_pb2.KnowledgeKind.keys()  # noqa: SIM118 - an enum wrapper
         else knowledge_pb2.KNOWLEDGE_KIND_UNSPECIFIED
     )
     return knowledge_pb2.KnowledgeDocument(
@@ -115,4 +116,3 @@ def document_from(
         character_count=int(metadata.get("characters", 0)),
         chunk_count=int(metadata.get("chunks", 0)),
     )
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -44,7 +44,7 @@ class KnowledgeConfig:
     openai_model: str = DEFAULT_OPENAI_EMBEDDING_MODEL
     #: Vector length asked of OpenAI; 0: the model's own (known for OpenAI's models).
     openai_dimensions: int = 0
-    openai_api_key: str = ""
+    openai_api_key: str = field(default="", repr=False)
     openai_base_url: str = ""
     #: Most documents one project may hold.
     max_documents: int = DEFAULT_MAX_DOCUMENTS

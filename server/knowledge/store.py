@@ -15,19 +15,22 @@ Retrieval for a plan (`retrieve`):
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Final
 
 from scriptgen.v1 import knowledge_pb2, project_pb2
 
-from server.errors import AlreadyExists, FailedPrecondition, NotFound
+from server.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from server.knowledge import records, scoring
 from server.knowledge.base import EPISODE_KIND, Passage
 from server.knowledge.chroma import ChromaCollection, Connect, Metadata, Record, where_all
 from server.knowledge.chunking import DEFAULT_CHUNK_TOKENS, split
 from server.knowledge.embedding import Embedder
 from server.knowledge.text import estimate_tokens, keyword_terms
+
+log = logging.getLogger(__name__)
 
 #: Chunks fetched as vector and as keyword candidates.
 VECTOR_CANDIDATES: Final = 40
@@ -37,7 +40,7 @@ CONTINUITY_SHARE: Final = 1 / 3
 #: Candidates scoring below this are noise, whatever the budget.
 MIN_SCORE: Final = 0.05
 #: Tokens a prompt spends framing each passage (source line, separators).
-PASSAGE_OVERHEAD_TOKENS: Final = 8
+PASSAGE_OVERHEAD_TOKENS: Final = 12
 
 
 def passage_cost(passage: Passage) -> int:
@@ -72,8 +75,10 @@ class ChromaKnowledgeBase:
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         timeout_seconds: float = 30.0,
         where: str = "Chroma",
+        start_without_chroma: bool = False,
     ) -> None:
         self.embedder = embedder
+        self.start_without_chroma = start_without_chroma
         self.collection = ChromaCollection(
             connect,
             embedder,
@@ -87,7 +92,13 @@ class ChromaKnowledgeBase:
         self._adding = asyncio.Lock()
 
     async def open(self) -> None:
-        await self.collection.handle()
+        try:
+            await self.collection.handle()
+        except Unavailable:
+            if not self.start_without_chroma:
+                raise
+            # A Chroma server may come up after the core: the first call that needs it connects.
+            log.warning("story knowledge: Chroma is not reachable yet; connecting on first use")
 
     async def close(self) -> None:
         await self.collection.close()
@@ -139,7 +150,7 @@ class ChromaKnowledgeBase:
                 for chunk in chunks
             ]
             # Chunk 0 is the catalog entry: written last, a document shows only once whole.
-            order = list(range(1, len(chunks))) + [0]
+            order = [*range(1, len(chunks)), 0]
             await self.collection.upsert(
                 [f"{source}#{i}" for i in order],
                 [vectors[i] for i in order],
@@ -220,7 +231,10 @@ class ChromaKnowledgeBase:
                 episode=episode.number,
             )
 
-        metadatas = [metadata(0, records.SUMMARY), *(metadata(c.index, records.TEXT) for c in chunks)]
+        metadatas = [
+            metadata(0, records.SUMMARY),
+            *(metadata(c.index, records.TEXT) for c in chunks),
+        ]
         ids = [f"{source}#summary", *(f"{source}#{c.index}" for c in chunks)]
         await self.collection.delete(where_all(project=project_id, source=source))
         await self.collection.upsert(ids, vectors, texts, metadatas)

@@ -20,11 +20,12 @@ _DENSE: Final = re.compile(
     r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
 )
 #: Words too common to say anything about relevance.
-STOPWORDS: Final = frozenset(
+_STOPWORD_TEXT: Final = (
     "a an and are as at be but by for from had has have he her his i in is it its of on or"
     " she that the their them they this to was were what when where which who will with you"
-    " int ext".split()
+    " int ext"
 )
+STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
 
 
 def normalize(text: str) -> str:
@@ -50,6 +51,11 @@ def keyword_terms(query: str, limit: int = 12) -> list[str]:
             continue
         seen.setdefault(word, None)
     return sorted(seen, key=len, reverse=True)[:limit]
+
+
+def is_dense(word: str) -> bool:
+    """Whether `word` contains Hangul, kana or CJK ideographs."""
+    return _DENSE.search(word) is not None
 
 
 def estimate_tokens(text: str) -> int:

@@ -26,7 +26,7 @@ FLAGS_KEY = "x-feature-flags"
 #: Every flag x-feature-flags accepts, and what it does.
 FEATURE_FLAGS = {
     "no-fallback": "use only the first usable provider of each stage: no fallback, no failover",
-    "polish": "ask for the optional polish pass; accepted and ignored until that pass exists",
+    "polish": "run the polish pass: notes on dialogue, tension and twist in the quality report",
 }
 
 

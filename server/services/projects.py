@@ -12,8 +12,10 @@ from scriptgen.v1 import project_pb2, project_service_pb2, project_service_pb2_g
 
 from server import exports, limits, pagination
 from server.errors import FailedPrecondition, FieldViolation, invalid
+from server.knowledge import KnowledgeStore
 from server.metrics import CoreMetrics
 from server.services.calls import unary
+from server.services.knowledge import KnowledgeRpcs
 from server.store.base import UPDATABLE_PROJECT_FIELDS, ProjectStore
 
 Context = aio.ServicerContext[Any, Any]
@@ -61,7 +63,7 @@ def _fingerprint(request: project_service_pb2.CreateProjectRequest) -> str:
     return hashlib.sha256(canonical.SerializeToString(deterministic=True)).hexdigest()
 
 
-class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
+class ProjectServicer(KnowledgeRpcs, project_service_pb2_grpc.ProjectServiceServicer):
     """Implements scriptgen.v1.ProjectService on a ProjectStore."""
 
     def __init__(
@@ -69,9 +71,11 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
         store: ProjectStore,
         metrics: CoreMetrics,
         pdf_fonts: exports.PdfFonts | None = None,
+        knowledge: KnowledgeStore | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
+        self.knowledge = knowledge
         self.pdf_fonts = pdf_fonts or exports.PdfFonts()
 
     @unary("CreateProject")
@@ -154,6 +158,7 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
         self, request: project_service_pb2.DeleteProjectRequest, context: Context
     ) -> project_service_pb2.DeleteProjectResponse:
         project_id = limits.project_id("name", request.name)
+        await self.forget_project_knowledge(project_id, force=request.force)
         await self.store.delete_project(project_id, force=request.force)
         return project_service_pb2.DeleteProjectResponse()
 
@@ -183,6 +188,7 @@ class ProjectServicer(project_service_pb2_grpc.ProjectServiceServicer):
         self, request: project_service_pb2.DeleteEpisodeRequest, context: Context
     ) -> project_service_pb2.DeleteEpisodeResponse:
         name = limits.episode_name("name", request.name)
+        await self.forget_episode_knowledge(name.project, name.number)
         await self.store.delete_episode(name.project, name.number)
         return project_service_pb2.DeleteEpisodeResponse()
 

@@ -82,7 +82,7 @@ def episode(
     update_time: int = 0,
 ) -> project_pb2.Episode:
     """An Episode message from the columns of its row."""
-    return project_pb2.Episode(
+    found = project_pb2.Episode(
         name=f"projects/{project_id}/episodes/{number}",
         number=number,
         title=title,
@@ -98,10 +98,14 @@ def episode(
             json_format.ParseDict(item, project_pb2.ProviderUsage(), ignore_unknown_fields=True)
             for item in json.loads(usage_json)
         ],
-        prompt_snapshot=_parse(prompt_snapshot_json, project_pb2.PromptSnapshot()),
-        quality=_parse(quality_json, project_pb2.QualityReport()),
         update_time=timestamp(update_time or create_time),
     )
+    # "{}" is what episodes saved before these columns hold, and what a list leaves out.
+    if prompt_snapshot_json not in ("", "{}"):
+        found.prompt_snapshot.CopyFrom(_parse(prompt_snapshot_json, project_pb2.PromptSnapshot()))
+    if quality_json not in ("", "{}"):
+        found.quality.CopyFrom(_parse(quality_json, project_pb2.QualityReport()))
+    return found
 
 
 def _parse(text: str, message: MessageT) -> MessageT:

@@ -59,6 +59,7 @@ async def test_stages_are_announced_in_pipeline_order(core_target: str) -> None:
         generation_pb2.STAGE_WRITE,
         generation_pb2.STAGE_REVIEW,
         generation_pb2.STAGE_SAVE,
+        generation_pb2.STAGE_INDEX,
     ]
     assert "synthetic" in events[0].queued.notice
     completed = events[-1].completed

@@ -54,9 +54,7 @@ async def paced_core(tmp_path: Path) -> AsyncIterator[Core]:
 
 @pytest.fixture
 async def web_gateway(paced_core: Core) -> AsyncIterator[GatewayServer]:
-    server = GatewayServer(
-        gateway_config(f"127.0.0.1:{paced_core.grpc_port}", sse_retry_ms=500)
-    )
+    server = GatewayServer(gateway_config(f"127.0.0.1:{paced_core.grpc_port}", sse_retry_ms=500))
     await server.start()
     try:
         yield server
@@ -117,9 +115,11 @@ async def page(browser: Browser, base_url: str) -> AsyncIterator[Page]:
     opened.on("pageerror", lambda error: errors.messages.append(f"pageerror: {error}"))
     opened.on(
         "console",
-        lambda message: errors.messages.append(f"console: {message.text}")
-        if message.type == "error" and _unexpected(message.text)
-        else None,
+        lambda message: (
+            errors.messages.append(f"console: {message.text}")
+            if message.type == "error" and _unexpected(message.text)
+            else None
+        ),
     )
     try:
         yield opened

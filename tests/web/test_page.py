@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import aconnect_sse
 from playwright.async_api import Page, Route, expect
 
 from tests.web.conftest import screenshot
@@ -25,7 +27,7 @@ async def create_project(page: Page, title: str, language: str = "en") -> None:
     form = page.locator("#new-project")
     await form.get_by_label("Title").fill(title)
     await form.get_by_label("Language").select_option(language)
-    await form.get_by_label("Logline").fill("A night-shift nurse finds a patient who never existed.")
+    await form.get_by_label("Logline").fill("A nurse finds a patient who never existed.")
     await form.get_by_role("button", name="Create project").click()
     await expect(page.locator("#project-title")).to_have_text(title)
 
@@ -50,6 +52,15 @@ async def wait_for_length_above(page: Page, length: int) -> int:
         "n => Number(document.querySelector('#live').dataset.length) > n", arg=length
     )
     return await script_length(page)
+
+
+async def follow_until(api: httpx.AsyncClient, generation: str, sequence: int) -> None:
+    """Return once the job has written event `sequence` (read from its own stream)."""
+    async with aconnect_sse(api, "GET", f"/v1/{generation}/events") as source:
+        async for event in source.aiter_sse():
+            if event.id and int(event.id) >= sequence:
+                return
+    raise AssertionError(f"{generation} ended before event {sequence}")
 
 
 async def saved_script(api: httpx.AsyncClient, generation: str) -> str:
@@ -78,7 +89,8 @@ async def test_writer_creates_a_project_adds_knowledge_writes_and_exports(
     await knowledge.get_by_label("Text").fill("Short scenes, hard cuts.")
     await knowledge.get_by_role("button", name="Add document").click()
     await expect(page.locator("#knowledge-list li")).to_have_count(2)
-    await expect(page.locator("#knowledge-list")).to_contain_text("기억력이 비상하다")
+    await expect(page.locator("#knowledge-list li").first).to_contain_text("지수")
+    await expect(page.locator("#knowledge-list li").first).to_contain_text("Character profile")
     page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Delete document “Style”").click()
     await expect(page.locator("#knowledge-list li")).to_have_count(1)
@@ -88,7 +100,9 @@ async def test_writer_creates_a_project_adds_knowledge_writes_and_exports(
     await screenshot(page, "02-project-and-knowledge")
 
     # Write: the text arrives in steps, laid out as a screenplay.
+    await page.get_by_label("Target length in minutes").fill("1")
     generation = await start_episode(page, "첫 번째 밤", "지수가 사라진 환자를 찾는다")
+    assert (await api.get(f"/v1/{project['name']}")).json()["targetEpisodeMinutes"] == 1
     first = await wait_for_length_above(page, 0)
     later = await wait_for_length_above(page, first + 20)
     assert later > first
@@ -117,7 +131,7 @@ async def test_writer_creates_a_project_adds_knowledge_writes_and_exports(
     live_text = await page.locator("#script").inner_text()
     assert await page.locator("#reader-script").inner_text() == live_text
     await screenshot(page, "05-reader")
-    checks = {
+    checks: dict[str, Callable[[bytes], bool]] = {
         "fountain": lambda body: script.splitlines()[0].encode() in body,
         "fdx": lambda body: b"<FinalDraft" in body,
         "html": lambda body: b"<html" in body.lower(),
@@ -150,12 +164,23 @@ def _documents(reply: dict[str, Any]) -> list[dict[str, Any]]:
     raise AssertionError(f"no documents in {reply}")
 
 
-async def test_cancel_stops_the_episode(page: Page, api: httpx.AsyncClient) -> None:
+async def test_cancel_stops_the_episode(
+    page: Page, api: httpx.AsyncClient, proxy: CuttableProxy
+) -> None:
     await open_page(page)
     await create_project(page, "Cancel Me")
+    await page.get_by_text("Advanced options").click()
+    await page.get_by_label("Preferred model provider").select_option("synthetic")
+    await page.get_by_label("No fallback to other providers").check()
+    await page.get_by_label("Polish pass (dialogue, tension, twist)").check()
     generation = await start_episode(page, "Pilot")
+    started = [
+        head for head in proxy.requests() if re.match(r"post /v1/projects/\S+/generations", head)
+    ]
+    assert "x-preferred-provider: synthetic" in started[-1]
+    assert "x-feature-flags: no-fallback,polish" in started[-1]
     await wait_for_length_above(page, 10)
-    await page.get_by_role("button", name="Cancel").click()
+    await page.get_by_role("button", name="Cancel", exact=True).click()
     await expect(page.locator("#live")).to_have_attribute("data-state", "cancelled")
     await expect(page.locator("#stage")).to_have_text("Cancelled. Nothing was saved.")
     await expect(page.get_by_role("button", name="Write episode")).to_be_enabled()
@@ -170,13 +195,16 @@ async def test_stream_resumes_after_a_cut_connection_without_repeating_text(
     await open_page(page)
     await create_project(page, "Dropped Line")
     generation = await start_episode(page, "Pilot", "a heist goes wrong")
-    before = await wait_for_length_above(page, 40)
+    await wait_for_length_above(page, 40)
 
     proxy.cut()
     await expect(page.locator("#connection")).to_contain_text("Reconnecting")
+    cut_at = await script_length(page)
+    # The job keeps writing while the link is down; let it get well ahead of the page.
+    job_sequence = int((await api.get(f"/v1/{generation}")).json()["lastSequence"])
+    await follow_until(api, generation, job_sequence + 15)
+    assert await script_length(page) == cut_at
     await screenshot(page, "07-connection-lost")
-    # While the link is down the job keeps writing; nothing new reaches the page.
-    assert await script_length(page) - before < 40
     proxy.restore()
 
     await expect(page.locator("#live")).to_have_attribute("data-state", "completed")
@@ -268,6 +296,8 @@ async def test_errors_are_clear_and_401_asks_for_a_key(page: Page) -> None:
     await page.locator("#edit-project").get_by_role("button", name="Save changes").click()
     await expect(page.locator("#notice")).to_contain_text("Not found")
     await expect(page.locator("#notice")).to_contain_text(name.removeprefix("projects/"))
+    await expect(page.locator("#project-list li")).to_have_count(0)
+    await expect(page.locator("#welcome")).to_be_visible()
 
     # Offline: a clear message instead of a hang.
     await page.context.set_offline(True)
@@ -286,6 +316,8 @@ async def test_phone_width_and_keyboard(page: Page) -> None:
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375
     # Keyboard: the skip link comes first and moves to the workspace.
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
     await page.keyboard.press("Tab")
     await expect(page.get_by_role("link", name="Skip to the project")).to_be_focused()
     await page.keyboard.press("Enter")
@@ -298,4 +330,43 @@ async def test_phone_width_and_keyboard(page: Page) -> None:
              .map((c) => c.id || c.name)"""
     )
     assert unlabeled == []
+    # The address kept the open project through the reload.
+    await expect(page.locator("#project-title")).to_have_text("Small Screen")
+    await expect(page.locator("#notice")).to_be_hidden()
     await screenshot(page, "11-phone")
+
+
+async def test_stream_reopens_itself_when_the_browser_gives_up(
+    page: Page, api: httpx.AsyncClient, proxy: CuttableProxy
+) -> None:
+    """An HTTP error on reconnect ends EventSource; the page asks the job and reopens."""
+    await open_page(page)
+    await create_project(page, "Gateway Restart")
+    generation = await start_episode(page, "Pilot")
+    await wait_for_length_above(page, 40)
+
+    async def unavailable(route: Route) -> None:
+        await route.fulfill(
+            status=503,
+            headers={"Content-Type": "application/json"},
+            body=json.dumps(
+                {"error": {"code": 503, "status": "UNAVAILABLE", "message": "restarting"}}
+            ),
+        )
+
+    await page.route("**/events*", unavailable)
+    proxy.cut()
+    await expect(page.locator("#live")).to_have_attribute("data-connection", "retrying")
+    await page.unroute("**/events*")
+    proxy.restore()
+
+    await expect(page.locator("#live")).to_have_attribute("data-state", "completed")
+    script = await saved_script(api, generation)
+    assert await page.locator("#script-source").text_content() == script
+    assert await page.locator("#live").get_attribute("data-corrected") is None
+    reopened = [
+        head
+        for head in proxy.requests()
+        if re.match(rf"get /v1/{generation}/events\?lasteventid=[1-9][0-9]* ", head)
+    ]
+    assert reopened, "the page did not reopen the stream after the last event it saw"

@@ -16,11 +16,12 @@ export const apiKey = {
 
 /** A failed call: HTTP status, gRPC status name, the server's message, and a retry wait. */
 export class ApiError extends Error {
-  constructor({ status = 0, code = "", message, retryAfter = null, violations = [] }) {
+  constructor({ status = 0, code = "", reason = "", message, retryAfter = null, violations = [] }) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.code = code;
+    this.reason = reason;
     this.retryAfter = retryAfter;
     this.violations = violations;
   }
@@ -30,6 +31,9 @@ export class ApiError extends Error {
     if (this.status === 0) return this.message;
     if (this.status === 401) return "Please sign in: the server did not accept your API key.";
     if (this.status === 403) return "Your API key may not do this.";
+    if (this.status === 404 && this.reason === "ROUTE_NOT_FOUND") {
+      return "This server does not offer that feature (no such route). It may need an update.";
+    }
     if (this.status === 404) return `Not found: ${this.message}`;
     if (this.status === 429) {
       const wait = this.retryAfter === null ? "a moment" : plural(this.retryAfter, "second");
@@ -67,14 +71,17 @@ async function errorOf(response) {
   }
   const error = (body && body.error) || {};
   const violations = [];
+  let reason = "";
   for (const detail of error.details || []) {
     for (const violation of detail.fieldViolations || []) violations.push(violation);
+    if (detail.reason) reason = detail.reason;
   }
   const retryHeader = response.headers.get("Retry-After");
   const retryAfter = retryHeader !== null && /^\d+$/.test(retryHeader) ? Number(retryHeader) : null;
   return new ApiError({
     status: response.status,
     code: error.status || "",
+    reason,
     message: error.message || response.statusText || `HTTP ${response.status}`,
     retryAfter,
     violations,

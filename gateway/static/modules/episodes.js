@@ -54,6 +54,7 @@ export async function readEpisode(name) {
     $("#reader-title").focus();
     loadEpisodes().catch(notify);
   } catch (error) {
+    if (error.status === 404) loadEpisodes().catch(notify);
     notify(error);
   }
 }

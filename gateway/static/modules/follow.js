@@ -39,7 +39,7 @@ export class GenerationFollower {
     this.ended = false;
     this.source = null;
     this.retryTimer = null;
-    this.backoffMs = 1000;
+    this.failures = 0; // reopen attempts since the stream last opened
     this.onOnline = () => this.reopenSoon(0);
   }
 
@@ -62,7 +62,7 @@ export class GenerationFollower {
     const source = new EventSource(url);
     this.source = source;
     source.addEventListener("open", () => {
-      this.backoffMs = 1000;
+      this.failures = 0;
       this.handlers.onConnection("open");
     });
     source.addEventListener("error", () => this.lost(source));
@@ -111,7 +111,14 @@ export class GenerationFollower {
     // The browser gave up: an HTTP error, or 204 (nothing more to send). Ask the job.
     source.close();
     this.source = null;
-    this.reopenSoon(0);
+    this.reopenSoon(this.backoff());
+  }
+
+  /** 0 for the first retry, then 1 s, 2 s, 4 s … up to 15 s, so a lasting error is not hammered. */
+  backoff() {
+    const delay = this.failures === 0 ? 0 : Math.min(1000 * 2 ** (this.failures - 1), MAX_BACKOFF_MS);
+    this.failures += 1;
+    return delay;
   }
 
   reopenSoon(delayMs) {
@@ -127,12 +134,13 @@ export class GenerationFollower {
       job = await call("GET", `/v1/${this.generation}`);
     } catch (error) {
       this.handlers.onConnection(error.status === 0 && !navigator.onLine ? "offline" : "retrying", error);
-      if (error.status === 401 || error.status === 403 || error.status === 404) {
+      // 401 opens the sign-in (api.js) and retrying continues once a key is given.
+      if (error.status === 403 || error.status === 404) {
         this.finish("failed", { failed: { status: { message: error.describe() } } });
         return;
       }
-      this.backoffMs = Math.min(this.backoffMs * 2, MAX_BACKOFF_MS);
-      this.reopenSoon(error.retryAfter ? error.retryAfter * 1000 : this.backoffMs);
+      const delay = this.backoff();
+      this.reopenSoon(error.retryAfter ? Math.max(error.retryAfter * 1000, delay) : delay);
       return;
     }
     if (ENDED_STATES.has(job.state) && job.lastSequence && Number(job.lastSequence) <= this.lastSequence) {

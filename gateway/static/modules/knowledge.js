@@ -1,7 +1,7 @@
 // Story knowledge of the current project: list, add and delete documents.
 
 import { call, listAll } from "./api.js";
-import { currentProject, onProjectChosen } from "./projects.js";
+import { currentProject, forgetIfGone, onProjectChosen } from "./projects.js";
 import { $, busy, clearNotice, el, KNOWLEDGE_KINDS, notify, setLanguage } from "./ui.js";
 
 const PREVIEW_CHARACTERS = 160;
@@ -18,7 +18,10 @@ function render(documents, language) {
   for (const document_ of documents) {
     const item = el("li", { className: "item knowledge-item" });
     const title = el("strong", { text: document_.title || "(untitled)" });
-    const body = el("p", { className: "preview", text: preview(document_.text) });
+    // Lists leave the text out; the size says how much the writer will draw on.
+    const size = Number(document_.characterCount || Array.from(document_.text || "").length);
+    const detail = document_.text ? preview(document_.text) : `${size.toLocaleString()} characters`;
+    const body = el("p", { className: "preview", text: detail });
     setLanguage(title, language);
     setLanguage(body, language);
     const remove = el("button", {
@@ -64,7 +67,7 @@ export function setUpKnowledge() {
       await loadKnowledge();
       $("#knowledge-title").focus();
     } catch (error) {
-      notify(error);
+      forgetIfGone(error);
     }
   });
   onProjectChosen((project) => {

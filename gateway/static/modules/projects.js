@@ -47,7 +47,8 @@ function summary(project) {
   const parts = [PROJECT_TYPES[project.type] || "", project.language || ""];
   const minutes = Number(project.targetEpisodeMinutes || 0);
   if (minutes) parts.push(`${minutes} min episodes`);
-  parts.push(`${project.episodeCount || 0} episodes`);
+  const episodes = Number(project.episodeCount || 0);
+  parts.push(`${episodes} episode${episodes === 1 ? "" : "s"}`);
   if (project.logline) parts.push(project.logline);
   return parts.filter(Boolean).join(" · ");
 }
@@ -83,6 +84,8 @@ function showProject() {
 export function choose(project, { focus = false } = {}) {
   const changed = !current || !project || current.name !== project.name;
   current = project;
+  // The address names the open project, so a reload (or a shared link) comes back to it.
+  history.replaceState(null, "", project ? `#${project.name}` : location.pathname);
   renderList();
   showProject();
   if (changed) for (const listener of listeners) listener(current);
@@ -91,9 +94,25 @@ export function choose(project, { focus = false } = {}) {
 
 export async function loadProjects() {
   projects = await listAll("/v1/projects", "projects");
-  if (current) current = projects.find((project) => project.name === current.name) || null;
+  const wanted = current ? current.name : decodeURIComponent(location.hash.slice(1));
+  const found = projects.find((project) => project.name === wanted) || null;
+  if (found && !current) {
+    choose(found);
+    return;
+  }
+  if (current && !found) {
+    choose(null);
+    return;
+  }
+  current = found;
   renderList();
   showProject();
+}
+
+/** After a 404 on the open project: it is gone, so refresh the list and say so. */
+export function forgetIfGone(error) {
+  notify(error);
+  if (error.status === 404) loadProjects().catch(notify);
 }
 
 /** Refresh the current project (e.g. its episode count after a new episode). */
@@ -158,7 +177,7 @@ export function setUpProjects() {
       $("#edit-project-box").open = false;
       notify("Project saved.", { kind: "info" });
     } catch (error) {
-      notify(error);
+      forgetIfGone(error);
     }
   });
 

@@ -3,7 +3,7 @@
 import { call } from "./api.js";
 import { loadEpisodes, readEpisode } from "./episodes.js";
 import { GenerationFollower } from "./follow.js";
-import { currentProject, onProjectChosen, refreshCurrent, updateCurrent } from "./projects.js";
+import { currentProject, forgetIfGone, onProjectChosen, refreshCurrent, updateCurrent } from "./projects.js";
 import { Screenplay } from "./screenplay.js";
 import { $, busy, clearNotice, el, notify, setLanguage, STAGES } from "./ui.js";
 
@@ -156,7 +156,7 @@ export function setUpWriter() {
     try {
       started = await busy(form, () => start(form));
     } catch (error) {
-      notify(error);
+      forgetIfGone(error);
       return;
     }
     clearNotice();
@@ -173,8 +173,9 @@ export function setUpWriter() {
     if (!generation) return;
     $("#cancel").disabled = true;
     try {
-      await call("POST", `/v1/${generation}:cancel`, {});
+      const job = generation;
       $("#stage").textContent = "Cancelling…";
+      await call("POST", `/v1/${job}:cancel`, {});
     } catch (error) {
       $("#cancel").disabled = false;
       notify(error);

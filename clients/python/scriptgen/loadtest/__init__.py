@@ -51,4 +51,3 @@ __all__ = [
     "summary",
     "write_chart",
 ]
-

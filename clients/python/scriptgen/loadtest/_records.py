@@ -32,8 +32,8 @@ class StreamRecord:
 
     index: int
     project: str
-    #: When the request was sent.
-    sent: float = 0.0
+    #: When the request was sent; None when the stream never started.
+    sent: float | None = None
     #: When the response headers arrived (SSE only).
     headers: float | None = None
     #: When the first event arrived: any job event, before `retry:`/pings do not count.

@@ -45,6 +45,8 @@ class LoadReport:
     config: LoadConfig
     target: Target
     started_utc: str
+    #: The projects the generations went to.
+    projects: list[str]
     #: Monotonic start of the measured phase and end of the last stream.
     start: float
     end: float
@@ -98,7 +100,7 @@ class LoadReport:
                 "ramp_seconds": config.ramp_seconds,
                 "hold_seconds": config.hold_seconds,
                 "duration_cap_seconds": config.duration_seconds,
-                "projects": config.projects,
+                "projects": self.projects,
                 "client_workers": config.workers,
                 "spawned_servers": config.spawn,
                 "synthetic_pace": pace,
@@ -172,6 +174,8 @@ def machine() -> dict[str, Any]:
         "memory_bytes": memory,
         "system": f"{platform.system()} {platform.release()}",
         "python": sys.version.split()[0],
+        # Other work on the machine skews every figure: say how busy it was.
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -192,13 +196,14 @@ def _process_figures(
     series = []
     previous = first
     for sample in during:
-        if sample.time > previous.time:
+        # Readings closer than a few ms apart (the final one) would give noise, not a rate.
+        if sample.time - previous.time >= 0.05:
             percent = (
                 100 * (sample.cpu_seconds - previous.cpu_seconds) / (sample.time - previous.time)
             )
             peak_percent = max(peak_percent, percent)
             series.append([round(sample.time - start, 3), round(percent, 1), sample.rss_bytes])
-        previous = sample
+            previous = sample
     figures.update(
         cpu_seconds=round(cpu, 3),
         cpu_percent_mean=round(100 * cpu / wall, 1),
@@ -223,6 +228,7 @@ def build_report(
     config: LoadConfig,
     target: Target,
     started_utc: str,
+    projects: Sequence[str],
     start: float,
     records: Sequence[StreamRecord],
     processes: list[WatchedProcess],
@@ -231,17 +237,17 @@ def build_report(
 ) -> LoadReport:
     ends = [r.ended for r in records if r.ended is not None]
     end = max(ends) if ends else start
-    outcomes = Counter(r.outcome.value for r in records if r.sent)
-    outcomes["not_started"] = sum(1 for r in records if not r.sent)
+    outcomes = Counter(r.outcome.value for r in records if r.sent is not None)
+    outcomes["not_started"] = sum(1 for r in records if r.sent is None)
     errors = Counter(
         r.error for r in records if r.outcome in (Outcome.ERROR, Outcome.FAILED, Outcome.CANCELLED)
     )
     itl: list[float] = []
     for record in records:
         itl.extend(inter_token_latencies(record))
-    ttfe = [r.first_event - r.sent for r in records if r.first_event is not None]
-    ttft = [r.first_token - r.sent for r in records if r.first_token is not None]
-    headers = [r.headers - r.sent for r in records if r.headers is not None]
+    ttfe = _since_sent(records, "first_event")
+    ttft = _since_sent(records, "first_token")
+    headers = _since_sent(records, "headers")
     rates = [rate for r in records if (rate := stream_rate(r)) is not None]
     delta_times = [r.delta_times for r in records if r.delta_times]
     tokens = sum(r.tokens for r in records)
@@ -254,6 +260,7 @@ def build_report(
         config=config,
         target=target,
         started_utc=started_utc,
+        projects=list(projects),
         start=start,
         end=end,
         outcomes={name: count for name, count in sorted(outcomes.items()) if count},
@@ -279,6 +286,16 @@ def build_report(
             "inter_token_latency": itl,
         },
     )
+
+
+def _since_sent(records: Sequence[StreamRecord], moment: str) -> list[float]:
+    """Seconds from each stream's request to its `moment` (a StreamRecord time field)."""
+    spans = []
+    for record in records:
+        when: float | None = getattr(record, moment)
+        if when is not None and record.sent is not None:
+            spans.append(when - record.sent)
+    return spans
 
 
 def _ms(value: float) -> str:

@@ -80,6 +80,7 @@ async def run_load(config: LoadConfig, progress: Progress = _quiet) -> LoadRepor
         replace(config, target=target),
         target,
         started_utc,
+        projects,
         start,
         records,
         processes,

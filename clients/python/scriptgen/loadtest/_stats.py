@@ -103,7 +103,7 @@ def timeline(records: Sequence[StreamRecord], start: float, end: float) -> list[
             slot = min(buckets - 1, max(0, int((moment - start) / width)))
             tokens[slot] += count
             deltas[slot] += 1
-        if record.sent:
+        if record.sent is not None:
             first = min(buckets, max(0, int((record.sent - start) / width)))
             last = record.ended if record.ended is not None else end
             stop = min(buckets, max(first, int((last - start) / width) + 1))

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from scriptgen.v1 import knowledge_pb2 as scriptgen_dot_v1_dot_knowledge__pb2
 from scriptgen.v1 import project_pb2 as scriptgen_dot_v1_dot_project__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"scriptgen/v1/project_service.proto\x12\x0cscriptgen.v1\x1a google/protobuf/field_mask.proto\x1a\x1ascriptgen/v1/project.proto\"f\n\x14\x43reateProjectRequest\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"?\n\x15\x43reateProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"!\n\x11GetProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"<\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListProjectsResponse\x12\'\n\x08projects\x18\x01 \x03(\x0b\x32\x15.scriptgen.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"o\n\x14UpdateProjectRequest\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"3\n\x14\x44\x65leteProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x17\n\x15\x44\x65leteProjectResponse\"L\n\x13ListEpisodesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x14ListEpisodesResponse\x12\'\n\x08\x65pisodes\x18\x01 \x03(\x0b\x32\x15.scriptgen.v1.Episode\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetEpisodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetEpisodeResponse\x12&\n\x07\x65pisode\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Episode\"$\n\x14\x44\x65leteEpisodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteEpisodeResponse\"P\n\x14\x45xportEpisodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.scriptgen.v1.ExportFormat\"P\n\x15\x45xportEpisodeResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t*\x8f\x01\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPORT_FORMAT_FOUNTAIN\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_FDX\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_HTML\x10\x03\x12\x15\n\x11\x45XPORT_FORMAT_PDF\x10\x04\x32\xa2\x06\n\x0eProjectService\x12X\n\rCreateProject\x12\".scriptgen.v1.CreateProjectRequest\x1a#.scriptgen.v1.CreateProjectResponse\x12O\n\nGetProject\x12\x1f.scriptgen.v1.GetProjectRequest\x1a .scriptgen.v1.GetProjectResponse\x12U\n\x0cListProjects\x12!.scriptgen.v1.ListProjectsRequest\x1a\".scriptgen.v1.ListProjectsResponse\x12X\n\rUpdateProject\x12\".scriptgen.v1.UpdateProjectRequest\x1a#.scriptgen.v1.UpdateProjectResponse\x12X\n\rDeleteProject\x12\".scriptgen.v1.DeleteProjectRequest\x1a#.scriptgen.v1.DeleteProjectResponse\x12U\n\x0cListEpisodes\x12!.scriptgen.v1.ListEpisodesRequest\x1a\".scriptgen.v1.ListEpisodesResponse\x12O\n\nGetEpisode\x12\x1f.scriptgen.v1.GetEpisodeRequest\x1a .scriptgen.v1.GetEpisodeResponse\x12X\n\rDeleteEpisode\x12\".scriptgen.v1.DeleteEpisodeRequest\x1a#.scriptgen.v1.DeleteEpisodeResponse\x12X\n\rExportEpisode\x12\".scriptgen.v1.ExportEpisodeRequest\x1a#.scriptgen.v1.ExportEpisodeResponseB.\n\x10\x64\x65v.scriptgen.v1P\x01Z\x18scriptgen/v1;scriptgenv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"scriptgen/v1/project_service.proto\x12\x0cscriptgen.v1\x1a google/protobuf/field_mask.proto\x1a\x1cscriptgen/v1/knowledge.proto\x1a\x1ascriptgen/v1/project.proto\"f\n\x14\x43reateProjectRequest\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"?\n\x15\x43reateProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"!\n\x11GetProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"<\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListProjectsResponse\x12\'\n\x08projects\x18\x01 \x03(\x0b\x32\x15.scriptgen.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"o\n\x14UpdateProjectRequest\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateProjectResponse\x12&\n\x07project\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Project\"3\n\x14\x44\x65leteProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x17\n\x15\x44\x65leteProjectResponse\"L\n\x13ListEpisodesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x14ListEpisodesResponse\x12\'\n\x08\x65pisodes\x18\x01 \x03(\x0b\x32\x15.scriptgen.v1.Episode\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetEpisodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetEpisodeResponse\x12&\n\x07\x65pisode\x18\x01 \x01(\x0b\x32\x15.scriptgen.v1.Episode\"$\n\x14\x44\x65leteEpisodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteEpisodeResponse\"P\n\x14\x45xportEpisodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.scriptgen.v1.ExportFormat\"P\n\x15\x45xportEpisodeResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"u\n\x1b\x41\x64\x64KnowledgeDocumentRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x31\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x1f.scriptgen.v1.KnowledgeDocument\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\"Q\n\x1c\x41\x64\x64KnowledgeDocumentResponse\x12\x31\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1f.scriptgen.v1.KnowledgeDocument\"\x81\x01\n\x1dListKnowledgeDocumentsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12)\n\x04kind\x18\x04 \x01(\x0e\x32\x1b.scriptgen.v1.KnowledgeKind\"m\n\x1eListKnowledgeDocumentsResponse\x12\x32\n\tdocuments\x18\x01 \x03(\x0b\x32\x1f.scriptgen.v1.KnowledgeDocument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x1bGetKnowledgeDocumentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x1cGetKnowledgeDocumentResponse\x12\x31\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1f.scriptgen.v1.KnowledgeDocument\".\n\x1e\x44\x65leteKnowledgeDocumentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x1f\x44\x65leteKnowledgeDocumentResponse*\x8f\x01\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPORT_FORMAT_FOUNTAIN\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_FDX\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_HTML\x10\x03\x12\x15\n\x11\x45XPORT_FORMAT_PDF\x10\x04\x32\xed\t\n\x0eProjectService\x12X\n\rCreateProject\x12\".scriptgen.v1.CreateProjectRequest\x1a#.scriptgen.v1.CreateProjectResponse\x12O\n\nGetProject\x12\x1f.scriptgen.v1.GetProjectRequest\x1a .scriptgen.v1.GetProjectResponse\x12U\n\x0cListProjects\x12!.scriptgen.v1.ListProjectsRequest\x1a\".scriptgen.v1.ListProjectsResponse\x12X\n\rUpdateProject\x12\".scriptgen.v1.UpdateProjectRequest\x1a#.scriptgen.v1.UpdateProjectResponse\x12X\n\rDeleteProject\x12\".scriptgen.v1.DeleteProjectRequest\x1a#.scriptgen.v1.DeleteProjectResponse\x12U\n\x0cListEpisodes\x12!.scriptgen.v1.ListEpisodesRequest\x1a\".scriptgen.v1.ListEpisodesResponse\x12O\n\nGetEpisode\x12\x1f.scriptgen.v1.GetEpisodeRequest\x1a .scriptgen.v1.GetEpisodeResponse\x12X\n\rDeleteEpisode\x12\".scriptgen.v1.DeleteEpisodeRequest\x1a#.scriptgen.v1.DeleteEpisodeResponse\x12X\n\rExportEpisode\x12\".scriptgen.v1.ExportEpisodeRequest\x1a#.scriptgen.v1.ExportEpisodeResponse\x12m\n\x14\x41\x64\x64KnowledgeDocument\x12).scriptgen.v1.AddKnowledgeDocumentRequest\x1a*.scriptgen.v1.AddKnowledgeDocumentResponse\x12s\n\x16ListKnowledgeDocuments\x12+.scriptgen.v1.ListKnowledgeDocumentsRequest\x1a,.scriptgen.v1.ListKnowledgeDocumentsResponse\x12m\n\x14GetKnowledgeDocument\x12).scriptgen.v1.GetKnowledgeDocumentRequest\x1a*.scriptgen.v1.GetKnowledgeDocumentResponse\x12v\n\x17\x44\x65leteKnowledgeDocument\x12,.scriptgen.v1.DeleteKnowledgeDocumentRequest\x1a-.scriptgen.v1.DeleteKnowledgeDocumentResponseB.\n\x10\x64\x65v.scriptgen.v1P\x01Z\x18scriptgen/v1;scriptgenv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,44 +35,60 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scriptgen.v1.project_servic
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.scriptgen.v1P\001Z\030scriptgen/v1;scriptgenv1'
-  _globals['_EXPORTFORMAT']._serialized_start=1281
-  _globals['_EXPORTFORMAT']._serialized_end=1424
-  _globals['_CREATEPROJECTREQUEST']._serialized_start=114
-  _globals['_CREATEPROJECTREQUEST']._serialized_end=216
-  _globals['_CREATEPROJECTRESPONSE']._serialized_start=218
-  _globals['_CREATEPROJECTRESPONSE']._serialized_end=281
-  _globals['_GETPROJECTREQUEST']._serialized_start=283
-  _globals['_GETPROJECTREQUEST']._serialized_end=316
-  _globals['_GETPROJECTRESPONSE']._serialized_start=318
-  _globals['_GETPROJECTRESPONSE']._serialized_end=378
-  _globals['_LISTPROJECTSREQUEST']._serialized_start=380
-  _globals['_LISTPROJECTSREQUEST']._serialized_end=440
-  _globals['_LISTPROJECTSRESPONSE']._serialized_start=442
-  _globals['_LISTPROJECTSRESPONSE']._serialized_end=530
-  _globals['_UPDATEPROJECTREQUEST']._serialized_start=532
-  _globals['_UPDATEPROJECTREQUEST']._serialized_end=643
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=645
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=708
-  _globals['_DELETEPROJECTREQUEST']._serialized_start=710
-  _globals['_DELETEPROJECTREQUEST']._serialized_end=761
-  _globals['_DELETEPROJECTRESPONSE']._serialized_start=763
-  _globals['_DELETEPROJECTRESPONSE']._serialized_end=786
-  _globals['_LISTEPISODESREQUEST']._serialized_start=788
-  _globals['_LISTEPISODESREQUEST']._serialized_end=864
-  _globals['_LISTEPISODESRESPONSE']._serialized_start=866
-  _globals['_LISTEPISODESRESPONSE']._serialized_end=954
-  _globals['_GETEPISODEREQUEST']._serialized_start=956
-  _globals['_GETEPISODEREQUEST']._serialized_end=989
-  _globals['_GETEPISODERESPONSE']._serialized_start=991
-  _globals['_GETEPISODERESPONSE']._serialized_end=1051
-  _globals['_DELETEEPISODEREQUEST']._serialized_start=1053
-  _globals['_DELETEEPISODEREQUEST']._serialized_end=1089
-  _globals['_DELETEEPISODERESPONSE']._serialized_start=1091
-  _globals['_DELETEEPISODERESPONSE']._serialized_end=1114
-  _globals['_EXPORTEPISODEREQUEST']._serialized_start=1116
-  _globals['_EXPORTEPISODEREQUEST']._serialized_end=1196
-  _globals['_EXPORTEPISODERESPONSE']._serialized_start=1198
-  _globals['_EXPORTEPISODERESPONSE']._serialized_end=1278
-  _globals['_PROJECTSERVICE']._serialized_start=1427
-  _globals['_PROJECTSERVICE']._serialized_end=2229
+  _globals['_EXPORTFORMAT']._serialized_start=1967
+  _globals['_EXPORTFORMAT']._serialized_end=2110
+  _globals['_CREATEPROJECTREQUEST']._serialized_start=144
+  _globals['_CREATEPROJECTREQUEST']._serialized_end=246
+  _globals['_CREATEPROJECTRESPONSE']._serialized_start=248
+  _globals['_CREATEPROJECTRESPONSE']._serialized_end=311
+  _globals['_GETPROJECTREQUEST']._serialized_start=313
+  _globals['_GETPROJECTREQUEST']._serialized_end=346
+  _globals['_GETPROJECTRESPONSE']._serialized_start=348
+  _globals['_GETPROJECTRESPONSE']._serialized_end=408
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=410
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=470
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=472
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=560
+  _globals['_UPDATEPROJECTREQUEST']._serialized_start=562
+  _globals['_UPDATEPROJECTREQUEST']._serialized_end=673
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=675
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=738
+  _globals['_DELETEPROJECTREQUEST']._serialized_start=740
+  _globals['_DELETEPROJECTREQUEST']._serialized_end=791
+  _globals['_DELETEPROJECTRESPONSE']._serialized_start=793
+  _globals['_DELETEPROJECTRESPONSE']._serialized_end=816
+  _globals['_LISTEPISODESREQUEST']._serialized_start=818
+  _globals['_LISTEPISODESREQUEST']._serialized_end=894
+  _globals['_LISTEPISODESRESPONSE']._serialized_start=896
+  _globals['_LISTEPISODESRESPONSE']._serialized_end=984
+  _globals['_GETEPISODEREQUEST']._serialized_start=986
+  _globals['_GETEPISODEREQUEST']._serialized_end=1019
+  _globals['_GETEPISODERESPONSE']._serialized_start=1021
+  _globals['_GETEPISODERESPONSE']._serialized_end=1081
+  _globals['_DELETEEPISODEREQUEST']._serialized_start=1083
+  _globals['_DELETEEPISODEREQUEST']._serialized_end=1119
+  _globals['_DELETEEPISODERESPONSE']._serialized_start=1121
+  _globals['_DELETEEPISODERESPONSE']._serialized_end=1144
+  _globals['_EXPORTEPISODEREQUEST']._serialized_start=1146
+  _globals['_EXPORTEPISODEREQUEST']._serialized_end=1226
+  _globals['_EXPORTEPISODERESPONSE']._serialized_start=1228
+  _globals['_EXPORTEPISODERESPONSE']._serialized_end=1308
+  _globals['_ADDKNOWLEDGEDOCUMENTREQUEST']._serialized_start=1310
+  _globals['_ADDKNOWLEDGEDOCUMENTREQUEST']._serialized_end=1427
+  _globals['_ADDKNOWLEDGEDOCUMENTRESPONSE']._serialized_start=1429
+  _globals['_ADDKNOWLEDGEDOCUMENTRESPONSE']._serialized_end=1510
+  _globals['_LISTKNOWLEDGEDOCUMENTSREQUEST']._serialized_start=1513
+  _globals['_LISTKNOWLEDGEDOCUMENTSREQUEST']._serialized_end=1642
+  _globals['_LISTKNOWLEDGEDOCUMENTSRESPONSE']._serialized_start=1644
+  _globals['_LISTKNOWLEDGEDOCUMENTSRESPONSE']._serialized_end=1753
+  _globals['_GETKNOWLEDGEDOCUMENTREQUEST']._serialized_start=1755
+  _globals['_GETKNOWLEDGEDOCUMENTREQUEST']._serialized_end=1798
+  _globals['_GETKNOWLEDGEDOCUMENTRESPONSE']._serialized_start=1800
+  _globals['_GETKNOWLEDGEDOCUMENTRESPONSE']._serialized_end=1881
+  _globals['_DELETEKNOWLEDGEDOCUMENTREQUEST']._serialized_start=1883
+  _globals['_DELETEKNOWLEDGEDOCUMENTREQUEST']._serialized_end=1929
+  _globals['_DELETEKNOWLEDGEDOCUMENTRESPONSE']._serialized_start=1931
+  _globals['_DELETEKNOWLEDGEDOCUMENTRESPONSE']._serialized_end=1964
+  _globals['_PROJECTSERVICE']._serialized_start=2113
+  _globals['_PROJECTSERVICE']._serialized_end=3374
 # @@protoc_insertion_point(module_scope)

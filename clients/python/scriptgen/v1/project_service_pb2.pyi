@@ -9,6 +9,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from scriptgen.v1 import knowledge_pb2 as _knowledge_pb2
 from scriptgen.v1 import project_pb2 as _project_pb2
 import builtins as _builtins
 import sys
@@ -514,3 +515,208 @@ class ExportEpisodeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportEpisodeResponse: _TypeAlias = ExportEpisodeResponse  # noqa: Y015
+
+@_typing.final
+class AddKnowledgeDocumentRequest(_message.Message):
+    """Request for AddKnowledgeDocument."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """Required. The project, `projects/{project}`."""
+    document_id: _builtins.str
+    """Optional client-chosen id ([a-z][a-z0-9-]{0,62}); a random one otherwise.
+    An id already in use is ALREADY_EXISTS (reason KNOWLEDGE_EXISTS).
+    """
+    @_builtins.property
+    def document(self) -> _knowledge_pb2.KnowledgeDocument:
+        """Required. The document: `kind`, `title` and `text`; output-only fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        document: _knowledge_pb2.KnowledgeDocument | None = ...,
+        document_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "document_id", b"document_id", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddKnowledgeDocumentRequest: _TypeAlias = AddKnowledgeDocumentRequest  # noqa: Y015
+
+@_typing.final
+class AddKnowledgeDocumentResponse(_message.Message):
+    """Response for AddKnowledgeDocument."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def document(self) -> _knowledge_pb2.KnowledgeDocument:
+        """The stored document, with its text."""
+
+    def __init__(
+        self,
+        *,
+        document: _knowledge_pb2.KnowledgeDocument | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddKnowledgeDocumentResponse: _TypeAlias = AddKnowledgeDocumentResponse  # noqa: Y015
+
+@_typing.final
+class ListKnowledgeDocumentsRequest(_message.Message):
+    """Request for ListKnowledgeDocuments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """Required. `projects/{project}`."""
+    page_size: _builtins.int
+    """Maximum number of documents to return (0 = 50, at most 1000)."""
+    page_token: _builtins.str
+    """A `next_page_token` from a previous call."""
+    kind: _knowledge_pb2.KnowledgeKind.ValueType
+    """Only documents of this kind; KNOWLEDGE_KIND_UNSPECIFIED lists every kind."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        kind: _knowledge_pb2.KnowledgeKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKnowledgeDocumentsRequest: _TypeAlias = ListKnowledgeDocumentsRequest  # noqa: Y015
+
+@_typing.final
+class ListKnowledgeDocumentsResponse(_message.Message):
+    """Response for ListKnowledgeDocuments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[_knowledge_pb2.KnowledgeDocument]:
+        """The documents of this page, oldest first; `text` is left empty."""
+
+    def __init__(
+        self,
+        *,
+        documents: _abc.Iterable[_knowledge_pb2.KnowledgeDocument] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKnowledgeDocumentsResponse: _TypeAlias = ListKnowledgeDocumentsResponse  # noqa: Y015
+
+@_typing.final
+class GetKnowledgeDocumentRequest(_message.Message):
+    """Request for GetKnowledgeDocument."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. `projects/{project}/knowledge/{document}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKnowledgeDocumentRequest: _TypeAlias = GetKnowledgeDocumentRequest  # noqa: Y015
+
+@_typing.final
+class GetKnowledgeDocumentResponse(_message.Message):
+    """Response for GetKnowledgeDocument."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def document(self) -> _knowledge_pb2.KnowledgeDocument:
+        """The document with its text."""
+
+    def __init__(
+        self,
+        *,
+        document: _knowledge_pb2.KnowledgeDocument | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKnowledgeDocumentResponse: _TypeAlias = GetKnowledgeDocumentResponse  # noqa: Y015
+
+@_typing.final
+class DeleteKnowledgeDocumentRequest(_message.Message):
+    """Request for DeleteKnowledgeDocument."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. `projects/{project}/knowledge/{document}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteKnowledgeDocumentRequest: _TypeAlias = DeleteKnowledgeDocumentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteKnowledgeDocumentResponse(_message.Message):
+    """Response for DeleteKnowledgeDocument."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteKnowledgeDocumentResponse: _TypeAlias = DeleteKnowledgeDocumentResponse  # noqa: Y015

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class ProjectServiceStub:
-    """Projects and their episodes.
+    """Projects, their episodes and their story knowledge.
 
     List calls take `page_size` (0 means the default of 50; 1..1000 allowed,
     anything else is INVALID_ARGUMENT) and an opaque `page_token` from the
@@ -84,10 +84,30 @@ class ProjectServiceStub:
                 request_serializer=scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeRequest.SerializeToString,
                 response_deserializer=scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeResponse.FromString,
                 _registered_method=True)
+        self.AddKnowledgeDocument = channel.unary_unary(
+                '/scriptgen.v1.ProjectService/AddKnowledgeDocument',
+                request_serializer=scriptgen_dot_v1_dot_project__service__pb2.AddKnowledgeDocumentRequest.SerializeToString,
+                response_deserializer=scriptgen_dot_v1_dot_project__service__pb2.AddKnowledgeDocumentResponse.FromString,
+                _registered_method=True)
+        self.ListKnowledgeDocuments = channel.unary_unary(
+                '/scriptgen.v1.ProjectService/ListKnowledgeDocuments',
+                request_serializer=scriptgen_dot_v1_dot_project__service__pb2.ListKnowledgeDocumentsRequest.SerializeToString,
+                response_deserializer=scriptgen_dot_v1_dot_project__service__pb2.ListKnowledgeDocumentsResponse.FromString,
+                _registered_method=True)
+        self.GetKnowledgeDocument = channel.unary_unary(
+                '/scriptgen.v1.ProjectService/GetKnowledgeDocument',
+                request_serializer=scriptgen_dot_v1_dot_project__service__pb2.GetKnowledgeDocumentRequest.SerializeToString,
+                response_deserializer=scriptgen_dot_v1_dot_project__service__pb2.GetKnowledgeDocumentResponse.FromString,
+                _registered_method=True)
+        self.DeleteKnowledgeDocument = channel.unary_unary(
+                '/scriptgen.v1.ProjectService/DeleteKnowledgeDocument',
+                request_serializer=scriptgen_dot_v1_dot_project__service__pb2.DeleteKnowledgeDocumentRequest.SerializeToString,
+                response_deserializer=scriptgen_dot_v1_dot_project__service__pb2.DeleteKnowledgeDocumentResponse.FromString,
+                _registered_method=True)
 
 
 class ProjectServiceServicer:
-    """Projects and their episodes.
+    """Projects, their episodes and their story knowledge.
 
     List calls take `page_size` (0 means the default of 50; 1..1000 allowed,
     anything else is INVALID_ARGUMENT) and an opaque `page_token` from the
@@ -123,7 +143,8 @@ class ProjectServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteProject(self, request, context):
-        """Deletes a project; with `force` also its episodes.
+        """Deletes a project; with `force` also its episodes. Its story knowledge
+        goes with it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +173,34 @@ class ProjectServiceServicer:
 
     def ExportEpisode(self, request, context):
         """Renders one episode as a file: Fountain, Final Draft (FDX), HTML or PDF.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddKnowledgeDocument(self, request, context):
+        """Adds a story-knowledge document to a project: chunked, embedded, stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKnowledgeDocuments(self, request, context):
+        """Lists a project's knowledge documents, oldest first, without their text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKnowledgeDocument(self, request, context):
+        """Gets one knowledge document with its text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteKnowledgeDocument(self, request, context):
+        """Deletes one knowledge document; later plans no longer see it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +254,26 @@ def add_ProjectServiceServicer_to_server(servicer, server):
                     request_deserializer=scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeRequest.FromString,
                     response_serializer=scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeResponse.SerializeToString,
             ),
+            'AddKnowledgeDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddKnowledgeDocument,
+                    request_deserializer=scriptgen_dot_v1_dot_project__service__pb2.AddKnowledgeDocumentRequest.FromString,
+                    response_serializer=scriptgen_dot_v1_dot_project__service__pb2.AddKnowledgeDocumentResponse.SerializeToString,
+            ),
+            'ListKnowledgeDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKnowledgeDocuments,
+                    request_deserializer=scriptgen_dot_v1_dot_project__service__pb2.ListKnowledgeDocumentsRequest.FromString,
+                    response_serializer=scriptgen_dot_v1_dot_project__service__pb2.ListKnowledgeDocumentsResponse.SerializeToString,
+            ),
+            'GetKnowledgeDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKnowledgeDocument,
+                    request_deserializer=scriptgen_dot_v1_dot_project__service__pb2.GetKnowledgeDocumentRequest.FromString,
+                    response_serializer=scriptgen_dot_v1_dot_project__service__pb2.GetKnowledgeDocumentResponse.SerializeToString,
+            ),
+            'DeleteKnowledgeDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteKnowledgeDocument,
+                    request_deserializer=scriptgen_dot_v1_dot_project__service__pb2.DeleteKnowledgeDocumentRequest.FromString,
+                    response_serializer=scriptgen_dot_v1_dot_project__service__pb2.DeleteKnowledgeDocumentResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'scriptgen.v1.ProjectService', rpc_method_handlers)
@@ -214,7 +283,7 @@ def add_ProjectServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ProjectService:
-    """Projects and their episodes.
+    """Projects, their episodes and their story knowledge.
 
     List calls take `page_size` (0 means the default of 50; 1..1000 allowed,
     anything else is INVALID_ARGUMENT) and an opaque `page_token` from the
@@ -454,6 +523,114 @@ class ProjectService:
             '/scriptgen.v1.ProjectService/ExportEpisode',
             scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeRequest.SerializeToString,
             scriptgen_dot_v1_dot_project__service__pb2.ExportEpisodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddKnowledgeDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scriptgen.v1.ProjectService/AddKnowledgeDocument',
+            scriptgen_dot_v1_dot_project__service__pb2.AddKnowledgeDocumentRequest.SerializeToString,
+            scriptgen_dot_v1_dot_project__service__pb2.AddKnowledgeDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKnowledgeDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scriptgen.v1.ProjectService/ListKnowledgeDocuments',
+            scriptgen_dot_v1_dot_project__service__pb2.ListKnowledgeDocumentsRequest.SerializeToString,
+            scriptgen_dot_v1_dot_project__service__pb2.ListKnowledgeDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKnowledgeDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scriptgen.v1.ProjectService/GetKnowledgeDocument',
+            scriptgen_dot_v1_dot_project__service__pb2.GetKnowledgeDocumentRequest.SerializeToString,
+            scriptgen_dot_v1_dot_project__service__pb2.GetKnowledgeDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteKnowledgeDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scriptgen.v1.ProjectService/DeleteKnowledgeDocument',
+            scriptgen_dot_v1_dot_project__service__pb2.DeleteKnowledgeDocumentRequest.SerializeToString,
+            scriptgen_dot_v1_dot_project__service__pb2.DeleteKnowledgeDocumentResponse.FromString,
             options,
             channel_credentials,
             insecure,

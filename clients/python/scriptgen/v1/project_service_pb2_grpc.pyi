@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ProjectServiceStub:
-    """Projects and their episodes.
+    """Projects, their episodes and their story knowledge.
 
     List calls take `page_size` (0 means the default of 50; 1..1000 allowed,
     anything else is INVALID_ARGUMENT) and an opaque `page_token` from the
@@ -47,7 +47,9 @@ class ProjectServiceStub:
     UpdateProject: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.UpdateProjectRequest, _project_service_pb2.UpdateProjectResponse]
     """Updates the fields of a project named by `update_mask`."""
     DeleteProject: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.DeleteProjectRequest, _project_service_pb2.DeleteProjectResponse]
-    """Deletes a project; with `force` also its episodes."""
+    """Deletes a project; with `force` also its episodes. Its story knowledge
+    goes with it.
+    """
     ListEpisodes: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.ListEpisodesRequest, _project_service_pb2.ListEpisodesResponse]
     """Lists the episodes of a project by number."""
     GetEpisode: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.GetEpisodeRequest, _project_service_pb2.GetEpisodeResponse]
@@ -56,10 +58,18 @@ class ProjectServiceStub:
     """Deletes one episode. Its number is never given to another episode."""
     ExportEpisode: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.ExportEpisodeRequest, _project_service_pb2.ExportEpisodeResponse]
     """Renders one episode as a file: Fountain, Final Draft (FDX), HTML or PDF."""
+    AddKnowledgeDocument: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.AddKnowledgeDocumentRequest, _project_service_pb2.AddKnowledgeDocumentResponse]
+    """Adds a story-knowledge document to a project: chunked, embedded, stored."""
+    ListKnowledgeDocuments: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.ListKnowledgeDocumentsRequest, _project_service_pb2.ListKnowledgeDocumentsResponse]
+    """Lists a project's knowledge documents, oldest first, without their text."""
+    GetKnowledgeDocument: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.GetKnowledgeDocumentRequest, _project_service_pb2.GetKnowledgeDocumentResponse]
+    """Gets one knowledge document with its text."""
+    DeleteKnowledgeDocument: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.DeleteKnowledgeDocumentRequest, _project_service_pb2.DeleteKnowledgeDocumentResponse]
+    """Deletes one knowledge document; later plans no longer see it."""
 
 @_typing.type_check_only
 class ProjectServiceAsyncStub(ProjectServiceStub):
-    """Projects and their episodes.
+    """Projects, their episodes and their story knowledge.
 
     List calls take `page_size` (0 means the default of 50; 1..1000 allowed,
     anything else is INVALID_ARGUMENT) and an opaque `page_token` from the
@@ -76,7 +86,9 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     UpdateProject: _aio.UnaryUnaryMultiCallable[_project_service_pb2.UpdateProjectRequest, _project_service_pb2.UpdateProjectResponse]  # type: ignore[assignment]
     """Updates the fields of a project named by `update_mask`."""
     DeleteProject: _aio.UnaryUnaryMultiCallable[_project_service_pb2.DeleteProjectRequest, _project_service_pb2.DeleteProjectResponse]  # type: ignore[assignment]
-    """Deletes a project; with `force` also its episodes."""
+    """Deletes a project; with `force` also its episodes. Its story knowledge
+    goes with it.
+    """
     ListEpisodes: _aio.UnaryUnaryMultiCallable[_project_service_pb2.ListEpisodesRequest, _project_service_pb2.ListEpisodesResponse]  # type: ignore[assignment]
     """Lists the episodes of a project by number."""
     GetEpisode: _aio.UnaryUnaryMultiCallable[_project_service_pb2.GetEpisodeRequest, _project_service_pb2.GetEpisodeResponse]  # type: ignore[assignment]
@@ -85,9 +97,17 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     """Deletes one episode. Its number is never given to another episode."""
     ExportEpisode: _aio.UnaryUnaryMultiCallable[_project_service_pb2.ExportEpisodeRequest, _project_service_pb2.ExportEpisodeResponse]  # type: ignore[assignment]
     """Renders one episode as a file: Fountain, Final Draft (FDX), HTML or PDF."""
+    AddKnowledgeDocument: _aio.UnaryUnaryMultiCallable[_project_service_pb2.AddKnowledgeDocumentRequest, _project_service_pb2.AddKnowledgeDocumentResponse]  # type: ignore[assignment]
+    """Adds a story-knowledge document to a project: chunked, embedded, stored."""
+    ListKnowledgeDocuments: _aio.UnaryUnaryMultiCallable[_project_service_pb2.ListKnowledgeDocumentsRequest, _project_service_pb2.ListKnowledgeDocumentsResponse]  # type: ignore[assignment]
+    """Lists a project's knowledge documents, oldest first, without their text."""
+    GetKnowledgeDocument: _aio.UnaryUnaryMultiCallable[_project_service_pb2.GetKnowledgeDocumentRequest, _project_service_pb2.GetKnowledgeDocumentResponse]  # type: ignore[assignment]
+    """Gets one knowledge document with its text."""
+    DeleteKnowledgeDocument: _aio.UnaryUnaryMultiCallable[_project_service_pb2.DeleteKnowledgeDocumentRequest, _project_service_pb2.DeleteKnowledgeDocumentResponse]  # type: ignore[assignment]
+    """Deletes one knowledge document; later plans no longer see it."""
 
 class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Projects and their episodes.
+    """Projects, their episodes and their story knowledge.
 
     List calls take `page_size` (0 means the default of 50; 1..1000 allowed,
     anything else is INVALID_ARGUMENT) and an opaque `page_token` from the
@@ -132,7 +152,9 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _project_service_pb2.DeleteProjectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_project_service_pb2.DeleteProjectResponse, _abc.Awaitable[_project_service_pb2.DeleteProjectResponse]]:
-        """Deletes a project; with `force` also its episodes."""
+        """Deletes a project; with `force` also its episodes. Its story knowledge
+        goes with it.
+        """
 
     @_abc_1.abstractmethod
     def ListEpisodes(
@@ -165,5 +187,37 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_service_pb2.ExportEpisodeResponse, _abc.Awaitable[_project_service_pb2.ExportEpisodeResponse]]:
         """Renders one episode as a file: Fountain, Final Draft (FDX), HTML or PDF."""
+
+    @_abc_1.abstractmethod
+    def AddKnowledgeDocument(
+        self,
+        request: _project_service_pb2.AddKnowledgeDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_project_service_pb2.AddKnowledgeDocumentResponse, _abc.Awaitable[_project_service_pb2.AddKnowledgeDocumentResponse]]:
+        """Adds a story-knowledge document to a project: chunked, embedded, stored."""
+
+    @_abc_1.abstractmethod
+    def ListKnowledgeDocuments(
+        self,
+        request: _project_service_pb2.ListKnowledgeDocumentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_project_service_pb2.ListKnowledgeDocumentsResponse, _abc.Awaitable[_project_service_pb2.ListKnowledgeDocumentsResponse]]:
+        """Lists a project's knowledge documents, oldest first, without their text."""
+
+    @_abc_1.abstractmethod
+    def GetKnowledgeDocument(
+        self,
+        request: _project_service_pb2.GetKnowledgeDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_project_service_pb2.GetKnowledgeDocumentResponse, _abc.Awaitable[_project_service_pb2.GetKnowledgeDocumentResponse]]:
+        """Gets one knowledge document with its text."""
+
+    @_abc_1.abstractmethod
+    def DeleteKnowledgeDocument(
+        self,
+        request: _project_service_pb2.DeleteKnowledgeDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_project_service_pb2.DeleteKnowledgeDocumentResponse, _abc.Awaitable[_project_service_pb2.DeleteKnowledgeDocumentResponse]]:
+        """Deletes one knowledge document; later plans no longer see it."""
 
 def add_ProjectServiceServicer_to_server(servicer: ProjectServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

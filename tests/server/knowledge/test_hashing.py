@@ -1,0 +1,49 @@
+"""The default embedder: deterministic, normalized, and close for texts that share words."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+from server.knowledge import HashingEmbedder
+from server.knowledge.scoring import cosine
+
+
+async def test_vectors_are_unit_length_and_sized() -> None:
+    embedder = HashingEmbedder()
+    vectors = await embedder.embed(["Night shift at Seoul General.", "", "...", "민수" * 2000])
+    assert [len(v) for v in vectors] == [1024] * 4
+    for vector in vectors:
+        assert math.isclose(math.sqrt(sum(x * x for x in vector)), 1.0, rel_tol=1e-9)
+    assert embedder.name == "hashing-ngram-v1" and embedder.dimension == 1024
+
+
+def test_vectors_are_the_same_in_every_process() -> None:
+    code = (
+        "from server.knowledge import HashingEmbedder;"
+        "print(HashingEmbedder(64).embed_one('민수는 야간 간호사다 night nurse')[:8])"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(runs) == 1
+    expected = HashingEmbedder(64).embed_one("민수는 야간 간호사다 night nurse")[:8]
+    assert runs.pop().strip() == str(expected)
+
+
+def test_shared_words_and_particles_bring_texts_close() -> None:
+    embedder = HashingEmbedder()
+    query = embedder.embed_one("민수가 옥상에 간다")
+    related = embedder.embed_one("민수는 옥상에서 담배를 피운다")
+    unrelated = embedder.embed_one("The lighthouse keeper fixes the radio")
+    assert cosine(query, related) > cosine(query, unrelated) + 0.1
+    english = embedder.embed_one("the smugglers hide their radio")
+    assert cosine(english, unrelated) > cosine(english, related)

@@ -1,0 +1,54 @@
+"""Hybrid scores and the token budget."""
+
+from __future__ import annotations
+
+from server.knowledge.scoring import (
+    KEYWORD_WEIGHT,
+    VECTOR_WEIGHT,
+    Candidate,
+    hybrid_scores,
+    keyword_scores,
+    pack,
+)
+from server.knowledge.text import estimate_tokens, head, keyword_terms, tail
+
+
+def test_keyword_scores_are_normalized_and_reward_rare_terms() -> None:
+    texts = ["Minsu on the roof", "the roof, the roof", "Gadeok lighthouse", "nothing here"]
+    scores = keyword_scores(["minsu", "roof"], texts)
+    assert all(0.0 <= score <= 1.0 for score in scores)
+    assert scores[0] > scores[1] > 0.0 and scores[2] == scores[3] == 0.0
+    assert keyword_scores([], texts) == [0.0] * 4
+    assert keyword_scores(["민수"], ["민수는 간호사", "의사"])[0] > 0.0, "particles attached"
+
+
+def test_hybrid_combines_both_scores() -> None:
+    candidates = [
+        Candidate("same", "minsu", [1.0, 0.0]),
+        Candidate("opposite", "other", [-1.0, 0.0]),
+    ]
+    same, opposite = hybrid_scores([1.0, 0.0], ["minsu"], candidates)
+    assert opposite == 0.0
+    assert 0.0 < same <= VECTOR_WEIGHT + KEYWORD_WEIGHT
+
+
+def test_pack_keeps_the_best_that_fit() -> None:
+    assert pack([50, 80, 30, 10], 100) == [0, 2, 3]
+    assert pack([200], 100) == []
+    assert pack([], 100) == []
+
+
+def test_terms_and_estimates() -> None:
+    assert keyword_terms("The night of the Gadeok lighthouse, 민수 and 3") == [
+        "lighthouse",
+        "gadeok",
+        "night",
+        "민수",
+    ]
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("abcd") == 1
+    assert estimate_tokens("민수") == 2
+    long = "word " * 100
+    assert estimate_tokens(head(long, 10)) <= 10 and head(long, 10).endswith("…")
+    assert estimate_tokens(tail(long, 10)) <= 10 and tail(long, 10).startswith("…")
+    assert head("short", 10) == "short" == tail("short", 10)
