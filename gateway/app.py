@@ -14,6 +14,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.middleware import echo_request_id, identify, observe, translate_errors
 from gateway.readiness import Readiness
 from gateway.routes_generations import routes as generation_routes
+from gateway.routes_knowledge import routes as knowledge_routes
 from gateway.routes_operations import routes as operation_routes
 from gateway.routes_page import routes as page_routes
 from gateway.routes_projects import routes as project_routes
@@ -29,6 +30,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[state.METRICS] = GatewayMetrics.create()
     app[state.RELAYS] = set()
     app.add_routes(project_routes)
+    app.add_routes(knowledge_routes)
     app.add_routes(generation_routes)
     app.add_routes(operation_routes)
     app.add_routes(page_routes)

@@ -14,7 +14,13 @@ from typing import Any, Final
 
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
-from scriptgen.v1 import generation_pb2, generation_service_pb2, project_pb2, project_service_pb2
+from scriptgen.v1 import (
+    generation_pb2,
+    generation_service_pb2,
+    knowledge_pb2,
+    project_pb2,
+    project_service_pb2,
+)
 
 from gateway.sse import EVENT_NAMES
 
@@ -156,6 +162,7 @@ def _query(name: str, schema: Schema, description: str) -> dict[str, Any]:
 
 _PROJECT = _path("project", "The project id, as in `projects/{project}`.")
 _EPISODE = _path("episode", "The episode id (its number).")
+_DOCUMENT = _path("document", "The knowledge document id, as in `…/knowledge/{document}`.")
 _GENERATION = _path("generation", "The job id, as in `generations/{generation}`.")
 _PAGE = [
     _query("pageSize", {"type": "integer", "format": "int32"}, "Page size (0 = 50, up to 1000)."),
@@ -225,6 +232,8 @@ def build_document() -> dict[str, Any]:
     }
     list_projects = schemas.message(project_service_pb2.ListProjectsResponse.DESCRIPTOR)
     list_episodes = schemas.message(project_service_pb2.ListEpisodesResponse.DESCRIPTOR)
+    document = schemas.message(knowledge_pb2.KnowledgeDocument.DESCRIPTOR)
+    list_documents = schemas.message(project_service_pb2.ListKnowledgeDocumentsResponse.DESCRIPTOR)
     list_generations = schemas.message(generation_service_pb2.ListGenerationsResponse.DESCRIPTOR)
     schemas.message(generation_pb2.GenerationEvent.DESCRIPTOR)
     created = {"$ref": "#/components/schemas/CreatedGeneration"}
@@ -340,6 +349,47 @@ def build_document() -> dict[str, Any]:
                     },
                     "default": {"$ref": "#/components/responses/Error"},
                 },
+            },
+        },
+        "/v1/projects/{project}/knowledge": {
+            "parameters": [_PROJECT],
+            "post": {
+                "operationId": "addKnowledgeDocument",
+                "summary": "Add a story-knowledge document (kind, title, text) to a project.",
+                "description": "Limits: kind required; title 1-200 characters; text 1-200000"
+                " characters; at most SCRIPTGEN_KNOWLEDGE_MAX_DOCUMENTS (100) per project.",
+                "parameters": [
+                    _query("documentId", {"type": "string"}, "Client-chosen id ([a-z][a-z0-9-]*).")
+                ],
+                "requestBody": {"required": True, "content": _json(document)},
+                "responses": with_headers(_ok("The stored document.", document, "201"), "201"),
+            },
+            "get": {
+                "operationId": "listKnowledgeDocuments",
+                "summary": "List a project's knowledge documents, oldest first, without text.",
+                "parameters": [
+                    *_PAGE,
+                    _query(
+                        "kind",
+                        {"type": "string"},
+                        "Only this KnowledgeKind (name, short name such as"
+                        " `character-profile`, or number).",
+                    ),
+                ],
+                "responses": _ok("A page of documents.", list_documents),
+            },
+        },
+        "/v1/projects/{project}/knowledge/{document}": {
+            "parameters": [_PROJECT, _DOCUMENT],
+            "get": {
+                "operationId": "getKnowledgeDocument",
+                "summary": "Get a knowledge document with its text.",
+                "responses": _ok("The document.", document),
+            },
+            "delete": {
+                "operationId": "deleteKnowledgeDocument",
+                "summary": "Delete a knowledge document.",
+                "responses": _ok("Deleted.", empty),
             },
         },
         "/v1/projects/{project}/generations": {
