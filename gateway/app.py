@@ -9,6 +9,7 @@ from aiohttp import web
 from scriptgen.v1 import generation_service_pb2_grpc, project_service_pb2_grpc
 
 from gateway import state
+from gateway.admission import SLOTS, StreamSlots
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import echo_request_id, identify, observe, translate_errors
@@ -29,6 +30,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[state.CONFIG] = config
     app[state.METRICS] = GatewayMetrics.create()
     app[state.RELAYS] = set()
+    app[SLOTS] = StreamSlots(config.max_streams)
     app.add_routes(project_routes)
     app.add_routes(knowledge_routes)
     app.add_routes(generation_routes)

@@ -3,19 +3,23 @@
 `google.protobuf.json_format` does the conversion; before it runs, the body is
 walked against the message descriptor so an unknown field or a value of the
 wrong type is reported at its exact path (`project.type`, `usage[2].model`)
-rather than as one opaque parse error.
+rather than as one opaque parse error. Streamed text deltas, the bulk of every
+event stream, take `event_json`'s direct path: the same proto3 JSON, written
+without walking descriptors.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any, TypeVar, cast
 
 from aiohttp import web
-from google.protobuf import json_format, message_factory
+from google.protobuf import json_format, message_factory, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from scriptgen.v1 import generation_pb2
 
 from gateway.errors import ApiError, Reason
 
@@ -34,6 +38,57 @@ def to_json(message: Message) -> dict[str, Any]:
 def dumps(value: Any) -> str:
     """Compact one-line JSON; non-ASCII script text stays readable."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def event_json(event: generation_pb2.GenerationEvent) -> str:
+    """A job event as one line of proto3 JSON: `dumps(MessageToDict(event))`, exactly.
+
+    Text deltas are written directly (about ten times faster than walking the
+    descriptors); every other kind goes through json_format.
+    """
+    if event.WhichOneof("kind") != "text_delta":
+        return dumps(json_format.MessageToDict(event))
+    # Field order, omitted defaults and int64-as-string follow MessageToDict.
+    out = "{"
+    if event.generation:
+        out += '"generation":' + encode_basestring(event.generation) + ","
+    if event.sequence:
+        out += f'"sequence":"{event.sequence}",'
+    if event.HasField("time"):
+        out += '"time":"' + _timestamp_json(event.time) + '",'
+    delta = event.text_delta
+    if delta.text:
+        out += '"textDelta":{"text":' + encode_basestring(delta.text)
+        return out + (f',"offset":"{delta.offset}"}}}}' if delta.offset else "}}")
+    return out + (
+        f'"textDelta":{{"offset":"{delta.offset}"}}}}' if delta.offset else '"textDelta":{}}'
+    )
+
+
+class _SecondsCache:
+    """The date-and-time part of the last second formatted; events of one second share it."""
+
+    seconds: int | None = None
+    text = ""
+
+
+def _timestamp_json(stamp: timestamp_pb2.Timestamp) -> str:
+    """`stamp.ToJsonString()`, with the date part computed once per second."""
+    nanos = stamp.nanos
+    if not 0 <= nanos < 1_000_000_000:
+        return stamp.ToJsonString()  # raises as json_format would
+    seconds = stamp.seconds
+    if seconds != _SecondsCache.seconds:
+        _SecondsCache.text = timestamp_pb2.Timestamp(seconds=seconds).ToJsonString()[:-1]
+        _SecondsCache.seconds = seconds
+    prefix = _SecondsCache.text
+    if nanos == 0:
+        return prefix + "Z"
+    if nanos % 1_000_000 == 0:
+        return f"{prefix}.{nanos // 1_000_000:03d}Z"
+    if nanos % 1000 == 0:
+        return f"{prefix}.{nanos // 1000:06d}Z"
+    return f"{prefix}.{nanos:09d}Z"
 
 
 def field_names(body: Mapping[str, Any], descriptor: Descriptor) -> list[str]:

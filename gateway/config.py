@@ -43,6 +43,10 @@ class GatewayConfig:
     drain_seconds: float = 5.0
     #: Largest gRPC message accepted from the core, in bytes.
     max_message_bytes: int = 4 * 1024 * 1024
+    #: SSE streams this process serves at once; more get 429 with Retry-After; 0: no limit.
+    max_streams: int = 0
+    #: Listen with SO_REUSEPORT, so several gateway processes share one port.
+    reuse_port: bool = False
 
     @property
     def http_host(self) -> str:
@@ -119,6 +123,13 @@ def add_arguments(
         help="on stop, time open HTTP requests get to finish [SCRIPTGEN_DRAIN_SECONDS]"
         " (default: %(default)s)",
     )
+    group.add_argument(
+        "--gateway-max-streams",
+        type=int,
+        default=int(_env(env, "GATEWAY_MAX_STREAMS", "0")),
+        help="SSE streams one gateway process serves at once; more get 429 with Retry-After,"
+        " 0 for no limit [SCRIPTGEN_GATEWAY_MAX_STREAMS] (default: %(default)s)",
+    )
 
 
 def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
@@ -132,4 +143,5 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
         max_body_bytes=int(namespace.max_body_bytes),
         unary_deadline_seconds=float(namespace.unary_deadline_seconds),
         drain_seconds=float(namespace.drain_seconds),
+        max_streams=max(0, int(namespace.gateway_max_streams)),
     )

@@ -73,6 +73,8 @@ class Reason(enum.StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     #: The core answered in a way the gateway could not translate.
     GATEWAY_INTERNAL = "GATEWAY_INTERNAL"
+    #: This gateway process serves its maximum of event streams (429, Retry-After).
+    OVER_CAPACITY = "OVER_CAPACITY"
 
 
 def http_status(code: grpc.StatusCode) -> int:

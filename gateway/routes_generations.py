@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractContextManager, nullcontext
 
 import grpc
 import grpc.aio
@@ -11,6 +12,7 @@ from google.protobuf import empty_pb2
 from scriptgen.v1 import generation_service_pb2
 
 from gateway import state
+from gateway.admission import SLOTS
 from gateway.codec import json_response, parse_message, to_json
 from gateway.errors import ApiError, Reason
 from gateway.inputs import Query, after_sequence, json_object, path_id
@@ -35,6 +37,12 @@ def _generation_url(name: str) -> str:
     return f"/v1/{name}"
 
 
+def _stream_slot(request: web.Request) -> AbstractContextManager[None]:
+    """One of this process's SSE stream slots; 429 with Retry-After when none is free."""
+    slots = request.app.get(SLOTS)
+    return nullcontext() if slots is None else slots.slot()
+
+
 @routes.post("/v1/projects/{project}/generations")
 async def generate_script(request: web.Request) -> web.StreamResponse:
     """Start a job; answer 201 with where to follow it, or its events as SSE."""
@@ -51,9 +59,12 @@ async def generate_script(request: web.Request) -> web.StreamResponse:
     job.parent = parent
     job.request_id = idempotency_key(request, job.request_id)
     core = request.app[state.CORE]
-    call = core.generations.GenerateScript(job, metadata=state.call_metadata(request))
     if _wants_event_stream(request):
-        return await relay_events(request, call, generation="", route="generate")
+        # Refused before the core hears of it: an overloaded gateway starts no job.
+        with _stream_slot(request):
+            call = core.generations.GenerateScript(job, metadata=state.call_metadata(request))
+            return await relay_events(request, call, generation="", route="generate")
+    call = core.generations.GenerateScript(job, metadata=state.call_metadata(request))
     try:
         # The first event (`queued`) names the job; the job outlives this call.
         async with asyncio.timeout(state.unary_deadline(request)):
@@ -138,8 +149,9 @@ async def stream_generation_events(request: web.Request) -> web.StreamResponse:
     query = Query(request)
     after = after_sequence(request, query)
     query.finish()
-    call = request.app[state.CORE].generations.StreamGenerationEvents(
-        generation_service_pb2.StreamGenerationEventsRequest(name=name, after_sequence=after),
-        metadata=state.call_metadata(request),
-    )
-    return await relay_events(request, call, generation=name, route="events")
+    with _stream_slot(request):
+        call = request.app[state.CORE].generations.StreamGenerationEvents(
+            generation_service_pb2.StreamGenerationEventsRequest(name=name, after_sequence=after),
+            metadata=state.call_metadata(request),
+        )
+        return await relay_events(request, call, generation=name, route="events")

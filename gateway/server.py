@@ -25,7 +25,12 @@ class GatewayServer:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._config.http_host, self._config.http_port)
+            site = web.TCPSite(
+                runner,
+                self._config.http_host,
+                self._config.http_port,
+                reuse_port=self._config.reuse_port or None,
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()

@@ -12,6 +12,9 @@ not one of the job's events), then a clean end. A stream with nothing to send
 (resuming after the terminal event) answers 204, which tells EventSource to stop
 reconnecting. The upstream call is cancelled whenever the response ends, in
 particular when the client goes away.
+
+The hot path: each event is converted to JSON once (`codec.event_json`), and
+every frame that is ready when the writer wakes goes out in one write.
 """
 
 from __future__ import annotations
@@ -20,17 +23,17 @@ import asyncio
 import enum
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 import grpc
 import grpc.aio
 from aiohttp import web
-from google.protobuf import json_format
 from scriptgen.v1 import generation_pb2
 
 from gateway import state
-from gateway.codec import dumps
+from gateway.codec import dumps, event_json
 from gateway.errors import ApiError, Reason
 
 _log = logging.getLogger(__name__)
@@ -62,8 +65,7 @@ def event_frame(event: generation_pb2.GenerationEvent) -> bytes:
     if kind == "heartbeat":
         return f"id: {event.sequence}\n: ping\n\n".encode()
     name = EVENT_NAMES.get(kind or "", kind or "message")
-    payload = dumps(json_format.MessageToDict(event))
-    return f"id: {event.sequence}\nevent: {name}\ndata: {payload}\n\n".encode()
+    return f"id: {event.sequence}\nevent: {name}\ndata: {event_json(event)}\n\n".encode()
 
 
 def failed_frame(generation: str, error: ApiError) -> bytes:
@@ -90,40 +92,63 @@ class CarriesEvent(Protocol):
 _Item = generation_pb2.GenerationEvent | ApiError | _Signal
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class EventRelay:
     """Pumps one gRPC event stream into a queue the SSE writer drains."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall[Any, Any]) -> None:
         self._call = call
         # Unbounded: a job's log is finite, and a full queue would block drain().
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        # A deque and one future per wait: asyncio.Queue with wait_for costs a task per event.
+        self._items: deque[_Item] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
         self._pump = asyncio.create_task(self._read(), name="scriptgen-sse-relay")
+
+    def _put(self, item: _Item) -> None:
+        self._items.append(item)
+        if self._waiter is not None:
+            _wake(self._waiter)
 
     async def _read(self) -> None:
         try:
             async for response in self._call:
-                self._queue.put_nowait(_event_of(response))
-            self._queue.put_nowait(_Signal.END)
+                self._put(_event_of(response))
+            self._put(_Signal.END)
         except grpc.aio.AioRpcError as error:
-            self._queue.put_nowait(ApiError.from_rpc_error(error))
+            self._put(ApiError.from_rpc_error(error))
         except Exception:
             # Without this the writer would ping a dead stream forever.
             _log.exception("event relay failed")
-            self._queue.put_nowait(
+            self._put(
                 ApiError.gateway(
                     grpc.StatusCode.INTERNAL, Reason.GATEWAY_INTERNAL, "Internal gateway error."
                 )
             )
 
+    def ready(self) -> _Item | None:
+        """The next item if one is queued already, else None."""
+        return self._items.popleft() if self._items else None
+
     async def next(self, wait_seconds: float) -> _Item:
-        try:
-            return await asyncio.wait_for(self._queue.get(), wait_seconds)
-        except TimeoutError:
-            return _Signal.IDLE
+        """The next item, or IDLE when none arrives within `wait_seconds`."""
+        if not self._items:
+            waiter = self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(wait_seconds, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return self._items.popleft() if self._items else _Signal.IDLE
 
     def drain(self) -> None:
         """End the stream cleanly after what is already queued."""
-        self._queue.put_nowait(_Signal.DRAIN)
+        self._put(_Signal.DRAIN)
 
     async def close(self) -> None:
         """Cancel the upstream call; the core sees its stream cancelled."""
@@ -140,6 +165,58 @@ class EventRelay:
 
 def _event_of(response: CarriesEvent) -> generation_pb2.GenerationEvent:
     return response.event
+
+
+class _Observer(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+async def _write_events(
+    response: web.StreamResponse,
+    relay: EventRelay,
+    item: _Item,
+    generation: str,
+    ping_interval_seconds: float,
+    started: float,
+    first_event: _Observer,
+) -> None:
+    """Write the stream's frames until its end; what is ready together goes in one write."""
+    written_events = 0
+    # If the first wait ran out, `retry:` just went out: no ping needed yet.
+    ping_due = item is not _Signal.IDLE
+    frames: list[bytes] = []
+    while True:
+        ended = False
+        next_item: _Item | None = item
+        while next_item is not None:
+            if isinstance(next_item, generation_pb2.GenerationEvent):
+                generation = next_item.generation or generation
+                frames.append(event_frame(next_item))
+                written_events += 1
+                if next_item.WhichOneof("kind") in TERMINAL_KINDS:
+                    ended = True
+                    break
+            elif isinstance(next_item, ApiError):
+                frames.append(failed_frame(generation, next_item))
+                ended = True
+                break
+            elif next_item is _Signal.IDLE:
+                if ping_due:
+                    frames.append(PING)
+                ping_due = True
+            else:
+                ended = True
+                break
+            next_item = relay.ready()
+        if frames:
+            await response.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            frames.clear()
+            if started and written_events:
+                first_event.observe(time.monotonic() - started)
+                started = 0.0
+        if ended:
+            return
+        item = await relay.next(ping_interval_seconds)
 
 
 async def relay_events(
@@ -173,30 +250,15 @@ async def relay_events(
         try:
             await response.prepare(request)
             await response.write(retry_frame(config.sse_retry_ms))
-            item: _Item = first
-            written_events = 0
-            # If the first wait ran out, `retry:` just went out: no ping needed yet.
-            ping_due = first is not _Signal.IDLE
-            while True:
-                if isinstance(item, generation_pb2.GenerationEvent):
-                    generation = item.generation or generation
-                    await response.write(event_frame(item))
-                    if written_events == 0:
-                        first_event_seconds = time.monotonic() - started
-                        metrics.time_to_first_event.labels(route=route).observe(first_event_seconds)
-                    written_events += 1
-                    if item.WhichOneof("kind") in TERMINAL_KINDS:
-                        break
-                elif isinstance(item, ApiError):
-                    await response.write(failed_frame(generation, item))
-                    break
-                elif item is _Signal.IDLE:
-                    if ping_due:
-                        await response.write(PING)
-                    ping_due = True
-                else:
-                    break
-                item = await relay.next(config.ping_interval_seconds)
+            await _write_events(
+                response,
+                relay,
+                first,
+                generation,
+                config.ping_interval_seconds,
+                started,
+                metrics.time_to_first_event.labels(route=route),
+            )
             await response.write_eof()
         except ConnectionResetError:
             # The client left mid-write; closing the relay below cancels the upstream call.

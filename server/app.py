@@ -10,6 +10,7 @@ closes.
 from __future__ import annotations
 
 import logging
+import secrets
 
 from aiohttp import web
 from grpc import aio
@@ -23,6 +24,10 @@ from scriptgen.v1 import (
     project_service_pb2_grpc,
 )
 
+from server.admission import StreamAdmission
+from server.auth.guard import Guard
+from server.auth.job_tokens import JobTokens
+from server.auth.settings import is_loopback
 from server.config import CoreConfig
 from server.health import CoreHealth
 from server.jobs import JobRunner
@@ -31,6 +36,7 @@ from server.knowledge import build_knowledge_base
 from server.metrics import CoreMetrics
 from server.providers.factory import build_providers
 from server.providers.router import ProviderRouter
+from server.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from server.services import GenerationServicer, ProjectServicer
 from server.store import build_project_store
 
@@ -68,6 +74,10 @@ class Core:
             knowledge=self.knowledge,
         )
         self.health = CoreHealth(self.store, self.metrics, self.router)
+        limiter: Limiter = (
+            MemoryLimiter() if self.jobs.redis is None else RedisLimiter(self.jobs.redis)
+        )
+        self.guard = Guard(config.auth, self.store, limiter, self.metrics)
         self._server: aio.Server | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.grpc_port = 0
@@ -78,6 +88,7 @@ class Core:
         await self.store.open()
         await self.knowledge.open()
         await self.jobs.open()
+        await self._open_auth()
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
@@ -85,10 +96,19 @@ class Core:
         ]
         server = aio.server(options=options)
         project_service_pb2_grpc.add_ProjectServiceServicer_to_server(
-            ProjectServicer(self.store, self.metrics, knowledge=self.knowledge), server
+            ProjectServicer(self.store, self.metrics, knowledge=self.knowledge, guard=self.guard),
+            server,
         )
         generation_service_pb2_grpc.add_GenerationServiceServicer_to_server(
-            GenerationServicer(self.runner, self.event_log, self.registry, self.metrics), server
+            GenerationServicer(
+                self.runner,
+                self.event_log,
+                self.registry,
+                self.metrics,
+                guard=self.guard,
+                admission=StreamAdmission(self.config.max_streams, self.metrics),
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         reflection.enable_server_reflection(
@@ -122,6 +142,23 @@ class Core:
             self.grpc_port,
             ", ".join(self.providers.names()),
         )
+
+    async def _open_auth(self) -> None:
+        """Job tokens signed with the configured secret, else one kept in the project store."""
+        auth = self.config.auth
+        if not auth.enabled:
+            # from_arguments refuses this beyond loopback; a CoreConfig built by hand is warned.
+            level = logging.WARNING if is_loopback(self.config.grpc_address) else logging.ERROR
+            log.log(
+                level,
+                "API keys are DISABLED (SCRIPTGEN_AUTH=disabled): every caller is tenant"
+                " 'default' with no limits; only for local development on loopback",
+            )
+            return
+        secret = auth.token_secret or await self.store.shared_secret(
+            "job-token", secrets.token_hex(32)
+        )
+        self.guard.tokens = JobTokens(secret.encode(), auth.job_token_seconds)
 
     async def _start_metrics(self, address: str) -> None:
         async def metrics(_: web.Request) -> web.Response:

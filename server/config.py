@@ -13,6 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.auth.settings import (
+    AuthConfig,
+    add_auth_arguments,
+    auth_from_arguments,
+    check_disabled_auth,
+)
 from server.knowledge.settings import (
     KnowledgeConfig,
     add_knowledge_arguments,
@@ -156,6 +162,12 @@ class CoreConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     #: How many jobs may run at once in this core; more are refused with RESOURCE_EXHAUSTED.
     max_running_jobs: int = 1000
+    #: Text arriving within this window after a TextDelta joins the next one (the first
+    #: chunk of a stream always goes out at once); 0 sends every model chunk as its own delta.
+    delta_window_seconds: float = 0.05
+    #: Event streams (GenerateScript, StreamGenerationEvents) this core serves at once;
+    #: more are refused at once with RESOURCE_EXHAUSTED (TOO_MANY_STREAMS); 0: no limit.
+    max_streams: int = 0
     #: Redis URL for the shared event log, job registry and coordination; empty: in memory.
     redis_url: str = ""
     #: Prefix of every Redis key Scriptgen writes.
@@ -170,6 +182,8 @@ class CoreConfig:
     owner_lease_seconds: float = 10.0
     #: Story knowledge: Chroma (embedded or server), embedder, limits.
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    #: API keys, tenants, job tokens and per-tenant limits (server.auth.settings).
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def database_path(self) -> Path:
@@ -302,6 +316,28 @@ def add_arguments(
         " [SCRIPTGEN_SYNTHETIC_TOKENS_PER_SECOND] (default: %(default)s)",
     )
     group.add_argument(
+        "--synthetic-tokens-per-chunk",
+        type=int,
+        default=int(_env(env, "SYNTHETIC_TOKENS_PER_CHUNK", "1")),
+        help="synthetic writer: tokens per streamed chunk"
+        " [SCRIPTGEN_SYNTHETIC_TOKENS_PER_CHUNK] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--delta-window-ms",
+        type=float,
+        default=float(_env(env, "DELTA_WINDOW_MS", "50")),
+        help="join model text arriving within this window into one TextDelta (the first"
+        " chunk goes out at once); 0 sends one delta per chunk [SCRIPTGEN_DELTA_WINDOW_MS]"
+        " (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-streams",
+        type=int,
+        default=int(_env(env, "MAX_STREAMS", "0")),
+        help="event streams served at once; more are refused with RESOURCE_EXHAUSTED,"
+        " 0 for no limit [SCRIPTGEN_MAX_STREAMS] (default: %(default)s)",
+    )
+    group.add_argument(
         "--heartbeat-seconds",
         type=float,
         default=float(_env(env, "HEARTBEAT_SECONDS", "10")),
@@ -318,6 +354,7 @@ def add_arguments(
     _add_redis_arguments(parser, env)
     _add_provider_arguments(parser, env)
     add_knowledge_arguments(parser, env)
+    add_auth_arguments(parser, env)
 
 
 def _add_redis_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -494,6 +531,8 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
     database URL names no known store.
     """
     check_database_url(str(namespace.database_url))
+    auth = auth_from_arguments(namespace)
+    check_disabled_auth(auth, str(namespace.grpc_address))
     metrics = str(namespace.metrics_address)
     return CoreConfig(
         data_dir=Path(namespace.data_dir),
@@ -503,7 +542,10 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
         synthetic=SyntheticConfig(
             first_token_seconds=float(namespace.synthetic_first_token_seconds),
             tokens_per_second=float(namespace.synthetic_tokens_per_second),
+            tokens_per_chunk=max(1, int(namespace.synthetic_tokens_per_chunk)),
         ),
+        delta_window_seconds=max(0.0, float(namespace.delta_window_ms) / 1000.0),
+        max_streams=max(0, int(namespace.max_streams)),
         heartbeat_seconds=float(namespace.heartbeat_seconds),
         shutdown_grace_seconds=float(namespace.shutdown_grace_seconds),
         redis_url=str(namespace.redis_url),
@@ -514,6 +556,7 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
         owner_lease_seconds=float(namespace.owner_lease_seconds),
         providers=_providers_from(namespace),
         knowledge=knowledge_from_arguments(namespace),
+        auth=auth,
     )
 
 

@@ -18,7 +18,15 @@ for people.
 |                    |                     | EXPORT_FONT_MISSING (no Hangul font for a PDF),      |
 |                    |                     | KNOWLEDGE_LIMIT_REACHED (documents per project)      |
 | OutOfRange         | OUT_OF_RANGE        | SEQUENCE_AHEAD                                       |
-| ResourceExhausted  | RESOURCE_EXHAUSTED  | TOO_MANY_JOBS (with google.rpc.RetryInfo)            |
+| Unauthenticated    | UNAUTHENTICATED     | API_KEY_MISSING, API_KEY_INVALID (unknown, revoked,  |
+|                    |                     | malformed), JOB_TOKEN_INVALID (bad or expired)       |
+| PermissionDenied   | PERMISSION_DENIED   | INSUFFICIENT_SCOPE, JOB_TOKEN_SCOPE (a job token     |
+|                    |                     | used for anything but following its own job)         |
+| ResourceExhausted  | RESOURCE_EXHAUSTED  | TOO_MANY_JOBS, RATE_LIMITED (per key),               |
+|                    |                     | TOO_MANY_STREAMS (per tenant), OVER_CAPACITY (this   |
+|                    |                     | process's --max-streams),                            |
+|                    |                     | TOKEN_BUDGET_EXHAUSTED (daily, per tenant; a job     |
+|                    |                     | ends `failed` with it) — all with RetryInfo          |
 | Unavailable        | UNAVAILABLE         | SHUTTING_DOWN, STORE_UNAVAILABLE,                    |
 |                    |                     | PROVIDERS_UNAVAILABLE, REDIS_UNAVAILABLE,            |
 |                    |                     | JOB_OWNER_LOST, KNOWLEDGE_UNAVAILABLE (Chroma or the |
@@ -54,6 +62,8 @@ class ServiceError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
     default_reason = "UNKNOWN"
+    #: Extra trailing metadata the call ends with (e.g. x-ratelimit-* of a refused call).
+    trailers: tuple[tuple[str, str], ...] = ()
 
     def __init__(
         self,
@@ -170,6 +180,20 @@ class _Retryable(ServiceError):
                 retry_delay=duration_pb2.Duration(seconds=seconds, nanos=nanos)
             )
         ]
+
+
+class Unauthenticated(ServiceError):
+    """No credentials, or credentials that are not valid (unknown, revoked, expired)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "API_KEY_INVALID"
+
+
+class PermissionDenied(ServiceError):
+    """Valid credentials that do not allow this call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "INSUFFICIENT_SCOPE"
 
 
 class ResourceExhausted(_Retryable):

@@ -2,7 +2,9 @@
 
 The job is the only writer of its log, so sequence numbers are assigned here,
 under a lock, in the order events happen. While the job is quiet for
-`heartbeat_seconds` (a slow model, a long save) a Heartbeat is appended.
+`heartbeat_seconds` (a slow model, a long save) a Heartbeat is appended. With a
+token budget, each text delta is counted before it is appended; one that does
+not fit raises ResourceExhausted (TOKEN_BUDGET_EXHAUSTED) and is not appended.
 """
 
 from __future__ import annotations
@@ -17,15 +19,23 @@ from scriptgen.v1 import generation_pb2
 
 from server.events import EventLog, is_terminal
 from server.metrics import CoreMetrics
+from server.ratelimit.budget import TokenBudget, estimate_tokens
 
 
 class JobEvents:
     """Appends the events of one job."""
 
     def __init__(
-        self, generation: str, log: EventLog, metrics: CoreMetrics, heartbeat_seconds: float
+        self,
+        generation: str,
+        log: EventLog,
+        metrics: CoreMetrics,
+        heartbeat_seconds: float,
+        *,
+        budget: TokenBudget | None = None,
     ) -> None:
         self.generation = generation
+        self._budget = budget
         self._log = log
         self._metrics = metrics
         self._heartbeat_seconds = heartbeat_seconds
@@ -45,6 +55,8 @@ class JobEvents:
         async with self._lock:
             if self._ended:
                 raise RuntimeError(f"{self.generation} already ended")
+            if self._budget is not None and kind == "text_delta":
+                await self._budget.spend(estimate_tokens(getattr(payload, "text", "")))
             stamp = timestamp_pb2.Timestamp()
             stamp.GetCurrentTime()
             event = generation_pb2.GenerationEvent(
@@ -58,6 +70,11 @@ class JobEvents:
             if is_terminal(event):
                 self._ended = True
             return event
+
+    async def settle_budget(self) -> None:
+        """Give back tokens reserved for deltas that were never written (the job ended)."""
+        if self._budget is not None:
+            await self._budget.settle()
 
     def start_heartbeat(self) -> None:
         """Begin appending Heartbeats while the job is idle."""

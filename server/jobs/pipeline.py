@@ -2,7 +2,8 @@
 
 * plan: read the latest episodes' outlines and retrieve story knowledge (each
   within a token budget), then draft the beat outline;
-* write: stream the screenplay in Fountain, every chunk a TextDelta;
+* write: stream the screenplay in Fountain as TextDeltas, the model's chunks joined by a
+  short time window (`server.jobs.coalescer`; the first chunk goes out at once);
 * review: check the Fountain structure and count (`server.fountain`); a script
   that fails the verdict fails the job (FAILED_PRECONDITION, SCRIPT_REJECTED)
   and nothing is saved; with the `polish` feature flag a polish call adds
@@ -30,6 +31,7 @@ from scriptgen.v1 import generation_pb2, project_pb2
 
 from server import fountain, prompts
 from server.errors import FailedPrecondition
+from server.jobs.coalescer import DeltaCoalescer
 from server.jobs.emitter import JobEvents
 from server.jobs.story_context import ContextBudget, KnowledgeBase, gather
 from server.metrics import CoreMetrics
@@ -88,6 +90,7 @@ class Pipeline:
         knowledge: KnowledgeBase | None = None,
         polish: bool = False,
         budget: ContextBudget | None = None,
+        delta_window_seconds: float = 0.0,
     ) -> None:
         self._brief = brief
         self._generation = generation
@@ -106,6 +109,8 @@ class Pipeline:
         self._polish = polish
         self._budget = budget or ContextBudget()
         self._project_id = brief.project.name.removeprefix("projects/")
+        self._delta_window = delta_window_seconds
+        self._deltas: DeltaCoalescer | None = None
         self.state = PipelineState()
 
     async def _stage(self, stage: generation_pb2.Stage.ValueType) -> None:
@@ -132,6 +137,8 @@ class Pipeline:
         )
 
     async def _switched(self, source: str, target: str, reason: str, offset: int) -> None:
+        if self._deltas is not None:
+            await self._deltas.flush()  # the switch follows the text delivered before it
         await self._events.emit(
             "provider_switched",
             GenerationEvent.ProviderSwitched(
@@ -191,22 +198,27 @@ class Pipeline:
         next_progress = _PROGRESS_EVERY_CHARS
         parts = self.state.script_parts
         tick = self._metrics.inter_token_clock("write")
-        async with aclosing(
-            self._call(generation_pb2.STAGE_WRITE, rendered, outline=outline)
-        ) as stream:
-            async for chunk in stream:
-                tick()
-                await self._events.emit(
-                    "text_delta", GenerationEvent.TextDelta(text=chunk, offset=offset)
-                )
-                parts.append(chunk)
-                offset += len(chunk)
-                if offset >= next_progress:
-                    next_progress += _PROGRESS_EVERY_CHARS
-                    fraction = min(0.95, offset / expected)
-                    await self._progress(
-                        generation_pb2.STAGE_WRITE, fraction, f"{offset} characters"
-                    )
+        deltas = self._deltas = DeltaCoalescer(self._events, self._delta_window)
+        try:
+            async with aclosing(
+                self._call(generation_pb2.STAGE_WRITE, rendered, outline=outline)
+            ) as stream:
+                async for chunk in stream:
+                    tick()
+                    await deltas.add(chunk)
+                    parts.append(chunk)
+                    offset += len(chunk)
+                    if offset >= next_progress:
+                        next_progress += _PROGRESS_EVERY_CHARS
+                        fraction = min(0.95, offset / expected)
+                        await deltas.flush()  # progress counts text the readers already have
+                        await self._progress(
+                            generation_pb2.STAGE_WRITE, fraction, f"{offset} characters"
+                        )
+            await deltas.close()
+        finally:
+            deltas.abort()
+            self._deltas = None
         script = "".join(parts)
         await self._progress(generation_pb2.STAGE_WRITE, 1.0, f"{offset} characters")
         return script

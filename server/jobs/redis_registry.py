@@ -7,8 +7,11 @@ Keys (under the configured prefix):
 * `jobs:{parent}` and `jobs:*` — sorted sets of job names scored by creation
   time in microseconds: ListGenerations newest first, per project or all.
   Names whose record expired are dropped from the sets as lists meet them.
+* `jobs-of:{tenant}` — the same, per tenant: a tenant's ListGenerations, and
+  whether a job is the caller's (another tenant's job is NOT_FOUND).
 * `request:{request_id}` — `name\\nfingerprint`, set once (Lua, atomically
-  with the record) and kept `key_ttl` (default 24 h).
+  with the record) and kept `key_ttl` (default 24 h); per tenant (`{tenant}/{id}`,
+  except for the default tenant).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import cast
 
 from scriptgen.v1 import generation_pb2
 
+from server.auth.records import DEFAULT_TENANT
 from server.errors import AlreadyExists, NotFound
 from server.events.redis_connection import RedisConnection, redis_errors
 
@@ -32,7 +36,7 @@ _ENDED_STATES = frozenset(
 )
 _ALL = "*"
 
-# KEYS: request key, job key, all-jobs index, project index.
+# KEYS: request key, job key, all-jobs index, project index, tenant index.
 # ARGV: name, fingerprint, record, score, key ttl, record ttl, has request ('1'|'0').
 _CREATE = """
 if ARGV[7] == '1' then
@@ -43,6 +47,7 @@ end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
 return false
 """
 
@@ -68,20 +73,28 @@ class RedisJobRegistry:
     def _job(self, name: str) -> str:
         return self._redis.key("job", name)
 
-    def _index(self, parent: str) -> str:
+    def _index(self, parent: str, tenant: str | None = None) -> str:
+        if not parent and tenant is not None:
+            return self._redis.key("jobs-of", tenant)
         return self._redis.key("jobs", parent or _ALL)
 
     async def create(
-        self, generation: generation_pb2.Generation, fingerprint: str
+        self,
+        generation: generation_pb2.Generation,
+        fingerprint: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> generation_pb2.Generation:
         key = generation.request_id
+        scoped = key if tenant == DEFAULT_TENANT else f"{tenant}/{key}"
         async with redis_errors():
             known = await self._create(
                 keys=[
-                    self._redis.key("request", key),
+                    self._redis.key("request", scoped),
                     self._job(generation.name),
                     self._index(""),
                     self._index(generation.parent),
+                    self._index("", tenant),
                 ],
                 args=[
                     generation.name,
@@ -103,9 +116,12 @@ class RedisJobRegistry:
             )
         return await self.get(earlier_name)
 
-    async def get(self, name: str) -> generation_pb2.Generation:
+    async def get(self, name: str, *, tenant: str | None = None) -> generation_pb2.Generation:
         async with redis_errors():
             raw = await self._redis.client.get(self._job(name))
+            if raw is not None and tenant is not None:
+                mine = await self._redis.client.zscore(self._index("", tenant), name)
+                raw = raw if mine is not None else None
         if raw is None:
             raise NotFound("generation", name, "GENERATION_NOT_FOUND")
         return _parse(cast(bytes, raw))
@@ -123,9 +139,15 @@ class RedisJobRegistry:
             )
 
     async def list(
-        self, parent: str, limit: int, after: Sequence[str | int] | None
+        self,
+        parent: str,
+        limit: int,
+        after: Sequence[str | int] | None,
+        *,
+        tenant: str | None = None,
     ) -> tuple[list[generation_pb2.Generation], list[str | int] | None]:
-        index = self._index(parent)
+        # A project's jobs are its tenant's (callers check the project first).
+        index = self._index(parent, tenant)
         top: float | str = "+inf" if after is None else int(after[0])
         cursor = None if after is None else (int(after[0]), str(after[1]))
         found: list[tuple[int, str, generation_pb2.Generation]] = []
@@ -147,6 +169,14 @@ class RedisJobRegistry:
                     members = [m for m in members if m < cursor]
                 if not members:
                     continue
+                if parent and tenant is not None:
+                    # The project index holds one project's jobs; keep the tenant's only.
+                    scores = await client.zmscore(
+                        self._index("", tenant), [name for _, name in members]
+                    )
+                    members = [m for m, s in zip(members, scores, strict=True) if s is not None]
+                    if not members:
+                        continue
                 records = await client.mget([self._job(name) for _, name in members])
                 stale = []
                 for (micros, name), raw in zip(members, records, strict=True):

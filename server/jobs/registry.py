@@ -13,27 +13,42 @@ from typing import Protocol
 from google.protobuf import timestamp_pb2
 from scriptgen.v1 import generation_pb2
 
+from server.auth.records import DEFAULT_TENANT
 from server.errors import AlreadyExists, NotFound
 
 
 class JobRegistry(Protocol):
-    """Generation records and the idempotency keys that point at them."""
+    """Generation records and the idempotency keys that point at them.
+
+    Every job belongs to the tenant that started it; request_ids are kept per
+    tenant. With `tenant=` a call sees only that tenant's jobs (another
+    tenant's is NOT_FOUND, like an unknown one); None is the core's own view.
+    """
 
     async def create(
-        self, generation: generation_pb2.Generation, fingerprint: str
+        self,
+        generation: generation_pb2.Generation,
+        fingerprint: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> generation_pb2.Generation:
         """Store a new job; with a request_id already used, the earlier job or AlreadyExists."""
 
-    async def get(self, name: str) -> generation_pb2.Generation:
-        """One job; NotFound when unknown or expired."""
+    async def get(self, name: str, *, tenant: str | None = None) -> generation_pb2.Generation:
+        """One job; NotFound when unknown, expired or another tenant's."""
 
     async def update(self, generation: generation_pb2.Generation) -> None:
         """Replace a job's record."""
 
     async def list(
-        self, parent: str, limit: int, after: Sequence[str | int] | None
+        self,
+        parent: str,
+        limit: int,
+        after: Sequence[str | int] | None,
+        *,
+        tenant: str | None = None,
     ) -> tuple[list[generation_pb2.Generation], list[str | int] | None]:
-        """Jobs newest first (of one project when `parent` is set)."""
+        """Jobs newest first (of one project when `parent` is set, of one tenant when given)."""
 
 
 def _micros(stamp: timestamp_pb2.Timestamp) -> int:
@@ -45,21 +60,26 @@ class MemoryJobRegistry:
 
     def __init__(self, key_ttl_seconds: float = 24 * 3600.0) -> None:
         self._jobs: dict[str, generation_pb2.Generation] = {}
-        self._keys: dict[str, tuple[str, str, float]] = {}
+        self._tenants: dict[str, str] = {}
+        self._keys: dict[tuple[str, str], tuple[str, str, float]] = {}
         self._key_ttl = key_ttl_seconds
 
     async def create(
-        self, generation: generation_pb2.Generation, fingerprint: str
+        self,
+        generation: generation_pb2.Generation,
+        fingerprint: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> generation_pb2.Generation:
-        key = generation.request_id
-        if key:
+        key = (tenant, generation.request_id)
+        if generation.request_id:
             now = time.monotonic()
             known = self._keys.get(key)
             if known is not None and now - known[2] < self._key_ttl:
                 earlier_name, earlier_fingerprint, _ = known
                 if earlier_fingerprint != fingerprint:
                     raise AlreadyExists(
-                        f"request_id {key!r} was used for a different request",
+                        f"request_id {generation.request_id!r} was used for a different request",
                         reason="REQUEST_ID_REUSED",
                     )
                 return await self.get(earlier_name)
@@ -67,11 +87,12 @@ class MemoryJobRegistry:
         stored = generation_pb2.Generation()
         stored.CopyFrom(generation)
         self._jobs[generation.name] = stored
+        self._tenants[generation.name] = tenant
         return generation
 
-    async def get(self, name: str) -> generation_pb2.Generation:
+    async def get(self, name: str, *, tenant: str | None = None) -> generation_pb2.Generation:
         job = self._jobs.get(name)
-        if job is None:
+        if job is None or (tenant is not None and self._tenants.get(name) != tenant):
             raise NotFound("generation", name, "GENERATION_NOT_FOUND")
         copy = generation_pb2.Generation()
         copy.CopyFrom(job)
@@ -83,10 +104,20 @@ class MemoryJobRegistry:
         self._jobs[generation.name] = stored
 
     async def list(
-        self, parent: str, limit: int, after: Sequence[str | int] | None
+        self,
+        parent: str,
+        limit: int,
+        after: Sequence[str | int] | None,
+        *,
+        tenant: str | None = None,
     ) -> tuple[list[generation_pb2.Generation], list[str | int] | None]:
         ordered = sorted(
-            (job for job in self._jobs.values() if not parent or job.parent == parent),
+            (
+                job
+                for job in self._jobs.values()
+                if (not parent or job.parent == parent)
+                and (tenant is None or self._tenants.get(job.name) == tenant)
+            ),
             key=lambda job: (_micros(job.create_time), job.name),
             reverse=True,
         )

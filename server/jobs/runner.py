@@ -19,6 +19,7 @@ from google.protobuf import timestamp_pb2
 from scriptgen.v1 import generation_pb2, generation_service_pb2, project_pb2
 
 from server import limits
+from server.auth.records import DEFAULT_TENANT
 from server.config import CoreConfig
 from server.errors import (
     DataLoss,
@@ -42,6 +43,7 @@ from server.providers.base import Brief, Provider
 from server.providers.factory import StageProviders
 from server.providers.router import ProviderRouter
 from server.providers.selection import DISABLED_KEY, RequestRouting
+from server.ratelimit.budget import TokenBudget
 from server.store.base import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -183,11 +185,16 @@ class JobRunner:
         request: generation_service_pb2.GenerateScriptRequest,
         routing: RequestRouting | None = None,
         deadline: float | None = None,
+        *,
+        tenant: str | None = None,
+        budget: TokenBudget | None = None,
     ) -> str:
         """Accept a job (or find the one with the same request_id); its name.
 
         `routing` narrows the provider chains; `deadline` (a `time.monotonic()`
         instant, from the caller's gRPC deadline) bounds the model calls.
+        `tenant` owns the job (its project must be the tenant's); `budget`
+        counts the job's text deltas against the tenant's daily tokens.
         """
         project_id = validate(request)
         plan_chain, write_chain = self._chains(routing or RequestRouting())
@@ -199,7 +206,7 @@ class JobRunner:
                 reason="TOO_MANY_JOBS",
                 retry_after=2.0,
             )
-        project = await self._store.get_project(project_id)
+        project = await self._store.get_project(project_id, tenant=tenant)
         if project.status == project_pb2.PROJECT_STATUS_ARCHIVED:
             raise FailedPrecondition(
                 f"project '{request.parent}' is archived; set its status to ACTIVE to write more",
@@ -220,7 +227,9 @@ class JobRunner:
         # Claimed first, so no other core takes the new job for one whose core is gone.
         await self.coordination.claim(generation.name)
         try:
-            stored = await self._registry.create(generation, _fingerprint(request))
+            stored = await self._registry.create(
+                generation, _fingerprint(request), tenant=tenant or DEFAULT_TENANT
+            )
         except BaseException:
             await self.coordination.release(generation.name)
             raise
@@ -229,7 +238,11 @@ class JobRunner:
             return stored.name  # the same request again: the same job
         await self._log.create(generation.name)
         events = JobEvents(
-            generation.name, self._log, self._metrics, self._config.heartbeat_seconds
+            generation.name,
+            self._log,
+            self._metrics,
+            self._config.heartbeat_seconds,
+            budget=budget,
         )
         brief = Brief(
             project=project,
@@ -249,6 +262,7 @@ class JobRunner:
             deadline=deadline,
             knowledge=self.knowledge,
             polish="polish" in (routing or RequestRouting()).flags,
+            delta_window_seconds=self._config.delta_window_seconds,
         )
         job = _Job(generation, events, pipeline)
         providers: list[str] = []
@@ -310,6 +324,8 @@ class JobRunner:
             log.error("%s: cannot write its end: %s", job.generation.name, error.message)
         finally:
             await job.events.stop_heartbeat()
+            with contextlib.suppress(ServiceError):
+                await job.events.settle_budget()
             self._jobs.pop(job.generation.name, None)
             with contextlib.suppress(ServiceError):
                 await self.coordination.release(job.generation.name)

@@ -4,11 +4,20 @@ Servicer methods are wrapped by `unary` or `streaming`: a `ServiceError` ends
 the call with its code, message and `google.rpc.Status` details; anything
 else is a bug, logged with its traceback and answered INTERNAL without
 internals.
+
+Before the method runs, the servicer's `Guard` (server.auth.guard) names the
+caller — UNAUTHENTICATED or PERMISSION_DENIED otherwise — and takes the call
+from the key's rate limit (RESOURCE_EXHAUSTED RATE_LIMITED); event streams
+also count against the tenant's open streams. The caller is the call's
+`CALLER` context variable. Unary answers carry `x-ratelimit-*` trailing
+metadata; streams send it as initial metadata, and GenerateScript adds
+`x-job-token`, a token that lets a browser follow that one job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -19,6 +28,8 @@ import grpc
 from grpc import aio
 
 from server import logs
+from server.auth.guard import CALLER, STREAM_LEASE_SECONDS, Caller, Guard
+from server.auth.records import DEFAULT_TENANT
 from server.errors import Internal, ServiceError
 from server.metrics import CoreMetrics
 
@@ -30,10 +41,30 @@ UnaryMethod = Callable[[Any, RequestT, aio.ServicerContext[Any, Any]], Awaitable
 StreamMethod = Callable[[Any, RequestT, aio.ServicerContext[Any, Any]], AsyncIterator[ResponseT]]
 
 
+#: Initial metadata of GenerateScript naming a token for following the new job.
+JOB_TOKEN_KEY = "x-job-token"
+_ANONYMOUS = Caller(DEFAULT_TENANT)
+
+
 class HasMetrics:
-    """Servicers that count their calls."""
+    """Servicers that count their calls (and, with a guard, check who makes them)."""
 
     metrics: CoreMetrics
+    guard: Guard | None = None
+
+
+async def _admit(
+    servicer: HasMetrics, name: str, request: object, context: aio.ServicerContext[Any, Any]
+) -> tuple[Caller, tuple[tuple[str, str], ...]]:
+    """Authenticate and rate-limit the call; the caller and its x-ratelimit-* metadata."""
+    guard = servicer.guard
+    if guard is None:
+        CALLER.set(_ANONYMOUS)
+        return _ANONYMOUS, ()
+    caller = await guard.authenticate(name, context.invocation_metadata(), request)
+    CALLER.set(caller)
+    decision = await guard.admit(caller)
+    return caller, (() if decision is None else decision.headers())
 
 
 async def abort(context: aio.ServicerContext[Any, Any], error: ServiceError) -> NoReturn:
@@ -42,7 +73,10 @@ async def abort(context: aio.ServicerContext[Any, Any], error: ServiceError) -> 
     await context.abort(
         error.code,
         error.message,
-        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+        trailing_metadata=(
+            ("grpc-status-details-bin", status.SerializeToString()),
+            *error.trailers,
+        ),
     )
     raise AssertionError("abort returned")  # pragma: no cover - abort always raises
 
@@ -68,7 +102,11 @@ def unary(
             started = time.monotonic()
             logs.bind_request(context.invocation_metadata())
             try:
-                return await method(self, request, context)
+                _, trailers = await _admit(self, name, request, context)
+                response = await method(self, request, context)
+                if trailers:
+                    context.set_trailing_metadata(trailers)
+                return response
             except Exception as exception:
                 error = _as_service_error(name, exception)
                 code = error.code
@@ -97,9 +135,22 @@ def streaming(
             logs.bind_request(context.invocation_metadata())
             generation = logs.generation_of(request)
             self.metrics.streams_active.inc()
+            stream: str | None = None
+            caller = _ANONYMOUS
             try:
+                caller, initial = await _admit(self, name, request, context)
+                if self.guard is not None:
+                    stream = await self.guard.open_stream(caller)
+                renewed = time.monotonic()
+                first = True
                 async for response in method(self, request, context):
                     generation = generation or logs.generation_of(response)
+                    if first:
+                        first = False
+                        await _send_initial(self.guard, name, caller, generation, initial, context)
+                    if stream is not None and time.monotonic() - renewed > _RENEW_EVERY:
+                        renewed = time.monotonic()
+                        await _renew(self.guard, caller, stream)
                     yield response
             except (GeneratorExit, asyncio.CancelledError):
                 code = grpc.StatusCode.CANCELLED
@@ -109,6 +160,9 @@ def streaming(
                 code = error.code
                 await abort(context, error)
             finally:
+                if stream is not None and self.guard is not None:
+                    with contextlib.suppress(ServiceError):
+                        await self.guard.close_stream(caller, stream)
                 self.metrics.streams_active.dec()
                 self.metrics.grpc_requests.labels(name, code.name).inc()
                 logs.log_call(name, code.name, started, generation)
@@ -116,3 +170,31 @@ def streaming(
         return call
 
     return wrap
+
+
+#: How often an open stream renews its lease on the tenant's stream count.
+_RENEW_EVERY = STREAM_LEASE_SECONDS / 3
+
+
+async def _renew(guard: Guard | None, caller: Caller, stream: str) -> None:
+    if guard is not None:
+        with contextlib.suppress(ServiceError):
+            await guard.renew_stream(caller, stream)
+
+
+async def _send_initial(
+    guard: Guard | None,
+    name: str,
+    caller: Caller,
+    generation: str,
+    initial: tuple[tuple[str, str], ...],
+    context: aio.ServicerContext[Any, Any],
+) -> None:
+    """Before a stream's first message: its rate-limit state and, for a new job, a job token."""
+    metadata = list(initial)
+    if guard is not None and name == "GenerateScript" and generation:
+        token = guard.job_token(generation, caller)
+        if token is not None:
+            metadata.append((JOB_TOKEN_KEY, token))
+    if metadata:
+        await context.send_initial_metadata(tuple(metadata))

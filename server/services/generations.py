@@ -12,6 +12,8 @@ from grpc import aio
 from scriptgen.v1 import generation_pb2, generation_service_pb2, generation_service_pb2_grpc
 
 from server import limits, pagination
+from server.admission import StreamAdmission
+from server.auth.guard import CALLER, Guard, current_tenant
 from server.errors import NotFound, OutOfRange, ServiceError, invalid
 from server.events import EventLog
 from server.jobs import JobRegistry, JobRunner
@@ -36,12 +38,22 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
     """Implements scriptgen.v1.GenerationService on the job runner and the event log."""
 
     def __init__(
-        self, runner: JobRunner, log: EventLog, registry: JobRegistry, metrics: CoreMetrics
+        self,
+        runner: JobRunner,
+        log: EventLog,
+        registry: JobRegistry,
+        metrics: CoreMetrics,
+        guard: Guard | None = None,
+        admission: StreamAdmission | None = None,
     ) -> None:
         self.runner = runner
         self.log = log
         self.registry = registry
         self.metrics = metrics
+        #: Checks every call's key and limits; None: no auth (one tenant, `default`).
+        self.guard = guard
+        #: Refuses a new event stream at once when this process serves its maximum.
+        self.admission = admission or StreamAdmission()
 
     async def _events(
         self, method: str, name: str, after_sequence: int
@@ -51,6 +63,7 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
         coordination = self.runner.coordination
         token = await coordination.reader_enter(name)
         presence = asyncio.create_task(self._keep_reading(name, token), name=f"reader {name}")
+        self.admission.open += 1
         try:
             async for event in self.log.follow(name, after_sequence):
                 if first:
@@ -60,6 +73,7 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
                     first = False
                 yield event
         finally:
+            self.admission.open -= 1
             presence.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await presence
@@ -95,13 +109,18 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
     async def GenerateScript(
         self, request: generation_service_pb2.GenerateScriptRequest, context: Context
     ) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
+        self.admission.check()  # before the job starts: an overloaded core takes no new work
         routing = parse_metadata(context.invocation_metadata() or (), self.runner.provider_names)
         # A detached job outlives the call, so only an attached one inherits its deadline. The
         # slack lets the call itself end first with DEADLINE_EXCEEDED, as the caller expects;
         # the job then stops its model calls and ends with a `failed` event for other readers.
         remaining = None if request.detach else context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining + DEADLINE_SLACK
-        name = await self.runner.start(request, routing, deadline)
+        caller = CALLER.get()
+        budget = None if self.guard is None else await self.guard.budget(caller)
+        name = await self.runner.start(
+            request, routing, deadline, tenant=current_tenant(), budget=budget
+        )
         async for event in self._events("GenerateScript", name, 0):
             yield generation_service_pb2.GenerateScriptResponse(event=event)
 
@@ -110,9 +129,10 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
         self, request: generation_service_pb2.StreamGenerationEventsRequest, context: Context
     ) -> AsyncIterator[generation_service_pb2.StreamGenerationEventsResponse]:
         limits.generation_id("name", request.name)
+        self.admission.check()
         if request.after_sequence < 0:
             raise invalid("after_sequence", "must not be negative")
-        await self.registry.get(request.name)
+        await self.registry.get(request.name, tenant=current_tenant())
         last = await self.log.last_sequence(request.name)
         if request.after_sequence > last:
             raise OutOfRange(
@@ -130,7 +150,7 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
         self, request: generation_service_pb2.GetGenerationRequest, context: Context
     ) -> generation_service_pb2.GetGenerationResponse:
         limits.generation_id("name", request.name)
-        job = await self.registry.get(request.name)
+        job = await self.registry.get(request.name, tenant=current_tenant())
         if job.state not in _ENDED_STATES and await self.runner.end_orphan(request.name):
             job = await self.registry.get(request.name)
         return generation_service_pb2.GetGenerationResponse(
@@ -146,7 +166,9 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
         size = limits.page_size("page_size", request.page_size)
         kind = f"generations:{request.parent}"
         after = pagination.decode("page_token", kind, request.page_token)
-        jobs, position = await self.registry.list(request.parent, size, after)
+        jobs, position = await self.registry.list(
+            request.parent, size, after, tenant=current_tenant()
+        )
         token = pagination.encode(kind, position) if position is not None else ""
         return generation_service_pb2.ListGenerationsResponse(
             generations=[await self._with_last_sequence(job) for job in jobs],
@@ -158,7 +180,7 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
         self, request: generation_service_pb2.CancelGenerationRequest, context: Context
     ) -> generation_service_pb2.CancelGenerationResponse:
         limits.generation_id("name", request.name)
-        await self.registry.get(request.name)
+        await self.registry.get(request.name, tenant=current_tenant())
         job = await self.runner.cancel(request.name)
         return generation_service_pb2.CancelGenerationResponse(
             generation=await self._with_last_sequence(job)

@@ -7,6 +7,8 @@ from typing import Protocol
 
 from scriptgen.v1 import project_pb2
 
+from server.auth.records import DEFAULT_TENANT, KeyStore
+
 #: Fields of a project that UpdateProject may change.
 UPDATABLE_PROJECT_FIELDS = (
     "title",
@@ -21,8 +23,14 @@ UPDATABLE_PROJECT_FIELDS = (
 )
 
 
-class ProjectStore(Protocol):
-    """Projects and episodes, with episode numbers handed out atomically."""
+class ProjectStore(KeyStore, Protocol):
+    """Projects and episodes, with episode numbers handed out atomically; and API keys.
+
+    Every project belongs to a tenant. Calls made for a client pass its
+    `tenant`, and see nothing of another tenant's (NOT_FOUND, as if absent);
+    `tenant=None` is the core's own, unrestricted view (a job saving its episode).
+    Project ids are unique across tenants.
+    """
 
     async def open(self) -> None:
         """Connect and bring the schema up to date."""
@@ -40,8 +48,9 @@ class ProjectStore(Protocol):
         *,
         request_id: str = "",
         fingerprint: str = "",
+        tenant: str = DEFAULT_TENANT,
     ) -> project_pb2.Project:
-        """Insert a project; AlreadyExists (PROJECT_EXISTS) when the id is taken.
+        """Insert a project of `tenant`; AlreadyExists (PROJECT_EXISTS) when the id is taken.
 
         With a `request_id` (an idempotency key) the key is saved with the
         project, in one transaction. While the key is kept (REQUEST_ID_TTL_SECONDS)
@@ -51,20 +60,29 @@ class ProjectStore(Protocol):
         project has been deleted since.
         """
 
-    async def get_project(self, project_id: str) -> project_pb2.Project:
-        """One project; NotFound when absent."""
+    async def get_project(
+        self, project_id: str, *, tenant: str | None = None
+    ) -> project_pb2.Project:
+        """One project; NotFound when absent (or another tenant's)."""
 
     async def list_projects(
-        self, limit: int, after: Sequence[str | int] | None
+        self, limit: int, after: Sequence[str | int] | None, *, tenant: str | None = None
     ) -> tuple[list[project_pb2.Project], list[str | int] | None]:
         """Projects newest first after a keyset position; the next position or None."""
 
     async def update_project(
-        self, project_id: str, changes: project_pb2.Project, paths: Sequence[str]
+        self,
+        project_id: str,
+        changes: project_pb2.Project,
+        paths: Sequence[str],
+        *,
+        tenant: str | None = None,
     ) -> project_pb2.Project:
         """Copy the fields named in `paths` from `changes`; NotFound when absent."""
 
-    async def delete_project(self, project_id: str, *, force: bool) -> None:
+    async def delete_project(
+        self, project_id: str, *, force: bool, tenant: str | None = None
+    ) -> None:
         """Delete a project (with its episodes when `force`); FailedPrecondition otherwise."""
 
     async def create_episode(

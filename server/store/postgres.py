@@ -17,9 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from scriptgen.v1 import project_pb2
 
+from server.auth.records import DEFAULT_TENANT
 from server.store import records
 from server.store.base import UPDATABLE_PROJECT_FIELDS
 from server.store.migrations import migrations
+from server.store.postgres_keys import PostgresKeys
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -72,6 +74,15 @@ def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _tenant_filter(
+    where: str, params: tuple[object, ...], tenant: str | None
+) -> tuple[str, tuple[object, ...]]:
+    """`where` narrowed to `tenant`'s projects (unchanged when tenant is None)."""
+    if tenant is None:
+        return where, params
+    return f"{where} AND tenant = ${len(params) + 1}", (*params, tenant)
+
+
 def _project(row: asyncpg.Record) -> project_pb2.Project:
     return records.project(
         project_id=row["id"],
@@ -110,8 +121,13 @@ def _episode(row: asyncpg.Record) -> project_pb2.Episode:
     )
 
 
-class PostgresProjectStore:
-    """Projects and episodes in a PostgreSQL database, shared by every core."""
+class PostgresProjectStore(PostgresKeys):
+    """Projects and episodes (and API keys, tenants) in PostgreSQL, shared by every core.
+
+    Every project belongs to a tenant; with `tenant=` a call sees only that
+    tenant's projects (another tenant's is NOT_FOUND, like a missing one).
+    `tenant=None` is for the core's own work (a job saving its episode).
+    """
 
     def __init__(
         self,
@@ -220,19 +236,22 @@ class PostgresProjectStore:
         *,
         request_id: str = "",
         fingerprint: str = "",
+        tenant: str = DEFAULT_TENANT,
     ) -> project_pb2.Project:
         now = records.now_micros()
         async with self._transaction() as db:
             earlier = (
-                await self._claim_request_id(db, request_id, fingerprint, project_id, now)
+                await self._claim_request_id(
+                    db, records.tenant_request_id(tenant, request_id), fingerprint, project_id, now
+                )
                 if request_id
                 else None
             )
             if earlier is None:
                 try:
                     await db.execute(
-                        f"INSERT INTO projects ({_PROJECT_COLUMNS})"
-                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                        f"INSERT INTO projects ({_PROJECT_COLUMNS}, tenant)"
+                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                         project_id,
                         project.title,
                         int(project.type),
@@ -245,10 +264,11 @@ class PostgresProjectStore:
                         project.tone,
                         project.target_episode_minutes,
                         int(project.status or project_pb2.PROJECT_STATUS_ACTIVE),
+                        tenant,
                     )
                 except asyncpg.UniqueViolationError:
                     raise records.project_exists(project_id) from None
-        return await self.get_project(earlier or project_id)
+        return await self.get_project(earlier or project_id, tenant=tenant)
 
     async def _claim_request_id(
         self, db: Connection, request_id: str, fingerprint: str, project_id: str, now: int
@@ -289,29 +309,32 @@ class PostgresProjectStore:
             raise records.request_id_reused(request_id)
         return str(row["project_id"])
 
-    async def get_project(self, project_id: str) -> project_pb2.Project:
+    async def get_project(
+        self, project_id: str, *, tenant: str | None = None
+    ) -> project_pb2.Project:
+        where, params = _tenant_filter("id = $1", (project_id,), tenant)
         async with self._connection() as db:
-            row = await db.fetchrow(f"{_PROJECT_SELECT} WHERE id = $1", project_id)
+            row = await db.fetchrow(f"{_PROJECT_SELECT} WHERE {where}", *params)
         if row is None:
             raise records.project_not_found(project_id)
         return _project(row)
 
     async def list_projects(
-        self, limit: int, after: Sequence[str | int] | None
+        self, limit: int, after: Sequence[str | int] | None, *, tenant: str | None = None
     ) -> tuple[list[project_pb2.Project], list[str | int] | None]:
+        if after is None:
+            where, params = _tenant_filter("TRUE", (), tenant)
+        else:
+            where, params = _tenant_filter(
+                "(create_time, id) < ($1, $2)", (int(after[0]), str(after[1])), tenant
+            )
         async with self._connection() as db:
-            if after is None:
-                rows = await db.fetch(
-                    f"{_PROJECT_SELECT} ORDER BY create_time DESC, id DESC LIMIT $1", limit + 1
-                )
-            else:
-                rows = await db.fetch(
-                    f"{_PROJECT_SELECT} WHERE (create_time, id) < ($1, $2)"
-                    " ORDER BY create_time DESC, id DESC LIMIT $3",
-                    int(after[0]),
-                    str(after[1]),
-                    limit + 1,
-                )
+            rows = await db.fetch(
+                f"{_PROJECT_SELECT} WHERE {where}"
+                f" ORDER BY create_time DESC, id DESC LIMIT ${len(params) + 1}",
+                *params,
+                limit + 1,
+            )
         page = rows[:limit]
         projects = [_project(row) for row in page]
         if len(rows) > limit:
@@ -320,7 +343,12 @@ class PostgresProjectStore:
         return projects, None
 
     async def update_project(
-        self, project_id: str, changes: project_pb2.Project, paths: Sequence[str]
+        self,
+        project_id: str,
+        changes: project_pb2.Project,
+        paths: Sequence[str],
+        *,
+        tenant: str | None = None,
     ) -> project_pb2.Project:
         unknown = [path for path in paths if path not in UPDATABLE_PROJECT_FIELDS]
         if unknown:
@@ -331,21 +359,28 @@ class PostgresProjectStore:
         ]
         assignments = [f"{path} = ${index}" for index, path in enumerate(paths, start=1)]
         assignments.append(f"update_time = ${len(paths) + 1}")
+        where = f"id = ${len(paths) + 2}"
+        keys: tuple[object, ...] = (project_id,)
+        if tenant is not None:
+            where, keys = f"{where} AND tenant = ${len(paths) + 3}", (project_id, tenant)
         async with self._connection() as db:
             status = await db.execute(
-                f"UPDATE projects SET {', '.join(assignments)} WHERE id = ${len(paths) + 2}",
+                f"UPDATE projects SET {', '.join(assignments)} WHERE {where}",
                 *values,
                 records.now_micros(),
-                project_id,
+                *keys,
             )
         if status == "UPDATE 0":
             raise records.project_not_found(project_id)
         return await self.get_project(project_id)
 
-    async def delete_project(self, project_id: str, *, force: bool) -> None:
+    async def delete_project(
+        self, project_id: str, *, force: bool, tenant: str | None = None
+    ) -> None:
+        where, params = _tenant_filter("id = $1", (project_id,), tenant)
         async with self._transaction() as db:
             # The row lock orders this against episodes being saved into the project.
-            found = await db.fetchval("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE", project_id)
+            found = await db.fetchval(f"SELECT 1 FROM projects WHERE {where} FOR UPDATE", *params)
             if found is None:
                 raise records.project_not_found(project_id)
             if not force and await db.fetchval(

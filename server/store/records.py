@@ -10,6 +10,7 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 from scriptgen.v1 import project_pb2
 
+from server.auth.records import DEFAULT_TENANT
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 
 MessageT = TypeVar("MessageT", bound=Message)
@@ -135,6 +136,22 @@ def prompt_snapshot_json(episode: project_pb2.Episode) -> str:
 def quality_json(episode: project_pb2.Episode) -> str:
     """The episode's quality report as stored (proto3 JSON)."""
     return _json(episode.quality)
+
+
+def tenant_request_id(tenant: str, request_id: str) -> str:
+    """How a request_id is kept: per tenant, so one tenant's keys never meet another's."""
+    if not request_id or tenant == DEFAULT_TENANT:
+        return request_id
+    return f"{tenant}/{request_id}"
+
+
+def sqlite_tenant_filter(
+    where: str, params: tuple[object, ...], tenant: str | None
+) -> tuple[str, tuple[object, ...]]:
+    """`where` narrowed to `tenant`'s projects (unchanged when tenant is None)."""
+    if tenant is None:
+        return where, params
+    return f"{where} AND tenant = ?", (*params, tenant)
 
 
 def project_not_found(project_id: str) -> NotFound:

@@ -12,8 +12,10 @@ from typing import Any
 import aiosqlite
 from scriptgen.v1 import project_pb2
 
+from server.auth.records import DEFAULT_TENANT
 from server.store import records
 from server.store.migrations import migrations, statements
+from server.store.sqlite_keys import SqliteKeys
 
 _PROJECT_COLUMNS = (
     "id, title, type, logline, description, language, create_time, update_time,"
@@ -78,8 +80,13 @@ def _episode(row: sqlite3.Row | tuple[Any, ...]) -> project_pb2.Episode:
     )
 
 
-class SqliteProjectStore:
-    """Projects and episodes in one SQLite file."""
+class SqliteProjectStore(SqliteKeys):
+    """Projects and episodes (and API keys, tenants) in one SQLite file.
+
+    Every project belongs to a tenant; with `tenant=` a call sees only that
+    tenant's projects (another tenant's is NOT_FOUND, like a missing one).
+    `tenant=None` is for the core's own work (a job saving its episode).
+    """
 
     def __init__(
         self, path: Path, *, request_id_ttl_seconds: float = records.REQUEST_ID_TTL_SECONDS
@@ -173,19 +180,22 @@ class SqliteProjectStore:
         *,
         request_id: str = "",
         fingerprint: str = "",
+        tenant: str = DEFAULT_TENANT,
     ) -> project_pb2.Project:
         now = records.now_micros()
         async with self._transaction() as db:
             earlier = (
-                await self._claim_request_id(db, request_id, fingerprint, project_id, now)
+                await self._claim_request_id(
+                    db, records.tenant_request_id(tenant, request_id), fingerprint, project_id, now
+                )
                 if request_id
                 else None
             )
             if earlier is None:
                 try:
                     await db.execute(
-                        f"INSERT INTO projects ({_PROJECT_COLUMNS})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT INTO projects ({_PROJECT_COLUMNS}, tenant)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             project_id,
                             project.title,
@@ -199,11 +209,12 @@ class SqliteProjectStore:
                             project.tone,
                             project.target_episode_minutes,
                             int(project.status or project_pb2.PROJECT_STATUS_ACTIVE),
+                            tenant,
                         ),
                     )
                 except sqlite3.IntegrityError:
                     raise records.project_exists(project_id) from None
-        return await self.get_project(earlier or project_id)
+        return await self.get_project(earlier or project_id, tenant=tenant)
 
     async def _claim_request_id(
         self,
@@ -234,10 +245,13 @@ class SqliteProjectStore:
             raise records.request_id_reused(request_id)
         return str(row[1])
 
-    async def get_project(self, project_id: str) -> project_pb2.Project:
+    async def get_project(
+        self, project_id: str, *, tenant: str | None = None
+    ) -> project_pb2.Project:
+        where, params = records.sqlite_tenant_filter("id = ?", (project_id,), tenant)
         async with (
             self._reading() as db,
-            db.execute(f"{_PROJECT_SELECT} WHERE id = ?", (project_id,)) as cursor,
+            db.execute(f"{_PROJECT_SELECT} WHERE {where}", params) as cursor,
         ):
             row = await cursor.fetchone()
         if row is None:
@@ -245,17 +259,16 @@ class SqliteProjectStore:
         return _project(row)
 
     async def list_projects(
-        self, limit: int, after: Sequence[str | int] | None
+        self, limit: int, after: Sequence[str | int] | None, *, tenant: str | None = None
     ) -> tuple[list[project_pb2.Project], list[str | int] | None]:
         if after is None:
-            query = f"{_PROJECT_SELECT} ORDER BY create_time DESC, id DESC LIMIT ?"
-            params: tuple[object, ...] = (limit + 1,)
+            where, params = records.sqlite_tenant_filter("1 = 1", (), tenant)
         else:
-            query = (
-                f"{_PROJECT_SELECT} WHERE (create_time, id) < (?, ?)"
-                " ORDER BY create_time DESC, id DESC LIMIT ?"
+            where, params = records.sqlite_tenant_filter(
+                "(create_time, id) < (?, ?)", (after[0], after[1]), tenant
             )
-            params = (after[0], after[1], limit + 1)
+        query = f"{_PROJECT_SELECT} WHERE {where} ORDER BY create_time DESC, id DESC LIMIT ?"
+        params = (*params, limit + 1)
         async with self._reading() as db, db.execute(query, params) as cursor:
             rows = list(await cursor.fetchall())
         page = rows[:limit]
@@ -266,25 +279,34 @@ class SqliteProjectStore:
         return projects, None
 
     async def update_project(
-        self, project_id: str, changes: project_pb2.Project, paths: Sequence[str]
+        self,
+        project_id: str,
+        changes: project_pb2.Project,
+        paths: Sequence[str],
+        *,
+        tenant: str | None = None,
     ) -> project_pb2.Project:
         assignments = [f"{path} = ?" for path in paths]
         values: list[object] = [
             int(getattr(changes, path)) if path in ("type", "status") else getattr(changes, path)
             for path in paths
         ]
+        where, params = records.sqlite_tenant_filter("id = ?", (project_id,), tenant)
         async with self._transaction() as db:
             cursor = await db.execute(
-                f"UPDATE projects SET {', '.join([*assignments, 'update_time = ?'])} WHERE id = ?",
-                (*values, records.now_micros(), project_id),
+                f"UPDATE projects SET {', '.join([*assignments, 'update_time = ?'])} WHERE {where}",
+                (*values, records.now_micros(), *params),
             )
             if cursor.rowcount == 0:
                 raise records.project_not_found(project_id)
         return await self.get_project(project_id)
 
-    async def delete_project(self, project_id: str, *, force: bool) -> None:
+    async def delete_project(
+        self, project_id: str, *, force: bool, tenant: str | None = None
+    ) -> None:
+        where, params = records.sqlite_tenant_filter("id = ?", (project_id,), tenant)
         async with self._transaction() as db:
-            async with db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)) as cursor:
+            async with db.execute(f"SELECT 1 FROM projects WHERE {where}", params) as cursor:
                 if await cursor.fetchone() is None:
                     raise records.project_not_found(project_id)
             async with db.execute(

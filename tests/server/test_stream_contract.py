@@ -160,6 +160,8 @@ async def test_live_followers_see_the_same_events_as_the_starter(tmp_path: Path)
         fast_core_config(tmp_path / "slow"),
         metrics_address=None,
         synthetic=SyntheticConfig(first_token_seconds=0.05, tokens_per_second=800.0),
+        # One delta per token (the naive path) keeps the stream long enough to follow live.
+        delta_window_seconds=0.0,
     )
     slow = Core(config)
     await slow.start()

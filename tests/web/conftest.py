@@ -1,5 +1,10 @@
 """Browser fixtures: a real core with a paced writer, the gateway behind a cuttable
-proxy, and Debian's Chromium driven by Playwright (no browser download)."""
+proxy, and Debian's Chromium driven by Playwright (no browser download).
+
+The servers and the browser start once per test module (their event loop is the
+module's: test modules here mark themselves `loop_scope="module"`); each test gets a
+fresh browser context and starts with no projects.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from gateway import GatewayServer
@@ -37,11 +43,17 @@ WAIT_MS = 20000
 expect.set_options(timeout=WAIT_MS)
 
 
-@pytest.fixture
-async def paced_core(tmp_path: Path) -> AsyncIterator[Core]:
+#: Fixtures shared by a test module, in the module's event loop.
+shared = pytest_asyncio.fixture(scope="module", loop_scope="module")
+#: Per-test fixtures, in the module's event loop too.
+per_test = pytest_asyncio.fixture(loop_scope="module")
+
+
+@shared
+async def paced_core(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Core]:
     """A core whose synthetic writer writes at about the pace of a real model."""
     config = dataclasses.replace(
-        fast_core_config(tmp_path / "core"),
+        fast_core_config(tmp_path_factory.mktemp("core")),
         synthetic=SyntheticConfig(first_token_seconds=0.05, tokens_per_second=TOKENS_PER_SECOND),
     )
     running = Core(config)
@@ -52,7 +64,7 @@ async def paced_core(tmp_path: Path) -> AsyncIterator[Core]:
         await running.stop()
 
 
-@pytest.fixture
+@shared
 async def web_gateway(paced_core: Core) -> AsyncIterator[GatewayServer]:
     server = GatewayServer(gateway_config(f"127.0.0.1:{paced_core.grpc_port}", sse_retry_ms=500))
     await server.start()
@@ -62,19 +74,19 @@ async def web_gateway(paced_core: Core) -> AsyncIterator[GatewayServer]:
         await server.stop()
 
 
-@pytest.fixture
+@shared
 async def proxy(web_gateway: GatewayServer) -> AsyncIterator[CuttableProxy]:
     """What the browser connects to: the gateway, through a link a test can cut."""
     async with cuttable_proxy(web_gateway.port) as running:
         yield running
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def base_url(proxy: CuttableProxy) -> str:
     return f"http://127.0.0.1:{proxy.port}"
 
 
-@pytest.fixture
+@shared
 async def api(web_gateway: GatewayServer) -> AsyncIterator[httpx.AsyncClient]:
     """Direct API access for checking what the page did."""
     async with httpx.AsyncClient(
@@ -83,7 +95,7 @@ async def api(web_gateway: GatewayServer) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
+@shared
 async def browser() -> AsyncIterator[Browser]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/system_deps.sh` (Debian's chromium)")
@@ -97,6 +109,15 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
+@pytest_asyncio.fixture(loop_scope="module", autouse=True)
+async def no_projects(api: httpx.AsyncClient, proxy: CuttableProxy) -> None:
+    """Each test starts from an empty project list, with the link up."""
+    proxy.restore()
+    for project in (await api.get("/v1/projects", params={"pageSize": 1000})).json()["projects"]:
+        deleted = await api.delete(f"/v1/{project['name']}", params={"force": "true"})
+        assert deleted.status_code == 200, deleted.text
+
+
 @dataclasses.dataclass
 class PageErrors:
     """Script errors and CSP violations the page raised; a test ends with none."""
@@ -104,7 +125,7 @@ class PageErrors:
     messages: list[str] = dataclasses.field(default_factory=list)
 
 
-@pytest.fixture
+@per_test
 async def page(browser: Browser, base_url: str) -> AsyncIterator[Page]:
     context = await browser.new_context(
         base_url=base_url, accept_downloads=True, viewport={"width": 1280, "height": 900}

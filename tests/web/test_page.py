@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from httpx_sse import aconnect_sse
 from playwright.async_api import Page, Route, expect
 
 from tests.web.conftest import screenshot
 from tests.web.proxy import CuttableProxy
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 async def open_page(page: Page) -> None:
@@ -91,6 +94,10 @@ async def test_writer_creates_a_project_adds_knowledge_writes_and_exports(
     await expect(page.locator("#knowledge-list li")).to_have_count(2)
     await expect(page.locator("#knowledge-list li").first).to_contain_text("지수")
     await expect(page.locator("#knowledge-list li").first).to_contain_text("Character profile")
+    await page.locator("#knowledge-list li").first.get_by_text("Read").click()
+    await expect(page.locator("#knowledge-list .full-text").first).to_have_text(
+        "지수는 야간 병동 간호사다. 기억력이 비상하다."
+    )
     page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Delete document “Style”").click()
     await expect(page.locator("#knowledge-list li")).to_have_count(1)

@@ -3,6 +3,7 @@ split into chunks, and deltas placed by code-point offset so nothing repeats."""
 
 from __future__ import annotations
 
+import pytest
 from playwright.async_api import Page
 
 from tests.web.test_page import open_page
@@ -43,6 +44,8 @@ LAYOUT = """async ([text, sizes]) => {
   }
   return shapes;
 }"""
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 async def test_fountain_layout_does_not_depend_on_chunking(page: Page) -> None:

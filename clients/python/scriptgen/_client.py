@@ -21,6 +21,7 @@ from scriptgen.v1 import (
     generation_pb2,
     generation_service_pb2,
     generation_service_pb2_grpc,
+    knowledge_pb2,
     project_pb2,
     project_service_pb2,
     project_service_pb2_grpc,
@@ -264,6 +265,98 @@ class Client:
             self._projects.ExportEpisode,
             project_service_pb2.ExportEpisodeRequest(name=name, format=format),
             deadline=deadline,
+        )
+
+    # Story knowledge
+
+    async def add_knowledge_document(
+        self,
+        parent: str,
+        document: knowledge_pb2.KnowledgeDocument | None = None,
+        *,
+        kind: knowledge_pb2.KnowledgeKind.ValueType | None = None,
+        title: str | None = None,
+        text: str | None = None,
+        document_id: str = "",
+        deadline: float | None = None,
+    ) -> knowledge_pb2.KnowledgeDocument:
+        """Add a story-knowledge document to project `parent` (keywords win over `document`).
+
+        The core chunks and embeds the whole text, so the default deadline is at
+        least 60 seconds.
+        """
+        draft = knowledge_pb2.KnowledgeDocument()
+        if document is not None:
+            draft.CopyFrom(document)
+        if kind is not None:
+            draft.kind = kind
+        if title is not None:
+            draft.title = title
+        if text is not None:
+            draft.text = text
+        response = await self._unary(
+            self._projects.AddKnowledgeDocument,
+            project_service_pb2.AddKnowledgeDocumentRequest(
+                parent=parent, document=draft, document_id=document_id
+            ),
+            deadline=deadline if deadline is not None else max(self._config.deadline, 60.0),
+            idempotent=False,
+        )
+        return response.document
+
+    async def list_knowledge_documents(
+        self,
+        parent: str,
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        kind: knowledge_pb2.KnowledgeKind.ValueType = knowledge_pb2.KNOWLEDGE_KIND_UNSPECIFIED,
+        deadline: float | None = None,
+    ) -> project_service_pb2.ListKnowledgeDocumentsResponse:
+        """One page of a project's knowledge documents, oldest first, without their text."""
+        return await self._unary(
+            self._projects.ListKnowledgeDocuments,
+            project_service_pb2.ListKnowledgeDocumentsRequest(
+                parent=parent, page_size=page_size, page_token=page_token, kind=kind
+            ),
+            deadline=deadline,
+        )
+
+    async def iter_knowledge_documents(
+        self,
+        parent: str,
+        page_size: int = 0,
+        *,
+        kind: knowledge_pb2.KnowledgeKind.ValueType = knowledge_pb2.KNOWLEDGE_KIND_UNSPECIFIED,
+        deadline: float | None = None,
+    ) -> AsyncIterator[knowledge_pb2.KnowledgeDocument]:
+        """Every knowledge document of a project (of `kind`, if given), walking the pages."""
+        async for page in self._pages(
+            lambda token: self.list_knowledge_documents(
+                parent, page_size, token, kind=kind, deadline=deadline
+            )
+        ):
+            for document in page.documents:
+                yield document
+
+    async def get_knowledge_document(
+        self, name: str, *, deadline: float | None = None
+    ) -> knowledge_pb2.KnowledgeDocument:
+        """One document with its text, `projects/{project}/knowledge/{document}`."""
+        response = await self._unary(
+            self._projects.GetKnowledgeDocument,
+            project_service_pb2.GetKnowledgeDocumentRequest(name=name),
+            deadline=deadline,
+        )
+        return response.document
+
+    async def delete_knowledge_document(self, name: str, *, deadline: float | None = None) -> None:
+        """Delete one knowledge document; later plans no longer see it."""
+        await self._unary(
+            self._projects.DeleteKnowledgeDocument,
+            project_service_pb2.DeleteKnowledgeDocumentRequest(name=name),
+            deadline=deadline,
+            idempotent=False,
         )
 
     # Generations

@@ -30,7 +30,23 @@ function render(documents, language) {
       attrs: { type: "button", "aria-label": `Delete document “${document_.title}”` },
     });
     remove.addEventListener("click", () => removeDocument(document_));
-    item.append(el("span", { className: "tag", text: KNOWLEDGE_KINDS[document_.kind] || document_.kind || "" }), " ", title, body, remove);
+    // The full text is fetched when the writer opens it (lists leave it out).
+    const reading = el("details", { className: "reading" });
+    const text = el("p", { className: "full-text" });
+    setLanguage(text, language);
+    reading.append(el("summary", { text: "Read" }), text);
+    reading.addEventListener("toggle", async () => {
+      if (!reading.open || text.dataset.loaded) return;
+      try {
+        const full = await call("GET", `/v1/${document_.name}`);
+        text.textContent = full.text || "";
+        text.dataset.loaded = "true";
+      } catch (error) {
+        notify(error);
+      }
+    });
+    const kind = el("span", { className: "tag", text: KNOWLEDGE_KINDS[document_.kind] || document_.kind || "" });
+    item.append(kind, " ", title, body, remove, reading);
     list.append(item);
   }
 }

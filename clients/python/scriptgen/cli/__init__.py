@@ -6,6 +6,7 @@
     scriptgen generate PROJECT --title T     stream a new episode's script to stdout
     scriptgen episodes list|show|delete
     scriptgen generations list|show|follow|cancel
+    scriptgen knowledge add|list|show|delete  a project's story knowledge
     scriptgen loadtest --spawn --streams N  concurrent generations, measured
 
 Every flag can also come from a `SCRIPTGEN_*` environment variable (named in
@@ -21,7 +22,8 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from scriptgen._errors import ScriptgenError
-from scriptgen.cli import episodes, generate, generations, loadtest, projects, serve
+from scriptgen.cli import episodes, generate, generations, knowledge, loadtest, projects, serve
+from scriptgen.cli._loop import loop_factory
 from scriptgen.cli._options import Command, ConfigurationError
 from scriptgen.cli._output import print_error
 
@@ -48,6 +50,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     generate.register(commands, environ)
     episodes.register(commands, environ)
     generations.register(commands, environ)
+    knowledge.register(commands, environ)
     loadtest.register(commands, environ)
     return parser
 
@@ -61,6 +64,7 @@ def _parse(
     command: Command = args.command
     if flag_parser is not None:
         args = flag_parser(environ).parse_args(extras)
+        args.command_arguments = tuple(extras)  # e.g. for `gateway --workers` to pass on
     elif extras:
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
     return command, args
@@ -93,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv[1:]); returns the exit status."""
     command, args = _parse(argv, os.environ)
     try:
-        return asyncio.run(_execute(command, args))
+        # Server commands pick their loop (`--event-loop`, uvloop by default); others asyncio.
+        with asyncio.Runner(loop_factory=loop_factory(getattr(args, "event_loop", None))) as runner:
+            return runner.run(_execute(command, args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 from scriptgen._errors import ScriptgenError
+from scriptgen.cli._loop import add_event_loop_argument
 from scriptgen.cli._options import ConfigurationError, set_command
 from scriptgen.cli._output import out
 
@@ -66,6 +67,7 @@ def serve_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     core_config.add_arguments(parser, environ)
     gateway_config.add_arguments(parser, environ)
     logs.add_arguments(parser, environ)
+    add_event_loop_argument(parser, environ)
     return parser
 
 
@@ -77,6 +79,7 @@ def server_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scriptgen server", description="Run the gRPC core.")
     core_config.add_arguments(parser, environ)
     logs.add_arguments(parser, environ)
+    add_event_loop_argument(parser, environ)
     return parser
 
 
@@ -90,6 +93,21 @@ def gateway_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     gateway_config.add_arguments(parser, environ)
     logs.add_arguments(parser, environ)
+    add_event_loop_argument(parser, environ)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(environ.get("SCRIPTGEN_GATEWAY_WORKERS", "1")),
+        help="gateway processes sharing the HTTP port (SO_REUSEPORT), e.g. one per CPU"
+        " [SCRIPTGEN_GATEWAY_WORKERS] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=environ.get("SCRIPTGEN_REUSE_PORT", "") in ("1", "true"),
+        help="listen with SO_REUSEPORT, sharing the port with other gateway processes"
+        " [SCRIPTGEN_REUSE_PORT]",
+    )
     return parser
 
 
@@ -223,11 +241,47 @@ async def _gateway(args: argparse.Namespace) -> int:
     from gateway import config as gateway_config
 
     settings = configured(gateway_config.from_arguments, args)
+    settings = replace(settings, reuse_port=bool(args.reuse_port))
+    if args.workers != 1:
+        return await _gateway_workers(args, settings)
     async with _running_gateway(settings) as gateway:
         _print_endpoints(http=f"http://{local_host(settings.http_address)}:{gateway.port}/")
         await _until_stopped()
         out("scriptgen: stopping")
     return 0
+
+
+async def _gateway_workers(args: argparse.Namespace, settings: GatewayConfig) -> int:
+    from scriptgen.cli._workers import GatewayWorkers
+
+    try:
+        workers = GatewayWorkers(
+            getattr(args, "command_arguments", ()),
+            settings.http_host,
+            settings.http_port,
+            int(args.workers),
+        )
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+    except OSError as error:
+        raise StartupError(f"the gateway could not start: {error}") from error
+    try:
+        await workers.start()
+    except (OSError, RuntimeError, TimeoutError) as error:
+        raise StartupError(f"the gateway workers could not start: {error}") from error
+    host = local_host(settings.http_address)
+    _print_endpoints(http=f"http://{host}:{workers.port}/")
+    out(f"  workers  {args.workers} (pids {' '.join(map(str, workers.pids))})")
+    stop = asyncio.ensure_future(_until_stopped())
+    died = asyncio.ensure_future(workers.wait_any())
+    try:
+        await asyncio.wait({stop, died}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        died.cancel()
+        out("scriptgen: stopping")
+        status = await workers.stop()
+    return status
 
 
 def _metrics_url(address: str | None, port: int | None) -> str | None:

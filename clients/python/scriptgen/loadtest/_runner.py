@@ -45,23 +45,29 @@ async def run_load(config: LoadConfig, progress: Progress = _quiet) -> LoadRepor
     check_bounds(config)
     started_utc = datetime.now(UTC).isoformat(timespec="seconds")
     async with AsyncExitStack() as stack:
-        async with asyncio.timeout(config.setup_timeout_seconds):
-            if config.spawn:
-                progress("starting the servers")
-                servers = await stack.enter_async_context(
-                    spawned_servers(config.protocol, config.pace, config.setup_timeout_seconds)
-                )
-                target = servers.target
-                found = list(servers.processes)
-            else:
-                assert config.target is not None
-                target = config.target
-                found = discover_servers(target.port)
-            processes = [describe(pid, role) for pid, role in found]
-            known = {process.pid for process in processes}
-            processes += [describe(pid, "server") for pid in config.server_pids if pid not in known]
-            progress(f"creating {config.projects} project(s) on {target}")
-            projects = await _create_projects(target, config.projects)
+        if config.spawn:
+            progress("starting the servers")
+            servers = await stack.enter_async_context(
+                spawned_servers(config.protocol, config.pace, config.setup_timeout_seconds)
+            )
+            target = servers.target
+            found = list(servers.processes)
+        else:
+            assert config.target is not None
+            target = config.target
+            found = discover_servers(target.port)
+        processes = [describe(pid, role) for pid, role in found]
+        known = {process.pid for process in processes}
+        processes += [describe(pid, "server") for pid in config.server_pids if pid not in known]
+        progress(f"creating {config.projects} project(s) on {target}")
+        try:
+            async with asyncio.timeout(config.setup_timeout_seconds):
+                projects = await _create_projects(target, config.projects)
+        except TimeoutError:
+            raise LoadTestError(
+                f"creating {config.projects} project(s) on {target} took longer than"
+                f" --setup-timeout {config.setup_timeout_seconds:g} s"
+            ) from None
         plans = _plans(config, projects)
         sampler = ProcessSampler(processes, config.sample_interval_seconds)
         sampler.start()

@@ -32,6 +32,7 @@ _GRPC_LINE = re.compile(r"gRPC\s+(\S+):(\d+)")
 _HTTP_LINE = re.compile(r"HTTP\s+http://(\S+):(\d+)/")
 _CHUNK_FLAG = "--synthetic-tokens-per-chunk"
 _DROPPED = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+_TRACEBACK = "Traceback (most recent call last)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +111,21 @@ async def _announced(
         if match:
             return match.group(1), int(match.group(2))
         if process.returncode is not None:
-            tail = text[-2000:]
-            raise LoadTestError(f"a server exited with status {process.returncode}:\n{tail}")
+            raise LoadTestError(
+                f"{log.stem} exited with status {process.returncode}; the end of its log:\n"
+                + text[-2000:]
+            )
+        if _TRACEBACK in text:
+            # A failed start may leave the process hanging on its threads: do not wait for it.
+            raise LoadTestError(f"{log.stem} failed to start; the end of its log:\n{text[-2000:]}")
         await asyncio.sleep(0.05)
+
+
+def _log_tails(folder: Path) -> str:
+    return "".join(
+        f"\n--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
+        for log in sorted(folder.glob("*.log"))
+    )
 
 
 async def _core_serving(target: str) -> None:
@@ -198,7 +211,10 @@ async def spawned_servers(
         except TimeoutError:
             for process in reversed(started):
                 await _stop(process)
-            raise LoadTestError(f"the servers were not ready within {ready_within:g} s") from None
+            logs = await asyncio.to_thread(_log_tails, folder)
+            raise LoadTestError(
+                f"the servers were not ready within --setup-timeout {ready_within:g} s{logs}"
+            ) from None
         except BaseException:
             for process in reversed(started):
                 await _stop(process)

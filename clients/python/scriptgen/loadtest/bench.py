@@ -21,6 +21,7 @@ from typing import Any
 
 #: The scenarios of BENCHMARKS.md: name → the arguments of `scriptgen loadtest`.
 SCENARIOS: dict[str, str] = {
+    "sse-single-stream": "--spawn --streams 1 --ttft 0.3 --tokens-per-second 30 --duration 60",
     "sse-1000-at-30": (
         "--spawn --streams 1000 --ttft 0.3 --tokens-per-second 30 --projects 10 --duration 180"
     ),
@@ -104,13 +105,13 @@ def _kib(value: float | None) -> float | None:
     return None if value is None else value / 1024
 
 
-def medians(documents: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """The median of each figure over the runs that have it."""
+def medians(documents: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float, float]]:
+    """(median, min, max) of each figure over the runs that have it."""
     table = {}
     for label, read in FIGURES.items():
         values = [v for v in (read(d) for d in documents) if v is not None]
         if values:
-            table[label] = statistics.median(values)
+            table[label] = (statistics.median(values), min(values), max(values))
     return table
 
 
@@ -147,9 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed = failed or status not in (0, 1)
             if stem.with_suffix(".json").exists():
                 documents.append(json.loads(stem.with_suffix(".json").read_text()))
-        print(f"\n## {name}: median of {len(documents)} runs")
-        for label, value in medians(documents).items():
-            print(f"  {label:<26}{value:>12.1f}")
+        print(f"\n## {name}: median (min - max) of {len(documents)} runs")
+        for label, (middle, low, high) in medians(documents).items():
+            print(f"  {label:<26}{middle:>12.1f}   ({low:.1f} - {high:.1f})")
         print()
     return 1 if failed else 0
 

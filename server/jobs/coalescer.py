@@ -1,0 +1,100 @@
+"""Joins a stage's text chunks into TextDelta events by a short time window.
+
+A model streams one token every few tens of milliseconds; one event per token
+makes every hop (event log, gRPC message, SSE frame) pay per token. The
+coalescer sends the first chunk at once — time to first token is what a reader
+feels — and after that at most one delta per `window_seconds`, carrying every
+chunk that arrived meanwhile. A chunk that arrives after a quiet spell longer
+than the window goes out at once too. A window of 0 sends every chunk as its
+own delta (the naive per-token relay, kept for comparison).
+
+Offsets are assigned when a delta is cut, in the order deltas are appended, so
+the concatenated deltas are exactly the chunks in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from scriptgen.v1 import generation_pb2
+
+from server.jobs.emitter import JobEvents
+
+_TextDelta = generation_pb2.GenerationEvent.TextDelta
+
+
+class DeltaCoalescer:
+    """Emits the text of one stream as TextDelta events, at most one per window."""
+
+    def __init__(self, events: JobEvents, window_seconds: float, offset: int = 0) -> None:
+        self._events = events
+        self._window = max(0.0, window_seconds)
+        #: Characters handed to the log so far: the offset of the next delta.
+        self.offset = offset
+        self._pending: list[str] = []
+        self._loop = asyncio.get_running_loop()
+        self._last_cut = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    async def add(self, text: str) -> None:
+        """Take one chunk; it goes out now or with the next cut of the window."""
+        if self._error is not None:
+            raise self._error
+        if not text:
+            return
+        self._pending.append(text)
+        if self._timer is not None:
+            return  # a cut is already due
+        due = self._last_cut + self._window
+        if self._loop.time() >= due:
+            await self.flush()
+        else:
+            self._timer = self._loop.call_at(due, self._cut_later)
+
+    async def flush(self) -> None:
+        """Emit what is pending now (before an event that must follow the text so far)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        text = "".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
+        offset = self.offset
+        self.offset += len(text)
+        self._last_cut = self._loop.time()
+        # Offsets were fixed above, before any await; JobEvents' lock appends in call order.
+        await self._events.emit("text_delta", _TextDelta(text=text, offset=offset))
+
+    async def close(self) -> None:
+        """Emit the rest once the stream ended; raises what a timed cut ran into."""
+        if self._flushing is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flushing
+        if self._error is not None:
+            raise self._error
+        await self.flush()
+
+    def abort(self) -> None:
+        """Drop pending text and any timed cut (the job was cancelled or failed)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flushing is not None and not self._flushing.done():
+            self._flushing.cancel()
+        self._pending.clear()
+
+    def _cut_later(self) -> None:
+        self._timer = None
+        if self._pending:
+            self._flushing = self._loop.create_task(self.flush())
+            self._flushing.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        if task is self._flushing:
+            self._flushing = None
+        if not task.cancelled() and task.exception() is not None:
+            self._error = task.exception()
