@@ -19,12 +19,13 @@ from gateway.routes_knowledge import routes as knowledge_routes
 from gateway.routes_operations import routes as operation_routes
 from gateway.routes_page import routes as page_routes
 from gateway.routes_projects import routes as project_routes
+from gateway.security import add_security_headers, cors
 
 
 def create_app(config: GatewayConfig) -> web.Application:
     """A gateway app for `config`; its channel to the core opens when the app starts."""
     app = web.Application(
-        middlewares=[observe, identify, translate_errors],
+        middlewares=[observe, cors, identify, translate_errors],
         client_max_size=config.max_body_bytes,
     )
     app[state.CONFIG] = config
@@ -39,6 +40,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.cleanup_ctx.append(_core_channel)
     app.cleanup_ctx.append(_readiness_watch)
     app.on_response_prepare.append(echo_request_id)
+    app.on_response_prepare.append(add_security_headers)
     app.on_shutdown.append(_drain_streams)
     return app
 

@@ -45,6 +45,8 @@ class GatewayConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     #: SSE streams this process serves at once; more get 429 with Retry-After; 0: no limit.
     max_streams: int = 0
+    #: Origins allowed to call the API from another site (CORS); empty: none.
+    cors_origins: tuple[str, ...] = ()
     #: Listen with SO_REUSEPORT, so several gateway processes share one port.
     reuse_port: bool = False
 
@@ -117,6 +119,12 @@ def add_arguments(
         " (default: %(default)s)",
     )
     group.add_argument(
+        "--cors-origins",
+        default=_env(env, "CORS_ORIGINS", ""),
+        help="comma-separated origins allowed to call the API cross-site, e.g."
+        " https://writers.example (empty: none) [SCRIPTGEN_CORS_ORIGINS]",
+    )
+    group.add_argument(
         "--drain-seconds",
         type=float,
         default=float(_env(env, "DRAIN_SECONDS", "5")),
@@ -144,4 +152,19 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
         unary_deadline_seconds=float(namespace.unary_deadline_seconds),
         drain_seconds=float(namespace.drain_seconds),
         max_streams=max(0, int(namespace.gateway_max_streams)),
+        cors_origins=_origins(str(namespace.cors_origins)),
     )
+
+
+def _origins(spec: str) -> tuple[str, ...]:
+    """Parse SCRIPTGEN_CORS_ORIGINS; ValueError for anything but `scheme://host[:port]`."""
+    origins = []
+    for entry in spec.split(","):
+        origin = entry.strip().rstrip("/")
+        if not origin:
+            continue
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest:
+            raise ValueError(f"CORS origin {origin!r} must look like https://host[:port]")
+        origins.append(origin)
+    return tuple(origins)

@@ -23,6 +23,12 @@ from google.rpc import error_details_pb2, status_pb2
 
 DOMAIN = "scriptgen.dev"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+#: Trailing metadata of the core's rate limits, answered as X-RateLimit-* headers.
+RATE_LIMIT_HEADERS: Mapping[str, str] = {
+    "x-ratelimit-limit": "X-RateLimit-Limit",
+    "x-ratelimit-remaining": "X-RateLimit-Remaining",
+    "x-ratelimit-reset": "X-RateLimit-Reset",
+}
 
 # google.rpc.Code → HTTP, as documented in google/rpc/code.proto, plus nginx's
 # 499 for CANCELLED, which is what the client did.
@@ -104,6 +110,8 @@ class ApiError(Exception):
         self.details = list(details)
         # Only for HTTP-level outcomes with no gRPC counterpart, e.g. 405.
         self._http_status = http_status
+        #: Headers from the core's metadata (X-RateLimit-*).
+        self.extra_headers: dict[str, str] = {}
 
     @classmethod
     def from_status(cls, status: status_pb2.Status) -> ApiError:
@@ -115,7 +123,10 @@ class ApiError(Exception):
         code = error.code()
         message = error.details() or code.name
         details: list[any_pb2.Any] = []
+        headers: dict[str, str] = {}
         for key, value in error.trailing_metadata() or ():
+            if key in RATE_LIMIT_HEADERS and isinstance(value, str) and value.isdigit():
+                headers[RATE_LIMIT_HEADERS[key]] = value
             if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
                 decoded = status_pb2.Status()
                 try:
@@ -124,7 +135,9 @@ class ApiError(Exception):
                     continue
                 if decoded.code == code.value[0]:
                     details.extend(decoded.details)
-        return cls(code, message, details)
+        api_error = cls(code, message, details)
+        api_error.extra_headers = headers
+        return api_error
 
     @classmethod
     def invalid(
@@ -192,8 +205,11 @@ class ApiError(Exception):
         }
 
     def headers(self) -> dict[str, str]:
+        headers = dict(self.extra_headers)
         retry_after = self.retry_after_seconds
-        return {} if retry_after is None else {"Retry-After": str(retry_after)}
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+        return headers
 
 
 def _pack(message: Message) -> any_pb2.Any:

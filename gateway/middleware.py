@@ -16,6 +16,7 @@ from gateway.access_log import log_request
 from gateway.codec import json_response
 from gateway.errors import ApiError, Reason
 from gateway.inputs import header_value
+from gateway.security import credentials
 
 _log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
                 metadata.append((name, value))
     except ApiError as error:
         return _error_response(error)
+    # Checked by the core, which owns auth; the gateway only passes it on.
+    authorization = credentials(request)
+    if authorization is not None:
+        metadata.append(("authorization", authorization))
     request[state.CALL_METADATA] = tuple(metadata)
     return await handler(request)
 

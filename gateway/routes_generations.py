@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+from urllib.parse import quote
 
 import grpc
 import grpc.aio
@@ -17,11 +19,14 @@ from gateway.codec import json_response, parse_message, to_json
 from gateway.errors import ApiError, Reason
 from gateway.inputs import Query, after_sequence, json_object, path_id
 from gateway.routes_projects import idempotency_key
+from gateway.security import ACCESS_TOKEN_PARAMETER
 from gateway.sse import relay_events
 
 routes = web.RouteTableDef()
 
 _GENERATIONS = "generations/"
+#: Initial metadata of GenerateScript with the job token (server.services.calls).
+JOB_TOKEN_KEY = "x-job-token"
 
 
 def _generation_name(request: web.Request) -> str:
@@ -41,6 +46,24 @@ def _stream_slot(request: web.Request) -> AbstractContextManager[None]:
     """One of this process's SSE stream slots; 429 with Retry-After when none is free."""
     slots = request.app.get(SLOTS)
     return nullcontext() if slots is None else slots.slot()
+
+
+async def _job_token(call: grpc.aio.UnaryStreamCall[Any, Any]) -> str:
+    """The job token the core sent with the job's first event (none with auth off)."""
+    try:
+        metadata = await call.initial_metadata()
+    except grpc.aio.AioRpcError:
+        return ""
+    for key, value in metadata or ():
+        if key == JOB_TOKEN_KEY and isinstance(value, str):
+            return value
+    return ""
+
+
+def _events_url(url: str, token: str) -> str:
+    """Where to follow the job; with auth on, a short-lived token a plain EventSource can use."""
+    events = f"{url}/events"
+    return f"{events}?{ACCESS_TOKEN_PARAMETER}={quote(token, safe='')}" if token else events
 
 
 @routes.post("/v1/projects/{project}/generations")
@@ -85,6 +108,7 @@ async def generate_script(request: web.Request) -> web.StreamResponse:
             "The core ended the job's stream before naming the job.",
         )
     name = first.event.generation
+    token = await _job_token(call)
     reply = await core.generations.GetGeneration(
         generation_service_pb2.GetGenerationRequest(name=name),
         metadata=state.call_metadata(request),
@@ -92,7 +116,7 @@ async def generate_script(request: web.Request) -> web.StreamResponse:
     )
     url = _generation_url(name)
     return json_response(
-        {"generation": to_json(reply.generation), "eventsUrl": f"{url}/events"},
+        {"generation": to_json(reply.generation), "eventsUrl": _events_url(url, token)},
         status=201,
         headers={"Location": url},
     )
@@ -148,6 +172,7 @@ async def stream_generation_events(request: web.Request) -> web.StreamResponse:
     name = _generation_name(request)
     query = Query(request)
     after = after_sequence(request, query)
+    query.text(ACCESS_TOKEN_PARAMETER)  # a job token: forwarded by the identify middleware
     query.finish()
     with _stream_slot(request):
         call = request.app[state.CORE].generations.StreamGenerationEvents(

@@ -106,7 +106,8 @@ class PostgresKeys:
             await db.execute(
                 "INSERT INTO tenants (id, requests_per_window, window_seconds, max_streams,"
                 " daily_tokens, create_time) VALUES ($1, $2, $3, $4, $5, $6)"
-                " ON CONFLICT (id) DO UPDATE SET requests_per_window = EXCLUDED.requests_per_window,"
+                " ON CONFLICT (id) DO UPDATE SET"
+                " requests_per_window = EXCLUDED.requests_per_window,"
                 " window_seconds = EXCLUDED.window_seconds, max_streams = EXCLUDED.max_streams,"
                 " daily_tokens = EXCLUDED.daily_tokens",
                 limits.tenant,

@@ -102,7 +102,8 @@ class SqliteKeys:
             await db.execute(
                 "INSERT INTO tenants (id, requests_per_window, window_seconds, max_streams,"
                 " daily_tokens, create_time) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET requests_per_window = excluded.requests_per_window,"
+                " ON CONFLICT (id) DO UPDATE SET"
+                " requests_per_window = excluded.requests_per_window,"
                 " window_seconds = excluded.window_seconds, max_streams = excluded.max_streams,"
                 " daily_tokens = excluded.daily_tokens",
                 (

@@ -43,7 +43,7 @@ async def test_a_core_starts_before_chroma_and_connects_when_it_comes_up() -> No
         server.close()
 
 
-async def test_embedded_chroma_that_cannot_open_stops_the_start(tmp_path: object) -> None:
+async def test_embedded_chroma_that_cannot_open_stops_the_start() -> None:
     def broken() -> object:
         raise OSError("read-only file system")
 

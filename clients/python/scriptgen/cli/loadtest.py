@@ -115,7 +115,7 @@ def register(
         " up to the CPU count (default: auto)",
     )
 
-    pace = parser.add_argument_group("synthetic writer (with --spawn)")
+    pace = parser.add_argument_group("servers started with --spawn")
     pace.add_argument(
         "--ttft",
         type=float,
@@ -134,6 +134,21 @@ def register(
         type=int,
         default=None,
         help="tokens per delta, when the server has --synthetic-tokens-per-chunk",
+    )
+    pace.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="an extra flag of `scriptgen server`, e.g. --server-arg=--delta-window-ms=0;"
+        " repeatable",
+    )
+    pace.add_argument(
+        "--gateway-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="an extra flag of `scriptgen gateway`; repeatable",
     )
 
     output = parser.add_argument_group("measurement and output")
@@ -225,6 +240,8 @@ def _config(args: argparse.Namespace) -> LoadConfig:
             else float(args.tokens_per_second),
             tokens_per_chunk=args.tokens_per_chunk,
         ),
+        server_args=tuple(str(flag) for flag in args.server_arg),
+        gateway_args=tuple(str(flag) for flag in args.gateway_arg),
         server_pids=tuple(int(pid) for pid in args.server_pid),
         sample_interval_seconds=float(args.sample_interval),
         command_line=("scriptgen", *sys.argv[1:]) if _from_shell() else (),

@@ -92,6 +92,9 @@ class LoadConfig:
     #: Start `scriptgen server` (and `gateway` for SSE) on free loopback ports.
     spawn: bool = False
     pace: SyntheticPace = field(default_factory=SyntheticPace)
+    #: Extra flags of the `scriptgen server` / `scriptgen gateway` the tool starts.
+    server_args: tuple[str, ...] = ()
+    gateway_args: tuple[str, ...] = ()
     #: Server processes to measure besides the ones found or started.
     server_pids: tuple[int, ...] = ()
     #: Seconds between CPU/RSS samples of the server processes.
@@ -185,6 +188,8 @@ def check_bounds(config: LoadConfig) -> None:
         raise LoadTestError("--sample-interval must be in [0.05, 10] seconds")
     if config.spawn == (config.target is not None):
         raise LoadTestError("give exactly one of --target-http, --target-grpc or --spawn")
+    if (config.server_args or config.gateway_args) and not config.spawn:
+        raise LoadTestError("--server-arg and --gateway-arg go with --spawn")
     if config.target is not None and config.target.protocol is not config.protocol:
         raise LoadTestError("the target's protocol and --protocol disagree")
     pace = config.pace

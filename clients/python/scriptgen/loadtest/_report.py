@@ -104,6 +104,8 @@ class LoadReport:
                 "client_workers": config.workers,
                 "spawned_servers": config.spawn,
                 "synthetic_pace": pace,
+                "server_args": list(config.server_args),
+                "gateway_args": list(config.gateway_args),
                 "measured_seconds": round(self.duration, 3),
             },
             "outcomes": self.outcomes,

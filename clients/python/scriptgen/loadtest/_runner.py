@@ -48,7 +48,13 @@ async def run_load(config: LoadConfig, progress: Progress = _quiet) -> LoadRepor
         if config.spawn:
             progress("starting the servers")
             servers = await stack.enter_async_context(
-                spawned_servers(config.protocol, config.pace, config.setup_timeout_seconds)
+                spawned_servers(
+                    config.protocol,
+                    config.pace,
+                    config.setup_timeout_seconds,
+                    server_args=config.server_args,
+                    gateway_args=config.gateway_args,
+                )
             )
             target = servers.target
             found = list(servers.processes)

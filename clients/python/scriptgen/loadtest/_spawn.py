@@ -17,13 +17,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import grpc.aio
+import psutil
 from grpc_health.v1 import health_pb2
 
 from scriptgen.loadtest._config import LoadTestError, Protocol, SyntheticPace, Target
@@ -121,6 +122,18 @@ async def _announced(
         await asyncio.sleep(0.05)
 
 
+def _children(processes: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Processes a server started itself (e.g. gateway workers), to measure them too."""
+    found = []
+    for pid, role in processes:
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            continue
+        found += [(child.pid, f"{role} worker") for child in children]
+    return found
+
+
 def _log_tails(folder: Path) -> str:
     return "".join(
         f"\n--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
@@ -173,9 +186,17 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 @asynccontextmanager
 async def spawned_servers(
-    protocol: Protocol, pace: SyntheticPace, ready_within: float
+    protocol: Protocol,
+    pace: SyntheticPace,
+    ready_within: float,
+    *,
+    server_args: Sequence[str] = (),
+    gateway_args: Sequence[str] = (),
 ) -> AsyncIterator[SpawnedServers]:
-    """Start the servers, wait until they are ready, yield them, stop them (gateway first)."""
+    """Start the servers, wait until they are ready, yield them, stop them (gateway first).
+
+    `server_args` and `gateway_args` are extra flags of `scriptgen server` and `gateway`.
+    """
     started: list[asyncio.subprocess.Process] = []
     with tempfile.TemporaryDirectory(prefix="scriptgen-loadtest-") as name:
         folder = Path(name)
@@ -183,6 +204,7 @@ async def spawned_servers(
             async with asyncio.timeout(ready_within):
                 supports_chunk = pace.tokens_per_chunk is not None and await _supports_chunk_flag()
                 command = server_command(pace, folder / "data", supports_chunk=supports_chunk)
+                command += server_args
                 core = await _start(command, folder / "core.log")
                 started.append(core)
                 host, port = await _announced(core, folder / "core.log", _GRPC_LINE)
@@ -200,6 +222,7 @@ async def spawned_servers(
                             f"--core-target={core_target}",
                             "--http-address=127.0.0.1:0",
                             "--drain-seconds=1",
+                            *gateway_args,
                         ],
                         folder / "gateway.log",
                     )
@@ -208,6 +231,7 @@ async def spawned_servers(
                     target = Target(Protocol.SSE, host, port)
                     await _gateway_ready(target.base_url)
                     processes.append((gateway.pid, "gateway"))
+                processes += _children(processes)
         except TimeoutError:
             for process in reversed(started):
                 await _stop(process)
