@@ -22,6 +22,9 @@ class GatewayServer:
             # A client that leaves cancels its handler, and so its upstream gRPC call.
             handler_cancellation=True,
             shutdown_timeout=self._config.drain_seconds,
+            # gateway/access_log.py writes the one access line; aiohttp's own would log
+            # query strings, and so the job tokens of eventsUrls.
+            access_log=None,
         )
         await runner.setup()
         try:

@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -46,6 +47,32 @@ def _generation_argument(record: logging.LogRecord) -> str:
     if isinstance(args, tuple) and args and isinstance(args[0], str):
         return args[0] if args[0].startswith(_GENERATION_PREFIX) else ""
     return ""
+
+
+#: API keys (`sg_k…_…`), job tokens (`sgjt.….…`) and bearer credentials in any log text.
+_SECRETS = re.compile(
+    r"sg_k[0-9a-f]{12}_[0-9a-f]{48}|sgjt\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]+"
+)
+
+
+def redact(text: str) -> str:
+    """`text` with keys, job tokens and bearer credentials replaced by `[redacted]`."""
+    return _SECRETS.sub("[redacted]", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Takes secrets out of every record before any handler writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        for key, value in list(vars(record).items()):
+            if key not in _RECORD_ATTRIBUTES and isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -96,6 +123,7 @@ def configure(log_format: str = "json", level: str = "INFO", stream: IO[str] | N
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     handler.set_name(_HANDLER_NAME)
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)

@@ -26,6 +26,7 @@ from grpc import aio
 from scriptgen.v1 import knowledge_pb2, project_service_pb2
 
 from server import limits, pagination
+from server.auth.guard import current_tenant
 from server.errors import FieldViolation, Unavailable, invalid
 from server.knowledge import KnowledgeStore
 from server.metrics import CoreMetrics
@@ -97,7 +98,7 @@ class KnowledgeRpcs:
         """
         if self.knowledge is None:
             return
-        project = await self.store.get_project(project_id)
+        project = await self.store.get_project(project_id, tenant=current_tenant())
         if force or project.episode_count == 0:
             await self.knowledge.delete_project(project_id)
 
@@ -115,7 +116,7 @@ class KnowledgeRpcs:
             raise invalid("document", "is required")
         check_document(request.document, request.document_id)
         knowledge = self._knowledge()
-        await self.store.get_project(project_id)
+        await self.store.get_project(project_id, tenant=current_tenant())
         document = knowledge_pb2.KnowledgeDocument(
             kind=request.document.kind, title=request.document.title, text=request.document.text
         )
@@ -134,7 +135,7 @@ class KnowledgeRpcs:
         listing = f"knowledge:{project_id}:{request.kind}"
         after = pagination.decode("page_token", listing, request.page_token)
         knowledge = self._knowledge()
-        await self.store.get_project(project_id)
+        await self.store.get_project(project_id, tenant=current_tenant())
         documents, position = await knowledge.list_documents(project_id, size, after, request.kind)
         token = pagination.encode(listing, position) if position is not None else ""
         return project_service_pb2.ListKnowledgeDocumentsResponse(
@@ -147,7 +148,7 @@ class KnowledgeRpcs:
     ) -> project_service_pb2.GetKnowledgeDocumentResponse:
         name = knowledge_name("name", request.name)
         knowledge = self._knowledge()
-        await self.store.get_project(name.project)
+        await self.store.get_project(name.project, tenant=current_tenant())
         document = await knowledge.get_document(name.project, name.document)
         return project_service_pb2.GetKnowledgeDocumentResponse(document=document)
 
@@ -157,6 +158,6 @@ class KnowledgeRpcs:
     ) -> project_service_pb2.DeleteKnowledgeDocumentResponse:
         name = knowledge_name("name", request.name)
         knowledge = self._knowledge()
-        await self.store.get_project(name.project)
+        await self.store.get_project(name.project, tenant=current_tenant())
         await knowledge.delete_document(name.project, name.document)
         return project_service_pb2.DeleteKnowledgeDocumentResponse()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from scriptgen import Client
+from scriptgen import Client, ClientConfig
 from scriptgen.v1 import generation_pb2
 
 SCRIPTGEN = str(Path(sys.executable).with_name("scriptgen"))
@@ -109,8 +109,14 @@ async def test_serve_runs_core_and_gateway_on_port_0_and_stops_on_sigterm(
     metrics_url = (await serve.read_line("stdout", r"metrics\s+(\S+)")).group(1)
     for address in (grpc_target, http_base, metrics_url):
         assert not re.search(r":0(/|$)", address), "real bound ports are printed"
+    # A fresh data dir: serve made a local key, printed it, and saved it (0600).
+    key = (await serve.read_line("stdout", r"SCRIPTGEN_API_KEY=(\S+)")).group(1)
+    saved = tmp_path / "data" / "local-api-key"
+    assert saved.read_text().strip() == key and saved.stat().st_mode & 0o777 == 0o600
 
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(
+        timeout=10, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
         await _wait_ready(http, http_base)
         created = await http.post(f"{http_base}v1/projects", json={"title": "Over HTTP"})
         assert created.status_code in (200, 201), created.text
@@ -120,7 +126,7 @@ async def test_serve_runs_core_and_gateway_on_port_0_and_stops_on_sigterm(
         metrics = await http.get(metrics_url)
         assert metrics.status_code == 200
 
-    async with Client(grpc_target) as client:
+    async with Client(grpc_target, ClientConfig(api_key=key)) as client:
         assert (await client.get_project(name)).title == "Over HTTP"
 
     assert await serve.finish(signal.SIGTERM) == 0
@@ -133,6 +139,8 @@ async def test_server_runs_the_core_alone_and_stops_on_sigint(
 ) -> None:
     server = await spawn(
         "server",
+        "--auth",
+        "disabled",
         "--grpc-address",
         "127.0.0.1:0",
         "--metrics-address",

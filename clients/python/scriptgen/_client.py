@@ -66,6 +66,11 @@ class Client:
         config = config or ClientConfig()
         if target is not None:
             config = replace(config, target=target)
+        if config.api_key:
+            config = replace(
+                config,
+                metadata=(*config.metadata, ("authorization", f"Bearer {config.api_key}")),
+            )
         self._config = config
         self._channel = grpc.aio.insecure_channel(config.target, options=config.channel_options())
         self._projects: ProjectServiceAsyncStub = project_service_pb2_grpc.ProjectServiceStub(

@@ -60,8 +60,10 @@ class ClientConfig:
     stream_idle_timeout: float = 30.0
     #: Retries of UNAVAILABLE for idempotent calls and stream resumption.
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    #: Metadata sent with every call, e.g. `(("authorization", "Bearer ..."),)`.
+    #: Metadata sent with every call, e.g. `(("x-feature-flags", "polish"),)`.
     metadata: tuple[tuple[str, str], ...] = ()
+    #: API key (`sg_…`), sent as `authorization: Bearer <key>` with every call.
+    api_key: str = field(default="", repr=False)
     #: Largest gRPC message sent or received, in bytes.
     max_message_bytes: int = 4 * 1024 * 1024
     #: Longest wait between reconnection attempts of the channel, in seconds;

@@ -46,7 +46,9 @@ function render(documents, language) {
       }
     });
     const kind = el("span", { className: "tag", text: KNOWLEDGE_KINDS[document_.kind] || document_.kind || "" });
-    item.append(kind, " ", title, body, remove, reading);
+    const head = el("p", { className: "document-head" });
+    head.append(kind, " ", title);
+    item.append(head, body, remove, reading);
     list.append(item);
   }
 }

@@ -18,9 +18,11 @@ _RUNNER = """
 import asyncio, sys
 from pathlib import Path
 from server import Core, CoreConfig, SyntheticConfig
+from server.auth import AuthConfig
 
 async def main() -> None:
     core = Core(CoreConfig(
+        auth=AuthConfig(enabled=False),
         data_dir=Path(sys.argv[1]),
         grpc_address="127.0.0.1:0",
         metrics_address=None,

@@ -7,6 +7,7 @@
     scriptgen episodes list|show|delete
     scriptgen generations list|show|follow|cancel
     scriptgen knowledge add|list|show|delete  a project's story knowledge
+    scriptgen keys create|list|revoke|limits  API keys and tenant limits (operators)
     scriptgen loadtest --spawn --streams N  concurrent generations, measured
 
 Every flag can also come from a `SCRIPTGEN_*` environment variable (named in
@@ -22,7 +23,16 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from scriptgen._errors import ScriptgenError
-from scriptgen.cli import episodes, generate, generations, knowledge, loadtest, projects, serve
+from scriptgen.cli import (
+    episodes,
+    generate,
+    generations,
+    keys,
+    knowledge,
+    loadtest,
+    projects,
+    serve,
+)
 from scriptgen.cli._loop import loop_factory
 from scriptgen.cli._options import Command, ConfigurationError
 from scriptgen.cli._output import print_error
@@ -51,6 +61,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     episodes.register(commands, environ)
     generations.register(commands, environ)
     knowledge.register(commands, environ)
+    keys.register(commands, environ)
     loadtest.register(commands, environ)
     return parser
 

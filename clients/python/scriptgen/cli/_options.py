@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 from scriptgen._client import Client
@@ -13,6 +14,8 @@ from scriptgen._config import DEFAULT_TARGET, ClientConfig
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 _TRUE = {"1", "true", "yes", "on"}
+#: Where `scriptgen serve` saves its local key in the data dir (server.auth.local_key).
+LOCAL_KEY_FILE = "local-api-key"
 
 
 def env_flag(environ: Mapping[str, str], name: str) -> bool:
@@ -43,6 +46,17 @@ def client_parent(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="deadline of each call [SCRIPTGEN_DEADLINE] (default: %(default)s)",
     )
     group.add_argument(
+        "--api-key",
+        default=environ.get("SCRIPTGEN_API_KEY", ""),
+        help="API key (sg_…); prefer SCRIPTGEN_API_KEY, which `ps` does not show. Without one,"
+        " the key `scriptgen serve` saved in SCRIPTGEN_DATA_DIR (scriptgen-data) is used",
+    )
+    group.add_argument(
+        "--data-dir",
+        default=environ.get("SCRIPTGEN_DATA_DIR", "scriptgen-data"),
+        help=argparse.SUPPRESS,
+    )
+    group.add_argument(
         "--json",
         action="store_true",
         default=env_flag(environ, "JSON"),
@@ -51,9 +65,24 @@ def client_parent(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return parent
 
 
+def api_key(args: argparse.Namespace) -> str:
+    """--api-key / SCRIPTGEN_API_KEY, else the local key `scriptgen serve` saved, else none."""
+    given = str(getattr(args, "api_key", "") or "")
+    if given:
+        return given
+    path = Path(str(getattr(args, "data_dir", "scriptgen-data"))) / LOCAL_KEY_FILE
+    try:
+        saved = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return saved if saved.startswith("sg_") else ""
+
+
 def connect(args: argparse.Namespace) -> Client:
     """A client for the core named by the parsed flags."""
-    return Client(str(args.target), ClientConfig(deadline=float(args.deadline)))
+    return Client(
+        str(args.target), ClientConfig(deadline=float(args.deadline), api_key=api_key(args))
+    )
 
 
 def set_command(parser: argparse.ArgumentParser, command: Command) -> None:

@@ -203,8 +203,11 @@ def configured(
 async def _serve(args: argparse.Namespace) -> int:
     from gateway import config as gateway_config
     from server import config as core_config
+    from server.auth.settings import check_disabled_auth
 
     core_settings = configured(core_config.from_arguments, args)
+    # With auth off the gateway must stay local too: it would hand the core to anyone.
+    configured(lambda a: check_disabled_auth(core_settings.auth, str(a.http_address)), args)
     # Entered core first, so the gateway stops first: no new HTTP stream reaches a
     # core that is draining.
     async with _running_core(core_settings) as core:
@@ -218,9 +221,25 @@ async def _serve(args: argparse.Namespace) -> int:
                 http=f"http://{local_host(gateway_settings.http_address)}:{gateway.port}/",
                 metrics=_metrics_url(core_settings.metrics_address, core.metrics_port),
             )
+            await _print_local_key(core, core_settings)
             await _until_stopped()
             out("scriptgen: stopping")
     return 0
+
+
+async def _print_local_key(core: Core, settings: CoreConfig) -> None:
+    """The one-command start's key: made on a fresh data dir, printed; later, where it is."""
+    from server.auth.local_key import ensure_local_key
+
+    if not settings.auth.enabled:
+        out("API keys are OFF (SCRIPTGEN_AUTH=disabled): local use only")
+        return
+    key, path, created = await ensure_local_key(core.store, settings.data_dir)
+    if created:
+        out(f"Created a local API key (tenant 'default', saved in {path}, mode 0600):")
+        out(f"  export SCRIPTGEN_API_KEY={key}")
+    else:
+        out(f"API key: in {path} (send it as 'Authorization: Bearer <key>')")
 
 
 async def _server(args: argparse.Namespace) -> int:

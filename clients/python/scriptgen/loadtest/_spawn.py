@@ -32,6 +32,7 @@ from scriptgen.loadtest._config import LoadTestError, Protocol, SyntheticPace, T
 _GRPC_LINE = re.compile(r"gRPC\s+(\S+):(\d+)")
 _HTTP_LINE = re.compile(r"HTTP\s+http://(\S+):(\d+)/")
 _CHUNK_FLAG = "--synthetic-tokens-per-chunk"
+_AUTH_FLAG = "--auth"
 _DROPPED = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
 _TRACEBACK = "Traceback (most recent call last)"
 
@@ -46,8 +47,12 @@ class SpawnedServers:
     folder: Path
 
 
-def server_command(pace: SyntheticPace, data_dir: Path, *, supports_chunk: bool) -> list[str]:
-    """`scriptgen server` on a free port with the synthetic writer at `pace`."""
+def server_command(pace: SyntheticPace, data_dir: Path, server_help: str) -> list[str]:
+    """`scriptgen server` on a free port with the synthetic writer at `pace`.
+
+    `server_help` is the server's `--help`: flags newer than the tool are used
+    only when the server has them.
+    """
     command = [
         sys.executable,
         "-m",
@@ -62,8 +67,11 @@ def server_command(pace: SyntheticPace, data_dir: Path, *, supports_chunk: bool)
         f"--first-token-timeout-seconds={max(30.0, pace.first_token_seconds * 2 + 30)}",
         "--shutdown-grace-seconds=2",
     ]
+    if re.search(rf"{_AUTH_FLAG}[\s=]", server_help):
+        # The run is on loopback, which is where the core allows API keys to be off.
+        command.append(f"{_AUTH_FLAG}=disabled")
     if pace.tokens_per_chunk is not None:
-        if not supports_chunk:
+        if _CHUNK_FLAG not in server_help:
             raise LoadTestError(
                 f"--tokens-per-chunk needs `scriptgen server {_CHUNK_FLAG}`, which this"
                 " version of the server does not have"
@@ -80,7 +88,7 @@ def _environment() -> dict[str, str]:
     }
 
 
-async def _supports_chunk_flag() -> bool:
+async def _server_help() -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -92,7 +100,7 @@ async def _supports_chunk_flag() -> bool:
         env=_environment(),
     )
     output, _ = await process.communicate()
-    return _CHUNK_FLAG in output.decode(errors="replace")
+    return output.decode(errors="replace")
 
 
 async def _start(command: list[str], log: Path) -> asyncio.subprocess.Process:
@@ -202,8 +210,7 @@ async def spawned_servers(
         folder = Path(name)
         try:
             async with asyncio.timeout(ready_within):
-                supports_chunk = pace.tokens_per_chunk is not None and await _supports_chunk_flag()
-                command = server_command(pace, folder / "data", supports_chunk=supports_chunk)
+                command = server_command(pace, folder / "data", await _server_help())
                 command += server_args
                 core = await _start(command, folder / "core.log")
                 started.append(core)

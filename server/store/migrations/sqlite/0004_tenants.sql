@@ -1,10 +1,10 @@
 -- Tenants: every project (and through it every episode, knowledge document and
--- job) belongs to one; API keys authenticate as one. Rows from before tenants
+-- job) belongs to one, and API keys authenticate as one. Rows from before tenants
 -- belong to 'default', the tenant of a core running with auth disabled.
 ALTER TABLE projects ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
 CREATE INDEX projects_of_tenant ON projects (tenant, create_time DESC, id DESC);
 
--- A tenant's own limits; 0 means the core's default.
+-- A tenant's own limits, where 0 means the core's default.
 CREATE TABLE tenants (
     id TEXT PRIMARY KEY,
     requests_per_window INTEGER NOT NULL DEFAULT 0,
@@ -14,7 +14,7 @@ CREATE TABLE tenants (
     create_time INTEGER NOT NULL
 );
 
--- API keys: only the SHA-256 of the secret is kept. Scopes are comma-separated.
+-- API keys, of which only the SHA-256 of the secret is kept. Scopes are comma-separated.
 CREATE TABLE api_keys (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,

@@ -1,0 +1,99 @@
+"""Job tokens: a plain EventSource follows (and resumes) one job by its eventsUrl alone."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+
+from server import Core
+from server.auth.job_tokens import JobTokens
+
+
+def test_tokens_are_signed_scoped_and_expire() -> None:
+    tokens = JobTokens(b"k" * 32, lifetime_seconds=60)
+    token = tokens.issue("generations/g1", "alice", now=1000)
+    grant = tokens.check(token, now=1059)
+    assert grant is not None and (grant.generation, grant.tenant) == ("generations/g1", "alice")
+    assert tokens.check(token, now=1061) is None
+    assert JobTokens(b"x" * 32, 60).check(token, now=1000) is None
+    payload, signature = token.removeprefix("sgjt.").split(".")
+    assert tokens.check(f"sgjt.{payload}x.{signature}", now=1000) is None
+    assert tokens.check("sgjt.", now=1000) is None
+    assert tokens.check("sgjt.!!!.???", now=1000) is None
+
+
+async def _start(http: httpx.AsyncClient, key: str) -> tuple[str, str]:
+    headers = {"Authorization": f"Bearer {key}"}
+    project = (await http.post("/v1/projects", json={"title": "T"}, headers=headers)).json()
+    answer = await http.post(
+        f"/v1/{project['name']}/generations", json={"title": "Pilot"}, headers=headers
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()["generation"]["name"], answer.json()["eventsUrl"]
+
+
+async def test_the_events_url_alone_follows_and_resumes_the_job(
+    http: httpx.AsyncClient, alice_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    name, events_url = await _start(http, alice_key)
+    token = parse_qs(urlsplit(events_url).query)["access_token"][0]
+    assert token.startswith("sgjt.")
+    async with aconnect_sse(http, "GET", events_url) as source:
+        assert source.response.status_code == 200
+        frames = [sse async for sse in source.aiter_sse()]
+    assert frames[-1].event == "completed"
+    # A resumed EventSource sends Last-Event-ID to the same URL.
+    async with aconnect_sse(http, "GET", events_url, headers={"Last-Event-ID": "2"}) as source:
+        resumed = [sse async for sse in source.aiter_sse() if sse.id]
+    assert resumed[0].id == "3" and resumed[-1].event == "completed"
+    # Tokens never reach the logs (the access log has the path, not the query).
+    logged = "\n".join(
+        record.getMessage() + json.dumps(vars(record), default=str)
+        for record in caplog.records
+        if not record.name.startswith("httpx")  # the test's own client, not the service
+    )
+    assert token not in logged and alice_key not in logged
+    assert name in logged
+
+
+async def test_a_job_token_does_nothing_else(http: httpx.AsyncClient, alice_key: str) -> None:
+    first, first_url = await _start(http, alice_key)
+    second, _ = await _start(http, alice_key)
+    token = parse_qs(urlsplit(first_url).query)["access_token"][0]
+    other = await http.get(f"/v1/{second}/events", params={"access_token": token})
+    assert other.status_code == 403
+    assert other.json()["error"]["status"] == "PERMISSION_DENIED"
+    as_header = await http.get(f"/v1/{first}", headers={"Authorization": f"Bearer {token}"})
+    assert as_header.status_code == 403
+    elsewhere = await http.get(f"/v1/{first}", params={"access_token": token})
+    assert elsewhere.status_code == 400  # not a parameter of that route
+    forged = await http.get(f"/v1/{first}/events", params={"access_token": token[:-2] + "AA"})
+    assert forged.status_code == 401
+
+
+async def test_an_expired_token_is_refused(
+    secure_core: Core, http: httpx.AsyncClient, alice_key: str
+) -> None:
+    name, _ = await _start(http, alice_key)
+    assert secure_core.guard.tokens is not None
+    old = secure_core.guard.tokens.issue(name, "alice", now=time.time() - 10_000)
+    answer = await http.get(f"/v1/{name}/events", params={"access_token": old})
+    assert answer.status_code == 401
+    assert answer.json()["error"]["status"] == "UNAUTHENTICATED"
+
+
+async def test_without_a_key_http_is_401_and_with_a_bad_one_too(
+    http: httpx.AsyncClient,
+) -> None:
+    assert (await http.get("/v1/projects")).status_code == 401
+    bad = await http.get("/v1/projects", headers={"Authorization": "Bearer sg_nope"})
+    assert bad.status_code == 401
+    assert bad.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+    assert (await http.get("/healthz")).status_code == 200
