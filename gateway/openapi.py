@@ -495,7 +495,10 @@ def _plain_get(operation_id: str, description: str, content_type: str) -> dict[s
         "get": {
             "operationId": operation_id,
             "summary": description,
-            "responses": {"200": {"description": description, "content": {content_type: {}}}},
+            "responses": {
+                "200": {"description": description, "content": {content_type: {}}},
+                "default": {"$ref": "#/components/responses/Error"},
+            },
         }
     }
 

@@ -38,6 +38,7 @@ from server.providers.factory import build_providers
 from server.providers.router import ProviderRouter
 from server.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from server.services import GenerationServicer, ProjectServicer
+from server.services.decoding import LenientDecoding
 from server.store import build_project_store
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class Core:
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        server = aio.server(options=options)
+        server = aio.server(options=options, interceptors=[LenientDecoding()])
         project_service_pb2_grpc.add_ProjectServiceServicer_to_server(
             ProjectServicer(self.store, self.metrics, knowledge=self.knowledge, guard=self.guard),
             server,

@@ -30,8 +30,9 @@ from grpc import aio
 from server import logs
 from server.auth.guard import CALLER, STREAM_LEASE_SECONDS, Caller, Guard
 from server.auth.records import DEFAULT_TENANT
-from server.errors import Internal, ServiceError
+from server.errors import Internal, ServiceError, invalid
 from server.metrics import CoreMetrics
+from server.services.decoding import Undecodable
 
 log = logging.getLogger(__name__)
 RequestT = TypeVar("RequestT")
@@ -60,10 +61,14 @@ async def _admit(
     guard = servicer.guard
     if guard is None:
         CALLER.set(_ANONYMOUS)
-        return _ANONYMOUS, ()
-    caller = await guard.authenticate(name, context.invocation_metadata(), request)
-    CALLER.set(caller)
-    decision = await guard.admit(caller)
+        caller: Caller = _ANONYMOUS
+        decision = None
+    else:
+        caller = await guard.authenticate(name, context.invocation_metadata(), request)
+        CALLER.set(caller)
+        decision = await guard.admit(caller)
+    if isinstance(request, Undecodable):
+        raise invalid("request", f"is not a valid {name}Request message")
     return caller, (() if decision is None else decision.headers())
 
 

@@ -114,9 +114,7 @@ async def test_serve_runs_core_and_gateway_on_port_0_and_stops_on_sigterm(
     saved = tmp_path / "data" / "local-api-key"
     assert saved.read_text().strip() == key and saved.stat().st_mode & 0o777 == 0o600
 
-    async with httpx.AsyncClient(
-        timeout=10, headers={"Authorization": f"Bearer {key}"}
-    ) as http:
+    async with httpx.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {key}"}) as http:
         await _wait_ready(http, http_base)
         created = await http.post(f"{http_base}v1/projects", json={"title": "Over HTTP"})
         assert created.status_code in (200, 201), created.text

@@ -45,6 +45,7 @@ async def cluster(
                         spawn(
                             "server",
                             "--grpc-address=127.0.0.1:0",
+                            "--auth=disabled",  # about replicas; tests/security covers keys
                             "--metrics-address=off",
                             f"--data-dir={tmp_path / f'core{number}'}",
                             f"--database-url={database_url}",

@@ -9,6 +9,7 @@
     scriptgen knowledge add|list|show|delete  a project's story knowledge
     scriptgen keys create|list|revoke|limits  API keys and tenant limits (operators)
     scriptgen loadtest --spawn --streams N  concurrent generations, measured
+    scriptgen backup create|verify|restore|list  backups of every store (operators)
 
 Every flag can also come from a `SCRIPTGEN_*` environment variable (named in
 each flag's help). Errors are one line on stderr and exit status 1.
@@ -24,6 +25,7 @@ from collections.abc import Mapping, Sequence
 
 from scriptgen._errors import ScriptgenError
 from scriptgen.cli import (
+    backup,
     episodes,
     generate,
     generations,
@@ -63,6 +65,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     knowledge.register(commands, environ)
     keys.register(commands, environ)
     loadtest.register(commands, environ)
+    backup.register(commands, environ)
     return parser
 
 

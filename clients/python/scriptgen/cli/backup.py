@@ -1,0 +1,198 @@
+"""`scriptgen backup create|verify|restore|list`: backups of every store, for operators.
+
+Run where the core's stores are reachable, with the core's own flags and
+`SCRIPTGEN_*` variables (data dir, database URL, Chroma, Redis), so the backup
+covers exactly what the core uses. Progress goes to stderr; results to stdout
+(`--json` for machines). `restore` verifies first and refuses a damaged
+backup, restores only into empty stores, and reports how long it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scriptgen.cli._options import ConfigurationError, set_command
+from scriptgen.cli._output import note, out, print_error, print_table
+
+if TYPE_CHECKING:
+    from server.backup import Manifest, Stores
+
+_DEFAULT_ROOT = "backups"
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], environ: Mapping[str, str]
+) -> None:
+    """Add `backup`; its flags (the core's) are declared only when it is chosen."""
+    placeholder = commands.add_parser(
+        "backup", help="back up, verify, list and restore every store", add_help=False
+    )
+    set_command(placeholder, _dispatch)
+    placeholder.set_defaults(flag_parser=backup_parser)
+
+
+def backup_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The real parser of `scriptgen backup` (it needs the server package for the core's flags)."""
+    from server import config as core_config
+
+    stores = argparse.ArgumentParser(add_help=False)
+    core_config.add_arguments(stores, environ)
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument(
+        "--json",
+        action="store_true",
+        default=environ.get("SCRIPTGEN_JSON", "") in ("1", "true"),
+        help="machine-readable output [SCRIPTGEN_JSON=1]",
+    )
+    output.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    parser = argparse.ArgumentParser(
+        prog="scriptgen backup", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
+    create = actions.add_parser(
+        "create", parents=[stores, output], help="back up every store into the new folder DIR"
+    )
+    create.add_argument("folder", metavar="DIR", type=Path)
+    create.set_defaults(action=_create)
+    verify = actions.add_parser(
+        "verify", parents=[output], help="check every file, record and count of a backup"
+    )
+    verify.add_argument("folder", metavar="DIR", type=Path)
+    verify.set_defaults(action=_verify)
+    restore = actions.add_parser(
+        "restore",
+        parents=[stores, output],
+        help="verify, then restore into an empty data dir / empty databases",
+    )
+    restore.add_argument("folder", metavar="DIR", type=Path)
+    restore.set_defaults(action=_restore)
+    listing = actions.add_parser("list", parents=[output], help="the backups in ROOT, newest first")
+    listing.add_argument(
+        "root",
+        metavar="ROOT",
+        type=Path,
+        nargs="?",
+        default=Path(environ.get("SCRIPTGEN_BACKUP_ROOT", _DEFAULT_ROOT)),
+        help="folder holding backups [SCRIPTGEN_BACKUP_ROOT] (default: %(default)s)",
+    )
+    listing.set_defaults(action=_list)
+    return parser
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    from server.backup import BackupError
+
+    try:
+        status: int = await args.action(args)
+    except BackupError as error:
+        print_error(error)
+        return 1
+    return status
+
+
+def _stores(args: argparse.Namespace) -> Stores:
+    from server.backup import Stores
+    from server.config import from_arguments
+
+    try:
+        return Stores.from_config(from_arguments(args))
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def _silent(_: str) -> None:
+    """Progress with --quiet."""
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str], None]:
+    return _silent if args.quiet else note
+
+
+def _counts(manifest: Manifest) -> dict[str, int]:
+    stores = manifest["stores"]
+    counts: dict[str, int] = {}
+    if "tables" in stores.get("database", {}):
+        counts["database_rows"] = sum(t["rows"] for t in stores["database"]["tables"].values())
+    if "knowledge" in stores:
+        counts["knowledge_records"] = sum(c["count"] for c in stores["knowledge"]["collections"])
+    if "redis" in stores:
+        counts["redis_keys"] = int(stores["redis"]["count"])
+    return counts
+
+
+def _report(
+    args: argparse.Namespace, verb: str, folder: Path, manifest: Manifest, **extra: Any
+) -> None:
+    summary = {"backup": str(folder), "created": manifest["created"], **_counts(manifest), **extra}
+    if args.json:
+        out(json.dumps(summary))
+        return
+    out(f"{verb} {folder} (created {manifest['created']})")
+    for key, value in summary.items():
+        if key not in {"backup", "created"}:
+            out(f"  {key.replace('_', ' ')}: {value}")
+
+
+async def _create(args: argparse.Namespace) -> int:
+    from server.backup import create_backup
+
+    manifest = await create_backup(args.folder, _stores(args), _progress(args))
+    _report(args, "backed up into", args.folder, manifest)
+    return 0
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    from server.backup import verify_backup
+
+    manifest = await verify_backup(args.folder, _progress(args))
+    _report(args, "verified", args.folder, manifest)
+    return 0
+
+
+async def _restore(args: argparse.Namespace) -> int:
+    from server.backup import restore_backup
+
+    started = time.monotonic()
+    manifest = await restore_backup(args.folder, _stores(args), _progress(args))
+    seconds = round(time.monotonic() - started, 3)
+    _report(args, "restored from", args.folder, manifest, restore_seconds=seconds)
+    return 0
+
+
+async def _list(args: argparse.Namespace) -> int:
+    from server.backup import list_backups
+
+    found = list_backups(args.root)
+    if args.json:
+        out(
+            json.dumps(
+                [
+                    {
+                        "backup": str(s.path),
+                        "created": s.created,
+                        "bytes": s.bytes,
+                        **s.counts,
+                        **({"problem": s.problem} if s.problem else {}),
+                    }
+                    for s in found
+                ]
+            )
+        )
+        return 0
+    rows = [
+        [
+            s.path.name,
+            s.created or "-",
+            str(s.bytes),
+            ", ".join(f"{v} {k}" for k, v in s.counts.items()) or s.problem,
+        ]
+        for s in found
+    ]
+    print_table(["BACKUP", "CREATED", "BYTES", "HOLDS"], rows)
+    return 0

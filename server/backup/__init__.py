@@ -1,0 +1,30 @@
+"""Backups of every store with an integrity manifest, verified, and restored all or nothing.
+
+    create_backup(folder, stores)   snapshot SQLite, Chroma records, Redis keys
+    verify_backup(folder)           checksums, integrity_check, record digests, probe query
+    restore_backup(folder, stores)  verify, then restore into empty stores
+    list_backups(root)              the backups in a folder, newest first
+
+`Stores.from_config(core_config)` names the stores the core itself uses.
+"""
+
+from server.backup.catalog import BackupSummary, list_backups
+from server.backup.create import create_backup
+from server.backup.errors import BackupError
+from server.backup.manifest import MANIFEST_FILE, Manifest, read_manifest
+from server.backup.restore import restore_backup
+from server.backup.stores import Stores
+from server.backup.verify import verify_backup
+
+__all__ = [
+    "MANIFEST_FILE",
+    "BackupError",
+    "BackupSummary",
+    "Manifest",
+    "Stores",
+    "create_backup",
+    "list_backups",
+    "read_manifest",
+    "restore_backup",
+    "verify_backup",
+]

@@ -1,0 +1,128 @@
+"""`create_backup`: snapshot every store into a new folder, sealed by its manifest.
+
+The folder appears only when complete: the backup is written into a hidden
+sibling (`.NAME.partial-…`) and renamed at the end, so a crash leaves no
+folder that `backup list` or `restore` could mistake for a backup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import secrets
+import shutil
+import sqlite3
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import chromadb
+
+from server.backup import knowledge, sqlite
+from server.backup.errors import BackupError
+from server.backup.knowledge import Progress
+from server.backup.manifest import FORMAT_VERSION, Manifest, describe_file, write_manifest
+from server.backup.stores import Stores, chroma_client
+
+
+def versions() -> dict[str, str]:
+    """Versions of what wrote (or reads) a backup."""
+    try:
+        scriptgen = metadata.version("scriptgen")
+    except metadata.PackageNotFoundError:
+        scriptgen = "unknown"
+    return {
+        "scriptgen": scriptgen,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "chromadb": str(chromadb.__version__),
+    }
+
+
+def _quiet(_: str) -> None:
+    """Progress nobody listens to."""
+
+
+def _check_target(folder: Path) -> None:
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise BackupError(f"{folder}: already exists and is not empty; choose a new folder")
+
+
+async def create_backup(folder: Path, stores: Stores, progress: Progress = _quiet) -> Manifest:
+    """Back up every configured store into the new folder `folder`; its manifest."""
+    _check_target(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.partial-{secrets.token_hex(4)}")
+    staging.mkdir()
+    try:
+        manifest: Manifest = {
+            "format": FORMAT_VERSION,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": versions(),
+            "stores": {},
+        }
+        # Project store first: it is the point in time the backup is named for.
+        if stores.sqlite_path is not None:
+            manifest["stores"]["database"] = await _sqlite(stores.sqlite_path, staging, progress)
+        else:
+            from server.backup import postgres
+
+            manifest["stores"]["database"] = await postgres.dump(
+                stores.postgres_url, staging, progress
+            )
+        manifest["stores"]["knowledge"] = await asyncio.to_thread(
+            _knowledge, stores, staging, progress
+        )
+        if stores.redis_url:
+            from server.backup import redis_keys
+
+            manifest["stores"]["redis"] = await redis_keys.dump(
+                stores.redis_url, stores.redis_prefix, staging, progress
+            )
+        progress("checksums")
+        manifest["files"] = {
+            path.name: describe_file(path) for path in sorted(staging.iterdir()) if path.is_file()
+        }
+        await asyncio.to_thread(_seal, staging, folder, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    progress(f"backup complete: {folder}")
+    return manifest
+
+
+def _seal(staging: Path, folder: Path, manifest: Manifest) -> None:
+    """Write the manifest, then make the backup appear under its name in one rename."""
+    write_manifest(staging, manifest)
+    if folder.exists():
+        folder.rmdir()  # checked empty before the backup began
+    staging.rename(folder)
+
+
+async def _sqlite(source: Path, staging: Path, progress: Progress) -> dict[str, Any]:
+    progress(f"database: SQLite snapshot of {source}")
+    target = staging / sqlite.DATABASE_FILE
+    await asyncio.to_thread(sqlite.snapshot, source, target)
+    described = await asyncio.to_thread(sqlite.describe, target)
+    rows = sum(table["rows"] for table in described["tables"].values())
+    progress(f"database: {len(described['tables'])} tables, {rows} rows")
+    return {"kind": "sqlite", "file": sqlite.DATABASE_FILE, **described}
+
+
+def _knowledge(stores: Stores, staging: Path, progress: Progress) -> dict[str, Any]:
+    where = stores.chroma_url or str(stores.chroma_path)
+    progress(f"knowledge: Chroma at {where}")
+    target = staging / knowledge.KNOWLEDGE_FILE
+    if not stores.chroma_url and not stores.chroma_path.exists():
+        target.touch()  # no knowledge was ever added: an empty, still verifiable, backup
+        entries: list[dict[str, Any]] = []
+    else:
+        with chroma_client(stores.chroma_url, stores.chroma_path) as client:
+            entries = knowledge.export(client, stores.chroma_prefix, target, progress)
+    return {
+        "kind": "server" if stores.chroma_url else "embedded",
+        "file": knowledge.KNOWLEDGE_FILE,
+        "prefix": stores.chroma_prefix,
+        "collections": entries,
+    }

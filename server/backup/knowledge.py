@@ -1,0 +1,230 @@
+"""Story knowledge in Chroma: every record of every Scriptgen collection, and its settings.
+
+Records are written one JSON object per line (`knowledge.jsonl`: collection,
+id, document, metadata, embedding); the manifest keeps, per collection, its
+metadata (embedder name and dimension), its HNSW configuration, its count, a
+digest per record, and a probe: the ids a similarity query returned when the
+backup was made, asked again after every restore. All calls here block; the
+callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import numpy
+
+from server.backup.errors import BackupError
+from server.backup.manifest import digest
+
+KNOWLEDGE_FILE: Final = "knowledge.jsonl"
+_PAGE: Final = 500
+_PROBE_SIZE: Final = 5
+#: HNSW settings a collection is created with again on restore.
+_HNSW_KEYS: Final = ("space", "ef_construction", "ef_search", "max_neighbors")
+
+Progress = Callable[[str], None]
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """The digest of one record's id, document, metadata and embedding."""
+    return digest({key: record[key] for key in ("id", "document", "metadata", "embedding")})
+
+
+def _collections(client: Any, prefix: str) -> list[Any]:
+    found = [client.get_collection(c.name) for c in client.list_collections()]
+    return sorted((c for c in found if c.name.startswith(f"{prefix}-")), key=lambda c: c.name)
+
+
+def _pages(collection: Any) -> Iterator[list[dict[str, Any]]]:
+    offset = 0
+    while True:
+        page = collection.get(
+            include=["documents", "metadatas", "embeddings"], limit=_PAGE, offset=offset
+        )
+        ids = list(page["ids"])
+        if not ids:
+            return
+        embeddings = page["embeddings"]
+        yield [
+            {
+                "collection": collection.name,
+                "id": str(record_id),
+                "document": page["documents"][index],
+                "metadata": dict(page["metadatas"][index] or {}),
+                # Chroma keeps float32; a live collection may still answer with the float64
+                # it was given, so every vector is read as the float32 it is stored as.
+                "embedding": [float(x) for x in numpy.asarray(embeddings[index], numpy.float32)],
+            }
+            for index, record_id in enumerate(ids)
+        ]
+        offset += len(ids)
+
+
+def _probe(collection: Any, records: dict[str, list[float]]) -> dict[str, Any] | None:
+    """The ids nearest to the first record's embedding (by id), or None when empty.
+
+    Ids tied with the farthest one returned are left out: which of equally
+    distant records a query returns is not fixed, and the probe must not flake.
+    """
+    if not records:
+        return None
+    first = min(records)
+    count = min(_PROBE_SIZE + 1, len(records))
+    result = collection.query(
+        query_embeddings=[records[first]], n_results=count, include=["distances"]
+    )
+    ids = [str(i) for i in result["ids"][0]]
+    distances = [round(float(d), 5) for d in result["distances"][0]]
+    if count < len(records):
+        ids = [i for i, d in zip(ids, distances, strict=True) if d < distances[-1]]
+    return {"query_id": first, "ids": sorted(ids)}
+
+
+def export(client: Any, prefix: str, target: Path, progress: Progress) -> list[dict[str, Any]]:
+    """Write every record of the `{prefix}-*` collections to `target`; their manifest entries."""
+    entries: list[dict[str, Any]] = []
+    with target.open("w", encoding="utf-8") as stream:
+        for collection in _collections(client, prefix):
+            digests: dict[str, str] = {}
+            vectors: dict[str, list[float]] = {}
+            for page in _pages(collection):
+                for record in page:
+                    if record["id"] in digests:
+                        continue  # a concurrent write shifted the pages; the first copy stays
+                    digests[record["id"]] = record_digest(record)
+                    vectors[record["id"]] = record["embedding"]
+                    stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+                progress(f"knowledge: {collection.name}: {len(digests)} records")
+            # configuration_json: `configuration` warns about the (absent) embedding function.
+            hnsw = dict((collection.configuration_json or {}).get("hnsw") or {})
+            entries.append(
+                {
+                    "name": collection.name,
+                    "metadata": dict(collection.metadata or {}),
+                    "configuration": {"hnsw": {k: hnsw[k] for k in _HNSW_KEYS if k in hnsw}},
+                    "count": len(digests),
+                    "records": digests,
+                    "probe": _probe(collection, vectors),
+                }
+            )
+    return entries
+
+
+def read_records(source: Path) -> Iterator[dict[str, Any]]:
+    """The records of a knowledge file, naming the line of one that cannot be read."""
+    with source.open(encoding="utf-8") as stream:
+        for number, line in enumerate(stream, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise BackupError(f"{source.name}: line {number} is corrupt: {error}") from None
+            if not isinstance(record, dict) or not {"collection", "id", "embedding"} <= set(record):
+                raise BackupError(f"{source.name}: line {number} is not a knowledge record")
+            yield record
+
+
+def check_file(source: Path, entries: list[dict[str, Any]]) -> list[str]:
+    """Problems of the knowledge file against the manifest: digests and counts per record."""
+    expected = {entry["name"]: dict(entry["records"]) for entry in entries}
+    problems: list[str] = []
+    seen: dict[str, set[str]] = {name: set() for name in expected}
+    try:
+        for record in read_records(source):
+            name, record_id = str(record["collection"]), str(record["id"])
+            where = f"{source.name}: record {record_id!r} of collection {name!r}"
+            want = expected.get(name, {}).get(record_id)
+            if want is None:
+                problems.append(f"{where} is not in the manifest")
+            elif record_digest(record) != want:
+                problems.append(f"{where}: digest mismatch (record altered)")
+            seen.setdefault(name, set()).add(record_id)
+    except BackupError as error:
+        problems.append(str(error))
+        return problems
+    for name, records in expected.items():
+        missing = sorted(set(records) - seen.get(name, set()))
+        if missing:
+            problems.append(
+                f"{source.name}: collection {name!r} lacks {len(missing)} of {len(records)}"
+                f" records, e.g. {missing[0]!r}"
+            )
+    return problems
+
+
+def load(client: Any, entries: list[dict[str, Any]], source: Path, progress: Progress) -> None:
+    """Create each collection with its settings and write its records; refuses existing ones."""
+    existing = {c.name for c in client.list_collections()}
+    clashes = sorted(existing & {entry["name"] for entry in entries})
+    if clashes:
+        raise BackupError(
+            f"Chroma already holds collection {clashes[0]!r}: restore needs empty story knowledge"
+        )
+    collections = {
+        entry["name"]: client.create_collection(
+            entry["name"],
+            embedding_function=None,
+            metadata=entry["metadata"] or None,
+            configuration=entry["configuration"],
+        )
+        for entry in entries
+    }
+    batch: dict[str, list[dict[str, Any]]] = {name: [] for name in collections}
+    written = 0
+
+    def flush(name: str) -> None:
+        records = batch[name]
+        if records:
+            collections[name].add(
+                ids=[r["id"] for r in records],
+                embeddings=[r["embedding"] for r in records],
+                documents=[r["document"] for r in records],
+                metadatas=[r["metadata"] or None for r in records],
+            )
+            batch[name] = []
+
+    for record in read_records(source):
+        name = str(record["collection"])
+        batch[name].append(record)
+        written += 1
+        if len(batch[name]) >= _PAGE:
+            flush(name)
+            progress(f"knowledge: {written} records restored")
+    for name in collections:
+        flush(name)
+    progress(f"knowledge: {written} records restored")
+
+
+def check_restored(client: Any, entries: list[dict[str, Any]]) -> list[str]:
+    """Problems of restored collections: settings, counts, record digests, the probe query."""
+    problems: list[str] = []
+    for entry in entries:
+        name = entry["name"]
+        collection = client.get_collection(name)
+        if dict(collection.metadata or {}) != entry["metadata"]:
+            problems.append(f"Chroma collection {name!r}: metadata differs after restore")
+        found: dict[str, str] = {}
+        vectors: dict[str, list[float]] = {}
+        for page in _pages(collection):
+            for record in page:
+                found[record["id"]] = record_digest(record)
+                vectors[record["id"]] = record["embedding"]
+        if len(found) != entry["count"]:
+            problems.append(
+                f"Chroma collection {name!r}: {len(found)} records restored,"
+                f" {entry['count']} backed up"
+            )
+        for record_id, want in sorted(entry["records"].items()):
+            if found.get(record_id) != want:
+                problems.append(f"Chroma collection {name!r}: record {record_id!r} differs")
+                break
+        probe = _probe(collection, vectors)
+        if probe != entry["probe"]:
+            problems.append(
+                f"Chroma collection {name!r}: the similarity query returned {probe!r},"
+                f" not {entry['probe']!r}"
+            )
+    return problems

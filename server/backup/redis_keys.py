@@ -1,0 +1,159 @@
+"""Redis: every key under Scriptgen's prefix (jobs, event streams, idempotency, limits).
+
+Each key is saved with `DUMP` (Redis's own serialisation, any type) and its
+absolute expiry time, and brought back with `RESTORE` and the time it had
+left, so a restored job record still expires when the original would have; a
+key already past its expiry is skipped. Keys are read with `SCAN`: Redis has
+no point-in-time read across keys, so a key written during the backup may or
+may not be in it — the project store is the backup's point in time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from server.backup.errors import BackupError
+from server.backup.knowledge import Progress
+from server.backup.manifest import digest
+
+REDIS_FILE: Final = "redis.jsonl"
+_BATCH: Final = 500
+
+
+def _pattern(prefix: str) -> str:
+    """A SCAN pattern matching `prefix` literally."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+
+
+def _name(key: bytes) -> str:
+    return key.decode("utf-8", "backslashreplace")
+
+
+def _entry_digest(entry: dict[str, Any]) -> str:
+    return digest({"key": entry["key"], "dump": entry["dump"]})
+
+
+async def dump(url: str, prefix: str, staging: Path, progress: Progress) -> dict[str, Any]:
+    """Write every key under `prefix` to `staging/redis.jsonl`; its manifest entry."""
+    client = Redis.from_url(url)
+    digests: dict[str, str] = {}
+    try:
+        info = await client.info("server")
+        keys = [key async for key in client.scan_iter(match=_pattern(prefix), count=_BATCH)]
+        with (staging / REDIS_FILE).open("w", encoding="ascii") as stream:
+            for start in range(0, len(keys), _BATCH):
+                batch = keys[start : start + _BATCH]
+                async with client.pipeline(transaction=False) as pipe:
+                    for key in batch:
+                        pipe.dump(key)
+                        pipe.pttl(key)
+                    answers = await pipe.execute()
+                now_ms = int(time.time() * 1000)
+                for index, key in enumerate(batch):
+                    value, ttl = answers[2 * index], int(answers[2 * index + 1])
+                    if value is None:
+                        continue  # deleted or expired since SCAN saw it
+                    entry = {
+                        "key": base64.b64encode(key).decode(),
+                        "dump": base64.b64encode(value).decode(),
+                        "expire_at_ms": now_ms + ttl if ttl >= 0 else None,
+                    }
+                    digests[_name(key)] = _entry_digest(entry)
+                    stream.write(json.dumps(entry) + "\n")
+                progress(f"redis: {len(digests)} keys")
+    finally:
+        await client.aclose()
+    return {
+        "kind": "redis",
+        "file": REDIS_FILE,
+        "prefix": prefix,
+        "redis_version": str(info.get("redis_version", "")),
+        "count": len(digests),
+        "keys": digests,
+    }
+
+
+def _entries(source: Path) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    with source.open(encoding="ascii") as stream:
+        for number, line in enumerate(stream, start=1):
+            try:
+                entry = json.loads(line)
+                base64.b64decode(entry["key"], validate=True)
+                base64.b64decode(entry["dump"], validate=True)
+            except (ValueError, KeyError, TypeError) as error:
+                raise BackupError(f"{source.name}: line {number} is corrupt: {error}") from None
+            entries.append(entry)
+    return entries
+
+
+def check_file(source: Path, described: dict[str, Any]) -> list[str]:
+    """Problems of the key file against the manifest: a digest per key, and the count."""
+    try:
+        entries = _entries(source)
+    except (BackupError, UnicodeDecodeError) as error:
+        return [f"{source.name}: {error}"]
+    problems: list[str] = []
+    expected: dict[str, str] = described["keys"]
+    seen: set[str] = set()
+    for entry in entries:
+        name = _name(base64.b64decode(entry["key"]))
+        seen.add(name)
+        if expected.get(name) != _entry_digest(entry):
+            problems.append(f"{source.name}: key {name!r}: digest mismatch or not in the manifest")
+    missing = sorted(set(expected) - seen)
+    if missing:
+        problems.append(f"{source.name}: {len(missing)} keys missing, e.g. {missing[0]!r}")
+    return problems
+
+
+async def restore(
+    source: Path, described: dict[str, Any], url: str, prefix: str, progress: Progress
+) -> Callable[[], Awaitable[None]]:
+    """RESTORE every key into a Redis with no key under `prefix`; returns how to undo it."""
+    entries = _entries(source)
+    client = Redis.from_url(url)
+    restored: list[bytes] = []
+
+    async def undo() -> None:
+        undo_client = Redis.from_url(url)
+        try:
+            for start in range(0, len(restored), _BATCH):
+                await undo_client.delete(*restored[start : start + _BATCH])
+        finally:
+            await undo_client.aclose()
+
+    try:
+        async for key in client.scan_iter(match=_pattern(prefix), count=_BATCH):
+            raise BackupError(
+                f"Redis already holds {_name(key)!r} under {prefix!r}: restore needs no key there"
+            )
+        for start in range(0, len(entries), _BATCH):
+            now_ms = int(time.time() * 1000)
+            async with client.pipeline(transaction=False) as pipe:
+                batch: list[bytes] = []
+                for entry in entries[start : start + _BATCH]:
+                    expire_at = entry["expire_at_ms"]
+                    ttl = 0 if expire_at is None else int(expire_at) - now_ms
+                    if expire_at is not None and ttl <= 0:
+                        continue  # it would have expired by now
+                    key = base64.b64decode(entry["key"])
+                    pipe.restore(key, ttl, base64.b64decode(entry["dump"]))
+                    batch.append(key)
+                restored.extend(batch)
+                await pipe.execute()
+            progress(f"redis: {len(restored)} of {described['count']} keys restored")
+    except BaseException:
+        await undo()
+        raise
+    finally:
+        await client.aclose()
+    return undo

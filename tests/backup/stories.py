@@ -1,0 +1,69 @@
+"""Test-side story data: fill a running core, and read back everything it holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+from scriptgen.v1 import knowledge_pb2, project_service_pb2
+
+from tests.server.rpc import connect
+
+_KNOWLEDGE = (
+    (knowledge_pb2.KNOWLEDGE_KIND_CHARACTER_PROFILE, "Mina", "Mina is a night nurse who hums."),
+    (knowledge_pb2.KNOWLEDGE_KIND_WORLD_BUILDING, "The ward", "Ward 9 smells of rain and coffee."),
+)
+
+
+async def populate(target: str, projects: int = 2, tag: str = "") -> list[str]:
+    """Projects, each with story knowledge and one generated episode; their names."""
+    names: list[str] = []
+    async with connect(target) as stubs:
+        for number in range(projects):
+            project = await stubs.create_project(f"Night Shift {tag}{number}", language="en")
+            for kind, title, text in _KNOWLEDGE:
+                await stubs.projects.AddKnowledgeDocument(
+                    project_service_pb2.AddKnowledgeDocumentRequest(
+                        parent=project.name,
+                        document=knowledge_pb2.KnowledgeDocument(kind=kind, title=title, text=text),
+                    )
+                )
+            events = await stubs.generate(project.name, title=f"Pilot {tag}{number}")
+            assert events[-1].WhichOneof("kind") == "completed", events[-1]
+            names.append(project.name)
+    return names
+
+
+async def holdings(target: str) -> dict[str, Any]:
+    """Every project with its episodes (scripts included) and knowledge, as JSON."""
+    view: dict[str, Any] = {}
+    async with connect(target) as stubs:
+        listed = await stubs.projects.ListProjects(
+            project_service_pb2.ListProjectsRequest(page_size=1000)
+        )
+        for project in listed.projects:
+            episodes = await stubs.projects.ListEpisodes(
+                project_service_pb2.ListEpisodesRequest(parent=project.name, page_size=1000)
+            )
+            full = [
+                (
+                    await stubs.projects.GetEpisode(
+                        project_service_pb2.GetEpisodeRequest(name=episode.name)
+                    )
+                ).episode
+                for episode in episodes.episodes
+            ]
+            documents = await stubs.projects.ListKnowledgeDocuments(
+                project_service_pb2.ListKnowledgeDocumentsRequest(
+                    parent=project.name, page_size=1000
+                )
+            )
+            view[project.name] = {
+                "project": json_format.MessageToDict(project),
+                "episodes": [json_format.MessageToDict(e) for e in full],
+                "knowledge": sorted(
+                    (json_format.MessageToDict(d) for d in documents.documents),
+                    key=lambda d: str(d["name"]),
+                ),
+            }
+    return view

@@ -1,0 +1,240 @@
+"""Fair use: requests per key, streams per tenant, daily tokens — in memory and across replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2
+from grpc import aio
+from scriptgen.v1 import (
+    generation_service_pb2,
+    generation_service_pb2_grpc,
+    project_pb2,
+    project_service_pb2,
+    project_service_pb2_grpc,
+)
+
+from gateway import GatewayServer
+from server import Core
+from server.auth import LimitDefaults
+from server.events import open_redis
+from server.ratelimit import MemoryLimiter, RedisLimiter, TokenBudget
+from server.ratelimit.base import Limiter
+from tests.gateway.conftest import gateway_config
+from tests.security.conftest import bearer, make_key, secure_config
+from tests.server.rpc import error_info, rich_status
+
+PS = project_service_pb2
+GS = generation_service_pb2
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
+    if request.param == "memory":
+        yield MemoryLimiter()
+        return
+    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+    connection = open_redis(url, prefix, retry_seconds=2.0)
+    try:
+        yield RedisLimiter(connection)
+    finally:
+        await connection.aclose()
+
+
+async def test_the_limiter_contract(limiter: Limiter) -> None:
+    decisions = [await limiter.hit("k1", 3, 60) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions[:3]] == [2, 1, 0]
+    assert decisions[3].retry_after_seconds > 0 and decisions[3].limit == 3
+    assert (await limiter.hit("k2", 3, 60)).allowed  # another key, another bucket
+    assert await limiter.open_stream("t", "s1", 2, 60)
+    assert await limiter.open_stream("t", "s2", 2, 60)
+    assert not await limiter.open_stream("t", "s3", 2, 60)
+    await limiter.close_stream("t", "s1")
+    assert await limiter.open_stream("t", "s3", 2, 60)
+    assert not await limiter.open_stream("t", "s4", 2, 60)
+    assert await limiter.open_stream("t", "s5", 2, 0.05) is False
+    assert await limiter.reserve_tokens("t", "d", 80, 100) == 80
+    assert await limiter.reserve_tokens("t", "d", 80, 100) == 20
+    assert await limiter.reserve_tokens("t", "d", 1, 100) == 0
+    await limiter.refund_tokens("t", "d", 30)
+    assert await limiter.tokens_used("t", "d") == 70
+
+
+async def test_stream_leases_lapse(limiter: Limiter) -> None:
+    assert await limiter.open_stream("t", "s1", 1, 0.1)
+    await asyncio.sleep(0.3)
+    assert await limiter.open_stream("t", "s2", 1, 60)  # s1's core never closed it
+
+
+async def test_a_budget_counts_tokens_and_stops_at_the_limit() -> None:
+    budget = TokenBudget(MemoryLimiter(), "t", daily=300)
+    await budget.spend(299)
+    with pytest.raises(Exception, match="daily budget") as raised:
+        await budget.spend(2)
+    assert getattr(raised.value, "reason", "") == "TOKEN_BUDGET_EXHAUSTED"
+
+
+async def test_a_key_over_its_rate_gets_429_with_retry_after_and_rate_headers(
+    tmp_path: Path,
+) -> None:
+    limits = LimitDefaults(requests_per_window=3, window_seconds=60, max_streams=10)
+    core = Core(secure_config(tmp_path / "core", limits=limits))
+    await core.start()
+    try:
+        key = await make_key(core, "alice")
+        other = await make_key(core, "alice")
+        gateway = GatewayServer(gateway_config(f"127.0.0.1:{core.grpc_port}"))
+        await gateway.start()
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{gateway.port}",
+                headers={"Authorization": f"Bearer {key}"},
+            ) as http:
+                answers = [await http.get("/v1/projects") for _ in range(4)]
+                other_answer = await http.get(
+                    "/v1/projects", headers={"Authorization": f"Bearer {other}"}
+                )
+        finally:
+            await gateway.stop()
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        refused = answers[-1]
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.headers["X-RateLimit-Limit"] == "3"
+        assert refused.headers["X-RateLimit-Remaining"] == "0"
+        assert int(refused.headers["X-RateLimit-Reset"]) > 0
+        assert refused.json()["error"]["details"][0]["reason"] == "RATE_LIMITED"
+        assert other_answer.status_code == 200  # limits are per key
+        rejected = core.metrics.registry.get_sample_value(
+            "scriptgen_rate_limit_rejections_total", {"limit": "requests"}
+        )
+        assert rejected == 1
+    finally:
+        await core.stop()
+
+
+async def _project(channel: aio.Channel, key: str) -> str:
+    stub = project_service_pb2_grpc.ProjectServiceStub(channel)
+    reply = await stub.CreateProject(
+        PS.CreateProjectRequest(project=project_pb2.Project(title="T")), metadata=bearer(key)
+    )
+    return reply.project.name
+
+
+async def test_the_rate_limit_holds_across_two_cores_on_one_redis(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    limits = LimitDefaults(requests_per_window=10, window_seconds=60, max_streams=10)
+    cores = []
+    for index in range(2):
+        config = secure_config(tmp_path / "shared", limits=limits)
+        config = replace(config, redis_url=redis_url, redis_key_prefix=redis_prefix)
+        if index:
+            config = replace(config, metrics_address=None)
+        core = Core(config)
+        await core.start()
+        cores.append(core)
+    try:
+        key = await make_key(cores[0], "alice")
+        outcomes: list[grpc.StatusCode] = []
+        channels = [aio.insecure_channel(f"127.0.0.1:{c.grpc_port}") for c in cores]
+        try:
+            stubs = [project_service_pb2_grpc.ProjectServiceStub(ch) for ch in channels]
+
+            async def one(index: int) -> None:
+                try:
+                    await stubs[index % 2].ListProjects(
+                        PS.ListProjectsRequest(), metadata=bearer(key)
+                    )
+                    outcomes.append(grpc.StatusCode.OK)
+                except aio.AioRpcError as error:
+                    retry = error_details_pb2.RetryInfo()
+                    has_retry = any(d.Unpack(retry) for d in rich_status(error).details)
+                    outcomes.append(error.code() if has_retry else grpc.StatusCode.UNKNOWN)
+
+            await asyncio.gather(*(one(i) for i in range(30)))
+        finally:
+            for channel in channels:
+                await channel.close()
+        # Ten in the window across both cores, not ten each.
+        assert outcomes.count(grpc.StatusCode.OK) == 10
+        assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 20
+    finally:
+        for core in reversed(cores):
+            await core.stop()
+
+
+async def test_streams_per_tenant_are_limited(tmp_path: Path) -> None:
+    limits = LimitDefaults(requests_per_window=1000, window_seconds=60, max_streams=1)
+    core = Core(secure_config(tmp_path / "core", limits=limits))
+    await core.start()
+    try:
+        key = await make_key(core, "alice")
+        async with aio.insecure_channel(f"127.0.0.1:{core.grpc_port}") as channel:
+            parent = await _project(channel, key)
+            stub = generation_service_pb2_grpc.GenerationServiceStub(channel)
+            first = stub.GenerateScript(
+                GS.GenerateScriptRequest(parent=parent, title="One", detach=True),
+                metadata=bearer(key),
+            )
+            opening = await first.read()
+            assert isinstance(opening, GS.GenerateScriptResponse)
+            follow = stub.StreamGenerationEvents(
+                GS.StreamGenerationEventsRequest(name=opening.event.generation),
+                metadata=bearer(key),
+            )
+            with pytest.raises(aio.AioRpcError) as raised:
+                await follow.read()
+            assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert error_info(raised.value).reason == "TOO_MANY_STREAMS"
+            first.cancel()
+            await asyncio.sleep(0.2)  # the first stream's slot is given back
+            events = [
+                r.event
+                async for r in stub.StreamGenerationEvents(
+                    GS.StreamGenerationEventsRequest(name=opening.event.generation),
+                    metadata=bearer(key),
+                )
+            ]
+            assert events[-1].WhichOneof("kind") in ("completed", "failed", "cancelled")
+    finally:
+        await core.stop()
+
+
+async def test_a_spent_daily_budget_fails_the_stream_and_saves_nothing(tmp_path: Path) -> None:
+    limits = LimitDefaults(daily_tokens=60, max_streams=10)
+    core = Core(secure_config(tmp_path / "core", limits=limits))
+    await core.start()
+    try:
+        key = await make_key(core, "alice")
+        async with aio.insecure_channel(f"127.0.0.1:{core.grpc_port}") as channel:
+            parent = await _project(channel, key)
+            stub = generation_service_pb2_grpc.GenerationServiceStub(channel)
+            events = [
+                r.event
+                async for r in stub.GenerateScript(
+                    GS.GenerateScriptRequest(parent=parent, title="Too long"),
+                    metadata=bearer(key),
+                )
+            ]
+            projects = project_service_pb2_grpc.ProjectServiceStub(channel)
+            episodes = await projects.ListEpisodes(
+                PS.ListEpisodesRequest(parent=parent), metadata=bearer(key)
+            )
+        last = events[-1]
+        assert last.HasField("failed"), last
+        assert last.failed.status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        info = error_details_pb2.ErrorInfo()
+        assert any(d.Unpack(info) for d in last.failed.status.details)
+        assert info.reason == "TOKEN_BUDGET_EXHAUSTED"
+        written = "".join(e.text_delta.text for e in events if e.HasField("text_delta"))
+        assert 0 < len(written) <= 60 * 4  # the deltas that fit stay in the event log
+        assert list(episodes.episodes) == []  # the partial script is not saved
+    finally:
+        await core.stop()
