@@ -138,7 +138,7 @@ def _restore_knowledge(
     with chroma_client(stores.chroma_url, path) as client:
         try:
             knowledge.load(client, entries, source, progress)
-            problems = knowledge.check_restored(client, entries)
+            problems = knowledge.check_restored(client, entries, source)
         except BaseException:
             if stores.chroma_url:
                 _drop_collections(stores, entries)

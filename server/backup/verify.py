@@ -63,7 +63,7 @@ def _knowledge_trial(source: Path, entries: list[dict[str, Any]], progress: Prog
             knowledge.load(client, entries, source, progress)
         except BackupError as error:
             return [str(error)]
-        return knowledge.check_restored(client, entries)
+        return knowledge.check_restored(client, entries, source)
 
 
 async def verify_backup(
