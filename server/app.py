@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from grpc import aio
@@ -86,10 +87,7 @@ class Core:
 
     async def start(self) -> None:
         """Open the stores and start serving."""
-        await self.store.open()
-        await self.knowledge.open()
-        await self.jobs.open()
-        await self._open_auth()
+        await self._open_stores()
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
@@ -128,9 +126,7 @@ class Core:
             self.grpc_port = 0
         if self.grpc_port == 0:
             await self.providers.aclose()
-            await self.jobs.close()
-            await self.store.close()
-            await self.knowledge.close()
+            await self._close_quietly([self.jobs.close, self.knowledge.close, self.store.close])
             raise OSError(f"cannot listen on {self.config.grpc_address}")
         await server.start()
         self._server = server
@@ -143,6 +139,33 @@ class Core:
             self.grpc_port,
             ", ".join(self.providers.names()),
         )
+
+    async def _open_stores(self) -> None:
+        """Open every store in order; when one fails, close those already open, then raise."""
+        steps = [
+            (self.store.open, self.store.close),
+            (self.knowledge.open, self.knowledge.close),
+            (self.jobs.open, self.jobs.close),
+        ]
+        opened: list[Callable[[], Awaitable[None]]] = []
+        try:
+            for open_store, close_store in steps:
+                await open_store()
+                opened.append(close_store)
+            await self._open_auth()
+        except BaseException:
+            await self.providers.aclose()
+            await self._close_quietly(list(reversed(opened)))
+            raise
+
+    @staticmethod
+    async def _close_quietly(closers: list[Callable[[], Awaitable[None]]]) -> None:
+        # Already failing: a second error while releasing must not hide the first.
+        for close in closers:
+            try:
+                await close()
+            except Exception:
+                log.exception("while releasing a store after a failed start")
 
     async def _open_auth(self) -> None:
         """Job tokens signed with the configured secret, else one kept in the project store."""

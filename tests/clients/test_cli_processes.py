@@ -281,3 +281,29 @@ async def test_a_bad_configuration_is_one_error_line_and_exit_2(
     assert err.startswith("scriptgen: error: invalid configuration: "), err
     assert message in err
     assert err.count("\n") == 1
+
+
+async def test_an_unreachable_store_at_start_is_one_error_line_and_exit_1(
+    spawn: Callable[..., Awaitable[Process]], tmp_path: Path
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = closed.getsockname()[1]  # bound, never listening: connections are refused
+        process = await spawn(
+            "server",
+            "--redis-url",
+            f"redis://127.0.0.1:{nobody}/0",
+            "--grpc-address",
+            "127.0.0.1:0",
+            "--metrics-address",
+            "off",
+            "--auth",
+            "disabled",
+            "--data-dir",
+            str(tmp_path),
+        )
+        assert await process.finish(within=30) == 1
+    err = "".join(process.stderr)
+    assert err.startswith("scriptgen: error: the core could not start: "), err
+    assert "Redis" in err
+    assert err.count("\n") == 1

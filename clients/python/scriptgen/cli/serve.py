@@ -160,11 +160,12 @@ class StartupError(ScriptgenError):
 @asynccontextmanager
 async def _running_core(settings: CoreConfig) -> AsyncIterator[Core]:
     from server import Core
+    from server.errors import ServiceError
 
     core = Core(settings)
     try:
         await core.start()
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, ServiceError) as error:
         # Release whatever start() opened before it failed, or the process cannot exit.
         with contextlib.suppress(Exception):
             await core.stop()
