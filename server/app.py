@@ -75,7 +75,15 @@ class Core:
             coordination=self.jobs.coordination,
             knowledge=self.knowledge,
         )
-        self.health = CoreHealth(self.store, self.metrics, self.router)
+        self.health = CoreHealth(
+            {
+                "project store": self.store,
+                "story knowledge": self.knowledge,
+                "job state": self.jobs,
+            },
+            self.metrics,
+            self.router,
+        )
         limiter: Limiter = (
             MemoryLimiter() if self.jobs.redis is None else RedisLimiter(self.jobs.redis)
         )

@@ -1,7 +1,11 @@
 """gRPC health for the core: a status per service and for "", kept true to the stores' state.
 
-GenerationService is also NOT_SERVING while no language-model provider is
-usable (every circuit breaker open), and SERVING again once one half-opens.
+Every dependency the core cannot serve without (the project store, story
+knowledge, the shared Redis when configured) is probed every couple of
+seconds; while any of them fails, every service is NOT_SERVING, and SERVING
+again once all answer. GenerationService is also NOT_SERVING while no
+language-model provider is usable (every circuit breaker open), and SERVING
+again once one half-opens.
 """
 
 from __future__ import annotations
@@ -9,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
+from typing import Protocol
 
 from grpc_health.v1 import health, health_pb2
 
 from server.errors import ServiceError
 from server.metrics import CoreMetrics
 from server.providers.router import ProviderRouter
-from server.store.base import ProjectStore
 
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -25,18 +30,24 @@ GENERATION_SERVICE = "scriptgen.v1.GenerationService"
 SERVICES = ("", PROJECT_SERVICE, GENERATION_SERVICE)
 
 
+class Probe(Protocol):
+    """A dependency that raises a ServiceError (e.g. Unavailable) while it cannot serve."""
+
+    async def ping(self) -> None: ...
+
+
 class CoreHealth:
-    """Owns the health servicer; probes the project store and flips statuses on change."""
+    """Owns the health servicer; probes the dependencies and flips statuses on change."""
 
     def __init__(
         self,
-        store: ProjectStore,
+        dependencies: Mapping[str, Probe],
         metrics: CoreMetrics,
         router: ProviderRouter | None = None,
         probe_seconds: float = 2.0,
     ) -> None:
         self.servicer = health.aio.HealthServicer()
-        self._store = store
+        self._dependencies = dict(dependencies)
         self._metrics = metrics
         self._router = router
         self._probe_seconds = probe_seconds
@@ -55,7 +66,7 @@ class CoreHealth:
             self._metrics.serving.labels(service or "all").set(1 if status == SERVING else 0)
 
     async def start(self) -> None:
-        """Publish SERVING and start probing the store."""
+        """Publish SERVING and start probing the dependencies."""
         await self._publish()
         self._probe = asyncio.create_task(self._watch_store(), name="health probe")
         if self._router is not None:
@@ -80,13 +91,18 @@ class CoreHealth:
     async def _watch_store(self) -> None:
         while not self._shutting_down:
             await asyncio.sleep(self._probe_seconds)
-            try:
-                await self._store.ping()
-                healthy = True
-            except ServiceError as error:
-                healthy = False
-                if self._store_ok:
-                    log.warning("project store unhealthy: %s", error.message)
+            failing: list[str] = []
+            for name, dependency in self._dependencies.items():
+                try:
+                    await asyncio.wait_for(dependency.ping(), self._probe_seconds * 2)
+                except (ServiceError, TimeoutError) as error:
+                    failing.append(name)
+                    if self._store_ok:
+                        message = error.message if isinstance(error, ServiceError) else "timed out"
+                        log.warning("%s unhealthy: %s", name, message)
+            healthy = not failing
+            if healthy and not self._store_ok:
+                log.info("every dependency answers again")
             if healthy != self._store_ok:
                 self._store_ok = healthy
                 await self._publish()

@@ -27,6 +27,10 @@ class JobBackends:
             async with redis_errors():
                 await self.redis.client.ping()
 
+    async def ping(self) -> None:
+        """Unavailable REDIS_UNAVAILABLE while the shared Redis does not answer."""
+        await self.open()
+
     async def close(self) -> None:
         if self.redis is not None:
             await self.redis.aclose()

@@ -66,7 +66,11 @@ async def test_restore_rebuilds_every_record(filled: Filled, tmp_path: Path) -> 
     for field in ("name", "metadata", "configuration", "count", "probe"):
         assert after[field] == before[field]
     assert set(after["records"]) == set(before["records"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1", "b2", "live", "restored"]
+    assert _names(tmp_path) == ["b1", "b2", "live", "restored"]
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
 
 
 def _flip_byte(path: Path) -> None:
@@ -108,7 +112,7 @@ async def test_damage_is_named_and_restore_refuses_it(
         await restore_backup(backup, restored)
     assert file_name in str(refused.value)
     # Nothing half-restored: no data dir, no staging folder left behind.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1", "live"]
+    assert _names(tmp_path) == ["b1", "live"]
 
 
 async def test_an_altered_record_is_named(filled: Filled, tmp_path: Path) -> None:
@@ -147,7 +151,7 @@ async def test_restore_refuses_a_data_dir_in_use(filled: Filled, tmp_path: Path)
     await create_backup(tmp_path / "b1", filled.stores)
     with pytest.raises(BackupError, match="not empty"):
         await restore_backup(tmp_path / "b1", filled.stores)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1", "live"]
+    assert _names(tmp_path) == ["b1", "live"]
 
 
 async def test_create_refuses_a_used_folder_and_leaves_no_partial_backup(
@@ -162,7 +166,7 @@ async def test_create_refuses_a_used_folder_and_leaves_no_partial_backup(
     missing = Stores.from_config(filled.elsewhere(tmp_path / "nowhere"))
     with pytest.raises(BackupError, match="not found"):
         await create_backup(tmp_path / "b1", missing)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "used"]
+    assert _names(tmp_path) == ["live", "used"]
 
 
 async def test_list_shows_backups_newest_first(filled: Filled, tmp_path: Path) -> None:

@@ -1,0 +1,38 @@
+"""`scriptgen backup create|verify|list|restore` with the core's own flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from scriptgen.cli import run
+
+from tests.backup.conftest import Filled
+
+_ENVIRON = {"SCRIPTGEN_AUTH": "disabled", "SCRIPTGEN_GRPC_ADDRESS": "127.0.0.1:0"}
+
+
+async def test_the_commands_round_trip(
+    filled: Filled, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live = ["--data-dir", str(filled.config.data_dir)]
+    backup = str(tmp_path / "backups" / "b1")
+    assert await run(["backup", "create", backup, *live, "--json"], _ENVIRON) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["database_rows"] > 0 and created["knowledge_records"] > 4
+
+    assert await run(["backup", "verify", backup], _ENVIRON) == 0
+    assert "verified" in capsys.readouterr().out
+    assert await run(["backup", "list", str(tmp_path / "backups")], _ENVIRON) == 0
+    assert "b1" in capsys.readouterr().out
+
+    restored = ["--data-dir", str(tmp_path / "restored")]
+    assert await run(["backup", "restore", backup, *restored, "--json"], _ENVIRON) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["restore_seconds"] >= 0
+    assert (tmp_path / "restored" / "scriptgen.sqlite3").exists()
+
+    (Path(backup) / "knowledge.jsonl").unlink()
+    assert await run(["backup", "verify", backup, "--quiet"], _ENVIRON) == 1
+    assert "knowledge.jsonl: missing" in capsys.readouterr().err

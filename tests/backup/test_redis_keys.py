@@ -1,0 +1,48 @@
+"""Redis keys under Scriptgen's prefix: DUMP with expiry, RESTORE into an empty prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from server.backup import BackupError, redis_keys
+
+
+async def test_keys_come_back_with_their_values_and_expiry(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    client = Redis.from_url(redis_url)
+    try:
+        await client.set(f"{redis_prefix}idempotency:a", "projects/p1", ex=3600)
+        await client.xadd(f"{redis_prefix}events:g1", {"sequence": "1"})
+        await client.hset(f"{redis_prefix}job:g1", mapping={"state": "running"})
+        await client.set("someone-else:key", "not ours")
+        described = await redis_keys.dump(redis_url, redis_prefix, tmp_path, lambda _: None)
+        assert described["count"] == 3
+        assert redis_keys.check_file(tmp_path / redis_keys.REDIS_FILE, described) == []
+
+        with pytest.raises(BackupError, match="already holds"):
+            await redis_keys.restore(
+                tmp_path / redis_keys.REDIS_FILE, described, redis_url, redis_prefix, print
+            )
+        await client.delete(*[key async for key in client.scan_iter(match=f"{redis_prefix}*")])
+        await redis_keys.restore(
+            tmp_path / redis_keys.REDIS_FILE, described, redis_url, redis_prefix, lambda _: None
+        )
+        assert await client.get(f"{redis_prefix}idempotency:a") == b"projects/p1"
+        assert 3500 < await client.ttl(f"{redis_prefix}idempotency:a") <= 3600
+        assert await client.ttl(f"{redis_prefix}job:g1") == -1
+        assert await client.hgetall(f"{redis_prefix}job:g1") == {b"state": b"running"}
+        assert await client.xlen(f"{redis_prefix}events:g1") == 1
+    finally:
+        await client.delete("someone-else:key")
+        await client.aclose()
+
+
+def test_an_altered_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / redis_keys.REDIS_FILE
+    path.write_text('{"key": "c2NyaXB0Z2VuOmE=", "dump": "AAAA", "expire_at_ms": null}\n')
+    problems = redis_keys.check_file(path, {"keys": {"scriptgen:a": "0" * 64}, "count": 1})
+    assert problems == [f"{path.name}: key 'scriptgen:a': digest mismatch or not in the manifest"]

@@ -1,0 +1,223 @@
+"""Item 9, `make soak`: a core under steady load for minutes, its resources sampled.
+
+Not a test module (pytest does not collect it). Two modes:
+
+* `python -m tests.faults.soak core [core flags]` — a core (the `scriptgen server`
+  flags) that prints `gRPC <address>` once listening, then every few seconds a
+  `sample {"rss": bytes, "fds": n, "tasks": n}` line about itself, until SIGTERM.
+* `python -m tests.faults.soak run --seconds 600 --streams 50` — starts the `core` mode
+  as a child, keeps `--streams` generations open at all times (each reader starts a
+  new job when its last one completes) for `--seconds`, and checks: no error, resident
+  memory at the end within `--max-rss-growth` of the level after warm-up, open file
+  descriptors and asyncio tasks flat. Prints one JSON summary; exit status 1 on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+SAMPLE_SECONDS = 5.0
+
+
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def _core(argv: list[str]) -> int:
+    from server import Core
+    from server import config as core_config
+
+    parser = argparse.ArgumentParser(prog="soak core")
+    core_config.add_arguments(parser, {})
+    settings = core_config.from_arguments(parser.parse_args(argv))
+    core = Core(settings)
+    await core.start()
+    print(f"gRPC 127.0.0.1:{core.grpc_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        while not stop.is_set():
+            sample = {
+                "rss": _rss(),
+                "fds": len(os.listdir("/proc/self/fd")),
+                "tasks": len(asyncio.all_tasks()),
+            }
+            print(f"sample {json.dumps(sample)}", flush=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
+    finally:
+        await core.stop(grace=1.0)
+    return 0
+
+
+@dataclass
+class Summary:
+    """What a soak run held, saw and concluded."""
+
+    seconds: float
+    streams: int
+    jobs_completed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    rss_after_warmup_mib: float = 0.0
+    rss_end_mib: float = 0.0
+    rss_growth_percent: float = 0.0
+    fds_after_warmup: int = 0
+    fds_end: int = 0
+    tasks_after_warmup: float = 0.0
+    tasks_end: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+async def _load(target: str, streams: int, until: float, summary: Summary) -> None:
+    from grpc import aio
+    from scriptgen.v1 import generation_service_pb2 as gs
+
+    from tests.server.rpc import connect
+
+    async with connect(target) as rpc:
+        projects = [(await rpc.create_project(f"Soak {n}")).name for n in range(10)]
+
+        async def reader(number: int) -> None:
+            for round_number in range(100_000):  # bounded; the clock ends it first
+                if time.monotonic() >= until:
+                    return
+                request = gs.GenerateScriptRequest(
+                    parent=projects[number % len(projects)], title=f"Soak {number}.{round_number}"
+                )
+                kind = "none"
+                try:
+                    async with asyncio.timeout(120):
+                        async for response in rpc.generations.GenerateScript(request):
+                            kind = response.event.WhichOneof("kind") or kind
+                except (aio.AioRpcError, TimeoutError) as error:
+                    name = type(error).__name__
+                    code = error.code().name if isinstance(error, aio.AioRpcError) else name
+                    summary.errors[code] = summary.errors.get(code, 0) + 1
+                    await asyncio.sleep(1)
+                    continue
+                if kind == "completed":
+                    summary.jobs_completed += 1
+                else:
+                    summary.errors[kind] = summary.errors.get(kind, 0) + 1
+
+        await asyncio.gather(*(reader(n) for n in range(streams)))
+
+
+def _level(samples: list[dict[str, int]], key: str) -> float:
+    """Median of the last three samples: one sample catches a job boundary."""
+    return statistics.median(s[key] for s in samples[-3:])
+
+
+async def _run(args: argparse.Namespace) -> int:
+    summary = Summary(seconds=args.seconds, streams=args.streams)
+    with TemporaryDirectory(prefix="scriptgen-soak-") as data_dir:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.faults.soak",
+            "core",
+            "--grpc-address=127.0.0.1:0",
+            "--metrics-address=off",
+            "--auth=disabled",
+            f"--data-dir={data_dir}",
+            f"--synthetic-first-token-seconds={args.ttft}",
+            f"--synthetic-tokens-per-second={args.tokens_per_second}",
+            f"--max-streams={args.capacity}",
+            "--heartbeat-seconds=1",
+            stdout=asyncio.subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if not k.startswith("SCRIPTGEN_")},
+        )
+        assert child.stdout is not None
+        samples: list[dict[str, int]] = []
+        try:
+            async with asyncio.timeout(60):
+                line = (await child.stdout.readline()).decode()
+            if not line.startswith("gRPC "):
+                raise RuntimeError(f"the core did not start: {line!r}")
+            target = line.split()[1]
+
+            async def collect() -> None:
+                assert child.stdout is not None
+                while raw := await child.stdout.readline():
+                    text = raw.decode()
+                    if text.startswith("sample "):
+                        samples.append(json.loads(text.removeprefix("sample ")))
+
+            collector = asyncio.create_task(collect())
+            started = time.monotonic()
+            warmup = min(60.0, args.seconds / 5)
+            load = asyncio.create_task(_load(target, args.streams, started + args.seconds, summary))
+            await asyncio.sleep(warmup)
+            after_warmup = list(samples)
+            await asyncio.wait_for(load, args.seconds + 180)
+            end = list(samples)  # still under load: the last samples before readers stop
+            child.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(60):
+                await child.wait()
+                await collector
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    if len(after_warmup) < 3 or len(end) < len(after_warmup) + 3:
+        summary.failures.append("too few resource samples")
+    else:
+        rss0, rss1 = _level(after_warmup, "rss"), _level(end, "rss")
+        summary.rss_after_warmup_mib = round(rss0 / 2**20, 1)
+        summary.rss_end_mib = round(rss1 / 2**20, 1)
+        summary.rss_growth_percent = round(100 * (rss1 - rss0) / rss0, 2)
+        summary.fds_after_warmup = int(_level(after_warmup, "fds"))
+        summary.fds_end = int(_level(end, "fds"))
+        summary.tasks_after_warmup = _level(after_warmup, "tasks")
+        summary.tasks_end = _level(end, "tasks")
+        if summary.rss_growth_percent >= args.max_rss_growth:
+            summary.failures.append(f"resident memory grew {summary.rss_growth_percent} %")
+        if summary.fds_end > summary.fds_after_warmup + 5:
+            summary.failures.append("file descriptors grew")
+        # Tasks: a few per open stream; allow a tenth of a stream's worth of drift each.
+        if summary.tasks_end > summary.tasks_after_warmup * 1.1 + 5:
+            summary.failures.append("asyncio tasks grew")
+    if summary.errors:
+        summary.failures.append(f"errors: {summary.errors}")
+    if summary.jobs_completed == 0:
+        summary.failures.append("no job completed")
+    print(json.dumps(asdict(summary), indent=2))
+    return 1 if summary.failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["core"]:
+        return asyncio.run(_core(arguments[1:]))
+    parser = argparse.ArgumentParser(prog="python -m tests.faults.soak run")
+    parser.add_argument("mode", choices=["run"])
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--streams", type=int, default=50, help="held open at all times")
+    parser.add_argument("--capacity", type=int, default=100, help="the core's --max-streams")
+    parser.add_argument("--tokens-per-second", type=float, default=30.0)
+    parser.add_argument("--ttft", type=float, default=0.3)
+    parser.add_argument("--max-rss-growth", type=float, default=5.0, help="percent")
+    args = parser.parse_args(arguments)
+    if not 1 <= args.streams <= 1000 or not 10 <= args.seconds <= 3600:
+        parser.error("--streams must be 1..1000 and --seconds 10..3600")
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
