@@ -21,7 +21,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 async def _next_status(
     watch: aio.UnaryStreamCall[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse],
 ) -> int:
-    update = await asyncio.wait_for(read(watch), 15)
+    pending = read(watch)
+    update = await asyncio.wait_for(pending, 15)
     assert update is not None
     return int(update.status)
 
