@@ -286,6 +286,12 @@ class JobRunner:
         job.generation.state = state
         job.generation.update_time.CopyFrom(_now())
         await self._registry.update(job.generation)
+        # One log line per state change (QUEUED is logged when the job starts).
+        log.info(
+            "%s: state %s",
+            job.generation.name,
+            generation_pb2.GenerationState.Name(state).removeprefix("GENERATION_STATE_"),
+        )
 
     async def _run(self, job: _Job) -> None:
         outcome = "failed"

@@ -73,6 +73,8 @@ async def test_requests_and_job_changes_log_one_json_line_each(
     assert all(line["generation"] == generation for line in job)
     assert all(line["request_id"] == REQUEST_ID for line in job)
     assert job[-1]["message"].endswith("succeeded")
+    states = [line["message"].rsplit(" ", 1)[-1] for line in job if ": state " in line["message"]]
+    assert states == ["RUNNING", "SUCCEEDED"], "every state change after QUEUED logs one line"
 
 
 def test_exceptions_and_extra_fields_are_json() -> None:
