@@ -56,6 +56,7 @@ class CoreHealth:
         self._store_ok = True
         self._providers_ok = True
         self._shutting_down = False
+        self._published: int | None = None
 
     async def _publish(self) -> None:
         status = SERVING if self._store_ok and not self._shutting_down else NOT_SERVING
@@ -63,6 +64,11 @@ class CoreHealth:
             if service == GENERATION_SERVICE and not self._providers_ok:
                 status = NOT_SERVING
             await self.servicer.set(service, status)
+            if service == "" and status != self._published:
+                self._published = status
+                self._metrics.readiness_transitions.labels(
+                    health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+                ).inc()
             self._metrics.serving.labels(service or "all").set(1 if status == SERVING else 0)
 
     async def start(self) -> None:

@@ -74,6 +74,12 @@ class CoreMetrics:
             ["service"],
             registry=self.registry,
         )
+        self.readiness_transitions = Counter(
+            "scriptgen_core_readiness_transitions",
+            'Changes of the core\'s overall health status (service ""), by new status.',
+            ["status"],
+            registry=self.registry,
+        )
         self.provider_requests = Counter(
             "scriptgen_provider_requests",
             "Calls to language-model providers, by provider and outcome"

@@ -53,5 +53,9 @@ async def test_a_redis_outage_turns_every_service_not_serving_until_it_returns(
                 redis.start()
                 for watch in watches.values():
                     assert await _next_status(watch) == SERVING
+            registry = core.metrics.registry
+            name = "scriptgen_core_readiness_transitions_total"
+            assert registry.get_sample_value(name, {"status": "SERVING"}) == 2
+            assert registry.get_sample_value(name, {"status": "NOT_SERVING"}) == 1
         finally:
             await core.stop(grace=0.0)
