@@ -55,7 +55,9 @@ class RenderedPrompt:
         )
 
 
+@functools.cache
 def _read(path: str) -> str:
+    # Templates ship inside the package and never change while the process runs.
     return resources.files(__name__).joinpath(PROMPT_VERSION, path).read_text("utf-8").strip()
 
 
