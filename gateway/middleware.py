@@ -26,6 +26,9 @@ FORWARDED_HEADERS = ("x-preferred-provider", "x-disabled-providers", "x-feature-
 #: The status recorded for a request whose client went away before the answer.
 CLIENT_CLOSED = 499
 
+#: HTTP statuses that are authentication refusals, and the reason label they count under.
+_AUTH_REJECTIONS = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
+
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -47,6 +50,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         metrics.requests.labels(route=route, method=request.method, status=str(status)).inc()
+        if status in _AUTH_REJECTIONS:
+            metrics.auth_rejections.labels(_AUTH_REJECTIONS[status]).inc()
+        elif status == 429:
+            metrics.rate_limit_rejections.labels("any").inc()
         elapsed = time.monotonic() - started
         metrics.request_duration.labels(route=route, method=request.method).observe(elapsed)
         log_request(request, route, status, elapsed)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc import aio
+from prometheus_client.parser import text_string_to_metric_families
 from scriptgen.v1 import (
     generation_service_pb2,
     generation_service_pb2_grpc,
@@ -101,8 +102,16 @@ async def test_a_key_over_its_rate_gets_429_with_retry_after_and_rate_headers(
                 other_answer = await http.get(
                     "/v1/projects", headers={"Authorization": f"Bearer {other}"}
                 )
+                exposition = (await http.get("/metrics")).text
+            gateway_rejected = sum(
+                sample.value
+                for family in text_string_to_metric_families(exposition)
+                for sample in family.samples
+                if sample.name == "scriptgen_rate_limit_rejections_total"
+            )
         finally:
             await gateway.stop()
+        assert gateway_rejected == 1
         assert [a.status_code for a in answers] == [200, 200, 200, 429]
         refused = answers[-1]
         assert int(refused.headers["Retry-After"]) >= 1
