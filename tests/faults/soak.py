@@ -2,8 +2,8 @@
 
 Not a test module (pytest does not collect it). Two modes:
 
-* `python -m tests.faults.soak core [core flags]` — a core (the `scriptgen server`
-  flags) that prints `gRPC <address>` once listening, then every few seconds a
+* `python -m tests.faults.soak core SECONDS [core flags]` — a core (the `scriptgen
+  server` flags) that prints `gRPC <address>` once listening, then every SECONDS a
   `sample {"rss": bytes, "fds": n, "tasks": n}` line about itself, until SIGTERM.
 * `python -m tests.faults.soak run --seconds 600 --streams 50` — starts the `core` mode
   as a child, keeps `--streams` generations open at all times (each reader starts a
@@ -27,8 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-SAMPLE_SECONDS = 5.0
-
 
 def _rss() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -37,7 +35,7 @@ def _rss() -> int:
     return 0
 
 
-async def _core(argv: list[str]) -> int:
+async def _core(sample_seconds: float, argv: list[str]) -> int:
     from server import Core
     from server import config as core_config
 
@@ -60,7 +58,7 @@ async def _core(argv: list[str]) -> int:
             }
             print(f"sample {json.dumps(sample)}", flush=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
+                await asyncio.wait_for(stop.wait(), sample_seconds)
     finally:
         await core.stop(grace=1.0)
     return 0
@@ -132,6 +130,7 @@ async def _run(args: argparse.Namespace) -> int:
             "-m",
             "tests.faults.soak",
             "core",
+            str(min(5.0, args.seconds / 30)),
             "--grpc-address=127.0.0.1:0",
             "--metrics-address=off",
             "--auth=disabled",
@@ -140,6 +139,7 @@ async def _run(args: argparse.Namespace) -> int:
             f"--synthetic-tokens-per-second={args.tokens_per_second}",
             f"--max-streams={args.capacity}",
             "--heartbeat-seconds=1",
+            *args.core_arg,
             stdout=asyncio.subprocess.PIPE,
             env={k: v for k, v in os.environ.items() if not k.startswith("SCRIPTGEN_")},
         )
@@ -204,7 +204,7 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["core"]:
-        return asyncio.run(_core(arguments[1:]))
+        return asyncio.run(_core(float(arguments[1]), arguments[2:]))
     parser = argparse.ArgumentParser(prog="python -m tests.faults.soak run")
     parser.add_argument("mode", choices=["run"])
     parser.add_argument("--seconds", type=float, default=600.0)
@@ -212,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity", type=int, default=100, help="the core's --max-streams")
     parser.add_argument("--tokens-per-second", type=float, default=30.0)
     parser.add_argument("--ttft", type=float, default=0.3)
+    parser.add_argument(
+        "--core-arg",
+        action="append",
+        default=[],
+        help="an extra core flag, e.g. --core-arg=--event-retention-seconds=60 (repeatable)",
+    )
     parser.add_argument("--max-rss-growth", type=float, default=5.0, help="percent")
     args = parser.parse_args(arguments)
     if not 1 <= args.streams <= 1000 or not 10 <= args.seconds <= 3600:
