@@ -5,11 +5,15 @@ CPU is spent. Counting open streams and refusing the one over the limit with
 RESOURCE_EXHAUSTED (reason OVER_CAPACITY, with a RetryInfo) keeps the admitted
 streams on time and tells the caller to come back shortly, or to try another
 replica. The limit is per process (`--max-streams`); 0 admits all. A new
-stream is checked before any work is done for it (before a job starts), and
-counted while it is open.
+stream takes its slot at once, before any work is done for it (before a job
+starts) and before its first await, so a burst cannot slip past the limit;
+the slot is held until the stream ends.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from server.errors import ResourceExhausted
 from server.metrics import CoreMetrics
@@ -36,3 +40,13 @@ class StreamAdmission:
                 reason="OVER_CAPACITY",
                 retry_after=RETRY_AFTER_SECONDS,
             )
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one stream slot for the `with` block; ResourceExhausted when none is free."""
+        self.check()
+        self.open += 1
+        try:
+            yield
+        finally:
+            self.open -= 1

@@ -63,7 +63,6 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
         coordination = self.runner.coordination
         token = await coordination.reader_enter(name)
         presence = asyncio.create_task(self._keep_reading(name, token), name=f"reader {name}")
-        self.admission.open += 1
         try:
             async for event in self.log.follow(name, after_sequence):
                 if first:
@@ -73,7 +72,6 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
                     first = False
                 yield event
         finally:
-            self.admission.open -= 1
             presence.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await presence
@@ -109,41 +107,45 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
     async def GenerateScript(
         self, request: generation_service_pb2.GenerateScriptRequest, context: Context
     ) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
-        self.admission.check()  # before the job starts: an overloaded core takes no new work
-        routing = parse_metadata(context.invocation_metadata() or (), self.runner.provider_names)
-        # A detached job outlives the call, so only an attached one inherits its deadline. The
-        # slack lets the call itself end first with DEADLINE_EXCEEDED, as the caller expects;
-        # the job then stops its model calls and ends with a `failed` event for other readers.
-        remaining = None if request.detach else context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining + DEADLINE_SLACK
-        caller = CALLER.get()
-        budget = None if self.guard is None else await self.guard.budget(caller)
-        name = await self.runner.start(
-            request, routing, deadline, tenant=current_tenant(), budget=budget
-        )
-        async for event in self._events("GenerateScript", name, 0):
-            yield generation_service_pb2.GenerateScriptResponse(event=event)
+        # The slot is taken before the first await: a burst cannot slip past the limit.
+        with self.admission.slot():
+            routing = parse_metadata(
+                context.invocation_metadata() or (), self.runner.provider_names
+            )
+            # A detached job outlives the call, so only an attached one inherits its deadline. The
+            # slack lets the call itself end first with DEADLINE_EXCEEDED, as the caller expects;
+            # the job then stops its model calls and ends with a `failed` event for other readers.
+            remaining = None if request.detach else context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining + DEADLINE_SLACK
+            caller = CALLER.get()
+            budget = None if self.guard is None else await self.guard.budget(caller)
+            name = await self.runner.start(
+                request, routing, deadline, tenant=current_tenant(), budget=budget
+            )
+            async for event in self._events("GenerateScript", name, 0):
+                yield generation_service_pb2.GenerateScriptResponse(event=event)
 
     @streaming("StreamGenerationEvents")
     async def StreamGenerationEvents(
         self, request: generation_service_pb2.StreamGenerationEventsRequest, context: Context
     ) -> AsyncIterator[generation_service_pb2.StreamGenerationEventsResponse]:
         limits.generation_id("name", request.name)
-        self.admission.check()
-        if request.after_sequence < 0:
-            raise invalid("after_sequence", "must not be negative")
-        await self.registry.get(request.name, tenant=current_tenant())
-        last = await self.log.last_sequence(request.name)
-        if request.after_sequence > last:
-            raise OutOfRange(
-                f"after_sequence {request.after_sequence} is beyond the job's last event {last}",
-                reason="SEQUENCE_AHEAD",
-                metadata={"last_sequence": str(last)},
-            )
-        async for event in self._events(
-            "StreamGenerationEvents", request.name, request.after_sequence
-        ):
-            yield generation_service_pb2.StreamGenerationEventsResponse(event=event)
+        with self.admission.slot():
+            if request.after_sequence < 0:
+                raise invalid("after_sequence", "must not be negative")
+            await self.registry.get(request.name, tenant=current_tenant())
+            last = await self.log.last_sequence(request.name)
+            if request.after_sequence > last:
+                raise OutOfRange(
+                    f"after_sequence {request.after_sequence} is beyond the job's"
+                    f" last event {last}",
+                    reason="SEQUENCE_AHEAD",
+                    metadata={"last_sequence": str(last)},
+                )
+            async for event in self._events(
+                "StreamGenerationEvents", request.name, request.after_sequence
+            ):
+                yield generation_service_pb2.StreamGenerationEventsResponse(event=event)
 
     @unary("GetGeneration")
     async def GetGeneration(

@@ -1,13 +1,4 @@
-"""KNOWN BUG (kept out of the committed suite): a burst beyond --max-streams is admitted.
-
-Run from the repository root:
-    .venv/bin/python -m pytest scratch/faults/test_overload_burst.py -p no:cacheprovider -s
-Observed: 200 offered at once at --max-streams 100 -> 200 admitted, 0 refused.
-Cause: GenerationService.GenerateScript calls admission.check() before it awaits
-runner.start(...), but the stream is only counted (admission.open += 1) later, in
-_events(); every call of a burst passes the check before any of them is counted.
-
-Item 8: twice the admitted capacity offered at once to a real `scriptgen server`.
+"""Item 8: twice the admitted capacity offered at once to a real `scriptgen server`.
 
 The core runs with admission control at CAPACITY streams (`--max-streams`) and a
 synthetic writer paced at 30 tokens/s. First one stream alone gives the baseline
