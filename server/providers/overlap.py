@@ -15,11 +15,19 @@ MIN_OVERLAP_CHARS = 4
 
 
 def overlap(delivered: str, continuation: str) -> int:
-    """Length of the longest end of `delivered` that `continuation` starts with (0 if short)."""
+    """Length of the longest end of `delivered` that `continuation` starts with (0 if short).
+
+    A shorter overlap counts too when it is the whole unfinished last line: a provider
+    cut one to three characters into a line that rewrites the line from its start
+    ("G" then "GRACE") is restarting, never coincidentally repeating.
+    """
     longest = min(len(delivered), len(continuation))
     for size in range(longest, MIN_OVERLAP_CHARS - 1, -1):
         if delivered.endswith(continuation[:size]) and continuation[:size].strip():
             return size
+    unfinished = delivered[delivered.rfind("\n") + 1 :]
+    if unfinished.strip() and continuation.startswith(unfinished):
+        return len(unfinished)
     return 0
 
 

@@ -1,11 +1,5 @@
-"""KNOWN BUG (kept out of the committed suite): a mid-stream failover cut 1-3 characters
-into a line, whose continuation restarts that line, repeats those characters.
-
-server/providers/overlap.py ignores overlaps shorter than MIN_OVERLAP_CHARS (4), so with
-"...GRACE\\nY" delivered and the next provider writing "You came back." the script reads
-"YYou came back.". Run from the repository root (fixtures come from tests/faults):
-.venv/bin/python -m pytest scratch/faults/test_short_line_restart.py -p no:cacheprovider
-"""
+"""A mid-stream failover cut 1-3 characters into a line, whose continuation restarts that
+line, must not repeat those characters (e.g. "...GRACE\nY" delivered, then "You came back.")."""
 
 from __future__ import annotations
 
