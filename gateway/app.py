@@ -13,6 +13,8 @@ from gateway.admission import SLOTS, StreamSlots
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import echo_request_id, identify, observe, translate_errors
+from gateway.rate_limits import add_rate_limit_headers
+from gateway.rate_limits import interceptors as rate_limit_interceptors
 from gateway.readiness import Readiness
 from gateway.routes_generations import routes as generation_routes
 from gateway.routes_knowledge import routes as knowledge_routes
@@ -41,14 +43,18 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.cleanup_ctx.append(_readiness_watch)
     app.on_response_prepare.append(echo_request_id)
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(add_rate_limit_headers)
     app.on_shutdown.append(_drain_streams)
     return app
 
 
-def _channel_options(config: GatewayConfig) -> list[tuple[str, int]]:
+def _channel_options(config: GatewayConfig) -> list[tuple[str, int | str]]:
     # gRPC's own reconnect backoff grows to minutes by default; bounding it keeps
-    # readiness (and every call) quick to recover when a core comes back.
+    # readiness (and every call) quick to recover when a core comes back. One
+    # HTTP/2 connection would pin the gateway to one core; round_robin keeps a
+    # connection to every address the target resolves to and spreads calls.
     return [
+        ("grpc.lb_policy_name", config.core_load_balancing),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.initial_reconnect_backoff_ms", max(1, int(config.readiness_backoff_seconds * 1000))),
         ("grpc.max_reconnect_backoff_ms", max(1, int(config.readiness_backoff_max_seconds * 1000))),
@@ -57,7 +63,9 @@ def _channel_options(config: GatewayConfig) -> list[tuple[str, int]]:
 
 async def _core_channel(app: web.Application) -> AsyncIterator[None]:
     config = app[state.CONFIG]
-    channel = grpc.aio.insecure_channel(config.core_target, options=_channel_options(config))
+    channel = grpc.aio.insecure_channel(
+        config.core_target, options=_channel_options(config), interceptors=rate_limit_interceptors()
+    )
     app[state.CORE] = state.CoreStubs(
         channel=channel,
         projects=project_service_pb2_grpc.ProjectServiceStub(channel),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 DEFAULT_CORE_TARGET = "127.0.0.1:50051"
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:8080"
+#: gRPC load-balancing policies the gateway's channel to the core may use.
+CORE_LOAD_BALANCING = ("round_robin", "pick_first")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,10 @@ class GatewayConfig:
 
     #: host:port (or any gRPC target) of the core.
     core_target: str = DEFAULT_CORE_TARGET
+    #: How calls spread over the addresses `core_target` resolves to: `round_robin`
+    #: (every core behind a `dns:///` name or an `ipv4:` list takes its share) or
+    #: `pick_first` (one core until it fails).
+    core_load_balancing: str = "round_robin"
     #: host:port the HTTP server listens on; port 0 picks a free one.
     http_address: str = DEFAULT_HTTP_ADDRESS
     #: Reconnection delay sent to EventSource clients as `retry:`, in milliseconds.
@@ -77,7 +83,15 @@ def add_arguments(
     group.add_argument(
         "--core-target",
         default=_env(env, "CORE_TARGET", DEFAULT_CORE_TARGET),
-        help="gRPC target of the core [SCRIPTGEN_CORE_TARGET] (default: %(default)s)",
+        help="gRPC target of the core, e.g. dns:///scriptgen-core-headless:50051 for every"
+        " core behind a headless Service [SCRIPTGEN_CORE_TARGET] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--core-load-balancing",
+        choices=CORE_LOAD_BALANCING,
+        default=_env(env, "CORE_LOAD_BALANCING", "round_robin"),
+        help="how calls spread over the core addresses the target resolves to"
+        " [SCRIPTGEN_CORE_LOAD_BALANCING] (default: %(default)s)",
     )
     group.add_argument(
         "--http-address",
@@ -144,6 +158,7 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
     """Build the config from flags parsed by a parser given `add_arguments`."""
     return GatewayConfig(
         core_target=str(namespace.core_target),
+        core_load_balancing=str(namespace.core_load_balancing),
         http_address=str(namespace.http_address),
         sse_retry_ms=int(namespace.sse_retry_ms),
         ping_interval_seconds=float(namespace.ping_interval_seconds),

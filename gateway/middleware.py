@@ -16,6 +16,7 @@ from gateway.access_log import log_request
 from gateway.codec import json_response
 from gateway.errors import ApiError, Reason
 from gateway.inputs import header_value
+from gateway.rate_limits import begin as begin_rate_limit_state
 from gateway.security import credentials
 
 _log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request an id (the client's, if usable) and the metadata calls carry."""
+    """Give the request an id (the client's, if usable), the metadata calls carry, and a
+    rate-limit state for the X-RateLimit-* the core reports."""
     client_id = request.headers.get(REQUEST_ID_HEADER)
     try:
         request_id = header_value(request, REQUEST_ID_HEADER) or uuid.uuid4().hex
@@ -70,6 +72,8 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
         request_id = uuid.uuid4().hex
         _log.debug("replaced unusable request id %r", client_id)
     request[state.REQUEST_ID] = request_id
+    # Filled by the calls made for this request: X-RateLimit-* on its answer.
+    begin_rate_limit_state(request)
     metadata: list[tuple[str, str]] = [("x-request-id", request_id)]
     try:
         for name in FORWARDED_HEADERS:

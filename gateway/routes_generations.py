@@ -54,6 +54,10 @@ async def _job_token(call: grpc.aio.UnaryStreamCall[Any, Any]) -> str:
         metadata = await call.initial_metadata()
     except grpc.aio.AioRpcError:
         return ""
+    return _token_in(metadata)
+
+
+def _token_in(metadata: grpc.aio.Metadata | None) -> str:
     for key, value in metadata or ():
         if key == JOB_TOKEN_KEY and isinstance(value, str):
             return value
@@ -141,14 +145,21 @@ async def list_generations(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/generations/{generation}")
 async def get_generation(request: web.Request) -> web.StreamResponse:
+    """The job; asked with an API key, a `Link: <eventsUrl>; rel="events"` with a fresh
+    job token too, for a page whose token expired while it was disconnected."""
     name = _generation_name(request)
     Query(request).finish()
-    reply = await request.app[state.CORE].generations.GetGeneration(
+    call = request.app[state.CORE].generations.GetGeneration(
         generation_service_pb2.GetGenerationRequest(name=name),
         metadata=state.call_metadata(request),
         timeout=state.unary_deadline(request),
     )
-    return json_response(reply.generation)
+    reply = await call
+    token = _token_in(await call.trailing_metadata())
+    url = _events_url(_generation_url(name), token)
+    # The link carries a credential: never kept by a cache.
+    headers = {"Link": f'<{url}>; rel="events"', "Cache-Control": "no-store"} if token else None
+    return json_response(reply.generation, headers=headers)
 
 
 @routes.post("/v1/generations/{generation}:cancel")

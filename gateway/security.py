@@ -33,7 +33,7 @@ _ALLOWED_HEADERS: Final = (
     " X-Preferred-Provider, X-Disabled-Providers, X-Feature-Flags"
 )
 _EXPOSED_HEADERS: Final = (
-    "Location, Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining,"
+    "Link, Location, Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining,"
     " X-RateLimit-Reset"
 )
 #: Sent on every answer (the page's own headers, set first, win).

@@ -41,6 +41,15 @@ class SyntheticConfig:
     tokens_per_second: float = 40.0
     #: Tokens per emitted chunk (a chunk becomes one TextDelta).
     tokens_per_chunk: int = 1
+    #: Least time between two wake-ups of one stream; tokens due meanwhile go out as one
+    #: chunk. 0 writes every chunk at its own time, like a model; `scriptgen server` sets
+    #: it to the delta window, since the coalescer would join finer wake-ups anyway.
+    min_wake_seconds: float = 0.0
+    #: Episode length in minutes when the project sets none; 0: a short demo of four scenes.
+    episode_minutes: int = 0
+    #: Unlimited pace (tokens_per_second 0): tokens per chunk after the first. 256 hands the
+    #: relay large chunks (cheap for the writer); 1 is a model's one token per chunk.
+    unpaced_chunk_tokens: int = 256
 
 
 #: Provider names the router knows; `local` is any OpenAI-compatible server.
@@ -154,17 +163,27 @@ class CoreConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     #: Language-model providers, stage chains, retries, breakers and timeouts.
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
+    #: Readiness is NOT_SERVING while the disk of local state (SQLite, embedded Chroma)
+    #: has less than this many MiB free; 0 leaves it unchecked.
+    min_free_disk_mb: float = 32.0
     #: A job that produced no event for this long appends a Heartbeat.
     heartbeat_seconds: float = 10.0
     #: On SIGTERM, how long running jobs may take to finish before they are cancelled.
     shutdown_grace_seconds: float = 20.0
+    #: After this long a client's connection is asked (HTTP/2 GOAWAY) to reconnect, so
+    #: clients that balance over every core (the gateway's round_robin over a headless
+    #: Service) find cores started since; 0: never. Its open streams carry on for up to
+    #: `max_connection_age_grace_seconds` more.
+    max_connection_age_seconds: float = 0.0
+    max_connection_age_grace_seconds: float = 3600.0
     #: Largest gRPC message accepted or sent, in bytes.
     max_message_bytes: int = 4 * 1024 * 1024
     #: How many jobs may run at once in this core; more are refused with RESOURCE_EXHAUSTED.
     max_running_jobs: int = 1000
     #: Text arriving within this window after a TextDelta joins the next one (the first
     #: chunk of a stream always goes out at once); 0 sends every model chunk as its own delta.
-    delta_window_seconds: float = 0.05
+    #: 100 ms: ten updates a second read as smooth, and each hop pays per delta, not per token.
+    delta_window_seconds: float = 0.1
     #: Event streams (GenerateScript, StreamGenerationEvents) this core serves at once;
     #: more are refused at once with RESOURCE_EXHAUSTED (TOO_MANY_STREAMS); 0: no limit.
     max_streams: int = 0
@@ -176,6 +195,9 @@ class CoreConfig:
     redis_retry_seconds: float = 10.0
     #: How long a job's events and record are kept after its terminal event, in seconds.
     event_retention_seconds: float = 24 * 3600.0
+    #: In memory only (no Redis): at most this many finished jobs' events and records are
+    #: kept; the oldest-ended go first, even before `event_retention_seconds`.
+    finished_jobs_kept: int = 500
     #: A job that is not detached and nobody has followed for this long is cancelled; 0: never.
     abandon_after_seconds: float = 30.0
     #: A running job's owner lease; a job whose core is gone this long is ended by another.
@@ -323,9 +345,25 @@ def add_arguments(
         " [SCRIPTGEN_SYNTHETIC_TOKENS_PER_CHUNK] (default: %(default)s)",
     )
     group.add_argument(
+        "--synthetic-unpaced-chunk-tokens",
+        type=int,
+        default=int(_env(env, "SYNTHETIC_UNPACED_CHUNK_TOKENS", "256")),
+        help="synthetic writer at unlimited pace: tokens per chunk after the first; 1 streams"
+        " token by token like a model [SCRIPTGEN_SYNTHETIC_UNPACED_CHUNK_TOKENS]"
+        " (default: %(default)s)",
+    )
+    group.add_argument(
+        "--synthetic-episode-minutes",
+        type=int,
+        default=int(_env(env, "SYNTHETIC_EPISODE_MINUTES", "0")),
+        help="synthetic writer: episode length when the project sets none, about three"
+        " scenes a minute; 0 for a four-scene demo"
+        " [SCRIPTGEN_SYNTHETIC_EPISODE_MINUTES] (default: %(default)s)",
+    )
+    group.add_argument(
         "--delta-window-ms",
         type=float,
-        default=float(_env(env, "DELTA_WINDOW_MS", "50")),
+        default=float(_env(env, "DELTA_WINDOW_MS", "100")),
         help="join model text arriving within this window into one TextDelta (the first"
         " chunk goes out at once); 0 sends one delta per chunk [SCRIPTGEN_DELTA_WINDOW_MS]"
         " (default: %(default)s)",
@@ -350,6 +388,27 @@ def add_arguments(
         default=float(_env(env, "SHUTDOWN_GRACE_SECONDS", "20")),
         help="on SIGTERM, time running jobs get to finish [SCRIPTGEN_SHUTDOWN_GRACE_SECONDS]"
         " (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-connection-age-seconds",
+        type=float,
+        default=float(_env(env, "MAX_CONNECTION_AGE_SECONDS", "0")),
+        help="ask clients to reconnect after this long, so balancing clients find new cores;"
+        " 0 never [SCRIPTGEN_MAX_CONNECTION_AGE_SECONDS] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-connection-age-grace-seconds",
+        type=float,
+        default=float(_env(env, "MAX_CONNECTION_AGE_GRACE_SECONDS", "3600")),
+        help="how long streams on a connection asked to reconnect may still run"
+        " [SCRIPTGEN_MAX_CONNECTION_AGE_GRACE_SECONDS] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--min-free-disk-mb",
+        type=float,
+        default=float(_env(env, "MIN_FREE_DISK_MB", "32")),
+        help="readiness turns NOT_SERVING while the disk of local state (SQLite, embedded"
+        " Chroma) has less free; 0: unchecked [SCRIPTGEN_MIN_FREE_DISK_MB] (default: %(default)s)",
     )
     _add_redis_arguments(parser, env)
     _add_provider_arguments(parser, env)
@@ -382,6 +441,12 @@ def _add_redis_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]
             "EVENT_RETENTION_SECONDS",
             "86400",
             "how long a job's events and record stay after it ended",
+        ),
+        (
+            "finished-jobs-kept",
+            "FINISHED_JOBS_KEPT",
+            "500",
+            "in memory (no Redis): keep at most this many finished jobs (oldest-ended go first)",
         ),
         (
             "abandon-after-seconds",
@@ -543,15 +608,24 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
             first_token_seconds=float(namespace.synthetic_first_token_seconds),
             tokens_per_second=float(namespace.synthetic_tokens_per_second),
             tokens_per_chunk=max(1, int(namespace.synthetic_tokens_per_chunk)),
+            unpaced_chunk_tokens=max(1, int(namespace.synthetic_unpaced_chunk_tokens)),
+            min_wake_seconds=max(0.0, float(namespace.delta_window_ms) / 1000.0),
+            episode_minutes=max(0, int(namespace.synthetic_episode_minutes)),
         ),
         delta_window_seconds=max(0.0, float(namespace.delta_window_ms) / 1000.0),
         max_streams=max(0, int(namespace.max_streams)),
         heartbeat_seconds=float(namespace.heartbeat_seconds),
         shutdown_grace_seconds=float(namespace.shutdown_grace_seconds),
+        max_connection_age_seconds=max(0.0, float(namespace.max_connection_age_seconds)),
+        max_connection_age_grace_seconds=max(
+            0.0, float(namespace.max_connection_age_grace_seconds)
+        ),
+        min_free_disk_mb=max(0.0, float(namespace.min_free_disk_mb)),
         redis_url=str(namespace.redis_url),
         redis_key_prefix=str(namespace.redis_key_prefix),
         redis_retry_seconds=float(namespace.redis_retry_seconds),
         event_retention_seconds=float(namespace.event_retention_seconds),
+        finished_jobs_kept=max(1, int(namespace.finished_jobs_kept)),
         abandon_after_seconds=float(namespace.abandon_after_seconds),
         owner_lease_seconds=float(namespace.owner_lease_seconds),
         providers=_providers_from(namespace),

@@ -1,9 +1,13 @@
 """gRPC health for the core: a status per service and for "", kept true to the stores' state.
 
 Every dependency the core cannot serve without (the project store, story
-knowledge, the shared Redis when configured) is probed every couple of
-seconds; while any of them fails, every service is NOT_SERVING, and SERVING
-again once all answer. GenerationService is also NOT_SERVING while no
+knowledge, the shared Redis when configured, and for local storage whether the
+SQLite file can be written and its disk has room — server.storage_probes) is
+probed every `probe_seconds` (2 s), all at once, each given twice that to
+answer; while any of them fails, every service is NOT_SERVING, and SERVING
+again once all answer. So a fault shows within probe + timeout (≤ 6 s), and
+its end within one probe period after it cleared (≤ 2 s, plus a probe still
+waiting on a dead dependency). GenerationService is also NOT_SERVING while no
 language-model provider is usable (every circuit breaker open), and SERVING
 again once one half-opens.
 """
@@ -97,21 +101,31 @@ class CoreHealth:
     async def _watch_store(self) -> None:
         while not self._shutting_down:
             await asyncio.sleep(self._probe_seconds)
-            failing: list[str] = []
-            for name, dependency in self._dependencies.items():
-                try:
-                    await asyncio.wait_for(dependency.ping(), self._probe_seconds * 2)
-                except (ServiceError, TimeoutError) as error:
-                    failing.append(name)
-                    if self._store_ok:
-                        message = error.message if isinstance(error, ServiceError) else "timed out"
-                        log.warning("%s unhealthy: %s", name, message)
+            names = list(self._dependencies)
+            outcomes = await asyncio.gather(
+                *(self._ping(self._dependencies[name]) for name in names)
+            )
+            failing = [name for name, problem in zip(names, outcomes, strict=True) if problem]
+            if self._store_ok:
+                for name, problem in zip(names, outcomes, strict=True):
+                    if problem:
+                        log.warning("%s unhealthy: %s", name, problem)
             healthy = not failing
             if healthy and not self._store_ok:
                 log.info("every dependency answers again")
             if healthy != self._store_ok:
                 self._store_ok = healthy
                 await self._publish()
+
+    async def _ping(self, dependency: Probe) -> str | None:
+        """What is wrong with `dependency`, or None when it answers in time."""
+        try:
+            await asyncio.wait_for(dependency.ping(), self._probe_seconds * 2)
+        except ServiceError as error:
+            return error.message
+        except TimeoutError:
+            return "timed out"
+        return None
 
     async def shut_down(self) -> None:
         """Turn every service NOT_SERVING for good and stop probing."""

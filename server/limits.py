@@ -16,7 +16,12 @@
 | page_size                               | 0..1000 (0 means 50)                           |
 | page_token                              | an unmodified `next_page_token`                |
 | after_sequence                          | 0..the job's last sequence                     |
-| any gRPC message                        | 4 MiB (CoreConfig.max_message_bytes)           |
+| any gRPC request message                | 4 MiB (CoreConfig.max_message_bytes)           |
+
+A request message over 4 MiB is INVALID_ARGUMENT (field `request`) like any
+other violation: the transport takes messages up to four times that
+(`transport_message_max`), so our code sees them and refuses them itself;
+beyond that gRPC refuses them (RESOURCE_EXHAUSTED) before any code of ours runs.
 """
 
 from __future__ import annotations
@@ -37,6 +42,19 @@ REQUEST_ID_MAX = 100
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 1000
 EPISODE_NUMBER_MAX = 2**31 - 1
+#: The transport's receive limit is this many times the documented message limit.
+TRANSPORT_MESSAGE_FACTOR = 4
+
+
+def transport_message_max(message_max: int) -> int:
+    """The gRPC transport's receive limit for a documented message limit of `message_max`."""
+    return message_max * TRANSPORT_MESSAGE_FACTOR
+
+
+def mebibytes(size: int) -> str:
+    """`4 MiB`, or the bytes when not a whole number of MiB."""
+    return f"{size // 2**20} MiB" if size % 2**20 == 0 else f"{size} bytes"
+
 
 _ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")

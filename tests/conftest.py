@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,3 +50,37 @@ async def core(tmp_path: Path) -> AsyncIterator[Core]:
 def core_target(core: Core) -> str:
     """host:port of the running core's gRPC server."""
     return f"127.0.0.1:{core.grpc_port}"
+
+
+LINGERING_THREAD_GRACE_SECONDS = 10.0
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Fail, instead of hanging at exit, when a test left a non-daemon thread running.
+
+    The interpreter joins every non-daemon thread before it exits, so one that
+    never ends (an aiosqlite connection nobody closed waits on its queue forever)
+    would hold the whole run until CI's time limit.
+    """
+    deadline = time.monotonic() + LINGERING_THREAD_GRACE_SECONDS
+    while True:
+        lingering = [
+            thread
+            for thread in threading.enumerate()
+            if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+        ]
+        if not lingering or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if not lingering:
+        return
+    frames = sys._current_frames()
+    print(f"\n{len(lingering)} non-daemon thread(s) outlived the tests:", file=sys.stderr)
+    for thread in lingering:
+        print(f"--- {thread.name}", file=sys.stderr)
+        frame = frames.get(thread.ident or -1)
+        if frame is not None:
+            traceback.print_stack(frame, file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(3)

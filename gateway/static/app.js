@@ -5,7 +5,7 @@
 import { apiKey, onUnauthorized } from "/modules/api.js";
 import { setUpEpisodes } from "/modules/episodes.js";
 import { setUpKnowledge } from "/modules/knowledge.js";
-import { loadProjects, setUpProjects } from "/modules/projects.js";
+import { forgetProjects, loadProjects, setUpProjects } from "/modules/projects.js";
 import { $, clearNotice, notify } from "/modules/ui.js";
 import { setUpWriter } from "/modules/writer.js";
 
@@ -36,6 +36,8 @@ function setUpAccount() {
   });
   $("#sign-out").addEventListener("click", () => {
     apiKey.set("");
+    // Nothing of this tenant stays on screen: list, open project, live stream, reader.
+    forgetProjects();
     showAccount();
     notify("Signed out. Your API key was removed from this tab.", { kind: "info" });
   });

@@ -93,6 +93,21 @@ def current_tenant() -> str | None:
     return None if caller is None else caller.tenant
 
 
+def tenant_in_scope(tenant: str | None = None) -> str:
+    """Whose projects a store or knowledge query is for.
+
+    `tenant` when given (servicers pass it); else the tenant of the call being
+    served — a job's task inherits the context of the call that started it, so
+    its pipeline saves and indexes into its own tenant's project; else the
+    default tenant (work outside any call: the CLI, tests). Project ids are
+    unique per tenant only, so every query is for exactly one tenant.
+    """
+    if tenant is not None:
+        return tenant
+    caller = CALLER.get()
+    return DEFAULT_TENANT if caller is None else caller.tenant
+
+
 def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str):
@@ -276,4 +291,4 @@ class Guard:
         return self.tokens.issue(generation, caller.tenant)
 
 
-__all__ = ["ADMIN", "CALLER", "Caller", "Guard", "current_tenant"]
+__all__ = ["ADMIN", "CALLER", "Caller", "Guard", "current_tenant", "tenant_in_scope"]

@@ -1,7 +1,7 @@
 """Backups of every store with an integrity manifest, verified, and restored all or nothing.
 
-    create_backup(folder, stores)   snapshot SQLite, Chroma records, Redis keys
-    verify_backup(folder)           checksums, integrity_check, record digests, probe query
+    create_backup(folder, stores)   snapshot SQLite or PostgreSQL, Chroma records, Redis keys
+    verify_backup(folder)           checksums, integrity_check / pg_restore, record digests, probe
     restore_backup(folder, stores)  verify, then restore into empty stores
     list_backups(root)              the backups in a folder, newest first
 

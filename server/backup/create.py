@@ -1,5 +1,11 @@
 """`create_backup`: snapshot every store into a new folder, sealed by its manifest.
 
+The project store goes first: its snapshot is the backup's recovery point
+(`recovery_point` in the manifest, the wall-clock time just before the
+snapshot began), and every write acknowledged before it is in the backup:
+story knowledge and Redis keys are read after it, so they hold every record
+written before it (unless deleted since), and may hold some written after.
+
 The folder appears only when complete: the backup is written into a hidden
 sibling (`.NAME.partial-…`) and renamed at the end, so a crash leaves no
 folder that `backup list` or `restore` could mistake for a backup.
@@ -71,6 +77,8 @@ async def create_backup(folder: Path, stores: Stores, progress: Progress = _quie
             manifest["stores"]["database"] = await postgres.dump(
                 stores.postgres_url, staging, progress
             )
+        # The recovery point: every write acknowledged before it is in this backup.
+        manifest["recovery_point"] = manifest["stores"]["database"]["snapshot"]["time"]
         manifest["stores"]["knowledge"] = await asyncio.to_thread(
             _knowledge, stores, staging, progress
         )
@@ -103,11 +111,15 @@ def _seal(staging: Path, folder: Path, manifest: Manifest) -> None:
 async def _sqlite(source: Path, staging: Path, progress: Progress) -> dict[str, Any]:
     progress(f"database: SQLite snapshot of {source}")
     target = staging / sqlite.DATABASE_FILE
-    await asyncio.to_thread(sqlite.snapshot, source, target)
+    before = await asyncio.to_thread(sqlite.snapshot, source, target)
     described = await asyncio.to_thread(sqlite.describe, target)
     rows = sum(table["rows"] for table in described["tables"].values())
     progress(f"database: {len(described['tables'])} tables, {rows} rows")
-    return {"kind": "sqlite", "file": sqlite.DATABASE_FILE, **described}
+    snapshot = {
+        "time": before.isoformat(timespec="microseconds"),
+        "method": "SQLite online backup API in one step (one read transaction)",
+    }
+    return {"kind": "sqlite", "file": sqlite.DATABASE_FILE, "snapshot": snapshot, **described}
 
 
 def _knowledge(stores: Stores, staging: Path, progress: Progress) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from server.backup.manifest import digest
 KNOWLEDGE_FILE: Final = "knowledge.jsonl"
 _PAGE: Final = 500
 _PROBE_SIZE: Final = 5
+#: The probe looks for neighbours among this many records.
+_PROBE_POOL: Final = 256
 #: HNSW settings a collection is created with again on restore.
 _HNSW_KEYS: Final = ("space", "ef_construction", "ef_search", "max_neighbors")
 
@@ -39,15 +41,20 @@ def _collections(client: Any, prefix: str) -> list[Any]:
     return sorted((c for c in found if c.name.startswith(f"{prefix}-")), key=lambda c: c.name)
 
 
-def _pages(collection: Any) -> Iterator[list[dict[str, Any]]]:
+def _pages(collection: Any, wanted: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Every record of `collection` (or those of `wanted` still there), a page at a time."""
+    include = ["documents", "metadatas", "embeddings"]
     offset = 0
     while True:
-        page = collection.get(
-            include=["documents", "metadatas", "embeddings"], limit=_PAGE, offset=offset
-        )
-        ids = list(page["ids"])
-        if not ids:
+        if wanted is None:
+            page = collection.get(include=include, limit=_PAGE, offset=offset)
+            if not page["ids"]:
+                return
+        elif offset < len(wanted):
+            page = collection.get(ids=wanted[offset : offset + _PAGE], include=include)
+        else:
             return
+        ids = list(page["ids"])
         embeddings = page["embeddings"]
         yield [
             {
@@ -61,25 +68,29 @@ def _pages(collection: Any) -> Iterator[list[dict[str, Any]]]:
             }
             for index, record_id in enumerate(ids)
         ]
-        offset += len(ids)
+        offset += _PAGE if wanted is not None else len(ids)
 
 
 def _probe(collection: Any, records: dict[str, list[float]]) -> dict[str, Any] | None:
     """The ids nearest to the first record's embedding (by id), or None when empty.
+
+    Neighbours are looked for among the first `_PROBE_POOL` ids backed up.
 
     Ids tied with the farthest one returned are left out: which of equally
     distant records a query returns is not fixed, and the probe must not flake.
     """
     if not records:
         return None
-    first = min(records)
-    count = min(_PROBE_SIZE + 1, len(records))
+    # Asked among backed-up records only (the first ids): a live collection may hold more.
+    pool = sorted(records)[:_PROBE_POOL]
+    first = pool[0]
+    count = min(_PROBE_SIZE + 1, len(pool))
     result = collection.query(
-        query_embeddings=[records[first]], n_results=count, include=["distances"]
+        query_embeddings=[records[first]], ids=pool, n_results=count, include=["distances"]
     )
     ids = [str(i) for i in result["ids"][0]]
     distances = [round(float(d), 5) for d in result["distances"][0]]
-    if count < len(records):
+    if count < len(pool):
         ids = [i for i, d in zip(ids, distances, strict=True) if d < distances[-1]]
     return {"query_id": first, "ids": sorted(ids)}
 
@@ -91,10 +102,13 @@ def export(client: Any, prefix: str, target: Path, progress: Progress) -> list[d
         for collection in _collections(client, prefix):
             digests: dict[str, str] = {}
             vectors: dict[str, list[float]] = {}
-            for page in _pages(collection):
+            # Ids first, then their records: offset pages of a collection being written to
+            # could skip a record, a list of ids cannot (one deleted since is left out).
+            wanted = sorted(str(i) for i in collection.get(include=[])["ids"])
+            for page in _pages(collection, wanted):
                 for record in page:
                     if record["id"] in digests:
-                        continue  # a concurrent write shifted the pages; the first copy stays
+                        continue
                     digests[record["id"]] = record_digest(record)
                     vectors[record["id"]] = record["embedding"]
                     stream.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -155,14 +169,19 @@ def check_file(source: Path, entries: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def load(client: Any, entries: list[dict[str, Any]], source: Path, progress: Progress) -> None:
-    """Create each collection with its settings and write its records; refuses existing ones."""
+def refuse_existing(client: Any, entries: list[dict[str, Any]]) -> None:
+    """BackupError when Chroma already holds a collection of the backup's names."""
     existing = {c.name for c in client.list_collections()}
     clashes = sorted(existing & {entry["name"] for entry in entries})
     if clashes:
         raise BackupError(
             f"Chroma already holds collection {clashes[0]!r}: restore needs empty story knowledge"
         )
+
+
+def load(client: Any, entries: list[dict[str, Any]], source: Path, progress: Progress) -> None:
+    """Create each collection with its settings and write its records; refuses existing ones."""
+    refuse_existing(client, entries)
     collections = {
         entry["name"]: client.create_collection(
             entry["name"],

@@ -82,7 +82,10 @@ async def restore_backup(folder: Path, stores: Stores, progress: Progress = _qui
 
             undo.append(
                 await postgres.restore(
-                    folder / described["database"]["file"], stores.postgres_url, progress
+                    folder / described["database"]["file"],
+                    described["database"],
+                    stores.postgres_url,
+                    progress,
                 )
             )
         undo.extend(
@@ -136,6 +139,8 @@ def _restore_knowledge(
     progress(f"knowledge: {len(entries)} collections into {stores.chroma_url or 'embedded Chroma'}")
     undo: list[Undo] = []
     with chroma_client(stores.chroma_url, path) as client:
+        # Before the try: a collection that was there already is never dropped on failure.
+        knowledge.refuse_existing(client, entries)
         try:
             knowledge.load(client, entries, source, progress)
             problems = knowledge.check_restored(client, entries, source)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,18 +19,24 @@ from server.backup.manifest import canonical, digest
 DATABASE_FILE: Final = "database.sqlite3"
 
 
-def snapshot(source: Path, target: Path) -> None:
-    """Copy the live database at `source` into the new file `target` (blocking)."""
+def snapshot(source: Path, target: Path) -> datetime:
+    """Copy the live database at `source` into the new file `target` (blocking).
+
+    Returns the wall-clock time just before the copy's read transaction began:
+    every transaction committed before it is in the copy.
+    """
     if not source.exists():
         raise BackupError(f"SQLite database {source}: not found (is SCRIPTGEN_DATA_DIR right?)")
     with (
         closing(sqlite3.connect(source)) as live,
         closing(sqlite3.connect(target)) as copy,
     ):
+        before = datetime.now(UTC)
         # pages=-1: one step, one read transaction, one consistent point in time.
         live.backup(copy, pages=-1)
         # The copy is a standalone file: no -wal/-shm beside it.
         copy.execute("PRAGMA journal_mode=DELETE")
+    return before
 
 
 def _tables(connection: sqlite3.Connection) -> list[str]:

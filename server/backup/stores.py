@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from server.config import CoreConfig
-from server.knowledge.chroma import _close_client, embedded_client, server_client
+from server.knowledge.chroma import close_client, embedded_client, server_client
 from server.knowledge.factory import CHROMA_DIRECTORY
 from server.store.factory import sqlite_path
 
@@ -63,4 +63,4 @@ def chroma_client(url: str, path: Path) -> Iterator[Any]:
     try:
         yield client
     finally:
-        _close_client(client)
+        close_client(client)

@@ -2,7 +2,9 @@
 
 In order: the manifest's own digest; every file present, of its size and
 SHA-256; then per store, the deep checks — SQLite `PRAGMA integrity_check`
-and a digest per table, a digest per Chroma record and the counts, and a trial
+and a digest per table; for PostgreSQL, `pg_restore --list` parses the archive
+and every row read back from it (`pg_restore --data-only`) has its digest; a
+digest per Chroma record and the counts, and a trial
 restore of story knowledge into a throwaway embedded Chroma where the
 similarity probe must return the ids it returned at backup time. Every problem
 is collected, each naming its file or record, and reported together.

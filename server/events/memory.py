@@ -1,4 +1,8 @@
-"""The in-memory event log: the embedded default, one process, no persistence."""
+"""The in-memory event log: the embedded default, one process, no persistence.
+
+Finished jobs' logs are kept for a bounded time and number (server.retention):
+a reader may resume a finished job until then, after which it is NOT_FOUND.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from scriptgen.v1 import generation_pb2
 
 from server.errors import NotFound
 from server.events.base import EventLogConflict, is_terminal
+from server.retention import FinishedJobs, Retention
 
 
 @dataclass(slots=True)
@@ -22,11 +27,13 @@ class _JobLog:
 
 
 class MemoryEventLog:
-    """Per-job event lists; finished logs are dropped `retention_seconds` after their end."""
+    """Per-job event lists; finished logs are dropped by age and count (`Retention`)."""
 
-    def __init__(self, retention_seconds: float = 24 * 3600.0) -> None:
+    def __init__(
+        self, retention_seconds: float = 24 * 3600.0, *, retention: Retention | None = None
+    ) -> None:
         self._logs: dict[str, _JobLog] = {}
-        self._retention = retention_seconds
+        self._finished = FinishedJobs(retention or Retention(seconds=retention_seconds))
 
     def _log(self, generation: str) -> _JobLog:
         log = self._logs.get(generation)
@@ -34,17 +41,18 @@ class MemoryEventLog:
             raise NotFound("generation", generation, "GENERATION_NOT_FOUND")
         return log
 
-    def _expire(self, now: float) -> None:
-        expired = [
-            name
-            for name, log in self._logs.items()
-            if log.ended_at is not None and now - log.ended_at > self._retention
-        ]
-        for name in expired:
-            del self._logs[name]
+    def _drop(self, names: list[str]) -> None:
+        # A follower already reading a dropped log keeps its own reference to it.
+        for name in names:
+            self._logs.pop(name, None)
+
+    @property
+    def finished_kept(self) -> int:
+        """How many finished jobs' logs are held now."""
+        return len(self._finished)
 
     async def create(self, generation: str) -> None:
-        self._expire(time.monotonic())
+        self._drop(self._finished.expired())
         self._logs.setdefault(generation, _JobLog())
 
     async def append(self, event: generation_pb2.GenerationEvent) -> None:
@@ -56,9 +64,10 @@ class MemoryEventLog:
                 f"{event.generation}: sequence {event.sequence} after {len(log.events)}"
             )
         log.events.append(event)
+        waiting, log.changed = log.changed, asyncio.Event()
         if is_terminal(event):
             log.ended_at = time.monotonic()
-        waiting, log.changed = log.changed, asyncio.Event()
+            self._drop(self._finished.ended(event.generation))
         waiting.set()
 
     async def last_sequence(self, generation: str) -> int:

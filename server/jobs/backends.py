@@ -10,6 +10,7 @@ from server.events.redis_connection import redis_errors
 from server.jobs.coordination import Coordination, MemoryCoordination, RedisCoordination
 from server.jobs.redis_registry import RedisJobRegistry
 from server.jobs.registry import JobRegistry, MemoryJobRegistry
+from server.retention import Retention
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,12 @@ def build_job_backends(config: CoreConfig) -> JobBackends:
     """In-memory backends, or Redis ones under `config.redis_key_prefix`."""
     retention = config.event_retention_seconds
     if not config.redis_url:
-        return JobBackends(MemoryEventLog(retention), MemoryJobRegistry(), MemoryCoordination())
+        kept = Retention(seconds=retention, count=config.finished_jobs_kept)
+        return JobBackends(
+            MemoryEventLog(retention=kept),
+            MemoryJobRegistry(retention=kept),
+            MemoryCoordination(),
+        )
     redis = open_redis(config.redis_url, config.redis_key_prefix, config.redis_retry_seconds)
     return JobBackends(
         RedisEventLog(redis, retention),

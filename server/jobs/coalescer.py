@@ -22,6 +22,10 @@ from scriptgen.v1 import generation_pb2
 from server.jobs.emitter import JobEvents
 
 _TextDelta = generation_pb2.GenerationEvent.TextDelta
+#: A chunk this close to the end of the window goes out with the cut at once rather than
+#: setting a timer for the rest: loop timers fire at millisecond grain, and a writer that
+#: wakes once per window (the synthetic one) would otherwise cost two wake-ups per window.
+EARLY_SECONDS = 0.002
 
 
 class DeltaCoalescer:
@@ -49,7 +53,7 @@ class DeltaCoalescer:
         if self._timer is not None:
             return  # a cut is already due
         due = self._last_cut + self._window
-        if self._loop.time() >= due:
+        if self._loop.time() >= due - EARLY_SECONDS:
             await self.flush()
         else:
             self._timer = self._loop.call_at(due, self._cut_later)

@@ -1,7 +1,9 @@
 """Job records: the Generation resource of every job, and idempotency keys.
 
 The in-memory registry is the embedded default; a shared one (Redis) lets
-several cores see each other's jobs.
+several cores see each other's jobs. The in-memory one keeps finished jobs
+for a bounded time and number (server.retention), like the in-memory event
+log; a dropped job's request_id is forgotten with it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,15 @@ from scriptgen.v1 import generation_pb2
 
 from server.auth.records import DEFAULT_TENANT
 from server.errors import AlreadyExists, NotFound
+from server.retention import FinishedJobs, Retention
+
+_ENDED_STATES = frozenset(
+    {
+        generation_pb2.GENERATION_STATE_SUCCEEDED,
+        generation_pb2.GENERATION_STATE_FAILED,
+        generation_pb2.GENERATION_STATE_CANCELLED,
+    }
+)
 
 
 class JobRegistry(Protocol):
@@ -56,13 +67,31 @@ def _micros(stamp: timestamp_pb2.Timestamp) -> int:
 
 
 class MemoryJobRegistry:
-    """Jobs in a dict; idempotency keys expire after `key_ttl_seconds`."""
+    """Jobs in a dict; finished ones dropped by `retention`, idempotency keys with their job
+    (and after `key_ttl_seconds` at the latest)."""
 
-    def __init__(self, key_ttl_seconds: float = 24 * 3600.0) -> None:
+    def __init__(
+        self, key_ttl_seconds: float = 24 * 3600.0, *, retention: Retention | None = None
+    ) -> None:
         self._jobs: dict[str, generation_pb2.Generation] = {}
         self._tenants: dict[str, str] = {}
         self._keys: dict[tuple[str, str], tuple[str, str, float]] = {}
+        self._key_of: dict[str, tuple[str, str]] = {}
         self._key_ttl = key_ttl_seconds
+        self._finished = FinishedJobs(retention or Retention())
+
+    @property
+    def finished_kept(self) -> int:
+        """How many finished jobs' records are held now."""
+        return len(self._finished)
+
+    def _drop(self, names: list[str]) -> None:
+        for name in names:
+            self._jobs.pop(name, None)
+            self._tenants.pop(name, None)
+            key = self._key_of.pop(name, None)
+            if key is not None:
+                self._keys.pop(key, None)
 
     async def create(
         self,
@@ -71,6 +100,7 @@ class MemoryJobRegistry:
         *,
         tenant: str = DEFAULT_TENANT,
     ) -> generation_pb2.Generation:
+        self._drop(self._finished.expired())
         key = (tenant, generation.request_id)
         if generation.request_id:
             now = time.monotonic()
@@ -84,6 +114,7 @@ class MemoryJobRegistry:
                     )
                 return await self.get(earlier_name)
             self._keys[key] = (generation.name, fingerprint, now)
+            self._key_of[generation.name] = key
         stored = generation_pb2.Generation()
         stored.CopyFrom(generation)
         self._jobs[generation.name] = stored
@@ -99,9 +130,13 @@ class MemoryJobRegistry:
         return copy
 
     async def update(self, generation: generation_pb2.Generation) -> None:
+        if generation.name not in self._jobs:
+            return  # dropped already (or never stored): nothing to keep current
         stored = generation_pb2.Generation()
         stored.CopyFrom(generation)
         self._jobs[generation.name] = stored
+        if generation.state in _ENDED_STATES:
+            self._drop(self._finished.ended(generation.name))
 
     async def list(
         self,

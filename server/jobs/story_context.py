@@ -98,18 +98,10 @@ def format_episodes(episodes: Sequence[project_pb2.Episode], budget: int) -> lis
 async def previous_episodes(
     store: ProjectStore, project_id: str, count: int
 ) -> list[project_pb2.Episode]:
-    """The project's latest `count` episodes with their outlines, oldest first."""
+    """The project's latest `count` episodes with their outlines, oldest first (one query)."""
     if count <= 0:
         return []
-    numbers: list[int] = []
-    after: Sequence[str | int] | None = None
-    while True:
-        page, after = await store.list_episodes(project_id, 200, after)
-        numbers.extend(e.number for e in page)
-        numbers = numbers[-count:]
-        if after is None:
-            break
-    return [await store.get_episode(project_id, number) for number in numbers]
+    return await store.latest_episodes(project_id, count)
 
 
 async def gather(

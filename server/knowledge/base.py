@@ -37,7 +37,13 @@ class Passage:
 
 
 class KnowledgeBase(Protocol):
-    """Story knowledge as the generation pipeline uses it."""
+    """Story knowledge as the generation pipeline uses it.
+
+    A project is (tenant, project id), as in the project store: every call is
+    for one tenant — `tenant` when given, else the tenant in scope
+    (`server.auth.guard.tenant_in_scope`: the call being served, which a job's
+    pipeline inherits). Two tenants' projects of one id never share knowledge.
+    """
 
     async def open(self) -> None:
         """Connect to Chroma and open (or create) the collection."""
@@ -51,11 +57,15 @@ class KnowledgeBase(Protocol):
         """Raise Unavailable (KNOWLEDGE_UNAVAILABLE) when Chroma is unreachable."""
         ...
 
-    async def index_episode(self, project_id: str, episode: project_pb2.Episode) -> None:
+    async def index_episode(
+        self, project_id: str, episode: project_pb2.Episode, *, tenant: str | None = None
+    ) -> None:
         """Embed a saved episode for later plans; indexing it again replaces it."""
         ...
 
-    async def retrieve(self, project_id: str, query: str, *, token_budget: int) -> list[Passage]:
+    async def retrieve(
+        self, project_id: str, query: str, *, token_budget: int, tenant: str | None = None
+    ) -> list[Passage]:
         """Passages for planning: the latest episodes' summaries, then the best matches.
 
         Their estimated tokens (server.knowledge.text.estimate_tokens) add up to at
@@ -68,7 +78,12 @@ class KnowledgeStore(KnowledgeBase, Protocol):
     """Story knowledge with the documents writers add, list and delete."""
 
     async def add_document(
-        self, project_id: str, document_id: str, document: knowledge_pb2.KnowledgeDocument
+        self,
+        project_id: str,
+        document_id: str,
+        document: knowledge_pb2.KnowledgeDocument,
+        *,
+        tenant: str | None = None,
     ) -> knowledge_pb2.KnowledgeDocument:
         """Chunk, embed and store a document (kind, title and text already checked).
 
@@ -78,7 +93,7 @@ class KnowledgeStore(KnowledgeBase, Protocol):
         ...
 
     async def get_document(
-        self, project_id: str, document_id: str
+        self, project_id: str, document_id: str, *, tenant: str | None = None
     ) -> knowledge_pb2.KnowledgeDocument:
         """One document with its text; NotFound (KNOWLEDGE_NOT_FOUND) when absent."""
         ...
@@ -89,18 +104,24 @@ class KnowledgeStore(KnowledgeBase, Protocol):
         limit: int,
         after: Sequence[str | int] | None,
         kind: knowledge_pb2.KnowledgeKind.ValueType = knowledge_pb2.KNOWLEDGE_KIND_UNSPECIFIED,
+        *,
+        tenant: str | None = None,
     ) -> tuple[list[knowledge_pb2.KnowledgeDocument], list[str | int] | None]:
         """Documents without text, oldest first, after a keyset position; the next position."""
         ...
 
-    async def delete_document(self, project_id: str, document_id: str) -> None:
+    async def delete_document(
+        self, project_id: str, document_id: str, *, tenant: str | None = None
+    ) -> None:
         """Delete a document; NotFound (KNOWLEDGE_NOT_FOUND) when absent."""
         ...
 
-    async def forget_episode(self, project_id: str, number: int) -> None:
+    async def forget_episode(
+        self, project_id: str, number: int, *, tenant: str | None = None
+    ) -> None:
         """Remove an episode from the index (no error when it is not there)."""
         ...
 
-    async def delete_project(self, project_id: str) -> None:
+    async def delete_project(self, project_id: str, *, tenant: str | None = None) -> None:
         """Remove every document and episode of a project."""
         ...

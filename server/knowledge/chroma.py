@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +39,14 @@ MetadataValue = str | int | float | bool
 Metadata = dict[str, MetadataValue]
 #: Opens a Chroma client (blocking).
 Connect = Callable[[], Any]
+#: Brings one record of an older collection up to this schema: the metadata keys
+#: to add (Chroma merges them in), or None when the record needs nothing.
+Adopt = Callable[[Metadata], Awaitable[Metadata | None]]
 
-_SCHEMA_VERSION: Final = 1
+#: The collection layout (its `schema` metadata): 1 — records keyed by project;
+#: 2 — by tenant and project (every record's metadata has `tenant`).
+_SCHEMA_VERSION: Final = 2
+_UPGRADE_PAGE: Final = 1000
 _NOT_NAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _OUTAGES: Final = (httpx.HTTPError, ChromaError, OSError, TimeoutError, ValueError)
 
@@ -123,8 +129,10 @@ class ChromaCollection:
         prefix: str = "scriptgen",
         timeout_seconds: float = 30.0,
         where: str = "Chroma",
+        adopt: Adopt | None = None,
     ) -> None:
         self._connect = connect
+        self._adopt = adopt
         self._embedder = embedder
         self.name = collection_name(prefix, embedder)
         self._timeout = timeout_seconds
@@ -163,8 +171,47 @@ class ChromaCollection:
             if self._collection is None:
                 if self._client is None:
                     self._client = await self._run(self._connect)
-                self._collection = await self._run(self._open_collection, self._client)
+                collection = await self._run(self._open_collection, self._client)
+                await self._upgrade(collection)
+                self._collection = collection
             return self._collection
+
+    async def _upgrade(self, collection: Any) -> None:
+        """Bring the records of a collection of an older schema up to this one, once.
+
+        Nothing is served from the collection until this is done; an outage
+        half-way leaves it at its old schema, and the next call picks up again
+        (records already adopted are left alone).
+        """
+        stored = dict(collection.metadata or {})
+        if self._adopt is None or int(stored.get("schema", 1)) >= _SCHEMA_VERSION:
+            return
+        ids: list[str] = []
+        changes: list[Metadata] = []
+        offset = 0
+        while True:
+            page = await self._run(
+                collection.get, include=["metadatas"], limit=_UPGRADE_PAGE, offset=offset
+            )
+            found = list(page["ids"])
+            if not found:
+                break
+            for record_id, metadata in zip(found, page["metadatas"] or [], strict=True):
+                change = await self._adopt(dict(metadata or {}))
+                if change is not None:
+                    ids.append(str(record_id))
+                    changes.append(change)
+            offset += len(found)
+        for start in range(0, len(ids), _UPGRADE_PAGE):
+            end = start + _UPGRADE_PAGE
+            await self._run(collection.update, ids=ids[start:end], metadatas=changes[start:end])
+        await self._run(collection.modify, metadata={**stored, "schema": _SCHEMA_VERSION})
+        log.info(
+            "story knowledge: collection %r upgraded to schema %d (%d records adopted)",
+            self.name,
+            _SCHEMA_VERSION,
+            len(ids),
+        )
 
     def _open_collection(self, client: Any) -> Any:
         expected: Metadata = {
@@ -264,7 +311,7 @@ class ChromaCollection:
         if client is not None and executor is not None:
             try:
                 await asyncio.wait_for(
-                    asyncio.get_running_loop().run_in_executor(executor, _close_client, client),
+                    asyncio.get_running_loop().run_in_executor(executor, close_client, client),
                     self._timeout,
                 )
             except (*_OUTAGES, RuntimeError):
@@ -274,7 +321,7 @@ class ChromaCollection:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _close_client(client: Any) -> None:
+def close_client(client: Any) -> None:
     """Close a Chroma client, and for an HTTP client every connection it opened.
 
     chromadb 1.5 gives each HTTP client "systems" of its own (one more for its

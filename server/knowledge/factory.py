@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from server.knowledge.base import KnowledgeStore
 from server.knowledge.chroma import embedded_client, server_client
 from server.knowledge.embedders import build_embedder
-from server.knowledge.store import ChromaKnowledgeBase
+from server.knowledge.store import ChromaKnowledgeBase, Owners
 
 if TYPE_CHECKING:
     # Only for typing: server.config imports this package's settings.
@@ -17,8 +17,12 @@ if TYPE_CHECKING:
 CHROMA_DIRECTORY = "chroma"
 
 
-def build_knowledge_base(config: CoreConfig) -> KnowledgeStore:
-    """The story knowledge of a core: `SCRIPTGEN_CHROMA_URL`'s server, else embedded Chroma."""
+def build_knowledge_base(config: CoreConfig, owners: Owners | None = None) -> KnowledgeStore:
+    """The story knowledge of a core: `SCRIPTGEN_CHROMA_URL`'s server, else embedded Chroma.
+
+    `owners` (the project store's `first_owner`) gives records written before
+    they carried a tenant to the tenant of their project.
+    """
     settings = config.knowledge
     if settings.chroma_url:
         connect = server_client(settings.chroma_url)
@@ -35,4 +39,7 @@ def build_knowledge_base(config: CoreConfig) -> KnowledgeStore:
         timeout_seconds=settings.timeout_seconds,
         where=where,
         start_without_chroma=bool(settings.chroma_url),
+        owners=owners,
+        # Embedded Chroma lives in this core's data dir: nothing else writes to it.
+        sole_writer=not settings.chroma_url,
     )

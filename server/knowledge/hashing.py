@@ -21,6 +21,7 @@ not Python's `hash`, so vectors are the same in every process.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import math
@@ -36,23 +37,33 @@ _BIGRAM_WEIGHT: Final = 0.5
 _TRIGRAM_WEIGHT: Final = 0.5
 # Texts this long are embedded in a worker thread, not on the event loop.
 _INLINE_CHARACTERS: Final = 2000
+# Distinct words whose features are kept, and hashed features kept per embedder: both are
+# only caches (vectors are the same without them), bounded so memory stays small.
+_WORD_CACHE: Final = 1 << 15
+_BUCKET_CACHE: Final = 1 << 17
+
+
+@functools.lru_cache(maxsize=_WORD_CACHE)
+def _word_features(token: str) -> tuple[str, ...]:
+    """The features of one word: itself, its padded trigrams, and bigrams in dense scripts."""
+    padded = f"<{token}>"
+    found = ["w:" + token]
+    found.extend(["c:" + padded[start : start + 3] for start in range(max(1, len(padded) - 2))])
+    if is_dense(token):
+        # Korean and CJK words are short and carry particles: bigrams match stems.
+        found.extend(["c:" + token[start : start + 2] for start in range(len(token) - 1)])
+    return tuple(found)
 
 
 def _features(text: str) -> Counter[str]:
-    found: Counter[str] = Counter()
+    # Words repeat, so their features are built once (`_word_features`); counting in
+    # one Counter call keeps the first-seen order, so vectors sum in the same order.
     tokens = words(text)
+    found: list[str] = []
     for token in tokens:
-        found["w:" + token] += 1
-        padded = f"<{token}>"
-        for start in range(max(1, len(padded) - 2)):
-            found["c:" + padded[start : start + 3]] += 1
-        if is_dense(token):
-            # Korean and CJK words are short and carry particles: bigrams match stems.
-            for start in range(len(token) - 1):
-                found["c:" + token[start : start + 2]] += 1
-    for first, second in itertools.pairwise(tokens):
-        found[f"b:{first} {second}"] += 1
-    return found
+        found.extend(_word_features(token))
+    found.extend([f"b:{first} {second}" for first, second in itertools.pairwise(tokens)])
+    return Counter(found)
 
 
 _WEIGHTS: Final = {"w": _WORD_WEIGHT, "b": _BIGRAM_WEIGHT, "c": _TRIGRAM_WEIGHT}
@@ -65,6 +76,9 @@ class HashingEmbedder:
         if dimension < 16:
             raise ValueError("the hashing embedder needs at least 16 dimensions")
         self._dimension = dimension
+        #: feature -> (bucket, signed weight); embedding runs in worker threads too, and
+        #: a lost race only hashes a feature twice.
+        self._buckets: dict[str, tuple[int, float]] = {}
 
     @property
     def name(self) -> str:
@@ -74,14 +88,25 @@ class HashingEmbedder:
     def dimension(self) -> int:
         return self._dimension
 
+    def _bucket(self, feature: str) -> tuple[int, float]:
+        """The bucket of a feature and its signed weight (hashed once, then cached)."""
+        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+        value = int.from_bytes(digest, "little")
+        sign = 1.0 if value >> 63 else -1.0
+        bucket = (value % self._dimension, sign * _WEIGHTS[feature[0]])
+        if len(self._buckets) >= _BUCKET_CACHE:
+            self._buckets.clear()
+        self._buckets[feature] = bucket
+        return bucket
+
     def embed_one(self, text: str) -> list[float]:
         """The unit vector of one text."""
         vector = [0.0] * self._dimension
+        buckets = self._buckets
+        log = math.log
         for feature, count in _features(text).items():
-            digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
-            value = int.from_bytes(digest, "little")
-            sign = 1.0 if value >> 63 else -1.0
-            vector[value % self._dimension] += sign * _WEIGHTS[feature[0]] * (1 + math.log(count))
+            index, weight = buckets.get(feature) or self._bucket(feature)
+            vector[index] += weight * (1 + log(count))
         norm = math.sqrt(sum(x * x for x in vector))
         if norm == 0.0:
             # Cosine distance is undefined for a zero vector; a text without

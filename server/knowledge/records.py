@@ -4,7 +4,8 @@ Every chunk is one record, with metadata
 
 | key        | value                                                            |
 |------------|------------------------------------------------------------------|
-| project    | the project id — every query filters on it                       |
+| tenant     | the tenant owning the project — every query filters on it        |
+| project    | the project id — every query filters on it (and on the tenant)   |
 | origin     | `knowledge` or `episode`                                         |
 | source     | `projects/{p}/knowledge/{d}` or `projects/{p}/episodes/{n}`      |
 | role       | `text` (a slice of the document) or `summary` (an episode's)     |
@@ -18,6 +19,12 @@ The text chunks of a document are exact slices of it, so joining them in
 `chunk` order gives the document back; chunk 0 doubles as the catalog entry.
 An episode also gets one `summary` record — title, outline, cast and how it
 ends — which retrieval keeps in view for the next episodes.
+
+Project ids are unique per tenant only, so a record's id starts with its
+tenant: `tenants/{t}/projects/{p}/knowledge/{d}#{chunk}` (or `…/episodes/{n}#…`).
+Records written before tenants had a `tenant` key (schema 1: ids without the
+`tenants/{t}/` prefix) are given one when their collection is first opened
+(`adopt_legacy`): the tenant of the project they were written for.
 """
 
 from __future__ import annotations
@@ -48,12 +55,18 @@ def episode_source(project_id: str, number: int) -> str:
     return f"projects/{project_id}/episodes/{number}"
 
 
+def record_id(tenant: str, source: str, part: str | int) -> str:
+    """The Chroma id of one record of `source` (a chunk number or `summary`)."""
+    return f"tenants/{tenant}/{source}#{part}"
+
+
 def episode_title(episode: project_pb2.Episode) -> str:
     return f"Episode {episode.number}: {episode.title}".rstrip(": ")
 
 
 def chunk_metadata(
     *,
+    tenant: str,
     project_id: str,
     origin: str,
     source: str,
@@ -67,6 +80,7 @@ def chunk_metadata(
     episode: int | None = None,
 ) -> Metadata:
     metadata: dict[str, MetadataValue] = {
+        "tenant": tenant,
         "project": project_id,
         "origin": origin,
         "source": source,

@@ -1,10 +1,15 @@
 """`ChromaKnowledgeBase`: story knowledge of every project in one Chroma collection.
 
 Documents and saved episodes are chunked (server.knowledge.chunking), embedded
-with the configured embedder and stored with the project id in their metadata;
-every read filters on it, so projects never see each other's knowledge.
+with the configured embedder and stored with the tenant and the project id in
+their metadata; every read filters on both, so projects never see each other's
+knowledge — not even two tenants' projects of the same id. Every call is for
+one tenant: the `tenant` given, else the tenant in scope
+(`server.auth.guard.tenant_in_scope`), as in the project store.
 
-Retrieval for a plan (`retrieve`):
+Retrieval for a plan (`retrieve`) finds nothing at once for a project without
+a single record (no document, no indexed episode) — the usual case for a new
+project — without embedding the query or searching (`_holds_nothing`). Else:
 1. continuity — the summaries of the project's latest episodes, newest first,
    within a third of the token budget, presented oldest first;
 2. relevance — the rest of the budget goes to the best chunks by hybrid score
@@ -15,13 +20,16 @@ Retrieval for a plan (`retrieve`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Final
 
 from scriptgen.v1 import knowledge_pb2, project_pb2
 
+from server.auth.guard import tenant_in_scope
+from server.auth.records import DEFAULT_TENANT
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from server.knowledge import records, scoring
 from server.knowledge.base import EPISODE_KIND, Passage
@@ -41,6 +49,16 @@ CONTINUITY_SHARE: Final = 1 / 3
 MIN_SCORE: Final = 0.05
 #: Tokens a prompt spends framing each passage (source line, separators).
 PASSAGE_OVERHEAD_TOKENS: Final = 12
+#: The tenant given to records of schema 1 whose project no longer exists: no
+#: tenant has it (tenant ids start with a letter), so nobody sees them.
+ORPHANED: Final = ""
+
+#: Projects remembered as empty, at most (then forgotten all at once, and probed again).
+EMPTY_PROJECTS_KEPT: Final = 100_000
+
+#: The tenant of the oldest project with an id, None when there is none
+#: (`ProjectStore.first_owner`).
+Owners = Callable[[str], Awaitable[str | None]]
 
 
 def passage_cost(passage: Passage) -> int:
@@ -76,20 +94,35 @@ class ChromaKnowledgeBase:
         timeout_seconds: float = 30.0,
         where: str = "Chroma",
         start_without_chroma: bool = False,
+        owners: Owners | None = None,
+        sole_writer: bool = False,
     ) -> None:
         self.embedder = embedder
         self.start_without_chroma = start_without_chroma
+        self._owners = owners
         self.collection = ChromaCollection(
             connect,
             embedder,
             prefix=collection_prefix,
             timeout_seconds=timeout_seconds,
             where=where,
+            adopt=self.adopt_legacy,
         )
         self.max_documents = max_documents
         self.chunk_tokens = chunk_tokens
         # Adds in this core one at a time, so the per-project limit holds exactly here.
         self._adding = asyncio.Lock()
+        #: Owners of schema-1 records' projects, found while adopting them.
+        self._adopted: dict[str, str] = {}
+        #: Whether nothing but this object writes to the collection (embedded Chroma: one
+        #: core owns its data dir), so that a project seen empty stays empty until this
+        #: object writes to it; with a Chroma server other cores write too.
+        self._sole_writer = sole_writer
+        #: (tenant, project) pairs known to hold no record at all (only with `sole_writer`).
+        self._empty: set[tuple[str, str]] = set()
+        #: Writes begun or ended per (tenant, project): an emptiness probe that saw one
+        #: of these change while it ran is not remembered.
+        self._writes: dict[tuple[str, str], int] = {}
 
     async def open(self) -> None:
         try:
@@ -107,36 +140,100 @@ class ChromaKnowledgeBase:
     async def ping(self) -> None:
         await self.collection.heartbeat()
 
+    async def adopt_legacy(self, metadata: Metadata) -> Metadata | None:
+        """The tenant of a record written before records carried one (schema 1).
+
+        Project ids were unique across tenants then, so the record belongs to
+        the oldest project with its id — the one it was written for (a project
+        of that id made later by another tenant is younger). Records of a
+        project that is gone are ORPHANED. Without `owners` (a knowledge base
+        with no project store) everything is the default tenant's.
+        """
+        if "tenant" in metadata:
+            return None
+        project = str(metadata.get("project", ""))
+        if self._owners is None:
+            return {"tenant": DEFAULT_TENANT}
+        owner = self._adopted.get(project)
+        if owner is None:
+            owner = await self._owners(project) or ORPHANED
+            self._adopted[project] = owner
+        return {"tenant": owner}
+
+    # Knowing a project is empty
+
+    @contextlib.contextmanager
+    def _writing(self, tenant: str, project_id: str) -> Iterator[None]:
+        """Around every write: forget that the project was empty, before and after."""
+        key = (tenant, project_id)
+        self._writes[key] = self._writes.get(key, 0) + 1
+        self._empty.discard(key)
+        try:
+            yield
+        finally:
+            self._writes[key] += 1
+            self._empty.discard(key)
+
+    async def _holds_nothing(self, tenant: str, project_id: str) -> bool:
+        """Whether the project has no record at all: no document, no indexed episode.
+
+        Exact: one Chroma read of at most one record, remembered (with
+        `sole_writer`) only when no write to the project began or ended while
+        it ran; every write forgets it again (`_writing`).
+        """
+        key = (tenant, project_id)
+        if key in self._empty:
+            return True
+        writes = self._writes.get(key, 0)
+        found = await self.collection.get(
+            where_all(tenant=tenant, project=project_id), limit=1, texts=False
+        )
+        if found:
+            return False
+        if self._sole_writer and self._writes.get(key, 0) == writes:
+            if len(self._empty) >= EMPTY_PROJECTS_KEPT:
+                self._empty.clear()
+            self._empty.add(key)
+        return True
+
     # Documents
 
-    async def _catalog(self, project_id: str, **extra: str | int) -> list[Record]:
+    async def _catalog(self, tenant: str, project_id: str, **extra: str | int) -> list[Record]:
         return await self.collection.get(
-            where_all(project=project_id, origin=records.KNOWLEDGE, chunk=0, **extra), texts=False
+            where_all(
+                tenant=tenant, project=project_id, origin=records.KNOWLEDGE, chunk=0, **extra
+            ),
+            texts=False,
         )
 
     async def add_document(
-        self, project_id: str, document_id: str, document: knowledge_pb2.KnowledgeDocument
+        self,
+        project_id: str,
+        document_id: str,
+        document: knowledge_pb2.KnowledgeDocument,
+        *,
+        tenant: str | None = None,
     ) -> knowledge_pb2.KnowledgeDocument:
+        tenant = tenant_in_scope(tenant)
         source = records.document_source(project_id, document_id)
         async with self._adding:
-            if await self._catalog(project_id, source=source):
+            if await self._catalog(tenant, project_id, source=source):
                 raise AlreadyExists(
                     f"knowledge document {source!r} already exists", reason="KNOWLEDGE_EXISTS"
                 )
-            if len(await self._catalog(project_id)) >= self.max_documents:
+            if len(await self._catalog(tenant, project_id)) >= self.max_documents:
                 raise FailedPrecondition(
                     f"project 'projects/{project_id}' already holds {self.max_documents}"
                     " knowledge documents, the most allowed; delete one first",
                     reason="KNOWLEDGE_LIMIT_REACHED",
                 )
-            # Chunks left by an add that failed half-way would otherwise linger.
-            await self.collection.delete(where_all(project=project_id, source=source))
             kind = knowledge_pb2.KnowledgeKind.Name(document.kind)
             chunks = split(document.text, self.chunk_tokens)
             created = _now_micros()
             vectors = await self.embedder.embed([f"{document.title}\n{c.text}" for c in chunks])
             metadatas = [
                 records.chunk_metadata(
+                    tenant=tenant,
                     project_id=project_id,
                     origin=records.KNOWLEDGE,
                     source=source,
@@ -151,19 +248,26 @@ class ChromaKnowledgeBase:
             ]
             # Chunk 0 is the catalog entry: written last, a document shows only once whole.
             order = [*range(1, len(chunks)), 0]
-            await self.collection.upsert(
-                [f"{source}#{i}" for i in order],
-                [vectors[i] for i in order],
-                [chunks[i].text for i in order],
-                [metadatas[i] for i in order],
-            )
+            with self._writing(tenant, project_id):
+                # Chunks left by an add that failed half-way would otherwise linger.
+                await self.collection.delete(
+                    where_all(tenant=tenant, project=project_id, source=source)
+                )
+                await self.collection.upsert(
+                    [records.record_id(tenant, source, i) for i in order],
+                    [vectors[i] for i in order],
+                    [chunks[i].text for i in order],
+                    [metadatas[i] for i in order],
+                )
         return records.document_from(metadatas[0], document.text)
 
     async def get_document(
-        self, project_id: str, document_id: str
+        self, project_id: str, document_id: str, *, tenant: str | None = None
     ) -> knowledge_pb2.KnowledgeDocument:
         source = records.document_source(project_id, document_id)
-        found = await self.collection.get(where_all(project=project_id, source=source))
+        found = await self.collection.get(
+            where_all(tenant=tenant_in_scope(tenant), project=project_id, source=source)
+        )
         found.sort(key=lambda record: int(record.metadata.get("chunk", 0)))
         if not found or int(found[0].metadata.get("chunk", -1)) != 0:
             raise NotFound("knowledge document", source, "KNOWLEDGE_NOT_FOUND")
@@ -175,11 +279,13 @@ class ChromaKnowledgeBase:
         limit: int,
         after: Sequence[str | int] | None,
         kind: knowledge_pb2.KnowledgeKind.ValueType = knowledge_pb2.KNOWLEDGE_KIND_UNSPECIFIED,
+        *,
+        tenant: str | None = None,
     ) -> tuple[list[knowledge_pb2.KnowledgeDocument], list[str | int] | None]:
         extra: dict[str, str | int] = {}
         if kind != knowledge_pb2.KNOWLEDGE_KIND_UNSPECIFIED:
             extra["kind"] = knowledge_pb2.KnowledgeKind.Name(kind)
-        entries = await self._catalog(project_id, **extra)
+        entries = await self._catalog(tenant_in_scope(tenant), project_id, **extra)
         keyed = sorted(
             ((int(r.metadata.get("created", 0)), str(r.metadata.get("source", ""))), r)
             for r in entries
@@ -192,18 +298,24 @@ class ChromaKnowledgeBase:
         more = len(keyed) > limit
         return documents, [page[-1][0][0], page[-1][0][1]] if more and page else None
 
-    async def delete_document(self, project_id: str, document_id: str) -> None:
+    async def delete_document(
+        self, project_id: str, document_id: str, *, tenant: str | None = None
+    ) -> None:
+        tenant = tenant_in_scope(tenant)
         source = records.document_source(project_id, document_id)
-        if not await self._catalog(project_id, source=source):
+        if not await self._catalog(tenant, project_id, source=source):
             raise NotFound("knowledge document", source, "KNOWLEDGE_NOT_FOUND")
-        await self.collection.delete(where_all(project=project_id, source=source))
+        await self.collection.delete(where_all(tenant=tenant, project=project_id, source=source))
 
-    async def delete_project(self, project_id: str) -> None:
-        await self.collection.delete(where_all(project=project_id))
+    async def delete_project(self, project_id: str, *, tenant: str | None = None) -> None:
+        await self.collection.delete(where_all(tenant=tenant_in_scope(tenant), project=project_id))
 
     # Episodes
 
-    async def index_episode(self, project_id: str, episode: project_pb2.Episode) -> None:
+    async def index_episode(
+        self, project_id: str, episode: project_pb2.Episode, *, tenant: str | None = None
+    ) -> None:
+        tenant = tenant_in_scope(tenant)
         source = records.episode_source(project_id, episode.number)
         title = records.episode_title(episode)
         chunks = split(episode.script, self.chunk_tokens)
@@ -218,6 +330,7 @@ class ChromaKnowledgeBase:
 
         def metadata(chunk: int, role: str) -> Metadata:
             return records.chunk_metadata(
+                tenant=tenant,
                 project_id=project_id,
                 origin=records.EPISODE,
                 source=source,
@@ -235,28 +348,43 @@ class ChromaKnowledgeBase:
             metadata(0, records.SUMMARY),
             *(metadata(c.index, records.TEXT) for c in chunks),
         ]
-        ids = [f"{source}#summary", *(f"{source}#{c.index}" for c in chunks)]
-        await self.collection.delete(where_all(project=project_id, source=source))
-        await self.collection.upsert(ids, vectors, texts, metadatas)
+        ids = [
+            records.record_id(tenant, source, "summary"),
+            *(records.record_id(tenant, source, c.index) for c in chunks),
+        ]
+        with self._writing(tenant, project_id):
+            await self.collection.delete(
+                where_all(tenant=tenant, project=project_id, source=source)
+            )
+            await self.collection.upsert(ids, vectors, texts, metadatas)
 
-    async def forget_episode(self, project_id: str, number: int) -> None:
+    async def forget_episode(
+        self, project_id: str, number: int, *, tenant: str | None = None
+    ) -> None:
         source = records.episode_source(project_id, number)
-        await self.collection.delete(where_all(project=project_id, source=source))
+        await self.collection.delete(
+            where_all(tenant=tenant_in_scope(tenant), project=project_id, source=source)
+        )
 
     # Retrieval
 
-    async def retrieve(self, project_id: str, query: str, *, token_budget: int) -> list[Passage]:
+    async def retrieve(
+        self, project_id: str, query: str, *, token_budget: int, tenant: str | None = None
+    ) -> list[Passage]:
         if token_budget <= 0:
+            return []
+        tenant = tenant_in_scope(tenant)
+        if await self._holds_nothing(tenant, project_id):
             return []
         (query_vector,) = await self.embedder.embed([query])
         summaries = await self.collection.get(
-            where_all(project=project_id, role=records.SUMMARY), embeddings=True
+            where_all(tenant=tenant, project=project_id, role=records.SUMMARY), embeddings=True
         )
         candidates = {
             record.id: record
             for record in await self.collection.nearest(
                 query_vector,
-                where_all(project=project_id, role=records.TEXT),
+                where_all(tenant=tenant, project=project_id, role=records.TEXT),
                 VECTOR_CANDIDATES,
             )
         }
@@ -264,7 +392,7 @@ class ChromaKnowledgeBase:
         if terms:
             # Terms are \w+ runs: nothing in them needs escaping in a regular expression.
             for record in await self.collection.get(
-                where_all(project=project_id, role=records.TEXT),
+                where_all(tenant=tenant, project=project_id, role=records.TEXT),
                 where_document={"$regex": "(?i)(" + "|".join(terms) + ")"},
                 limit=KEYWORD_CANDIDATES,
                 embeddings=True,

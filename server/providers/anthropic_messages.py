@@ -2,23 +2,26 @@
 
 A continuation uses Anthropic's assistant prefill: the partial text is the
 last (assistant) message and the model writes what follows it.
+
+As for OpenAI (`openai_chat.py`), the SDK sends the request and raises its
+status errors, and the streamed body is read raw and parsed by `event_stream`
+instead of into a pydantic event per token. What is read is what the SDK's
+`AsyncStream` reads: named events only, `ping` skipped, an `error` event
+raised as `anthropic.APIStatusError` with the response's status.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
 
 import anthropic
-from anthropic.types import (
-    MessageParam,
-    RawContentBlockDeltaEvent,
-    RawMessageDeltaEvent,
-    RawMessageStartEvent,
-    TextDelta,
-)
+import httpx2
+from anthropic.types import MessageParam
 
 from server.providers.base import Prompt, TokenUsage
 from server.providers.errors import ProviderFailure, classify
+from server.providers.event_stream import events
 
 
 def _drop_prefix(text: str, skip: str) -> tuple[str, str]:
@@ -57,36 +60,63 @@ class AnthropicMessagesProvider:
         return self._model
 
     async def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
-        try:
-            response = await self._client.messages.create(
-                model=self._model,
-                system=prompt.system,
-                messages=message_list(prompt),
-                max_tokens=self._max_output_tokens,
-                stream=True,
-            )
-        except Exception as error:
-            raise classify(self.name, error) from error
         # The prefill lost its trailing whitespace; the model usually writes it again.
         skip = prompt.partial[len(prompt.partial.rstrip()) :]
-        async with response:
+        # The exit stack closes the HTTP response however the iteration ends, cancellation too.
+        async with AsyncExitStack() as stack:
             try:
-                async for event in response:
-                    if isinstance(event, RawMessageStartEvent):
-                        usage.input_tokens = event.message.usage.input_tokens
-                        usage.output_tokens = event.message.usage.output_tokens
-                        usage.reported = True
-                    elif isinstance(event, RawMessageDeltaEvent):
-                        usage.output_tokens = event.usage.output_tokens
-                        if event.usage.input_tokens is not None:
-                            usage.input_tokens = event.usage.input_tokens
-                    elif isinstance(event, RawContentBlockDeltaEvent) and isinstance(
-                        event.delta, TextDelta
-                    ):
-                        text, skip = _drop_prefix(event.delta.text, skip)
-                        if text:
-                            yield text
+                response = await stack.enter_async_context(
+                    self._client.messages.with_streaming_response.create(
+                        model=self._model,
+                        system=prompt.system,
+                        messages=message_list(prompt),
+                        max_tokens=self._max_output_tokens,
+                        stream=True,
+                    )
+                )
+            except Exception as error:
+                raise classify(self.name, error) from error
+            try:
+                async for text in _texts(response.http_response, usage):
+                    text, skip = _drop_prefix(text, skip)
+                    if text:
+                        yield text
             except ProviderFailure:
                 raise
             except Exception as error:
                 raise classify(self.name, error) from error
+
+
+async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[str]:
+    """The text deltas of a Messages stream; `usage` from message_start and message_delta."""
+    try:
+        async for event in events(response.aiter_bytes()):
+            if event.name is None or event.name == "ping":
+                continue
+            if event.name == "error":
+                try:
+                    body = event.json()
+                    message = f"{body}"
+                except ValueError:
+                    body, message = event.data, event.data or f"Error code: {response.status_code}"
+                raise anthropic.APIStatusError(message, response=response, body=body)
+            if not event.data:
+                continue
+            payload = event.json()
+            kind = payload.get("type") if isinstance(payload, Mapping) else None
+            if kind == "content_block_delta":
+                delta = payload["delta"]
+                if delta.get("type") == "text_delta":
+                    yield delta["text"]
+            elif kind == "message_start":
+                reported = payload["message"]["usage"]
+                usage.input_tokens = int(reported["input_tokens"])
+                usage.output_tokens = int(reported["output_tokens"])
+                usage.reported = True
+            elif kind == "message_delta":
+                reported = payload["usage"]
+                usage.output_tokens = int(reported["output_tokens"])
+                if reported.get("input_tokens") is not None:
+                    usage.input_tokens = int(reported["input_tokens"])
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"an unexpected event shape: {error!r}") from error

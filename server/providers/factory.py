@@ -18,6 +18,10 @@ from server.providers.synthetic import SyntheticProvider
 #: The SDKs' own HTTP timeout: only a backstop, the router times every token.
 SDK_TIMEOUT_SECONDS = 600.0
 
+# Every SDK client sends its requests over aiohttp (the SDKs' `DefaultAioHttpClient`):
+# reading a streamed body through httpx2/httpcore2/h11 cost more CPU per token than the
+# rest of the provider path. Requests, auth, status errors and timeouts stay the SDKs'.
+
 
 @dataclass(slots=True)
 class StageProviders:
@@ -58,6 +62,7 @@ def build_providers(config: ProvidersConfig, synthetic: SyntheticConfig) -> Stag
                     base_url=base_url,
                     max_retries=0,
                     timeout=SDK_TIMEOUT_SECONDS,
+                    http_client=anthropic.DefaultAioHttpClient(),
                 )
             else:
                 clients[settings.name] = openai.AsyncOpenAI(
@@ -65,6 +70,7 @@ def build_providers(config: ProvidersConfig, synthetic: SyntheticConfig) -> Stag
                     base_url=base_url,
                     max_retries=0,
                     timeout=SDK_TIMEOUT_SECONDS,
+                    http_client=openai.DefaultAioHttpClient(),
                 )
         return clients[settings.name]
 

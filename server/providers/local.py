@@ -15,7 +15,11 @@ from server.providers.openai_chat import OpenAIChatProvider
 def local_client(config: ProviderConfig, *, timeout: float) -> openai.AsyncOpenAI:
     """An SDK client for the server at `config.base_url`; most local servers ignore the key."""
     return openai.AsyncOpenAI(
-        api_key=config.api_key or "local", base_url=config.base_url, max_retries=0, timeout=timeout
+        api_key=config.api_key or "local",
+        base_url=config.base_url,
+        max_retries=0,
+        timeout=timeout,
+        http_client=openai.DefaultAioHttpClient(),
     )
 
 

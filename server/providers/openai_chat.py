@@ -2,17 +2,31 @@
 
 The same class serves any OpenAI-compatible server (see `local.py`). The SDK's
 own retries are off: the router retries, with its backoff and breakers.
+
+The SDK sends the request and raises its status errors (with Retry-After);
+the streamed body is read raw (`with_streaming_response`) and its chunks parsed
+by `event_stream` into dicts: the SDK's `AsyncStream` builds a pydantic
+`ChatCompletionChunk` per token, which cost more CPU than everything else on
+the path together. What is read is what `AsyncStream` reads: every event's
+JSON, an `error` object in it raises `openai.APIError`, `[DONE]` ends the text
+(the rest of the body is drained so the connection can be reused), and read
+timeouts and cut connections raise the SDK's timeout and connection errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
 
+import anyio
+import httpx2
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from server.providers.base import CONTINUE_INSTRUCTION, Prompt, TokenUsage
 from server.providers.errors import ProviderFailure, classify
+from server.providers.event_stream import events
 
 
 def chat_messages(prompt: Prompt) -> list[ChatCompletionMessageParam]:
@@ -54,28 +68,65 @@ class OpenAIChatProvider:
         return self._model
 
     async def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
-        try:
-            response = await self._client.chat.completions.create(
-                model=self._model,
-                messages=chat_messages(prompt),
-                max_completion_tokens=self._max_output_tokens,
-                stream=True,
-                stream_options={"include_usage": True} if self._include_usage else openai.omit,
-            )
-        except Exception as error:
-            raise classify(self._name, error) from error
-        # `async with` closes the HTTP response however the iteration ends, cancellation too.
-        async with response:
+        # The exit stack closes the HTTP response however the iteration ends, cancellation too.
+        async with AsyncExitStack() as stack:
             try:
-                async for chunk in response:
-                    if chunk.usage is not None:
-                        usage.input_tokens = chunk.usage.prompt_tokens
-                        usage.output_tokens = chunk.usage.completion_tokens
-                        usage.reported = True
-                    for choice in chunk.choices:
-                        if choice.delta.content:
-                            yield choice.delta.content
+                response = await stack.enter_async_context(
+                    self._client.chat.completions.with_streaming_response.create(
+                        model=self._model,
+                        messages=chat_messages(prompt),
+                        max_completion_tokens=self._max_output_tokens,
+                        stream=True,
+                        stream_options={"include_usage": True}
+                        if self._include_usage
+                        else openai.omit,
+                    )
+                )
+            except Exception as error:
+                raise classify(self._name, error) from error
+            try:
+                async for text in _texts(response.http_response, usage):
+                    yield text
             except ProviderFailure:
                 raise
             except Exception as error:
                 raise classify(self._name, error) from error
+
+
+async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[str]:
+    """The text of each chunk of a Chat Completions stream; `usage` from its usage chunk."""
+    body = response.aiter_bytes()
+    try:
+        async for event in events(body):
+            if event.data.startswith("[DONE]"):
+                async for _ in body:
+                    pass  # HTTP/1.1 reuses the connection once the body is read to its end
+                return
+            chunk = event.json()
+            if not isinstance(chunk, Mapping):
+                continue
+            if chunk.get("error"):
+                raise _stream_error(response, chunk["error"])
+            reported = chunk.get("usage")
+            if reported:
+                usage.input_tokens = int(reported["prompt_tokens"])
+                usage.output_tokens = int(reported["completion_tokens"])
+                usage.reported = True
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta")
+                text = delta.get("content") if delta else None
+                if text:
+                    yield text
+    except httpx2.TimeoutException as error:
+        raise openai.APITimeoutError(request=response.request) from error
+    except (httpx2.RequestError, anyio.EndOfStream) as error:
+        raise openai.APIConnectionError(request=response.request) from error
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"an unexpected chunk shape: {error!r}") from error
+
+
+def _stream_error(response: httpx2.Response, error: Any) -> openai.APIError:
+    message = error.get("message") if isinstance(error, Mapping) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    return openai.APIError(message=message, request=response.request, body=error)

@@ -193,24 +193,13 @@ class ProviderRouter:
         outcome = "cancelled"
         started = time.monotonic()
         iterator = provider.stream(call_prompt, spent).__aiter__()
+        watchdog = _Watchdog(self._config, deadline)
         try:
             while True:
-                limit, kind = (
-                    (self._config.first_token_timeout_seconds, "first_token_timeout")
-                    if not raw
-                    else (self._config.idle_timeout_seconds, "idle_timeout")
-                )
-                if deadline is not None and deadline - time.monotonic() < limit:
-                    limit, kind = max(0.0, deadline - time.monotonic()), "deadline"
                 try:
-                    async with asyncio.timeout(limit):
-                        chunk = await anext(iterator)
+                    chunk = await watchdog.wait(anext(iterator), first=not raw)
                 except StopAsyncIteration:
                     break
-                except TimeoutError as error:
-                    raise ProviderFailure(
-                        provider.name, kind, f"no token for {limit:.1f}s"
-                    ) from error
                 if not chunk:
                     continue
                 if not raw:
@@ -225,10 +214,16 @@ class ProviderRouter:
             if text:
                 yield text
             outcome = "ok"
+        except _Expired as expired:
+            outcome = expired.kind
+            raise ProviderFailure(
+                provider.name, expired.kind, f"no token for {expired.limit:.1f}s"
+            ) from None
         except ProviderFailure as failure:
             outcome = failure.kind
             raise
         finally:
+            watchdog.close()
             close = getattr(iterator, "aclose", None)
             if close is not None:
                 await close()
@@ -255,3 +250,108 @@ class ProviderRouter:
         total.output_tokens += spent.output_tokens
         self._metrics.tokens.labels(provider.name, "in").inc(spent.input_tokens)
         self._metrics.tokens.labels(provider.name, "out").inc(spent.output_tokens)
+
+
+class _Expired(Exception):
+    """A wait for the model's next chunk ran out of time."""
+
+    def __init__(self, kind: str, limit: float) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.limit = limit
+
+
+class _Watchdog:
+    """Bounds each wait for a model chunk with one timer per attempt, not one per chunk.
+
+    A wait records when it must end (a float, no timer); the one timer is re-armed
+    only when it fires early (a wait that began later, or none running). On expiry
+    it cancels the waiting task, and the wait turns that cancellation into
+    `_Expired` — unless something else cancelled the task too, which then wins.
+    Only time spent waiting for the model counts; the consumer's time between
+    chunks does not (the task is cancelled only while it waits here).
+    """
+
+    __slots__ = (
+        "_cancelling",
+        "_config",
+        "_deadline",
+        "_due",
+        "_expired",
+        "_handle",
+        "_limit",
+        "_loop",
+        "_task",
+        "_waiting",
+    )
+
+    def __init__(self, config: RouterConfig, deadline: float | None) -> None:
+        self._config = config
+        self._deadline = deadline
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._waiting = False
+        self._expired = False
+        self._cancelling = 0
+        self._due = 0.0
+        self._limit = 0.0
+
+    async def wait(self, step: Awaitable[str], *, first: bool) -> str:
+        """Await `step` within the time to first token or the idle time (and the deadline)."""
+        now = time.monotonic()
+        if first:
+            limit, kind = self._config.first_token_timeout_seconds, "first_token_timeout"
+        else:
+            limit, kind = self._config.idle_timeout_seconds, "idle_timeout"
+        deadline = self._deadline
+        if deadline is not None and deadline - now < limit:
+            limit, kind = max(0.0, deadline - now), "deadline"
+        self._due, self._limit = now + limit, limit
+        task = self._task = asyncio.current_task()
+        # As asyncio.timeout: cancellations of the task from before this wait are not ours.
+        self._cancelling = task.cancelling() if task is not None else 0
+        if self._handle is None:
+            self._arm(self._due, now)
+        self._waiting = True
+        try:
+            return await step
+        except asyncio.CancelledError:
+            if self._settle():
+                raise _Expired(kind, limit) from None
+            raise
+        except TimeoutError:
+            raise _Expired(kind, limit) from None  # the provider's own timeout, same outcome
+        finally:
+            self._waiting = False
+            if self._expired:
+                self._settle()  # the step swallowed our cancellation: take it back all the same
+
+    def _settle(self) -> bool:
+        """Take back the watchdog's cancellation; whether it was the only one (a timeout)."""
+        if not self._expired or self._task is None:
+            return False
+        self._expired = False
+        # As asyncio.timeout: another cancellation of the task wins over ours.
+        return self._task.uncancel() <= self._cancelling
+
+    def _arm(self, due: float, now: float) -> None:
+        # Deadlines are time.monotonic() instants; the loop's clock may differ in origin.
+        self._handle = self._loop.call_at(self._loop.time() + max(0.0, due - now), self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        now = time.monotonic()
+        if self._waiting and now >= self._due:
+            if self._task is not None and not self._task.done():
+                self._expired = True
+                self._task.cancel()
+            return
+        # Not due yet, or between waits: look again when the current (or a next) wait can end.
+        self._arm(self._due if self._waiting else now + self._limit, now)
+
+    def close(self) -> None:
+        """Drop the timer (the attempt ended)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

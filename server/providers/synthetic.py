@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import random
 import re
-import time
 from collections.abc import AsyncIterator
 
 from scriptgen.v1 import generation_pb2, project_pb2
@@ -132,21 +131,27 @@ _LINES_PER_PAGE = 55
 _LINES_PER_SCENE = 18
 
 
-def scene_count(project: project_pb2.Project) -> int:
-    """Scenes to write: about one page per target minute, else DEFAULT_SCENES."""
+def scene_count(project: project_pb2.Project, default_minutes: int = 0) -> int:
+    """Scenes to write: about one page per target minute (the project's, else
+    `default_minutes`), else DEFAULT_SCENES."""
     minutes = project.target_episode_minutes
+    if minutes <= 0:
+        minutes = default_minutes
     if minutes <= 0:
         return DEFAULT_SCENES
     return max(1, round(minutes * _LINES_PER_PAGE / _LINES_PER_SCENE))
 
 
-def write_screenplay(brief: Brief) -> str:
-    """The episode as a Fountain screenplay, about a page per target minute."""
+def write_screenplay(brief: Brief, default_minutes: int = 0) -> str:
+    """The episode as a Fountain screenplay, about a page per target minute.
+
+    `default_minutes` is the length when the project sets none (0: DEFAULT_SCENES).
+    """
     rng = _seeded(brief, "write")
     lang = _language(brief.project)
     cast = rng.sample(_CAST[lang], 4)
     parts: list[str] = []
-    scenes = scene_count(brief.project)
+    scenes = scene_count(brief.project, default_minutes)
     for scene in range(scenes):
         place = rng.choice(_PLACES[lang])
         heading = "EXT." if "STREET" in place or "ROOF" in place else "INT."
@@ -184,8 +189,22 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+#: Tokens per chunk after the first when the pace is unlimited (tokens_per_second 0): large
+#: chunks keep the writer cheap, so a peak-relay run measures the relay, not the generator.
+UNPACED_CHUNK_TOKENS = SyntheticConfig().unpaced_chunk_tokens
+
+
 class SyntheticProvider:
-    """Streams the deterministic plan or screenplay at a configured pace."""
+    """Streams the deterministic plan or screenplay at a configured pace.
+
+    Paced writing runs on deadlines: token `i` is due `i / tokens_per_second`
+    after the first, and each wake-up yields every token due by then as one
+    chunk. A stream wakes at most once per `SyntheticConfig.min_wake_seconds`
+    (the core's delta window, so wake-ups the coalescer would join anyway are
+    not taken): 30k tok/s over 1000 streams then costs 1000 / window
+    timer wake-ups, not 30k. With `min_wake_seconds` 0 every token is its own
+    chunk at its own time, as a model's stream would be.
+    """
 
     name = "synthetic"
     model = "synthetic-fountain-1"
@@ -193,28 +212,55 @@ class SyntheticProvider:
     def __init__(self, config: SyntheticConfig) -> None:
         self._config = config
 
-    async def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
+    def _text(self, prompt: Prompt) -> str:
         if prompt.stage == generation_pb2.STAGE_PLAN:
-            text = plan_outline(prompt.brief)
-        elif prompt.stage == generation_pb2.STAGE_REVIEW:
-            text = polish_notes(prompt.brief)
-        else:
-            text = write_screenplay(prompt.brief)
+            return plan_outline(prompt.brief)
+        if prompt.stage == generation_pb2.STAGE_REVIEW:
+            return polish_notes(prompt.brief)
+        return write_screenplay(prompt.brief, self._config.episode_minutes)
+
+    async def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
+        text = self._text(prompt)
         if prompt.partial and text.startswith(prompt.partial):
             text = text[len(prompt.partial) :]  # continuing its own text: pick up where it ended
-        pieces = tokens(text)
+        # Character offset where each token starts (and the end): chunks are slices of text.
+        starts = [0]
+        for piece in tokens(text):
+            starts.append(starts[-1] + len(piece))
+        count = len(starts) - 1
         per_chunk = max(1, self._config.tokens_per_chunk)
         if self._config.first_token_seconds > 0:
             await asyncio.sleep(self._config.first_token_seconds)
         rate = self._config.tokens_per_second
-        start = time.monotonic()
-        for index in range(0, len(pieces), per_chunk):
-            if rate > 0:
-                due = start + index / rate
-                delay = due - time.monotonic()
+        if rate <= 0:
+            # The first chunk is as small as a paced one (a model's first token comes alone).
+            step = max(per_chunk, self._config.unpaced_chunk_tokens)
+            index = 0
+            while index < count:
+                if index:
+                    # Unlimited pace still yields to the loop so other streams keep moving.
+                    await asyncio.sleep(0)
+                end = min(count, index + (step if index else per_chunk))
+                yield text[starts[index] : starts[end]]
+                index = end
+            return
+        loop = asyncio.get_running_loop()
+        min_wake = max(0.0, self._config.min_wake_seconds)
+        start = loop.time()
+        index = 0
+        while index < count:
+            now = loop.time()
+            end = index + per_chunk
+            if min_wake > 0:
+                # Every chunk due by now: chunk k is due at start + k * per_chunk / rate.
+                end = max(end, (int((now - start) * rate / per_chunk) + 1) * per_chunk)
+            end = min(count, end)
+            yield text[starts[index] : starts[end]]
+            index = end
+            if index < count:
+                # The last token keeps its own time: the stream ends when a model's would.
+                last = start + (count - 1) / rate
+                wake = max(start + index / rate, min(now + min_wake, last))
+                delay = wake - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            elif index % 256 == 0:
-                # Unlimited pace still yields now and then so other streams keep moving.
-                await asyncio.sleep(0)
-            yield "".join(pieces[index : index + per_chunk])

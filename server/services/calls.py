@@ -9,9 +9,16 @@ Before the method runs, the servicer's `Guard` (server.auth.guard) names the
 caller — UNAUTHENTICATED or PERMISSION_DENIED otherwise — and takes the call
 from the key's rate limit (RESOURCE_EXHAUSTED RATE_LIMITED); event streams
 also count against the tenant's open streams. The caller is the call's
-`CALLER` context variable. Unary answers carry `x-ratelimit-*` trailing
-metadata; streams send it as initial metadata, and GenerateScript adds
-`x-job-token`, a token that lets a browser follow that one job.
+`CALLER` context variable.
+
+Every call the rate limit counted reports the key's window in `x-ratelimit-*`
+metadata (limit, remaining, seconds to reset), whatever its outcome: unary
+answers and failed calls as trailing metadata; streams as initial metadata —
+StreamGenerationEvents at once, GenerateScript with its first event, beside
+`x-job-token`, a token that lets a browser follow that one job (a stream that
+fails before its first event has them in its trailing metadata). GetGeneration
+called with an API key sends a fresh `x-job-token` in its trailing metadata, so
+a page whose token expired during a long disconnect can follow the job again.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from server.auth.guard import CALLER, STREAM_LEASE_SECONDS, Caller, Guard
 from server.auth.records import DEFAULT_TENANT
 from server.errors import Internal, ServiceError, invalid
 from server.metrics import CoreMetrics
-from server.services.decoding import Undecodable
+from server.services.decoding import Oversized, Undecodable
 
 log = logging.getLogger(__name__)
 RequestT = TypeVar("RequestT")
@@ -67,20 +74,28 @@ async def _admit(
         caller = await guard.authenticate(name, context.invocation_metadata(), request)
         CALLER.set(caller)
         decision = await guard.admit(caller)
+    if isinstance(request, Oversized):
+        raise invalid("request", request.problem())
     if isinstance(request, Undecodable):
         raise invalid("request", f"is not a valid {name}Request message")
     return caller, (() if decision is None else decision.headers())
 
 
-async def abort(context: aio.ServicerContext[Any, Any], error: ServiceError) -> NoReturn:
-    """End the call with the error's rich status."""
+async def abort(
+    context: aio.ServicerContext[Any, Any],
+    error: ServiceError,
+    rate_limit: tuple[tuple[str, str], ...] = (),
+) -> NoReturn:
+    """End the call with the error's rich status (and the caller's rate-limit state)."""
     status = error.to_status()
+    # A rate-limit refusal carries its own x-ratelimit-* state.
+    trailers = error.trailers or rate_limit
     await context.abort(
         error.code,
         error.message,
         trailing_metadata=(
             ("grpc-status-details-bin", status.SerializeToString()),
-            *error.trailers,
+            *trailers,
         ),
     )
     raise AssertionError("abort returned")  # pragma: no cover - abort always raises
@@ -106,16 +121,19 @@ def unary(
             code = grpc.StatusCode.OK
             started = time.monotonic()
             logs.bind_request(context.invocation_metadata())
+            trailers: tuple[tuple[str, str], ...] = ()
             try:
-                _, trailers = await _admit(self, name, request, context)
+                caller, trailers = await _admit(self, name, request, context)
                 response = await method(self, request, context)
+                if name == "GetGeneration":
+                    trailers = _with_fresh_job_token(self.guard, caller, request, trailers)
                 if trailers:
                     context.set_trailing_metadata(trailers)
                 return response
             except Exception as exception:
                 error = _as_service_error(name, exception)
                 code = error.code
-                await abort(context, error)
+                await abort(context, error, trailers)
             finally:
                 self.metrics.grpc_requests.labels(name, code.name).inc()
                 logs.log_call(name, code.name, started, logs.generation_of(request))
@@ -142,12 +160,18 @@ def streaming(
             self.metrics.streams_active.inc()
             stream: str | None = None
             caller = _ANONYMOUS
+            initial: tuple[tuple[str, str], ...] = ()
             try:
                 caller, initial = await _admit(self, name, request, context)
                 if self.guard is not None:
                     stream = await self.guard.open_stream(caller)
                 renewed = time.monotonic()
                 first = True
+                if name != "GenerateScript" and initial:
+                    # Nothing to wait for (no job token): the gateway's SSE answer
+                    # carries them even when the first event is slow to come.
+                    await context.send_initial_metadata(initial)
+                    first = False
                 async for response in method(self, request, context):
                     generation = generation or logs.generation_of(response)
                     if first:
@@ -163,7 +187,7 @@ def streaming(
             except Exception as exception:
                 error = _as_service_error(name, exception)
                 code = error.code
-                await abort(context, error)
+                await abort(context, error, initial)
             finally:
                 if stream is not None and self.guard is not None:
                     with contextlib.suppress(ServiceError):
@@ -175,6 +199,21 @@ def streaming(
         return call
 
     return wrap
+
+
+def _with_fresh_job_token(
+    guard: Guard | None, caller: Caller, request: object, trailers: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    """GetGeneration by an API key: a new job token, for a browser whose token expired.
+
+    Only a key can renew: a job token asking for its own job gets none, so a token
+    still ends when its lifetime does.
+    """
+    generation = logs.generation_of(request)
+    if guard is None or not caller.key_id or not generation:
+        return trailers
+    token = guard.job_token(generation, caller)
+    return trailers if token is None else (*trailers, (JOB_TOKEN_KEY, token))
 
 
 #: How often an open stream renews its lease on the tenant's stream count.

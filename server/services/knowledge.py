@@ -26,7 +26,7 @@ from grpc import aio
 from scriptgen.v1 import knowledge_pb2, project_service_pb2
 
 from server import limits, pagination
-from server.auth.guard import current_tenant
+from server.auth.guard import tenant_in_scope
 from server.errors import FieldViolation, Unavailable, invalid
 from server.knowledge import KnowledgeStore
 from server.metrics import CoreMetrics
@@ -98,14 +98,14 @@ class KnowledgeRpcs:
         """
         if self.knowledge is None:
             return
-        project = await self.store.get_project(project_id, tenant=current_tenant())
+        project = await self.store.get_project(project_id, tenant=tenant_in_scope())
         if force or project.episode_count == 0:
-            await self.knowledge.delete_project(project_id)
+            await self.knowledge.delete_project(project_id, tenant=tenant_in_scope())
 
     async def forget_episode_knowledge(self, project_id: str, number: int) -> None:
         """Before DeleteEpisode: take the episode out of later plans' view."""
         if self.knowledge is not None:
-            await self.knowledge.forget_episode(project_id, number)
+            await self.knowledge.forget_episode(project_id, number, tenant=tenant_in_scope())
 
     @unary("AddKnowledgeDocument")
     async def AddKnowledgeDocument(
@@ -116,12 +116,14 @@ class KnowledgeRpcs:
             raise invalid("document", "is required")
         check_document(request.document, request.document_id)
         knowledge = self._knowledge()
-        await self.store.get_project(project_id, tenant=current_tenant())
+        await self.store.get_project(project_id, tenant=tenant_in_scope())
         document = knowledge_pb2.KnowledgeDocument(
             kind=request.document.kind, title=request.document.title, text=request.document.text
         )
         document_id = request.document_id or f"d{secrets.token_hex(8)}"
-        added = await knowledge.add_document(project_id, document_id, document)
+        added = await knowledge.add_document(
+            project_id, document_id, document, tenant=tenant_in_scope()
+        )
         return project_service_pb2.AddKnowledgeDocumentResponse(document=added)
 
     @unary("ListKnowledgeDocuments")
@@ -135,8 +137,10 @@ class KnowledgeRpcs:
         listing = f"knowledge:{project_id}:{request.kind}"
         after = pagination.decode("page_token", listing, request.page_token)
         knowledge = self._knowledge()
-        await self.store.get_project(project_id, tenant=current_tenant())
-        documents, position = await knowledge.list_documents(project_id, size, after, request.kind)
+        await self.store.get_project(project_id, tenant=tenant_in_scope())
+        documents, position = await knowledge.list_documents(
+            project_id, size, after, request.kind, tenant=tenant_in_scope()
+        )
         token = pagination.encode(listing, position) if position is not None else ""
         return project_service_pb2.ListKnowledgeDocumentsResponse(
             documents=documents, next_page_token=token
@@ -148,8 +152,10 @@ class KnowledgeRpcs:
     ) -> project_service_pb2.GetKnowledgeDocumentResponse:
         name = knowledge_name("name", request.name)
         knowledge = self._knowledge()
-        await self.store.get_project(name.project, tenant=current_tenant())
-        document = await knowledge.get_document(name.project, name.document)
+        await self.store.get_project(name.project, tenant=tenant_in_scope())
+        document = await knowledge.get_document(
+            name.project, name.document, tenant=tenant_in_scope()
+        )
         return project_service_pb2.GetKnowledgeDocumentResponse(document=document)
 
     @unary("DeleteKnowledgeDocument")
@@ -158,6 +164,6 @@ class KnowledgeRpcs:
     ) -> project_service_pb2.DeleteKnowledgeDocumentResponse:
         name = knowledge_name("name", request.name)
         knowledge = self._knowledge()
-        await self.store.get_project(name.project, tenant=current_tenant())
-        await knowledge.delete_document(name.project, name.document)
+        await self.store.get_project(name.project, tenant=tenant_in_scope())
+        await knowledge.delete_document(name.project, name.document, tenant=tenant_in_scope())
         return project_service_pb2.DeleteKnowledgeDocumentResponse()

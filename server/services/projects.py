@@ -11,8 +11,7 @@ from grpc import aio
 from scriptgen.v1 import project_pb2, project_service_pb2, project_service_pb2_grpc
 
 from server import exports, limits, pagination
-from server.auth.guard import Guard, current_tenant
-from server.auth.records import DEFAULT_TENANT
+from server.auth.guard import Guard, tenant_in_scope
 from server.errors import FailedPrecondition, FieldViolation, invalid
 from server.knowledge import KnowledgeStore
 from server.metrics import CoreMetrics
@@ -107,7 +106,7 @@ class ProjectServicer(KnowledgeRpcs, project_service_pb2_grpc.ProjectServiceServ
             project,
             request_id=request.request_id,
             fingerprint=_fingerprint(request) if request.request_id else "",
-            tenant=current_tenant() or DEFAULT_TENANT,
+            tenant=tenant_in_scope(),
         )
         return project_service_pb2.CreateProjectResponse(project=created)
 
@@ -117,7 +116,7 @@ class ProjectServicer(KnowledgeRpcs, project_service_pb2_grpc.ProjectServiceServ
     ) -> project_service_pb2.GetProjectResponse:
         project_id = limits.project_id("name", request.name)
         return project_service_pb2.GetProjectResponse(
-            project=await self.store.get_project(project_id, tenant=current_tenant())
+            project=await self.store.get_project(project_id, tenant=tenant_in_scope())
         )
 
     @unary("ListProjects")
@@ -126,7 +125,7 @@ class ProjectServicer(KnowledgeRpcs, project_service_pb2_grpc.ProjectServiceServ
     ) -> project_service_pb2.ListProjectsResponse:
         size = limits.page_size("page_size", request.page_size)
         after = pagination.decode("page_token", "projects", request.page_token)
-        projects, position = await self.store.list_projects(size, after, tenant=current_tenant())
+        projects, position = await self.store.list_projects(size, after, tenant=tenant_in_scope())
         token = pagination.encode("projects", position) if position is not None else ""
         return project_service_pb2.ListProjectsResponse(projects=projects, next_page_token=token)
 
@@ -157,7 +156,7 @@ class ProjectServicer(KnowledgeRpcs, project_service_pb2_grpc.ProjectServiceServ
         if "language" in paths:
             changes.language = changes.language or _DEFAULT_LANGUAGE
         updated = await self.store.update_project(
-            project_id, changes, paths, tenant=current_tenant()
+            project_id, changes, paths, tenant=tenant_in_scope()
         )
         return project_service_pb2.UpdateProjectResponse(project=updated)
 
@@ -167,9 +166,9 @@ class ProjectServicer(KnowledgeRpcs, project_service_pb2_grpc.ProjectServiceServ
     ) -> project_service_pb2.DeleteProjectResponse:
         project_id = limits.project_id("name", request.name)
         # Another tenant's project is NOT_FOUND before anything of it is touched.
-        await self.store.get_project(project_id, tenant=current_tenant())
+        await self.store.get_project(project_id, tenant=tenant_in_scope())
         await self.forget_project_knowledge(project_id, force=request.force)
-        await self.store.delete_project(project_id, force=request.force, tenant=current_tenant())
+        await self.store.delete_project(project_id, force=request.force, tenant=tenant_in_scope())
         return project_service_pb2.DeleteProjectResponse()
 
     @unary("ListEpisodes")
@@ -179,8 +178,10 @@ class ProjectServicer(KnowledgeRpcs, project_service_pb2_grpc.ProjectServiceServ
         project_id = limits.project_id("parent", request.parent)
         size = limits.page_size("page_size", request.page_size)
         after = pagination.decode("page_token", f"episodes:{project_id}", request.page_token)
-        await self.store.get_project(project_id, tenant=current_tenant())
-        episodes, position = await self.store.list_episodes(project_id, size, after)
+        await self.store.get_project(project_id, tenant=tenant_in_scope())
+        episodes, position = await self.store.list_episodes(
+            project_id, size, after, tenant=tenant_in_scope()
+        )
         token = (
             pagination.encode(f"episodes:{project_id}", position) if position is not None else ""
         )
@@ -191,8 +192,8 @@ class ProjectServicer(KnowledgeRpcs, project_service_pb2_grpc.ProjectServiceServ
         self, request: project_service_pb2.GetEpisodeRequest, context: Context
     ) -> project_service_pb2.GetEpisodeResponse:
         name = limits.episode_name("name", request.name)
-        await self.store.get_project(name.project, tenant=current_tenant())
-        episode = await self.store.get_episode(name.project, name.number)
+        await self.store.get_project(name.project, tenant=tenant_in_scope())
+        episode = await self.store.get_episode(name.project, name.number, tenant=tenant_in_scope())
         return project_service_pb2.GetEpisodeResponse(episode=episode)
 
     @unary("DeleteEpisode")
@@ -200,9 +201,9 @@ class ProjectServicer(KnowledgeRpcs, project_service_pb2_grpc.ProjectServiceServ
         self, request: project_service_pb2.DeleteEpisodeRequest, context: Context
     ) -> project_service_pb2.DeleteEpisodeResponse:
         name = limits.episode_name("name", request.name)
-        await self.store.get_project(name.project, tenant=current_tenant())
+        await self.store.get_project(name.project, tenant=tenant_in_scope())
         await self.forget_episode_knowledge(name.project, name.number)
-        await self.store.delete_episode(name.project, name.number)
+        await self.store.delete_episode(name.project, name.number, tenant=tenant_in_scope())
         return project_service_pb2.DeleteEpisodeResponse()
 
     @unary("ExportEpisode")
@@ -214,8 +215,8 @@ class ProjectServicer(KnowledgeRpcs, project_service_pb2_grpc.ProjectServiceServ
             request.format == project_service_pb2.EXPORT_FORMAT_UNSPECIFIED
         ):
             raise invalid("format", "must be FOUNTAIN, FDX, HTML or PDF")
-        project = await self.store.get_project(name.project, tenant=current_tenant())
-        episode = await self.store.get_episode(name.project, name.number)
+        project = await self.store.get_project(name.project, tenant=tenant_in_scope())
+        episode = await self.store.get_episode(name.project, name.number, tenant=tenant_in_scope())
         try:
             # Rendering (a PDF above all) is CPU work: keep it off the event loop.
             exported = await asyncio.to_thread(

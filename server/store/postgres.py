@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from scriptgen.v1 import project_pb2
 
+from server.auth.guard import tenant_in_scope
 from server.auth.records import DEFAULT_TENANT
 from server.store import records
 from server.store.base import UPDATABLE_PROJECT_FIELDS
@@ -45,13 +46,24 @@ _PROJECT_COLUMNS = (
 )
 _PROJECT_SELECT = (
     f"SELECT {_PROJECT_COLUMNS},"
-    " (SELECT COUNT(*) FROM episodes WHERE episodes.project_id = projects.id) AS episode_count"
+    " (SELECT COUNT(*) FROM episodes"
+    " WHERE episodes.tenant = projects.tenant AND episodes.project_id = projects.id)"
+    " AS episode_count"
     " FROM projects"
 )
 _EPISODE_COLUMNS = (
     "project_id, number, title, script, outline, generation,"
     " scene_count, word_count, cast_json, create_time, character_count, usage_json,"
     " prompt_snapshot_json, quality_json, update_time"
+)
+# The latest episodes with their outlines, and one row of NULLs for a project without any
+# (no row: no project), so one query also says whether the project exists.
+_LATEST_EPISODES = (
+    "SELECT e.project_id, e.number, e.title, '' AS script, e.outline, e.generation,"
+    " e.scene_count, e.word_count, e.cast_json, e.create_time, e.character_count, e.usage_json,"
+    " '{}' AS prompt_snapshot_json, e.quality_json, e.update_time"
+    " FROM projects AS p LEFT JOIN episodes AS e ON e.tenant = p.tenant AND e.project_id = p.id"
+    " WHERE p.tenant = $1 AND p.id = $2 ORDER BY e.number DESC LIMIT $3"
 )
 _EPISODE_SUMMARY_COLUMNS = (
     "project_id, number, title, '' AS script, '' AS outline, generation,"
@@ -72,15 +84,6 @@ def redact(url: str) -> str:
 
 def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
-
-
-def _tenant_filter(
-    where: str, params: tuple[object, ...], tenant: str | None
-) -> tuple[str, tuple[object, ...]]:
-    """`where` narrowed to `tenant`'s projects (unchanged when tenant is None)."""
-    if tenant is None:
-        return where, params
-    return f"{where} AND tenant = ${len(params) + 1}", (*params, tenant)
 
 
 def _project(row: asyncpg.Record) -> project_pb2.Project:
@@ -124,9 +127,9 @@ def _episode(row: asyncpg.Record) -> project_pb2.Episode:
 class PostgresProjectStore(PostgresKeys):
     """Projects and episodes (and API keys, tenants) in PostgreSQL, shared by every core.
 
-    Every project belongs to a tenant; with `tenant=` a call sees only that
-    tenant's projects (another tenant's is NOT_FOUND, like a missing one).
-    `tenant=None` is for the core's own work (a job saving its episode).
+    A project's key is (tenant, id): every call is for one tenant's projects
+    (another tenant's is NOT_FOUND, like a missing one, and may use the same
+    id); `tenant=None` is the tenant in scope (`server.auth.guard.tenant_in_scope`).
     """
 
     def __init__(
@@ -242,7 +245,12 @@ class PostgresProjectStore(PostgresKeys):
         async with self._transaction() as db:
             earlier = (
                 await self._claim_request_id(
-                    db, records.tenant_request_id(tenant, request_id), fingerprint, project_id, now
+                    db,
+                    records.tenant_request_id(tenant, request_id),
+                    fingerprint,
+                    project_id,
+                    now,
+                    tenant,
                 )
                 if request_id
                 else None
@@ -271,7 +279,13 @@ class PostgresProjectStore(PostgresKeys):
         return await self.get_project(earlier or project_id, tenant=tenant)
 
     async def _claim_request_id(
-        self, db: Connection, request_id: str, fingerprint: str, project_id: str, now: int
+        self,
+        db: Connection,
+        request_id: str,
+        fingerprint: str,
+        project_id: str,
+        now: int,
+        tenant: str,
     ) -> str | None:
         """Record `request_id` for `project_id`; or the project it already names, if kept."""
         cutoff = now - self._request_id_ttl_micros
@@ -289,12 +303,14 @@ class PostgresProjectStore(PostgresKeys):
         # A racing insert of the same key makes this wait for that transaction:
         # if it commits, we get its row below; if it rolls back, ours goes in.
         claimed = await db.fetchval(
-            "INSERT INTO project_request_ids (request_id, fingerprint, project_id, create_time)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (request_id) DO NOTHING RETURNING project_id",
+            "INSERT INTO project_request_ids"
+            " (request_id, fingerprint, project_id, create_time, tenant)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id) DO NOTHING RETURNING project_id",
             request_id,
             fingerprint,
             project_id,
             now,
+            tenant,
         )
         if claimed is not None:
             return None
@@ -312,22 +328,32 @@ class PostgresProjectStore(PostgresKeys):
     async def get_project(
         self, project_id: str, *, tenant: str | None = None
     ) -> project_pb2.Project:
-        where, params = _tenant_filter("id = $1", (project_id,), tenant)
         async with self._connection() as db:
-            row = await db.fetchrow(f"{_PROJECT_SELECT} WHERE {where}", *params)
+            row = await db.fetchrow(
+                f"{_PROJECT_SELECT} WHERE tenant = $1 AND id = $2",
+                tenant_in_scope(tenant),
+                project_id,
+            )
         if row is None:
             raise records.project_not_found(project_id)
         return _project(row)
 
+    async def first_owner(self, project_id: str) -> str | None:
+        async with self._connection() as db:
+            tenant = await db.fetchval(
+                "SELECT tenant FROM projects WHERE id = $1 ORDER BY create_time, tenant LIMIT 1",
+                project_id,
+            )
+        return None if tenant is None else str(tenant)
+
     async def list_projects(
         self, limit: int, after: Sequence[str | int] | None, *, tenant: str | None = None
     ) -> tuple[list[project_pb2.Project], list[str | int] | None]:
-        if after is None:
-            where, params = _tenant_filter("TRUE", (), tenant)
-        else:
-            where, params = _tenant_filter(
-                "(create_time, id) < ($1, $2)", (int(after[0]), str(after[1])), tenant
-            )
+        where = "tenant = $1"
+        params: tuple[object, ...] = (tenant_in_scope(tenant),)
+        if after is not None:
+            where = f"{where} AND (create_time, id) < ($2, $3)"
+            params = (*params, int(after[0]), str(after[1]))
         async with self._connection() as db:
             rows = await db.fetch(
                 f"{_PROJECT_SELECT} WHERE {where}"
@@ -359,52 +385,56 @@ class PostgresProjectStore(PostgresKeys):
         ]
         assignments = [f"{path} = ${index}" for index, path in enumerate(paths, start=1)]
         assignments.append(f"update_time = ${len(paths) + 1}")
-        where = f"id = ${len(paths) + 2}"
-        keys: tuple[object, ...] = (project_id,)
-        if tenant is not None:
-            where, keys = f"{where} AND tenant = ${len(paths) + 3}", (project_id, tenant)
+        tenant = tenant_in_scope(tenant)
         async with self._connection() as db:
             status = await db.execute(
-                f"UPDATE projects SET {', '.join(assignments)} WHERE {where}",
+                f"UPDATE projects SET {', '.join(assignments)}"
+                f" WHERE tenant = ${len(paths) + 2} AND id = ${len(paths) + 3}",
                 *values,
                 records.now_micros(),
-                *keys,
+                tenant,
+                project_id,
             )
         if status == "UPDATE 0":
             raise records.project_not_found(project_id)
-        return await self.get_project(project_id)
+        return await self.get_project(project_id, tenant=tenant)
 
     async def delete_project(
         self, project_id: str, *, force: bool, tenant: str | None = None
     ) -> None:
-        where, params = _tenant_filter("id = $1", (project_id,), tenant)
+        key = (tenant_in_scope(tenant), project_id)
         async with self._transaction() as db:
             # The row lock orders this against episodes being saved into the project.
-            found = await db.fetchval(f"SELECT 1 FROM projects WHERE {where} FOR UPDATE", *params)
+            found = await db.fetchval(
+                "SELECT 1 FROM projects WHERE tenant = $1 AND id = $2 FOR UPDATE", *key
+            )
             if found is None:
                 raise records.project_not_found(project_id)
             if not force and await db.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM episodes WHERE project_id = $1)", project_id
+                "SELECT EXISTS (SELECT 1 FROM episodes WHERE tenant = $1 AND project_id = $2)",
+                *key,
             ):
                 raise records.project_has_episodes(project_id)
-            await db.execute("DELETE FROM projects WHERE id = $1", project_id)
+            await db.execute("DELETE FROM projects WHERE tenant = $1 AND id = $2", *key)
 
     async def create_episode(
-        self, project_id: str, episode: project_pb2.Episode
+        self, project_id: str, episode: project_pb2.Episode, *, tenant: str | None = None
     ) -> project_pb2.Episode:
+        tenant = tenant_in_scope(tenant)
         async with self._transaction() as db:
             # The row lock taken here is held until COMMIT: a concurrent save in
             # any core waits, then reads the incremented counter.
             number = await db.fetchval(
                 "UPDATE projects SET next_episode_number = next_episode_number + 1"
-                " WHERE id = $1 RETURNING next_episode_number - 1",
+                " WHERE tenant = $1 AND id = $2 RETURNING next_episode_number - 1",
+                tenant,
                 project_id,
             )
             if number is None:
                 raise records.project_not_found(project_id)
             row = await db.fetchrow(
-                f"INSERT INTO episodes ({_EPISODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-                f" $8, $9, $10, $11, $12, $13, $14, $10) RETURNING {_EPISODE_COLUMNS}",
+                f"INSERT INTO episodes ({_EPISODE_COLUMNS}, tenant) VALUES ($1, $2, $3, $4, $5,"
+                f" $6, $7, $8, $9, $10, $11, $12, $13, $14, $10, $15) RETURNING {_EPISODE_COLUMNS}",
                 project_id,
                 int(number),
                 episode.title,
@@ -419,14 +449,19 @@ class PostgresProjectStore(PostgresKeys):
                 records.usage_json(episode),
                 records.prompt_snapshot_json(episode),
                 records.quality_json(episode),
+                tenant,
             )
         assert row is not None  # INSERT … RETURNING always answers its row
         return _episode(row)
 
-    async def get_episode(self, project_id: str, number: int) -> project_pb2.Episode:
+    async def get_episode(
+        self, project_id: str, number: int, *, tenant: str | None = None
+    ) -> project_pb2.Episode:
         async with self._connection() as db:
             row = await db.fetchrow(
-                f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE project_id = $1 AND number = $2",
+                f"SELECT {_EPISODE_COLUMNS} FROM episodes"
+                " WHERE tenant = $1 AND project_id = $2 AND number = $3",
+                tenant_in_scope(tenant),
                 project_id,
                 number,
             )
@@ -434,16 +469,40 @@ class PostgresProjectStore(PostgresKeys):
             raise records.episode_not_found(project_id, number)
         return _episode(row)
 
+    async def latest_episodes(
+        self, project_id: str, count: int, *, tenant: str | None = None
+    ) -> list[project_pb2.Episode]:
+        async with self._connection() as db:
+            rows = await db.fetch(
+                _LATEST_EPISODES, tenant_in_scope(tenant), project_id, max(1, count)
+            )
+        if not rows:
+            raise records.project_not_found(project_id)
+        found = [_episode(row) for row in rows if row["number"] is not None]
+        return list(reversed(found[: max(0, count)]))
+
     async def list_episodes(
-        self, project_id: str, limit: int, after: Sequence[str | int] | None
+        self,
+        project_id: str,
+        limit: int,
+        after: Sequence[str | int] | None,
+        *,
+        tenant: str | None = None,
     ) -> tuple[list[project_pb2.Episode], list[str | int] | None]:
         after_number = int(after[0]) if after else 0
+        tenant = tenant_in_scope(tenant)
         async with self._connection() as db:
-            if await db.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
+            if (
+                await db.fetchval(
+                    "SELECT 1 FROM projects WHERE tenant = $1 AND id = $2", tenant, project_id
+                )
+                is None
+            ):
                 raise records.project_not_found(project_id)
             rows = await db.fetch(
                 f"SELECT {_EPISODE_SUMMARY_COLUMNS} FROM episodes"
-                " WHERE project_id = $1 AND number > $2 ORDER BY number LIMIT $3",
+                " WHERE tenant = $1 AND project_id = $2 AND number > $3 ORDER BY number LIMIT $4",
+                tenant,
                 project_id,
                 after_number,
                 limit + 1,
@@ -453,10 +512,15 @@ class PostgresProjectStore(PostgresKeys):
             return episodes, [episodes[-1].number]
         return episodes, None
 
-    async def delete_episode(self, project_id: str, number: int) -> None:
+    async def delete_episode(
+        self, project_id: str, number: int, *, tenant: str | None = None
+    ) -> None:
         async with self._connection() as db:
             status = await db.execute(
-                "DELETE FROM episodes WHERE project_id = $1 AND number = $2", project_id, number
+                "DELETE FROM episodes WHERE tenant = $1 AND project_id = $2 AND number = $3",
+                tenant_in_scope(tenant),
+                project_id,
+                number,
             )
         if status == "DELETE 0":
             raise records.episode_not_found(project_id, number)

@@ -145,15 +145,6 @@ def tenant_request_id(tenant: str, request_id: str) -> str:
     return f"{tenant}/{request_id}"
 
 
-def sqlite_tenant_filter(
-    where: str, params: tuple[object, ...], tenant: str | None
-) -> tuple[str, tuple[object, ...]]:
-    """`where` narrowed to `tenant`'s projects (unchanged when tenant is None)."""
-    if tenant is None:
-        return where, params
-    return f"{where} AND tenant = ?", (*params, tenant)
-
-
 def project_not_found(project_id: str) -> NotFound:
     return NotFound("project", f"projects/{project_id}", "PROJECT_NOT_FOUND")
 

@@ -12,7 +12,9 @@ from typing import Any
 import aiosqlite
 from scriptgen.v1 import project_pb2
 
+from server.auth.guard import tenant_in_scope
 from server.auth.records import DEFAULT_TENANT
+from server.storage_faults import sqlite_faults
 from server.store import records
 from server.store.migrations import migrations, statements
 from server.store.sqlite_keys import SqliteKeys
@@ -23,13 +25,23 @@ _PROJECT_COLUMNS = (
 )
 _PROJECT_SELECT = (
     f"SELECT {_PROJECT_COLUMNS},"
-    " (SELECT COUNT(*) FROM episodes WHERE episodes.project_id = projects.id)"
+    " (SELECT COUNT(*) FROM episodes"
+    " WHERE episodes.tenant = projects.tenant AND episodes.project_id = projects.id)"
     " FROM projects"
 )
 _EPISODE_SUMMARY_COLUMNS = (
     "project_id, number, title, '' AS script, '' AS outline, generation,"
     " scene_count, word_count, cast_json, create_time, character_count, usage_json,"
     " '{}' AS prompt_snapshot_json, quality_json, update_time"
+)
+# The latest episodes with their outlines, and one row of NULLs for a project without any
+# (no row: no project), so one query also says whether the project exists.
+_LATEST_EPISODES = (
+    "SELECT e.project_id, e.number, e.title, '', e.outline, e.generation,"
+    " e.scene_count, e.word_count, e.cast_json, e.create_time, e.character_count, e.usage_json,"
+    " '{}', e.quality_json, e.update_time"
+    " FROM projects AS p LEFT JOIN episodes AS e ON e.tenant = p.tenant AND e.project_id = p.id"
+    " WHERE p.tenant = ? AND p.id = ? ORDER BY e.number DESC LIMIT ?"
 )
 _EPISODE_COLUMNS = (
     "project_id, number, title, script, outline, generation,"
@@ -80,12 +92,42 @@ def _episode(row: sqlite3.Row | tuple[Any, ...]) -> project_pb2.Episode:
     )
 
 
+BUSY_TIMEOUT_SECONDS = 5.0
+"""How long a statement waits for another connection's lock before failing."""
+
+
+async def _prepare(connection: aiosqlite.Connection) -> None:
+    """Set the connection's pragmas; WAL mode is retried while another opener holds the file.
+
+    Switching to WAL takes an exclusive lock, and SQLite answers SQLITE_BUSY at
+    once instead of calling the busy handler when it sees a possible deadlock,
+    which happens when several cores open a new file together.
+    """
+    await connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUSY_TIMEOUT_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            await connection.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            if loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+    await connection.execute("PRAGMA synchronous=NORMAL")
+    await connection.execute("PRAGMA foreign_keys=ON")
+
+
 class SqliteProjectStore(SqliteKeys):
     """Projects and episodes (and API keys, tenants) in one SQLite file.
 
-    Every project belongs to a tenant; with `tenant=` a call sees only that
-    tenant's projects (another tenant's is NOT_FOUND, like a missing one).
-    `tenant=None` is for the core's own work (a job saving its episode).
+    A project's key is (tenant, id): every call is for one tenant's projects
+    (another tenant's is NOT_FOUND, like a missing one, and may use the same
+    id); `tenant=None` is the tenant in scope (`server.auth.guard.tenant_in_scope`).
     """
 
     def __init__(
@@ -108,12 +150,19 @@ class SqliteProjectStore(SqliteKeys):
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = await aiosqlite.connect(self._path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA foreign_keys=ON")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._migrate()
+        connection = await aiosqlite.connect(
+            self._path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS
+        )
+        try:
+            await _prepare(connection)
+            self._connection = connection
+            await self._migrate()
+        except BaseException:
+            # A half-opened store must not leave its connection's worker thread
+            # behind: it would keep the process from exiting.
+            self._connection = None
+            await connection.close()
+            raise
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -129,21 +178,24 @@ class SqliteProjectStore(SqliteKeys):
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
+        async with self._lock, sqlite_faults():
             yield self._db
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
+        async with self._lock, sqlite_faults():
             # IMMEDIATE takes the write lock up front, so a read inside the
             # transaction stays true until COMMIT, across processes too.
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                await self._db.execute("COMMIT")
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                # A failed COMMIT (disk full) leaves the transaction open; SQLite may
+                # also have rolled it back already.
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
                 raise
-            await self._db.execute("COMMIT")
 
     async def _migrate(self) -> None:
         async with self._transaction() as db:
@@ -186,7 +238,12 @@ class SqliteProjectStore(SqliteKeys):
         async with self._transaction() as db:
             earlier = (
                 await self._claim_request_id(
-                    db, records.tenant_request_id(tenant, request_id), fingerprint, project_id, now
+                    db,
+                    records.tenant_request_id(tenant, request_id),
+                    fingerprint,
+                    project_id,
+                    now,
+                    tenant,
                 )
                 if request_id
                 else None
@@ -223,6 +280,7 @@ class SqliteProjectStore(SqliteKeys):
         fingerprint: str,
         project_id: str,
         now: int,
+        tenant: str,
     ) -> str | None:
         """Record `request_id` for `project_id`; or the project it already names, if kept."""
         await db.execute(
@@ -237,8 +295,9 @@ class SqliteProjectStore(SqliteKeys):
         if row is None:
             await db.execute(
                 "INSERT INTO project_request_ids"
-                " (request_id, fingerprint, project_id, create_time) VALUES (?, ?, ?, ?)",
-                (request_id, fingerprint, project_id, now),
+                " (request_id, fingerprint, project_id, create_time, tenant)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (request_id, fingerprint, project_id, now, tenant),
             )
             return None
         if str(row[0]) != fingerprint:
@@ -248,25 +307,35 @@ class SqliteProjectStore(SqliteKeys):
     async def get_project(
         self, project_id: str, *, tenant: str | None = None
     ) -> project_pb2.Project:
-        where, params = records.sqlite_tenant_filter("id = ?", (project_id,), tenant)
+        # One trip to the connection's thread (execute, fetch and close as one): every job
+        # start reads its project, so a burst of starts queues on this.
+        async with self._reading() as db:
+            rows = await db.execute_fetchall(
+                f"{_PROJECT_SELECT} WHERE tenant = ? AND id = ?",
+                (tenant_in_scope(tenant), project_id),
+            )
+        if not rows:
+            raise records.project_not_found(project_id)
+        return _project(next(iter(rows)))
+
+    async def first_owner(self, project_id: str) -> str | None:
         async with (
             self._reading() as db,
-            db.execute(f"{_PROJECT_SELECT} WHERE {where}", params) as cursor,
+            db.execute(
+                "SELECT tenant FROM projects WHERE id = ? ORDER BY create_time, tenant LIMIT 1",
+                (project_id,),
+            ) as cursor,
         ):
             row = await cursor.fetchone()
-        if row is None:
-            raise records.project_not_found(project_id)
-        return _project(row)
+        return None if row is None else str(row[0])
 
     async def list_projects(
         self, limit: int, after: Sequence[str | int] | None, *, tenant: str | None = None
     ) -> tuple[list[project_pb2.Project], list[str | int] | None]:
-        if after is None:
-            where, params = records.sqlite_tenant_filter("1 = 1", (), tenant)
-        else:
-            where, params = records.sqlite_tenant_filter(
-                "(create_time, id) < (?, ?)", (after[0], after[1]), tenant
-            )
+        where = "tenant = ?"
+        params: tuple[object, ...] = (tenant_in_scope(tenant),)
+        if after is not None:
+            where, params = f"{where} AND (create_time, id) < (?, ?)", (*params, after[0], after[1])
         query = f"{_PROJECT_SELECT} WHERE {where} ORDER BY create_time DESC, id DESC LIMIT ?"
         params = (*params, limit + 1)
         async with self._reading() as db, db.execute(query, params) as cursor:
@@ -291,49 +360,53 @@ class SqliteProjectStore(SqliteKeys):
             int(getattr(changes, path)) if path in ("type", "status") else getattr(changes, path)
             for path in paths
         ]
-        where, params = records.sqlite_tenant_filter("id = ?", (project_id,), tenant)
+        tenant = tenant_in_scope(tenant)
         async with self._transaction() as db:
             cursor = await db.execute(
-                f"UPDATE projects SET {', '.join([*assignments, 'update_time = ?'])} WHERE {where}",
-                (*values, records.now_micros(), *params),
+                f"UPDATE projects SET {', '.join([*assignments, 'update_time = ?'])}"
+                " WHERE tenant = ? AND id = ?",
+                (*values, records.now_micros(), tenant, project_id),
             )
             if cursor.rowcount == 0:
                 raise records.project_not_found(project_id)
-        return await self.get_project(project_id)
+        return await self.get_project(project_id, tenant=tenant)
 
     async def delete_project(
         self, project_id: str, *, force: bool, tenant: str | None = None
     ) -> None:
-        where, params = records.sqlite_tenant_filter("id = ?", (project_id,), tenant)
+        key = (tenant_in_scope(tenant), project_id)
         async with self._transaction() as db:
-            async with db.execute(f"SELECT 1 FROM projects WHERE {where}", params) as cursor:
+            async with db.execute(
+                "SELECT 1 FROM projects WHERE tenant = ? AND id = ?", key
+            ) as cursor:
                 if await cursor.fetchone() is None:
                     raise records.project_not_found(project_id)
             async with db.execute(
-                "SELECT 1 FROM episodes WHERE project_id = ? LIMIT 1", (project_id,)
+                "SELECT 1 FROM episodes WHERE tenant = ? AND project_id = ? LIMIT 1", key
             ) as cursor:
                 has_episodes = await cursor.fetchone() is not None
             if has_episodes and not force:
                 raise records.project_has_episodes(project_id)
-            await db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+            await db.execute("DELETE FROM projects WHERE tenant = ? AND id = ?", key)
 
     async def create_episode(
-        self, project_id: str, episode: project_pb2.Episode
+        self, project_id: str, episode: project_pb2.Episode, *, tenant: str | None = None
     ) -> project_pb2.Episode:
         now = records.now_micros()
+        tenant = tenant_in_scope(tenant)
         async with self._transaction() as db:
             async with db.execute(
                 "UPDATE projects SET next_episode_number = next_episode_number + 1"
-                " WHERE id = ? RETURNING next_episode_number - 1",
-                (project_id,),
+                " WHERE tenant = ? AND id = ? RETURNING next_episode_number - 1",
+                (tenant, project_id),
             ) as cursor:
                 row = await cursor.fetchone()
             if row is None:
                 raise records.project_not_found(project_id)
             number = int(row[0])
             await db.execute(
-                f"INSERT INTO episodes ({_EPISODE_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO episodes ({_EPISODE_COLUMNS}, tenant)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     project_id,
                     number,
@@ -350,16 +423,20 @@ class SqliteProjectStore(SqliteKeys):
                     records.prompt_snapshot_json(episode),
                     records.quality_json(episode),
                     now,
+                    tenant,
                 ),
             )
-        return await self.get_episode(project_id, number)
+        return await self.get_episode(project_id, number, tenant=tenant)
 
-    async def get_episode(self, project_id: str, number: int) -> project_pb2.Episode:
+    async def get_episode(
+        self, project_id: str, number: int, *, tenant: str | None = None
+    ) -> project_pb2.Episode:
         async with (
             self._reading() as db,
             db.execute(
-                f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE project_id = ? AND number = ?",
-                (project_id, number),
+                f"SELECT {_EPISODE_COLUMNS} FROM episodes"
+                " WHERE tenant = ? AND project_id = ? AND number = ?",
+                (tenant_in_scope(tenant), project_id, number),
             ) as cursor,
         ):
             row = await cursor.fetchone()
@@ -368,16 +445,22 @@ class SqliteProjectStore(SqliteKeys):
         return _episode(row)
 
     async def list_episodes(
-        self, project_id: str, limit: int, after: Sequence[str | int] | None
+        self,
+        project_id: str,
+        limit: int,
+        after: Sequence[str | int] | None,
+        *,
+        tenant: str | None = None,
     ) -> tuple[list[project_pb2.Episode], list[str | int] | None]:
-        await self.get_project(project_id)
+        tenant = tenant_in_scope(tenant)
+        await self.get_project(project_id, tenant=tenant)
         after_number = int(after[0]) if after else 0
         async with (
             self._reading() as db,
             db.execute(
                 f"SELECT {_EPISODE_SUMMARY_COLUMNS} FROM episodes"
-                " WHERE project_id = ? AND number > ? ORDER BY number LIMIT ?",
-                (project_id, after_number, limit + 1),
+                " WHERE tenant = ? AND project_id = ? AND number > ? ORDER BY number LIMIT ?",
+                (tenant, project_id, after_number, limit + 1),
             ) as cursor,
         ):
             rows = list(await cursor.fetchall())
@@ -386,10 +469,25 @@ class SqliteProjectStore(SqliteKeys):
             return episodes, [episodes[-1].number]
         return episodes, None
 
-    async def delete_episode(self, project_id: str, number: int) -> None:
+    async def latest_episodes(
+        self, project_id: str, count: int, *, tenant: str | None = None
+    ) -> list[project_pb2.Episode]:
+        async with self._reading() as db:
+            rows = await db.execute_fetchall(
+                _LATEST_EPISODES, (tenant_in_scope(tenant), project_id, max(1, count))
+            )
+        if not rows:
+            raise records.project_not_found(project_id)
+        found = [_episode(row) for row in rows if row[1] is not None]
+        return list(reversed(found[: max(0, count)]))
+
+    async def delete_episode(
+        self, project_id: str, number: int, *, tenant: str | None = None
+    ) -> None:
         async with self._transaction() as db:
             cursor = await db.execute(
-                "DELETE FROM episodes WHERE project_id = ? AND number = ?", (project_id, number)
+                "DELETE FROM episodes WHERE tenant = ? AND project_id = ? AND number = ?",
+                (tenant_in_scope(tenant), project_id, number),
             )
             if cursor.rowcount == 0:
                 raise records.episode_not_found(project_id, number)

@@ -10,6 +10,7 @@ import pytest
 
 from server import Core, CoreConfig
 from server.backup import Stores
+from tests.backends.chroma import chroma_prefix, chroma_url  # noqa: F401
 from tests.backup.stories import holdings, populate
 from tests.conftest import fast_core_config
 

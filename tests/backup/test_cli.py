@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 from scriptgen.cli import run
+from scriptgen.v1 import project_pb2
 
+from server.store.postgres import PostgresProjectStore
+from tests.backends.postgres import fresh_database
 from tests.backup.conftest import Filled
 
 _ENVIRON = {"SCRIPTGEN_AUTH": "disabled", "SCRIPTGEN_GRPC_ADDRESS": "127.0.0.1:0"}
@@ -36,3 +39,28 @@ async def test_the_commands_round_trip(
     (Path(backup) / "knowledge.jsonl").unlink()
     assert await run(["backup", "verify", backup, "--quiet"], _ENVIRON) == 1
     assert "knowledge.jsonl: missing" in capsys.readouterr().err
+
+
+async def test_a_postgres_store_round_trips(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with fresh_database(postgres_url) as live, fresh_database(postgres_url) as empty:
+        store = PostgresProjectStore(live)
+        await store.open()
+        try:
+            await store.create_project("p1", project_pb2.Project(title="Night Shift"))
+        finally:
+            await store.close()
+        backup = str(tmp_path / "b1")
+        stores = ["--data-dir", str(tmp_path / "live"), "--database-url", live]
+        assert await run(["backup", "create", backup, *stores, "--json"], _ENVIRON) == 0
+        created = json.loads(capsys.readouterr().out)
+        assert created["database_rows"] > 1  # the project and the schema's migrations
+        assert await run(["backup", "verify", backup, "--quiet"], _ENVIRON) == 0
+
+        in_use = [*stores[:2], "--database-url", live]
+        assert await run(["backup", "restore", backup, *in_use], _ENVIRON) == 1
+        assert "restore needs an empty database" in capsys.readouterr().err
+        target = ["--data-dir", str(tmp_path / "restored"), "--database-url", empty]
+        assert await run(["backup", "restore", backup, *target, "--json"], _ENVIRON) == 0
+        assert json.loads(capsys.readouterr().out)["database_rows"] == created["database_rows"]

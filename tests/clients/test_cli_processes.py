@@ -5,6 +5,7 @@ Ctrl-C cancelling (or, with --detach, leaving) the job."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -153,6 +154,13 @@ async def test_server_runs_the_core_alone_and_stops_on_sigint(
         assert (await client.get_project(project.name)).title == "Core Only"
     assert await server.finish(signal.SIGINT) == 0
     assert not any("metrics" in line for line in server.stdout), "metrics were off"
+    # The log flags take effect: one JSON object per line on stderr, calls included.
+    records = [json.loads(line) for line in "".join(server.stderr).splitlines()]
+    created = [r for r in records if r.get("method") == "CreateProject"]
+    assert len(created) == 1
+    assert created[0]["level"] == "INFO"
+    assert created[0]["code"] == "OK"
+    assert created[0]["request_id"]
 
 
 async def test_gateway_runs_alone_in_front_of_a_core(
@@ -230,16 +238,22 @@ async def test_a_taken_address_is_one_error_line_and_exit_1(
             argv += ["--metrics-address", "off"]
         process = await spawn(*argv)
         assert await process.finish(within=20) == 1
-    err = "".join(process.stderr)
-    assert err.startswith(f"scriptgen: error: the {who} could not start: "), err
-    assert "address already in use" in err
-    assert err.count("\n") == 1
+    # Beside the JSON log records, the failure is one plain line, not a traceback.
+    lines = "".join(process.stderr).splitlines()
+    plain = [line for line in lines if not line.startswith("{")]
+    assert len(plain) == 1, lines
+    assert plain[0].startswith(f"scriptgen: error: the {who} could not start: "), lines
+    assert "address already in use" in plain[0]
+    assert all(json.loads(line)["level"] != "ERROR" for line in lines if line.startswith("{"))
 
 
-async def test_generate_into_a_closed_pipe_exits_quietly(core_target: str, client: Client) -> None:
-    project = await client.create_project(title="Just the Opening")
+async def test_generate_into_a_closed_pipe_exits_quietly(
+    slow_target: str, slow_client: Client
+) -> None:
+    # Paced, so the script is still being written when `head` closes the pipe.
+    project = await slow_client.create_project(title="Just the Opening")
     pipeline = (
-        f"{SCRIPTGEN} generate {project.name} --title Pilot --quiet --target {core_target}"
+        f"{SCRIPTGEN} generate {project.name} --title Pilot --quiet --target {slow_target}"
         " | head -n 1; echo status=${PIPESTATUS[0]}"
     )
     shell = await asyncio.create_subprocess_exec(

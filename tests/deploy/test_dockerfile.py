@@ -93,9 +93,12 @@ def test_image_holds_the_generated_code_and_no_dev_tools() -> None:
     assert "[dev]" not in text and "pytest" not in text and "grpcio-tools" not in text
     runtime = " ".join(args for _, args in _stages()[-1])
     assert "uninstall --yes pip setuptools wheel" in runtime
-    # The runtime installs one Debian package, the Hangul font PDF exports embed; no tools.
-    installs = re.findall(r"apt-get install (?:--?[\w-]+ )*([^&\\]+)", runtime)
-    assert [packages.split() for packages in installs] == [["fonts-nanum=20200506-1"]]
+    # The runtime installs two Debian packages, pinned: the Hangul font PDF exports embed
+    # and PostgreSQL's client programs for `scriptgen backup`; no other tools.
+    installs = re.findall(r"apt-get install (?:--?[\w-]+ )*([^&]+)", runtime)
+    assert [packages.replace("\\", " ").split() for packages in installs] == [
+        ["fonts-nanum=20200506-1", "postgresql-client-15=15.*"]
+    ]
     ignored = DOCKERIGNORE.read_text().splitlines()
     assert ignored[ignored.index("**") :][:1] == ["**"]
     assert {"!server/**", "!gateway/**", "!clients/python/**"} <= set(ignored)

@@ -273,7 +273,7 @@ def test_gateway_is_probed_on_readyz_and_healthz_and_drains_within_its_grace(
     assert main["args"] == ["gateway"]
     variables = env(main)
     assert variables["SCRIPTGEN_HTTP_ADDRESS"] == "0.0.0.0:8080"
-    assert variables["SCRIPTGEN_CORE_TARGET"] == "scriptgen-core:50051"
+    assert variables["SCRIPTGEN_CORE_TARGET"] == "dns:///scriptgen-core-headless:50051"
     assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
     pre_stop = main["lifecycle"]["preStop"]["exec"]["command"]
@@ -362,3 +362,24 @@ def test_prod_backs_up_nightly_with_the_backup_command(prod: list[Manifest]) -> 
     volumes = {v["name"]: v for v in pod_spec(cron)["volumes"]}
     assert volumes[mounts["/backups"]]["persistentVolumeClaim"]["claimName"] == "scriptgen-backups"
     find(prod, "PersistentVolumeClaim", "scriptgen-backups")
+
+
+def test_gateways_spread_calls_over_every_core_pod(built: tuple[str, list[Manifest]]) -> None:
+    _, manifests = built
+    gateway = env(container(find(manifests, "Deployment", "scriptgen-gateway"), "gateway"))
+    target = gateway["SCRIPTGEN_CORE_TARGET"]
+    assert gateway["SCRIPTGEN_CORE_LOAD_BALANCING"] == "round_robin"
+    assert target.startswith("dns:///")
+    host, _, port = target.removeprefix("dns:///").partition(":")
+    headless = find(manifests, "Service", host)
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == {"app.kubernetes.io/name": "scriptgen-core"}
+    assert [p["port"] for p in headless["spec"]["ports"]] == [int(port)]
+    # Cores ask gateways to reconnect now and then, so new cores get their share.
+    core = env(container(find(manifests, "Deployment", "scriptgen-core"), "core"))
+    assert 0 < float(core["SCRIPTGEN_MAX_CONNECTION_AGE_SECONDS"]) <= 600
+    assert float(core["SCRIPTGEN_MAX_CONNECTION_AGE_GRACE_SECONDS"]) >= 3600
+    # Scraped once per pod: no ServiceMonitor selects the headless Service.
+    for monitor in of_kind(manifests, "ServiceMonitor"):
+        labels = headless["metadata"]["labels"]
+        assert not monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.timeout(60)
 async def _traffic_then_scrape(core: Core) -> tuple[str, str]:
     """Create a project, write an episode over SSE, hit an error; then both expositions."""
     async with serve_gateway(f"127.0.0.1:{core.grpc_port}") as http:
-        created = await http.post("/v1/projects", json={"title": "Night Shift"})
+        # Ten-minute episodes: long enough for the unpaced writer to send several chunks,
+        # so the inter-token histogram sees gaps.
+        created = await http.post(
+            "/v1/projects", json={"title": "Night Shift", "targetEpisodeMinutes": 10}
+        )
         assert created.status_code == 201, created.text
         project = created.json()["name"]
         async with http.stream(

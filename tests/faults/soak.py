@@ -82,14 +82,16 @@ class Summary:
     failures: list[str] = field(default_factory=list)
 
 
-async def _load(target: str, streams: int, until: float, summary: Summary) -> None:
+async def _load(
+    target: str, streams: int, until: float, summary: Summary, project_count: int
+) -> None:
     from grpc import aio
     from scriptgen.v1 import generation_service_pb2 as gs
 
     from tests.server.rpc import connect
 
     async with connect(target) as rpc:
-        projects = [(await rpc.create_project(f"Soak {n}")).name for n in range(10)]
+        projects = [(await rpc.create_project(f"Soak {n}")).name for n in range(project_count)]
 
         async def reader(number: int) -> None:
             for round_number in range(100_000):  # bounded; the clock ends it first
@@ -161,8 +163,12 @@ async def _run(args: argparse.Namespace) -> int:
 
             collector = asyncio.create_task(collect())
             started = time.monotonic()
-            warmup = min(60.0, args.seconds / 5)
-            load = asyncio.create_task(_load(target, args.streams, started + args.seconds, summary))
+            # Warm-up: long enough for the in-memory retention (500 finished jobs by default,
+            # ~5 jobs/s here) to fill, so the window measures growth, not retention by design.
+            warmup = args.warmup if args.warmup is not None else min(120.0, args.seconds / 5)
+            load = asyncio.create_task(
+                _load(target, args.streams, started + args.seconds, summary, args.projects)
+            )
             await asyncio.sleep(warmup)
             after_warmup = list(samples)
             await asyncio.wait_for(load, args.seconds + 180)
@@ -219,6 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         help="an extra core flag, e.g. --core-arg=--event-retention-seconds=60 (repeatable)",
     )
     parser.add_argument("--max-rss-growth", type=float, default=5.0, help="percent")
+    parser.add_argument(
+        "--projects",
+        type=int,
+        default=10,
+        help="jobs spread over this many projects (story retrieval reads every episode"
+        " summary of a project, so few projects make each job's plan stage grow)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="seconds before the window (default: 120)"
+    )
     args = parser.parse_args(arguments)
     if not 1 <= args.streams <= 1000 or not 10 <= args.seconds <= 3600:
         parser.error("--streams must be 1..1000 and --seconds 10..3600")

@@ -22,7 +22,7 @@ from scriptgen.v1 import generation_pb2
 from scriptgen.v1 import generation_service_pb2 as gs
 from scriptgen.v1 import project_service_pb2 as ps
 
-from tests.replicas.cluster import Process, spawn
+from tests.replicas.cluster import CORE_LINE, Process, spawn
 from tests.server.rpc import Stubs, connect, error_info, health_check, health_watch, read, script_of
 
 STREAMS = 100
@@ -40,7 +40,7 @@ async def _server(data_dir: Path, *extra: str) -> Process:
         f"--data-dir={data_dir}",
         "--heartbeat-seconds=1",
         *extra,
-        pattern=r"gRPC\s+(\S+)",
+        pattern=CORE_LINE,
     )
 
 

@@ -23,7 +23,7 @@ from grpc import aio
 from scriptgen.v1 import generation_service_pb2 as gs
 from scriptgen.v1 import project_service_pb2 as ps
 
-from tests.replicas.cluster import Process, spawn
+from tests.replicas.cluster import CORE_LINE, Process, spawn
 from tests.server.rpc import Stubs, connect, error_info, rich_status
 
 CAPACITY = 100
@@ -78,7 +78,7 @@ async def _limited_core(tmp_path: Path) -> Process:
         f"--max-streams={CAPACITY}",
         "--heartbeat-seconds=1",
         "--shutdown-grace-seconds=0.5",
-        pattern=r"gRPC\s+(\S+)",
+        pattern=CORE_LINE,
     )
 
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.replicas.cluster import Process, iter_frames, spawn, wait_ready
+from tests.replicas.cluster import CORE_LINE, GATEWAY_LINE, Process, iter_frames, spawn, wait_ready
 
 SLOW_READERS = 10
 NORMAL_STREAMS = 8
@@ -56,7 +56,7 @@ async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
         "--delta-window-ms=0",
         "--heartbeat-seconds=1",
         "--shutdown-grace-seconds=0.5",
-        pattern=r"gRPC\s+(\S+)",
+        pattern=CORE_LINE,
     )
     try:
         gateway = await spawn(
@@ -64,7 +64,7 @@ async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
             f"--core-target={core.address}",
             "--http-address=127.0.0.1:0",
             "--drain-seconds=0.5",
-            pattern=r"HTTP\s+(\S+)",
+            pattern=GATEWAY_LINE,
         )
         try:
             await wait_ready(gateway.address)

@@ -3,28 +3,119 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
+from pathlib import Path
 from typing import Any
 
-from scriptgen.cli import build_parser
-from scriptgen.loadtest import LoadConfig, check_bounds
-from scriptgen.loadtest.bench import SCENARIOS, medians
+import pytest
+from scriptgen.cli import build_parser, serve
+from scriptgen.loadtest import LoadConfig, ModelProvider, bench, check_bounds
+from scriptgen.loadtest.bench import FIGURES, MODES, SCENARIOS, medians, side_by_side
 
 
-def test_every_scenario_is_a_valid_spawned_run() -> None:
+def test_every_scenario_is_a_valid_spawned_run_in_every_mode() -> None:
     from scriptgen.cli import loadtest
 
     for name, arguments in SCENARIOS.items():
-        args = build_parser({}).parse_args(["loadtest", *shlex.split(arguments)])
-        config = loadtest._config(args)
-        assert isinstance(config, LoadConfig), name
-        assert config.spawn, name
-        check_bounds(config)
+        for mode, (server_args, gateway_args) in MODES.items():
+            flags = [f"--server-arg={f}" for f in server_args]
+            flags += [f"--gateway-arg={f}" for f in gateway_args]
+            args = build_parser({}).parse_args(["loadtest", *shlex.split(arguments), *flags])
+            config = loadtest._config(args)
+            assert isinstance(config, LoadConfig), name
+            assert config.spawn, name
+            # The mode's flags come last, after the scenario's own (e.g. episode length).
+            assert config.server_args[len(config.server_args) - len(server_args) :] == (
+                server_args
+            ), (name, mode)
+            assert config.gateway_args[len(config.gateway_args) - len(gateway_args) :] == (
+                gateway_args
+            ), (name, mode)
+            check_bounds(config)
+    assert (
+        loadtest._config(
+            build_parser({}).parse_args(["loadtest", *shlex.split(SCENARIOS["sse-openai-200"])])
+        ).provider
+        is ModelProvider.OPENAI_STANDIN
+    )
+
+
+def test_the_mode_flags_are_flags_the_servers_have() -> None:
+    server = serve.server_parser({})
+    gateway = serve.gateway_parser({})
+    for server_args, gateway_args in MODES.values():
+        server.parse_args(list(server_args))
+        gateway.parse_args(list(gateway_args))
+    assert "--delta-window-ms=0" in MODES["naive"][0]
+
+
+def test_both_modes_alternate_run_by_run_with_their_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commands: list[list[str]] = []
+
+    def fake_run(command: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    status = bench.main(
+        ["--runs", "2", "--out", str(tmp_path), "--only", "sse-openai-200", "--duration", "30"]
+    )
+    assert status == 0
+    assert all("--duration=30" in c for c in commands)
+    modes = [next(a for a in c if a.startswith("--json=")) for c in commands]
+    assert [Path(m.removeprefix("--json=")).name for m in modes] == [
+        "sse-openai-200-naive-1.json",
+        "sse-openai-200-coalesced-1.json",
+        "sse-openai-200-naive-2.json",
+        "sse-openai-200-coalesced-2.json",
+    ]
+    assert "--server-arg=--delta-window-ms=0" in commands[0]
+    assert "--gateway-arg=--workers=1" in commands[0]
+    assert not any(a.startswith("--server-arg") for a in commands[1])
+    assert "--gateway-arg=--workers=2" in commands[1]
+    assert "--provider" in commands[0]
+    assert "coalesced/naive" in capsys.readouterr().out
+
+
+def test_side_by_side_shows_each_mode_and_the_ratio() -> None:
+    lines = side_by_side(
+        {
+            "naive": {"tok/s total": (100.0, 90.0, 110.0)},
+            "coalesced": {"tok/s total": (300.0, 280.0, 320.0)},
+        }
+    )
+    assert "coalesced/naive" in lines[0]
+    assert "100.0 (90.0 - 110.0)" in lines[1] and "300.0" in lines[1] and "3.00x" in lines[1]
+
+
+def test_cpu_per_token_and_idle_memory_add_up_core_and_every_gateway_process() -> None:
+    run: dict[str, Any] = {
+        "throughput": {"tokens_delivered": 1000},
+        "processes": [
+            {"role": "core", "cpu_seconds": 0.1, "hold_bytes_per_stream": 20480},
+            {"role": "gateway", "cpu_seconds": 0.0, "hold_bytes_per_stream": 0},
+            {"role": "gateway worker", "cpu_seconds": 0.05, "hold_bytes_per_stream": 10240},
+            {"role": "standin", "cpu_seconds": 9.0, "hold_bytes_per_stream": 99999},
+        ],
+    }
+    assert FIGURES["core us CPU/token"](run) == pytest.approx(100.0)
+    assert FIGURES["gateway us CPU/token"](run) == pytest.approx(50.0)
+    assert FIGURES["core+gateway us CPU/token"](run) == pytest.approx(150.0)
+    assert FIGURES["core+gateway KiB/idle stream"](run) == pytest.approx(30.0)
 
 
 def test_medians_read_nested_figures_and_skip_missing_ones() -> None:
     runs: list[dict[str, Any]] = [
-        {"outcomes": {"completed": 10}, "latency_ms": {"time_to_first_event": {"p50": 5.0}}},
-        {"outcomes": {"completed": 8}, "latency_ms": {"time_to_first_event": {"p50": 7.0}}},
+        {
+            "outcomes": {"completed": 10},
+            "latency_ms": {"time_to_first_event": {"count": 3, "p50": 5.0}},
+        },
+        {
+            "outcomes": {"completed": 8},
+            "latency_ms": {"time_to_first_event": {"count": 3, "p50": 7.0}},
+        },
         {"outcomes": {"completed": 9}, "errors": {"http 503": 1}},
     ]
     table = medians(runs)
@@ -32,3 +123,5 @@ def test_medians_read_nested_figures_and_skip_missing_ones() -> None:
     assert table["TTFE p50 ms"] == (6.0, 5.0, 7.0)
     assert table["errors"] == (0.0, 0.0, 1.0)
     assert "core CPU s" not in table
+    idle = medians([{"latency_ms": {"time_to_first_token": {"count": 0, "p50": 0.0}}}])
+    assert "TTFT p50 ms" not in idle

@@ -16,6 +16,7 @@ from scriptgen.loadtest import (
     LoadConfig,
     LoadReport,
     LoadTestError,
+    ModelProvider,
     Protocol,
     check_bounds,
     count_tokens,
@@ -252,6 +253,8 @@ async def test_cli_refuses_a_remote_target(capsys: pytest.CaptureFixture[str]) -
         ({"workers": 17}, "--workers"),
         ({"spawn": True}, "exactly one"),
         ({"target": None}, "exactly one"),
+        ({"provider": ModelProvider.OPENAI_STANDIN}, "--provider goes with --spawn"),
+        ({"reply_tokens": 0}, "--reply-tokens"),
     ],
 )
 def test_bounds_are_enforced(overrides: dict[str, object], message: str) -> None:

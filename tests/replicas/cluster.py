@@ -14,6 +14,10 @@ from pathlib import Path
 import httpx
 
 SCRIPTGEN = str(Path(sys.executable).with_name("scriptgen"))
+#: The endpoint lines `scriptgen server` and `scriptgen gateway` print once they listen
+#: (anchored: JSON log lines on the same output may mention gRPC or HTTP too).
+CORE_LINE = r"^\s+gRPC\s+(\S+)"
+GATEWAY_LINE = r"^\s+HTTP\s+(\S+)"
 
 
 @dataclass

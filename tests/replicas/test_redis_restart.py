@@ -41,7 +41,10 @@ async def _core(tmp_path: Path, redis: RedisServer, database_url: str) -> Core:
         database_url=database_url,
         redis_url=redis.url,
         redis_retry_seconds=8.0,
-        synthetic=SyntheticConfig(first_token_seconds=0.05, tokens_per_second=150.0),
+        # Six-minute episodes: the job is still writing when Redis goes away.
+        synthetic=SyntheticConfig(
+            first_token_seconds=0.05, tokens_per_second=150.0, episode_minutes=6
+        ),
     )
     core = Core(config)
     await core.start()

@@ -19,7 +19,16 @@ import httpx
 import pytest
 
 from tests.backends.postgres import fresh_database
-from tests.replicas.cluster import Frame, Process, frames, iter_frames, spawn, wait_ready
+from tests.replicas.cluster import (
+    CORE_LINE,
+    GATEWAY_LINE,
+    Frame,
+    Process,
+    frames,
+    iter_frames,
+    spawn,
+    wait_ready,
+)
 
 TERMINAL = {"completed", "failed", "cancelled"}
 SSE = {"Accept": "text/event-stream"}
@@ -53,10 +62,11 @@ async def cluster(
                             f"--redis-key-prefix={redis_prefix}",
                             "--synthetic-first-token-seconds=0.05",
                             "--synthetic-tokens-per-second=120",
+                            "--synthetic-episode-minutes=4",  # long enough to cut mid-job
                             "--shutdown-grace-seconds=0.5",
                             "--owner-lease-seconds=1",
                             "--heartbeat-seconds=1",
-                            pattern=r"gRPC\s+(\S+)",
+                            pattern=CORE_LINE,
                         )
                         for number in (1, 2)
                     )
@@ -70,7 +80,7 @@ async def cluster(
                             "gateway",
                             f"--core-target={core.address}",
                             "--http-address=127.0.0.1:0",
-                            pattern=r"HTTP\s+(\S+)",
+                            pattern=GATEWAY_LINE,
                         )
                         for core in cores
                     )
@@ -174,3 +184,41 @@ async def test_sigterm_on_a_core_ends_each_of_its_jobs_once_and_keeps_what_was_s
         json.loads(f.data)["completed"]["episode"]["name"] for f in completed
     }
     assert {e["name"] for e in episodes} == saved_episodes
+
+
+async def test_a_gateway_spreads_calls_over_every_core_its_target_names(
+    cluster: Cluster,
+) -> None:
+    # What a headless Service gives `dns:///`: one name, every core's address.
+    target = "ipv4:" + ",".join(core.address for core in cluster.cores)
+    spread: dict[str, list[int]] = {}
+    for policy in ("pick_first", "round_robin"):
+        gateway = await spawn(
+            "gateway",
+            f"--core-target={target}",
+            f"--core-load-balancing={policy}",
+            "--http-address=127.0.0.1:0",
+            pattern=GATEWAY_LINE,
+        )
+        try:
+            await wait_ready(gateway.address)
+            before = [_created(core) for core in cluster.cores]
+            async with httpx.AsyncClient(timeout=30) as http:
+                for number in range(12):
+                    created = await http.post(
+                        f"{gateway.address}v1/projects", json={"title": f"{policy} {number}"}
+                    )
+                    assert created.status_code == 201, created.text
+                    await asyncio.sleep(0.05)  # round_robin skips a core still connecting
+        finally:
+            await gateway.stop(signal.SIGKILL)
+        await asyncio.sleep(0.2)  # the cores' log lines reach the test through a pipe
+        spread[policy] = [_created(core) - b for core, b in zip(cluster.cores, before, strict=True)]
+    assert sum(spread["pick_first"]) == 12
+    assert 0 in spread["pick_first"]
+    assert sum(spread["round_robin"]) == 12
+    assert min(spread["round_robin"]) >= 3
+
+
+def _created(core: Process) -> int:
+    return sum('"method": "CreateProject"' in line for line in core.output)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -97,3 +98,38 @@ async def test_without_a_key_http_is_401_and_with_a_bad_one_too(
     assert bad.status_code == 401
     assert bad.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID"
     assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_asking_for_the_job_with_a_key_renews_its_events_url(
+    secure_core: Core, http: httpx.AsyncClient, alice_key: str
+) -> None:
+    name, first_url = await _start(http, alice_key)
+    asked = await http.get(f"/v1/{name}", headers={"Authorization": f"Bearer {alice_key}"})
+    assert asked.status_code == 200
+    assert asked.headers["Cache-Control"] == "no-store"
+    link = re.fullmatch(r'<([^>]+)>; rel="events"', asked.headers["Link"])
+    assert link is not None
+    renewed = link.group(1)
+    assert urlsplit(renewed).path == urlsplit(first_url).path == f"/v1/{name}/events"
+    token = parse_qs(urlsplit(renewed).query)["access_token"][0]
+    assert secure_core.guard.tokens is not None
+    grant = secure_core.guard.tokens.check(token)
+    assert grant is not None and (grant.generation, grant.tenant) == (name, "alice")
+    async with aconnect_sse(http, "GET", renewed, headers={"Last-Event-ID": "1"}) as source:
+        assert source.response.status_code == 200
+        frames = [sse async for sse in source.aiter_sse() if sse.id]
+    assert frames[0].id == "2" and frames[-1].event == "completed"
+    # Only a key renews: a job token's own lifetime still bounds it.
+    job_token = parse_qs(urlsplit(first_url).query)["access_token"][0]
+    events = await http.get(f"/v1/{name}/events", params={"access_token": job_token})
+    assert "Link" not in events.headers
+    assert events.status_code == 200
+
+
+async def test_another_tenant_asking_for_the_job_gets_no_events_url(
+    http: httpx.AsyncClient, alice_key: str, bob_key: str
+) -> None:
+    name, _ = await _start(http, alice_key)
+    asked = await http.get(f"/v1/{name}", headers={"Authorization": f"Bearer {bob_key}"})
+    assert asked.status_code == 404
+    assert "Link" not in asked.headers

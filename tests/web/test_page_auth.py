@@ -173,6 +173,15 @@ async def test_tenant_signs_in_writes_follows_with_the_job_token_and_exports(
         await download.save_as(target)
         assert script.splitlines()[0] in target.read_text(encoding="utf-8")
 
+    # Signing out takes Alice's work off the screen, before any reload.
+    await page.locator("#sign-out").click()
+    await expect(page.locator("#sign-in-open")).to_be_visible()
+    await expect(page.locator("#project-list li")).to_have_count(0)
+    await expect(page.locator("#project-view")).to_be_hidden()
+    await expect(page.locator("#episode-list li")).to_have_count(0)
+    await expect(page.locator("#live")).to_be_hidden()
+    assert "Alice Only" not in (await page.locator("body").inner_text())
+
     # Tenant B, in its own context, with a link to A's project: sees nothing of it.
     context = await browser.new_context(base_url=base_url)
     context.set_default_timeout(WAIT_MS)

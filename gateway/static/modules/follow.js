@@ -5,9 +5,10 @@
 // checked by sequence, and script text by its offset in Unicode code points, so a
 // replayed event or an overlapping delta can never repeat text. When the browser
 // gives up (an HTTP error on reconnect, or 204 after the last event), the job's
-// state decides: reopen after the last sequence seen, or finish.
+// state decides: reopen after the last sequence seen, or finish. Asking for the
+// job also renews the eventsUrl's job token, which may have expired meanwhile.
 
-import { call } from "./api.js";
+import { send } from "./api.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const EVENT_NAMES = ["queued", "stage", "progress", "delta", "failover", ...TERMINAL];
@@ -131,7 +132,12 @@ export class GenerationFollower {
     if (this.ended || this.source) return;
     let job;
     try {
-      job = await call("GET", `/v1/${this.generation}`);
+      const response = await send("GET", `/v1/${this.generation}`);
+      // Asked with the API key, the job comes with a fresh events link: the first
+      // one's job token may have expired while the connection was down.
+      const fresh = eventsLink(response.headers.get("Link"));
+      if (fresh) this.eventsUrl = fresh;
+      job = await response.json();
     } catch (error) {
       this.handlers.onConnection(error.status === 0 && !navigator.onLine ? "offline" : "retrying", error);
       // 401 opens the sign-in (api.js) and retrying continues once a key is given.
@@ -159,6 +165,12 @@ export class GenerationFollower {
     this.close();
     this.handlers.onEnd(name, event);
   }
+}
+
+/** The target of `rel="events"` in a Link header, or null. */
+export function eventsLink(header) {
+  const match = /<([^>]*)>\s*;\s*rel="?events"?/.exec(header || "");
+  return match ? match[1] : null;
 }
 
 function terminalOf(job) {

@@ -109,6 +109,12 @@ export async function loadProjects() {
   showProject();
 }
 
+/** Forget every project on screen (on sign-out): the next key may be another tenant's. */
+export function forgetProjects() {
+  projects = [];
+  choose(null);
+}
+
 /** After a 404 on the open project: it is gone, so refresh the list and say so. */
 export function forgetIfGone(error) {
   notify(error);

@@ -109,3 +109,24 @@ async def test_ended_redis_records_expire_after_retention(
         assert [j.name for j in page] == [running.name]
     finally:
         await connection.aclose()
+
+
+async def test_two_tenants_projects_of_one_id_list_their_own_jobs(registry: JobRegistry) -> None:
+    # Project ids are per tenant: `projects/pilot` of alpha and of beta are two projects.
+    for number in range(1, 7):
+        await registry.create(
+            job(number, parent="projects/pilot"),
+            f"f{number}",
+            tenant="alpha" if number % 2 else "beta",
+        )
+    for tenant, expected in (("alpha", [5, 3, 1]), ("beta", [6, 4, 2])):
+        seen: list[str] = []
+        after = None
+        while True:
+            page, after = await registry.list("projects/pilot", 2, after, tenant=tenant)
+            seen.extend(j.name for j in page)
+            if after is None:
+                break
+        assert seen == [f"generations/g{n:04d}" for n in expected]
+    with pytest.raises(NotFound):
+        await registry.get("generations/g0002", tenant="alpha")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import struct
 import subprocess
 import sys
 
@@ -47,3 +49,26 @@ def test_shared_words_and_particles_bring_texts_close() -> None:
     assert cosine(query, related) > cosine(query, unrelated) + 0.1
     english = embedder.embed_one("the smugglers hide their radio")
     assert cosine(english, unrelated) > cosine(english, related)
+
+
+def test_vectors_are_those_of_hashing_ngram_v1() -> None:
+    # Digests of the vectors (IEEE doubles, little-endian) that hashing-ngram-v1 gave before
+    # its features and buckets were cached: stored collections hold them, so a change here
+    # needs a new embedder name.
+    texts = [
+        "민수는 야간 간호사다 night nurse",
+        "INT. ROOFTOP - NIGHT\n\nMinsu smokes alone. Minsu smokes again.\n\n"
+        "MINSU\nShe was here, she was here.\n",
+        "",
+    ]
+    expected = {
+        64: "1514908d79bd2c656f05c22d84080e46d5cef5eeb5a3bd6c814c2e77a52f5b88",
+        1024: "05f266b86e7093c1d650d651689890468b6575110c00c2e75426bd0e6d67b3a0",
+    }
+    for dimension, digest in expected.items():
+        embedder = HashingEmbedder(dimension)
+        for _ in range(2):  # the second time from the caches
+            packed = b"".join(
+                struct.pack("<d", x) for text in texts for x in embedder.embed_one(text)
+            )
+            assert hashlib.sha256(packed).hexdigest() == digest

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from google.protobuf import timestamp_pb2
 from scriptgen.v1 import knowledge_pb2, project_pb2
@@ -181,3 +183,67 @@ async def test_each_embedder_has_a_collection_of_its_own(make_knowledge: Knowled
     handle = await narrow.collection.handle()
     assert handle.metadata["embedder"] == "hashing-ngram-v1"
     assert handle.metadata["dimension"] == 64
+
+
+def _record_reads(knowledge: ChromaKnowledgeBase) -> list[str]:
+    """The Chroma reads the knowledge base makes from now on, by name."""
+    reads: list[str] = []
+    for name in ("get", "nearest"):
+        original = getattr(knowledge.collection, name)
+
+        async def read(*args: Any, _original: Any = original, _name: str = name, **kw: Any) -> Any:
+            reads.append(_name)
+            return await _original(*args, **kw)
+
+        setattr(knowledge.collection, name, read)
+    return reads
+
+
+@pytest.mark.parametrize("sole_writer", [False, True])
+async def test_a_project_without_knowledge_is_not_searched(
+    make_knowledge: KnowledgeFactory, sole_writer: bool
+) -> None:
+    knowledge = await make_knowledge(sole_writer=sole_writer)
+    searches = _record_reads(knowledge)
+    assert await knowledge.retrieve("night", "민수 rooftop", token_budget=1000) == []
+    assert searches == ["get"], "one probe for a record of the project, no search"
+    searches.clear()
+    assert await knowledge.retrieve("night", "민수 rooftop", token_budget=1000) == []
+    assert searches == ([] if sole_writer else ["get"])
+
+    # Another tenant's knowledge, or another project's, does not count.
+    await knowledge.add_document(
+        "night", "minsu", _document(CHARACTER, "민수", MINSU), tenant="beta"
+    )
+    await knowledge.add_document("other", "minsu", _document(CHARACTER, "민수", MINSU))
+    assert await knowledge.retrieve("night", "민수 rooftop", token_budget=1000) == []
+
+    # Indexing an episode, or adding a document, makes the project searched again.
+    script = "INT. ROOFTOP - NIGHT\n\nMinsu smokes alone.\n"
+    await knowledge.index_episode("night", _episode(1, "Pilot", script, "Minsu finds a pager."))
+    found = await knowledge.retrieve("night", "the rooftop", token_budget=1000)
+    assert [p.source for p in found][:1] == ["projects/night/episodes/1"]
+    await knowledge.delete_project("night")
+    assert await knowledge.retrieve("night", "민수 rooftop", token_budget=1000) == []
+    await knowledge.add_document("night", "minsu", _document(CHARACTER, "민수", MINSU))
+    assert any(
+        p.title == "민수" for p in await knowledge.retrieve("night", "민수", token_budget=1000)
+    )
+
+
+async def test_a_write_while_probing_is_not_missed(make_knowledge: KnowledgeFactory) -> None:
+    knowledge = await make_knowledge(sole_writer=True)
+    original = knowledge.collection.get
+    script = "INT. ROOFTOP - NIGHT\n\nMinsu smokes alone.\n"
+
+    async def get_then_index(*args: Any, **kw: Any) -> Any:
+        found = await original(*args, **kw)  # sees the project empty …
+        knowledge.collection.get = original  # type: ignore[method-assign]
+        # … and an episode is indexed before the probe answers.
+        await knowledge.index_episode("night", _episode(1, "Pilot", script))
+        return found
+
+    knowledge.collection.get = get_then_index  # type: ignore[method-assign]
+    assert await knowledge.retrieve("night", "rooftop", token_budget=1000) == []
+    found = await knowledge.retrieve("night", "the rooftop", token_budget=1000)
+    assert [p.source for p in found][:1] == ["projects/night/episodes/1"]

@@ -142,6 +142,36 @@ async def test_episodes_are_numbered_and_listed_without_scripts(store: Store) ->
     assert listed[2].title == "E3" and list(listed[2].cast) == ["지수", "MINHO"]
 
 
+async def test_latest_episodes_come_in_one_call_with_outlines(store: Store) -> None:
+    with pytest.raises(NotFound) as raised:
+        await store.latest_episodes("missing", 3)
+    assert raised.value.reason == "PROJECT_NOT_FOUND"
+    await store.create_project("show", project_pb2.Project(title="Show"))
+    await store.create_project("other", project_pb2.Project(title="Other"))
+    assert await store.latest_episodes("show", 3) == []
+    for index in range(1, 6):
+        await store.create_episode(
+            "show",
+            project_pb2.Episode(title=f"E{index}", script="INT. ROOM - DAY\n", outline=f"b{index}"),
+        )
+    await store.create_episode("other", project_pb2.Episode(title="X", outline="x"))
+    await store.delete_episode("show", 4)
+    latest = await store.latest_episodes("show", 3)
+    assert [(e.number, e.title, e.outline) for e in latest] == [
+        (2, "E2", "b2"),
+        (3, "E3", "b3"),
+        (5, "E5", "b5"),
+    ]
+    assert all(e.script == "" for e in latest)
+    assert latest[-1].name == "projects/show/episodes/5"
+    full = await store.get_episode("show", 5)
+    assert latest[-1].create_time == full.create_time and latest[-1].generation == full.generation
+    assert [e.number for e in await store.latest_episodes("show", 10)] == [1, 2, 3, 5]
+    assert [e.number for e in await store.latest_episodes("show", 1)] == [5]
+    with pytest.raises(NotFound):
+        await store.latest_episodes("show", 3, tenant="another")
+
+
 async def test_deleted_episode_numbers_are_never_reused(store: Store) -> None:
     await store.create_project("show", project_pb2.Project(title="Show"))
     for _ in range(3):

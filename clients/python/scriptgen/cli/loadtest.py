@@ -136,6 +136,19 @@ def register(
         help="tokens per delta, when the server has --synthetic-tokens-per-chunk",
     )
     pace.add_argument(
+        "--provider",
+        choices=["synthetic", "openai-standin"],
+        default=None,
+        help="the writer: the core's synthetic one (default), or the `openai` SDK against an"
+        " OpenAI stand-in process streaming one token per chunk at --ttft/--tokens-per-second",
+    )
+    pace.add_argument(
+        "--reply-tokens",
+        type=int,
+        default=None,
+        help="tokens per stand-in reply, with --provider openai-standin (default: 600)",
+    )
+    pace.add_argument(
         "--server-arg",
         action="append",
         default=[],
@@ -201,12 +214,19 @@ def _config(args: argparse.Namespace) -> LoadConfig:
     from scriptgen import loadtest
 
     pace_given = any(
-        value is not None for value in (args.ttft, args.tokens_per_second, args.tokens_per_chunk)
+        value is not None
+        for value in (
+            args.ttft,
+            args.tokens_per_second,
+            args.tokens_per_chunk,
+            args.provider,
+            args.reply_tokens,
+        )
     )
     if (pace_given or args.protocol is not None) and not args.spawn:
         raise loadtest.LoadTestError(
-            "--ttft, --tokens-per-second, --tokens-per-chunk and --protocol go with --spawn;"
-            " a running server keeps its own settings"
+            "--ttft, --tokens-per-second, --tokens-per-chunk, --provider, --reply-tokens and"
+            " --protocol go with --spawn; a running server keeps its own settings"
         )
     target = None
     if args.target_http is not None:
@@ -240,6 +260,8 @@ def _config(args: argparse.Namespace) -> LoadConfig:
             else float(args.tokens_per_second),
             tokens_per_chunk=args.tokens_per_chunk,
         ),
+        provider=loadtest.ModelProvider(args.provider or "synthetic"),
+        reply_tokens=600 if args.reply_tokens is None else int(args.reply_tokens),
         server_args=tuple(str(flag) for flag in args.server_arg),
         gateway_args=tuple(str(flag) for flag in args.gateway_arg),
         server_pids=tuple(int(pid) for pid in args.server_pid),

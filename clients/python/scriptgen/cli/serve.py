@@ -201,11 +201,19 @@ def configured(
         raise ConfigurationError(str(error)) from None
 
 
+def _configure_logs(args: argparse.Namespace) -> None:
+    """JSON (or text) log lines on stderr from --log-level up, secrets redacted."""
+    from server import logs
+
+    configured(lambda a: logs.configure(str(a.log_format), str(a.log_level)), args)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from gateway import config as gateway_config
     from server import config as core_config
     from server.auth.settings import check_disabled_auth
 
+    _configure_logs(args)
     core_settings = configured(core_config.from_arguments, args)
     # With auth off the gateway must stay local too: it would hand the core to anyone.
     configured(lambda a: check_disabled_auth(core_settings.auth, str(a.http_address)), args)
@@ -246,6 +254,7 @@ async def _print_local_key(core: Core, settings: CoreConfig) -> None:
 async def _server(args: argparse.Namespace) -> int:
     from server import config as core_config
 
+    _configure_logs(args)
     settings = configured(core_config.from_arguments, args)
     async with _running_core(settings) as core:
         _print_endpoints(
@@ -260,6 +269,7 @@ async def _server(args: argparse.Namespace) -> int:
 async def _gateway(args: argparse.Namespace) -> int:
     from gateway import config as gateway_config
 
+    _configure_logs(args)
     settings = configured(gateway_config.from_arguments, args)
     settings = replace(settings, reuse_port=bool(args.reuse_port))
     if args.workers != 1:

@@ -69,6 +69,19 @@ class SyntheticPace:
     tokens_per_chunk: int | None = None
 
 
+class ModelProvider(enum.Enum):
+    """What writes the episodes of servers the tool starts itself."""
+
+    SYNTHETIC = "synthetic"  # the core's offline writer, paced by the core
+    #: The `openai` SDK against an OpenAI stand-in process paced like a real model
+    #: (`_standin.py`): the write stage's one call per job; the plan is synthetic, unpaced.
+    OPENAI_STANDIN = "openai-standin"
+
+
+#: Bounds of the stand-in's reply length.
+MAX_REPLY_TOKENS = 20000
+
+
 @dataclass(frozen=True, slots=True)
 class LoadConfig:
     """One load run. Build it with `load_config` to have it checked."""
@@ -92,6 +105,10 @@ class LoadConfig:
     #: Start `scriptgen server` (and `gateway` for SSE) on free loopback ports.
     spawn: bool = False
     pace: SyntheticPace = field(default_factory=SyntheticPace)
+    #: The writer of spawned servers; with the stand-in, `pace` paces the stand-in.
+    provider: ModelProvider = ModelProvider.SYNTHETIC
+    #: Tokens of each stand-in reply (OPENAI_STANDIN only).
+    reply_tokens: int = 600
     #: Extra flags of the `scriptgen server` / `scriptgen gateway` the tool starts.
     server_args: tuple[str, ...] = ()
     gateway_args: tuple[str, ...] = ()
@@ -190,6 +207,10 @@ def check_bounds(config: LoadConfig) -> None:
         raise LoadTestError("give exactly one of --target-http, --target-grpc or --spawn")
     if (config.server_args or config.gateway_args) and not config.spawn:
         raise LoadTestError("--server-arg and --gateway-arg go with --spawn")
+    if config.provider is not ModelProvider.SYNTHETIC and not config.spawn:
+        raise LoadTestError("--provider goes with --spawn")
+    if not 1 <= config.reply_tokens <= MAX_REPLY_TOKENS:
+        raise LoadTestError(f"--reply-tokens must be 1..{MAX_REPLY_TOKENS}")
     if config.target is not None and config.target.protocol is not config.protocol:
         raise LoadTestError("the target's protocol and --protocol disagree")
     pace = config.pace

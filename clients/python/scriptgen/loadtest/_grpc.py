@@ -11,7 +11,7 @@ import grpc.aio
 
 from scriptgen.loadtest._records import Outcome, StreamRecord
 from scriptgen.loadtest._tokens import count_tokens
-from scriptgen.v1 import generation_service_pb2
+from scriptgen.v1 import generation_pb2, generation_service_pb2
 
 if TYPE_CHECKING:
     from scriptgen.v1.generation_service_pb2_grpc import GenerationServiceAsyncStub
@@ -46,6 +46,9 @@ async def run_grpc_stream(
                 record.tokens += tokens
                 record.delta_times.append(now)
                 record.delta_tokens.append(tokens)
+            elif kind == "stage_started" and record.write_started is None:
+                if event.stage_started.stage == generation_pb2.STAGE_WRITE:
+                    record.write_started = now
             elif kind == "completed":
                 record.outcome = Outcome.COMPLETED
                 record.episode = event.completed.episode.name

@@ -40,6 +40,8 @@ class StreamRecord:
     first_event: float | None = None
     #: When the first TextDelta arrived.
     first_token: float | None = None
+    #: When the write stage's `stage` event arrived: the model call whose text is streamed.
+    write_started: float | None = None
     ended: float | None = None
     outcome: Outcome = Outcome.ERROR
     #: Kind of error for ERROR/FAILED outcomes, e.g. `http 503`, `failed RESOURCE_EXHAUSTED`.

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scriptgen.loadtest._config import LoadConfig, Target
+from scriptgen.loadtest._config import LoadConfig, ModelProvider, Target
 from scriptgen.loadtest._processes import WatchedProcess
 from scriptgen.loadtest._records import Outcome, StreamRecord, WorkerResult
 from scriptgen.loadtest._stats import (
@@ -55,6 +55,8 @@ class LoadReport:
     time_to_headers: Distribution
     time_to_first_event: Distribution
     time_to_first_token: Distribution
+    #: From the write stage's start to the first TextDelta: the writing call's own TTFT.
+    write_to_first_token: Distribution
     inter_token_latency: Distribution
     stream_tokens_per_second: Distribution
     tokens_delivered: int
@@ -104,6 +106,10 @@ class LoadReport:
                 "client_workers": config.workers,
                 "spawned_servers": config.spawn,
                 "synthetic_pace": pace,
+                "provider": config.provider.value,
+                "reply_tokens": config.reply_tokens
+                if config.provider is not ModelProvider.SYNTHETIC
+                else None,
                 "server_args": list(config.server_args),
                 "gateway_args": list(config.gateway_args),
                 "measured_seconds": round(self.duration, 3),
@@ -114,6 +120,7 @@ class LoadReport:
                 "time_to_headers": self.time_to_headers.scaled(_MS),
                 "time_to_first_event": self.time_to_first_event.scaled(_MS),
                 "time_to_first_token": self.time_to_first_token.scaled(_MS),
+                "write_stage_to_first_token": self.write_to_first_token.scaled(_MS),
                 "inter_token_latency": self.inter_token_latency.scaled(_MS),
             },
             "throughput": {
@@ -249,6 +256,11 @@ def build_report(
         itl.extend(inter_token_latencies(record))
     ttfe = _since_sent(records, "first_event")
     ttft = _since_sent(records, "first_token")
+    write_ttft = [
+        r.first_token - r.write_started
+        for r in records
+        if r.first_token is not None and r.write_started is not None
+    ]
     headers = _since_sent(records, "headers")
     rates = [rate for r in records if (rate := stream_rate(r)) is not None]
     delta_times = [r.delta_times for r in records if r.delta_times]
@@ -270,6 +282,7 @@ def build_report(
         time_to_headers=distribution(headers),
         time_to_first_event=distribution(ttfe),
         time_to_first_token=distribution(ttft),
+        write_to_first_token=distribution(write_ttft),
         inter_token_latency=distribution(itl),
         stream_tokens_per_second=distribution(rates),
         tokens_delivered=tokens,
@@ -325,6 +338,7 @@ def summary(report: LoadReport) -> str:
         ("time to headers", report.time_to_headers),
         ("time to first event", report.time_to_first_event),
         ("time to first token", report.time_to_first_token),
+        ("write stage → token", report.write_to_first_token),
         ("inter-token latency", report.inter_token_latency),
     ):
         if dist.count:

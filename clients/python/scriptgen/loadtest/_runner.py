@@ -54,6 +54,8 @@ async def run_load(config: LoadConfig, progress: Progress = _quiet) -> LoadRepor
                     config.setup_timeout_seconds,
                     server_args=config.server_args,
                     gateway_args=config.gateway_args,
+                    provider=config.provider,
+                    reply_tokens=config.reply_tokens,
                 )
             )
             target = servers.target

@@ -4,7 +4,9 @@ The servers are the real `scriptgen server` and `scriptgen gateway` commands
 in their own processes, so their CPU and memory are measured apart from the
 load tool's. Their environment drops every `SCRIPTGEN_*` variable and the
 vendors' API keys: the run uses the synthetic writer with the pace given
-here, an in-memory event log and SQLite in a temporary folder.
+here, an in-memory event log and SQLite in a temporary folder. With the
+OpenAI stand-in, a third process (`_standin.py`) streams at that pace instead
+and the core writes through the `openai` SDK pointed at it, with a dummy key.
 """
 
 from __future__ import annotations
@@ -27,10 +29,19 @@ import grpc.aio
 import psutil
 from grpc_health.v1 import health_pb2
 
-from scriptgen.loadtest._config import LoadTestError, Protocol, SyntheticPace, Target
+from scriptgen.loadtest._config import (
+    LoadTestError,
+    ModelProvider,
+    Protocol,
+    SyntheticPace,
+    Target,
+)
 
-_GRPC_LINE = re.compile(r"gRPC\s+(\S+):(\d+)")
-_HTTP_LINE = re.compile(r"HTTP\s+http://(\S+):(\d+)/")
+_GRPC_LINE = re.compile(r"(?m)^\s+gRPC\s+(\S+):(\d+)")
+_HTTP_LINE = re.compile(r"(?m)^\s+HTTP\s+http://(\S+):(\d+)/")
+_STANDIN_LINE = re.compile(r"OpenAI stand-in http://(127\.0\.0\.1):(\d+)/v1")
+#: The key the core sends the stand-in (it checks none).
+_STANDIN_KEY = "sk-scriptgen-standin"
 _CHUNK_FLAG = "--synthetic-tokens-per-chunk"
 _AUTH_FLAG = "--auth"
 _DROPPED = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
@@ -80,12 +91,13 @@ def server_command(pace: SyntheticPace, data_dir: Path, server_help: str) -> lis
     return command
 
 
-def _environment() -> dict[str, str]:
-    return {
+def _environment(**extra: str) -> dict[str, str]:
+    kept = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith("SCRIPTGEN_") and name not in _DROPPED
     }
+    return kept | extra
 
 
 async def _server_help() -> str:
@@ -103,11 +115,44 @@ async def _server_help() -> str:
     return output.decode(errors="replace")
 
 
-async def _start(command: list[str], log: Path) -> asyncio.subprocess.Process:
+async def _start(
+    command: list[str], log: Path, environment: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     with log.open("wb") as sink:
         return await asyncio.create_subprocess_exec(
-            *command, stdout=sink, stderr=subprocess.STDOUT, env=_environment()
+            *command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=environment if environment is not None else _environment(),
         )
+
+
+def standin_command(pace: SyntheticPace, reply_tokens: int) -> list[str]:
+    """The OpenAI stand-in on a free port, streaming `reply_tokens` tokens at `pace`."""
+    return [
+        sys.executable,
+        "-m",
+        "scriptgen.loadtest._standin",
+        "--port=0",
+        f"--ttft={pace.first_token_seconds}",
+        f"--tokens-per-second={pace.tokens_per_second}",
+        f"--tokens={reply_tokens}",
+    ]
+
+
+def standin_server_args(base_url: str, pace: SyntheticPace) -> list[str]:
+    """Flags that make the core write through the `openai` SDK at `base_url`.
+
+    The plan stage stays on the synthetic writer, unpaced, so the time to first
+    token is the write call's; add `--server-arg=--plan-providers=openai` to send
+    the plan call (a second model call per job) to the stand-in too.
+    """
+    return [
+        "--plan-providers=synthetic",
+        "--write-providers=openai",
+        f"--openai-base-url={base_url}",
+        f"--first-token-timeout-seconds={max(30.0, pace.first_token_seconds * 2 + 30)}",
+    ]
 
 
 async def _announced(
@@ -200,19 +245,33 @@ async def spawned_servers(
     *,
     server_args: Sequence[str] = (),
     gateway_args: Sequence[str] = (),
+    provider: ModelProvider = ModelProvider.SYNTHETIC,
+    reply_tokens: int = 600,
 ) -> AsyncIterator[SpawnedServers]:
     """Start the servers, wait until they are ready, yield them, stop them (gateway first).
 
     `server_args` and `gateway_args` are extra flags of `scriptgen server` and `gateway`.
+    With the OpenAI stand-in, it starts first and stops last.
     """
     started: list[asyncio.subprocess.Process] = []
     with tempfile.TemporaryDirectory(prefix="scriptgen-loadtest-") as name:
         folder = Path(name)
         try:
             async with asyncio.timeout(ready_within):
-                command = server_command(pace, folder / "data", await _server_help())
-                command += server_args
-                core = await _start(command, folder / "core.log")
+                writer_pace, extra, environment = pace, list(server_args), None
+                standin: list[tuple[int, str]] = []
+                if provider is ModelProvider.OPENAI_STANDIN:
+                    model = await _start(
+                        standin_command(pace, reply_tokens), folder / "standin.log"
+                    )
+                    started.append(model)
+                    host, port = await _announced(model, folder / "standin.log", _STANDIN_LINE)
+                    extra = standin_server_args(f"http://{host}:{port}/v1", pace) + extra
+                    writer_pace = SyntheticPace(0.0, 0.0, pace.tokens_per_chunk)
+                    environment = _environment(OPENAI_API_KEY=_STANDIN_KEY)
+                    standin.append((model.pid, "standin"))
+                command = server_command(writer_pace, folder / "data", await _server_help())
+                core = await _start(command + extra, folder / "core.log", environment)
                 started.append(core)
                 host, port = await _announced(core, folder / "core.log", _GRPC_LINE)
                 core_target = f"{host}:{port}"
@@ -238,7 +297,7 @@ async def spawned_servers(
                     target = Target(Protocol.SSE, host, port)
                     await _gateway_ready(target.base_url)
                     processes.append((gateway.pid, "gateway"))
-                processes += _children(processes)
+                processes += _children(processes) + standin
         except TimeoutError:
             for process in reversed(started):
                 await _stop(process)

@@ -69,6 +69,9 @@ class SseParser:
             record.delta_times.append(now)
             record.delta_tokens.append(tokens)
             return False
+        if event == b"stage" and b"STAGE_WRITE" in data and record.write_started is None:
+            record.write_started = now
+            return False
         if event == b"cancelled":
             record.outcome = Outcome.CANCELLED
             record.error = "cancelled event"

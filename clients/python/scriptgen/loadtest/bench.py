@@ -1,10 +1,15 @@
 """`make bench`: run the documented load scenarios several times and print their medians.
 
     python -m scriptgen.loadtest.bench [--runs 3] [--out bench-results] [--only NAME ...]
+                                       [--mode naive|coalesced|both]
 
 Each run is `scriptgen loadtest --spawn …` in its own process (fresh servers
-every time), writing `NAME-RUN.json` and `NAME-RUN.png` into --out; the table
-at the end has the median of each figure over the runs, as in BENCHMARKS.md.
+every time), writing `NAME-MODE-RUN.json` and `.png` into --out. Every scenario
+runs in each chosen mode (`MODES`): `naive` is the per-token relay the project
+started from (a TextDelta per token, asyncio loops, one gateway process),
+`coalesced` the servers' current defaults. With both, the runs alternate between the
+modes, so a change in the machine's load hits both alike, and the table at the
+end has each figure's median (min - max) per mode and their ratio.
 """
 
 from __future__ import annotations
@@ -19,32 +24,69 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+#: How each mode starts the servers: extra flags of `scriptgen server` and `scriptgen gateway`.
+MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "naive": (
+        ("--delta-window-ms=0", "--event-loop=asyncio"),
+        ("--event-loop=asyncio", "--workers=1"),
+    ),
+    # The servers' defaults (TextDeltas coalesced by --delta-window-ms, uvloop) and one
+    # gateway process per CPU of this 2-core machine class, as deployed.
+    "coalesced": ((), ("--workers=2",)),
+}
+
+#: Episodes of a realistic length (20 minutes, about 2,800 tokens): a 30 tok/s stream then
+#: lasts ~90 s, as a real one would, instead of a 190-token demo whose per-job work
+#: (plan, save, index) would dominate. Used by the paced and peak scenarios.
+_LONG = "--server-arg=--synthetic-episode-minutes=20"
+
 #: The scenarios of BENCHMARKS.md: name → the arguments of `scriptgen loadtest`.
 SCENARIOS: dict[str, str] = {
     "sse-single-stream": "--spawn --streams 1 --ttft 0.3 --tokens-per-second 30 --duration 60",
     "sse-1000-at-30": (
         "--spawn --streams 1000 --ttft 0.3 --tokens-per-second 30 --projects 10 --duration 180"
+        f" {_LONG}"
     ),
     "sse-burst-200": (
         "--spawn --streams 200 --ttft 0.3 --tokens-per-second 30 --projects 10 --duration 120"
+        f" {_LONG}"
     ),
     "sse-ramp-1000": (
         "--spawn --streams 1000 --ramp-seconds 30 --ttft 0.3 --tokens-per-second 30"
-        " --projects 10 --duration 180"
+        f" --projects 10 --duration 180 {_LONG}"
     ),
     "grpc-1000-at-30": (
         "--spawn --protocol grpc --streams 1000 --ttft 0.3 --tokens-per-second 30 --projects 10"
-        " --duration 180"
+        f" --duration 180 {_LONG}"
     ),
     "sse-peak-relay": (
+        f"--spawn --streams 200 --ttft 0 --tokens-per-second 0 --projects 10 --duration 120 {_LONG}"
+    ),
+    # The same, but the writer hands over one token per chunk, as a model does: the relay
+    # (coalescer included) does all the batching.
+    "sse-peak-relay-per-token": (
         "--spawn --streams 200 --ttft 0 --tokens-per-second 0 --projects 10 --duration 120"
+        f" {_LONG} --server-arg=--synthetic-unpaced-chunk-tokens=1"
     ),
     "grpc-peak-relay": (
         "--spawn --protocol grpc --streams 200 --ttft 0 --tokens-per-second 0 --projects 10"
-        " --duration 120"
+        f" --duration 120 {_LONG}"
     ),
     "sse-idle-1000": (
         "--spawn --streams 1000 --ttft 120 --hold 20 --ramp-seconds 10 --projects 10 --duration 90"
+    ),
+    # The real provider path: gateway SSE -> core -> `openai` SDK -> a stand-in process
+    # streaming one token per chunk at 30 tok/s; its time to first token is 0, so TTFT is
+    # the service's own. One model call per job (the plan stays on the unpaced synthetic).
+    "sse-openai-200": (
+        "--spawn --provider openai-standin --streams 200 --ttft 0 --tokens-per-second 30"
+        " --reply-tokens 600 --projects 10 --duration 120"
+    ),
+    # Idle streams whose write call waits on the stand-in: core, gateway and an open HTTP
+    # request to the model per stream.
+    "sse-openai-idle-1000": (
+        "--spawn --provider openai-standin --streams 1000 --ttft 120 --hold 20"
+        " --ramp-seconds 10 --projects 10 --duration 90"
     ),
 }
 
@@ -61,10 +103,48 @@ def _figure(path: str) -> Callable[[dict[str, Any]], float | None]:
     return read
 
 
+def _latency(name: str, percentile: str) -> Callable[[dict[str, Any]], float | None]:
+    """A latency percentile in ms; None when the run had no sample of it (e.g. idle streams)."""
+    count = _figure(f"latency_ms.{name}.count")
+    value = _figure(f"latency_ms.{name}.{percentile}")
+    return lambda document: value(document) if count(document) else None
+
+
 def _process(role: str, key: str) -> Callable[[dict[str, Any]], float | None]:
+    """`key` summed over the processes of `role`, its workers included (e.g. `gateway worker`)."""
+
     def read(document: dict[str, Any]) -> float | None:
-        values = [p[key] for p in document.get("processes", []) if p["role"] == role and key in p]
-        return float(values[0]) if values else None
+        values = [
+            float(p[key])
+            for p in document.get("processes", [])
+            if p["role"].split(" ")[0] == role and p.get(key) is not None
+        ]
+        return sum(values) if values else None
+
+    return read
+
+
+def _both(
+    *reads: Callable[[dict[str, Any]], float | None],
+) -> Callable[[dict[str, Any]], float | None]:
+    def read(document: dict[str, Any]) -> float | None:
+        values = [read(document) for read in reads]
+        return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+    return read
+
+
+def _per_token(
+    cpu: Callable[[dict[str, Any]], float | None],
+) -> Callable[[dict[str, Any]], float | None]:
+    """CPU microseconds per delivered token."""
+
+    def read(document: dict[str, Any]) -> float | None:
+        seconds = cpu(document)
+        tokens = _figure("throughput.tokens_delivered")(document)
+        if seconds is None or not tokens:
+            return None
+        return seconds * 1e6 / tokens
 
     return read
 
@@ -78,13 +158,16 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "completed": _figure("outcomes.completed"),
     "cut": _figure("outcomes.cut"),
     "errors": _errors,
-    "TTFE p50 ms": _figure("latency_ms.time_to_first_event.p50"),
-    "TTFE p99 ms": _figure("latency_ms.time_to_first_event.p99"),
-    "TTFT p50 ms": _figure("latency_ms.time_to_first_token.p50"),
-    "TTFT p99 ms": _figure("latency_ms.time_to_first_token.p99"),
-    "ITL p50 ms": _figure("latency_ms.inter_token_latency.p50"),
-    "ITL p95 ms": _figure("latency_ms.inter_token_latency.p95"),
-    "ITL p99 ms": _figure("latency_ms.inter_token_latency.p99"),
+    "TTFE p50 ms": _latency("time_to_first_event", "p50"),
+    "TTFE p99 ms": _latency("time_to_first_event", "p99"),
+    "TTFT p50 ms": _latency("time_to_first_token", "p50"),
+    "TTFT p95 ms": _latency("time_to_first_token", "p95"),
+    "TTFT p99 ms": _latency("time_to_first_token", "p99"),
+    "write->token p50 ms": _latency("write_stage_to_first_token", "p50"),
+    "write->token p95 ms": _latency("write_stage_to_first_token", "p95"),
+    "ITL p50 ms": _latency("inter_token_latency", "p50"),
+    "ITL p95 ms": _latency("inter_token_latency", "p95"),
+    "ITL p99 ms": _latency("inter_token_latency", "p99"),
     "tok/s total": _figure("throughput.delivered_tokens_per_second"),
     "tok/s peak": _figure("throughput.peak_tokens_per_second"),
     "tok/s per stream p50": _figure("throughput.stream_tokens_per_second.p50"),
@@ -92,8 +175,18 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "core peak RSS MiB": lambda d: _mib(_process("core", "rss_peak_bytes")(d)),
     "gateway CPU s": _process("gateway", "cpu_seconds"),
     "gateway peak RSS MiB": lambda d: _mib(_process("gateway", "rss_peak_bytes")(d)),
+    "core us CPU/token": _per_token(_process("core", "cpu_seconds")),
+    "gateway us CPU/token": _per_token(_process("gateway", "cpu_seconds")),
+    "core+gateway us CPU/token": _per_token(
+        _both(_process("core", "cpu_seconds"), _process("gateway", "cpu_seconds"))
+    ),
     "core KiB/idle stream": lambda d: _kib(_process("core", "hold_bytes_per_stream")(d)),
     "gateway KiB/idle stream": lambda d: _kib(_process("gateway", "hold_bytes_per_stream")(d)),
+    "core+gateway KiB/idle stream": lambda d: _kib(
+        _both(
+            _process("core", "hold_bytes_per_stream"), _process("gateway", "hold_bytes_per_stream")
+        )(d)
+    ),
 }
 
 
@@ -115,44 +208,99 @@ def medians(documents: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float
     return table
 
 
+def side_by_side(
+    tables: dict[str, dict[str, tuple[float, float, float]]],
+) -> list[str]:
+    """Lines of a table: each figure's median (min - max) per mode, and coalesced / naive."""
+    modes = list(tables)
+    labels = [label for label in FIGURES if any(label in table for table in tables.values())]
+    head = f"  {'figure':<30}" + "".join(f"{mode:>30}" for mode in modes)
+    ratio = len(modes) == 2
+    lines = [head + (f"{modes[1] + '/' + modes[0]:>22}" if ratio else "")]
+    for label in labels:
+        cells = []
+        for mode in modes:
+            found = tables[mode].get(label)
+            cells.append(f"{found[0]:>12.1f} ({found[1]:.1f} - {found[2]:.1f})" if found else "—")
+        line = f"  {label:<30}" + "".join(f"{cell:>30}" for cell in cells)
+        if ratio:
+            first, second = (tables[mode].get(label) for mode in modes)
+            line += f"{second[0] / first[0]:>21.2f}x" if first and second and first[0] else ""
+        lines.append(line)
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scriptgen.loadtest.bench")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), default=[])
     parser.add_argument(
+        "--mode",
+        choices=[*MODES, "both"],
+        default="both",
+        help="naive: per-token relay; coalesced: the current defaults; both (default)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        help="seconds per run instead of each scenario's own (a shorter sweep)",
+    )
+    parser.add_argument(
         "--summarize", action="store_true", help="only print the medians of the JSON in --out"
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(SCENARIOS)
+    modes = list(MODES) if args.mode == "both" else [args.mode]
     failed = False
     for name in names:
-        documents = []
+        documents: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
         for run in range(1, args.runs + 1):
-            stem = args.out / f"{name}-{run}"
-            if not args.summarize:
-                command = [
-                    sys.executable,
-                    "-m",
-                    "scriptgen",
-                    "loadtest",
-                    *shlex.split(SCENARIOS[name]),
-                    "--quiet",
-                    f"--json={stem}.json",
-                    f"--chart={stem}.png",
-                ]
-                print(f"== {name} run {run}: scriptgen loadtest {SCENARIOS[name]}")
-                sys.stdout.flush()
-                status = subprocess.run(command, check=False).returncode
-                failed = failed or status not in (0, 1)
-            if stem.with_suffix(".json").exists():
-                documents.append(json.loads(stem.with_suffix(".json").read_text()))
-        print(f"\n## {name}: median (min - max) of {len(documents)} runs")
-        for label, (middle, low, high) in medians(documents).items():
-            print(f"  {label:<26}{middle:>12.1f}   ({low:.1f} - {high:.1f})")
+            for mode in modes:
+                stem = args.out / f"{name}-{mode}-{run}"
+                if not args.summarize:
+                    failed = _run(name, mode, run, stem, args.duration) or failed
+                if stem.with_suffix(".json").exists():
+                    documents[mode].append(json.loads(stem.with_suffix(".json").read_text()))
+        runs = ", ".join(f"{len(documents[mode])} {mode}" for mode in modes)
+        print(f"\n## {name}: median (min - max) of {runs} runs")
+        for line in side_by_side({mode: medians(documents[mode]) for mode in modes}):
+            print(line)
+        loads = [
+            d["machine"]["load_average_at_end"][0]
+            for mode in modes
+            for d in documents[mode]
+            if "machine" in d
+        ]
+        if loads:
+            print(f"  1-min load average at the end of the runs: {min(loads)} - {max(loads)}")
         print()
     return 1 if failed else 0
+
+
+def _run(name: str, mode: str, run: int, stem: Path, duration: float | None = None) -> bool:
+    """One run of `name` in `mode`; True when the load tool could not run it."""
+    server_args, gateway_args = MODES[mode]
+    arguments = [
+        *shlex.split(SCENARIOS[name]),
+        *(f"--server-arg={flag}" for flag in server_args),
+        *(f"--gateway-arg={flag}" for flag in gateway_args),
+        *([f"--duration={duration:g}"] if duration else []),
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "scriptgen",
+        "loadtest",
+        *arguments,
+        "--quiet",
+        f"--json={stem}.json",
+        f"--chart={stem}.png",
+    ]
+    print(f"== {name} [{mode}] run {run}: scriptgen loadtest {shlex.join(arguments)}")
+    sys.stdout.flush()
+    return subprocess.run(command, check=False).returncode not in (0, 1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,224 @@
+"""A stand-in for OpenAI's streaming Chat Completions API, for load runs against the real SDK.
+
+    python -m scriptgen.loadtest._standin --ttft 0.3 --tokens-per-second 30 --tokens 600
+
+It prints `OpenAI stand-in http://127.0.0.1:PORT/v1` once it listens, then answers
+`POST /v1/chat/completions` with `stream: true` the way OpenAI does: one
+`chat.completion.chunk` per token (the fields OpenAI sends, `usage: null` in each
+when usage was asked for), a last chunk with `finish_reason`, the usage chunk,
+`data: [DONE]`. The text is a Fountain screenplay whose tokens are the load
+tool's (`\\S+\\s*|\\s+`), so a run's token counts are the stand-in's chunks.
+Pacing is by absolute schedule per stream: the first token at `--ttft`, token k at
+`ttft + k / rate`; tokens that fall due together go out in one write. Every
+frame is encoded once, so the stand-in spends little CPU next to the servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+_TOKEN = re.compile(r"\S+\s*|\s+")
+_CAST = ("MAYA", "JONAH", "DETECTIVE REYES", "ELENA")
+_PLACES = ("INT. DINER - NIGHT", "EXT. CITY STREET - DAWN", "INT. POLICE STATION - DAY")
+_ACTION = "Rain streaks the window. {a} stands very still, listening to the street below."
+_LINES = (
+    "You said it was over.",
+    "It was. Until tonight.",
+    "Tell me what you saw. All of it.",
+    "We don't have time for this.",
+)
+
+
+def screenplay(tokens: int) -> list[str]:
+    """A Fountain screenplay of about `tokens` tokens (whole scenes), as its tokens."""
+    parts: list[str] = []
+    scene = 0
+    while sum(len(_TOKEN.findall(part)) for part in parts) < tokens:
+        place = _PLACES[scene % len(_PLACES)]
+        a, b = _CAST[scene % len(_CAST)], _CAST[(scene + 1) % len(_CAST)]
+        dialogue = "".join(
+            f"{who}\n{_LINES[(scene + line) % len(_LINES)]}\n\n"
+            for line, who in enumerate((a, b, a, b))
+        )
+        parts.append(f"{place}\n\n{_ACTION.format(a=a)}\n\n{dialogue}")
+        scene += 1
+    return _TOKEN.findall("".join(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How every reply is paced and how long it is."""
+
+    first_token_seconds: float = 0.3
+    tokens_per_second: float = 30.0
+    tokens: int = 600
+
+
+def _frame(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class _Frames:
+    """Every frame of one reply, encoded once per (model, usage asked) pair."""
+
+    def __init__(self, model: str, tokens: Sequence[str], include_usage: bool) -> None:
+        created = int(time.time())
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+            body: dict[str, Any] = {
+                "id": "chatcmpl-standin",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "service_tier": "default",
+                "system_fingerprint": "fp_standin",
+                "choices": choices,
+            }
+            if include_usage:
+                body["usage"] = None
+            body.update(extra)
+            return body
+
+        def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+            return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+
+        self.start = _frame(
+            chunk(choice({"role": "assistant", "content": "", "refusal": None}), obfuscation="x")
+        )
+        self.tokens = [
+            _frame(chunk(choice({"content": token}), obfuscation="xyz")) for token in tokens
+        ]
+        end = _frame(chunk(choice({}, "stop"), obfuscation="x"))
+        if include_usage:
+            usage = {
+                "prompt_tokens": 11,
+                "completion_tokens": len(tokens),
+                "total_tokens": 11 + len(tokens),
+            }
+            end += _frame(chunk([], usage=usage, obfuscation="x"))
+        self.end = end + b"data: [DONE]\n\n"
+
+
+class OpenAIStandin:
+    """The stand-in server; `url` is its `/v1` base URL once started."""
+
+    def __init__(self, pace: Pace) -> None:
+        self._pace = pace
+        self._tokens = screenplay(pace.tokens)
+        self._frames: dict[tuple[str, bool], _Frames] = {}
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self, port: int = 0) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)
+        await site.start()
+        bound = next(a for a in self._runner.addresses if isinstance(a, tuple))[1]
+        self.url = f"http://127.0.0.1:{bound}/v1"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _frames_of(self, body: dict[str, Any]) -> _Frames:
+        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        key = (str(body.get("model", "stand-in")), usage)
+        if key not in self._frames:
+            self._frames[key] = _Frames(key[0], self._tokens, usage)
+        return self._frames[key]
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if not body.get("stream"):
+            error = {"error": {"message": "the stand-in only streams", "type": "invalid_request"}}
+            return web.json_response(error, status=400)
+        frames = self._frames_of(body)
+        pace = self._pace
+        start = time.monotonic() + pace.first_token_seconds
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+            }
+        )
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            await response.write(frames.start)
+            sent = 0
+            total = len(frames.tokens)
+            while sent < total:
+                now = time.monotonic()
+                if now < start:
+                    due = 0
+                elif pace.tokens_per_second > 0:
+                    due = min(total, int((now - start) * pace.tokens_per_second) + 1)
+                else:
+                    due = total
+                if due <= sent:
+                    wait = start - now if sent == 0 else start + sent / pace.tokens_per_second - now
+                    await asyncio.sleep(max(0.0, wait))
+                    continue
+                await response.write(b"".join(frames.tokens[sent:due]))
+                sent = due
+            await response.write(frames.end)
+            await response.write_eof()
+        return response
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scriptgen.loadtest._standin", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--port", type=int, default=0, help="0: a free port (default)")
+    parser.add_argument("--ttft", type=float, default=0.3, help="seconds to the first token")
+    parser.add_argument("--tokens-per-second", type=float, default=30.0, help="0: unpaced")
+    parser.add_argument("--tokens", type=int, default=600, help="tokens per reply (about)")
+    return parser
+
+
+async def _serve(pace: Pace, port: int) -> None:
+    standin = OpenAIStandin(pace)
+    url = await standin.start(port)
+    print(f"OpenAI stand-in {url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await standin.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT."""
+    args = _parser().parse_args(argv)
+    pace = Pace(float(args.ttft), float(args.tokens_per_second), int(args.tokens))
+    if pace.first_token_seconds < 0 or pace.tokens_per_second < 0 or pace.tokens < 1:
+        print("--ttft and --tokens-per-second must not be negative, --tokens ≥ 1", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        runner: Any = asyncio.run
+    else:
+        runner = uvloop.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(_serve(pace, int(args.port)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

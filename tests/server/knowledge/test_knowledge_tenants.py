@@ -1,0 +1,140 @@
+"""Story knowledge per tenant, on embedded Chroma and a real `chroma run` server.
+
+A project is (tenant, id): two tenants' projects `pilot` never share a record.
+A collection of schema 1 (records without a tenant) is adopted when first
+opened: each record goes to the tenant of the oldest project of its id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from google.protobuf import timestamp_pb2
+from scriptgen.v1 import knowledge_pb2, project_pb2
+
+from server.auth.guard import CALLER, Caller
+from server.errors import NotFound
+from server.knowledge import ChromaKnowledgeBase
+from server.knowledge.chroma import where_all
+from tests.server.knowledge.conftest import KnowledgeFactory
+
+CHARACTER = knowledge_pb2.KNOWLEDGE_KIND_CHARACTER_PROFILE
+
+
+def _document(title: str, text: str) -> knowledge_pb2.KnowledgeDocument:
+    return knowledge_pb2.KnowledgeDocument(kind=CHARACTER, title=title, text=text)
+
+
+def _episode(number: int, title: str, script: str) -> project_pb2.Episode:
+    created = timestamp_pb2.Timestamp()
+    created.GetCurrentTime()
+    return project_pb2.Episode(
+        name=f"projects/pilot/episodes/{number}",
+        number=number,
+        title=title,
+        script=script,
+        outline=f"{title} outline",
+        create_time=created,
+    )
+
+
+async def test_two_tenants_projects_of_one_id_share_nothing(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    await knowledge.add_document(
+        "pilot", "hero", _document("Mina", "Mina keeps the lighthouse lamp."), tenant="alpha"
+    )
+    # The same project and document ids, another tenant: no collision, no overwrite.
+    await knowledge.add_document(
+        "pilot", "hero", _document("Jun", "Jun drives the night bus."), tenant="beta"
+    )
+    await knowledge.index_episode(
+        "pilot", _episode(1, "Lamp", "INT. LIGHTHOUSE - NIGHT\n\nMina climbs."), tenant="alpha"
+    )
+    alpha = await knowledge.get_document("pilot", "hero", tenant="alpha")
+    beta = await knowledge.get_document("pilot", "hero", tenant="beta")
+    assert (alpha.title, beta.title) == ("Mina", "Jun")
+    listed, _ = await knowledge.list_documents("pilot", 10, None, tenant="beta")
+    assert [d.title for d in listed] == ["Jun"]
+
+    seen_by_beta = await knowledge.retrieve(
+        "pilot", "Mina lighthouse lamp Jun", token_budget=2000, tenant="beta"
+    )
+    assert [p.title for p in seen_by_beta] == ["Jun"]
+    seen_by_alpha = await knowledge.retrieve(
+        "pilot", "Mina lighthouse lamp", token_budget=2000, tenant="alpha"
+    )
+    assert {p.title for p in seen_by_alpha} == {"Mina", "Episode 1: Lamp"}
+
+    # Without a tenant, the caller in scope decides (a job's pipeline runs in its call's context).
+    token = CALLER.set(Caller("beta"))
+    try:
+        assert (await knowledge.get_document("pilot", "hero")).title == "Jun"
+    finally:
+        CALLER.reset(token)
+
+    await knowledge.delete_project("pilot", tenant="alpha")
+    with pytest.raises(NotFound):
+        await knowledge.get_document("pilot", "hero", tenant="alpha")
+    assert (await knowledge.get_document("pilot", "hero", tenant="beta")).title == "Jun"
+    with pytest.raises(NotFound):
+        await knowledge.delete_document("pilot", "hero", tenant="gamma")
+
+
+async def _downgrade_to_schema_1(knowledge: ChromaKnowledgeBase) -> None:
+    """Make the collection look written before tenants: no `tenant` key, schema 1."""
+    collection = await knowledge.collection.handle()
+    found = collection.get(include=["metadatas", "documents", "embeddings"])
+    collection.delete(ids=list(found["ids"]))
+    metadatas = [{k: v for k, v in m.items() if k != "tenant"} for m in found["metadatas"]]
+    collection.upsert(
+        ids=[i.split("/", 2)[2] for i in found["ids"]],  # the old ids: projects/…
+        embeddings=[list(e) for e in found["embeddings"]],
+        documents=list(found["documents"]),
+        metadatas=metadatas,
+    )
+    collection.modify(metadata={**dict(collection.metadata), "schema": 1})
+
+
+def _owners(table: dict[str, str]) -> Callable[[str], Awaitable[str | None]]:
+    async def owner(project_id: str) -> str | None:
+        return table.get(project_id)
+
+    return owner
+
+
+async def test_a_collection_from_before_tenants_is_adopted(
+    make_knowledge: KnowledgeFactory,
+) -> None:
+    old = await make_knowledge()
+    await old.add_document("pilot", "hero", _document("Mina", "Mina keeps the lamp."))
+    await old.add_document("gone", "ghost", _document("Ghost", "A project deleted since."))
+    await old.index_episode("pilot", _episode(1, "Lamp", "INT. LIGHTHOUSE - NIGHT\n\nMina."))
+    await _downgrade_to_schema_1(old)
+    await old.close()
+
+    options: dict[str, Any] = {"collection_prefix": old.collection.name.rsplit("-hashing", 1)[0]}
+    adopted = await make_knowledge(owners=_owners({"pilot": "acme"}), **options)
+    assert (await adopted.get_document("pilot", "hero", tenant="acme")).title == "Mina"
+    with pytest.raises(NotFound):
+        await adopted.get_document("pilot", "hero", tenant="default")
+    passages = await adopted.retrieve("pilot", "Mina lamp", token_budget=2000, tenant="acme")
+    assert "Episode 1: Lamp" in {p.title for p in passages}
+    # A record of a project that is gone belongs to nobody.
+    for tenant in ("acme", "default"):
+        with pytest.raises(NotFound):
+            await adopted.get_document("gone", "ghost", tenant=tenant)
+    collection = await adopted.collection.handle()
+    assert collection.metadata["schema"] == 2
+    untagged = collection.get(where=where_all(project="pilot"), include=["metadatas"])
+    assert {m["tenant"] for m in untagged["metadatas"]} == {"acme"}
+    # Written again by its tenant, a record replaces the adopted one (no duplicates).
+    await adopted.index_episode(
+        "pilot", _episode(1, "Lamp", "INT. LIGHTHOUSE - NIGHT\n\nMina."), tenant="acme"
+    )
+    summaries = collection.get(
+        where=where_all(tenant="acme", project="pilot", role="summary"), include=[]
+    )
+    assert len(summaries["ids"]) == 1
