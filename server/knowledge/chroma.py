@@ -245,18 +245,26 @@ class ChromaCollection:
         self,
         where: Mapping[str, Any],
         *,
+        ids: Sequence[str] | None = None,
         where_document: Mapping[str, Any] | None = None,
         limit: int | None = None,
         texts: bool = True,
         embeddings: bool = False,
     ) -> list[Record]:
-        """Records matching the filters (no particular order)."""
+        """Records matching the filters (no particular order).
+
+        `ids`, when given, narrows `where` to those records (ids matching `where`
+        only; an empty list finds nothing). `texts=False` reads metadata only.
+        """
+        if ids is not None and not ids:
+            return []
         collection = await self.handle()
         include = ["metadatas", *(["documents"] if texts else [])]
         if embeddings:
             include.append("embeddings")
         result = await self._run(
             collection.get,
+            ids=list(ids) if ids is not None else None,
             where=dict(where),
             where_document=dict(where_document) if where_document else None,
             limit=limit,

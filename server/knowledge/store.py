@@ -11,7 +11,10 @@ Retrieval for a plan (`retrieve`) finds nothing at once for a project without
 a single record (no document, no indexed episode) — the usual case for a new
 project — without embedding the query or searching (`_holds_nothing`). Else:
 1. continuity — the summaries of the project's latest episodes, newest first,
-   within a third of the token budget, presented oldest first;
+   within a third of the token budget, presented oldest first. Only the latest
+   CONTINUITY_CANDIDATES summaries are read with their texts and embeddings
+   and scored (`_latest_summaries`), so what a plan reads and scores does not
+   grow with the project's episodes (but for one read of their metadata);
 2. relevance — the rest of the budget goes to the best chunks by hybrid score
    (server.knowledge.scoring) among the nearest chunks by vector and the
    chunks containing a query term.
@@ -45,6 +48,14 @@ VECTOR_CANDIDATES: Final = 40
 KEYWORD_CANDIDATES: Final = 200
 #: Share of the budget kept for the latest episodes' summaries.
 CONTINUITY_SHARE: Final = 1 / 3
+#: Episode summaries read (with texts and embeddings) for continuity, latest first.
+#: Enough to fill the continuity share of the plan stage's knowledge budget
+#: (server.jobs.story_context.ContextBudget: 1500 tokens, so 500) with the
+#: cheapest summary there is: "Episode N" as title and as the only line, 3
+#: tokens each, plus PASSAGE_OVERHEAD_TOKENS is 18 tokens, and 500 // 18 = 27.
+#: Real summaries (outline, cast, ending) cost far more, so at that budget no
+#: more than this ever fit; a larger budget still gets 27 summaries at most.
+CONTINUITY_CANDIDATES: Final = 27
 #: Candidates scoring below this are noise, whatever the budget.
 MIN_SCORE: Final = 0.05
 #: Tokens a prompt spends framing each passage (source line, separators).
@@ -74,6 +85,10 @@ def _passage(record: Record, score: float) -> Passage:
         text=record.text.strip(),
         score=round(score, 4),
     )
+
+
+def _episode_number(record: Record) -> int:
+    return int(record.metadata.get("episode", 0))
 
 
 def _now_micros() -> int:
@@ -368,6 +383,21 @@ class ChromaKnowledgeBase:
 
     # Retrieval
 
+    async def _latest_summaries(self, tenant: str, project_id: str) -> list[Record]:
+        """The summaries of the project's latest CONTINUITY_CANDIDATES episodes, newest first.
+
+        Two reads: every summary's metadata alone (no text, no embedding), then
+        the texts and embeddings of the latest ones only.
+        """
+        where = where_all(tenant=tenant, project=project_id, role=records.SUMMARY)
+        catalog = await self.collection.get(where, texts=False)
+        latest = sorted(catalog, key=_episode_number, reverse=True)[:CONTINUITY_CANDIDATES]
+        found = await self.collection.get(
+            where, ids=[record.id for record in latest], embeddings=True
+        )
+        # An episode forgotten between the two reads is simply left out.
+        return sorted(found, key=_episode_number, reverse=True)
+
     async def retrieve(
         self, project_id: str, query: str, *, token_budget: int, tenant: str | None = None
     ) -> list[Passage]:
@@ -377,9 +407,7 @@ class ChromaKnowledgeBase:
         if await self._holds_nothing(tenant, project_id):
             return []
         (query_vector,) = await self.embedder.embed([query])
-        summaries = await self.collection.get(
-            where_all(tenant=tenant, project=project_id, role=records.SUMMARY), embeddings=True
-        )
+        summaries = await self._latest_summaries(tenant, project_id)
         candidates = {
             record.id: record
             for record in await self.collection.nearest(
@@ -400,7 +428,6 @@ class ChromaKnowledgeBase:
                 candidates.setdefault(record.id, record)
 
         # 1. Continuity: the latest episodes first, within their share of the budget.
-        summaries.sort(key=lambda r: int(r.metadata.get("episode", 0)), reverse=True)
         summary_scores = scoring.hybrid_scores(
             query_vector,
             terms,

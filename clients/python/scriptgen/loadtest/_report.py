@@ -58,6 +58,8 @@ class LoadReport:
     #: From the write stage's start to the first TextDelta: the writing call's own TTFT.
     write_to_first_token: Distribution
     inter_token_latency: Distribution
+    #: From the request to its failure, for streams that ended in an error (e.g. refused).
+    time_to_error: Distribution
     stream_tokens_per_second: Distribution
     tokens_delivered: int
     deltas_delivered: int
@@ -122,6 +124,7 @@ class LoadReport:
                 "time_to_first_token": self.time_to_first_token.scaled(_MS),
                 "write_stage_to_first_token": self.write_to_first_token.scaled(_MS),
                 "inter_token_latency": self.inter_token_latency.scaled(_MS),
+                "time_to_error": self.time_to_error.scaled(_MS),
             },
             "throughput": {
                 "tokens_delivered": self.tokens_delivered,
@@ -262,6 +265,11 @@ def build_report(
         if r.first_token is not None and r.write_started is not None
     ]
     headers = _since_sent(records, "headers")
+    refusals = [
+        r.ended - r.sent
+        for r in records
+        if r.outcome is Outcome.ERROR and r.sent is not None and r.ended is not None
+    ]
     rates = [rate for r in records if (rate := stream_rate(r)) is not None]
     delta_times = [r.delta_times for r in records if r.delta_times]
     tokens = sum(r.tokens for r in records)
@@ -284,6 +292,7 @@ def build_report(
         time_to_first_token=distribution(ttft),
         write_to_first_token=distribution(write_ttft),
         inter_token_latency=distribution(itl),
+        time_to_error=distribution(refusals),
         stream_tokens_per_second=distribution(rates),
         tokens_delivered=tokens,
         deltas_delivered=sum(len(r.delta_times) for r in records),
@@ -340,6 +349,7 @@ def summary(report: LoadReport) -> str:
         ("time to first token", report.time_to_first_token),
         ("write stage → token", report.write_to_first_token),
         ("inter-token latency", report.inter_token_latency),
+        ("time to error", report.time_to_error),
     ):
         if dist.count:
             lines.append(

@@ -1,0 +1,107 @@
+"""Continuity reads the latest episodes' summaries only, however many episodes a project has.
+
+Run on embedded Chroma and on a real `chroma run` server; the summaries a plan
+reads with their embeddings are counted on the collection's real answers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from scriptgen.v1 import project_pb2
+
+from server.jobs.story_context import ContextBudget
+from server.knowledge import EPISODE_KIND, ChromaKnowledgeBase, Passage, passage_cost, records
+from server.knowledge.chroma import Record
+from server.knowledge.store import CONTINUITY_CANDIDATES, CONTINUITY_SHARE
+
+#: More episodes than continuity ever reads.
+EPISODES = CONTINUITY_CANDIDATES + 8
+
+
+def _episode(number: int) -> project_pb2.Episode:
+    return project_pb2.Episode(
+        name=f"projects/night/episodes/{number}",
+        number=number,
+        title=f"Night {number}",
+        script=f"INT. WARD - NIGHT\n\nMinsu checks the pager, night {number}.\n",
+        cast=["MINSU"],
+    )
+
+
+def _summaries_read_whole(knowledge: ChromaKnowledgeBase) -> list[str]:
+    """Ids of the episode summaries the collection returns with their embeddings from now on."""
+    read: list[str] = []
+    original = knowledge.collection.get
+
+    async def get(where: Mapping[str, Any], **options: Any) -> list[Record]:
+        found = await original(where, **options)
+        read.extend(
+            record.id
+            for record in found
+            if record.metadata.get("role") == records.SUMMARY and len(record.embedding) > 0
+        )
+        return found
+
+    knowledge.collection.get = get  # type: ignore[method-assign]
+    return read
+
+
+def _continuity(passages: Sequence[Passage]) -> list[str]:
+    return [p.source for p in passages if p.text.startswith("Episode ")]
+
+
+async def test_continuity_reads_only_the_latest_summaries(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    numbers = list(range(1, EPISODES + 1))
+    random.Random(7).shuffle(numbers)  # the order indexed is not the story's order
+    for number in numbers:
+        await knowledge.index_episode("night", _episode(number))
+    read = _summaries_read_whole(knowledge)
+
+    # A budget whose continuity share would hold every episode's summary.
+    roomy = await knowledge.retrieve("night", "the pager", token_budget=EPISODES * 300)
+    latest = range(EPISODES - CONTINUITY_CANDIDATES + 1, EPISODES + 1)
+    assert _continuity(roomy) == [f"projects/night/episodes/{n}" for n in latest], (
+        "the latest episodes' summaries, oldest first"
+    )
+    assert len(read) == len(set(read)) == CONTINUITY_CANDIDATES, (
+        "only the latest summaries are read with their embeddings"
+    )
+
+    # The plan stage's budget: as many of the latest as fit, ending with the newest.
+    read.clear()
+    plan = await knowledge.retrieve(
+        "night", "the pager", token_budget=ContextBudget().knowledge_tokens
+    )
+    kept = _continuity(plan)
+    assert kept == [
+        f"projects/night/episodes/{n}" for n in range(EPISODES - len(kept) + 1, EPISODES + 1)
+    ]
+    assert 0 < len(kept) < CONTINUITY_CANDIDATES
+    assert len(read) == CONTINUITY_CANDIDATES
+
+    await knowledge.forget_episode("night", EPISODES)
+    after = _continuity(await knowledge.retrieve("night", "the pager", token_budget=EPISODES * 300))
+    assert after == [f"projects/night/episodes/{n}" for n in range(8, EPISODES)], (
+        "a forgotten episode makes room for an earlier one"
+    )
+
+
+def test_continuity_candidates_fill_the_plan_stage_share() -> None:
+    """CONTINUITY_CANDIDATES of the cheapest summary fill the plan stage's continuity share."""
+    bare = project_pb2.Episode(number=1)
+    cheapest = passage_cost(
+        Passage(
+            source=records.episode_source("night", 1),
+            title=records.episode_title(bare),
+            kind=EPISODE_KIND,
+            text=records.episode_summary(bare),
+            score=0.0,
+        )
+    )
+    share = int(ContextBudget().knowledge_tokens * CONTINUITY_SHARE)
+    assert share // cheapest <= CONTINUITY_CANDIDATES
