@@ -139,6 +139,7 @@ async def _run(args: argparse.Namespace) -> int:
             f"--data-dir={data_dir}",
             f"--synthetic-first-token-seconds={args.ttft}",
             f"--synthetic-tokens-per-second={args.tokens_per_second}",
+            f"--synthetic-episode-minutes={args.episode_minutes}",
             f"--max-streams={args.capacity}",
             "--heartbeat-seconds=1",
             *args.core_arg,
@@ -218,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity", type=int, default=100, help="the core's --max-streams")
     parser.add_argument("--tokens-per-second", type=float, default=30.0)
     parser.add_argument("--ttft", type=float, default=0.3)
+    parser.add_argument(
+        "--episode-minutes",
+        type=int,
+        default=20,
+        help="episode length: 20 minutes is ~2,800 tokens, a 90 s stream at 30 tok/s, as in"
+        " the capacity sweep",
+    )
     parser.add_argument(
         "--core-arg",
         action="append",

@@ -51,7 +51,7 @@ def _sweep(tmp_path: Path, *flags: str) -> tuple[int, dict[str, object]]:
             "scriptgen.loadtest.capacity",
             "--levels=2,4",
             "--ramp-seconds=0.5",
-            "--duration=8",
+            "--duration=5",
             "--ttft=0.05",
             "--tokens-per-second=30",
             "--projects=1",

@@ -137,7 +137,7 @@ def judge_overload(
 def overload(args: argparse.Namespace, criteria: Criteria) -> dict[str, Any]:
     """Offer twice --overload-at to a core admitting --overload-at streams."""
     capacity = int(args.overload_at)
-    args.server_arg = [*args.server_arg, f"--max-streams={capacity}"]
+    args.server_arg = [f"--max-streams={capacity}", *args.server_arg]
     runs = []
     for run in range(1, args.runs + 1):
         figures = _run_level(args, 2 * capacity, run, name="overload")
