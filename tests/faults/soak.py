@@ -83,7 +83,12 @@ class Summary:
 
 
 async def _load(
-    target: str, streams: int, until: float, summary: Summary, project_count: int
+    target: str,
+    streams: int,
+    until: float,
+    summary: Summary,
+    project_count: int,
+    spread_seconds: float,
 ) -> None:
     from grpc import aio
     from scriptgen.v1 import generation_service_pb2 as gs
@@ -94,6 +99,9 @@ async def _load(
         projects = [(await rpc.create_project(f"Soak {n}")).name for n in range(project_count)]
 
         async def reader(number: int) -> None:
+            # Readers start spread over about one job's length, so jobs do not begin and end
+            # in step and the core's memory is sampled at a steady state, not on a saw-tooth.
+            await asyncio.sleep(spread_seconds * number / streams)
             for round_number in range(100_000):  # bounded; the clock ends it first
                 if time.monotonic() >= until:
                     return
@@ -164,11 +172,18 @@ async def _run(args: argparse.Namespace) -> int:
 
             collector = asyncio.create_task(collect())
             started = time.monotonic()
-            # Warm-up: long enough for the in-memory retention (500 finished jobs by default,
-            # ~5 jobs/s here) to fill, so the window measures growth, not retention by design.
-            warmup = args.warmup if args.warmup is not None else min(120.0, args.seconds / 5)
+            # Warm-up: the spread start plus one job, and the in-memory retention (500 finished
+            # jobs by default) full, so the window measures growth, not retention by design.
+            warmup = args.warmup if args.warmup is not None else min(180.0, args.seconds / 3)
             load = asyncio.create_task(
-                _load(target, args.streams, started + args.seconds, summary, args.projects)
+                _load(
+                    target,
+                    args.streams,
+                    started + args.seconds,
+                    summary,
+                    args.projects,
+                    args.spread_seconds,
+                )
             )
             await asyncio.sleep(warmup)
             after_warmup = list(samples)
@@ -241,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         " summary of a project, so few projects make each job's plan stage grow)",
     )
     parser.add_argument(
-        "--warmup", type=float, default=None, help="seconds before the window (default: 120)"
+        "--warmup", type=float, default=None, help="seconds before the window (default: 180)"
+    )
+    parser.add_argument(
+        "--spread-seconds",
+        type=float,
+        default=90.0,
+        help="the readers' first jobs start evenly over this time (about one job's length)",
     )
     args = parser.parse_args(arguments)
     if not 1 <= args.streams <= 1000 or not 10 <= args.seconds <= 3600:

@@ -240,7 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs per level (median)")
     parser.add_argument("--refine", type=int, default=2, help="halvings of the found gap")
     parser.add_argument("--ramp-seconds", type=float, default=30.0)
-    parser.add_argument("--duration", type=float, default=90.0)
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=150.0,
+        help="long enough for the streams (~95 s each) to complete: saves and indexing count",
+    )
     parser.add_argument("--ttft", type=float, default=0.3)
     parser.add_argument("--tokens-per-second", type=float, default=30.0)
     parser.add_argument("--projects", type=int, default=10)
