@@ -93,6 +93,7 @@ async def _load(
     summary: Summary,
     project_count: int,
     spread_seconds: float,
+    job_timeout: float,
 ) -> None:
     from grpc import aio
     from scriptgen.v1 import generation_service_pb2 as gs
@@ -114,7 +115,7 @@ async def _load(
                 )
                 kind = "none"
                 try:
-                    async with asyncio.timeout(120):
+                    async with asyncio.timeout(job_timeout):
                         async for response in rpc.generations.GenerateScript(request):
                             kind = response.event.WhichOneof("kind") or kind
                 except (aio.AioRpcError, TimeoutError) as error:
@@ -129,6 +130,11 @@ async def _load(
                     summary.errors[kind] = summary.errors.get(kind, 0) + 1
 
         await asyncio.gather(*(reader(n) for n in range(streams)))
+
+
+def _episode_seconds(args: argparse.Namespace) -> float:
+    """How long one job writes: the synthetic writer's ~140 tokens a minute of screen time."""
+    return float(args.episode_minutes * 140 / max(args.tokens_per_second, 1.0))
 
 
 def _level(samples: list[dict[str, int]], key: str) -> float:
@@ -187,6 +193,7 @@ async def _run(args: argparse.Namespace) -> int:
                     summary,
                     args.projects,
                     args.spread_seconds,
+                    args.job_timeout or 60 + 3 * _episode_seconds(args),
                 )
             )
             await asyncio.sleep(warmup)
@@ -263,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         help="an extra core flag, e.g. --core-arg=--event-retention-seconds=60 (repeatable)",
     )
     parser.add_argument("--max-rss-growth", type=float, default=5.0, help="percent")
+    parser.add_argument(
+        "--job-timeout",
+        type=float,
+        default=0.0,
+        help="seconds one job may take before it counts as an error (default: 60 s + 3 x the"
+        " episode's writing time)",
+    )
     parser.add_argument(
         "--finished-jobs-kept",
         type=int,
