@@ -83,6 +83,8 @@ class Summary:
     tasks_end: float = 0.0
     #: When the measured window began, seconds after the load started.
     window_start_seconds: float = 0.0
+    #: Resident MiB about every 30 s, from the first sample to the last.
+    rss_timeline_mib: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
 
@@ -209,8 +211,11 @@ async def _run(args: argparse.Namespace) -> int:
                 await asyncio.sleep(1)
             summary.window_start_seconds = round(time.monotonic() - started, 1)
             after_warmup = list(samples)
-            await asyncio.wait_for(load, args.seconds + 180)
-            end = list(samples)  # still under load: the last samples before readers stop
+            # The end level is read when the clock runs out, with every stream still open;
+            # afterwards the readers only finish the jobs they have.
+            await asyncio.sleep(max(0.0, started + args.seconds - time.monotonic()))
+            end = list(samples)
+            await asyncio.wait_for(load, (args.job_timeout or 60 + 3 * _episode_seconds(args)) + 60)
             child.send_signal(signal.SIGTERM)
             async with asyncio.timeout(60):
                 await child.wait()
@@ -219,6 +224,8 @@ async def _run(args: argparse.Namespace) -> int:
             if child.returncode is None:
                 child.kill()
                 await child.wait()
+    step = max(1, round(30 / min(5.0, args.seconds / 30)))
+    summary.rss_timeline_mib = [round(sample["rss"] / 2**20, 1) for sample in samples[::step]]
     if len(after_warmup) < 3 or len(end) < len(after_warmup) + 3:
         summary.failures.append("too few resource samples")
     else:
