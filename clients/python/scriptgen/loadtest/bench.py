@@ -38,39 +38,40 @@ MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 #: Episodes of a realistic length (20 minutes, about 2,800 tokens): a 30 tok/s stream then
 #: lasts ~90 s, as a real one would, instead of a 190-token demo whose per-job work
 #: (plan, save, index) would dominate. Used by the paced and peak scenarios.
-_LONG = "--server-arg=--synthetic-episode-minutes=20"
+LONG_EPISODES = "--server-arg=--synthetic-episode-minutes=20"
 
 #: The scenarios of BENCHMARKS.md: name → the arguments of `scriptgen loadtest`.
 SCENARIOS: dict[str, str] = {
     "sse-single-stream": "--spawn --streams 1 --ttft 0.3 --tokens-per-second 30 --duration 60",
     "sse-1000-at-30": (
         "--spawn --streams 1000 --ttft 0.3 --tokens-per-second 30 --projects 10 --duration 180"
-        f" {_LONG}"
+        f" {LONG_EPISODES}"
     ),
     "sse-burst-200": (
         "--spawn --streams 200 --ttft 0.3 --tokens-per-second 30 --projects 10 --duration 120"
-        f" {_LONG}"
+        f" {LONG_EPISODES}"
     ),
     "sse-ramp-1000": (
         "--spawn --streams 1000 --ramp-seconds 30 --ttft 0.3 --tokens-per-second 30"
-        f" --projects 10 --duration 180 {_LONG}"
+        f" --projects 10 --duration 180 {LONG_EPISODES}"
     ),
     "grpc-1000-at-30": (
         "--spawn --protocol grpc --streams 1000 --ttft 0.3 --tokens-per-second 30 --projects 10"
-        f" --duration 180 {_LONG}"
+        f" --duration 180 {LONG_EPISODES}"
     ),
     "sse-peak-relay": (
-        f"--spawn --streams 200 --ttft 0 --tokens-per-second 0 --projects 10 --duration 120 {_LONG}"
+        "--spawn --streams 200 --ttft 0 --tokens-per-second 0 --projects 10 --duration 120"
+        f" {LONG_EPISODES}"
     ),
     # The same, but the writer hands over one token per chunk, as a model does: the relay
     # (coalescer included) does all the batching.
     "sse-peak-relay-per-token": (
         "--spawn --streams 200 --ttft 0 --tokens-per-second 0 --projects 10 --duration 120"
-        f" {_LONG} --server-arg=--synthetic-unpaced-chunk-tokens=1"
+        f" {LONG_EPISODES} --server-arg=--synthetic-unpaced-chunk-tokens=1"
     ),
     "grpc-peak-relay": (
         "--spawn --protocol grpc --streams 200 --ttft 0 --tokens-per-second 0 --projects 10"
-        f" --duration 120 {_LONG}"
+        f" --duration 120 {LONG_EPISODES}"
     ),
     "sse-idle-1000": (
         "--spawn --streams 1000 --ttft 120 --hold 20 --ramp-seconds 10 --projects 10 --duration 90"
@@ -91,7 +92,7 @@ SCENARIOS: dict[str, str] = {
 }
 
 
-def _figure(path: str) -> Callable[[dict[str, Any]], float | None]:
+def figure(path: str) -> Callable[[dict[str, Any]], float | None]:
     def read(document: dict[str, Any]) -> float | None:
         value: Any = document
         for key in path.split("."):
@@ -103,14 +104,14 @@ def _figure(path: str) -> Callable[[dict[str, Any]], float | None]:
     return read
 
 
-def _latency(name: str, percentile: str) -> Callable[[dict[str, Any]], float | None]:
+def latency(name: str, percentile: str) -> Callable[[dict[str, Any]], float | None]:
     """A latency percentile in ms; None when the run had no sample of it (e.g. idle streams)."""
-    count = _figure(f"latency_ms.{name}.count")
-    value = _figure(f"latency_ms.{name}.{percentile}")
+    count = figure(f"latency_ms.{name}.count")
+    value = figure(f"latency_ms.{name}.{percentile}")
     return lambda document: value(document) if count(document) else None
 
 
-def _process(role: str, key: str) -> Callable[[dict[str, Any]], float | None]:
+def per_role(role: str, key: str) -> Callable[[dict[str, Any]], float | None]:
     """`key` summed over the processes of `role`, its workers included (e.g. `gateway worker`)."""
 
     def read(document: dict[str, Any]) -> float | None:
@@ -141,7 +142,7 @@ def _per_token(
 
     def read(document: dict[str, Any]) -> float | None:
         seconds = cpu(document)
-        tokens = _figure("throughput.tokens_delivered")(document)
+        tokens = figure("throughput.tokens_delivered")(document)
         if seconds is None or not tokens:
             return None
         return seconds * 1e6 / tokens
@@ -149,42 +150,42 @@ def _per_token(
     return read
 
 
-def _errors(document: dict[str, Any]) -> float:
+def error_count(document: dict[str, Any]) -> float:
     return float(sum(document.get("errors", {}).values()))
 
 
 #: Columns of the medians table: label → how to read it from a run's JSON.
 FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
-    "completed": _figure("outcomes.completed"),
-    "cut": _figure("outcomes.cut"),
-    "errors": _errors,
-    "TTFE p50 ms": _latency("time_to_first_event", "p50"),
-    "TTFE p99 ms": _latency("time_to_first_event", "p99"),
-    "TTFT p50 ms": _latency("time_to_first_token", "p50"),
-    "TTFT p95 ms": _latency("time_to_first_token", "p95"),
-    "TTFT p99 ms": _latency("time_to_first_token", "p99"),
-    "write->token p50 ms": _latency("write_stage_to_first_token", "p50"),
-    "write->token p95 ms": _latency("write_stage_to_first_token", "p95"),
-    "ITL p50 ms": _latency("inter_token_latency", "p50"),
-    "ITL p95 ms": _latency("inter_token_latency", "p95"),
-    "ITL p99 ms": _latency("inter_token_latency", "p99"),
-    "tok/s total": _figure("throughput.delivered_tokens_per_second"),
-    "tok/s peak": _figure("throughput.peak_tokens_per_second"),
-    "tok/s per stream p50": _figure("throughput.stream_tokens_per_second.p50"),
-    "core CPU s": _process("core", "cpu_seconds"),
-    "core peak RSS MiB": lambda d: _mib(_process("core", "rss_peak_bytes")(d)),
-    "gateway CPU s": _process("gateway", "cpu_seconds"),
-    "gateway peak RSS MiB": lambda d: _mib(_process("gateway", "rss_peak_bytes")(d)),
-    "core us CPU/token": _per_token(_process("core", "cpu_seconds")),
-    "gateway us CPU/token": _per_token(_process("gateway", "cpu_seconds")),
+    "completed": figure("outcomes.completed"),
+    "cut": figure("outcomes.cut"),
+    "errors": error_count,
+    "TTFE p50 ms": latency("time_to_first_event", "p50"),
+    "TTFE p99 ms": latency("time_to_first_event", "p99"),
+    "TTFT p50 ms": latency("time_to_first_token", "p50"),
+    "TTFT p95 ms": latency("time_to_first_token", "p95"),
+    "TTFT p99 ms": latency("time_to_first_token", "p99"),
+    "write->token p50 ms": latency("write_stage_to_first_token", "p50"),
+    "write->token p95 ms": latency("write_stage_to_first_token", "p95"),
+    "ITL p50 ms": latency("inter_token_latency", "p50"),
+    "ITL p95 ms": latency("inter_token_latency", "p95"),
+    "ITL p99 ms": latency("inter_token_latency", "p99"),
+    "tok/s total": figure("throughput.delivered_tokens_per_second"),
+    "tok/s peak": figure("throughput.peak_tokens_per_second"),
+    "tok/s per stream p50": figure("throughput.stream_tokens_per_second.p50"),
+    "core CPU s": per_role("core", "cpu_seconds"),
+    "core peak RSS MiB": lambda d: _mib(per_role("core", "rss_peak_bytes")(d)),
+    "gateway CPU s": per_role("gateway", "cpu_seconds"),
+    "gateway peak RSS MiB": lambda d: _mib(per_role("gateway", "rss_peak_bytes")(d)),
+    "core us CPU/token": _per_token(per_role("core", "cpu_seconds")),
+    "gateway us CPU/token": _per_token(per_role("gateway", "cpu_seconds")),
     "core+gateway us CPU/token": _per_token(
-        _both(_process("core", "cpu_seconds"), _process("gateway", "cpu_seconds"))
+        _both(per_role("core", "cpu_seconds"), per_role("gateway", "cpu_seconds"))
     ),
-    "core KiB/idle stream": lambda d: _kib(_process("core", "hold_bytes_per_stream")(d)),
-    "gateway KiB/idle stream": lambda d: _kib(_process("gateway", "hold_bytes_per_stream")(d)),
+    "core KiB/idle stream": lambda d: _kib(per_role("core", "hold_bytes_per_stream")(d)),
+    "gateway KiB/idle stream": lambda d: _kib(per_role("gateway", "hold_bytes_per_stream")(d)),
     "core+gateway KiB/idle stream": lambda d: _kib(
         _both(
-            _process("core", "hold_bytes_per_stream"), _process("gateway", "hold_bytes_per_stream")
+            per_role("core", "hold_bytes_per_stream"), per_role("gateway", "hold_bytes_per_stream")
         )(d)
     ),
 }
@@ -288,6 +289,14 @@ def _run(name: str, mode: str, run: int, stem: Path, duration: float | None = No
         *(f"--gateway-arg={flag}" for flag in gateway_args),
         *([f"--duration={duration:g}"] if duration else []),
     ]
+    return not run_loadtest(arguments, stem, f"{name} [{mode}] run {run}")
+
+
+def run_loadtest(arguments: Sequence[str], stem: Path, label: str) -> bool:
+    """`scriptgen loadtest ARGUMENTS` in its own process, its JSON and PNG at `stem`.
+
+    True when the tool ran (exit status 0, or 1 for a run with failed streams).
+    """
     command = [
         sys.executable,
         "-m",
@@ -298,9 +307,9 @@ def _run(name: str, mode: str, run: int, stem: Path, duration: float | None = No
         f"--json={stem}.json",
         f"--chart={stem}.png",
     ]
-    print(f"== {name} [{mode}] run {run}: scriptgen loadtest {shlex.join(arguments)}")
+    print(f"== {label}: scriptgen loadtest {shlex.join(arguments)}")
     sys.stdout.flush()
-    return subprocess.run(command, check=False).returncode not in (0, 1)
+    return subprocess.run(command, check=False).returncode in (0, 1)
 
 
 if __name__ == "__main__":

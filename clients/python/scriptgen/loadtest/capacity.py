@@ -27,14 +27,25 @@ import argparse
 import json
 import shlex
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scriptgen.loadtest.bench import (
+    LONG_EPISODES,
+    error_count,
+    figure,
+    latency,
+    per_role,
+    run_loadtest,
+)
+
 DEFAULT_LEVELS = (250, 500, 1000, 1500, 2000, 2500, 3000)
+
+#: Outcomes of admitted streams: ended by the job, or still writing when the run was cut.
+ADMITTED = ("completed", "cut")
 
 #: Error kinds (`scriptgen loadtest`'s) that are admission control's retryable refusals.
 REFUSALS = frozenset({"grpc RESOURCE_EXHAUSTED", "http 429", "http 503"})
@@ -69,23 +80,19 @@ class Level:
 
 def _figures(document: dict[str, Any]) -> dict[str, float]:
     """The figures the criteria read from one `scriptgen loadtest --json` document."""
-    throughput = document.get("throughput", {})
-    latency = document.get("latency_ms", {}).get("time_to_first_event", {})
-    refusal = document.get("latency_ms", {}).get("time_to_error", {})
-    outcomes = document.get("outcomes", {})
-    cores = [p for p in document.get("processes", []) if p["role"].split(" ")[0] == "core"]
-    seconds = float(document.get("run", {}).get("measured_seconds") or 0.0)
-    cpu = sum(float(p.get("cpu_seconds") or 0.0) for p in cores)
+    seconds = figure("run.measured_seconds")(document)
+    cpu = per_role("core", "cpu_seconds")(document) or 0.0
+    ttfe = latency("time_to_first_event", "p95")(document)
+    refusal = latency("time_to_error", "p95")(document)
+    errors = document.get("errors", {})
     return {
-        "errors": float(sum(document.get("errors", {}).values())),
-        "stream_rate_p50": float(throughput.get("stream_tokens_per_second", {}).get("p50", 0.0)),
-        "ttfe_p95_ms": float(latency.get("p95", 0.0)) if latency.get("count") else 1e9,
+        "errors": error_count(document),
+        "stream_rate_p50": figure("throughput.stream_tokens_per_second.p50")(document) or 0.0,
+        "ttfe_p95_ms": 1e9 if ttfe is None else ttfe,
         "core_cpu_share": cpu / seconds if seconds else 0.0,
-        "admitted": float(outcomes.get("completed", 0) + outcomes.get("cut", 0)),
-        "refused": float(
-            sum(count for kind, count in document.get("errors", {}).items() if kind in REFUSALS)
-        ),
-        "refusal_p95_ms": float(refusal.get("p95", 0.0)) if refusal.get("count") else 0.0,
+        "admitted": sum(figure(f"outcomes.{kind}")(document) or 0.0 for kind in ADMITTED),
+        "refused": float(sum(count for kind, count in errors.items() if kind in REFUSALS)),
+        "refusal_p95_ms": refusal or 0.0,
     }
 
 
@@ -164,7 +171,7 @@ def _loadtest_arguments(args: argparse.Namespace, streams: int) -> list[str]:
         f"--tokens-per-second={args.tokens_per_second:g}",
         f"--projects={args.projects}",
         f"--duration={args.duration:g}",
-        "--server-arg=--synthetic-episode-minutes=20",
+        LONG_EPISODES,
         *(f"--server-arg={flag}" for flag in args.server_arg),
     ]
 
@@ -172,23 +179,10 @@ def _loadtest_arguments(args: argparse.Namespace, streams: int) -> list[str]:
 def _run_level(
     args: argparse.Namespace, streams: int, run: int, *, name: str = "capacity"
 ) -> dict[str, float] | None:
-    arguments = _loadtest_arguments(args, streams)
     stem = args.out / f"{name}-{args.protocol}-{streams}-{run}"
-    command = [
-        sys.executable,
-        "-m",
-        "scriptgen",
-        "loadtest",
-        *arguments,
-        "--quiet",
-        f"--json={stem}.json",
-        f"--chart={stem}.png",
-    ]
-    print(f"== {streams} streams, run {run}: scriptgen loadtest {shlex.join(arguments)}")
-    sys.stdout.flush()
-    returncode = subprocess.run(command, check=False).returncode
+    arguments = _loadtest_arguments(args, streams)
     path = stem.with_suffix(".json")
-    if returncode not in (0, 1) or not path.exists():
+    if not run_loadtest(arguments, stem, f"{streams} streams, run {run}") or not path.exists():
         return None
     return _figures(json.loads(path.read_text()))
 
