@@ -32,6 +32,12 @@ _PROBLEMS: Final = {
 }
 
 
+def is_lock_conflict(error: sqlite3.Error) -> bool:
+    """Whether another connection's lock refused `error`'s statement (BUSY or LOCKED)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_BUSY, _LOCKED)
+
+
 def store_fault(error: sqlite3.Error) -> Unavailable | None:
     """UNAVAILABLE for a fault of the disk or of another process's lock; None otherwise."""
     code = getattr(error, "sqlite_errorcode", None)

@@ -14,7 +14,7 @@ from scriptgen.v1 import project_pb2
 
 from server.auth.guard import tenant_in_scope
 from server.auth.records import DEFAULT_TENANT
-from server.storage_faults import sqlite_faults
+from server.storage_faults import is_lock_conflict, sqlite_faults
 from server.store import records
 from server.store.migrations import migrations, statements
 from server.store.sqlite_keys import SqliteKeys
@@ -112,9 +112,7 @@ async def _prepare(connection: aiosqlite.Connection) -> None:
             await connection.execute("PRAGMA journal_mode=WAL")
             break
         except sqlite3.OperationalError as error:
-            if "locked" not in str(error) and "busy" not in str(error):
-                raise
-            if loop.time() + delay > deadline:
+            if not is_lock_conflict(error) or loop.time() + delay > deadline:
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
