@@ -42,6 +42,7 @@ from server.providers.router import ProviderRouter
 from server.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from server.services import GenerationServicer, ProjectServicer
 from server.services.decoding import LenientDecoding
+from server.services.encoding import EncodedResponses
 from server.storage_probes import local_storage_probes
 from server.store import build_project_store
 
@@ -132,7 +133,8 @@ class Core:
                 ),
             ]
         server = aio.server(
-            options=options, interceptors=[LenientDecoding(self.config.max_message_bytes)]
+            options=options,
+            interceptors=[LenientDecoding(self.config.max_message_bytes), EncodedResponses()],
         )
         project_service_pb2_grpc.add_ProjectServiceServicer_to_server(
             ProjectServicer(self.store, self.metrics, knowledge=self.knowledge, guard=self.guard),

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from scriptgen.v1 import generation_pb2
 
 from server.errors import NotFound
-from server.events.base import EventLogConflict, is_terminal
+from server.events.base import EventLogConflict, decoded, is_terminal
 from server.retention import FinishedJobs, Retention
 
 
 @dataclass(slots=True)
 class _JobLog:
-    events: list[generation_pb2.GenerationEvent] = field(default_factory=list)
+    #: Each event serialized once (server.events.base): a 20-minute episode's ~900 deltas
+    #: take ~110 KB so, ~850 KB as message objects.
+    events: list[bytes] = field(default_factory=list)
     # Replaced on every append: followers wait on the one current when they caught up.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     ended_at: float | None = None
@@ -63,7 +65,7 @@ class MemoryEventLog:
             raise EventLogConflict(
                 f"{event.generation}: sequence {event.sequence} after {len(log.events)}"
             )
-        log.events.append(event)
+        log.events.append(event.SerializeToString())
         waiting, log.changed = log.changed, asyncio.Event()
         if is_terminal(event):
             log.ended_at = time.monotonic()
@@ -76,18 +78,21 @@ class MemoryEventLog:
     async def ended(self, generation: str) -> bool:
         return self._log(generation).ended_at is not None
 
-    async def follow(
+    def follow(
         self, generation: str, after_sequence: int
     ) -> AsyncIterator[generation_pb2.GenerationEvent]:
+        return decoded(self.follow_encoded(generation, after_sequence))
+
+    async def follow_encoded(
+        self, generation: str, after_sequence: int
+    ) -> AsyncGenerator[bytes, None]:
         log = self._log(generation)
         position = after_sequence
         while True:
             while position < len(log.events):
-                event = log.events[position]
                 position += 1
-                yield event
-                if is_terminal(event):
-                    return
+                yield log.events[position - 1]
+            # The terminal event is the last: once it was yielded, nothing follows.
             if log.ended_at is not None:
                 return
             await log.changed.wait()

@@ -14,14 +14,14 @@ whose every core died); the terminal event cuts that to `retention`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
 from redis.exceptions import ResponseError
 from scriptgen.v1 import generation_pb2
 
 from server.errors import DataLoss, NotFound
-from server.events.base import EventLogConflict, is_terminal
+from server.events.base import EventLogConflict, decoded, is_terminal
 from server.events.redis_connection import BLOCK_MILLISECONDS, RedisConnection, redis_errors
 
 #: Extra lifetime of a stream whose job has not ended, in seconds.
@@ -137,9 +137,14 @@ class RedisEventLog:
     async def ended(self, generation: str) -> bool:
         return (await self._top(generation))[1]
 
-    async def follow(
+    def follow(
         self, generation: str, after_sequence: int
     ) -> AsyncIterator[generation_pb2.GenerationEvent]:
+        return decoded(self.follow_encoded(generation, after_sequence))
+
+    async def follow_encoded(
+        self, generation: str, after_sequence: int
+    ) -> AsyncGenerator[bytes, None]:
         key = self._key(generation)
         position = after_sequence
         last, ended = await self._top(generation)
@@ -158,8 +163,7 @@ class RedisEventLog:
                     raise _lost(generation)
                 continue
             for entry_id, fields in _entries(reply):
-                event = generation_pb2.GenerationEvent.FromString(fields[b"e"])
                 position = _sequence_of(entry_id)
-                yield event
-                if is_terminal(event):
+                yield fields[b"e"]
+                if fields.get(b"t") == b"1":
                     return

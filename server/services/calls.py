@@ -33,6 +33,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 from grpc import aio
+from scriptgen.v1.generation_service_pb2 import GenerateScriptResponse
 
 from server import logs
 from server.auth.guard import CALLER, STREAM_LEASE_SECONDS, Caller, Guard
@@ -173,7 +174,7 @@ def streaming(
                     await context.send_initial_metadata(initial)
                     first = False
                 async for response in method(self, request, context):
-                    generation = generation or logs.generation_of(response)
+                    generation = generation or _generation_of(response)
                     if first:
                         first = False
                         await _send_initial(self.guard, name, caller, generation, initial, context)
@@ -199,6 +200,13 @@ def streaming(
         return call
 
     return wrap
+
+
+def _generation_of(response: object) -> str:
+    """The job a stream response is about; bytes are an encoded event (services.encoding)."""
+    if isinstance(response, bytes):
+        response = GenerateScriptResponse.FromString(response)
+    return logs.generation_of(response)
 
 
 def _with_fresh_job_token(

@@ -21,6 +21,7 @@ from server.jobs.coordination import READER_LEASE_SECONDS
 from server.metrics import CoreMetrics
 from server.providers.selection import parse_metadata
 from server.services.calls import streaming, unary
+from server.services.encoding import encoded_response
 
 Context = aio.ServicerContext[Any, Any]
 #: Seconds a job's model calls may run past the caller's deadline.
@@ -55,22 +56,21 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
         #: Refuses a new event stream at once when this process serves its maximum.
         self.admission = admission or StreamAdmission()
 
-    async def _events(
-        self, method: str, name: str, after_sequence: int
-    ) -> AsyncIterator[generation_pb2.GenerationEvent]:
+    async def _events(self, method: str, name: str, after_sequence: int) -> AsyncIterator[bytes]:
+        """The job's events after `after_sequence` as encoded stream responses."""
         started = time.monotonic()
         first = True
         coordination = self.runner.coordination
         token = await coordination.reader_enter(name)
         presence = asyncio.create_task(self._keep_reading(name, token), name=f"reader {name}")
         try:
-            async for event in self.log.follow(name, after_sequence):
+            async for event in self.log.follow_encoded(name, after_sequence):
                 if first:
                     self.metrics.time_to_first_event.labels(method).observe(
                         time.monotonic() - started
                     )
                     first = False
-                yield event
+                yield encoded_response(event)
         finally:
             presence.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -103,10 +103,12 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
             job.last_sequence = 0  # the log outlived its retention; the record remains
         return job
 
+    # Responses are pre-encoded bytes (services.encoding), not the stub's message type.
     @streaming("GenerateScript")
-    async def GenerateScript(
+    async def GenerateScript(  # type: ignore[override]
         self, request: generation_service_pb2.GenerateScriptRequest, context: Context
-    ) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Start a job and stream its events (each an encoded GenerateScriptResponse)."""
         # The slot is taken before the first await: a burst cannot slip past the limit.
         with self.admission.slot():
             routing = parse_metadata(
@@ -122,13 +124,14 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
             name = await self.runner.start(
                 request, routing, deadline, tenant=current_tenant(), budget=budget
             )
-            async for event in self._events("GenerateScript", name, 0):
-                yield generation_service_pb2.GenerateScriptResponse(event=event)
+            async for response in self._events("GenerateScript", name, 0):
+                yield response
 
     @streaming("StreamGenerationEvents")
-    async def StreamGenerationEvents(
+    async def StreamGenerationEvents(  # type: ignore[override]
         self, request: generation_service_pb2.StreamGenerationEventsRequest, context: Context
-    ) -> AsyncIterator[generation_service_pb2.StreamGenerationEventsResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Replay and follow a job's events (each an encoded StreamGenerationEventsResponse)."""
         limits.generation_id("name", request.name)
         with self.admission.slot():
             if request.after_sequence < 0:
@@ -142,10 +145,10 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
                     reason="SEQUENCE_AHEAD",
                     metadata={"last_sequence": str(last)},
                 )
-            async for event in self._events(
+            async for response in self._events(
                 "StreamGenerationEvents", request.name, request.after_sequence
             ):
-                yield generation_service_pb2.StreamGenerationEventsResponse(event=event)
+                yield response
 
     @unary("GetGeneration")
     async def GetGeneration(

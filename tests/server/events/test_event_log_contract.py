@@ -104,6 +104,29 @@ async def test_followers_get_live_events_up_to_the_terminal_one(event_log: Event
     assert first[-1].HasField("cancelled")
 
 
+async def test_encoded_followers_get_each_event_serialized_as_appended(
+    event_log: EventLog,
+) -> None:
+    events = await write(event_log, 6)
+    async with asyncio.timeout(10):
+        stored = [wire async for wire in event_log.follow_encoded(NAME, 2)]
+    assert stored == [e.SerializeToString() for e in events[2:]]
+    # Live: a follower waiting on an unended log gets each append, then stops at the end.
+    await event_log.create("generations/glive")
+    first = event(1, "queued", "generations/glive")
+    await event_log.append(first)
+    follower = asyncio.create_task(_encoded(event_log, "generations/glive"))
+    await asyncio.sleep(0.05)
+    last = event(2, "completed", "generations/glive")
+    await event_log.append(last)
+    async with asyncio.timeout(10):
+        assert await follower == [first.SerializeToString(), last.SerializeToString()]
+
+
+async def _encoded(log: EventLog, name: str) -> list[bytes]:
+    return [wire async for wire in log.follow_encoded(name, 0)]
+
+
 async def test_gaps_repeats_and_events_after_the_end_are_refused(event_log: EventLog) -> None:
     await write(event_log, 3, end=False)
     with pytest.raises(EventLogConflict):
