@@ -111,13 +111,13 @@ def _seal(staging: Path, folder: Path, manifest: Manifest) -> None:
 async def _sqlite(source: Path, staging: Path, progress: Progress) -> dict[str, Any]:
     progress(f"database: SQLite snapshot of {source}")
     target = staging / sqlite.DATABASE_FILE
-    before = await asyncio.to_thread(sqlite.snapshot, source, target)
+    before = await asyncio.to_thread(sqlite.snapshot, source, target, progress)
     described = await asyncio.to_thread(sqlite.describe, target)
     rows = sum(table["rows"] for table in described["tables"].values())
     progress(f"database: {len(described['tables'])} tables, {rows} rows")
     snapshot = {
         "time": before.isoformat(timespec="microseconds"),
-        "method": "SQLite online backup API in one step (one read transaction)",
+        "method": "SQLite online backup API in steps, inside one read transaction",
     }
     return {"kind": "sqlite", "file": sqlite.DATABASE_FILE, "snapshot": snapshot, **described}
 

@@ -23,6 +23,10 @@ outside the system schemas), never named here.
 all. The restored tables must then give the manifest's digests, else they are
 dropped again. Objects are owned by the user of SCRIPTGEN_DATABASE_URL
 (`--no-owner --no-privileges`), the user the core connects as.
+
+**Progress.** pg_dump and pg_restore run with `--verbose`; each table whose
+rows they start on is reported as progress, their other chatter is kept only
+to explain a failure.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import hashlib
 import re
 import subprocess
 import tempfile
-from collections import Counter
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +47,7 @@ import asyncpg
 from server.backup import pg_programs
 from server.backup.errors import BackupError
 from server.backup.knowledge import Progress
-from server.backup.manifest import digest
+from server.backup.manifest import Rows, compare_tables, tables_entry
 from server.store.postgres import redact
 
 DATABASE_FILE: Final = "database.pgdump"
@@ -109,52 +113,16 @@ BEGIN
 END $$
 """
 _COPY_HEADER: Final = re.compile(rb"^COPY (.+?)(?: \(.*\))? FROM stdin;\n$")
+#: What pg_dump and pg_restore say (with --verbose) as they start on a table's rows.
+_TABLE_LINE: Final = re.compile(r": (?:dumping contents of|processing data for) table (.+)$")
+#: Lines of a client program's stderr kept for its error message.
+_KEPT_LINES: Final = 50
 
-#: Per table, each row's (digest, first characters).
-Rows = dict[str, list[tuple[str, str]]]
 Undo = Callable[[], Awaitable[None]]
 
 
 def _row(line: bytes) -> tuple[str, str]:
     return hashlib.sha256(line).hexdigest(), line[:_SNIPPET].decode("utf-8", "replace")
-
-
-def tables_entry(rows: Rows) -> dict[str, Any]:
-    """The manifest's `tables`: per table its row count, row digests and their digest."""
-    entry: dict[str, Any] = {}
-    for table, found in sorted(rows.items()):
-        digests = sorted(d for d, _ in found)
-        entry[table] = {"rows": len(digests), "sha256": digest(digests), "records": digests}
-    return entry
-
-
-def compare(where: str, rows: Rows, want: dict[str, Any]) -> list[str]:
-    """Problems of `rows` (read from `where`) against the manifest's `tables`."""
-    problems: list[str] = []
-    for table in sorted(set(want) | set(rows)):
-        if table not in rows:
-            problems.append(f"{where}: table {table!r} is missing")
-            continue
-        if table not in want:
-            problems.append(f"{where}: table {table!r} is not in the manifest")
-            continue
-        expected = Counter(want[table]["records"])
-        found = Counter(d for d, _ in rows[table])
-        if digest(sorted(want[table]["records"])) != want[table]["sha256"]:
-            problems.append(f"{where}: table {table!r}: the manifest's digests disagree")
-        if found == expected:
-            continue
-        lost, extra = expected - found, found - expected
-        problem = (
-            f"{where}: table {table!r} holds {len(rows[table])} rows, the manifest"
-            f" {want[table]['rows']}: {lost.total()} records missing,"
-            f" {extra.total()} altered or not in the manifest"
-        )
-        unexpected = next((text for d, text in rows[table] if d in extra), None)
-        if unexpected is not None:
-            problem += f", e.g. the row beginning {unexpected!r}"
-        problems.append(problem)
-    return problems
 
 
 async def _connect(url: str) -> asyncpg.Connection:
@@ -233,7 +201,7 @@ def check_archive(path: Path, described: dict[str, Any]) -> list[str]:
     problems = []
     if not any("TABLE DATA" in line for line in listing) and described.get("tables"):
         problems.append(f"{path.name}: pg_restore --list shows no table data")
-    return problems + compare(path.name, rows, described.get("tables", {}))
+    return problems + compare_tables(path.name, rows, described.get("tables", {}))
 
 
 async def check(path: Path, described: dict[str, Any]) -> list[str]:
@@ -241,7 +209,10 @@ async def check(path: Path, described: dict[str, Any]) -> list[str]:
     return await asyncio.to_thread(check_archive, path, described)
 
 
-async def _run(what: str, command: list[str], environment: dict[str, str]) -> None:
+async def _run(
+    what: str, command: list[str], environment: dict[str, str], progress: Progress
+) -> None:
+    """Run a client program (given `--verbose`), reporting each table it reaches as progress."""
     process = await asyncio.create_subprocess_exec(
         *command,
         stdin=subprocess.DEVNULL,
@@ -249,9 +220,28 @@ async def _run(what: str, command: list[str], environment: dict[str, str]) -> No
         stderr=subprocess.PIPE,
         env=environment,
     )
-    _, stderr = await process.communicate()
+    assert process.stderr is not None
+    said: deque[str] = deque(maxlen=_KEPT_LINES)
+    tables = 0
+    try:
+        async for raw in process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if found := _TABLE_LINE.search(line):
+                tables += 1
+                progress(f"database: {what}: table {found.group(1)} ({tables})")
+            else:
+                said.append(line)
+        await process.wait()
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
     if process.returncode != 0:
-        raise pg_programs.failure(what, stderr)
+        # The error, and what follows it (the failed command), not the verbose chatter before.
+        lines = list(said)
+        first = next((i for i, line in enumerate(lines) if "error:" in line), 0)
+        raise pg_programs.failure(what, "\n".join(lines[first:]))
 
 
 async def dump(url: str, staging: Path, progress: Progress) -> dict[str, Any]:
@@ -275,12 +265,13 @@ async def dump(url: str, staging: Path, progress: Progress) -> dict[str, Any]:
             command = [
                 pg_dump.path,
                 "--format=custom",
+                "--verbose",
                 f"--snapshot={taken['id']}",
                 f"--file={target}",
                 f"--dbname={libpq_url}",
             ]
             _, rows = await asyncio.gather(
-                _run("pg_dump", command, environment), read_rows(connection)
+                _run("pg_dump", command, environment, progress), read_rows(connection)
             )
     finally:
         await connection.close()
@@ -380,10 +371,11 @@ async def restore(path: Path, described: dict[str, Any], url: str, progress: Pro
             "--exit-on-error",
             "--no-owner",
             "--no-privileges",
+            "--verbose",
             f"--dbname={libpq_url}",
             str(path),
         ]
-        await _run("pg_restore", command, environment)
+        await _run("pg_restore", command, environment, progress)
     except BaseException:
         if created:
             await undo()
@@ -396,7 +388,7 @@ async def restore(path: Path, described: dict[str, Any], url: str, progress: Pro
         finally:
             await connection.close()
         where = f"database {pg_programs.database_name(url)!r}"
-        problems = compare(where, rows, described["tables"])
+        problems = compare_tables(where, rows, described["tables"])
         if problems:
             raise BackupError("the restored database differs from the backup", tuple(problems))
     except BaseException:

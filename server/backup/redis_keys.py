@@ -1,11 +1,12 @@
 """Redis: every key under Scriptgen's prefix (jobs, event streams, idempotency, limits).
 
 Each key is saved with `DUMP` (Redis's own serialisation, any type) and its
-absolute expiry time, and brought back with `RESTORE` and the time it had
-left, so a restored job record still expires when the original would have; a
-key already past its expiry is skipped. Keys are read with `SCAN`: Redis has
-no point-in-time read across keys, so a key written during the backup may or
-may not be in it — the project store is the backup's point in time.
+absolute expiry time, both covered by the key's digest, and brought back with
+`RESTORE` and the time it had left, so a restored job record still expires
+when the original would have; a key already past its expiry is skipped. Keys
+are read with `SCAN`: Redis has no point-in-time read across keys, so a key
+written during the backup may or may not be in it — the project store is the
+backup's point in time.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from redis.asyncio import Redis
 
 from server.backup.errors import BackupError
 from server.backup.knowledge import Progress
-from server.backup.manifest import digest
+from server.backup.manifest import FORMAT_VERSION, digest
 
 REDIS_FILE: Final = "redis.jsonl"
 _BATCH: Final = 500
@@ -37,8 +38,11 @@ def _name(key: bytes) -> str:
     return key.decode("utf-8", "backslashreplace")
 
 
-def _entry_digest(entry: dict[str, Any]) -> str:
-    return digest({"key": entry["key"], "dump": entry["dump"]})
+def entry_digest(entry: dict[str, Any], version: int = FORMAT_VERSION) -> str:
+    """The digest of one key's name, value and expiry (format 1: name and value only)."""
+    if version == 1:
+        return digest({"key": entry["key"], "dump": entry["dump"]})
+    return digest({key: entry[key] for key in ("key", "dump", "expire_at_ms")})
 
 
 async def dump(url: str, prefix: str, staging: Path, progress: Progress) -> dict[str, Any]:
@@ -66,7 +70,7 @@ async def dump(url: str, prefix: str, staging: Path, progress: Progress) -> dict
                         "dump": base64.b64encode(value).decode(),
                         "expire_at_ms": now_ms + ttl if ttl >= 0 else None,
                     }
-                    digests[_name(key)] = _entry_digest(entry)
+                    digests[_name(key)] = entry_digest(entry)
                     stream.write(json.dumps(entry) + "\n")
                 progress(f"redis: {len(digests)} keys")
     finally:
@@ -89,17 +93,24 @@ def _entries(source: Path) -> list[dict[str, Any]]:
                 entry = json.loads(line)
                 base64.b64decode(entry["key"], validate=True)
                 base64.b64decode(entry["dump"], validate=True)
+                if not isinstance(entry["expire_at_ms"], int | None):
+                    raise TypeError("expire_at_ms is not a time in milliseconds")
             except (ValueError, KeyError, TypeError) as error:
                 raise BackupError(f"{source.name}: line {number} is corrupt: {error}") from None
             entries.append(entry)
     return entries
 
 
-def check_file(source: Path, described: dict[str, Any]) -> list[str]:
-    """Problems of the key file against the manifest: a digest per key, and the count."""
+def check_file(source: Path, described: dict[str, Any], version: int = FORMAT_VERSION) -> list[str]:
+    """Problems of the key file against the manifest: a digest per key, and the count.
+
+    `version` is the manifest's format: format 1 left the expiry out of the digests.
+    """
     try:
         entries = _entries(source)
-    except (BackupError, UnicodeDecodeError) as error:
+    except BackupError as error:
+        return [str(error)]
+    except UnicodeDecodeError as error:
         return [f"{source.name}: {error}"]
     problems: list[str] = []
     expected: dict[str, str] = described["keys"]
@@ -107,7 +118,7 @@ def check_file(source: Path, described: dict[str, Any]) -> list[str]:
     for entry in entries:
         name = _name(base64.b64decode(entry["key"]))
         seen.add(name)
-        if expected.get(name) != _entry_digest(entry):
+        if expected.get(name) != entry_digest(entry, version):
             problems.append(f"{source.name}: key {name!r}: digest mismatch or not in the manifest")
     missing = sorted(set(expected) - seen)
     if missing:

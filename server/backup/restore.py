@@ -74,9 +74,7 @@ async def restore_backup(folder: Path, stores: Stores, progress: Progress = _qui
                 staged_database = stores.sqlite_path.with_name(
                     f".{stores.sqlite_path.name}.restore-{secrets.token_hex(4)}"
                 )
-            await asyncio.to_thread(
-                _restore_sqlite, folder, described["database"], staged_database, progress
-            )
+            await asyncio.to_thread(_restore_sqlite, folder, manifest, staged_database, progress)
         else:
             from server.backup import postgres
 
@@ -117,13 +115,12 @@ async def restore_backup(folder: Path, stores: Stores, progress: Progress = _qui
     return manifest
 
 
-def _restore_sqlite(
-    folder: Path, described: dict[str, Any], target: Path, progress: Progress
-) -> None:
+def _restore_sqlite(folder: Path, manifest: Manifest, target: Path, progress: Progress) -> None:
+    described = manifest["stores"]["database"]
     progress(f"database: SQLite into {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / described["file"], target)
-    problems = sqlite.check(target, described)
+    problems = sqlite.check(target, described, manifest["format"])
     if problems:
         raise BackupError("the restored database differs from the backup", tuple(problems))
 

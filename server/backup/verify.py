@@ -2,9 +2,10 @@
 
 In order: the manifest's own digest; every file present, of its size and
 SHA-256; then per store, the deep checks — SQLite `PRAGMA integrity_check`
-and a digest per table; for PostgreSQL, `pg_restore --list` parses the archive
-and every row read back from it (`pg_restore --data-only`) has its digest; a
-digest per Chroma record and the counts, and a trial
+and a digest per row, keyed by its primary key; for PostgreSQL,
+`pg_restore --list` parses the archive and every row read back from it
+(`pg_restore --data-only`) has its digest; a digest per Redis key (value and
+expiry); a digest per Chroma record and the counts, and a trial
 restore of story knowledge into a throwaway embedded Chroma where the
 similarity probe must return the ids it returned at backup time. Every problem
 is collected, each naming its file or record, and reported together.
@@ -84,7 +85,9 @@ async def verify_backup(
     if database and database.get("file") not in damaged:
         progress("verify: database")
         if database.get("kind") == "sqlite":
-            problems += await asyncio.to_thread(sqlite.check, folder / database["file"], database)
+            problems += await asyncio.to_thread(
+                sqlite.check, folder / database["file"], database, manifest["format"]
+            )
         else:
             from server.backup import postgres
 
@@ -105,7 +108,9 @@ async def verify_backup(
         from server.backup import redis_keys
 
         progress("verify: Redis keys")
-        problems += await asyncio.to_thread(redis_keys.check_file, folder / keys["file"], keys)
+        problems += await asyncio.to_thread(
+            redis_keys.check_file, folder / keys["file"], keys, manifest["format"]
+        )
     if problems:
         raise BackupError(
             f"backup {folder} failed verification:\n  " + "\n  ".join(problems), tuple(problems)

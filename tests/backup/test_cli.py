@@ -29,6 +29,13 @@ async def test_the_commands_round_trip(
     assert "verified" in capsys.readouterr().out
     assert await run(["backup", "list", str(tmp_path / "backups")], _ENVIRON) == 0
     assert "b1" in capsys.readouterr().out
+    assert await run(["backup", "list", str(tmp_path / "backups"), "--json"], _ENVIRON) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["backup"] == backup
+    # The same keys, and counts, as `create --json`.
+    for key in ("database_rows", "knowledge_records"):
+        assert listed[key] == created[key]
+    assert not {key for key in listed if " " in key}
 
     restored = ["--data-dir", str(tmp_path / "restored")]
     assert await run(["backup", "restore", backup, *restored, "--json"], _ENVIRON) == 0

@@ -5,7 +5,7 @@ Each test runs against a real PostgreSQL, in fresh databases of its own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +22,13 @@ from server.backup import (
     restore_backup,
     verify_backup,
 )
-from server.backup.manifest import describe_file, read_manifest, write_manifest
+from server.backup.manifest import (
+    Rows,
+    describe_file,
+    read_manifest,
+    tables_entry,
+    write_manifest,
+)
 from server.backup.stores import chroma_client
 from server.knowledge.settings import KnowledgeConfig
 from server.store.postgres import PostgresProjectStore
@@ -83,7 +89,7 @@ async def empty(postgres_url: str) -> AsyncIterator[str]:
         yield url
 
 
-async def _rows(url: str) -> postgres.Rows:
+async def _rows(url: str) -> Rows:
     connection = await asyncpg.connect(url)
     try:
         async with connection.transaction(isolation="repeatable_read", readonly=True):
@@ -118,12 +124,19 @@ async def test_a_snapshot_round_trips_every_table(live: str, empty: str, tmp_pat
     assert manifest["recovery_point"] == snapshot["time"] <= snapshot["server_time"]
     assert snapshot["transactions"].count(":") == 2
     assert any("snapshot" in line for line in progress)
+    # pg_dump's progress, from its --verbose lines: each table as it dumps its rows.
+    dumped = [line for line in progress if line.startswith("database: pg_dump: table ")]
+    assert len(dumped) == len(tables), progress
+    assert any('"public.projects"' in line for line in dumped)
     assert (await verify_backup(tmp_path / "b1")) == manifest
 
     restored = _stores(tmp_path / "restored", empty)
-    await restore_backup(tmp_path / "b1", restored)
-    assert postgres.tables_entry(await _rows(empty)) == tables
-    assert postgres.tables_entry(await _rows(live)) == tables
+    progress.clear()
+    await restore_backup(tmp_path / "b1", restored, progress.append)
+    loaded = [line for line in progress if line.startswith("database: pg_restore: table ")]
+    assert len(loaded) == len(tables), progress
+    assert tables_entry(await _rows(empty)) == tables
+    assert tables_entry(await _rows(live)) == tables
 
 
 async def test_restore_refuses_a_database_in_use_and_touches_nothing(
@@ -132,7 +145,7 @@ async def test_restore_refuses_a_database_in_use_and_touches_nothing(
     manifest = await create_backup(tmp_path / "b1", _stores(tmp_path / "live", live))
     with pytest.raises(BackupError, match=r"is not empty \(it holds .*\); restore needs an empty"):
         await restore_backup(tmp_path / "b1", _stores(tmp_path / "restored", live))
-    assert postgres.tables_entry(await _rows(live)) == manifest["stores"]["database"]["tables"]
+    assert tables_entry(await _rows(live)) == manifest["stores"]["database"]["tables"]
     assert not (tmp_path / "restored").exists()
 
 
@@ -145,7 +158,7 @@ async def test_restore_creates_a_missing_database_and_undo_drops_it(
     async with fresh_database(postgres_url) as scratch:
         missing = pg_programs.with_database(scratch, pg_programs.database_name(scratch) + "_new")
         undo = await postgres.restore(backup / described["file"], described, missing, print)
-        assert postgres.tables_entry(await _rows(missing)) == described["tables"]
+        assert tables_entry(await _rows(missing)) == described["tables"]
         await undo()
         with pytest.raises(asyncpg.InvalidCatalogNameError):
             await asyncpg.connect(missing)
@@ -157,21 +170,39 @@ async def test_restore_creates_a_missing_database_and_undo_drops_it(
         assert await _contents(scratch) == []
 
 
-async def test_a_flipped_byte_in_the_archive_is_named_and_refused(
-    live: str, empty: str, tmp_path: Path
+def _flip_byte(path: Path) -> None:
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    path.write_bytes(bytes(content))
+
+
+def _truncate(path: Path) -> None:
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) // 2])
+
+
+def _remove(path: Path) -> None:
+    path.unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [(_flip_byte, "SHA-256 mismatch"), (_truncate, "truncated"), (_remove, "missing")],
+    ids=["flipped-byte", "truncated", "missing"],
+)
+async def test_a_damaged_archive_is_named_and_refused(
+    live: str, empty: str, tmp_path: Path, damage: Callable[[Path], None], words: str
 ) -> None:
     backup = tmp_path / "b1"
     await create_backup(backup, _stores(tmp_path / "live", live))
-    archive = backup / "database.pgdump"
-    content = bytearray(archive.read_bytes())
-    content[len(content) // 2] ^= 0x01
-    archive.write_bytes(bytes(content))
+    damage(backup / "database.pgdump")
 
-    with pytest.raises(BackupError, match=r"database\.pgdump: SHA-256 mismatch"):
+    with pytest.raises(BackupError, match=rf"database\.pgdump: {words}"):
         await verify_backup(backup)
-    with pytest.raises(BackupError, match=r"database\.pgdump"):
+    with pytest.raises(BackupError, match=rf"database\.pgdump: {words}"):
         await restore_backup(backup, _stores(tmp_path / "restored", empty))
     assert await _contents(empty) == []
+    assert not (tmp_path / "restored").exists()
 
 
 async def test_an_altered_row_is_named_even_with_a_forged_checksum(

@@ -24,7 +24,7 @@ from tests.deploy.manifests import (
     pod_spec,
     workloads,
 )
-from tests.deploy.tools import RULES, promtool, run
+from tests.deploy.tools import ROOT, RULES, promtool, run
 
 #: The oldest Kubernetes the manifests promise to work on, and the newest schemas bundled.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -362,6 +362,27 @@ def test_prod_backs_up_nightly_with_the_backup_command(prod: list[Manifest]) -> 
     volumes = {v["name"]: v for v in pod_spec(cron)["volumes"]}
     assert volumes[mounts["/backups"]]["persistentVolumeClaim"]["claimName"] == "scriptgen-backups"
     find(prod, "PersistentVolumeClaim", "scriptgen-backups")
+
+
+def _readme_section(title: str) -> str:
+    """One `## title` section of the README, up to the next section."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def test_the_backup_schedule_is_the_one_the_readme_states(prod: list[Manifest]) -> None:
+    cron = find(prod, "CronJob", "scriptgen-backup")
+    section = _readme_section("Backups")
+    # A five-field cron expression in backticks, and the time zone it is stated in.
+    stated = re.findall(r"`([0-9*/,-]+(?: [0-9*/,-]+){4})`\s+(UTC)\b", section)
+    assert stated == [(cron["spec"]["schedule"], "UTC")], stated
+    assert cron["spec"]["timeZone"] in {"Etc/UTC", "UTC"}
+    assert "deploy/k8s/overlays/prod/backup-cronjob.yaml" in section
+    # Once a day: the recovery point the README promises follows from it.
+    if re.fullmatch(r"\d+ \d+ \* \* \*", cron["spec"]["schedule"]):
+        assert "at most 24 hours of work can be lost" in " ".join(section.split())
 
 
 def test_gateways_spread_calls_over_every_core_pod(built: tuple[str, list[Manifest]]) -> None:

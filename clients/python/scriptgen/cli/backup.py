@@ -177,7 +177,8 @@ async def _list(args: argparse.Namespace) -> int:
                         "backup": str(s.path),
                         "created": s.created,
                         "bytes": s.bytes,
-                        **s.counts,
+                        # The keys `create --json` uses ("database rows" → "database_rows").
+                        **{name.replace(" ", "_"): count for name, count in s.counts.items()},
                         **({"problem": s.problem} if s.problem else {}),
                     }
                     for s in found
