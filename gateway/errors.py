@@ -5,12 +5,20 @@ same shape whether the core raised it (decoded from `grpc-status-details-bin`)
 or the gateway decided it (a bad body, query parameter, path id or header).
 Errors the gateway raises itself carry a `google.rpc.ErrorInfo` whose `reason`
 is one of `Reason`, in the domain `scriptgen.dev`.
+
+A failed call whose status carries no ErrorInfo of that domain did not come
+from the core's error tree: the channel could not reach a core, a proxy or
+the gRPC library answered. Its text describes our network ("connections to
+all backends failing; last error: … ipv4:10.0.3.7:50051 … Connection
+refused"), so the client gets a generic message for its code (reason
+`CORE_CALL_FAILED`) and the log gets the original, with the request id.
 """
 
 from __future__ import annotations
 
 import base64
 import enum
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,6 +28,10 @@ import grpc.aio
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
+
+from gateway.state import CURRENT_REQUEST_ID
+
+_log = logging.getLogger(__name__)
 
 DOMAIN = "scriptgen.dev"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -54,6 +66,26 @@ _HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
 
 _BY_NUMBER: Mapping[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
+#: What a client is told of a failed call that did not come from the core's error tree.
+_GENERIC_MESSAGES: Mapping[grpc.StatusCode, str] = {
+    grpc.StatusCode.CANCELLED: "The call was cancelled.",
+    grpc.StatusCode.UNKNOWN: "The service failed unexpectedly.",
+    grpc.StatusCode.INVALID_ARGUMENT: "The request is not valid.",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "The service did not answer in time; retry later.",
+    grpc.StatusCode.NOT_FOUND: "Not found.",
+    grpc.StatusCode.ALREADY_EXISTS: "Already exists.",
+    grpc.StatusCode.PERMISSION_DENIED: "Permission denied.",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "A limit of the service was reached; retry later.",
+    grpc.StatusCode.FAILED_PRECONDITION: "The request cannot be carried out now.",
+    grpc.StatusCode.ABORTED: "The call was aborted; retry it.",
+    grpc.StatusCode.OUT_OF_RANGE: "Out of range.",
+    grpc.StatusCode.UNIMPLEMENTED: "Not implemented.",
+    grpc.StatusCode.INTERNAL: "Internal error.",
+    grpc.StatusCode.UNAVAILABLE: "The service is unavailable; retry later.",
+    grpc.StatusCode.DATA_LOSS: "Internal error.",
+    grpc.StatusCode.UNAUTHENTICATED: "Authentication is required.",
+}
+
 #: A client that is told to slow down without a RetryInfo waits this long.
 DEFAULT_RETRY_AFTER_SECONDS = 1
 
@@ -81,6 +113,17 @@ class Reason(enum.StrEnum):
     GATEWAY_INTERNAL = "GATEWAY_INTERNAL"
     #: This gateway process serves its maximum of event streams (429, Retry-After).
     OVER_CAPACITY = "OVER_CAPACITY"
+    #: A call to the core failed outside the core's error tree (no core reachable, a
+    #: transport error); the message is generic, the gateway's log has the original.
+    CORE_CALL_FAILED = "CORE_CALL_FAILED"
+    #: This gateway listens beyond loopback and its core answered a call without an API
+    #: key (SCRIPTGEN_AUTH=disabled): every API call is refused (503; gateway.open_core).
+    CORE_AUTH_DISABLED = "CORE_AUTH_DISABLED"
+    #: This gateway listens beyond loopback and no core has yet said it requires keys (503).
+    CORE_AUTH_UNVERIFIED = "CORE_AUTH_UNVERIFIED"
+    #: The request is not valid HTTP: a URL or header line over the limit, too many
+    #: headers, bytes that are not HTTP (gateway.http_errors).
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
 
 
 def http_status(code: grpc.StatusCode) -> int:
@@ -118,8 +161,12 @@ class ApiError(Exception):
         return cls(status_code(status.code), status.message, status.details)
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> ApiError:
-        """Decode a failed call, keeping the rich details the core attached."""
+    def from_rpc_error(cls, error: grpc.aio.AioRpcError, request_id: str | None = None) -> ApiError:
+        """Decode a failed call, keeping the rich details the core attached.
+
+        A status without the core's ErrorInfo gets a generic message; its own text
+        is logged (with `request_id`, by default the request being answered).
+        """
         code = error.code()
         message = error.details() or code.name
         details: list[any_pb2.Any] = []
@@ -135,7 +182,21 @@ class ApiError(Exception):
                     continue
                 if decoded.code == code.value[0]:
                     details.extend(decoded.details)
-        api_error = cls(code, message, details)
+        if _from_error_tree(details):
+            api_error = cls(code, message, details)
+        else:
+            _log.log(
+                logging.DEBUG if code is grpc.StatusCode.CANCELLED else logging.WARNING,
+                "a call to the core failed outside its error tree: %s: %s",
+                code.name,
+                message,
+                extra={
+                    "request_id": CURRENT_REQUEST_ID.get() if request_id is None else request_id
+                },
+            )
+            api_error = cls.gateway(
+                code, Reason.CORE_CALL_FAILED, _GENERIC_MESSAGES.get(code, "Internal error.")
+            )
         api_error.extra_headers = headers
         return api_error
 
@@ -210,6 +271,12 @@ class ApiError(Exception):
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
         return headers
+
+
+def _from_error_tree(details: Sequence[any_pb2.Any]) -> bool:
+    """Whether `details` carry the ErrorInfo every error of the core's tree has."""
+    info = error_details_pb2.ErrorInfo()
+    return any(detail.Unpack(info) and info.domain == DOMAIN for detail in details)
 
 
 def _pack(message: Message) -> any_pb2.Any:

@@ -72,6 +72,7 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
         request_id = uuid.uuid4().hex
         _log.debug("replaced unusable request id %r", client_id)
     request[state.REQUEST_ID] = request_id
+    state.CURRENT_REQUEST_ID.set(request_id)
     # Filled by the calls made for this request: X-RateLimit-* on its answer.
     begin_rate_limit_state(request)
     metadata: list[tuple[str, str]] = [("x-request-id", request_id)]
@@ -98,7 +99,7 @@ async def translate_errors(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as error:
         return _error_response(error)
     except grpc.aio.AioRpcError as error:
-        return _error_response(ApiError.from_rpc_error(error))
+        return _error_response(ApiError.from_rpc_error(error, request.get(state.REQUEST_ID)))
     except web.HTTPException as error:
         if error.status < 400:
             raise

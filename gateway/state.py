@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,9 @@ READINESS = web.AppKey("readiness", Readiness)
 RELAYS: web.AppKey[set[EventRelay]] = web.AppKey("relays")
 
 REQUEST_ID = web.RequestKey("request_id", str)
+#: The id of the request being answered, for log lines of code that has no `request`
+#: at hand (error decoding; an SSE relay's task, which inherits it).
+CURRENT_REQUEST_ID: ContextVar[str] = ContextVar("scriptgen_gateway_request_id", default="")
 CALL_METADATA: web.RequestKey[CallMetadata] = web.RequestKey("call_metadata")
 
 

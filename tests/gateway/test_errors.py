@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import grpc.aio
 import pytest
@@ -74,8 +76,9 @@ def test_rich_details_become_the_json_body() -> None:
 
 def test_resource_exhausted_says_when_to_retry() -> None:
     retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2, nanos=1))
+    info = error_details_pb2.ErrorInfo(reason="TOO_MANY_JOBS", domain="scriptgen.dev")
     with_info = ApiError.from_rpc_error(
-        _rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many jobs", retry)
+        _rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many jobs", info, retry)
     )
     assert with_info.http_status == 429
     assert with_info.headers() == {"Retry-After": "3"}
@@ -83,22 +86,38 @@ def test_resource_exhausted_says_when_to_retry() -> None:
     assert without.headers() == {"Retry-After": "1"}
 
 
-def test_an_error_without_details_keeps_its_code_and_message() -> None:
-    bare = grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="gone"
+def test_an_error_from_outside_the_core_error_tree_gets_a_generic_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    transport = (
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.3.7:50051:"
+        " Failed to connect to remote host: Connection refused"
     )
-    error = ApiError.from_rpc_error(bare)
-    assert (error.http_status, error.message, error.details) == (503, "gone", [])
+    bare = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details=transport
+    )
+    with caplog.at_level(logging.WARNING, logger="gateway.errors"):
+        error = ApiError.from_rpc_error(bare, "req-7")
+    assert (error.http_status, error.message) == (503, "The service is unavailable; retry later.")
+    assert [d["reason"] for d in error.details_json()] == ["CORE_CALL_FAILED"]
+    (record,) = caplog.records
+    assert transport in record.getMessage() and getattr(record, "request_id", "") == "req-7"
+    # Details of another domain do not make a status the core's either.
+    foreign = error_details_pb2.ErrorInfo(reason="UPSTREAM", domain="proxy.example")
+    proxied = ApiError.from_rpc_error(_rpc_error(grpc.StatusCode.INTERNAL, "10.0.3.7", foreign))
+    assert proxied.message == "Internal error."
+    assert [d["reason"] for d in proxied.details_json()] == ["CORE_CALL_FAILED"]
 
 
 def test_details_for_another_code_are_not_trusted() -> None:
     status = status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0], message="x")
-    status.details.extend(_packed(error_details_pb2.ErrorInfo(reason="X")))
+    status.details.extend(_packed(error_details_pb2.ErrorInfo(reason="X", domain="scriptgen.dev")))
     trailers = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
     error = ApiError.from_rpc_error(
         grpc.aio.AioRpcError(grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), trailers, "boom")
     )
-    assert error.details == []
+    assert [d["reason"] for d in error.details_json()] == ["CORE_CALL_FAILED"]
+    assert error.message == "Internal error."
 
 
 def test_unknown_detail_types_still_reach_the_client() -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+import io
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,7 @@ import pytest
 from grpc import aio
 
 from gateway import GatewayServer
-from server import Core
+from server import Core, logs
 from server.auth import AuthConfig, LimitDefaults, new_key
 from server.store.records import now_micros
 from tests.conftest import fast_core_config
@@ -97,3 +101,29 @@ async def http(secure_gateway: GatewayServer) -> AsyncIterator[httpx.AsyncClient
         base_url=f"http://127.0.0.1:{secure_gateway.port}", timeout=30.0
     ) as client:
         yield client
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The process's real log setup (`server.logs.configure`, JSON) writing into a buffer.
+
+    Yields a function returning the JSON lines written so far; the previous setup is
+    restored after the test.
+    """
+    root = logging.getLogger()
+    level = root.level
+    stream = io.StringIO()
+    logs.configure("json", "INFO", stream)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "scriptgen"]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def unused_port() -> int:
+    """A TCP port nothing listens on (bound once, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
