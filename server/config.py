@@ -71,7 +71,8 @@ class ProviderConfig:
     #: Default model; a stage route may name another.
     model: str
     #: API key; empty for providers that need none (synthetic, most local servers).
-    api_key: str = ""
+    #: Never in the repr, so a logged config does not show it.
+    api_key: str = field(default="", repr=False)
     #: Base URL of the API; empty means the SDK's default (the vendor's public API).
     base_url: str = ""
 
@@ -158,7 +159,8 @@ class CoreConfig:
     metrics_address: str | None = DEFAULT_METRICS_ADDRESS
     #: Project store URL: empty means SQLite in `data_dir`; `sqlite:///path` or
     #: `postgresql://user:password@host:port/database` (see server.store.factory).
-    database_url: str = ""
+    #: Not in the repr: it may carry a password.
+    database_url: str = field(default="", repr=False)
     #: The synthetic provider's behaviour.
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     #: Language-model providers, stage chains, retries, breakers and timeouts.
@@ -188,7 +190,8 @@ class CoreConfig:
     #: more are refused at once with RESOURCE_EXHAUSTED (TOO_MANY_STREAMS); 0: no limit.
     max_streams: int = 0
     #: Redis URL for the shared event log, job registry and coordination; empty: in memory.
-    redis_url: str = ""
+    #: Not in the repr: it may carry a password (`redis://:password@host`).
+    redis_url: str = field(default="", repr=False)
     #: Prefix of every Redis key Scriptgen writes.
     redis_key_prefix: str = "scriptgen:"
     #: How long Redis commands are retried while Redis is unreachable, in seconds.

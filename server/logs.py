@@ -49,20 +49,56 @@ def _generation_argument(record: logging.LogRecord) -> str:
     return ""
 
 
-#: API keys (`sg_k…_…`), job tokens (`sgjt.….…`) and bearer credentials in any log text.
+#: Secrets in any log text, each replaced by `[redacted]` (a URL keeps its user name).
 _SECRETS = re.compile(
-    r"sg_k[0-9a-f]{12}_[0-9a-f]{48}|sgjt\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]+"
+    "|".join(
+        [
+            # Scriptgen API keys (sg_k…_…) and job tokens (sgjt.….…), whole or cut short.
+            r"\bsg_[A-Za-z0-9_]{8,}",
+            r"\bsgjt\.[A-Za-z0-9_.-]+",
+            # OpenAI (sk-…, sk-proj-…) and Anthropic (sk-ant-…) API keys.
+            r"\bsk-[A-Za-z0-9_-]{8,}",
+            # Credentials of an Authorization header or metadata, whatever their scheme.
+            r"(?i:\bbearer\s+)[A-Za-z0-9._~+/=-]+",
+            r"\bBasic\s+[A-Za-z0-9+/=]{8,}",
+            r"(?i:authorization)(?P<auth_sep>['\"]?\s*[:=,]\s*['\"]?)"
+            r"(?!\[redacted\])(?!(?i:bearer|basic)\s)[^\s'\",;)}\]]+",
+            # name=value and "name": "value" of keys, passwords, secrets and tokens.
+            r"(?i:api[_-]?key|password|passwd|secret|access_token|refresh_token)"
+            r"(?P<pair_sep>['\"]?\s*[:=]\s*['\"]?)"
+            r"(?!\[redacted\])[^\s'\"&,;)}\]]+",
+            # The password of a URL: redis://:password@host, postgresql://user:password@host.
+            r"(?P<url_user>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):[^\s/@]+@",
+        ]
+    )
 )
 
 
+def _replace(match: re.Match[str]) -> str:
+    if match.group("url_user") is not None:
+        return f"{match.group('url_user')}:[redacted]@"
+    text = match.group(0)
+    for separator in ("auth_sep", "pair_sep"):
+        found = match.group(separator)
+        if found is not None:
+            return text[: match.end(separator) - match.start()] + "[redacted]"
+    if text[:1] in "bB" and " " in text:  # `Bearer xyz`: keep the scheme
+        return text.split(None, 1)[0] + " [redacted]"
+    return "[redacted]"
+
+
 def redact(text: str) -> str:
-    """`text` with keys, job tokens and bearer credentials replaced by `[redacted]`."""
-    return _SECRETS.sub("[redacted]", text)
+    """`text` with API keys, job tokens, provider keys, credentials and URL passwords
+    replaced by `[redacted]`."""
+    return _SECRETS.sub(_replace, text)
+
+
+_PLAIN = (str, int, float, bool, type(None))
 
 
 class RedactingFilter(logging.Filter):
-    """Takes secrets out of every record before any handler writes it."""
+    """Takes secrets out of every record before any handler writes it: the message, its
+    extra fields, and the text of its exception and stack."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -70,9 +106,28 @@ class RedactingFilter(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         for key, value in list(vars(record).items()):
-            if key not in _RECORD_ATTRIBUTES and isinstance(value, str):
+            if key in _RECORD_ATTRIBUTES:
+                continue
+            if isinstance(value, str):
                 setattr(record, key, redact(value))
+            elif not isinstance(value, _PLAIN):
+                text = str(value)
+                if redact(text) != text:
+                    setattr(record, key, redact(text))
+        if record.exc_info and record.exc_info[0] is not None:
+            # Formatters write exc_text when set, so the traceback is formatted here once,
+            # scrubbed, and kept; exc_info stays for handlers that want the exception.
+            record.exc_text = redact(
+                record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+            )
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 class JsonFormatter(logging.Formatter):
@@ -96,8 +151,12 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES and key not in entry:
                 entry[key] = value
-        if record.exc_info:
+        if record.exc_text:  # the redacting filter leaves the scrubbed traceback here
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = record.stack_info
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 

@@ -33,7 +33,8 @@ class KnowledgeConfig:
     """Where story knowledge lives and how it is embedded."""
 
     #: A Chroma server, `http://host:port` (or https); empty: embedded Chroma in the data dir.
-    chroma_url: str = ""
+    #: Not in the repr: it may carry credentials (`https://user:password@host`).
+    chroma_url: str = field(default="", repr=False)
     #: Collections are named `{prefix}-{embedder}-{dimension}`.
     collection_prefix: str = "scriptgen"
     #: `hashing` (offline, the default), `openai` or `minilm` (see server.knowledge.embedders).
