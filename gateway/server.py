@@ -6,6 +6,7 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.http_errors import GatewayRunner
 
 
 class GatewayServer:
@@ -17,7 +18,8 @@ class GatewayServer:
         self._port: int | None = None
 
     async def start(self) -> None:
-        runner = web.AppRunner(
+        # Its connections answer requests aiohttp cannot parse in JSON (gateway.http_errors).
+        runner = GatewayRunner(
             create_app(self._config),
             # A client that leaves cancels its handler, and so its upstream gRPC call.
             handler_cancellation=True,
