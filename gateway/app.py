@@ -13,6 +13,7 @@ from gateway.admission import SLOTS, StreamSlots
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import echo_request_id, identify, observe, translate_errors
+from gateway.open_core import guarded, refuse_open_core
 from gateway.rate_limits import add_rate_limit_headers
 from gateway.rate_limits import interceptors as rate_limit_interceptors
 from gateway.readiness import Readiness
@@ -27,7 +28,7 @@ from gateway.security import add_security_headers, cors
 def create_app(config: GatewayConfig) -> web.Application:
     """A gateway app for `config`; its channel to the core opens when the app starts."""
     app = web.Application(
-        middlewares=[observe, cors, identify, translate_errors],
+        middlewares=[observe, cors, identify, translate_errors, refuse_open_core],
         client_max_size=config.max_body_bytes,
     )
     app[state.CONFIG] = config
@@ -41,6 +42,8 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.add_routes(page_routes)
     app.cleanup_ctx.append(_core_channel)
     app.cleanup_ctx.append(_readiness_watch)
+    # Beyond loopback, no API call reaches a core that takes calls without a key.
+    app.cleanup_ctx.append(guarded)
     app.on_response_prepare.append(echo_request_id)
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(add_rate_limit_headers)

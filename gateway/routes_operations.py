@@ -6,6 +6,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.metrics import EXPOSITION_CONTENT_TYPE
+from gateway.open_core import GUARD
 from gateway.openapi import openapi_document
 
 routes = web.RouteTableDef()
@@ -19,8 +20,10 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.StreamResponse:
-    """200 while the core's health watch says SERVING, else 503."""
-    if request.app[state.READINESS].ready:
+    """200 while the core's health watch says SERVING (and, beyond loopback, the core
+    requires API keys: gateway.open_core), else 503."""
+    guard = request.app.get(GUARD)
+    if request.app[state.READINESS].ready and (guard is None or guard.allows):
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "not ready"}, status=503, headers={"Retry-After": "1"})
 
