@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -22,11 +24,12 @@ from scriptgen.v1 import (
 )
 
 from gateway import GatewayServer
-from server import Core
+from server import Core, SyntheticConfig
 from server.auth import LimitDefaults
 from server.events import open_redis
 from server.ratelimit import MemoryLimiter, RedisLimiter, TokenBudget
 from server.ratelimit.base import Limiter
+from server.ratelimit.budget import estimate_tokens
 from tests.gateway.conftest import gateway_config
 from tests.security.conftest import bearer, make_key, secure_config
 from tests.server.rpc import error_info, rich_status
@@ -247,3 +250,127 @@ async def test_a_spent_daily_budget_fails_the_stream_and_saves_nothing(tmp_path:
         assert list(episodes.episodes) == []  # the partial script is not saved
     finally:
         await core.stop()
+
+
+@asynccontextmanager
+async def _two_cores(
+    folder: Path, redis_url: str, redis_prefix: str, limits: LimitDefaults
+) -> AsyncIterator[tuple[Core, Core]]:
+    """Two cores on one database and one Redis, whose writer takes its time."""
+    cores: list[Core] = []
+    try:
+        for index in range(2):
+            config = replace(
+                secure_config(folder, limits=limits),
+                redis_url=redis_url,
+                redis_key_prefix=redis_prefix,
+                synthetic=SyntheticConfig(first_token_seconds=0.05, tokens_per_second=40.0),
+            )
+            if index:
+                config = replace(config, metrics_address=None)
+            core = Core(config)
+            await core.start()
+            cores.append(core)
+        yield cores[0], cores[1]
+    finally:
+        for core in reversed(cores):
+            await core.stop(grace=0)
+
+
+async def test_the_stream_limit_holds_across_two_cores_on_one_redis(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    limits = LimitDefaults(requests_per_window=1000, window_seconds=60, max_streams=1)
+    async with (
+        _two_cores(tmp_path / "shared", redis_url, redis_prefix, limits) as (a, b),
+        aio.insecure_channel(f"127.0.0.1:{a.grpc_port}") as channel_a,
+        aio.insecure_channel(f"127.0.0.1:{b.grpc_port}") as channel_b,
+    ):
+        key = await make_key(a, "alice")
+        parent = await _project(channel_a, key)
+        on_a = generation_service_pb2_grpc.GenerationServiceStub(channel_a)
+        on_b = generation_service_pb2_grpc.GenerationServiceStub(channel_b)
+        first = on_a.GenerateScript(
+            GS.GenerateScriptRequest(parent=parent, title="One", detach=True),
+            metadata=bearer(key),
+        )
+        opening = await first.read()
+        assert isinstance(opening, GS.GenerateScriptResponse)
+        job = opening.event.generation
+
+        # Core A holds alice's one stream: core B refuses her a second.
+        follow = on_b.StreamGenerationEvents(
+            GS.StreamGenerationEventsRequest(name=job), metadata=bearer(key)
+        )
+        with pytest.raises(aio.AioRpcError) as raised:
+            await follow.read()
+        assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info(raised.value).reason == "TOO_MANY_STREAMS"
+
+        # Closed on A, the slot is free on B: B follows the job A runs.
+        first.cancel()
+        followed: object = None
+        async with asyncio.timeout(10):
+            while followed is None:
+                follow = on_b.StreamGenerationEvents(
+                    GS.StreamGenerationEventsRequest(name=job), metadata=bearer(key)
+                )
+                try:
+                    followed = await follow.read()
+                except aio.AioRpcError as error:
+                    if error_info(error).reason != "TOO_MANY_STREAMS":
+                        raise
+                    await asyncio.sleep(0.05)
+        assert isinstance(followed, GS.StreamGenerationEventsResponse)
+        assert followed.event.generation == job and followed.event.sequence == 1
+        follow.cancel()
+
+
+async def _events(channel: aio.Channel, parent: str, key: str) -> list[Any]:
+    stub = generation_service_pb2_grpc.GenerationServiceStub(channel)
+    return [
+        response.event
+        async for response in stub.GenerateScript(
+            GS.GenerateScriptRequest(parent=parent, title="Budget"), metadata=bearer(key)
+        )
+    ]
+
+
+def _budget_failure(events: list[Any]) -> str:
+    last = events[-1]
+    assert last.HasField("failed"), last
+    assert last.failed.status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    info = error_details_pb2.ErrorInfo()
+    assert any(d.Unpack(info) for d in last.failed.status.details)
+    return info.reason
+
+
+def _tokens(events: list[Any]) -> int:
+    return sum(estimate_tokens(e.text_delta.text) for e in events if e.HasField("text_delta"))
+
+
+async def test_the_daily_budget_holds_across_two_cores_on_one_redis(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    budget = 60
+    limits = LimitDefaults(daily_tokens=budget, max_streams=10)
+    async with (
+        _two_cores(tmp_path / "shared", redis_url, redis_prefix, limits) as (a, b),
+        aio.insecure_channel(f"127.0.0.1:{a.grpc_port}") as channel_a,
+        aio.insecure_channel(f"127.0.0.1:{b.grpc_port}") as channel_b,
+    ):
+        key = await make_key(a, "alice")
+        parent = await _project(channel_a, key)
+        on_a = await _events(channel_a, parent, key)
+        on_b = await _events(channel_b, parent, key)
+        projects = project_service_pb2_grpc.ProjectServiceStub(channel_b)
+        episodes = await projects.ListEpisodes(
+            PS.ListEpisodesRequest(parent=parent), metadata=bearer(key)
+        )
+    # Core A spent the day's budget (all but a few tokens of its last block at most) …
+    assert _budget_failure(on_a) == "TOKEN_BUDGET_EXHAUSTED"
+    assert budget - 8 <= _tokens(on_a) <= budget
+    # … so the job on core B fails at once with what was left: both together fit the budget.
+    assert _budget_failure(on_b) == "TOKEN_BUDGET_EXHAUSTED"
+    assert _tokens(on_a) + _tokens(on_b) <= budget
+    assert list(episodes.episodes) == []
