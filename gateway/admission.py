@@ -5,6 +5,10 @@ refusing the one over the limit before any call to the core, with 429 and
 `Retry-After` (RESOURCE_EXHAUSTED, reason OVER_CAPACITY), keeps admitted
 streams on time and lets the client retry shortly or elsewhere. The limit is
 per process (`--gateway-max-streams`); 0 admits all.
+
+It is not a rate limit: the refusal carries `Retry-After` but no
+`X-RateLimit-*`, which describe the key's request window at the core — a
+window this refused request, which never reached the core, did not touch.
 """
 
 from __future__ import annotations

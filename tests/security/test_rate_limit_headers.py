@@ -8,11 +8,16 @@ job-token streams carry the key's window; answers the core never counted
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import httpx
 from grpc import aio
 
-from server import Core
-from tests.security.conftest import ROOMY
+from gateway import GatewayServer
+from server import Core, SyntheticConfig
+from tests.gateway.conftest import gateway_config
+from tests.security.conftest import ROOMY, make_key, secure_config
 
 NAMES = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
@@ -90,3 +95,40 @@ async def test_answers_nobody_counted_carry_none(
         await http.get("/v1/projects", headers={"Authorization": "Bearer sg_nope"}),
     ):
         assert not any(name in response.headers for name in NAMES), response.headers
+
+
+async def test_the_gateway_over_capacity_says_when_to_retry_not_a_rate_window(
+    tmp_path: Path,
+) -> None:
+    """OVER_CAPACITY is this gateway's own stream limit, not the key's rate: 429 with
+    Retry-After, and no X-RateLimit-* (the core never saw, so never counted, the call)."""
+    config = replace(
+        secure_config(tmp_path / "core"),
+        synthetic=SyntheticConfig(first_token_seconds=30.0, tokens_per_second=1.0),
+    )
+    core = Core(config)
+    await core.start()
+    gateway = GatewayServer(
+        gateway_config(f"127.0.0.1:{core.grpc_port}", max_streams=1, first_event_wait_seconds=1)
+    )
+    await gateway.start()
+    try:
+        key = await make_key(core, "alice")
+        auth = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{gateway.port}", timeout=10, headers=auth
+        ) as http:
+            project = (await http.post("/v1/projects", json={"title": "Full"})).json()["name"]
+            url = f"/v1/{project}/generations"
+            sse = {"Accept": "text/event-stream"}
+            async with http.stream("POST", url, json={"title": "A"}, headers=sse) as admitted:
+                assert admitted.status_code == 200
+                assert _counted(admitted, ROOMY.requests_per_window)
+                refused = await http.post(url, json={"title": "B"}, headers=sse)
+    finally:
+        await gateway.stop()
+        await core.stop(grace=0)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["details"][0]["reason"] == "OVER_CAPACITY"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert not any(name in refused.headers for name in NAMES), refused.headers
