@@ -11,6 +11,14 @@ the path together. What is read is what `AsyncStream` reads: every event's
 JSON, an `error` object in it raises `openai.APIError`, `[DONE]` ends the text
 (the rest of the body is drained so the connection can be reused), and read
 timeouts and cut connections raise the SDK's timeout and connection errors.
+
+The request goes through the client's generic `post` (the SDK's documented way
+to any endpoint), answered by the raw streamed response: base URL, key, headers,
+timeouts and status errors with Retry-After stay the SDK's. What it skips is
+`completions.create`'s walk of the typed parameters (`maybe_transform`), which
+changes nothing in a body of plain strings and numbers but was ~40 % of the
+~4 ms of CPU each job's request cost: in a burst of job starts, time to first
+token.
 """
 
 from __future__ import annotations
@@ -67,25 +75,33 @@ class OpenAIChatProvider:
     def model(self) -> str:
         return self._model
 
+    def _body(self, prompt: Prompt) -> dict[str, Any]:
+        """The Chat Completions request (`completions.create`'s fields, as JSON)."""
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": chat_messages(prompt),
+            "max_completion_tokens": self._max_output_tokens,
+            "stream": True,
+        }
+        if self._include_usage:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
     async def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
         # The exit stack closes the HTTP response however the iteration ends, cancellation too.
         async with AsyncExitStack() as stack:
             try:
-                response = await stack.enter_async_context(
-                    self._client.chat.completions.with_streaming_response.create(
-                        model=self._model,
-                        messages=chat_messages(prompt),
-                        max_completion_tokens=self._max_output_tokens,
-                        stream=True,
-                        stream_options={"include_usage": True}
-                        if self._include_usage
-                        else openai.omit,
-                    )
+                response = await self._client.post(
+                    "/chat/completions",
+                    cast_to=httpx2.Response,
+                    body=self._body(prompt),
+                    stream=True,
                 )
             except Exception as error:
                 raise classify(self._name, error) from error
+            stack.push_async_callback(response.aclose)
             try:
-                async for text in _texts(response.http_response, usage):
+                async for text in _texts(response, usage):
                     yield text
             except ProviderFailure:
                 raise

@@ -133,6 +133,39 @@ async def test_openai_and_anthropic_stream_the_text_with_reported_usage(
     assert standin.of("anthropic")[0].body["system"] == "system"
 
 
+async def test_the_openai_request_is_the_one_completions_create_sends(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    # The provider posts its body through the SDK's generic `post` (no typed-parameter walk):
+    # the server must see what the SDK's own `chat.completions.create` sends.
+    openai_provider = sdk_providers[0]
+    standin.openai = [Reply(text=SCRIPT)]
+    assert "".join(await collect(make_router(), [openai_provider], {})) == SCRIPT
+    client = openai.AsyncOpenAI(base_url=f"{standin.url}/v1", api_key="test", max_retries=0)
+    try:
+        stream = await client.chat.completions.create(
+            model="gpt-test",
+            messages=[
+                {"role": "system", "content": PROMPT.system},
+                {"role": "user", "content": PROMPT.user},
+            ],
+            max_completion_tokens=8192,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async with stream:
+            async for _ in stream:
+                pass
+    finally:
+        await client.close()
+    ours, sdks = standin.of("openai")
+    assert ours.body == sdks.body
+    # Per-request headers differ by nature (the SDK's raw-response marker, timeouts, retry
+    # counts, idempotency); what identifies and authorises the call must be the same.
+    for header in ("authorization", "content-type", "accept", "user-agent", "x-stainless-lang"):
+        assert ours.headers.get(header) == sdks.headers.get(header), header
+
+
 async def test_a_429_is_retried_after_its_retry_after(
     standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
 ) -> None:

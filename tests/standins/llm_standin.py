@@ -49,6 +49,7 @@ class Recorded:
 
     api: str
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
     sent: str = ""
     finished: bool = False
     client_closed: bool = False
@@ -111,7 +112,7 @@ class LlmStandin:
 
     async def _serve(self, request: web.Request, api: str, reply: Reply) -> web.StreamResponse:
         body = await request.json()
-        record = Recorded(api, body)
+        record = Recorded(api, body, {k.lower(): v for k, v in request.headers.items()})
         self.requests.append(record)
         self.arrived.set()
         try:
