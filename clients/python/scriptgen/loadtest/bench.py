@@ -160,6 +160,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "cut": figure("outcomes.cut"),
     "errors": error_count,
     "TTFE p50 ms": latency("time_to_first_event", "p50"),
+    "TTFE p95 ms": latency("time_to_first_event", "p95"),
     "TTFE p99 ms": latency("time_to_first_event", "p99"),
     "TTFT p50 ms": latency("time_to_first_token", "p50"),
     "TTFT p95 ms": latency("time_to_first_token", "p95"),
