@@ -310,7 +310,8 @@ class ChromaCollection:
             await self._run(
                 collection.upsert,
                 ids=list(ids[start:end]),
-                embeddings=[list(vector) for vector in embeddings[start:end]],
+                # One float32 matrix (what Chroma stores), not a list of float objects per value.
+                embeddings=numpy.array(embeddings[start:end], dtype=numpy.float32),
                 documents=list(texts[start:end]),
                 metadatas=list(metadatas[start:end]),
             )

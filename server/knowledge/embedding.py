@@ -25,7 +25,7 @@ class Embedder(Protocol):
         """Length of every vector."""
         ...
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str]) -> Sequence[Sequence[float]]:
         """One vector per text, in order. Raises Unavailable when a remote model is down."""
         ...
 

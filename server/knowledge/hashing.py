@@ -25,6 +25,7 @@ import functools
 import hashlib
 import itertools
 import math
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from typing import Final
@@ -99,8 +100,12 @@ class HashingEmbedder:
         self._buckets[feature] = bucket
         return bucket
 
-    def embed_one(self, text: str) -> list[float]:
-        """The unit vector of one text."""
+    def embed_one(self, text: str) -> array[float]:
+        """The unit vector of one text, as doubles in one buffer.
+
+        An episode's vectors wait for Chroma's upsert; as lists of float objects they took
+        32 KB each and, freed in bulk, fragmented the allocator's pools (soak RSS growth).
+        """
         vector = [0.0] * self._dimension
         buckets = self._buckets
         log = math.log
@@ -112,10 +117,10 @@ class HashingEmbedder:
             # Cosine distance is undefined for a zero vector; a text without
             # words gets one fixed direction instead.
             vector[0] = 1.0
-            return vector
-        return [x / norm for x in vector]
+            return array("d", vector)
+        return array("d", [x / norm for x in vector])
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str]) -> list[array[float]]:
         if sum(len(text) for text in texts) <= _INLINE_CHARACTERS:
             return [self.embed_one(text) for text in texts]
         return await asyncio.to_thread(lambda: [self.embed_one(text) for text in texts])
