@@ -166,6 +166,39 @@ async def test_the_openai_request_is_the_one_completions_create_sends(
         assert ours.headers.get(header) == sdks.headers.get(header), header
 
 
+async def test_the_anthropic_request_is_the_one_messages_create_sends(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    anthropic_provider = sdk_providers[1]
+    standin.anthropic = [Reply(text=SCRIPT)]
+    assert "".join(await collect(make_router(), [anthropic_provider], {})) == SCRIPT
+    client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="test", max_retries=0)
+    try:
+        stream = await client.messages.create(
+            model="claude-test",
+            system=PROMPT.system,
+            messages=[{"role": "user", "content": PROMPT.user}],
+            max_tokens=8192,
+            stream=True,
+        )
+        async with stream:
+            async for _ in stream:
+                pass
+    finally:
+        await client.close()
+    ours, sdks = standin.of("anthropic")
+    assert ours.body == sdks.body
+    for header in (
+        "x-api-key",
+        "anthropic-version",
+        "content-type",
+        "accept",
+        "user-agent",
+        "x-stainless-lang",
+    ):
+        assert ours.headers.get(header) == sdks.headers.get(header), header
+
+
 async def test_a_429_is_retried_after_its_retry_after(
     standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
 ) -> None:
