@@ -18,7 +18,6 @@ from server.storage_faults import is_lock_conflict, sqlite_faults
 from server.store import records
 from server.store.migrations import migrations, statements
 from server.store.sqlite_keys import SqliteKeys
-from server.store.sqlite_loop_reads import LoopReads
 
 _PROJECT_COLUMNS = (
     "id, title, type, logline, description, language, create_time, update_time,"
@@ -140,8 +139,6 @@ class SqliteProjectStore(SqliteKeys):
         # IMMEDIATE would turn it into a lock upgrade that SQLite refuses
         # (SQLITE_BUSY, without waiting) once another process has written.
         self._lock = asyncio.Lock()
-        #: The hot reads (a job's project, the plan stage's latest episodes), on the loop.
-        self._loop_reads = LoopReads(path)
 
     @property
     def _db(self) -> aiosqlite.Connection:
@@ -158,7 +155,6 @@ class SqliteProjectStore(SqliteKeys):
             await _prepare(connection)
             self._connection = connection
             await self._migrate()
-            self._loop_reads.open()
         except BaseException:
             # A half-opened store must not leave its connection's worker thread
             # behind: it would keep the process from exiting.
@@ -167,7 +163,6 @@ class SqliteProjectStore(SqliteKeys):
             raise
 
     async def close(self) -> None:
-        self._loop_reads.close()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
@@ -183,14 +178,6 @@ class SqliteProjectStore(SqliteKeys):
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock, sqlite_faults():
             yield self._db
-
-    async def _rows(self, query: str, parameters: tuple[Any, ...]) -> Sequence[Any]:
-        """A small read's rows: on the loop (`LoopReads`), else through the thread."""
-        rows = self._loop_reads.rows(query, parameters)
-        if rows is not None:
-            return rows
-        async with self._reading() as db:
-            return list(await db.execute_fetchall(query, parameters))
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -318,10 +305,13 @@ class SqliteProjectStore(SqliteKeys):
     async def get_project(
         self, project_id: str, *, tenant: str | None = None
     ) -> project_pb2.Project:
-        # Every job start reads its project: on the loop, not through the thread.
-        query = f"{_PROJECT_SELECT} WHERE tenant = ? AND id = ?"
-        parameters = (tenant_in_scope(tenant), project_id)
-        rows = await self._rows(query, parameters)
+        # One trip to the connection's thread (execute, fetch and close as one): every job
+        # start reads its project, so a burst of starts queues on this.
+        async with self._reading() as db:
+            rows = await db.execute_fetchall(
+                f"{_PROJECT_SELECT} WHERE tenant = ? AND id = ?",
+                (tenant_in_scope(tenant), project_id),
+            )
         if not rows:
             raise records.project_not_found(project_id)
         return _project(next(iter(rows)))
@@ -480,9 +470,10 @@ class SqliteProjectStore(SqliteKeys):
     async def latest_episodes(
         self, project_id: str, count: int, *, tenant: str | None = None
     ) -> list[project_pb2.Episode]:
-        rows = await self._rows(
-            _LATEST_EPISODES, (tenant_in_scope(tenant), project_id, max(1, count))
-        )
+        async with self._reading() as db:
+            rows = await db.execute_fetchall(
+                _LATEST_EPISODES, (tenant_in_scope(tenant), project_id, max(1, count))
+            )
         if not rows:
             raise records.project_not_found(project_id)
         found = [_episode(row) for row in rows if row[1] is not None]
