@@ -1,13 +1,8 @@
-"""What a burst of job starts pays per job, in-process: the project read and the model request.
+"""What a burst of job starts pays per job for its model request, in-process.
 
     .venv/bin/python scripts/burst_costs.py [--jobs 200]
 
-`store`: `jobs` concurrent `get_project` calls on the SQLite store while the loop is
-busy (each caller first spends ~0.3 ms of CPU, as a job start does), once through
-aiosqlite's thread and once on the loop (`server/store/sqlite_loop_reads.py`);
-prints each caller's wait, p50 / p95.
-
-`openai`: `jobs` concurrent requests through `OpenAIChatProvider` (the `openai` SDK
+`jobs` concurrent requests through `OpenAIChatProvider` (the `openai` SDK
 over aiohttp) to the load tool's OpenAI stand-in in its own process, each read up
 to its first token; prints the CPU seconds of this process per request and the
 time to first token, p50 / p95. Run it on a quiet machine: every figure is CPU.
@@ -21,24 +16,14 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import openai
 from scriptgen.v1 import generation_pb2, project_pb2
 
 from server.providers.base import Brief, Prompt, TokenUsage
 from server.providers.openai_chat import OpenAIChatProvider
-from server.store.sqlite import SqliteProjectStore
-
-
-def _spin(iterations: int = 3000) -> int:
-    total = 0
-    for value in range(iterations):
-        total += value
-    return total
 
 
 def _report(label: str, waits: list[float]) -> None:
@@ -51,30 +36,6 @@ async def _timed(call: Callable[[], Awaitable[object]]) -> float:
     started = time.perf_counter()
     await call()
     return time.perf_counter() - started
-
-
-async def store(jobs: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="burst-costs-") as folder:
-        projects = SqliteProjectStore(Path(folder) / "store.sqlite3")
-        await projects.open()
-        try:
-            await projects.create_project("p1", project_pb2.Project(title="Night Shift"))
-
-            async def start() -> None:
-                _spin()
-                await projects.get_project("p1")
-
-            for round_ in range(2):
-                for label, on_loop in (("through the thread", False), ("on the loop", True)):
-                    # The store's own switch: a closed loop connection answers None.
-                    if on_loop:
-                        projects._loop_reads.open()
-                    else:
-                        projects._loop_reads.close()
-                    waits = await asyncio.gather(*(_timed(start) for _ in range(jobs)))
-                    _report(f"store, {label} ({round_ + 1})", list(waits))
-        finally:
-            await projects.close()
 
 
 async def sdk(jobs: int, base_url: str) -> None:
@@ -119,12 +80,8 @@ def _with_standin(jobs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="burst_costs.py")
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--only", choices=["store", "openai"])
     args = parser.parse_args()
-    if args.only != "openai":
-        asyncio.run(store(args.jobs))
-    if args.only != "store":
-        _with_standin(args.jobs)
+    _with_standin(args.jobs)
 
 
 if __name__ == "__main__":
