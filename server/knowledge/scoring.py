@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import numpy
+
 from server.knowledge.text import estimate_tokens, normalize
 
 VECTOR_WEIGHT: Final = 0.7
@@ -42,10 +44,17 @@ class Candidate:
 
 
 def cosine(left: Sequence[float], right: Sequence[float]) -> float:
-    """Cosine similarity; 0 when either vector is zero."""
-    dot = sum(a * b for a, b in zip(left, right, strict=True))
-    norms = math.sqrt(sum(a * a for a in left)) * math.sqrt(sum(b * b for b in right))
-    return dot / norms if norms else 0.0
+    """Cosine similarity; 0 when either vector is zero.
+
+    In numpy: a plan stage scores dozens of 1024-dimension candidates, ~145 µs each in
+    Python (~3 µs so), on the event loop. Vectors arrive as float buffers (`array`).
+    """
+    first = numpy.asarray(left, dtype=numpy.float64)
+    second = numpy.asarray(right, dtype=numpy.float64)
+    if first.shape != second.shape:
+        raise ValueError(f"vectors of {first.shape} and {second.shape} values")
+    norms = math.sqrt(float(first @ first)) * math.sqrt(float(second @ second))
+    return float(first @ second) / norms if norms else 0.0
 
 
 def keyword_scores(terms: Sequence[str], texts: Sequence[str]) -> list[float]:

@@ -162,7 +162,11 @@ async def test_a_burst_of_twice_the_capacity_is_refused_fast_and_the_admitted_ke
     )
     assert len(admitted) == CAPACITY and len(refusals) == CAPACITY
     assert reasons == {"OVER_CAPACITY"}
-    assert p95 < 1.0  # refused at once, not after queueing behind the admitted
+    # Refused at once, not after queueing behind the admitted (each writes for ~6 s): 200
+    # calls from one client process in the same instant, with every admitted job starting its
+    # plan stage on embedded Chroma, which holds the GIL (RELIABILITY Known gap 9), gave
+    # refusal p95 0.4-1.7 s on the 2-core machine, the same for the tree of session 3.
+    assert p95 < 2.5
     assert statistics.median(admitted) >= 0.9 * alone
     assert retried[0] == "ok"
     assert len(listed.episodes) == 1 + CAPACITY + 1  # refused streams started no job
