@@ -7,9 +7,24 @@ Not a test module (pytest does not collect it). Two modes:
   `sample {"rss": bytes, "fds": n, "tasks": n}` line about itself, until SIGTERM.
 * `python -m tests.faults.soak run --seconds 600 --streams 50` — starts the `core` mode
   as a child, keeps `--streams` generations open at all times (each reader starts a
-  new job when its last one completes) for `--seconds`, and checks: no error, resident
-  memory at the end within `--max-rss-growth` of the level after warm-up, open file
-  descriptors and asyncio tasks flat. Prints one JSON summary; exit status 1 on failure.
+  new job when its last one completes) through a warm-up and then a measured window of
+  `--seconds`, and checks: no error, resident memory at the end of the window within
+  `--max-rss-growth` of its level at the start, open file descriptors and asyncio tasks
+  flat. Prints one JSON summary; exit status 1 on failure.
+
+The warm-up rule is fixed before a run, not fitted to it. The window opens when all three
+hold, checked once a second:
+
+1. `--warmup` seconds have passed (default: the readers' spread start plus one job);
+2. the core keeps its full retention of finished jobs (`--finished-jobs-kept`), whose
+   growth is by design;
+3. resident memory has levelled off: the median of the core's samples over the last
+   `--level-seconds` is at most `--level-percent` above the median over the
+   `--level-seconds` before them.
+
+A warm-up that has not met them after `--max-warmup` seconds is itself a failure (memory
+that never levels off is the leak a soak is for); the window then opens anyway, so the
+figures are still printed.
 """
 
 from __future__ import annotations
@@ -83,15 +98,28 @@ class Summary:
     tasks_end: float = 0.0
     #: When the measured window began, seconds after the load started.
     window_start_seconds: float = 0.0
+    #: Which warm-up conditions held when the window opened.
+    warmup_met: dict[str, bool] = field(default_factory=dict)
+    #: For comparison with earlier runs: growth from the moment the retention was full.
+    rss_growth_since_retention_full_percent: float = 0.0
     #: Resident MiB about every 30 s, from the first sample to the last.
     rss_timeline_mib: list[float] = field(default_factory=list)
+    #: Index in `rss_timeline_mib` of the first entry inside the window.
+    rss_timeline_window_index: int = 0
     failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Clock:
+    """When the readers stop starting jobs; moved once the window's start is known."""
+
+    until: float
 
 
 async def _load(
     target: str,
     streams: int,
-    until: float,
+    clock: _Clock,
     summary: Summary,
     project_count: int,
     spread_seconds: float,
@@ -110,7 +138,7 @@ async def _load(
             # in step and the core's memory is sampled at a steady state, not on a saw-tooth.
             await asyncio.sleep(spread_seconds * number / streams)
             for round_number in range(100_000):  # bounded; the clock ends it first
-                if time.monotonic() >= until:
+                if time.monotonic() >= clock.until:
                     return
                 request = gs.GenerateScriptRequest(
                     parent=projects[number % len(projects)], title=f"Soak {number}.{round_number}"
@@ -144,15 +172,28 @@ def _level(samples: list[dict[str, int]], key: str) -> float:
     return statistics.median(s[key] for s in samples[-3:])
 
 
+def _levelled(samples: list[dict[str, int]], count: int, percent: float) -> bool:
+    """Whether the median RSS of the last `count` samples is within `percent` of the
+    median of the `count` before them (rule 3 of the warm-up)."""
+    if count < 1 or len(samples) < 2 * count:
+        return False
+    recent = statistics.median(s["rss"] for s in samples[-count:])
+    before = statistics.median(s["rss"] for s in samples[-2 * count : -count])
+    return recent <= before * (1 + percent / 100)
+
+
 async def _run(args: argparse.Namespace) -> int:
     summary = Summary(seconds=args.seconds, streams=args.streams)
+    sample_seconds = min(5.0, args.seconds / 30)
+    job_timeout = args.job_timeout or 60 + 3 * _episode_seconds(args)
+    retention_full_at: list[dict[str, int]] = []
     with TemporaryDirectory(prefix="scriptgen-soak-") as data_dir:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "tests.faults.soak",
             "core",
-            str(min(5.0, args.seconds / 30)),
+            str(sample_seconds),
             "--grpc-address=127.0.0.1:0",
             "--metrics-address=off",
             "--auth=disabled",
@@ -184,38 +225,52 @@ async def _run(args: argparse.Namespace) -> int:
 
             collector = asyncio.create_task(collect())
             started = time.monotonic()
-            # Warm-up: the spread start plus one job, and the in-memory retention (500 finished
-            # jobs by default) full, so the window measures growth, not retention by design.
-            warmup = args.warmup if args.warmup is not None else min(180.0, args.seconds / 3)
+            # Warm-up (the rule in the module docstring): the readers run on until the
+            # window's end, which is set once the window opens.
+            clock = _Clock(until=started + args.max_warmup + args.seconds)
             load = asyncio.create_task(
                 _load(
                     target,
                     args.streams,
-                    started + args.seconds,
+                    clock,
                     summary,
                     args.projects,
                     args.spread_seconds,
-                    args.job_timeout or 60 + 3 * _episode_seconds(args),
+                    job_timeout,
                 )
             )
-            await asyncio.sleep(warmup)
-            # The retention of finished jobs fills at the job rate (20-minute episodes: ~1.8
-            # jobs/s at 175 streams, so 500 kept take ~6 min): until it is full its growth is
-            # by design, so the window starts only then (bounded by the run's length).
-            for _ in range(int(args.seconds)):  # bounded; the half-way mark ends it first
+            warmup = (
+                args.warmup
+                if args.warmup is not None
+                else args.spread_seconds + _episode_seconds(args)
+            )
+            level_count = max(1, round(args.level_seconds / sample_seconds))
+            met = {"time": False, "retention": False, "rss_levelled": False}
+            for _ in range(int(args.max_warmup) + 1):  # bounded by --max-warmup
+                elapsed = time.monotonic() - started
                 kept = samples[-1].get("finished", -1) if samples else -1
-                if not 0 <= kept < args.finished_jobs_kept:
-                    break
-                if time.monotonic() >= started + args.seconds / 2:
+                met["time"] = elapsed >= warmup
+                met["retention"] = kept < 0 or kept >= args.finished_jobs_kept
+                if met["retention"] and not retention_full_at:
+                    retention_full_at.extend(samples[-3:])
+                met["rss_levelled"] = _levelled(samples, level_count, args.level_percent)
+                if all(met.values()) or elapsed >= args.max_warmup:
                     break
                 await asyncio.sleep(1)
-            summary.window_start_seconds = round(time.monotonic() - started, 1)
+            summary.warmup_met = dict(met)
+            if not all(met.values()):
+                summary.failures.append(
+                    f"warm-up conditions not met after {args.max_warmup:.0f} s: {met}"
+                )
+            window_start = time.monotonic()
+            summary.window_start_seconds = round(window_start - started, 1)
+            clock.until = window_start + args.seconds
             after_warmup = list(samples)
             # The end level is read when the clock runs out, with every stream still open;
             # afterwards the readers only finish the jobs they have.
-            await asyncio.sleep(max(0.0, started + args.seconds - time.monotonic()))
+            await asyncio.sleep(max(0.0, clock.until - time.monotonic()))
             end = list(samples)
-            await asyncio.wait_for(load, (args.job_timeout or 60 + 3 * _episode_seconds(args)) + 60)
+            await asyncio.wait_for(load, job_timeout + 60)
             child.send_signal(signal.SIGTERM)
             async with asyncio.timeout(60):
                 await child.wait()
@@ -224,8 +279,9 @@ async def _run(args: argparse.Namespace) -> int:
             if child.returncode is None:
                 child.kill()
                 await child.wait()
-    step = max(1, round(30 / min(5.0, args.seconds / 30)))
+    step = max(1, round(30 / sample_seconds))
     summary.rss_timeline_mib = [round(sample["rss"] / 2**20, 1) for sample in samples[::step]]
+    summary.rss_timeline_window_index = -(-len(after_warmup) // step)
     if len(after_warmup) < 3 or len(end) < len(after_warmup) + 3:
         summary.failures.append("too few resource samples")
     else:
@@ -233,6 +289,9 @@ async def _run(args: argparse.Namespace) -> int:
         summary.rss_after_warmup_mib = round(rss0 / 2**20, 1)
         summary.rss_end_mib = round(rss1 / 2**20, 1)
         summary.rss_growth_percent = round(100 * (rss1 - rss0) / rss0, 2)
+        if len(retention_full_at) >= 1:
+            full = _level(retention_full_at, "rss")
+            summary.rss_growth_since_retention_full_percent = round(100 * (rss1 - full) / full, 2)
         summary.fds_after_warmup = int(_level(after_warmup, "fds"))
         summary.fds_end = int(_level(end, "fds"))
         summary.tasks_after_warmup = _level(after_warmup, "tasks")
@@ -258,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_core(float(arguments[1]), arguments[2:]))
     parser = argparse.ArgumentParser(prog="python -m tests.faults.soak run")
     parser.add_argument("mode", choices=["run"])
-    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument(
+        "--seconds", type=float, default=600.0, help="the measured window, after the warm-up"
+    )
     parser.add_argument("--streams", type=int, default=50, help="held open at all times")
     parser.add_argument("--capacity", type=int, default=100, help="the core's --max-streams")
     parser.add_argument("--tokens-per-second", type=float, default=30.0)
@@ -298,7 +359,28 @@ def main(argv: list[str] | None = None) -> int:
         " summary of a project, so few projects make each job's plan stage grow)",
     )
     parser.add_argument(
-        "--warmup", type=float, default=None, help="seconds before the window (default: 180)"
+        "--warmup",
+        type=float,
+        default=None,
+        help="least seconds before the window (default: --spread-seconds plus one job)",
+    )
+    parser.add_argument(
+        "--max-warmup",
+        type=float,
+        default=1200.0,
+        help="seconds the warm-up may take before it counts as a failure",
+    )
+    parser.add_argument(
+        "--level-seconds",
+        type=float,
+        default=60.0,
+        help="RSS has levelled off when the median of this many seconds of samples ...",
+    )
+    parser.add_argument(
+        "--level-percent",
+        type=float,
+        default=1.0,
+        help="... is at most this much above the median of the same span before it",
     )
     parser.add_argument(
         "--spread-seconds",
@@ -309,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     if not 1 <= args.streams <= 1000 or not 10 <= args.seconds <= 3600:
         parser.error("--streams must be 1..1000 and --seconds 10..3600")
+    if not 0 <= args.max_warmup <= 3600:
+        parser.error("--max-warmup must be 0..3600")
     return asyncio.run(_run(args))
 
 

@@ -22,6 +22,9 @@ def test_a_short_soak_completes_jobs_and_reports_its_window() -> None:
             "--ttft=0.05",
             "--spread-seconds=1",
             "--finished-jobs-kept=2",
+            "--level-seconds=2",
+            "--level-percent=2",
+            "--max-warmup=60",
             "--projects=2",
             # Twenty seconds are mostly start-up: the bound here is loose, the tool is the test.
             "--max-rss-growth=50",
@@ -35,6 +38,9 @@ def test_a_short_soak_completes_jobs_and_reports_its_window() -> None:
     assert done.returncode == 0, (summary, done.stderr[-2000:])
     assert summary["streams"] == 3 and summary["jobs_completed"] >= 3
     assert summary["errors"] == {} and summary["failures"] == []
-    # The window opened after the warm-up (20 s / 3) once two finished jobs were kept.
-    assert 20 / 3 <= summary["window_start_seconds"] <= 10 + 2
+    # The window opened after the warm-up: the spread start plus one job (1 s + 140 tokens at
+    # 60 tok/s), two finished jobs kept and 2 s of RSS within 2 % of the 2 s before.
+    assert summary["warmup_met"] == {"time": True, "retention": True, "rss_levelled": True}
+    assert 1 + 140 / 60 <= summary["window_start_seconds"] <= 60
+    assert summary["seconds"] == 20
     assert summary["rss_after_warmup_mib"] > 0 and summary["fds_after_warmup"] > 0
