@@ -95,8 +95,10 @@ class CoreHealth:
                 await self._publish()
             # Wake on a breaker change, or when an open breaker's cool-down ends.
             wait = router.seconds_until_change()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(router.changed.wait(), None if wait is None else wait + 0.01)
+                async with asyncio.timeout(None if wait is None else wait + 0.01):
+                    await router.changed.wait()
 
     async def _watch_store(self) -> None:
         while not self._shutting_down:
@@ -120,7 +122,8 @@ class CoreHealth:
     async def _ping(self, dependency: Probe) -> str | None:
         """What is wrong with `dependency`, or None when it answers in time."""
         try:
-            await asyncio.wait_for(dependency.ping(), self._probe_seconds * 2)
+            async with asyncio.timeout(self._probe_seconds * 2):
+                await dependency.ping()
         except ServiceError as error:
             return error.message
         except TimeoutError:

@@ -15,7 +15,6 @@ the concatenated deltas are exactly the chunks in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from scriptgen.v1 import generation_pb2
 
@@ -75,9 +74,12 @@ class DeltaCoalescer:
 
     async def close(self) -> None:
         """Emit the rest once the stream ended; raises what a timed cut ran into."""
-        if self._flushing is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flushing
+        flushing = self._flushing
+        if flushing is not None:
+            # wait(), not `await flushing` under suppress(CancelledError): that would
+            # swallow a cancellation of the job itself, and the cancelled job would go on.
+            # What the cut ran into, `_flushed` has kept in `_error` by the time wait() returns.
+            await asyncio.wait((flushing,))
         if self._error is not None:
             raise self._error
         await self.flush()

@@ -53,6 +53,11 @@ SYNTHETIC_NOTICE = (
 )
 #: How long CancelGeneration waits for a job on another core to reach its terminal event.
 CANCEL_WAIT_SECONDS = 5.0
+#: How long a cancelled job of this core gets to stop before it is cancelled again, and how
+#: many times it is: a cancellation can be swallowed on the way (Python 3.11's
+#: `asyncio.wait_for`, in a library, returns a result that came with the cancellation).
+RECANCEL_AFTER_SECONDS = 1.0
+CANCEL_ATTEMPTS = 5
 _ENDED_STATES = frozenset(
     {
         generation_pb2.GENERATION_STATE_SUCCEEDED,
@@ -70,6 +75,8 @@ class _Job:
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     cancel_reason: str = ""
+    #: Set once the stages are over and the job writes its end: not to be cancelled again.
+    ending: bool = False
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -298,8 +305,7 @@ class JobRunner:
         try:
             try:
                 job.events.start_heartbeat()
-                await self._set_state(job, generation_pb2.GENERATION_STATE_RUNNING)
-                completed = await job.pipeline.run()
+                completed = await self._work(job)
                 job.generation.episode = completed.episode.name
                 await self._set_state(job, generation_pb2.GENERATION_STATE_SUCCEEDED)
                 await job.events.emit("completed", completed)
@@ -341,6 +347,14 @@ class JobRunner:
                 time.monotonic() - job.started
             )
             log.info("%s: %s", job.generation.name, outcome)
+
+    async def _work(self, job: _Job) -> GenerationEvent.Completed:
+        """The job's stages; whatever way they end, the job then only writes its end."""
+        try:
+            await self._set_state(job, generation_pb2.GENERATION_STATE_RUNNING)
+            return await job.pipeline.run()
+        finally:
+            job.ending = True
 
     async def _fail(self, job: _Job, error: ServiceError) -> None:
         job.generation.error.CopyFrom(error.to_status())
@@ -422,15 +436,36 @@ class JobRunner:
         return False
 
     async def _cancel(self, job: _Job, reason: str) -> None:
-        # Once saving began the episode is (being) stored: let the job complete instead.
-        if job.pipeline.state.committed or job.task is None:
-            if job.task is not None:
-                await asyncio.shield(job.task)
+        """Cancel a job of this core and wait for its end (asyncio.wait: not the caller's
+        cancellation, and never the job's, is swallowed here)."""
+        task = job.task
+        if task is None:
             return
-        job.cancel_reason = reason
-        job.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(job.task)
+        attempts = 0
+        while not task.done():
+            if job.pipeline.state.committed or job.ending:
+                # Saving began (the episode is, or is being, stored), or the job is writing
+                # its end: let it finish rather than cut that short.
+                await asyncio.wait((task,))
+                return
+            if attempts == CANCEL_ATTEMPTS:
+                log.error(
+                    "%s: still running after %d cancellations; not waiting for it",
+                    job.generation.name,
+                    attempts,
+                )
+                return
+            if attempts:
+                log.warning(
+                    "%s: still running %.1fs after its cancellation; cancelling it again",
+                    job.generation.name,
+                    RECANCEL_AFTER_SECONDS,
+                )
+            else:
+                job.cancel_reason = reason
+            task.cancel()
+            attempts += 1
+            await asyncio.wait((task,), timeout=RECANCEL_AFTER_SECONDS)
 
     def stop_accepting(self) -> None:
         """Refuse new jobs from now on."""

@@ -158,7 +158,10 @@ class ChromaCollection:
         loop = asyncio.get_running_loop()
         call = functools.partial(function, *args, **kwargs)
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._executor, call), self._timeout)
+            # asyncio.timeout, not wait_for: 3.11's wait_for returns the result when a
+            # cancellation comes as the call returns, and a cancelled job would go on.
+            async with asyncio.timeout(self._timeout):
+                return await loop.run_in_executor(self._executor, call)
         except _OUTAGES as error:
             # Reopen on the next call: the server may have restarted or lost the collection.
             self._collection = None
@@ -328,10 +331,8 @@ class ChromaCollection:
         executor, self._executor = self._executor, None
         if client is not None and executor is not None:
             try:
-                await asyncio.wait_for(
-                    asyncio.get_running_loop().run_in_executor(executor, close_client, client),
-                    self._timeout,
-                )
+                async with asyncio.timeout(self._timeout):
+                    await asyncio.get_running_loop().run_in_executor(executor, close_client, client)
             except (*_OUTAGES, RuntimeError):
                 log.warning("story knowledge: closing the Chroma client failed", exc_info=True)
         if executor is not None:

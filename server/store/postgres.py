@@ -172,7 +172,9 @@ class PostgresProjectStore(PostgresKeys):
         if pool is None:
             return
         try:
-            await asyncio.wait_for(pool.close(), self._timeout)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+            async with asyncio.timeout(self._timeout):
+                await pool.close()
         except TimeoutError:
             pool.terminate()
 

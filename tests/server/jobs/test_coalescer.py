@@ -1,0 +1,55 @@
+"""The coalescer's end of a stream: a cancelled job stays cancelled while a timed cut is out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from scriptgen.v1 import generation_pb2
+
+from server.events import MemoryEventLog
+from server.jobs.coalescer import DeltaCoalescer
+from server.jobs.emitter import JobEvents
+from server.metrics import CoreMetrics
+
+GENERATION = "generations/gcoalescecancel"
+
+
+class GatedLog(MemoryEventLog):
+    """An in-memory log whose appends after the first wait until `gate` opens (a slow Redis)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.held = asyncio.Event()
+        self.appends = 0
+
+    async def append(self, event: generation_pb2.GenerationEvent) -> None:
+        self.appends += 1
+        if self.appends > 1:
+            self.held.set()
+            await self.gate.wait()
+        await super().append(event)
+
+
+async def test_cancelling_close_while_a_timed_cut_appends_cancels_the_caller() -> None:
+    log = GatedLog()
+    await log.create(GENERATION)
+    deltas = DeltaCoalescer(JobEvents(GENERATION, log, CoreMetrics(), 0), window_seconds=0.05)
+    await deltas.add("INT. ROOF - NIGHT\n")  # the first chunk: appended at once
+    await deltas.add("Maya waits.\n")  # cut by the window's timer, in a task of its own
+    async with asyncio.timeout(5):
+        await log.held.wait()
+    closing = asyncio.create_task(deltas.close())  # the write stage ends: waits for that cut
+    await asyncio.sleep(0.05)
+    closing.cancel()  # CancelGeneration, meanwhile
+    await asyncio.wait({closing}, timeout=5)
+    try:
+        assert closing.cancelled(), (
+            f"the job's cancellation was swallowed: close() {closing!r}"
+            if closing.done()
+            else "close() is still waiting"
+        )
+    finally:
+        deltas.abort()
+        log.gate.set()
+        await asyncio.sleep(0)
