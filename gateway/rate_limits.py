@@ -2,19 +2,22 @@
 
 The core reports the caller's window as `x-ratelimit-*` metadata of every call
 it counts: trailing metadata of unary calls (and of any failed call), initial
-metadata of event streams (server.services.calls). `RateLimitCapture`, an
-interceptor on the gateway's channel, copies it into the `RateLimitState` of
-the HTTP request being served — found through a context variable the
-`identify` middleware sets, which the calls' tasks inherit (`interceptors()`:
-one per call kind, since a channel files an interceptor under one kind only) — and
-`add_rate_limit_headers` (`on_response_prepare`) puts the latest state on the
-answer, JSON and SSE alike, before its first byte. A request that made no
-counted call (health, metrics, the page; auth off) gets none.
+metadata of event streams (server.services.calls). For unary calls
+`UnaryRateLimitCapture`, an interceptor on the gateway's channel, copies it into
+the `RateLimitState` of the HTTP request being served — found through a context
+variable the `identify` middleware sets, which the calls' tasks inherit. Event
+streams are not intercepted: an intercepted stream costs a task and a wrapping
+iterator for its whole life, so the routes that open one hand its initial
+metadata to `take` themselves, before the answer starts (gateway.sse,
+gateway.routes_generations). `add_rate_limit_headers` (`on_response_prepare`)
+puts the latest state on the answer, JSON and SSE alike, before its first byte.
+A request that made no counted call (health, metrics, the page; auth off) gets
+none.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from typing import TypeVar
 
@@ -55,6 +58,13 @@ def begin(request: web.Request) -> None:
     CURRENT.set(state)
 
 
+def take(request: web.Request, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
+    """Keep the x-ratelimit-* entries of a stream's initial `metadata` for `request`."""
+    state = request.get(STATE)
+    if state is not None:
+        state.take(metadata)
+
+
 async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`on_response_prepare`: the latest X-RateLimit-* state on every counted answer."""
     state = request.get(STATE)
@@ -69,7 +79,7 @@ ResponseT = TypeVar("ResponseT")
 
 def interceptors() -> list[grpc.aio.ClientInterceptor]:
     """The gateway channel's interceptors that capture the core's rate-limit state."""
-    return [UnaryRateLimitCapture(), StreamRateLimitCapture()]
+    return [UnaryRateLimitCapture()]
 
 
 class UnaryRateLimitCapture(grpc.aio.UnaryUnaryClientInterceptor):
@@ -89,24 +99,4 @@ class UnaryRateLimitCapture(grpc.aio.UnaryUnaryClientInterceptor):
         if state is not None:
             # Trailing metadata comes with the answer, which the caller awaits anyway.
             state.take(await call.trailing_metadata())
-        return call
-
-
-class StreamRateLimitCapture(grpc.aio.UnaryStreamClientInterceptor):
-    """Copies a stream's x-ratelimit-* initial metadata into the request's state."""
-
-    async def intercept_unary_stream(
-        self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, RequestT],
-            Awaitable[grpc.aio.UnaryStreamCall[RequestT, ResponseT]],
-        ],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: RequestT,
-    ) -> AsyncIterator[ResponseT] | grpc.aio.UnaryStreamCall[RequestT, ResponseT]:
-        call = await continuation(client_call_details, request)
-        state = CURRENT.get()
-        if state is not None:
-            # Before the stream's first message is read, so an SSE answer can carry it.
-            state.take(await call.initial_metadata())
         return call

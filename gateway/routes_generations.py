@@ -13,7 +13,7 @@ from aiohttp import web
 from google.protobuf import empty_pb2
 from scriptgen.v1 import generation_service_pb2
 
-from gateway import state
+from gateway import rate_limits, state
 from gateway.admission import SLOTS
 from gateway.codec import json_response, parse_message, to_json
 from gateway.errors import ApiError, Reason
@@ -48,12 +48,14 @@ def _stream_slot(request: web.Request) -> AbstractContextManager[None]:
     return nullcontext() if slots is None else slots.slot()
 
 
-async def _job_token(call: grpc.aio.UnaryStreamCall[Any, Any]) -> str:
-    """The job token the core sent with the job's first event (none with auth off)."""
+async def _job_token(request: web.Request, call: grpc.aio.UnaryStreamCall[Any, Any]) -> str:
+    """The job token the core sent with the job's first event (none with auth off); the
+    rate-limit window sent with it is kept for the answer."""
     try:
         metadata = await call.initial_metadata()
     except grpc.aio.AioRpcError:
         return ""
+    rate_limits.take(request, metadata)
     return _token_in(metadata)
 
 
@@ -112,7 +114,7 @@ async def generate_script(request: web.Request) -> web.StreamResponse:
             "The core ended the job's stream before naming the job.",
         )
     name = first.event.generation
-    token = await _job_token(call)
+    token = await _job_token(request, call)
     reply = await core.generations.GetGeneration(
         generation_service_pb2.GetGenerationRequest(name=name),
         metadata=state.call_metadata(request),

@@ -20,6 +20,7 @@ every frame that is ready when the writer wakes goes out in one write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -32,7 +33,7 @@ import grpc.aio
 from aiohttp import web
 from scriptgen.v1 import generation_pb2
 
-from gateway import state
+from gateway import rate_limits, state
 from gateway.codec import dumps, event_json
 from gateway.errors import ApiError, Reason
 
@@ -239,6 +240,10 @@ async def relay_events(
             raise first
         if first in (_Signal.END, _Signal.DRAIN):
             return web.Response(status=204)
+        if first is not _Signal.IDLE:
+            # An event came, so the initial metadata did too: this does not wait.
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                rate_limits.take(request, await call.initial_metadata())
         response = web.StreamResponse(
             headers={
                 "Content-Type": CONTENT_TYPE,

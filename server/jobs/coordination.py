@@ -51,8 +51,8 @@ class Coordination(Protocol):
     async def reader_enter(self, name: str) -> str:
         """Count a new reader of `name`; its token."""
 
-    async def reader_renew(self, name: str, token: str) -> None:
-        """Keep a reader counted."""
+    async def readers_renew(self, readers: Collection[tuple[str, str]]) -> None:
+        """Keep readers counted: (job name, token) pairs, in one round trip."""
 
     async def reader_leave(self, name: str, token: str) -> None:
         """Stop counting a reader."""
@@ -96,7 +96,7 @@ class MemoryCoordination:
         self._readers.setdefault(name, set()).add(token)
         return token
 
-    async def reader_renew(self, name: str, token: str) -> None:
+    async def readers_renew(self, readers: Collection[tuple[str, str]]) -> None:
         return None
 
     async def reader_leave(self, name: str, token: str) -> None:
@@ -178,14 +178,21 @@ class RedisCoordination:
 
     async def reader_enter(self, name: str) -> str:
         token = secrets.token_hex(8)
-        await self.reader_renew(name, token)
+        await self.readers_renew([(name, token)])
         return token
 
-    async def reader_renew(self, name: str, token: str) -> None:
-        key = self._redis.key("readers", name)
+    async def readers_renew(self, readers: Collection[tuple[str, str]]) -> None:
+        if not readers:
+            return
+        until = self._now_ms() + self._reader_ms
+        by_job: dict[str, dict[str, int]] = {}
+        for name, token in readers:
+            by_job.setdefault(name, {})[token] = until
         async with redis_errors(), self._redis.client.pipeline(transaction=True) as pipe:
-            pipe.zadd(key, {token: self._now_ms() + self._reader_ms})
-            pipe.pexpire(key, self._reader_ms * 2)
+            for name, tokens in by_job.items():
+                key = self._redis.key("readers", name)
+                pipe.zadd(key, tokens)
+                pipe.pexpire(key, self._reader_ms * 2)
             await pipe.execute()
 
     async def reader_leave(self, name: str, token: str) -> None:

@@ -2,7 +2,9 @@
 
 The job is the only writer of its log, so sequence numbers are assigned here,
 under a lock, in the order events happen. While the job is quiet for
-`heartbeat_seconds` (a slow model, a long save) a Heartbeat is appended. With a
+`heartbeat_seconds` (a slow model, a long save) a Heartbeat is appended: a
+loop timer looks, and only a due heartbeat costs a short task, so an idle job
+holds no task of its own for it. With a
 token budget, each text delta is counted before it is appended; one that does
 not fit raises ResourceExhausted (TOKEN_BUDGET_EXHAUSTED) and is not appended.
 """
@@ -11,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from google.protobuf.message import Message
 from prometheus_client import Counter
 from scriptgen.v1 import generation_pb2
 
+from server.errors import ServiceError
 from server.events import EventLog, is_terminal
 from server.metrics import CoreMetrics
 from server.ratelimit.budget import TokenBudget, estimate_tokens
+
+log = logging.getLogger(__name__)
 
 
 class JobEvents:
@@ -43,7 +49,10 @@ class JobEvents:
         self._last_time = time.monotonic()
         self._lock = asyncio.Lock()
         self._ended = False
-        self._heartbeat: asyncio.Task[None] | None = None
+        #: The timer that looks for a due heartbeat, and a heartbeat being appended.
+        self._beat_timer: asyncio.TimerHandle | None = None
+        self._beating: asyncio.Task[None] | None = None
+        self._beats = False
         #: The events counter of each kind, looked up once per job rather than per event.
         self._counters: dict[str, Counter] = {}
 
@@ -87,24 +96,50 @@ class JobEvents:
 
     def start_heartbeat(self) -> None:
         """Begin appending Heartbeats while the job is idle."""
-        if self._heartbeat_seconds > 0 and self._heartbeat is None:
-            self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.generation}")
+        if self._heartbeat_seconds > 0 and not self._beats:
+            self._beats = True
+            self._arm(self._heartbeat_seconds)
 
     async def stop_heartbeat(self) -> None:
-        """Stop the heartbeat task."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        """Stop the heartbeats; one being appended is cancelled."""
+        self._beats = False
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
+            self._beat_timer = None
+        beating, self._beating = self._beating, None
+        if beating is not None:
+            beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
+                await beating
+
+    def _arm(self, delay: float) -> None:
+        self._beat_timer = asyncio.get_running_loop().call_later(delay, self._look)
+
+    def _look(self) -> None:
+        self._beat_timer = None
+        if not self._beats or self._ended:
+            return
+        idle = time.monotonic() - self._last_time
+        if idle < self._heartbeat_seconds:
+            self._arm(self._heartbeat_seconds - idle)
+            return
+        self._beating = asyncio.get_running_loop().create_task(
+            self._beat(), name=f"heartbeat {self.generation}"
+        )
 
     async def _beat(self) -> None:
-        while not self._ended:
-            idle = time.monotonic() - self._last_time
-            if idle >= self._heartbeat_seconds:
-                try:
-                    await self.emit("heartbeat", generation_pb2.GenerationEvent.Heartbeat())
-                except RuntimeError:
-                    return  # the terminal event won the race for the lock
-                continue
-            await asyncio.sleep(self._heartbeat_seconds - idle)
+        try:
+            await self.emit("heartbeat", generation_pb2.GenerationEvent.Heartbeat())
+        except RuntimeError:
+            return  # the terminal event won the race for the lock
+        except Exception as error:
+            # The log is unreachable (or another core ended the job): the job's own next
+            # event meets the same error and ends the job; the heartbeats stop here.
+            message = error.message if isinstance(error, ServiceError) else repr(error)
+            log.warning("%s: heartbeat not appended: %s", self.generation, message)
+            return
+        finally:
+            if self._beating is asyncio.current_task():
+                self._beating = None
+        if self._beats and not self._ended:
+            self._arm(self._heartbeat_seconds)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,10 +12,10 @@ from scriptgen.v1 import generation_pb2, generation_service_pb2, generation_serv
 from server import limits, pagination
 from server.admission import StreamAdmission
 from server.auth.guard import CALLER, Guard, current_tenant
-from server.errors import NotFound, OutOfRange, ServiceError, invalid
+from server.errors import NotFound, OutOfRange, invalid
 from server.events import EventLog
 from server.jobs import JobRegistry, JobRunner
-from server.jobs.coordination import READER_LEASE_SECONDS
+from server.jobs.readers import ReaderPresence
 from server.metrics import CoreMetrics
 from server.providers.selection import parse_metadata
 from server.services.calls import streaming, unary
@@ -55,14 +53,14 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
         self.guard = guard
         #: Refuses a new event stream at once when this process serves its maximum.
         self.admission = admission or StreamAdmission()
+        #: Every open stream's reader lease, renewed by one sweep.
+        self.presence = ReaderPresence(runner)
 
     async def _events(self, method: str, name: str, after_sequence: int) -> AsyncIterator[bytes]:
         """The job's events after `after_sequence` as encoded stream responses."""
         started = time.monotonic()
         first = True
-        coordination = self.runner.coordination
-        token = await coordination.reader_enter(name)
-        presence = asyncio.create_task(self._keep_reading(name, token), name=f"reader {name}")
+        token = await self.presence.enter(name)
         try:
             async for event in self.log.follow_encoded(name, after_sequence):
                 if first:
@@ -72,27 +70,7 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
                     first = False
                 yield encoded_response(event)
         finally:
-            presence.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await presence
-            with contextlib.suppress(ServiceError):
-                await coordination.reader_leave(name, token)
-
-    async def _keep_reading(self, name: str, token: str) -> None:
-        """While a stream is open: renew its reader lease, and end the job if its core is gone."""
-        renew_every = READER_LEASE_SECONDS / 3
-        orphan_every = self.runner.owner_lease_seconds
-        waited = 0.0
-        while True:
-            await asyncio.sleep(renew_every)
-            waited += renew_every
-            try:
-                await self.runner.coordination.reader_renew(name, token)
-                if waited >= orphan_every:
-                    waited = 0.0
-                    await self.runner.end_orphan(name)
-            except ServiceError:
-                continue  # Redis trouble: the stream itself reports it
+            await self.presence.leave(name, token)
 
     async def _with_last_sequence(
         self, job: generation_pb2.Generation

@@ -45,6 +45,9 @@ class BreakingCall:
         self.cancelled = True
         return True
 
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
+
 
 async def test_an_error_after_the_first_byte_is_a_failed_event_then_a_clean_end() -> None:
     call = BreakingCall()

@@ -222,3 +222,42 @@ async def test_a_gateway_spreads_calls_over_every_core_its_target_names(
 
 def _created(core: Process) -> int:
     return sum('"method": "CreateProject"' in line for line in core.output)
+
+
+async def test_a_killed_cores_job_is_ended_for_its_readers_on_another_core(
+    cluster: Cluster,
+) -> None:
+    """Core 1 dies (SIGKILL) mid-job: the readers core 2 serves see one `failed` event
+    (UNAVAILABLE, JOB_OWNER_LOST) once the owner's lease lapses — their reader sweep asks —
+    and the job's record says FAILED."""
+    one, two = (g.address for g in cluster.gateways)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=30)) as http:
+        project = (await http.post(f"{one}v1/projects", json={"title": "Orphan"})).json()
+        created = await http.post(f"{one}v1/{project['name']}/generations", json={"title": "Cut"})
+        assert created.status_code == 201, created.text
+        name = created.json()["generation"]["name"]
+
+        async def follow() -> list[Frame]:
+            async with http.stream("GET", f"{two}v1/{name}/events", headers=SSE) as response:
+                assert response.status_code == 200
+                return await frames(response)
+
+        followers = [asyncio.create_task(follow()) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        await cluster.cores[0].stop(signal.SIGKILL)
+        killed = asyncio.get_running_loop().time()
+        results = await asyncio.wait_for(asyncio.gather(*followers), 30)
+        waited = asyncio.get_running_loop().time() - killed
+        record = (await http.get(f"{two}v1/{name}")).json()
+    for found in results:
+        assert [f.id for f in found] == list(range(1, len(found) + 1))
+        assert sum(f.event in TERMINAL for f in found) == 1
+        assert found[-1].event == "failed", found[-3:]
+        status = json.loads(found[-1].data)["failed"]["status"]
+        assert status["code"] == 14  # UNAVAILABLE
+        assert "JOB_OWNER_LOST" in json.dumps(status["details"])
+    # The same terminal event for every reader: the log took it once.
+    assert len({found[-1].id for found in results}) == 1
+    assert record["state"] == "GENERATION_STATE_FAILED"
+    # Owner lease 1 s, reader sweep every 5/3 s, orphan check each lease: a few seconds.
+    assert waited < 10, waited

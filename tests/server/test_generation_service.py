@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -187,6 +188,38 @@ async def test_cancel_of_a_finished_job_returns_it_unchanged(core_target: str) -
             gs.CancelGenerationRequest(name=events[0].generation)
         )
     assert response.generation.state == generation_pb2.GENERATION_STATE_SUCCEEDED
+
+
+async def test_an_idle_job_keeps_no_timer_task_of_its_own_between_heartbeats(
+    slow_core: Core,
+) -> None:
+    """Heartbeats come from a loop timer and readers' leases from one sweep: between two
+    heartbeats a quiet job and its stream hold no heartbeat or reader task."""
+    async with connect(f"127.0.0.1:{slow_core.grpc_port}") as rpc:
+        project = await rpc.create_project()
+        call = rpc.generations.GenerateScript(
+            gs.GenerateScriptRequest(parent=project.name, title="Quiet")
+        )
+        beats: list[float] = []
+        between: list[list[str]] = []
+        async for response in call:
+            if response.event.HasField("heartbeat"):
+                beats.append(asyncio.get_running_loop().time())
+                await asyncio.sleep(0.1)  # the beat's short task has finished
+                between.append(
+                    [
+                        name
+                        for t in asyncio.all_tasks()
+                        # Per job or stream (the one sweep of the process is "reader presence").
+                        if (name := t.get_name()).startswith(("heartbeat ", "reader generations/"))
+                    ]
+                )
+            if len(beats) == 3 or response.event.HasField("text_delta"):
+                call.cancel()
+                break
+    assert len(beats) == 3  # 1.2 s to the first token, a heartbeat every 0.3 s
+    assert all(0.25 <= later - earlier <= 0.6 for earlier, later in itertools.pairwise(beats))
+    assert between == [[], [], []]
 
 
 async def test_an_idle_job_sends_heartbeats_with_sequences(slow_core: Core) -> None:
