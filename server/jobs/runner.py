@@ -77,6 +77,9 @@ class _Job:
     cancel_reason: str = ""
     #: Set once the stages are over and the job writes its end: not to be cancelled again.
     ending: bool = False
+    #: Set when the task began running (or start() gave up and there is none): a task
+    #: cancelled before its first step would never run `_run`, so no end, no clean-up.
+    begun: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -277,14 +280,27 @@ class JobRunner:
             if provider.name not in providers:
                 providers.append(provider.name)
         notice = SYNTHETIC_NOTICE if providers == ["synthetic"] else ""
-        await events.emit(
-            "queued",
-            GenerationEvent.Queued(parent=request.parent, providers=providers, notice=notice),
-        )
-        if notice:
-            log.info("%s: %s", generation.name, notice)
+        # Registered before `queued` is in the log: a reader who sees it may cancel at once,
+        # and must find the job here (a cancel before the task exists waits for it).
         self._jobs[generation.name] = job
         self._metrics.jobs_active.inc()
+        try:
+            await events.emit(
+                "queued",
+                GenerationEvent.Queued(parent=request.parent, providers=providers, notice=notice),
+            )
+        except BaseException:
+            self._jobs.pop(generation.name, None)
+            self._metrics.jobs_active.dec()
+            try:
+                with contextlib.suppress(ServiceError):
+                    await self.coordination.release(generation.name)
+            finally:
+                # No task will come: a cancel waiting for one ends the job as an orphan.
+                job.begun.set()
+            raise
+        if notice:
+            log.info("%s: %s", generation.name, notice)
         job.task = asyncio.create_task(self._run(job), name=f"job {generation.name}")
         log.info("%s: started for %s", generation.name, request.parent)
         return generation.name
@@ -302,6 +318,7 @@ class JobRunner:
 
     async def _run(self, job: _Job) -> None:
         outcome = "failed"
+        job.begun.set()
         try:
             try:
                 job.events.start_heartbeat()
@@ -372,8 +389,7 @@ class JobRunner:
         returned unchanged.
         """
         job = self._jobs.get(name)
-        if job is not None and job.task is not None:
-            await self._cancel(job, reason)
+        if job is not None and await self._cancel(job, reason):
             return await self._registry.get(name)
         record = await self._registry.get(name)
         if record.state in _ENDED_STATES or await self._log.ended(name):
@@ -435,26 +451,30 @@ class JobRunner:
             return True
         return False
 
-    async def _cancel(self, job: _Job, reason: str) -> None:
-        """Cancel a job of this core and wait for its end (asyncio.wait: not the caller's
-        cancellation, and never the job's, is swallowed here)."""
+    async def _cancel(self, job: _Job, reason: str) -> bool:
+        """Cancel a job of this core and wait for its end; False if it never got a task.
+
+        asyncio.wait, not shield: neither the caller's cancellation nor the job's is
+        swallowed here.
+        """
+        await job.begun.wait()  # a job still being started gets its task within moments
         task = job.task
         if task is None:
-            return
+            return False
         attempts = 0
         while not task.done():
             if job.pipeline.state.committed or job.ending:
                 # Saving began (the episode is, or is being, stored), or the job is writing
                 # its end: let it finish rather than cut that short.
                 await asyncio.wait((task,))
-                return
+                break
             if attempts == CANCEL_ATTEMPTS:
                 log.error(
                     "%s: still running after %d cancellations; not waiting for it",
                     job.generation.name,
                     attempts,
                 )
-                return
+                break
             if attempts:
                 log.warning(
                     "%s: still running %.1fs after its cancellation; cancelling it again",
@@ -466,6 +486,7 @@ class JobRunner:
             task.cancel()
             attempts += 1
             await asyncio.wait((task,), timeout=RECANCEL_AFTER_SECONDS)
+        return True
 
     def stop_accepting(self) -> None:
         """Refuse new jobs from now on."""
@@ -474,10 +495,16 @@ class JobRunner:
     async def drain(self, grace_seconds: float) -> None:
         """Let running jobs finish for `grace_seconds`, then cancel the rest."""
         self._accepting = False
-        tasks = [job.task for job in self._jobs.values() if job.task is not None]
-        if tasks:
-            log.info("draining %d jobs for up to %.1fs", len(tasks), grace_seconds)
-            await asyncio.wait(tasks, timeout=grace_seconds)
+        jobs = list(self._jobs.values())
+        if jobs:
+            log.info("draining %d jobs for up to %.1fs", len(jobs), grace_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_seconds):
+                    for job in jobs:
+                        await job.begun.wait()  # one still being started: its task comes soon
+                    tasks = [job.task for job in jobs if job.task is not None]
+                    if tasks:
+                        await asyncio.wait(tasks)
         remaining = list(self._jobs.values())
         if remaining:
             log.info("cancelling %d jobs still running at shutdown", len(remaining))

@@ -1,13 +1,24 @@
-"""The job runner's cancellation: it takes effect even when the job swallows it once."""
+"""The job runner's cancellation: right after `queued`, while starting, even when swallowed once.
+
+The start-up tests run a runner of their own on the test core's store and
+providers, with an in-memory log that acts when `queued` is appended (as a
+reader who sees it and cancels at once) or refuses it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import pytest
 from scriptgen.v1 import generation_pb2, generation_service_pb2, project_pb2
 
 from server import Core
+from server.errors import Unavailable
+from server.events import MemoryEventLog
+from server.jobs import JobRunner
+from server.jobs.registry import MemoryJobRegistry
 from server.jobs.runner import CANCEL_ATTEMPTS, RECANCEL_AFTER_SECONDS
 from tests.server.rpc import connect, read
 
@@ -64,3 +75,112 @@ async def test_a_job_that_swallows_its_cancellation_is_cancelled_again(core: Cor
     assert [e.WhichOneof("kind") for e in ends] == ["cancelled"]
     assert ends[0] is events[-1] and ends[0].cancelled.reason == "cancelled by request"
     assert core.runner.running == 0
+
+
+OnQueued = Callable[[str], Awaitable[None]]
+
+
+class QueuedHookLog(MemoryEventLog):
+    """An in-memory log that calls `on_queued(name)` once a job's `queued` event is in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_queued: OnQueued | None = None
+        self.refuse_queued = False
+
+    async def append(self, event: generation_pb2.GenerationEvent) -> None:
+        if event.HasField("queued") and self.refuse_queued:
+            if self.on_queued is not None:
+                await self.on_queued(event.generation)
+            raise Unavailable("the event log is down", reason="REDIS_UNAVAILABLE")
+        await super().append(event)
+        if event.HasField("queued") and self.on_queued is not None:
+            await self.on_queued(event.generation)
+
+
+def _runner(core: Core, log: QueuedHookLog) -> JobRunner:
+    return JobRunner(
+        config=core.config,
+        store=core.store,
+        log=log,
+        registry=MemoryJobRegistry(),
+        router=core.router,
+        providers=core.providers,
+        metrics=core.metrics,
+    )
+
+
+async def _request(core: Core) -> gs.GenerateScriptRequest:
+    async with connect(f"127.0.0.1:{core.grpc_port}") as rpc:
+        project = await rpc.create_project()
+    return gs.GenerateScriptRequest(parent=project.name, title="Right Away")
+
+
+async def _kinds(log: MemoryEventLog, name: str) -> list[str | None]:
+    kinds: list[str | None] = []
+    async with asyncio.timeout(10):
+        async for event in log.follow(name, 0):
+            kinds.append(event.WhichOneof("kind"))
+    return kinds
+
+
+async def test_a_cancel_as_soon_as_queued_is_read_cancels_the_job(core: Core) -> None:
+    log = QueuedHookLog()
+    runner = _runner(core, log)
+    cancels: list[asyncio.Task[generation_pb2.Generation]] = []
+
+    async def cancel_at_once(name: str) -> None:
+        cancels.append(asyncio.create_task(runner.cancel(name)))
+        await asyncio.sleep(0)  # the cancel looks for the job before start() goes on
+
+    log.on_queued = cancel_at_once
+    name = await runner.start(await _request(core))
+    async with asyncio.timeout(10):
+        cancelled = await cancels[0]
+    assert cancelled.state == generation_pb2.GENERATION_STATE_CANCELLED
+    kinds = await _kinds(log, name)
+    assert kinds[0] == "queued" and [k for k in kinds if k in TERMINAL] == ["cancelled"]
+    assert kinds[-1] == "cancelled"
+    assert runner.running == 0
+
+
+async def test_a_queued_event_the_log_refuses_leaves_nothing_running(core: Core) -> None:
+    log = QueuedHookLog()
+    log.refuse_queued = True
+    runner = _runner(core, log)
+    cancels: list[asyncio.Task[generation_pb2.Generation]] = []
+    names: list[str] = []
+
+    async def cancel_meanwhile(name: str) -> None:
+        names.append(name)
+        cancels.append(asyncio.create_task(runner.cancel(name)))
+        await asyncio.sleep(0)
+
+    log.on_queued = cancel_meanwhile
+    with pytest.raises(Unavailable):
+        await runner.start(await _request(core))
+    assert runner.running == 0
+    assert not await runner.coordination.owner_alive(names[0])  # the claim is released
+    # The cancel that came meanwhile does not wait for a job that will never run: it ends it.
+    async with asyncio.timeout(RECANCEL_AFTER_SECONDS):
+        cancelled = await cancels[0]
+    assert cancelled.state == generation_pb2.GENERATION_STATE_CANCELLED
+    assert await _kinds(log, names[0]) == ["cancelled"]
+
+
+async def test_drain_waits_for_a_job_still_being_started(core: Core) -> None:
+    log = QueuedHookLog()
+    runner = _runner(core, log)
+    drains: list[asyncio.Task[None]] = []
+
+    async def drain_meanwhile(name: str) -> None:
+        drains.append(asyncio.create_task(runner.drain(grace_seconds=10.0)))
+        await asyncio.sleep(0)
+
+    log.on_queued = drain_meanwhile
+    name = await runner.start(await _request(core))
+    async with asyncio.timeout(15):
+        await drains[0]
+    assert runner.running == 0  # drained: not started after the drain was over
+    kinds = await _kinds(log, name)
+    assert [k for k in kinds if k in TERMINAL] == ["completed"]
