@@ -14,6 +14,7 @@ whose every core died); the terminal event cuts that to `retention`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
@@ -70,6 +71,20 @@ def _entries(reply: object) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """The entries of an XREAD reply on one stream (RESP2: `[[key, [[id, fields]…]]]`)."""
     streams = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], reply)
     return [entry for _, entries in streams for entry in entries]
+
+
+def _stop_if_cancelled() -> None:
+    """End a follower whose task was cancelled, even if the cancellation got swallowed.
+
+    redis-py sends every command under Python 3.11's `asyncio.wait_for`, which
+    returns normally when the cancellation comes as the send completes. The
+    task still counts the request (`cancelling()`); without this check the
+    stream's reader would go on reading, holding a pooled connection for a
+    caller that left, and reconnect once the core closed its Redis client.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _lost(generation: str) -> DataLoss:
@@ -151,10 +166,12 @@ class RedisEventLog:
         if ended and last <= position:
             return
         while True:
+            _stop_if_cancelled()
             async with redis_errors():
                 reply = await self._redis.client.xread(
                     {key: f"{position}-0"}, count=_READ_BATCH, block=BLOCK_MILLISECONDS
                 )
+            _stop_if_cancelled()
             if not reply:
                 # Nothing new for a while: a log that vanished will never end by itself.
                 async with redis_errors():
