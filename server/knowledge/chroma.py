@@ -6,6 +6,11 @@ a timeout; connection failures and timeouts become UNAVAILABLE
 (KNOWLEDGE_UNAVAILABLE), and the next call reconnects. Telemetry is off and no
 embedding function is ever given to Chroma, so it never downloads a model:
 vectors always come from our embedder.
+
+Vectors only go to Chroma, never back: reads return texts and metadata, and
+searches (`nearest`) the similarity Chroma computes for each record. Parsing
+the records' vectors from a Chroma server's JSON would cost the core more CPU
+than all the rest of a retrieval (scripts/retrieval_costs.py).
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import asyncio
 import functools
 import logging
 import re
-from array import array
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,37 +97,52 @@ class Record:
     id: str
     text: str
     metadata: Mapping[str, MetadataValue]
-    embedding: Sequence[float] = ()
 
 
-def _vector(row: Any) -> array[float]:
-    """An embedding as the 4-byte floats Chroma stores: the same values in an eighth of
-    the memory of a list of floats (a plan stage reads dozens of 1024-dimension ones, and
-    each float object freed in bulk leaves the allocator's pools fragmented)."""
-    return array("f", numpy.asarray(row, dtype=numpy.float32).tobytes())
+@dataclass(frozen=True, slots=True)
+class ScoredRecord(Record):
+    """A stored chunk found by a search, with its similarity to the query."""
+
+    #: Cosine similarity of the record's and the query's embeddings, -1..1: Chroma's
+    #: distance in a cosine collection is 1 - similarity.
+    similarity: float
 
 
-def _records(result: Mapping[str, Any], nested: bool = False) -> list[Record]:
-    """Records from a Chroma get (flat lists) or query (one list per query) result."""
+def _column(result: Mapping[str, Any], key: str, nested: bool) -> list[Any] | None:
+    """One column of a Chroma get (flat lists) or single-query result (one list per query)."""
+    value = result.get(key)
+    if value is None:
+        return None
+    return list(value[0]) if nested else list(value)
 
-    def column(key: str) -> list[Any] | None:
-        value = result.get(key)
-        if value is None:
-            return None
-        return list(value[0]) if nested else list(value)
 
-    ids = column("ids") or []
-    texts = column("documents") or [""] * len(ids)
-    metadatas = column("metadatas") or [{}] * len(ids)
-    embeddings = column("embeddings")
+def _records(result: Mapping[str, Any]) -> list[Record]:
+    """Records from a Chroma get result."""
+    ids = _column(result, "ids", False) or []
+    texts = _column(result, "documents", False) or [""] * len(ids)
+    metadatas = _column(result, "metadatas", False) or [{}] * len(ids)
     return [
-        Record(
+        Record(id=str(record_id), text=str(text or ""), metadata=dict(metadata or {}))
+        for record_id, text, metadata in zip(ids, texts, metadatas, strict=True)
+    ]
+
+
+def _scored(result: Mapping[str, Any]) -> list[ScoredRecord]:
+    """Records from a Chroma query result of one query embedding, nearest first."""
+    ids = _column(result, "ids", True) or []
+    texts = _column(result, "documents", True) or [""] * len(ids)
+    metadatas = _column(result, "metadatas", True) or [{}] * len(ids)
+    distances = _column(result, "distances", True) or []
+    return [
+        ScoredRecord(
             id=str(record_id),
             text=str(text or ""),
             metadata=dict(metadata or {}),
-            embedding=_vector(embeddings[index]) if embeddings is not None else (),
+            similarity=1.0 - float(distance),
         )
-        for index, (record_id, text, metadata) in enumerate(zip(ids, texts, metadatas, strict=True))
+        for record_id, text, metadata, distance in zip(
+            ids, texts, metadatas, distances, strict=True
+        )
     ]
 
 
@@ -258,12 +277,10 @@ class ChromaCollection:
         where: Mapping[str, Any],
         *,
         ids: Sequence[str] | None = None,
-        where_document: Mapping[str, Any] | None = None,
         limit: int | None = None,
         texts: bool = True,
-        embeddings: bool = False,
     ) -> list[Record]:
-        """Records matching the filters (no particular order).
+        """Records matching the filters (no particular order), without their embeddings.
 
         `ids`, when given, narrows `where` to those records (ids matching `where`
         only; an empty list finds nothing). `texts=False` reads metadata only.
@@ -271,32 +288,45 @@ class ChromaCollection:
         if ids is not None and not ids:
             return []
         collection = await self.handle()
-        include = ["metadatas", *(["documents"] if texts else [])]
-        if embeddings:
-            include.append("embeddings")
         result = await self._run(
             collection.get,
             ids=list(ids) if ids is not None else None,
             where=dict(where),
-            where_document=dict(where_document) if where_document else None,
             limit=limit,
-            include=include,
+            include=["metadatas", *(["documents"] if texts else [])],
         )
         return _records(result)
 
     async def nearest(
-        self, embedding: Sequence[float], where: Mapping[str, Any], count: int
-    ) -> list[Record]:
-        """Up to `count` records nearest to `embedding`, with their texts and embeddings."""
+        self,
+        embedding: Sequence[float],
+        where: Mapping[str, Any],
+        count: int,
+        *,
+        ids: Sequence[str] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+    ) -> list[ScoredRecord]:
+        """Up to `count` records matching the filters nearest to `embedding`, nearest first.
+
+        Each comes with its text and its similarity to `embedding`, computed by
+        Chroma; never with its embedding. `ids` and `where_document` narrow
+        `where` as in `get` (an empty `ids` finds nothing). When fewer records
+        than `count` match, those are returned: chromadb 1.5 answers with what
+        there is, without a warning (tests/server/knowledge/test_retrieval_similarity.py).
+        """
+        if count <= 0 or (ids is not None and not ids):
+            return []
         collection = await self.handle()
         result = await self._run(
             collection.query,
             query_embeddings=[list(embedding)],
             n_results=count,
+            ids=list(ids) if ids is not None else None,
             where=dict(where),
-            include=["metadatas", "documents", "embeddings"],
+            where_document=dict(where_document) if where_document else None,
+            include=["metadatas", "documents", "distances"],
         )
-        return _records(result, nested=True)
+        return _scored(result)
 
     async def upsert(
         self,

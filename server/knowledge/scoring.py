@@ -6,7 +6,8 @@ contain a query term) gets
     score = VECTOR_WEIGHT * vector + KEYWORD_WEIGHT * keyword          (0..1)
 
 * `vector`: cosine similarity of the query's and the chunk's embeddings,
-  clipped to 0..1;
+  clipped to 0..1 — as Chroma computes it for a search (1 - the distance in
+  a cosine collection), so no embedding needs reading back to score;
 * `keyword`: BM25-style term matching over the candidates, normalized by the
   query's total term weight — 1.0 when a chunk contains every query term
   often, 0 when it contains none. Terms match as substrings of the normalized
@@ -23,8 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import numpy
-
 from server.knowledge.text import estimate_tokens, normalize
 
 VECTOR_WEIGHT: Final = 0.7
@@ -40,21 +39,13 @@ class Candidate:
 
     key: str
     text: str
-    embedding: Sequence[float]
+    #: Cosine similarity of the query's and the chunk's embeddings (-1..1).
+    similarity: float
 
 
-def cosine(left: Sequence[float], right: Sequence[float]) -> float:
-    """Cosine similarity; 0 when either vector is zero.
-
-    In numpy: a plan stage scores dozens of 1024-dimension candidates, ~145 µs each in
-    Python (~3 µs so), on the event loop. Vectors arrive as float buffers (`array`).
-    """
-    first = numpy.asarray(left, dtype=numpy.float64)
-    second = numpy.asarray(right, dtype=numpy.float64)
-    if first.shape != second.shape:
-        raise ValueError(f"vectors of {first.shape} and {second.shape} values")
-    norms = math.sqrt(float(first @ first)) * math.sqrt(float(second @ second))
-    return float(first @ second) / norms if norms else 0.0
+def vector_score(similarity: float) -> float:
+    """A cosine similarity clipped to 0..1; 0 for NaN, should a degenerate vector give one."""
+    return max(0.0, min(1.0, similarity)) if math.isfinite(similarity) else 0.0
 
 
 def keyword_scores(terms: Sequence[str], texts: Sequence[str]) -> list[float]:
@@ -84,14 +75,11 @@ def keyword_scores(terms: Sequence[str], texts: Sequence[str]) -> list[float]:
     return scores
 
 
-def hybrid_scores(
-    query_embedding: Sequence[float], terms: Sequence[str], candidates: Sequence[Candidate]
-) -> list[float]:
+def hybrid_scores(terms: Sequence[str], candidates: Sequence[Candidate]) -> list[float]:
     """The combined score of each candidate, in order."""
     keyword = keyword_scores(terms, [candidate.text for candidate in candidates])
     return [
-        VECTOR_WEIGHT * max(0.0, min(1.0, cosine(query_embedding, candidate.embedding)))
-        + KEYWORD_WEIGHT * keyword_score
+        VECTOR_WEIGHT * vector_score(candidate.similarity) + KEYWORD_WEIGHT * keyword_score
         for candidate, keyword_score in zip(candidates, keyword, strict=True)
     ]
 

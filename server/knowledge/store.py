@@ -12,12 +12,21 @@ a single record (no document, no indexed episode) — the usual case for a new
 project — without embedding the query or searching (`_holds_nothing`). Else:
 1. continuity — the summaries of the project's latest episodes, newest first,
    within a third of the token budget, presented oldest first. Only the latest
-   CONTINUITY_CANDIDATES summaries are read with their texts and embeddings
-   and scored (`_latest_summaries`), so what a plan reads and scores does not
-   grow with the project's episodes (but for one read of their metadata);
+   CONTINUITY_CANDIDATES summaries are read with their texts and scored
+   (`_latest_summaries`), so what a plan reads and scores does not grow with
+   the project's episodes (but for one read of their metadata);
 2. relevance — the rest of the budget goes to the best chunks by hybrid score
-   (server.knowledge.scoring) among the nearest chunks by vector and the
-   chunks containing a query term.
+   (server.knowledge.scoring) among the VECTOR_CANDIDATES nearest chunks and
+   the KEYWORD_CANDIDATES nearest of the chunks containing a query term. (The
+   nearest of those, not the first Chroma finds: when more chunks contain a
+   term, the ones kept are those the vector score favours, so the pool is at
+   least as good as any other of that size.)
+
+No embedding is read back from Chroma: every candidate is found by a search
+(`ChromaCollection.nearest`) that returns its cosine similarity to the query,
+computed by Chroma, which is all scoring needs of the vectors. Reading them
+instead (up to 267 records of 1024 floats, as JSON from a Chroma server) took
+over half the core's CPU time of a retrieval (scripts/retrieval_costs.py).
 """
 
 from __future__ import annotations
@@ -36,7 +45,14 @@ from server.auth.records import DEFAULT_TENANT
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from server.knowledge import records, scoring
 from server.knowledge.base import EPISODE_KIND, Passage
-from server.knowledge.chroma import ChromaCollection, Connect, Metadata, Record, where_all
+from server.knowledge.chroma import (
+    ChromaCollection,
+    Connect,
+    Metadata,
+    Record,
+    ScoredRecord,
+    where_all,
+)
 from server.knowledge.chunking import DEFAULT_CHUNK_TOKENS, split
 from server.knowledge.embedding import Embedder
 from server.knowledge.text import estimate_tokens, keyword_terms
@@ -48,7 +64,7 @@ VECTOR_CANDIDATES: Final = 40
 KEYWORD_CANDIDATES: Final = 200
 #: Share of the budget kept for the latest episodes' summaries.
 CONTINUITY_SHARE: Final = 1 / 3
-#: Episode summaries read (with texts and embeddings) for continuity, latest first.
+#: Episode summaries read (with texts) and scored for continuity, latest first.
 #: Enough to fill the continuity share of the plan stage's knowledge budget
 #: (server.jobs.story_context.ContextBudget: 1500 tokens, so 500) with the
 #: cheapest summary there is: "Episode N" as title and as the only line, 3
@@ -85,6 +101,10 @@ def _passage(record: Record, score: float) -> Passage:
         text=record.text.strip(),
         score=round(score, 4),
     )
+
+
+def _candidate(record: ScoredRecord) -> scoring.Candidate:
+    return scoring.Candidate(record.id, record.text, record.similarity)
 
 
 def _episode_number(record: Record) -> int:
@@ -383,17 +403,20 @@ class ChromaKnowledgeBase:
 
     # Retrieval
 
-    async def _latest_summaries(self, tenant: str, project_id: str) -> list[Record]:
+    async def _latest_summaries(
+        self, tenant: str, project_id: str, query_vector: Sequence[float]
+    ) -> list[ScoredRecord]:
         """The summaries of the project's latest CONTINUITY_CANDIDATES episodes, newest first.
 
-        Two reads: every summary's metadata alone (no text, no embedding), then
-        the texts and embeddings of the latest ones only.
+        Two reads: every summary's metadata alone (no text), then the latest
+        ones' texts and similarities to the query: a search restricted to
+        their ids, for all of them.
         """
         where = where_all(tenant=tenant, project=project_id, role=records.SUMMARY)
         catalog = await self.collection.get(where, texts=False)
         latest = sorted(catalog, key=_episode_number, reverse=True)[:CONTINUITY_CANDIDATES]
-        found = await self.collection.get(
-            where, ids=[record.id for record in latest], embeddings=True
+        found = await self.collection.nearest(
+            query_vector, where, len(latest), ids=[record.id for record in latest]
         )
         # An episode forgotten between the two reads is simply left out.
         return sorted(found, key=_episode_number, reverse=True)
@@ -407,7 +430,7 @@ class ChromaKnowledgeBase:
         if await self._holds_nothing(tenant, project_id):
             return []
         (query_vector,) = await self.embedder.embed([query])
-        summaries = await self._latest_summaries(tenant, project_id)
+        summaries = await self._latest_summaries(tenant, project_id, query_vector)
         candidates = {
             record.id: record
             for record in await self.collection.nearest(
@@ -418,21 +441,17 @@ class ChromaKnowledgeBase:
         }
         terms = keyword_terms(query)
         if terms:
-            # Terms are \w+ runs: nothing in them needs escaping in a regular expression.
-            for record in await self.collection.get(
+            for record in await self.collection.nearest(
+                query_vector,
                 where_all(tenant=tenant, project=project_id, role=records.TEXT),
+                KEYWORD_CANDIDATES,
+                # Terms are \w+ runs: nothing in them needs escaping in a regular expression.
                 where_document={"$regex": "(?i)(" + "|".join(terms) + ")"},
-                limit=KEYWORD_CANDIDATES,
-                embeddings=True,
             ):
                 candidates.setdefault(record.id, record)
 
         # 1. Continuity: the latest episodes first, within their share of the budget.
-        summary_scores = scoring.hybrid_scores(
-            query_vector,
-            terms,
-            [scoring.Candidate(r.id, r.text, r.embedding) for r in summaries],
-        )
+        summary_scores = scoring.hybrid_scores(terms, [_candidate(r) for r in summaries])
         continuity = [_passage(r, s) for r, s in zip(summaries, summary_scores, strict=True)]
         kept = scoring.pack(
             [passage_cost(p) for p in continuity], int(token_budget * CONTINUITY_SHARE)
@@ -442,9 +461,7 @@ class ChromaKnowledgeBase:
 
         # 2. Relevance: the best chunks for the rest of the budget.
         pool = list(candidates.values())
-        scores = scoring.hybrid_scores(
-            query_vector, terms, [scoring.Candidate(r.id, r.text, r.embedding) for r in pool]
-        )
+        scores = scoring.hybrid_scores(terms, [_candidate(r) for r in pool])
         ranked = sorted(
             (
                 (score, record.id, record)

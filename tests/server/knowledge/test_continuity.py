@@ -1,7 +1,7 @@
 """Continuity reads the latest episodes' summaries only, however many episodes a project has.
 
 Run on embedded Chroma and on a real `chroma run` server; the summaries a plan
-reads with their embeddings are counted on the collection's real answers.
+reads with their texts and scores are counted on the collection's real answers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from scriptgen.v1 import project_pb2
 
 from server.jobs.story_context import ContextBudget
 from server.knowledge import EPISODE_KIND, ChromaKnowledgeBase, Passage, passage_cost, records
-from server.knowledge.chroma import Record
+from server.knowledge.chroma import ScoredRecord
 from server.knowledge.store import CONTINUITY_CANDIDATES, CONTINUITY_SHARE
 
 #: More episodes than continuity ever reads.
@@ -32,20 +32,23 @@ def _episode(number: int) -> project_pb2.Episode:
 
 
 def _summaries_read_whole(knowledge: ChromaKnowledgeBase) -> list[str]:
-    """Ids of the episode summaries the collection returns with their embeddings from now on."""
+    """Ids of the episode summaries the collection returns with their texts and scores from now
+    on (the metadata-only reads of every summary do not count)."""
     read: list[str] = []
-    original = knowledge.collection.get
+    original = knowledge.collection.nearest
 
-    async def get(where: Mapping[str, Any], **options: Any) -> list[Record]:
-        found = await original(where, **options)
+    async def nearest(
+        embedding: Sequence[float], where: Mapping[str, Any], count: int, **options: Any
+    ) -> list[ScoredRecord]:
+        found = await original(embedding, where, count, **options)
         read.extend(
             record.id
             for record in found
-            if record.metadata.get("role") == records.SUMMARY and len(record.embedding) > 0
+            if record.metadata.get("role") == records.SUMMARY and record.text
         )
         return found
 
-    knowledge.collection.get = get  # type: ignore[method-assign]
+    knowledge.collection.nearest = nearest  # type: ignore[method-assign]
     return read
 
 
@@ -69,7 +72,7 @@ async def test_continuity_reads_only_the_latest_summaries(
         "the latest episodes' summaries, oldest first"
     )
     assert len(read) == len(set(read)) == CONTINUITY_CANDIDATES, (
-        "only the latest summaries are read with their embeddings"
+        "only the latest summaries are read with their texts and scored"
     )
 
     # The plan stage's budget: as many of the latest as fit, ending with the newest.

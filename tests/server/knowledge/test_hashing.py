@@ -7,9 +7,14 @@ import math
 import struct
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from server.knowledge import HashingEmbedder
-from server.knowledge.scoring import cosine
+
+
+def cosine(left: Sequence[float], right: Sequence[float]) -> float:
+    """Cosine similarity of two unit vectors (as the embedder's are): their dot product."""
+    return math.fsum(x * y for x, y in zip(left, right, strict=True))
 
 
 async def test_vectors_are_unit_length_and_sized() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from server.knowledge.scoring import (
     KEYWORD_WEIGHT,
     VECTOR_WEIGHT,
@@ -24,12 +26,15 @@ def test_keyword_scores_are_normalized_and_reward_rare_terms() -> None:
 
 def test_hybrid_combines_both_scores() -> None:
     candidates = [
-        Candidate("same", "minsu", [1.0, 0.0]),
-        Candidate("opposite", "other", [-1.0, 0.0]),
+        Candidate("same", "minsu", 1.0),
+        Candidate("opposite", "other", -1.0),
+        Candidate("half", "other", 0.5),
+        Candidate("degenerate", "other", math.nan),
     ]
-    same, opposite = hybrid_scores([1.0, 0.0], ["minsu"], candidates)
-    assert opposite == 0.0
-    assert 0.0 < same <= VECTOR_WEIGHT + KEYWORD_WEIGHT
+    same, opposite, half, degenerate = hybrid_scores(["minsu"], candidates)
+    assert opposite == degenerate == 0.0, "similarities below 0 (or not a number) count as 0"
+    assert half == VECTOR_WEIGHT * 0.5
+    assert VECTOR_WEIGHT < same <= VECTOR_WEIGHT + KEYWORD_WEIGHT
 
 
 def test_pack_keeps_the_best_that_fit() -> None:
