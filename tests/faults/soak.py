@@ -25,6 +25,11 @@ hold, checked once a second:
 A warm-up that has not met them after `--max-warmup` seconds is itself a failure (memory
 that never levels off is the leak a soak is for); the window then opens anyway, so the
 figures are still printed.
+
+The window's growth compares two levels, each the median of `--level-seconds` of
+samples: the last before the window opened, and the last before it closed (the core's
+RSS swings a few percent within a minute as jobs start and end together, so a level
+read from a few samples measures the swing, not growth).
 """
 
 from __future__ import annotations
@@ -167,9 +172,9 @@ def _episode_seconds(args: argparse.Namespace) -> float:
     return float(args.episode_minutes * 140 / max(args.tokens_per_second, 1.0))
 
 
-def _level(samples: list[dict[str, int]], key: str) -> float:
-    """Median of the last three samples: one sample catches a job boundary."""
-    return statistics.median(s[key] for s in samples[-3:])
+def _level(samples: list[dict[str, int]], key: str, count: int = 3) -> float:
+    """Median of the last `count` samples: one sample catches a job boundary."""
+    return statistics.median(s[key] for s in samples[-count:])
 
 
 def _levelled(samples: list[dict[str, int]], count: int, percent: float) -> bool:
@@ -185,6 +190,7 @@ def _levelled(samples: list[dict[str, int]], count: int, percent: float) -> bool
 async def _run(args: argparse.Namespace) -> int:
     summary = Summary(seconds=args.seconds, streams=args.streams)
     sample_seconds = min(5.0, args.seconds / 30)
+    level_count = max(1, round(args.level_seconds / sample_seconds))
     job_timeout = args.job_timeout or 60 + 3 * _episode_seconds(args)
     retention_full_at: list[dict[str, int]] = []
     with TemporaryDirectory(prefix="scriptgen-soak-") as data_dir:
@@ -244,7 +250,6 @@ async def _run(args: argparse.Namespace) -> int:
                 if args.warmup is not None
                 else args.spread_seconds + _episode_seconds(args)
             )
-            level_count = max(1, round(args.level_seconds / sample_seconds))
             met = {"time": False, "retention": False, "rss_levelled": False}
             for _ in range(int(args.max_warmup) + 1):  # bounded by --max-warmup
                 elapsed = time.monotonic() - started
@@ -252,7 +257,7 @@ async def _run(args: argparse.Namespace) -> int:
                 met["time"] = elapsed >= warmup
                 met["retention"] = kept < 0 or kept >= args.finished_jobs_kept
                 if met["retention"] and not retention_full_at:
-                    retention_full_at.extend(samples[-3:])
+                    retention_full_at.extend(samples[-level_count:])
                 met["rss_levelled"] = _levelled(samples, level_count, args.level_percent)
                 if all(met.values()) or elapsed >= args.max_warmup:
                     break
@@ -285,12 +290,15 @@ async def _run(args: argparse.Namespace) -> int:
     if len(after_warmup) < 3 or len(end) < len(after_warmup) + 3:
         summary.failures.append("too few resource samples")
     else:
-        rss0, rss1 = _level(after_warmup, "rss"), _level(end, "rss")
+        # RSS levels are medians over --level-seconds (as in the warm-up's rule): the
+        # core's RSS swings a few percent within a minute as jobs start and end together.
+        rss0 = _level(after_warmup, "rss", level_count)
+        rss1 = _level(end, "rss", level_count)
         summary.rss_after_warmup_mib = round(rss0 / 2**20, 1)
         summary.rss_end_mib = round(rss1 / 2**20, 1)
         summary.rss_growth_percent = round(100 * (rss1 - rss0) / rss0, 2)
         if len(retention_full_at) >= 1:
-            full = _level(retention_full_at, "rss")
+            full = _level(retention_full_at, "rss", level_count)
             summary.rss_growth_since_retention_full_percent = round(100 * (rss1 - full) / full, 2)
         summary.fds_after_warmup = int(_level(after_warmup, "fds"))
         summary.fds_end = int(_level(end, "fds"))
