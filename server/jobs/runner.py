@@ -137,6 +137,7 @@ class JobRunner:
         self._metrics = metrics
         self._jobs: dict[str, _Job] = {}
         self._accepting = True
+        self._notice_logged = False
         self.coordination: Coordination = coordination or MemoryCoordination()
         self._watch = JobWatch(
             self.coordination,
@@ -299,7 +300,9 @@ class JobRunner:
                 # No task will come: a cancel waiting for one ends the job as an orphan.
                 job.begun.set()
             raise
-        if notice:
+        if notice and not self._notice_logged:
+            # In every job's `queued` event; logged once per process, not per job.
+            self._notice_logged = True
             log.info("%s: %s", generation.name, notice)
         job.task = asyncio.create_task(self._run(job), name=f"job {generation.name}")
         log.info("%s: started for %s", generation.name, request.parent)
