@@ -33,6 +33,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 from grpc import aio
+from prometheus_client import Histogram
 from scriptgen.v1.generation_service_pb2 import GenerateScriptResponse
 
 from server import logs
@@ -168,12 +169,17 @@ def streaming(
                     stream = await self.guard.open_stream(caller)
                 renewed = time.monotonic()
                 first = True
+                # From the call's start, so a slow job start shows (the documented meaning).
+                first_event: Histogram | None = self.metrics.time_to_first_event.labels(name)
                 if name != "GenerateScript" and initial:
                     # Nothing to wait for (no job token): the gateway's SSE answer
                     # carries them even when the first event is slow to come.
                     await context.send_initial_metadata(initial)
                     first = False
                 async for response in method(self, request, context):
+                    if first_event is not None:
+                        first_event.observe(time.monotonic() - started)
+                        first_event = None
                     generation = generation or _generation_of(response)
                     if first:
                         first = False

@@ -56,18 +56,11 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
         #: Every open stream's reader lease, renewed by one sweep.
         self.presence = ReaderPresence(runner)
 
-    async def _events(self, method: str, name: str, after_sequence: int) -> AsyncIterator[bytes]:
+    async def _events(self, name: str, after_sequence: int) -> AsyncIterator[bytes]:
         """The job's events after `after_sequence` as encoded stream responses."""
-        started = time.monotonic()
-        first = True
         token = await self.presence.enter(name)
         try:
             async for event in self.log.follow_encoded(name, after_sequence):
-                if first:
-                    self.metrics.time_to_first_event.labels(method).observe(
-                        time.monotonic() - started
-                    )
-                    first = False
                 yield encoded_response(event)
         finally:
             await self.presence.leave(name, token)
@@ -102,7 +95,7 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
             name = await self.runner.start(
                 request, routing, deadline, tenant=current_tenant(), budget=budget
             )
-            async for response in self._events("GenerateScript", name, 0):
+            async for response in self._events(name, 0):
                 yield response
 
     @streaming("StreamGenerationEvents")
@@ -123,9 +116,7 @@ class GenerationServicer(generation_service_pb2_grpc.GenerationServiceServicer):
                     reason="SEQUENCE_AHEAD",
                     metadata={"last_sequence": str(last)},
                 )
-            async for response in self._events(
-                "StreamGenerationEvents", request.name, request.after_sequence
-            ):
+            async for response in self._events(request.name, request.after_sequence):
                 yield response
 
     @unary("GetGeneration")
