@@ -247,6 +247,33 @@ async def test_a_taken_address_is_one_error_line_and_exit_1(
     assert all(json.loads(line)["level"] != "ERROR" for line in lines if line.startswith("{"))
 
 
+async def test_serve_with_a_taken_http_address_does_not_start_the_core(
+    spawn: Callable[..., Awaitable[Process]], tmp_path: Path
+) -> None:
+    # A core started for nothing opened its stores, and was stopped while the gateway's
+    # gRPC connection to it was still closing: gRPC printed the GOAWAY it received.
+    data = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        process = await spawn(
+            "serve",
+            "--http-address",
+            address,
+            "--grpc-address",
+            "127.0.0.1:0",
+            "--metrics-address",
+            "off",
+            "--data-dir",
+            str(data),
+        )
+        assert await process.finish(within=20) == 1
+    lines = "".join(process.stderr).splitlines()
+    assert not any("core serving gRPC" in line for line in lines), lines
+    assert not data.exists() or not any(data.iterdir()), sorted(data.rglob("*"))
+
+
 async def test_generate_into_a_closed_pipe_exits_quietly(
     slow_target: str, slow_client: Client
 ) -> None:

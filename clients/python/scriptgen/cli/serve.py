@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -191,6 +193,31 @@ async def _running_gateway(settings: GatewayConfig) -> AsyncIterator[GatewayServ
         await gateway.stop()
 
 
+def _check_address_free(who: str, host: str, port: int) -> None:
+    """StartupError when host:port is already taken (another process listens there).
+
+    Only that is decided here; any other trouble is left to the real bind. Bound
+    with SO_REUSEADDR as aiohttp binds, so a port in TIME_WAIT still counts as free.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return
+            # Worded as asyncio words the gateway's own bind failure.
+            taken = OSError(
+                error.errno,
+                f"error while attempting to bind on address {(host, port)!r}:"
+                f" {(error.strerror or 'address already in use').lower()}",
+            )
+            raise StartupError(f"the {who} could not start: {taken}") from error
+
+
 def configured(
     build: Callable[[argparse.Namespace], SettingsT], args: argparse.Namespace
 ) -> SettingsT:
@@ -217,13 +244,16 @@ async def _serve(args: argparse.Namespace) -> int:
     core_settings = configured(core_config.from_arguments, args)
     # With auth off the gateway must stay local too: it would hand the core to anyone.
     configured(lambda a: check_disabled_auth(core_settings.auth, str(a.http_address)), args)
+    gateway_settings = configured(gateway_config.from_arguments, args)
+    # A taken HTTP address fails before the core starts. Started for nothing, the core
+    # would be stopped while the gateway's gRPC connection to it was still closing, and
+    # gRPC would print the GOAWAY that connection received beside the one error line.
+    _check_address_free("gateway", gateway_settings.http_host, gateway_settings.http_port)
     # Entered core first, so the gateway stops first: no new HTTP stream reaches a
     # core that is draining.
     async with _running_core(core_settings) as core:
         core_target = f"{local_host(core_settings.grpc_address)}:{core.grpc_port}"
-        gateway_settings = replace(
-            configured(gateway_config.from_arguments, args), core_target=core_target
-        )
+        gateway_settings = replace(gateway_settings, core_target=core_target)
         async with _running_gateway(gateway_settings) as gateway:
             _print_endpoints(
                 grpc=core_target,
