@@ -49,6 +49,8 @@ class JobEvents:
         self._last_time = time.monotonic()
         self._lock = asyncio.Lock()
         self._ended = False
+        #: An append was cancelled in flight: whether it landed is read back before the next.
+        self._unsure = False
         #: The timer that looks for a due heartbeat, and a heartbeat being appended.
         self._beat_timer: asyncio.TimerHandle | None = None
         self._beating: asyncio.Task[None] | None = None
@@ -68,6 +70,9 @@ class JobEvents:
                 raise RuntimeError(f"{self.generation} already ended")
             if self._budget is not None and kind == "text_delta":
                 await self._budget.spend(estimate_tokens(getattr(payload, "text", "")))
+            if self._unsure:
+                self._sequence = await self._log.last_sequence(self.generation)
+                self._unsure = False
             event = generation_pb2.GenerationEvent(
                 generation=self.generation, sequence=self._sequence + 1
             )
@@ -78,7 +83,13 @@ class JobEvents:
             stamp.seconds = micros // 1_000_000
             stamp.nanos = micros % 1_000_000 * 1000
             getattr(event, kind).CopyFrom(payload)
-            await self._log.append(event)
+            try:
+                await self._log.append(event)
+            except asyncio.CancelledError:
+                # Cancelled while the append was in flight: it may have reached the log
+                # (Redis) or not. The next event (the job's `cancelled`) resyncs first.
+                self._unsure = True
+                raise
             self._sequence += 1
             self._last_time = time.monotonic()
             counter = self._counters.get(kind)
