@@ -166,21 +166,35 @@ class ChromaCollection:
         self._timeout = timeout_seconds
         self._where = where
         self._executor: ThreadPoolExecutor | None = None
+        #: The readiness probe's own thread: under load the jobs' calls queue on the others.
+        self._probe_executor: ThreadPoolExecutor | None = None
         self._client: Any = None
         self._collection: Any = None
         self._opening = asyncio.Lock()
         self._closed = False
 
-    async def _run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chroma")
+    async def _run(
+        self, function: Callable[..., T], *args: Any, probe: bool = False, **kwargs: Any
+    ) -> T:
+        """`function` on a worker thread; `probe`: on the probe's own thread, so a
+        readiness probe does not queue behind the jobs' reads and writes."""
+        if probe:
+            if self._probe_executor is None:
+                self._probe_executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="chroma-probe"
+                )
+            executor = self._probe_executor
+        else:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chroma")
+            executor = self._executor
         loop = asyncio.get_running_loop()
         call = functools.partial(function, *args, **kwargs)
         try:
             # asyncio.timeout, not wait_for: 3.11's wait_for returns the result when a
             # cancellation comes as the call returns, and a cancelled job would go on.
             async with asyncio.timeout(self._timeout):
-                return await loop.run_in_executor(self._executor, call)
+                return await loop.run_in_executor(executor, call)
         except _OUTAGES as error:
             # Reopen on the next call: the server may have restarted or lost the collection.
             self._collection = None
@@ -268,9 +282,9 @@ class ChromaCollection:
         return collection
 
     async def heartbeat(self) -> None:
-        """Raise Unavailable unless Chroma answers."""
+        """Raise Unavailable unless Chroma answers (not waiting behind the jobs' calls)."""
         await self.handle()
-        await self._run(self._client.heartbeat)
+        await self._run(self._client.heartbeat, probe=True)
 
     async def get(
         self,
@@ -365,9 +379,11 @@ class ChromaCollection:
                     await asyncio.get_running_loop().run_in_executor(executor, close_client, client)
             except (*_OUTAGES, RuntimeError):
                 log.warning("story knowledge: closing the Chroma client failed", exc_info=True)
-        if executor is not None:
-            # A call stuck on a dead server must not hold up shutdown.
-            executor.shutdown(wait=False, cancel_futures=True)
+        probe, self._probe_executor = self._probe_executor, None
+        for pool in (executor, probe):
+            if pool is not None:
+                # A call stuck on a dead server must not hold up shutdown.
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
 def close_client(client: Any) -> None:
