@@ -21,6 +21,7 @@ from server.backup import sqlite as sqlite_backup
 from server.backup.knowledge import KNOWLEDGE_FILE, record_digest
 from server.backup.manifest import describe_file, write_manifest
 from tests.backup.conftest import Filled
+from tests.backup.damage import flip_byte, remove, truncate
 
 
 async def test_a_backup_holds_every_store_with_counts_and_checksums(
@@ -73,25 +74,10 @@ def _names(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir())
 
 
-def _flip_byte(path: Path) -> None:
-    content = bytearray(path.read_bytes())
-    content[len(content) // 2] ^= 0x01
-    path.write_bytes(bytes(content))
-
-
-def _truncate(path: Path) -> None:
-    content = path.read_bytes()
-    path.write_bytes(content[: len(content) // 2])
-
-
-def _remove(path: Path) -> None:
-    path.unlink()
-
-
 @pytest.mark.parametrize("file_name", ["database.sqlite3", KNOWLEDGE_FILE, MANIFEST_FILE])
 @pytest.mark.parametrize(
     ("damage", "words"),
-    [(_flip_byte, ""), (_truncate, ""), (_remove, "missing")],
+    [(flip_byte, ""), (truncate, ""), (remove, "missing")],
     ids=["flipped-byte", "truncated", "missing"],
 )
 async def test_damage_is_named_and_restore_refuses_it(

@@ -33,6 +33,7 @@ from server.backup.stores import chroma_client
 from server.knowledge.settings import KnowledgeConfig
 from server.store.postgres import PostgresProjectStore
 from tests.backends.postgres import fresh_database
+from tests.backup.damage import flip_byte, remove, truncate
 from tests.conftest import fast_core_config
 
 #: Values COPY writes with escapes, tabs, newlines, NULLs, bytes, times and floats.
@@ -170,24 +171,9 @@ async def test_restore_creates_a_missing_database_and_undo_drops_it(
         assert await _contents(scratch) == []
 
 
-def _flip_byte(path: Path) -> None:
-    content = bytearray(path.read_bytes())
-    content[len(content) // 2] ^= 0x01
-    path.write_bytes(bytes(content))
-
-
-def _truncate(path: Path) -> None:
-    content = path.read_bytes()
-    path.write_bytes(content[: len(content) // 2])
-
-
-def _remove(path: Path) -> None:
-    path.unlink()
-
-
 @pytest.mark.parametrize(
     ("damage", "words"),
-    [(_flip_byte, "SHA-256 mismatch"), (_truncate, "truncated"), (_remove, "missing")],
+    [(flip_byte, "SHA-256 mismatch"), (truncate, "truncated"), (remove, "missing")],
     ids=["flipped-byte", "truncated", "missing"],
 )
 async def test_a_damaged_archive_is_named_and_refused(

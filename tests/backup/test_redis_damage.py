@@ -31,6 +31,7 @@ from server.backup.redis_keys import REDIS_FILE, check_file, entry_digest
 from server.backup.stores import chroma_client
 from tests.backends.postgres import fresh_database
 from tests.backends.redis import delete_prefixed
+from tests.backup.damage import flip_byte, remove, truncate
 from tests.backup.stories import populate, redis_view
 from tests.backup.test_rehearsal import distributed  # noqa: F401 (the stores' fixture)
 
@@ -98,24 +99,9 @@ async def _assert_untouched(backed: Backed, keys: dict[str, Any]) -> None:
     assert not [p.name for p in backed.target.data_dir.parent.iterdir() if p.name.startswith(".")]
 
 
-def _flip_byte(path: Path) -> None:
-    content = bytearray(path.read_bytes())
-    content[len(content) // 2] ^= 0x01
-    path.write_bytes(bytes(content))
-
-
-def _truncate(path: Path) -> None:
-    content = path.read_bytes()
-    path.write_bytes(content[: len(content) // 2])
-
-
-def _remove(path: Path) -> None:
-    path.unlink()
-
-
 @pytest.mark.parametrize(
     ("damage", "words"),
-    [(_flip_byte, "SHA-256 mismatch"), (_truncate, "truncated"), (_remove, "missing")],
+    [(flip_byte, "SHA-256 mismatch"), (truncate, "truncated"), (remove, "missing")],
     ids=["flipped-byte", "truncated", "missing"],
 )
 async def test_a_damaged_key_file_is_named_and_refused(
