@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from grpc import aio
@@ -123,7 +124,7 @@ async def test_cancelled_streams_leave_no_redis_socket(
             followed = first.event.generation
             opening.cancel()
             rng = random.Random(7)
-            calls: list[aio.UnaryStreamCall[object, object]] = []
+            calls: list[aio.UnaryStreamCall[Any, Any]] = []
             for index in range(STREAMS):
                 if index % 2:
                     request = gs.StreamGenerationEventsRequest(name=followed)
