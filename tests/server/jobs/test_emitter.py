@@ -30,11 +30,17 @@ class LandsThenCancelled(MemoryEventLog):
             raise asyncio.CancelledError
 
 
-async def test_the_event_after_a_cancelled_append_follows_what_landed() -> None:
-    log = LandsThenCancelled()
+async def _queued(log: MemoryEventLog) -> JobEvents:
+    """A job's emitter whose log holds its `queued` event."""
     await log.create(NAME)
     events = JobEvents(NAME, log, CoreMetrics(), heartbeat_seconds=0)
     await events.emit("queued", GenerationEvent.Queued(parent="projects/p1"))
+    return events
+
+
+async def test_the_event_after_a_cancelled_append_follows_what_landed() -> None:
+    log = LandsThenCancelled()
+    events = await _queued(log)
     log.cut_next = True
     with pytest.raises(asyncio.CancelledError):
         await events.emit("text_delta", GenerationEvent.TextDelta(text="INT. ROOM - DAY\n"))
@@ -49,9 +55,7 @@ async def test_the_event_after_a_cancelled_append_follows_what_landed() -> None:
 
 async def test_the_event_after_a_cancelled_append_that_did_not_land_takes_its_place() -> None:
     log = MemoryEventLog()
-    await log.create(NAME)
-    events = JobEvents(NAME, log, CoreMetrics(), heartbeat_seconds=0)
-    await events.emit("queued", GenerationEvent.Queued(parent="projects/p1"))
+    events = await _queued(log)
     appending = asyncio.get_running_loop().create_future()
     original = log.append
 
