@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 DEFAULT_CORE_TARGET = "127.0.0.1:50051"
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:8080"
+#: Pending connections the HTTP listener queues by default, and the most it accepts.
+DEFAULT_LISTEN_BACKLOG = 1024
+MAX_LISTEN_BACKLOG = 65535
 #: gRPC load-balancing policies the gateway's channel to the core may use.
 CORE_LOAD_BALANCING = ("round_robin", "pick_first")
 
@@ -55,6 +58,10 @@ class GatewayConfig:
     cors_origins: tuple[str, ...] = ()
     #: Listen with SO_REUSEPORT, so several gateway processes share one port.
     reuse_port: bool = False
+    #: Connections the kernel queues for accepting (it caps this at net.core.somaxconn).
+    #: A burst of new streams larger than the queue loses SYNs, and their clients wait
+    #: for TCP's retransmission: 1 s, then 3 s, then 7 s.
+    listen_backlog: int = DEFAULT_LISTEN_BACKLOG
 
     @property
     def http_host(self) -> str:
@@ -146,6 +153,13 @@ def add_arguments(
         " (default: %(default)s)",
     )
     group.add_argument(
+        "--listen-backlog",
+        type=int,
+        default=int(_env(env, "LISTEN_BACKLOG", str(DEFAULT_LISTEN_BACKLOG))),
+        help=f"connections queued for accepting, 1..{MAX_LISTEN_BACKLOG} (the kernel caps it at"
+        " net.core.somaxconn) [SCRIPTGEN_LISTEN_BACKLOG] (default: %(default)s)",
+    )
+    group.add_argument(
         "--gateway-max-streams",
         type=int,
         default=int(_env(env, "GATEWAY_MAX_STREAMS", "0")),
@@ -168,7 +182,14 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
         drain_seconds=float(namespace.drain_seconds),
         max_streams=max(0, int(namespace.gateway_max_streams)),
         cors_origins=_origins(str(namespace.cors_origins)),
+        listen_backlog=_backlog(int(namespace.listen_backlog)),
     )
+
+
+def _backlog(value: int) -> int:
+    if not 1 <= value <= MAX_LISTEN_BACKLOG:
+        raise ValueError(f"--listen-backlog must be 1..{MAX_LISTEN_BACKLOG}, not {value}")
+    return value
 
 
 def _origins(spec: str) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ class GatewayServer:
                 self._config.http_host,
                 self._config.http_port,
                 reuse_port=self._config.reuse_port or None,
+                backlog=self._config.listen_backlog,
             )
             await site.start()
         except BaseException:

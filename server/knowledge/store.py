@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -158,6 +159,8 @@ class ChromaKnowledgeBase:
         #: Writes begun or ended per (tenant, project): an emptiness probe that saw one
         #: of these change while it ran is not remembered.
         self._writes: dict[tuple[str, str], int] = {}
+        #: Emptiness probes in flight per (tenant, project), with the write count they began at.
+        self._probes: dict[tuple[str, str], tuple[int, asyncio.Task[bool]]] = {}
 
     async def open(self) -> None:
         try:
@@ -214,12 +217,27 @@ class ChromaKnowledgeBase:
 
         Exact: one Chroma read of at most one record, remembered (with
         `sole_writer`) only when no write to the project began or ended while
-        it ran; every write forgets it again (`_writing`).
+        it ran; every write forgets it again (`_writing`). With `sole_writer`,
+        a caller that finds a read of the same project in flight, begun with no
+        write since, shares its answer: a burst of jobs on one project costs one
+        read instead of one each, every one waiting its turn on Chroma's threads.
         """
         key = (tenant, project_id)
         if key in self._empty:
             return True
         writes = self._writes.get(key, 0)
+        if not self._sole_writer:
+            return await self._probe(key, writes)
+        probe = self._probes.get(key)
+        if probe is None or probe[0] != writes:
+            # A task of its own: one caller's cancellation must not end the others' read.
+            task = asyncio.create_task(self._probe(key, writes))
+            probe = self._probes[key] = (writes, task)
+            task.add_done_callback(functools.partial(self._probed, key))
+        return await asyncio.shield(probe[1])
+
+    async def _probe(self, key: tuple[str, str], writes: int) -> bool:
+        tenant, project_id = key
         found = await self.collection.get(
             where_all(tenant=tenant, project=project_id), limit=1, texts=False
         )
@@ -230,6 +248,12 @@ class ChromaKnowledgeBase:
                 self._empty.clear()
             self._empty.add(key)
         return True
+
+    def _probed(self, key: tuple[str, str], task: asyncio.Task[bool]) -> None:
+        if self._probes.get(key, (0, None))[1] is task:
+            del self._probes[key]
+        if not task.cancelled():
+            task.exception()  # its callers see it; with none left, it is not "never retrieved"
 
     # Documents
 

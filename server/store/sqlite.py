@@ -120,6 +120,18 @@ async def _prepare(connection: aiosqlite.Connection) -> None:
     await connection.execute("PRAGMA foreign_keys=ON")
 
 
+async def _read_only(path: Path) -> aiosqlite.Connection:
+    """A query-only connection to the store's file (already WAL and migrated)."""
+    connection = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
+    try:
+        await connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        await connection.execute("PRAGMA query_only=1")
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
+
+
 class SqliteProjectStore(SqliteKeys):
     """Projects and episodes (and API keys, tenants) in one SQLite file.
 
@@ -139,6 +151,11 @@ class SqliteProjectStore(SqliteKeys):
         # IMMEDIATE would turn it into a lock upgrade that SQLite refuses
         # (SQLITE_BUSY, without waiting) once another process has written.
         self._lock = asyncio.Lock()
+        #: Reads go through a query-only connection of their own, without the lock: each
+        #: read is one statement, and WAL gives it the last committed state. Behind the
+        #: lock a burst of job starts took turns, each turn a round trip through a busy
+        #: loop; on their own connection the reads queue on its thread back to back.
+        self._reader: aiosqlite.Connection | None = None
 
     @property
     def _db(self) -> aiosqlite.Connection:
@@ -155,6 +172,7 @@ class SqliteProjectStore(SqliteKeys):
             await _prepare(connection)
             self._connection = connection
             await self._migrate()
+            self._reader = await _read_only(self._path)
         except BaseException:
             # A half-opened store must not leave its connection's worker thread
             # behind: it would keep the process from exiting.
@@ -163,6 +181,9 @@ class SqliteProjectStore(SqliteKeys):
             raise
 
     async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
@@ -176,8 +197,22 @@ class SqliteProjectStore(SqliteKeys):
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The write connection between transactions (for reads off the hot path)."""
         async with self._lock, sqlite_faults():
             yield self._db
+
+    async def _read(self, query: str, parameters: tuple[Any, ...]) -> list[Any]:
+        """The rows of one query, on the read connection.
+
+        Executed, fetched and finished in one trip to the connection's thread, so no
+        statement stays open between trips: an open one would hold its read
+        transaction, and the next read would see that older state instead of
+        what was committed since.
+        """
+        if self._reader is None:
+            raise records.store_unavailable("is not open")
+        async with sqlite_faults():
+            return list(await self._reader.execute_fetchall(query, parameters))
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -307,11 +342,9 @@ class SqliteProjectStore(SqliteKeys):
     ) -> project_pb2.Project:
         # One trip to the connection's thread (execute, fetch and close as one): every job
         # start reads its project, so a burst of starts queues on this.
-        async with self._reading() as db:
-            rows = await db.execute_fetchall(
-                f"{_PROJECT_SELECT} WHERE tenant = ? AND id = ?",
-                (tenant_in_scope(tenant), project_id),
-            )
+        rows = await self._read(
+            f"{_PROJECT_SELECT} WHERE tenant = ? AND id = ?", (tenant_in_scope(tenant), project_id)
+        )
         if not rows:
             raise records.project_not_found(project_id)
         return _project(next(iter(rows)))
@@ -336,8 +369,7 @@ class SqliteProjectStore(SqliteKeys):
             where, params = f"{where} AND (create_time, id) < (?, ?)", (*params, after[0], after[1])
         query = f"{_PROJECT_SELECT} WHERE {where} ORDER BY create_time DESC, id DESC LIMIT ?"
         params = (*params, limit + 1)
-        async with self._reading() as db, db.execute(query, params) as cursor:
-            rows = list(await cursor.fetchall())
+        rows = await self._read(query, params)
         page = rows[:limit]
         projects = [_project(row) for row in page]
         if len(rows) > limit:
@@ -429,18 +461,14 @@ class SqliteProjectStore(SqliteKeys):
     async def get_episode(
         self, project_id: str, number: int, *, tenant: str | None = None
     ) -> project_pb2.Episode:
-        async with (
-            self._reading() as db,
-            db.execute(
-                f"SELECT {_EPISODE_COLUMNS} FROM episodes"
-                " WHERE tenant = ? AND project_id = ? AND number = ?",
-                (tenant_in_scope(tenant), project_id, number),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
-        if row is None:
+        rows = await self._read(
+            f"SELECT {_EPISODE_COLUMNS} FROM episodes"
+            " WHERE tenant = ? AND project_id = ? AND number = ?",
+            (tenant_in_scope(tenant), project_id, number),
+        )
+        if not rows:
             raise records.episode_not_found(project_id, number)
-        return _episode(row)
+        return _episode(rows[0])
 
     async def list_episodes(
         self,
@@ -453,15 +481,11 @@ class SqliteProjectStore(SqliteKeys):
         tenant = tenant_in_scope(tenant)
         await self.get_project(project_id, tenant=tenant)
         after_number = int(after[0]) if after else 0
-        async with (
-            self._reading() as db,
-            db.execute(
-                f"SELECT {_EPISODE_SUMMARY_COLUMNS} FROM episodes"
-                " WHERE tenant = ? AND project_id = ? AND number > ? ORDER BY number LIMIT ?",
-                (tenant, project_id, after_number, limit + 1),
-            ) as cursor,
-        ):
-            rows = list(await cursor.fetchall())
+        rows = await self._read(
+            f"SELECT {_EPISODE_SUMMARY_COLUMNS} FROM episodes"
+            " WHERE tenant = ? AND project_id = ? AND number > ? ORDER BY number LIMIT ?",
+            (tenant, project_id, after_number, limit + 1),
+        )
         episodes = [_episode(row) for row in rows[:limit]]
         if len(rows) > limit:
             return episodes, [episodes[-1].number]
@@ -470,10 +494,9 @@ class SqliteProjectStore(SqliteKeys):
     async def latest_episodes(
         self, project_id: str, count: int, *, tenant: str | None = None
     ) -> list[project_pb2.Episode]:
-        async with self._reading() as db:
-            rows = await db.execute_fetchall(
-                _LATEST_EPISODES, (tenant_in_scope(tenant), project_id, max(1, count))
-            )
+        rows = await self._read(
+            _LATEST_EPISODES, (tenant_in_scope(tenant), project_id, max(1, count))
+        )
         if not rows:
             raise records.project_not_found(project_id)
         found = [_episode(row) for row in rows if row[1] is not None]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import pytest
 
-from gateway import GatewayConfig
+from gateway import GatewayConfig, GatewayServer
 from gateway.config import add_arguments, from_arguments
 
 
@@ -62,3 +63,34 @@ def test_public_api_is_exactly_what_the_cli_uses() -> None:
     import gateway
 
     assert sorted(gateway.__all__) == ["GatewayConfig", "GatewayServer", "create_app"]
+
+
+def test_listen_backlog_is_bounded_and_named() -> None:
+    assert _parse([], {}).listen_backlog == 1024
+    assert _parse([], {"SCRIPTGEN_LISTEN_BACKLOG": "4096"}).listen_backlog == 4096
+    for wrong in ("0", "65536"):
+        with pytest.raises(ValueError, match=r"--listen-backlog must be 1\.\.65535"):
+            _parse(["--listen-backlog", wrong], {})
+
+
+async def test_the_http_listener_queues_the_configured_backlog() -> None:
+    """A burst of new streams larger than the accept queue would wait for TCP's SYN retries.
+
+    aiohttp's own default queue is 128 connections; `ss` shows a listener's queue size
+    in its Send-Q column.
+    """
+    server = GatewayServer(
+        GatewayConfig(core_target="127.0.0.1:1", http_address="127.0.0.1:0", listen_backlog=777)
+    )
+    await server.start()
+    try:
+        ss = await asyncio.create_subprocess_exec(
+            "ss", "-ltnH", f"sport = :{server.port}", stdout=asyncio.subprocess.PIPE
+        )
+        output, _ = await ss.communicate()
+        assert ss.returncode == 0
+        shown = output.decode().split()
+        assert shown[0] == "LISTEN"
+        assert int(shown[2]) == 777
+    finally:
+        await server.stop()

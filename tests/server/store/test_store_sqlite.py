@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
+
+from scriptgen.v1 import project_pb2
 
 from server.store import SqliteProjectStore
 from server.store.migrations import migrations
@@ -40,5 +43,25 @@ async def test_a_database_from_the_first_schema_is_upgraded(tmp_path: Path) -> N
     try:
         assert await store.schema_version() == migrations("sqlite")[-1].version
         assert (await store.get_project("old")).title == "Old"
+    finally:
+        await store.close()
+
+
+async def test_reads_do_not_wait_for_a_write_in_progress(tmp_path: Path) -> None:
+    """Reads have a connection of their own: a burst of job starts does not take turns.
+
+    They see what is committed, not a transaction still open on the write connection.
+    """
+    store = SqliteProjectStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        await store.create_project("show", project_pb2.Project(title="Before"))
+        async with store._transaction() as db:  # a write in progress, holding the write lock
+            await db.execute("UPDATE projects SET title = 'During' WHERE id = 'show'")
+            reads = [store.get_project("show") for _ in range(50)]
+            found = await asyncio.wait_for(asyncio.gather(*reads), 5)
+            assert {project.title for project in found} == {"Before"}
+            assert await asyncio.wait_for(store.latest_episodes("show", 3), 5) == []
+        assert (await store.get_project("show")).title == "During"
     finally:
         await store.close()
