@@ -32,6 +32,7 @@ from server.errors import (
     invalid,
 )
 from server.events import EventLog, EventLogConflict
+from server.jobs.arrivals import Arrivals
 from server.jobs.coordination import Coordination, MemoryCoordination
 from server.jobs.emitter import JobEvents
 from server.jobs.pipeline import Pipeline
@@ -138,6 +139,8 @@ class JobRunner:
         self._jobs: dict[str, _Job] = {}
         self._accepting = True
         self._notice_logged = False
+        #: Arrivals of new jobs: pipelines wait for a burst of them to be started.
+        self.arrivals = Arrivals()
         self.coordination: Coordination = coordination or MemoryCoordination()
         self._watch = JobWatch(
             self.coordination,
@@ -208,6 +211,7 @@ class JobRunner:
         counts the job's text deltas against the tenant's daily tokens.
         """
         project_id = validate(request)
+        self.arrivals.arrived()
         plan_chain, write_chain = self._chains(routing or RequestRouting())
         if not self._accepting:
             raise Unavailable("the core is shutting down; retry on another", reason="SHUTTING_DOWN")
@@ -371,6 +375,7 @@ class JobRunner:
     async def _work(self, job: _Job) -> GenerationEvent.Completed:
         """The job's stages; whatever way they end, the job then only writes its end."""
         try:
+            await self.arrivals.settled()  # the jobs of a burst start first
             await self._set_state(job, generation_pb2.GENERATION_STATE_RUNNING)
             return await job.pipeline.run()
         finally:
