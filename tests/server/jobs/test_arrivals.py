@@ -1,0 +1,48 @@
+"""Pipelines wait for a burst of new jobs to be started, but never longer than the cap."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from server.jobs.arrivals import Arrivals
+
+
+async def test_a_job_alone_waits_at_most_the_quiet_time() -> None:
+    arrivals = Arrivals(quiet_seconds=0.05, max_defer_seconds=5.0)
+    arrivals.arrived()
+    began = time.monotonic()
+    await arrivals.settled()
+    assert 0.04 <= time.monotonic() - began < 1.0
+
+
+async def test_no_arrival_means_no_wait() -> None:
+    arrivals = Arrivals(quiet_seconds=5.0, max_defer_seconds=5.0)
+    began = time.monotonic()
+    await arrivals.settled()
+    assert time.monotonic() - began < 0.05
+
+
+async def test_pipelines_wait_while_jobs_keep_arriving() -> None:
+    arrivals = Arrivals(quiet_seconds=0.1, max_defer_seconds=5.0)
+    arrivals.arrived()
+    waiting = asyncio.create_task(arrivals.settled())
+    for _ in range(6):  # a job every 50 ms for 0.3 s: the burst goes on
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        arrivals.arrived()
+    ended = time.monotonic()
+    await asyncio.wait_for(waiting, 2.0)
+    assert time.monotonic() - ended >= 0.08  # it waited for the pause after the last one
+
+
+async def test_an_endless_stream_of_arrivals_delays_a_pipeline_only_up_to_the_cap() -> None:
+    arrivals = Arrivals(quiet_seconds=0.1, max_defer_seconds=0.3)
+    arrivals.arrived()
+    began = time.monotonic()
+    waiting = asyncio.create_task(arrivals.settled())
+    while not waiting.done():
+        arrivals.arrived()
+        await asyncio.sleep(0.01)
+        assert time.monotonic() - began < 2.0
+    assert 0.25 <= time.monotonic() - began < 1.0
