@@ -8,10 +8,11 @@ tests hold that read on a gate, so every caller arrives while it is in flight.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from scriptgen.v1 import knowledge_pb2
 
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder
@@ -45,77 +46,74 @@ class _GatedProbes:
         return await self._get(where, **options)
 
 
-async def _opened(tmp_path: Path) -> ChromaKnowledgeBase:
-    knowledge = ChromaKnowledgeBase(
+@pytest.fixture
+async def knowledge(tmp_path: Path) -> AsyncIterator[ChromaKnowledgeBase]:
+    """A knowledge base on embedded Chroma, the one writer of its data."""
+    opened = ChromaKnowledgeBase(
         embedded_client(tmp_path / "chroma"), HashingEmbedder(), sole_writer=True
     )
-    await knowledge.open()
-    return knowledge
-
-
-async def test_concurrent_plan_stages_share_one_read(tmp_path: Path) -> None:
-    knowledge = await _opened(tmp_path)
+    await opened.open()
     try:
-        probes = _GatedProbes(knowledge)
-        retrievals = [
-            asyncio.create_task(knowledge.retrieve("empty", "the heist", token_budget=500))
-            for _ in range(20)
-        ]
-        await asyncio.wait_for(probes.arrived.wait(), _WAIT_SECONDS)
-        await asyncio.sleep(0.05)  # every caller has reached the probe by now
-        assert probes.calls == 1
-        probes.gate.set()
-        assert await asyncio.gather(*retrievals) == [[]] * 20
-        # The answer is remembered: the next plan stage reads nothing.
-        assert await knowledge.retrieve("empty", "the heist", token_budget=500) == []
-        assert probes.calls == 1
+        yield opened
     finally:
-        await knowledge.close()
+        await opened.close()
 
 
-async def test_a_cancelled_caller_does_not_cancel_the_others(tmp_path: Path) -> None:
-    knowledge = await _opened(tmp_path)
-    try:
-        probes = _GatedProbes(knowledge)
-        first, second, third = (
-            asyncio.create_task(knowledge.retrieve("empty", "a query", token_budget=500))
-            for _ in range(3)
-        )
-        await asyncio.wait_for(probes.arrived.wait(), _WAIT_SECONDS)
-        await asyncio.sleep(0.05)
-        first.cancel()
-        probes.gate.set()
-        assert await second == []
-        assert await third == []
-        assert first.cancelled()
-        assert probes.calls == 1
-    finally:
-        await knowledge.close()
+async def test_concurrent_plan_stages_share_one_read(knowledge: ChromaKnowledgeBase) -> None:
+    probes = _GatedProbes(knowledge)
+    retrievals = [
+        asyncio.create_task(knowledge.retrieve("empty", "the heist", token_budget=500))
+        for _ in range(20)
+    ]
+    await asyncio.wait_for(probes.arrived.wait(), _WAIT_SECONDS)
+    await asyncio.sleep(0.05)  # every caller has reached the probe by now
+    assert probes.calls == 1
+    probes.gate.set()
+    assert await asyncio.gather(*retrievals) == [[]] * 20
+    # The answer is remembered: the next plan stage reads nothing.
+    assert await knowledge.retrieve("empty", "the heist", token_budget=500) == []
+    assert probes.calls == 1
 
 
-async def test_a_caller_after_a_write_does_not_take_the_older_answer(tmp_path: Path) -> None:
-    knowledge = await _opened(tmp_path)
-    try:
-        probes = _GatedProbes(knowledge, only_first=True)
-        early = asyncio.create_task(knowledge.retrieve("night", "Minsu", token_budget=500))
-        await asyncio.wait_for(probes.arrived.wait(), _WAIT_SECONDS)
-        # The project gains a document while the early read is held.
-        await knowledge.add_document(
-            "night",
-            "minsu",
-            knowledge_pb2.KnowledgeDocument(
-                kind=knowledge_pb2.KNOWLEDGE_KIND_CHARACTER_PROFILE,
-                title="Minsu",
-                text="Minsu runs the night shift at the harbour and never sleeps.",
-            ),
-        )
-        # Joining the early read (still held) would hang here.
-        late = await asyncio.wait_for(
-            knowledge.retrieve("night", "Minsu", token_budget=500), _WAIT_SECONDS
-        )
-        assert [passage.title for passage in late] == ["Minsu"]
-        assert probes.calls == 2
-        probes.gate.set()
-        await early
-    finally:
-        await knowledge.close()
+async def test_a_cancelled_caller_does_not_cancel_the_others(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    probes = _GatedProbes(knowledge)
+    first, second, third = (
+        asyncio.create_task(knowledge.retrieve("empty", "a query", token_budget=500))
+        for _ in range(3)
+    )
+    await asyncio.wait_for(probes.arrived.wait(), _WAIT_SECONDS)
+    await asyncio.sleep(0.05)
+    first.cancel()
+    probes.gate.set()
+    assert await second == []
+    assert await third == []
+    assert first.cancelled()
+    assert probes.calls == 1
+
+
+async def test_a_caller_after_a_write_does_not_take_the_older_answer(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    probes = _GatedProbes(knowledge, only_first=True)
+    early = asyncio.create_task(knowledge.retrieve("night", "Minsu", token_budget=500))
+    await asyncio.wait_for(probes.arrived.wait(), _WAIT_SECONDS)
+    # The project gains a document while the early read is held.
+    await knowledge.add_document(
+        "night",
+        "minsu",
+        knowledge_pb2.KnowledgeDocument(
+            kind=knowledge_pb2.KNOWLEDGE_KIND_CHARACTER_PROFILE,
+            title="Minsu",
+            text="Minsu runs the night shift at the harbour and never sleeps.",
+        ),
+    )
+    # Joining the early read (still held) would hang here.
+    late = await asyncio.wait_for(
+        knowledge.retrieve("night", "Minsu", token_budget=500), _WAIT_SECONDS
+    )
+    assert [passage.title for passage in late] == ["Minsu"]
+    assert probes.calls == 2
+    probes.gate.set()
+    await early
