@@ -28,5 +28,23 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing system packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# Another apt (a second checkout's setup, an unattended upgrade) may hold apt's locks:
+# wait for it instead of failing (`apt-get update` does not wait on its lists lock).
+apt_get() {
+  local attempt output
+  for attempt in $(seq 1 120); do
+    if output=$(apt-get -o DPkg::Lock::Timeout=60 "$@" 2>&1); then
+      [ -z "$output" ] || printf '%s\n' "$output"
+      return 0
+    fi
+    case $output in
+      *"Could not get lock"*) echo "apt is busy (attempt $attempt): waiting for its lock" >&2; sleep 5 ;;
+      *) printf '%s\n' "$output" >&2; return 1 ;;
+    esac
+  done
+  printf '%s\n' "$output" >&2
+  return 1
+}
+apt_get update -qq
+apt_get install -y -qq --no-install-recommends "${missing[@]}"
