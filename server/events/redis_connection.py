@@ -28,6 +28,12 @@ from server.errors import Unavailable
 _BACKOFF_CAP = 0.5
 #: Longest blocking read (XREAD BLOCK), in milliseconds; the socket timeout leaves room for it.
 BLOCK_MILLISECONDS = 2000
+#: The pool's connection limit. Every open event stream holds a connection in its blocking
+#: read, so the pool grows with the streams a core serves (`--max-streams` bounds those).
+#: redis-py 8 caps a pool at 100 by default and then raises "Too many connections", which
+#: ended the 101st concurrent stream's job with REDIS_UNAVAILABLE; Redis's own `maxclients`
+#: (10,000 by default) is the real bound.
+MAX_CONNECTIONS = 2**31 - 1
 
 
 class RedisClosed(RedisError):
@@ -85,6 +91,7 @@ def open_redis(
         redis_connect_func=closing.on_connect,
         retry=Retry(ExponentialBackoff(cap=_BACKOFF_CAP, base=0.05), retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        max_connections=MAX_CONNECTIONS,
         socket_connect_timeout=2.0,
         socket_timeout=BLOCK_MILLISECONDS / 1000 + 5.0,
         health_check_interval=15,
