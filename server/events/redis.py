@@ -7,6 +7,10 @@ Appends go through a Lua script that also refuses a gap, anything after the
 terminal event, and a log that vanished (Redis restarted without its data);
 an append retried after a lost reply is recognised and not repeated.
 
+Followers in the process that created a job's log read the events it appended
+from memory (`server.events.tails`), not back from Redis; followers of other
+cores' jobs read Redis.
+
 Retention: a running job's stream lives `retention + 1 day` (a bound for jobs
 whose every core died); the terminal event cuts that to `retention`
 (default 24 h) from the end.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import cast
 
 from redis.exceptions import ResponseError
@@ -24,6 +29,7 @@ from scriptgen.v1 import generation_pb2
 from server.errors import DataLoss, NotFound
 from server.events.base import EventLogConflict, decoded, is_terminal
 from server.events.redis_connection import BLOCK_MILLISECONDS, RedisConnection, redis_errors
+from server.events.tails import Tail, Tails
 
 #: Extra lifetime of a stream whose job has not ended, in seconds.
 UNENDED_EXTRA_SECONDS = 24 * 3600
@@ -103,6 +109,12 @@ class RedisEventLog:
         self._retention = max(1, int(retention_seconds))
         self._create = redis.client.register_script(_CREATE)
         self._append = redis.client.register_script(_APPEND)
+        self._tails = Tails()
+
+    @property
+    def local_logs(self) -> int:
+        """How many logs this process writes and serves its own followers from memory."""
+        return len(self._tails)
 
     def _key(self, generation: str) -> str:
         return self._redis.key("events", generation)
@@ -112,26 +124,65 @@ class RedisEventLog:
             await self._create(
                 keys=[self._key(generation)], args=[self._retention + UNENDED_EXTRA_SECONDS]
             )
+        self._tails.start(generation)
 
     async def append(self, event: generation_pb2.GenerationEvent) -> None:
-        terminal = "1" if is_terminal(event) else "0"
+        terminal = is_terminal(event)
+        wire = event.SerializeToString()
         try:
             async with redis_errors():
                 await self._append(
                     keys=[self._key(event.generation)],
                     args=[
                         event.sequence,
-                        event.SerializeToString(),
-                        terminal,
+                        wire,
+                        "1" if terminal else "0",
                         self._retention + UNENDED_EXTRA_SECONDS,
                         self._retention,
                     ],
                 )
         except ResponseError as error:
+            # Another core wrote to the log, or it vanished: only Redis knows what it holds.
+            self._tails.abandon(event.generation)
             message = str(error)
             if message.startswith("MISSING"):
                 raise _lost(event.generation) from error
             raise EventLogConflict(f"{event.generation}: {message}") from error
+        except BaseException:
+            # Unreachable, or cancelled mid-append: whether Redis took the event is unknown.
+            self._tails.abandon(event.generation)
+            raise
+        self._tails.appended(event.generation, event.sequence, wire, terminal)
+
+    async def _follow_tail(
+        self, generation: str, tail: Tail, after_sequence: int
+    ) -> AsyncGenerator[bytes, None]:
+        """The events after `after_sequence` from `tail`, while it is complete.
+
+        Ends after the terminal event, or once the tail is abandoned. A follower
+        that waited a blocking read's time for nothing asks Redis whether the log
+        went further than the tail (another core wrote to it; this one has not
+        appended since, so it does not know): then the tail is abandoned.
+        """
+        position = after_sequence
+        while True:
+            while position < len(tail.events):
+                position += 1
+                yield tail.events[position - 1]
+            if tail.ended or tail.abandoned:
+                return
+            _stop_if_cancelled()  # a cancellation that a Redis command swallowed
+            changed = tail.changed
+            try:
+                async with asyncio.timeout(BLOCK_MILLISECONDS / 1000):
+                    await changed.wait()
+            except TimeoutError:
+                try:
+                    last, _ = await self._top(generation)
+                except NotFound:
+                    raise _lost(generation) from None
+                if last > len(tail.events):
+                    self._tails.abandon(generation)
 
     async def _top(self, generation: str) -> tuple[int, bool]:
         """The last sequence and whether it is the terminal event; NotFound without a log."""
@@ -160,11 +211,21 @@ class RedisEventLog:
     async def follow_encoded(
         self, generation: str, after_sequence: int
     ) -> AsyncGenerator[bytes, None]:
-        key = self._key(generation)
         position = after_sequence
-        last, ended = await self._top(generation)
-        if ended and last <= position:
-            return
+        tail = self._tails.get(generation)
+        if tail is not None:
+            async with aclosing(self._follow_tail(generation, tail, position)) as local:
+                async for wire in local:
+                    yield wire
+                    position += 1
+            if tail.ended:
+                return
+            # The tail was abandoned mid-stream: what follows is in Redis only.
+        else:
+            last, ended = await self._top(generation)
+            if ended and last <= position:
+                return
+        key = self._key(generation)
         while True:
             _stop_if_cancelled()
             async with redis_errors():

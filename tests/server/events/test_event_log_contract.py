@@ -1,9 +1,13 @@
-"""One contract for every event log: the in-memory default and Redis Streams."""
+"""One contract for every event log: the in-memory default and Redis Streams.
+
+Redis twice: read by the core that writes the log (its followers read the
+events it appended, from memory) and by another core (its followers read Redis).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 from google.protobuf.message import Message
@@ -23,7 +27,33 @@ GenerationEvent = generation_pb2.GenerationEvent
 NAME = "generations/gcontract"
 
 
-@pytest.fixture(params=["memory", "redis"])
+class TwoCores:
+    """One Redis event log as two cores see it: one writes, the other reads."""
+
+    def __init__(self, writer: RedisEventLog, reader: RedisEventLog) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    async def create(self, generation: str) -> None:
+        await self._writer.create(generation)
+
+    async def append(self, event: GenerationEvent) -> None:
+        await self._writer.append(event)
+
+    async def last_sequence(self, generation: str) -> int:
+        return await self._reader.last_sequence(generation)
+
+    async def ended(self, generation: str) -> bool:
+        return await self._reader.ended(generation)
+
+    def follow(self, generation: str, after_sequence: int) -> AsyncIterator[GenerationEvent]:
+        return self._reader.follow(generation, after_sequence)
+
+    def follow_encoded(self, generation: str, after_sequence: int) -> AsyncGenerator[bytes, None]:
+        return self._reader.follow_encoded(generation, after_sequence)
+
+
+@pytest.fixture(params=["memory", "redis", "redis-two-cores"])
 async def event_log(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
     if request.param == "memory":
         yield MemoryEventLog()
@@ -32,7 +62,10 @@ async def event_log(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
         request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
     )
     try:
-        yield RedisEventLog(connection)
+        if request.param == "redis":
+            yield RedisEventLog(connection)
+        else:
+            yield TwoCores(RedisEventLog(connection), RedisEventLog(connection))
     finally:
         await connection.aclose()
 

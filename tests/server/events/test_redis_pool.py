@@ -1,6 +1,6 @@
 """A core on Redis serves more concurrent event streams than redis-py's default pool holds.
 
-Every follower of a job's log waits in a blocking XREAD on a pooled connection of
+Every follower of another core's job waits in a blocking XREAD on a pooled connection of
 its own. redis-py 8 caps a pool at 100 connections by default and refuses the
 next with "Too many connections", which the core turned into REDIS_UNAVAILABLE:
 the 101st concurrent stream of a core failed. On a Redis of its own, so the count
@@ -41,6 +41,8 @@ async def test_more_concurrent_followers_than_the_default_pool_all_get_their_eve
     # A short retry, so a refused connection fails the follower quickly instead of retrying.
     connection = open_redis(own_redis.url, "pool:", retry_seconds=0.5)
     log = RedisEventLog(connection)
+    # The jobs are another core's: this one's followers read them from Redis.
+    other_core = RedisEventLog(connection)
     names = [f"generations/gpool{number}" for number in range(FOLLOWERS)]
     try:
         for name in names:
@@ -50,7 +52,7 @@ async def test_more_concurrent_followers_than_the_default_pool_all_get_their_eve
             await log.append(queued)
 
         async def follow(name: str) -> list[int]:
-            return [event.sequence async for event in log.follow(name, 0)]
+            return [event.sequence async for event in other_core.follow(name, 0)]
 
         followers = [asyncio.create_task(follow(name)) for name in names]
         # Every follower read `queued` and now waits in XREAD on a connection of its own.
