@@ -28,6 +28,7 @@ from scriptgen.v1 import generation_pb2
 
 from server.errors import DataLoss, NotFound
 from server.events.base import EventLogConflict, decoded, is_terminal
+from server.events.redis_appends import AppendBatches
 from server.events.redis_connection import BLOCK_MILLISECONDS, RedisConnection, redis_errors
 from server.events.tails import Tail, Tails
 
@@ -108,7 +109,7 @@ class RedisEventLog:
         self._redis = redis
         self._retention = max(1, int(retention_seconds))
         self._create = redis.client.register_script(_CREATE)
-        self._append = redis.client.register_script(_APPEND)
+        self._appends = AppendBatches(redis.client, redis.client.register_script(_APPEND))
         self._tails = Tails()
 
     @property
@@ -131,9 +132,9 @@ class RedisEventLog:
         wire = event.SerializeToString()
         try:
             async with redis_errors():
-                await self._append(
-                    keys=[self._key(event.generation)],
-                    args=[
+                await self._appends.run(
+                    self._key(event.generation),
+                    [
                         event.sequence,
                         wire,
                         "1" if terminal else "0",

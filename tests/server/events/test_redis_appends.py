@@ -1,0 +1,99 @@
+"""Appends of many jobs at once share round trips to Redis, and each keeps its own outcome.
+
+On a Redis of its own, so its client list is this test's connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis as SyncRedis
+from scriptgen.v1 import generation_pb2
+
+from server.errors import DataLoss
+from server.events import EventLogConflict, RedisEventLog, open_redis
+from tests.backends.redis import RedisServer, throwaway_redis
+
+GenerationEvent = generation_pb2.GenerationEvent
+JOBS = 100
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    with throwaway_redis() as server:
+        yield server
+
+
+def connections(url: str) -> int:
+    """Connections the Redis server has, apart from the one asking."""
+    with SyncRedis.from_url(url) as probe:
+        return sum(1 for client in probe.client_list() if client.get("cmd") != "client|list")
+
+
+def progress(name: str, sequence: int) -> GenerationEvent:
+    made = GenerationEvent(generation=name, sequence=sequence)
+    made.progress.message = f"step {sequence}"
+    return made
+
+
+async def test_appends_of_many_jobs_at_once_go_out_together(own_redis: RedisServer) -> None:
+    connection = open_redis(own_redis.url, "appends:")
+    log = RedisEventLog(connection)
+    names = [f"generations/gappends{number}" for number in range(JOBS)]
+    try:
+        for name in names:
+            await log.create(name)
+        for sequence in (1, 2, 3):
+            await asyncio.gather(*(log.append(progress(name, sequence)) for name in names))
+        # A command each, every append would have taken a pooled connection of its own.
+        assert connections(own_redis.url) <= 3
+        reader = RedisEventLog(connection)  # another core's view: what Redis holds
+        for name in names:
+            assert await reader.last_sequence(name) == 3
+    finally:
+        await connection.aclose()
+
+
+async def test_each_append_of_a_batch_has_its_own_outcome(own_redis: RedisServer) -> None:
+    connection = open_redis(own_redis.url, "appends:")
+    log = RedisEventLog(connection)
+    try:
+        for name in ("generations/gfine", "generations/ggap"):
+            await log.create(name)
+        outcomes = await asyncio.gather(
+            log.append(progress("generations/gfine", 1)),
+            log.append(progress("generations/ggap", 2)),  # sequence 1 is missing
+            log.append(progress("generations/gnever", 1)),  # no such log
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], EventLogConflict)
+        assert isinstance(outcomes[2], DataLoss)
+        assert await log.last_sequence("generations/gfine") == 1
+        assert await log.last_sequence("generations/ggap") == 0
+    finally:
+        await connection.aclose()
+
+
+async def test_a_cancelled_append_leaves_the_others_of_its_batch_alone(
+    own_redis: RedisServer,
+) -> None:
+    connection = open_redis(own_redis.url, "appends:")
+    log = RedisEventLog(connection)
+    names = [f"generations/gcancel{number}" for number in range(10)]
+    try:
+        for name in names:
+            await log.create(name)
+        appends = [asyncio.create_task(log.append(progress(name, 1))) for name in names]
+        await asyncio.sleep(0)  # every append is queued or in flight
+        appends[0].cancel()
+        async with asyncio.timeout(5):
+            await asyncio.gather(*appends[1:])
+        for name in names[1:]:
+            assert await log.last_sequence(name) == 1
+        # Whether the cancelled one was taken is unknown; the log is whole either way.
+        assert await log.last_sequence(names[0]) in (0, 1)
+    finally:
+        await connection.aclose()
