@@ -125,3 +125,17 @@ def test_medians_read_nested_figures_and_skip_missing_ones() -> None:
     assert "core CPU s" not in table
     idle = medians([{"latency_ms": {"time_to_first_token": {"count": 0, "p50": 0.0}}}])
     assert "TTFT p50 ms" not in idle
+
+
+def test_every_scenarios_server_and_gateway_flags_are_flags_the_servers_have() -> None:
+    from scriptgen.cli import loadtest
+
+    server = serve.server_parser({})
+    gateway = serve.gateway_parser({})
+    for name, arguments in SCENARIOS.items():
+        config = loadtest._config(
+            build_parser({}).parse_args(["loadtest", *shlex.split(arguments)])
+        )
+        assert isinstance(config, LoadConfig), name
+        server.parse_args(list(config.server_args))
+        gateway.parse_args(list(config.gateway_args))

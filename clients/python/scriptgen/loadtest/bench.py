@@ -83,6 +83,15 @@ SCENARIOS: dict[str, str] = {
         "--spawn --provider openai-standin --streams 200 --ttft 0 --tokens-per-second 30"
         " --reply-tokens 600 --projects 10 --duration 120"
     ),
+    # The same with the core on Redis (event log, job registry, coordination), as replicas
+    # run: a Redis on 127.0.0.1:6379, keys under their own prefix, kept 60 s after a job.
+    "sse-openai-200-redis": (
+        "--spawn --provider openai-standin --streams 200 --ttft 0 --tokens-per-second 30"
+        " --reply-tokens 600 --projects 10 --duration 120"
+        " --server-arg=--redis-url=redis://127.0.0.1:6379/0"
+        " --server-arg=--redis-key-prefix=scriptgen-bench:"
+        " --server-arg=--event-retention-seconds=60"
+    ),
     # Idle streams whose write call waits on the stand-in: core, gateway and an open HTTP
     # request to the model per stream.
     "sse-openai-idle-1000": (
