@@ -81,8 +81,3 @@ class Tails:
         if tail is not None:
             tail.abandoned = True
             tail.wake()
-
-    def clear(self) -> None:
-        """Abandon every tail (the log is closing)."""
-        for generation in list(self._tails):
-            self.abandon(generation)
