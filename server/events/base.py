@@ -36,6 +36,9 @@ class EventLog(Protocol):
     async def append(self, event: generation_pb2.GenerationEvent) -> None:
         """Append `event`, whose sequence is the log's last sequence + 1."""
 
+    def writer_done(self, generation: str) -> None:
+        """This process appends nothing more to `generation`'s log (its job's task ended)."""
+
     async def last_sequence(self, generation: str) -> int:
         """Sequence of the newest event; NotFound for an unknown or expired job."""
 

@@ -72,6 +72,9 @@ class MemoryEventLog:
             self._drop(self._finished.ended(event.generation))
         waiting.set()
 
+    def writer_done(self, generation: str) -> None:
+        """Nothing to do: followers read the same lists the appends wrote."""
+
     async def last_sequence(self, generation: str) -> int:
         return len(self._log(generation).events)
 

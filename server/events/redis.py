@@ -155,6 +155,10 @@ class RedisEventLog:
             raise
         self._tails.appended(event.generation, event.sequence, wire, terminal)
 
+    def writer_done(self, generation: str) -> None:
+        # A job that stopped without its terminal event (its end could not be written).
+        self._tails.abandon(generation)
+
     async def _follow_tail(
         self, generation: str, tail: Tail, after_sequence: int
     ) -> AsyncGenerator[bytes, None]:
@@ -199,6 +203,8 @@ class RedisEventLog:
         return _sequence_of(top[0][0]), top[0][1].get(b"t") == b"1"
 
     async def last_sequence(self, generation: str) -> int:
+        # An append whose caller was cancelled may still be in flight: its outcome first.
+        await self._appends.settled(self._key(generation))
         return (await self._top(generation))[0]
 
     async def ended(self, generation: str) -> bool:

@@ -12,9 +12,13 @@ one after another, so their order is kept.
 Each append's own outcome comes back to its caller: the script's refusal as a
 `ResponseError`, a lost connection (after redis-py's retries, which resend the
 whole pipeline: the script recognises an append it already took) as redis-py's
-error, which the caller translates as for any command. A caller cancelled while
-waiting leaves its append in the pipeline; whether it was taken is then unknown,
-as for a command cancelled in flight.
+error, which the caller translates as for any command. The script is sent by
+its SHA; a Redis that does not know it (restarted, or its scripts flushed) gets
+it loaded and the appends it refused sent again.
+
+A caller cancelled before its batch goes out is left out of it. One cancelled
+while its batch is in flight cannot take the append back: `settled` lets the
+job wait for that batch before it asks Redis where its log stands.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 _Pending = tuple[str, Sequence[bytes | str | int], asyncio.Future[object]]
 
@@ -35,6 +40,10 @@ class AppendBatches:
         self._client = client
         self._script = script
         self._pending: list[_Pending] = []
+        #: Set once the batch that the pending appends will go in has been answered.
+        self._next_done = asyncio.Event()
+        #: Each key's latest append: the `done` of its batch.
+        self._batch_of: dict[str, asyncio.Event] = {}
         self._flushing: asyncio.Task[None] | None = None
 
     async def run(self, key: str, args: Sequence[bytes | str | int]) -> object:
@@ -42,41 +51,70 @@ class AppendBatches:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
         self._pending.append((key, args, future))
+        self._batch_of[key] = self._next_done
         if self._flushing is None:
             self._flushing = loop.create_task(self._flush(), name="scriptgen-redis-appends")
         return await future
 
+    async def settled(self, key: str) -> None:
+        """Return once no append to `key` is queued or in flight."""
+        done = self._batch_of.get(key)
+        if done is not None:
+            await done.wait()
+
     async def _flush(self) -> None:
+        done = self._next_done
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                done, self._next_done = self._next_done, asyncio.Event()
+                # Callers cancelled while they waited: their appends are not sent at all.
+                batch = [pending for pending in batch if not pending[2].done()]
                 try:
-                    results = await self._send(batch)
+                    results = await self._send(batch) if batch else []
                 except Exception as error:
                     for _, _, future in batch:
                         if not future.done():
                             future.set_exception(error)
                     continue
-                except BaseException:
-                    for _, _, future in batch:
-                        future.cancel()
-                    raise
+                finally:
+                    self._answered(done)
                 for (_, _, future), result in zip(batch, results, strict=True):
                     if future.done():
-                        continue  # its caller was cancelled
+                        continue  # its caller was cancelled while the batch was in flight
                     if isinstance(result, Exception):
                         future.set_exception(result)
                     else:
                         future.set_result(result)
         finally:
+            # Only when this task itself was cancelled (the loop is closing): nothing waits on.
             self._flushing = None
             for _, _, future in self._pending:
-                # Only when this task itself was cancelled (the loop is closing).
                 future.cancel()
             self._pending = []
+            self._answered(done)
+            self._answered(self._next_done)
+            self._next_done = asyncio.Event()
+
+    def _answered(self, done: asyncio.Event) -> None:
+        done.set()
+        for key in [key for key, batch in self._batch_of.items() if batch is done]:
+            del self._batch_of[key]
 
     async def _send(self, batch: list[_Pending]) -> list[object]:
+        results = await self._pipeline(batch)
+        unknown = [
+            index for index, result in enumerate(results) if isinstance(result, NoScriptError)
+        ]
+        if unknown:
+            await self._client.script_load(self._script.script)
+            again = await self._pipeline([batch[index] for index in unknown])
+            for index, result in zip(unknown, again, strict=True):
+                results[index] = result
+        return results
+
+    async def _pipeline(self, batch: list[_Pending]) -> list[object]:
         async with self._client.pipeline(transaction=False) as pipe:
             for key, args, _ in batch:
-                await self._script(keys=[key], args=list(args), client=pipe)
+                pipe.evalsha(self._script.sha, 1, key, *args)
             return list(await pipe.execute(raise_on_error=False))

@@ -28,8 +28,9 @@ from server.errors import Unavailable
 _BACKOFF_CAP = 0.5
 #: Longest blocking read (XREAD BLOCK), in milliseconds; the socket timeout leaves room for it.
 BLOCK_MILLISECONDS = 2000
-#: The pool's connection limit. Every open event stream holds a connection in its blocking
-#: read, so the pool grows with the streams a core serves (`--max-streams` bounds those).
+#: The pool's connection limit. Every stream following another core's job holds a connection
+#: in its blocking read, so the pool grows with those streams (`--max-streams`, when set,
+#: bounds them).
 #: redis-py 8 caps a pool at 100 by default and then raises "Too many connections", which
 #: ended the 101st concurrent stream's job with REDIS_UNAVAILABLE; Redis's own `maxclients`
 #: (10,000 by default) is the real bound.

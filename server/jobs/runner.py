@@ -360,6 +360,7 @@ class JobRunner:
             log.error("%s: cannot write its end: %s", job.generation.name, error.message)
         finally:
             await job.events.stop_heartbeat()
+            self._log.writer_done(job.generation.name)
             with contextlib.suppress(ServiceError):
                 await job.events.settle_budget()
             self._jobs.pop(job.generation.name, None)

@@ -40,6 +40,9 @@ class TwoCores:
     async def append(self, event: GenerationEvent) -> None:
         await self._writer.append(event)
 
+    def writer_done(self, generation: str) -> None:
+        self._writer.writer_done(generation)
+
     async def last_sequence(self, generation: str) -> int:
         return await self._reader.last_sequence(generation)
 

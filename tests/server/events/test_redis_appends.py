@@ -97,3 +97,53 @@ async def test_a_cancelled_append_leaves_the_others_of_its_batch_alone(
         assert await log.last_sequence(names[0]) in (0, 1)
     finally:
         await connection.aclose()
+
+
+async def test_appends_go_through_after_redis_forgot_the_script(own_redis: RedisServer) -> None:
+    connection = open_redis(own_redis.url, "appends:")
+    log = RedisEventLog(connection)
+    names = [f"generations/gflushed{number}" for number in range(10)]
+    try:
+        for name in names:
+            await log.create(name)
+        await asyncio.gather(*(log.append(progress(name, 1)) for name in names))
+        # What a Redis restarted with its data looks like to a resent pipeline.
+        await connection.client.script_flush()
+        await asyncio.gather(*(log.append(progress(name, 2)) for name in names))
+        for name in names:
+            assert await log.last_sequence(name) == 2
+    finally:
+        await connection.aclose()
+
+
+async def test_a_job_cancelled_mid_append_resyncs_and_ends_cleanly(own_redis: RedisServer) -> None:
+    connection = open_redis(own_redis.url, "appends:")
+    log = RedisEventLog(connection)
+    names = [f"generations/gbusy{number}" for number in range(20)]
+    cancelled = "generations/gcancelled"
+    try:
+        for name in (*names, cancelled):
+            await log.create(name)
+        for _ in range(5):
+            sequence = await log.last_sequence(cancelled) + 1
+            # Other jobs' appends in flight, and this job's queued behind them, then cancelled.
+            busy = [asyncio.create_task(log.append(progress(n, sequence))) for n in names]
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            mine = asyncio.create_task(log.append(progress(cancelled, sequence)))
+            await asyncio.sleep(0)
+            mine.cancel()
+            # What the job's emitter does next: ask where the log stands, append after it.
+            last = await log.last_sequence(cancelled)
+            after = progress(cancelled, last + 1)
+            after.progress.message = "after the cancel"  # not the cancelled append again
+            await log.append(after)
+            await asyncio.gather(*busy)
+        ended = GenerationEvent(
+            generation=cancelled, sequence=await log.last_sequence(cancelled) + 1
+        )
+        ended.cancelled.reason = "test"
+        await log.append(ended)
+        assert await log.ended(cancelled)
+    finally:
+        await connection.aclose()

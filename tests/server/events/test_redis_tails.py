@@ -141,3 +141,19 @@ async def test_an_append_redis_did_not_take_leaves_no_event_in_memory(
                 await follower
     finally:
         await connection.aclose()
+
+
+async def test_a_job_that_stopped_without_its_end_leaves_no_tail(own_redis: RedisServer) -> None:
+    connection = open_redis(own_redis.url, "tails:")
+    log = RedisEventLog(connection)
+    try:
+        await log.create(NAME)
+        await log.append(event(1, "queued"))
+        assert log.local_logs == 1
+        log.writer_done(NAME)  # e.g. its end could not be written: another core will end it
+        assert log.local_logs == 0
+        await RedisEventLog(connection).append(event(2, "failed"))
+        async with asyncio.timeout(5):
+            assert await follow(log) == [1, 2]
+    finally:
+        await connection.aclose()
