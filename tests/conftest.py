@@ -15,7 +15,12 @@ import pytest
 from server import Core, CoreConfig, SyntheticConfig
 from server.auth import AuthConfig
 from tests.backends.postgres import postgres_url  # noqa: F401
-from tests.backends.redis import redis_connection, redis_prefix, redis_url  # noqa: F401
+from tests.backends.redis import (  # noqa: F401
+    own_redis,
+    redis_connection,
+    redis_prefix,
+    redis_url,
+)
 
 
 def fast_core_config(data_dir: Path) -> CoreConfig:

@@ -122,6 +122,19 @@ def throwaway_redis(*, persistent: bool = False) -> Iterator[RedisServer]:
         server.close()
 
 
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own, so its client list and command counts are the test's."""
+    with throwaway_redis() as server:
+        yield server
+
+
+def client_count(url: str) -> int:
+    """Connections the Redis server at `url` has, apart from the one asking."""
+    with SyncRedis.from_url(url) as probe:
+        return sum(1 for client in probe.client_list() if client.get("cmd") != "client|list")
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """URL of a real Redis for the whole session."""

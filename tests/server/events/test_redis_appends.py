@@ -6,30 +6,15 @@ On a Redis of its own, so its client list is this test's connections.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
-from redis import Redis as SyncRedis
 from scriptgen.v1 import generation_pb2
 
 from server.errors import DataLoss
 from server.events import EventLogConflict, RedisEventLog, open_redis
-from tests.backends.redis import RedisServer, throwaway_redis
+from tests.backends.redis import RedisServer, client_count
 
 GenerationEvent = generation_pb2.GenerationEvent
 JOBS = 100
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    with throwaway_redis() as server:
-        yield server
-
-
-def connections(url: str) -> int:
-    """Connections the Redis server has, apart from the one asking."""
-    with SyncRedis.from_url(url) as probe:
-        return sum(1 for client in probe.client_list() if client.get("cmd") != "client|list")
 
 
 def progress(name: str, sequence: int) -> GenerationEvent:
@@ -48,7 +33,7 @@ async def test_appends_of_many_jobs_at_once_go_out_together(own_redis: RedisServ
         for sequence in (1, 2, 3):
             await asyncio.gather(*(log.append(progress(name, sequence)) for name in names))
         # A command each, every append would have taken a pooled connection of its own.
-        assert connections(own_redis.url) <= 3
+        assert client_count(own_redis.url) <= 3
         reader = RedisEventLog(connection)  # another core's view: what Redis holds
         for name in names:
             assert await reader.last_sequence(name) == 3

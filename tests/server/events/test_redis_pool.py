@@ -10,23 +10,15 @@ of connections is this test's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
 from redis import Redis as SyncRedis
 from scriptgen.v1 import generation_pb2
 
 from server.events import RedisEventLog, open_redis
-from tests.backends.redis import RedisServer, throwaway_redis
+from tests.backends.redis import RedisServer
 
 #: Well past redis-py 8's default pool of 100.
 FOLLOWERS = 160
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    with throwaway_redis() as server:
-        yield server
 
 
 def blocked_reads(url: str) -> int:

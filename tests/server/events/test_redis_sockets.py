@@ -11,39 +11,25 @@ import contextlib
 import gc
 import random
 import warnings
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from grpc import aio
-from redis import Redis as SyncRedis
 from scriptgen.v1 import generation_pb2, generation_service_pb2
 
 from server import Core, SyntheticConfig
 from server.errors import Unavailable
 from server.events import RedisEventLog, open_redis
 from server.events.redis_connection import BLOCK_MILLISECONDS
-from tests.backends.redis import RedisServer, throwaway_redis
+from tests.backends.redis import RedisServer, client_count
 from tests.conftest import fast_core_config
 from tests.server.rpc import connect
 
 gs = generation_service_pb2
 NAME = "generations/gsockets"
 STREAMS = 50
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    with throwaway_redis() as server:
-        yield server
-
-
-def client_count(url: str) -> int:
-    """Connections the Redis server has, apart from the one asking."""
-    with SyncRedis.from_url(url) as probe:
-        return sum(1 for client in probe.client_list() if client.get("cmd") != "client|list")
 
 
 def resource_warnings_at_collection() -> list[str]:

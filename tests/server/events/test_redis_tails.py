@@ -7,7 +7,6 @@ second `RedisEventLog` on the same Redis: it has no tail of the first one's jobs
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from redis import Redis as SyncRedis
@@ -16,17 +15,11 @@ from scriptgen.v1 import generation_pb2
 from server.errors import Unavailable
 from server.events import EventLogConflict, RedisEventLog, open_redis
 from server.events.redis_connection import BLOCK_MILLISECONDS
-from tests.backends.redis import RedisServer, throwaway_redis
+from tests.backends.redis import RedisServer
 
 GenerationEvent = generation_pb2.GenerationEvent
 NAME = "generations/gtails"
 FOLLOWERS = 20
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    with throwaway_redis() as server:
-        yield server
 
 
 def xread_calls(url: str) -> int:
@@ -50,6 +43,15 @@ def event(sequence: int, kind: str = "progress") -> GenerationEvent:
 
 async def follow(log: RedisEventLog) -> list[int]:
     return [each.sequence async for each in log.follow(NAME, 0)]
+
+
+async def queued_and_followed(log: RedisEventLog) -> asyncio.Task[list[int]]:
+    """A new job's log with its `queued` event, and a local follower waiting for more."""
+    await log.create(NAME)
+    await log.append(event(1, "queued"))
+    follower = asyncio.create_task(follow(log))
+    await asyncio.sleep(0.05)
+    return follower
 
 
 async def test_followers_on_the_writing_core_read_no_event_back_from_redis(
@@ -83,10 +85,7 @@ async def test_a_job_ended_by_another_core_ends_its_local_followers(
     connection = open_redis(own_redis.url, "tails:")
     log, other_core = RedisEventLog(connection), RedisEventLog(connection)
     try:
-        await log.create(NAME)
-        await log.append(event(1, "queued"))
-        follower = asyncio.create_task(follow(log))
-        await asyncio.sleep(0.05)
+        follower = await queued_and_followed(log)
         # The other core took this one for gone and ended its job (it did not append since).
         await other_core.append(event(2, "failed"))
         async with asyncio.timeout(BLOCK_MILLISECONDS / 1000 * 2 + 2):
@@ -104,10 +103,7 @@ async def test_a_refused_append_sends_local_followers_to_redis_at_once(
     connection = open_redis(own_redis.url, "tails:")
     log, other_core = RedisEventLog(connection), RedisEventLog(connection)
     try:
-        await log.create(NAME)
-        await log.append(event(1, "queued"))
-        follower = asyncio.create_task(follow(log))
-        await asyncio.sleep(0.05)
+        follower = await queued_and_followed(log)
         elsewhere = event(2)
         elsewhere.progress.message = "written by the other core"
         await other_core.append(elsewhere)
@@ -127,10 +123,7 @@ async def test_an_append_redis_did_not_take_leaves_no_event_in_memory(
     connection = open_redis(own_redis.url, "tails:", retry_seconds=0.2)
     log = RedisEventLog(connection)
     try:
-        await log.create(NAME)
-        await log.append(event(1, "queued"))
-        follower = asyncio.create_task(follow(log))
-        await asyncio.sleep(0.05)
+        follower = await queued_and_followed(log)
         own_redis.stop()
         with pytest.raises(Unavailable):
             await log.append(event(2))
