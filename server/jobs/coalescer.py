@@ -3,10 +3,20 @@
 A model streams one token every few tens of milliseconds; one event per token
 makes every hop (event log, gRPC message, SSE frame) pay per token. The
 coalescer sends the first chunk at once — time to first token is what a reader
-feels — and after that at most one delta per `window_seconds`, carrying every
+feels — and after that about one delta per `window_seconds`, carrying every
 chunk that arrived meanwhile. A chunk that arrives after a quiet spell longer
 than the window goes out at once too. A window of 0 sends every chunk as its
 own delta (the naive per-token relay, kept for comparison).
+
+Timed cuts fall on a clock grid that every stream of the process shares
+(`server.delta_grid`, GRID_PHASES points per window): the next cut is the last
+grid point no later than one window after the previous cut, so a chunk still
+waits at most one window, and a steady stream cuts once per window. Streams
+then cut in a few shared turns of the event loop, and their gRPC messages and
+SSE frames go out together: the processes downstream wake once for many
+streams instead of once per stream (BENCHMARKS.md, session 8). The price is an
+early delta after a cut off the grid (the first chunk, or one after a quiet
+spell), until the stream's cuts reach the grid.
 
 Offsets are assigned when a delta is cut, in the order deltas are appended, so
 the concatenated deltas are exactly the chunks in order.
@@ -18,6 +28,7 @@ import asyncio
 
 from scriptgen.v1 import generation_pb2
 
+from server.delta_grid import grid_point
 from server.jobs.emitter import JobEvents
 
 _TextDelta = generation_pb2.GenerationEvent.TextDelta
@@ -51,11 +62,18 @@ class DeltaCoalescer:
         self._pending.append(text)
         if self._timer is not None:
             return  # a cut is already due
-        due = self._last_cut + self._window
+        due = self.next_cut(self._last_cut)
         if self._loop.time() >= due - EARLY_SECONDS:
             await self.flush()
         else:
             self._timer = self._loop.call_at(due, self._cut_later)
+
+    def next_cut(self, last_cut: float) -> float:
+        """The loop time of the cut after one at `last_cut`: the last grid point within a window."""
+        window = self._window
+        if window <= 0 or last_cut == float("-inf"):
+            return last_cut + window
+        return grid_point(last_cut + window, window)
 
     async def flush(self) -> None:
         """Emit what is pending now (before an event that must follow the text so far)."""

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from scriptgen.v1 import generation_pb2, project_pb2
 
 from server.config import SyntheticConfig
+from server.delta_grid import grid_point
 from server.providers.base import Brief, Prompt, TokenUsage
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
@@ -260,7 +261,11 @@ class SyntheticProvider:
             if index < count:
                 # The last token keeps its own time: the stream ends when a model's would.
                 last = start + (count - 1) / rate
-                wake = max(start + index / rate, min(now + min_wake, last))
+                # Wakes fall on the loop clock's grid of `min_wake` (the delta window), as the
+                # coalescer's cuts do (server/jobs/coalescer.py): a chunk arrives when its cut
+                # is due, rather than setting a timer for it.
+                grid = grid_point(now + min_wake, min_wake) if min_wake > 0 else now
+                wake = max(start + index / rate, min(grid, last))
                 delay = wake - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 from dataclasses import replace
 from pathlib import Path
 
 from scriptgen.v1 import generation_pb2, project_service_pb2
 
 from server import Core, SyntheticConfig
+from server.delta_grid import GRID_PHASES
 from server.events import MemoryEventLog
 from server.jobs.coalescer import DeltaCoalescer
 from server.jobs.emitter import JobEvents
@@ -89,6 +92,61 @@ async def test_offsets_stay_exact_under_many_small_chunks() -> None:
         assert delta.offset == offset and delta.text
         offset += len(delta.text)
     assert 1 < len(found) < sum(1 for c in chunks if c)
+
+
+class _CutTimes(MemoryEventLog):
+    """An in-memory log that notes the loop time of each append (each cut) per generation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cuts: dict[str, list[float]] = {}
+
+    async def append(self, event: generation_pb2.GenerationEvent) -> None:
+        self.cuts.setdefault(event.generation, []).append(asyncio.get_running_loop().time())
+        await super().append(event)
+
+
+async def test_timed_cuts_fall_on_a_grid_every_stream_shares() -> None:
+    window = 0.6  # wide, so a loaded machine's late timers stay well within a grid step
+    step = window / GRID_PHASES
+    log = _CutTimes()
+    loop = asyncio.get_running_loop()
+    added: dict[str, list[float]] = {}
+
+    async def stream(name: str, start_after: float) -> None:
+        await log.create(name)
+        deltas = DeltaCoalescer(JobEvents(name, log, CoreMetrics(), 0), window)
+        await asyncio.sleep(start_after)
+        for index in range(100):  # a token every 30 ms, as a model at ~30 tok/s
+            added.setdefault(name, []).append(loop.time())
+            await deltas.add(f"{name[-1]}{index} ")
+            await asyncio.sleep(0.03)
+        await deltas.close()
+
+    # Stream a starts mid-way between two grid points, where a cut one window after its
+    # first would also fall unless the cuts keep to the grid; stream b a window and 20 ms
+    # later, in the same cohort.
+    await asyncio.sleep((step / 2 - loop.time() % step) % step)
+    await asyncio.gather(stream("generations/ga", 0.0), stream("generations/gb", window + 0.02))
+    points: dict[str, list[int]] = {}
+    for name, cuts in log.cuts.items():
+        # The first cut is at once, the next may be early (its due point was already near),
+        # the last is the close; every other cut comes just after a point of the shared grid
+        # (or a moment before: a chunk due within EARLY_SECONDS of it goes at once).
+        timed = cuts[2:-1]
+        assert len(timed) >= 2, (name, cuts)
+        for cut in timed:
+            phase = cut % step
+            assert phase < step / 3 or phase > step - 0.0025, (name, cut, phase)
+        points[name] = [math.floor(cut / step + 0.1) for cut in timed]
+        # A steady stream cuts once per window, every GRID_PHASES points of the grid,
+        assert {b - a for a, b in itertools.pairwise(points[name])} == {GRID_PHASES}, points
+        # and no chunk waits longer than one window (and a timer's lateness).
+        for when in added[name]:
+            cut = next(c for c in cuts if c >= when)
+            assert cut - when <= window + step / 3, (name, when, cuts)
+    # So streams started apart cut in the same instants.
+    assert len(set(points["generations/ga"]) & set(points["generations/gb"])) >= 2, points
 
 
 async def _generate(
