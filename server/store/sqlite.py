@@ -424,19 +424,24 @@ class SqliteProjectStore(SqliteKeys):
     ) -> project_pb2.Episode:
         now = records.now_micros()
         tenant = tenant_in_scope(tenant)
+        # Four trips to the connection's thread under the lock (BEGIN, number, row, COMMIT),
+        # and the stored row comes back with the INSERT: a save waits for the lock behind
+        # every other save, and each trip also waits for a turn of a busy event loop.
         async with self._transaction() as db:
-            async with db.execute(
-                "UPDATE projects SET next_episode_number = next_episode_number + 1"
-                " WHERE tenant = ? AND id = ? RETURNING next_episode_number - 1",
-                (tenant, project_id),
-            ) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
+            numbered = list(
+                await db.execute_fetchall(
+                    "UPDATE projects SET next_episode_number = next_episode_number + 1"
+                    " WHERE tenant = ? AND id = ? RETURNING next_episode_number - 1",
+                    (tenant, project_id),
+                )
+            )
+            if not numbered:
                 raise records.project_not_found(project_id)
-            number = int(row[0])
-            await db.execute(
+            number = int(numbered[0][0])
+            stored = await db.execute_fetchall(
                 f"INSERT INTO episodes ({_EPISODE_COLUMNS}, tenant)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f" RETURNING {_EPISODE_COLUMNS}",
                 (
                     project_id,
                     number,
@@ -456,7 +461,7 @@ class SqliteProjectStore(SqliteKeys):
                     tenant,
                 ),
             )
-        return await self.get_episode(project_id, number, tenant=tenant)
+        return _episode(next(iter(stored)))
 
     async def get_episode(
         self, project_id: str, number: int, *, tenant: str | None = None

@@ -113,5 +113,10 @@ async def test_cli_runs_through_the_standin_and_the_openai_sdk(
     assert document["run"]["reply_tokens"] == 60
     assert {p["role"] for p in document["processes"]} == {"core", "gateway", "standin"}
     assert document["latency_ms"]["write_stage_to_first_token"]["count"] == 3
+    # Each completed stream waited for its review, save and indexing after its last delta.
+    finishing = document["latency_ms"]["last_token_to_completed"]
+    assert finishing["count"] == 3
+    assert 0 < finishing["p50"] <= finishing["max"] < 90_000
+    assert "last token → completed" in out
     # Each job's script is one stand-in reply: every token of it arrived as a delta.
     assert document["throughput"]["tokens_delivered"] == 3 * len(screenplay(60))

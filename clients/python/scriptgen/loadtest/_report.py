@@ -57,6 +57,9 @@ class LoadReport:
     time_to_first_token: Distribution
     #: From the write stage's start to the first TextDelta: the writing call's own TTFT.
     write_to_first_token: Distribution
+    #: From a completed stream's last TextDelta to its `completed` event: the review, save
+    #: and indexing stages, which the reader waits out after the text.
+    last_token_to_completed: Distribution
     inter_token_latency: Distribution
     #: From the request to its failure, for streams that ended in an error (e.g. refused).
     time_to_error: Distribution
@@ -123,6 +126,7 @@ class LoadReport:
                 "time_to_first_event": self.time_to_first_event.scaled(_MS),
                 "time_to_first_token": self.time_to_first_token.scaled(_MS),
                 "write_stage_to_first_token": self.write_to_first_token.scaled(_MS),
+                "last_token_to_completed": self.last_token_to_completed.scaled(_MS),
                 "inter_token_latency": self.inter_token_latency.scaled(_MS),
                 "time_to_error": self.time_to_error.scaled(_MS),
             },
@@ -278,6 +282,7 @@ def build_report(
     span = last_delta - first_delta
     points = timeline(records, start, end)
     completed = [r for r in records if r.outcome is Outcome.COMPLETED]
+    finishing = [r.ended - r.delta_times[-1] for r in completed if r.ended and r.delta_times]
     return LoadReport(
         config=config,
         target=target,
@@ -291,6 +296,7 @@ def build_report(
         time_to_first_event=distribution(ttfe),
         time_to_first_token=distribution(ttft),
         write_to_first_token=distribution(write_ttft),
+        last_token_to_completed=distribution(finishing),
         inter_token_latency=distribution(itl),
         time_to_error=distribution(refusals),
         stream_tokens_per_second=distribution(rates),
@@ -348,6 +354,7 @@ def summary(report: LoadReport) -> str:
         ("time to first event", report.time_to_first_event),
         ("time to first token", report.time_to_first_token),
         ("write stage → token", report.write_to_first_token),
+        ("last token → completed", report.last_token_to_completed),
         ("inter-token latency", report.inter_token_latency),
         ("time to error", report.time_to_error),
     ):

@@ -176,6 +176,8 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "TTFT p99 ms": latency("time_to_first_token", "p99"),
     "write->token p50 ms": latency("write_stage_to_first_token", "p50"),
     "write->token p95 ms": latency("write_stage_to_first_token", "p95"),
+    "last token->completed p50 ms": latency("last_token_to_completed", "p50"),
+    "last token->completed p95 ms": latency("last_token_to_completed", "p95"),
     "ITL p50 ms": latency("inter_token_latency", "p50"),
     "ITL p95 ms": latency("inter_token_latency", "p95"),
     "ITL p99 ms": latency("inter_token_latency", "p99"),
