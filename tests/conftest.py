@@ -17,6 +17,7 @@ from server.auth import AuthConfig
 from tests.backends.postgres import postgres_url  # noqa: F401
 from tests.backends.redis import (  # noqa: F401
     own_redis,
+    own_redis_connection,
     redis_connection,
     redis_prefix,
     redis_url,

@@ -135,6 +135,16 @@ def client_count(url: str) -> int:
         return sum(1 for client in probe.client_list() if client.get("cmd") != "client|list")
 
 
+@pytest.fixture
+async def own_redis_connection(own_redis: RedisServer) -> AsyncIterator[RedisConnection]:
+    """A RedisConnection to this test's own Redis (`own_redis`), closed after the test."""
+    connection = open_redis(own_redis.url, "test:")
+    try:
+        yield connection
+    finally:
+        await connection.aclose()
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """URL of a real Redis for the whole session."""

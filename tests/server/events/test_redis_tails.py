@@ -13,7 +13,7 @@ from redis import Redis as SyncRedis
 from scriptgen.v1 import generation_pb2
 
 from server.errors import Unavailable
-from server.events import EventLogConflict, RedisEventLog, open_redis
+from server.events import EventLogConflict, RedisConnection, RedisEventLog, open_redis
 from server.events.redis_connection import BLOCK_MILLISECONDS
 from tests.backends.redis import RedisServer
 
@@ -55,66 +55,54 @@ async def queued_and_followed(log: RedisEventLog) -> asyncio.Task[list[int]]:
 
 
 async def test_followers_on_the_writing_core_read_no_event_back_from_redis(
-    own_redis: RedisServer,
+    own_redis: RedisServer, own_redis_connection: RedisConnection
 ) -> None:
-    connection = open_redis(own_redis.url, "tails:")
-    log = RedisEventLog(connection)
-    try:
-        await log.create(NAME)
-        await log.append(event(1, "queued"))
-        before = xread_calls(own_redis.url)
-        followers = [asyncio.create_task(follow(log)) for _ in range(FOLLOWERS)]
-        await asyncio.sleep(0.05)
-        for sequence in range(2, 52):
-            await log.append(event(sequence))
-        await log.append(event(52, "completed"))
-        async with asyncio.timeout(10):
-            results = await asyncio.gather(*followers)
-        assert results == [list(range(1, 53))] * FOLLOWERS
-        assert xread_calls(own_redis.url) == before
-        assert log.local_logs == 0, "the ended job's events are still held"
-        # Redis has every event: another core replays the same log.
-        assert await follow(RedisEventLog(connection)) == list(range(1, 53))
-    finally:
-        await connection.aclose()
+    log = RedisEventLog(own_redis_connection)
+    await log.create(NAME)
+    await log.append(event(1, "queued"))
+    before = xread_calls(own_redis.url)
+    followers = [asyncio.create_task(follow(log)) for _ in range(FOLLOWERS)]
+    await asyncio.sleep(0.05)
+    for sequence in range(2, 52):
+        await log.append(event(sequence))
+    await log.append(event(52, "completed"))
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(*followers)
+    assert results == [list(range(1, 53))] * FOLLOWERS
+    assert xread_calls(own_redis.url) == before
+    assert log.local_logs == 0, "the ended job's events are still held"
+    # Redis has every event: another core replays the same log.
+    assert await follow(RedisEventLog(own_redis_connection)) == list(range(1, 53))
 
 
 async def test_a_job_ended_by_another_core_ends_its_local_followers(
-    own_redis: RedisServer,
+    own_redis_connection: RedisConnection,
 ) -> None:
-    connection = open_redis(own_redis.url, "tails:")
-    log, other_core = RedisEventLog(connection), RedisEventLog(connection)
-    try:
-        follower = await queued_and_followed(log)
-        # The other core took this one for gone and ended its job (it did not append since).
-        await other_core.append(event(2, "failed"))
-        async with asyncio.timeout(BLOCK_MILLISECONDS / 1000 * 2 + 2):
-            assert await follower == [1, 2]
-        with pytest.raises(EventLogConflict):
-            await log.append(event(2))
-        assert log.local_logs == 0
-    finally:
-        await connection.aclose()
+    log, other_core = RedisEventLog(own_redis_connection), RedisEventLog(own_redis_connection)
+    follower = await queued_and_followed(log)
+    # The other core took this one for gone and ended its job (it did not append since).
+    await other_core.append(event(2, "failed"))
+    async with asyncio.timeout(BLOCK_MILLISECONDS / 1000 * 2 + 2):
+        assert await follower == [1, 2]
+    with pytest.raises(EventLogConflict):
+        await log.append(event(2))
+    assert log.local_logs == 0
 
 
 async def test_a_refused_append_sends_local_followers_to_redis_at_once(
-    own_redis: RedisServer,
+    own_redis_connection: RedisConnection,
 ) -> None:
-    connection = open_redis(own_redis.url, "tails:")
-    log, other_core = RedisEventLog(connection), RedisEventLog(connection)
-    try:
-        follower = await queued_and_followed(log)
-        elsewhere = event(2)
-        elsewhere.progress.message = "written by the other core"
-        await other_core.append(elsewhere)
-        with pytest.raises(EventLogConflict):
-            await log.append(event(2))  # this core learns the log went on without it
-        await other_core.append(event(3, "completed"))
-        # Well within one blocking read: the follower did not wait for the idle check.
-        async with asyncio.timeout(BLOCK_MILLISECONDS / 1000 / 2):
-            assert await follower == [1, 2, 3]
-    finally:
-        await connection.aclose()
+    log, other_core = RedisEventLog(own_redis_connection), RedisEventLog(own_redis_connection)
+    follower = await queued_and_followed(log)
+    elsewhere = event(2)
+    elsewhere.progress.message = "written by the other core"
+    await other_core.append(elsewhere)
+    with pytest.raises(EventLogConflict):
+        await log.append(event(2))  # this core learns the log went on without it
+    await other_core.append(event(3, "completed"))
+    # Well within one blocking read: the follower did not wait for the idle check.
+    async with asyncio.timeout(BLOCK_MILLISECONDS / 1000 / 2):
+        assert await follower == [1, 2, 3]
 
 
 async def test_an_append_redis_did_not_take_leaves_no_event_in_memory(
@@ -136,17 +124,15 @@ async def test_an_append_redis_did_not_take_leaves_no_event_in_memory(
         await connection.aclose()
 
 
-async def test_a_job_that_stopped_without_its_end_leaves_no_tail(own_redis: RedisServer) -> None:
-    connection = open_redis(own_redis.url, "tails:")
-    log = RedisEventLog(connection)
-    try:
-        await log.create(NAME)
-        await log.append(event(1, "queued"))
-        assert log.local_logs == 1
-        log.writer_done(NAME)  # e.g. its end could not be written: another core will end it
-        assert log.local_logs == 0
-        await RedisEventLog(connection).append(event(2, "failed"))
-        async with asyncio.timeout(5):
-            assert await follow(log) == [1, 2]
-    finally:
-        await connection.aclose()
+async def test_a_job_that_stopped_without_its_end_leaves_no_tail(
+    own_redis_connection: RedisConnection,
+) -> None:
+    log = RedisEventLog(own_redis_connection)
+    await log.create(NAME)
+    await log.append(event(1, "queued"))
+    assert log.local_logs == 1
+    log.writer_done(NAME)  # e.g. its end could not be written: another core will end it
+    assert log.local_logs == 0
+    await RedisEventLog(own_redis_connection).append(event(2, "failed"))
+    async with asyncio.timeout(5):
+        assert await follow(log) == [1, 2]
