@@ -62,13 +62,13 @@ class DeltaCoalescer:
         self._pending.append(text)
         if self._timer is not None:
             return  # a cut is already due
-        due = self.next_cut(self._last_cut)
+        due = self._next_cut(self._last_cut)
         if self._loop.time() >= due - EARLY_SECONDS:
             await self.flush()
         else:
             self._timer = self._loop.call_at(due, self._cut_later)
 
-    def next_cut(self, last_cut: float) -> float:
+    def _next_cut(self, last_cut: float) -> float:
         """The loop time of the cut after one at `last_cut`: the last grid point within a window."""
         window = self._window
         if window <= 0 or last_cut == float("-inf"):
