@@ -93,13 +93,24 @@ class CarriesEvent(Protocol):
 _Item = generation_pb2.GenerationEvent | ApiError | _Signal
 
 
+#: Seconds a loop timer may fire early (uvloop's timers have millisecond grain).
+_TIMER_GRAIN: Final = 0.001
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
 
 
 class EventRelay:
-    """Pumps one gRPC event stream into a queue the SSE writer drains."""
+    """Pumps one gRPC event stream into a queue the SSE writer drains.
+
+    A wait for the next item is bounded by one loop timer per relay, not one per
+    wait: a wait records when it must end, and the timer, when it fires before
+    that (a later wait began), is set again for the rest. Events come every few
+    tens of milliseconds and the bound is seconds, so the timer fires about once
+    per bound rather than being set and cancelled for every event.
+    """
 
     def __init__(self, call: grpc.aio.UnaryStreamCall[Any, Any]) -> None:
         self._call = call
@@ -108,6 +119,10 @@ class EventRelay:
         self._items: deque[_Item] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
+        #: When the current wait ends, and the one timer (with the loop time it is set for).
+        self._wait_until = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._pump = asyncio.create_task(self._read(), name="scriptgen-sse-relay")
 
     def _put(self, item: _Item) -> None:
@@ -138,14 +153,31 @@ class EventRelay:
     async def next(self, wait_seconds: float) -> _Item:
         """The next item, or IDLE when none arrives within `wait_seconds`."""
         if not self._items:
+            until = self._wait_until = self._loop.time() + wait_seconds
+            if self._timer is None or self._timer_at > until:
+                self._arm(until)
             waiter = self._waiter = self._loop.create_future()
-            timer = self._loop.call_later(wait_seconds, _wake, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self._waiter = None
         return self._items.popleft() if self._items else _Signal.IDLE
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # no wait is running: the next one sets the timer
+        if self._loop.time() < self._wait_until - _TIMER_GRAIN:
+            self._arm(self._wait_until)  # a later wait began after the timer was set
+        else:
+            waiter.set_result(None)
 
     def drain(self) -> None:
         """End the stream cleanly after what is already queued."""
@@ -154,6 +186,9 @@ class EventRelay:
     async def close(self) -> None:
         """Cancel the upstream call; the core sees its stream cancelled."""
         self._call.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._pump.cancel()
         try:
             await self._pump

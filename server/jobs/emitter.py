@@ -21,7 +21,7 @@ from prometheus_client import Counter
 from scriptgen.v1 import generation_pb2
 
 from server.errors import ServiceError
-from server.events import EventLog, is_terminal
+from server.events import TERMINAL_KINDS, EventLog
 from server.metrics import CoreMetrics
 from server.ratelimit.budget import TokenBudget, estimate_tokens
 
@@ -96,7 +96,7 @@ class JobEvents:
             if counter is None:
                 counter = self._counters[kind] = self._metrics.events.labels(kind)
             counter.inc()
-            if is_terminal(event):
+            if kind in TERMINAL_KINDS:
                 self._ended = True
             return event
 

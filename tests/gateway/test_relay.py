@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -17,7 +18,8 @@ from scriptgen.v1 import (
 )
 
 from gateway import create_app
-from gateway.sse import relay_events
+from gateway.sse import EventRelay, relay_events
+from gateway.sse import _Signal as Signal
 from tests.gateway.conftest import gateway_config
 from tests.gateway.frames import split_blocks
 
@@ -124,3 +126,61 @@ async def test_request_id_and_provider_hints_travel_as_grpc_metadata() -> None:
     assert servicer.metadata[0]["x-preferred-provider"] == "anthropic"
     assert servicer.metadata[1]["x-request-id"] == generated.headers["X-Request-Id"]
     assert "x-preferred-provider" not in servicer.metadata[1]
+
+
+class QueuedCall:
+    """A server stream that yields what the test puts in, and ends on None."""
+
+    def __init__(self) -> None:
+        self.responses: asyncio.Queue[generation_service_pb2.GenerateScriptResponse | None] = (
+            asyncio.Queue()
+        )
+
+    def __aiter__(self) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
+        return self._responses()
+
+    async def _responses(self) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
+        while (response := await self.responses.get()) is not None:
+            yield response
+
+    def cancel(self) -> bool:
+        return True
+
+
+def _response(sequence: int) -> generation_service_pb2.GenerateScriptResponse:
+    event = generation_pb2.GenerationEvent(generation="generations/g1", sequence=sequence)
+    event.progress.message = "step"
+    return generation_service_pb2.GenerateScriptResponse(event=event)
+
+
+async def test_each_wait_of_the_relay_ends_at_its_own_bound() -> None:
+    call = QueuedCall()
+    relay = EventRelay(cast("grpc.aio.UnaryStreamCall[Any, Any]", call))
+    loop = asyncio.get_running_loop()
+    try:
+        # A long first wait that an event ends early leaves its timer behind; a shorter
+        # wait after it still ends at its own bound, not at the first one's.
+        call.responses.put_nowait(_response(1))
+        first = await relay.next(30.0)
+        assert isinstance(first, generation_pb2.GenerationEvent) and first.sequence == 1
+        started = loop.time()
+        assert await relay.next(0.2) is Signal.IDLE
+        assert 0.15 <= loop.time() - started < 2.0
+        # A longer wait that begins while a shorter one's timer is still set (an event
+        # ended that wait early) is not ended by that timer.
+        loop.call_later(0.05, call.responses.put_nowait, _response(2))
+        item = await relay.next(0.3)
+        assert isinstance(item, generation_pb2.GenerationEvent) and item.sequence == 2
+        started = loop.time()
+        assert await relay.next(0.6) is Signal.IDLE
+        assert loop.time() - started >= 0.55
+        # Events end waits at once, wait after wait.
+        for sequence in range(3, 7):
+            loop.call_later(0.01, call.responses.put_nowait, _response(sequence))
+            item = await relay.next(30.0)
+            assert isinstance(item, generation_pb2.GenerationEvent)
+            assert item.sequence == sequence
+        call.responses.put_nowait(None)
+        assert await relay.next(30.0) is Signal.END
+    finally:
+        await relay.close()

@@ -140,6 +140,25 @@ async def test_followers_get_live_events_up_to_the_terminal_one(event_log: Event
     assert first[-1].HasField("cancelled")
 
 
+async def test_a_follower_that_leaves_while_waiting_leaves_the_others_their_events(
+    event_log: EventLog,
+) -> None:
+    await event_log.create(NAME)
+    await event_log.append(event(1, "queued"))
+    staying = asyncio.create_task(collect(event_log, 1))
+    leaving = asyncio.create_task(collect(event_log, 1))
+    await asyncio.sleep(0.05)  # both caught up and wait for the next event
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    if isinstance(event_log, MemoryEventLog):
+        # The one who left holds no place in the log: only the one who stays waits.
+        assert len(event_log._logs[NAME].waiting) == 1
+    await event_log.append(event(2))
+    await event_log.append(event(3, "completed"))
+    assert [e.sequence for e in await staying] == [2, 3]
+
+
 async def test_encoded_followers_get_each_event_serialized_as_appended(
     event_log: EventLog,
 ) -> None:

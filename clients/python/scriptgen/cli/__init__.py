@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv[1:]); returns the exit status."""
     command, args = _parse(argv, os.environ)
     try:
-        # Server commands pick their loop (`--event-loop`, uvloop by default); others asyncio.
+        # Server commands pick their loop (`--event-loop`, uvloop by default), the load tool runs
+        # on uvloop where installed; others on asyncio's.
         with asyncio.Runner(loop_factory=loop_factory(getattr(args, "event_loop", None))) as runner:
             return runner.run(_execute(command, args))
     except KeyboardInterrupt:

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scriptgen.cli._loop import default_event_loop
 from scriptgen.cli._options import set_command
 from scriptgen.cli._output import note, out
 
@@ -54,6 +55,8 @@ def register(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # The clients run on uvloop where installed, as the servers and the client workers do.
+    parser.set_defaults(event_loop=default_event_loop())
     where = parser.add_argument_group("target (exactly one)")
     choice = where.add_mutually_exclusive_group(required=True)
     choice.add_argument(

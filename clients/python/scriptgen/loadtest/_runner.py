@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import multiprocessing.connection
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -256,6 +257,8 @@ async def _receive(link: multiprocessing.connection.Connection) -> Any:
             await readable.wait()
         finally:
             loop.remove_reader(link.fileno())
+            # uvloop leaves a watched descriptor non-blocking; recv() reads a whole message.
+            os.set_blocking(link.fileno(), True)
     try:
         return link.recv()
     except EOFError:

@@ -26,6 +26,7 @@ from multiprocessing.synchronize import Event
 import aiohttp
 import grpc.aio
 
+from scriptgen.cli._loop import default_event_loop, loop_factory
 from scriptgen.loadtest._config import Protocol, Target
 from scriptgen.loadtest._grpc import run_grpc_stream
 from scriptgen.loadtest._records import Outcome, StreamPlan, StreamRecord, WorkerResult
@@ -148,7 +149,9 @@ def worker_main(
     """A client worker process: say ready, wait for the start, run, send a WorkerResult."""
     connection.send(os.getpid())
     start_at, deadline = connection.recv()
-    records = asyncio.run(run_streams(job, start_at, deadline, counters))
+    # uvloop where installed, as the servers: the clients' own loop is part of what the box spends.
+    with asyncio.Runner(loop_factory=loop_factory(default_event_loop())) as runner:
+        records = runner.run(run_streams(job, start_at, deadline, counters))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     connection.send(
         WorkerResult(
