@@ -25,6 +25,8 @@ from scriptgen.loadtest import (
     run_load,
     write_chart,
 )
+from scriptgen.loadtest._processes import MachineSample
+from scriptgen.loadtest._report import _machine_figures
 
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
@@ -103,6 +105,10 @@ async def test_sse_burst_counts_match_saved_episodes_and_outputs_are_valid(
     assert set(document["latency_ms"]["inter_token_latency"]) >= {"p50", "p95", "p99"}
     assert document["processes"][0]["cpu_seconds"] >= 0
     assert document["machine"]["cpus"] == os.cpu_count()
+    box = document["machine"]["cpu_during_run"]
+    # This process ran core, gateway and clients: the machine was busy, within its CPUs.
+    assert 0 < box["busy_percent_mean"] <= box["busy_percent_peak"] <= 100
+    assert 0 <= box["steal_percent_mean"] <= 100
 
     write_chart(report, tmp_path / "run.png")
     assert (tmp_path / "run.png").read_bytes()[:8] == PNG_MAGIC
@@ -274,3 +280,22 @@ async def test_cli_keeps_server_settings_for_spawned_servers_only(
 async def test_an_unreachable_target_is_a_setup_error(unused_tcp_port: int) -> None:
     with pytest.raises(LoadTestError, match="cannot reach"):
         await run_load(sse_config(f"http://127.0.0.1:{unused_tcp_port}", setup_timeout_seconds=5))
+
+
+def test_machine_figures_are_shares_of_every_cpu_over_the_measured_phase() -> None:
+    cpus = os.cpu_count() or 1
+    samples = [
+        MachineSample(time=0.0, busy_seconds=0.0, steal_seconds=0.0),
+        MachineSample(time=10.0, busy_seconds=1.0 * cpus, steal_seconds=0.0),  # before start
+        # Measured from 10 s to 14 s: one second all busy, then three at a quarter.
+        MachineSample(time=11.0, busy_seconds=2.0 * cpus, steal_seconds=0.1 * cpus),
+        MachineSample(time=14.0, busy_seconds=2.75 * cpus, steal_seconds=0.1 * cpus),
+    ]
+    figures = _machine_figures(samples, start=10.0, end=14.0)
+    assert figures == {
+        "cpus": cpus,
+        "busy_percent_mean": 43.8,  # 1.75 of 4 seconds, on every CPU
+        "busy_percent_peak": 100.0,
+        "steal_percent_mean": 2.5,
+    }
+    assert _machine_figures(samples, start=20.0, end=30.0) == {}  # nothing measured then

@@ -1,4 +1,5 @@
-"""CPU time and memory of the server processes, sampled in a thread during a run."""
+"""CPU time and memory of the server processes, and how busy the machine was, sampled in a
+thread during a run."""
 
 from __future__ import annotations
 
@@ -17,6 +18,17 @@ class ProcessSample:
     time: float
     cpu_seconds: float
     rss_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSample:
+    """One reading of the whole machine: monotonic time, CPU seconds so far over all CPUs
+    spent busy and stolen by the hypervisor (a run at the edge of the CPUs differs from
+    run to run; these say whether it was there)."""
+
+    time: float
+    busy_seconds: float
+    steal_seconds: float
 
 
 @dataclass(slots=True)
@@ -45,6 +57,7 @@ class ProcessSampler:
         self.processes = processes
         self._interval = interval
         self._handles: dict[int, psutil.Process] = {}
+        self.machine: list[MachineSample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loadtest-sampler", daemon=True)
 
@@ -53,7 +66,8 @@ class ProcessSampler:
         self.processes.append(process)
 
     def sample(self) -> None:
-        """Take one reading of every watched process now."""
+        """Take one reading of every watched process, and of the machine, now."""
+        self.machine.append(machine_sample())
         for process in list(self.processes):
             handle = self._handles.get(process.pid)
             try:
@@ -79,6 +93,15 @@ class ProcessSampler:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.sample()
+
+
+def machine_sample() -> MachineSample:
+    """The machine's CPU time so far: busy (user, nice, system, interrupts) and stolen."""
+    times = psutil.cpu_times()
+    busy = times.user + times.system
+    for extra in ("nice", "irq", "softirq"):
+        busy += getattr(times, extra, 0.0)
+    return MachineSample(time.monotonic(), busy, getattr(times, "steal", 0.0))
 
 
 def listening_pid(port: int) -> int | None:

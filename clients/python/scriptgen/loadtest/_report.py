@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scriptgen.loadtest._config import LoadConfig, ModelProvider, Target
-from scriptgen.loadtest._processes import WatchedProcess
+from scriptgen.loadtest._processes import MachineSample, WatchedProcess
 from scriptgen.loadtest._records import Outcome, StreamRecord, WorkerResult
 from scriptgen.loadtest._stats import (
     Distribution,
@@ -74,6 +74,8 @@ class LoadReport:
     processes: list[WatchedProcess]
     workers: list[WorkerResult]
     hold: HoldWindow | None
+    #: Readings of the whole machine's CPU time over the run.
+    machine_samples: list[MachineSample]
     #: Raw samples for the chart (seconds); not in the JSON.
     samples: dict[str, list[float]] = field(default_factory=dict)
 
@@ -91,6 +93,10 @@ class LoadReport:
             _process_figures(process, self.start, self.end, self.hold) for process in self.processes
         ]
 
+    def machine_figures(self) -> dict[str, Any]:
+        """How busy all of the machine's CPUs were over the measured phase (100 = all busy)."""
+        return _machine_figures(self.machine_samples, self.start, self.end)
+
     def to_json(self) -> dict[str, Any]:
         config = self.config
         pace = asdict(config.pace) if config.spawn else None
@@ -98,7 +104,7 @@ class LoadReport:
         document: dict[str, Any] = {
             "command_line": list(config.command_line),
             "started_utc": self.started_utc,
-            "machine": machine(),
+            "machine": {**machine(), "cpu_during_run": self.machine_figures()},
             "run": {
                 "target": str(self.target),
                 "protocol": config.protocol.value,
@@ -195,6 +201,35 @@ def machine() -> dict[str, Any]:
     }
 
 
+#: Readings closer than this give noise, not a rate (the final reading comes right after one).
+_MIN_RATE_SECONDS = 0.2
+
+
+def _machine_figures(samples: Sequence[MachineSample], start: float, end: float) -> dict[str, Any]:
+    before = [s for s in samples if s.time <= start]
+    during = [s for s in samples if start < s.time <= end + 1.0]
+    if not before or not during:
+        return {}
+    cpus = os.cpu_count() or 1
+    first, last = before[-1], during[-1]
+    wall = max(1e-9, (last.time - first.time) * cpus)
+    peak = 0.0
+    previous = first
+    for sample in during:
+        if sample.time - previous.time >= _MIN_RATE_SECONDS:
+            busy = (sample.busy_seconds - previous.busy_seconds) / (
+                (sample.time - previous.time) * cpus
+            )
+            peak = max(peak, busy)
+            previous = sample
+    return {
+        "cpus": cpus,
+        "busy_percent_mean": round(100 * (last.busy_seconds - first.busy_seconds) / wall, 1),
+        "busy_percent_peak": round(100 * min(1.0, peak), 1),
+        "steal_percent_mean": round(100 * (last.steal_seconds - first.steal_seconds) / wall, 1),
+    }
+
+
 def _process_figures(
     process: WatchedProcess, start: float, end: float, hold: HoldWindow | None
 ) -> dict[str, Any]:
@@ -250,6 +285,7 @@ def build_report(
     processes: list[WatchedProcess],
     workers: list[WorkerResult],
     hold: HoldWindow | None,
+    machine_samples: Sequence[MachineSample] = (),
 ) -> LoadReport:
     ends = [r.ended for r in records if r.ended is not None]
     end = max(ends) if ends else start
@@ -310,6 +346,7 @@ def build_report(
         processes=processes,
         workers=workers,
         hold=hold,
+        machine_samples=list(machine_samples),
         samples={
             "time_to_first_event": ttfe,
             "time_to_first_token": ttft,
@@ -387,6 +424,12 @@ def summary(report: LoadReport) -> str:
         if "hold_bytes_per_stream" in figures:
             line += f", {figures['hold_bytes_per_stream'] / 1024:.1f} KiB per idle stream"
         lines.append(line)
+    box = report.machine_figures()
+    if box:
+        lines.append(
+            f"machine: {box['cpus']} CPUs {box['busy_percent_mean']:.0f}% busy on average,"
+            f" {box['busy_percent_peak']:.0f}% at peak, {box['steal_percent_mean']:.1f}% stolen"
+        )
     for worker in report.workers:
         lines.append(
             f"client worker {worker.pid}: CPU {worker.cpu_seconds:.2f} s,"

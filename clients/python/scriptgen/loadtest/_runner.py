@@ -101,6 +101,7 @@ async def run_load(config: LoadConfig, progress: Progress = _quiet) -> LoadRepor
         processes,
         workers,
         hold,
+        sampler.machine,
     )
 
 
