@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from scriptgen.v1 import generation_pb2
 
@@ -52,6 +52,16 @@ class EventLog(Protocol):
 
     def follow_encoded(self, generation: str, after_sequence: int) -> AsyncGenerator[bytes, None]:
         """`follow`, each event as its serialized `GenerationEvent`, as the log holds it."""
+
+
+@runtime_checkable
+class AppendsAtOnce(Protocol):
+    """An event log whose append need not wait (the in-memory one): a job may append from a
+    loop callback, without a task (`JobEvents.emit_now`)."""
+
+    def append_now(self, event: generation_pb2.GenerationEvent) -> bool:
+        """`EventLog.append`, complete when it returns True; False: nothing was done, and
+        the caller awaits `append` instead."""
 
 
 async def decoded(

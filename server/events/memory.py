@@ -59,6 +59,14 @@ class MemoryEventLog:
         self._logs.setdefault(generation, _JobLog())
 
     async def append(self, event: generation_pb2.GenerationEvent) -> None:
+        self._store(event)
+
+    def append_now(self, event: generation_pb2.GenerationEvent) -> bool:
+        """`append`, done before returning: nothing here waits (`AppendsAtOnce`)."""
+        self._store(event)
+        return True
+
+    def _store(self, event: generation_pb2.GenerationEvent) -> None:
         log = self._log(event.generation)
         if log.ended_at is not None:
             raise EventLogConflict(f"{event.generation} already ended; no event may follow")

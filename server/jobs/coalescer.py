@@ -20,6 +20,10 @@ spell), until the stream's cuts reach the grid.
 
 Offsets are assigned when a delta is cut, in the order deltas are appended, so
 the concatenated deltas are exactly the chunks in order.
+
+A cut appends at once when the job's events allow it (`JobEvents.emit_now`: the
+in-memory log, no budget, no other emit in flight); a timed cut then costs no
+task. Otherwise the timer starts a task that awaits the append.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class DeltaCoalescer:
         self._loop = asyncio.get_running_loop()
         self._last_cut = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[object] | None = None
         self._error: BaseException | None = None
 
     async def add(self, text: str) -> None:
@@ -82,13 +86,19 @@ class DeltaCoalescer:
             self._timer = None
         if not self._pending:
             return
+        delta = self._take()
+        if not self._events.emit_now("text_delta", delta):
+            # The offset was fixed before any await; JobEvents' lock appends in call order.
+            await self._events.emit("text_delta", delta)
+
+    def _take(self) -> generation_pb2.GenerationEvent.TextDelta:
+        """The pending text as the next delta, its offset fixed; the cut happens now."""
         text = "".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending.clear()
         offset = self.offset
         self.offset += len(text)
         self._last_cut = self._loop.time()
-        # Offsets were fixed above, before any await; JobEvents' lock appends in call order.
-        await self._events.emit("text_delta", _TextDelta(text=text, offset=offset))
+        return _TextDelta(text=text, offset=offset)
 
     async def close(self) -> None:
         """Emit the rest once the stream ended; raises what a timed cut ran into."""
@@ -113,11 +123,19 @@ class DeltaCoalescer:
 
     def _cut_later(self) -> None:
         self._timer = None
-        if self._pending:
-            self._flushing = self._loop.create_task(self.flush())
-            self._flushing.add_done_callback(self._flushed)
+        if not self._pending:
+            return
+        delta = self._take()
+        try:
+            if self._events.emit_now("text_delta", delta):
+                return
+        except Exception as error:  # what the awaited append would have run into
+            self._error = error
+            return
+        self._flushing = self._loop.create_task(self._events.emit("text_delta", delta))
+        self._flushing.add_done_callback(self._flushed)
 
-    def _flushed(self, task: asyncio.Task[None]) -> None:
+    def _flushed(self, task: asyncio.Task[object]) -> None:
         if task is self._flushing:
             self._flushing = None
         if not task.cancelled() and task.exception() is not None:

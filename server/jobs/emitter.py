@@ -7,6 +7,10 @@ loop timer looks, and only a due heartbeat costs a short task, so an idle job
 holds no task of its own for it. With a
 token budget, each text delta is counted before it is appended; one that does
 not fit raises ResourceExhausted (TOKEN_BUDGET_EXHAUSTED) and is not appended.
+
+`emit_now` appends from a loop callback, without a task, when nothing is in the
+way: the log appends without waiting (the in-memory one), no budget is counted,
+and no other emit is in flight or waiting — so events still land in call order.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from prometheus_client import Counter
 from scriptgen.v1 import generation_pb2
 
 from server.errors import ServiceError
-from server.events import TERMINAL_KINDS, EventLog
+from server.events import TERMINAL_KINDS, AppendsAtOnce, EventLog
 from server.metrics import CoreMetrics
 from server.ratelimit.budget import TokenBudget, estimate_tokens
 
@@ -48,6 +52,9 @@ class JobEvents:
         self._sequence = 0
         self._last_time = time.monotonic()
         self._lock = asyncio.Lock()
+        #: Emits in flight or waiting for the lock: `emit_now` only runs when there are none.
+        self._emitting = 0
+        self._append_now = log.append_now if isinstance(log, AppendsAtOnce) else None
         self._ended = False
         #: An append was cancelled in flight: whether it landed is read back before the next.
         self._unsure = False
@@ -65,40 +72,73 @@ class JobEvents:
 
     async def emit(self, kind: str, payload: Message) -> generation_pb2.GenerationEvent:
         """Append one event of `kind` (a GenerationEvent oneof field name)."""
-        async with self._lock:
-            if self._ended:
-                raise RuntimeError(f"{self.generation} already ended")
-            if self._budget is not None and kind == "text_delta":
-                await self._budget.spend(estimate_tokens(getattr(payload, "text", "")))
-            if self._unsure:
-                self._sequence = await self._log.last_sequence(self.generation)
-                self._unsure = False
-            event = generation_pb2.GenerationEvent(
-                generation=self.generation, sequence=self._sequence + 1
-            )
-            # Timestamp.GetCurrentTime() goes through datetime (about 8 µs an event); this
-            # sets the same microsecond-grain time directly.
-            micros = time.time_ns() // 1000
-            stamp = event.time
-            stamp.seconds = micros // 1_000_000
-            stamp.nanos = micros % 1_000_000 * 1000
-            getattr(event, kind).CopyFrom(payload)
-            try:
-                await self._log.append(event)
-            except asyncio.CancelledError:
-                # Cancelled while the append was in flight: it may have reached the log
-                # (Redis) or not. The next event (the job's `cancelled`) resyncs first.
-                self._unsure = True
-                raise
-            self._sequence += 1
-            self._last_time = time.monotonic()
-            counter = self._counters.get(kind)
-            if counter is None:
-                counter = self._counters[kind] = self._metrics.events.labels(kind)
-            counter.inc()
-            if kind in TERMINAL_KINDS:
-                self._ended = True
-            return event
+        self._emitting += 1
+        try:
+            async with self._lock:
+                if self._ended:
+                    raise RuntimeError(f"{self.generation} already ended")
+                if self._budget is not None and kind == "text_delta":
+                    await self._budget.spend(estimate_tokens(getattr(payload, "text", "")))
+                if self._unsure:
+                    self._sequence = await self._log.last_sequence(self.generation)
+                    self._unsure = False
+                event = self._event(kind, payload)
+                try:
+                    await self._log.append(event)
+                except asyncio.CancelledError:
+                    # Cancelled while the append was in flight: it may have reached the log
+                    # (Redis) or not. The next event (the job's `cancelled`) resyncs first.
+                    self._unsure = True
+                    raise
+                self._appended(kind)
+                return event
+        finally:
+            self._emitting -= 1
+
+    @property
+    def can_emit_now(self) -> bool:
+        """Whether `emit_now` would append (see the module docstring)."""
+        return (
+            self._append_now is not None
+            and self._emitting == 0
+            and self._budget is None
+            and not self._unsure
+        )
+
+    def emit_now(self, kind: str, payload: Message) -> bool:
+        """`emit`, done before returning, when `can_emit_now`; False (and nothing done) if not."""
+        if self._append_now is None or not self.can_emit_now:
+            return False  # nothing done
+        if self._ended:
+            raise RuntimeError(f"{self.generation} already ended")
+        if not self._append_now(self._event(kind, payload)):
+            return False
+        self._appended(kind)
+        return True
+
+    def _event(self, kind: str, payload: Message) -> generation_pb2.GenerationEvent:
+        """The next event of the job (not yet appended)."""
+        event = generation_pb2.GenerationEvent(
+            generation=self.generation, sequence=self._sequence + 1
+        )
+        # Timestamp.GetCurrentTime() goes through datetime (about 8 µs an event); this
+        # sets the same microsecond-grain time directly.
+        micros = time.time_ns() // 1000
+        stamp = event.time
+        stamp.seconds = micros // 1_000_000
+        stamp.nanos = micros % 1_000_000 * 1000
+        getattr(event, kind).CopyFrom(payload)
+        return event
+
+    def _appended(self, kind: str) -> None:
+        self._sequence += 1
+        self._last_time = time.monotonic()
+        counter = self._counters.get(kind)
+        if counter is None:
+            counter = self._counters[kind] = self._metrics.events.labels(kind)
+        counter.inc()
+        if kind in TERMINAL_KINDS:
+            self._ended = True
 
     async def settle_budget(self) -> None:
         """Give back tokens reserved for deltas that were never written (the job ended)."""

@@ -101,9 +101,10 @@ class _CutTimes(MemoryEventLog):
         super().__init__()
         self.cuts: dict[str, list[float]] = {}
 
-    async def append(self, event: generation_pb2.GenerationEvent) -> None:
+    def _store(self, event: generation_pb2.GenerationEvent) -> None:
+        # Every append ends here, awaited or at once from a timed cut (`emit_now`).
         self.cuts.setdefault(event.generation, []).append(asyncio.get_running_loop().time())
-        await super().append(event)
+        super()._store(event)
 
 
 async def test_timed_cuts_fall_on_a_grid_every_stream_shares() -> None:

@@ -23,6 +23,9 @@ class GatedLog(MemoryEventLog):
         self.held = asyncio.Event()
         self.appends = 0
 
+    def append_now(self, event: generation_pb2.GenerationEvent) -> bool:
+        return False  # every append goes through `append` below, which may wait
+
     async def append(self, event: generation_pb2.GenerationEvent) -> None:
         self.appends += 1
         if self.appends > 1:
@@ -53,3 +56,36 @@ async def test_cancelling_close_while_a_timed_cut_appends_cancels_the_caller() -
         deltas.abort()
         log.gate.set()
         await asyncio.sleep(0)
+
+
+class TaskNotingLog(MemoryEventLog):
+    """An in-memory log that notes, per append, whether it ran inside a task."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_task: list[bool] = []
+        self.two = asyncio.Event()
+
+    def _store(self, event: generation_pb2.GenerationEvent) -> None:
+        self.in_task.append(asyncio.current_task() is not None)
+        super()._store(event)
+        if len(self.in_task) == 2:
+            self.two.set()
+
+
+async def test_a_timed_cut_on_the_in_memory_log_appends_from_its_timer_without_a_task() -> None:
+    log = TaskNotingLog()
+    await log.create(GENERATION)
+    deltas = DeltaCoalescer(JobEvents(GENERATION, log, CoreMetrics(), 0), window_seconds=0.05)
+    await deltas.add("INT. ROOF - NIGHT\n")  # the first chunk: at once, in the writer's task
+    await deltas.add("Maya waits.\n")  # cut by the window's timer
+    async with asyncio.timeout(5):
+        await log.two.wait()
+    assert log.in_task == [True, False]
+    await deltas.close()
+    texts: list[str] = []
+    async for event in log.follow(GENERATION, 0):  # the log does not end: read the two
+        texts.append(event.text_delta.text)
+        if event.sequence == 2:
+            break
+    assert "".join(texts) == "INT. ROOF - NIGHT\nMaya waits.\n"

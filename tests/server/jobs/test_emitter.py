@@ -23,6 +23,9 @@ class LandsThenCancelled(MemoryEventLog):
         super().__init__()
         self.cut_next = False
 
+    def append_now(self, event: GenerationEvent) -> bool:
+        return False  # every append goes through `append` below, which may wait
+
     async def append(self, event: GenerationEvent) -> None:
         await super().append(event)
         if self.cut_next:
@@ -74,3 +77,34 @@ async def test_the_event_after_a_cancelled_append_that_did_not_land_takes_its_pl
     await events.emit("cancelled", GenerationEvent.Cancelled(reason="cancelled by request"))
     stored = [event async for event in log.follow(NAME, 0)]
     assert [(e.sequence, e.WhichOneof("kind")) for e in stored] == [(1, "queued"), (2, "cancelled")]
+
+
+async def test_emit_now_appends_at_once_only_when_no_other_emit_is_in_flight() -> None:
+    log = MemoryEventLog()
+    events = await _queued(log)
+    progress = GenerationEvent.Progress
+    assert events.emit_now("progress", progress(message="at once"))
+    assert await log.last_sequence(NAME) == 2
+    # An emit waiting for the lock was asked first: an append at once would overtake it.
+    async with events._lock:
+        waiting = asyncio.create_task(events.emit("progress", progress(message="first")))
+        await asyncio.sleep(0)
+        assert not events.can_emit_now
+        assert not events.emit_now("progress", progress(message="second"))
+    await waiting
+    assert events.emit_now("progress", progress(message="second"))
+    messages: list[str] = []
+    async for event in log.follow(NAME, 1):  # the log does not end: read the three
+        messages.append(event.progress.message)
+        if event.sequence == 4:
+            break
+    assert messages == ["at once", "first", "second"]
+
+
+async def test_a_log_that_cannot_append_at_once_gets_awaited_appends() -> None:
+    log = LandsThenCancelled()  # appends only through `append`
+    events = await _queued(log)
+    assert not events.emit_now("progress", GenerationEvent.Progress(message="later"))
+    assert await log.last_sequence(NAME) == 1  # nothing was appended, nothing was numbered
+    await events.emit("progress", GenerationEvent.Progress(message="later"))
+    assert await log.last_sequence(NAME) == 2

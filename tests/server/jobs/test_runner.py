@@ -88,6 +88,9 @@ class QueuedHookLog(MemoryEventLog):
         self.on_queued: OnQueued | None = None
         self.refuse_queued = False
 
+    def append_now(self, event: generation_pb2.GenerationEvent) -> bool:
+        return False  # every append goes through `append` below, which may wait
+
     async def append(self, event: generation_pb2.GenerationEvent) -> None:
         if event.HasField("queued") and self.refuse_queued:
             if self.on_queued is not None:
