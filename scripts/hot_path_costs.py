@@ -1,0 +1,183 @@
+"""CPU per event of three pieces of the streaming hot path, in-process, on uvloop.
+
+    .venv/bin/python scripts/hot_path_costs.py [--runs 11] [--only events|relay|cuts]
+
+* events: `JobEvents.emit` of a text delta → the in-memory event log → one
+  follower per job reading it (`follow_encoded`), 500 jobs x 60 events;
+* relay: the gateway's `EventRelay`, from its pump taking a gRPC response to the
+  SSE writer's `next()`, 500 streams x 60 events arriving on one shared tick;
+* cuts: `DeltaCoalescer` at a 100 ms window fed a chunk every 33 ms (a model at
+  ~30 tok/s, so cuts come from its timer), 500 streams x 60 chunks; the writer's
+  own sleeps are in the figure.
+
+Each line prints the median (and every run) of the process's CPU microseconds per
+event or chunk; every run starts after a full garbage collection. To compare with an
+older tree, run this file against that tree's packages: `git worktree add /tmp/old <commit>` and
+`PYTHONPATH=/tmp/old:/tmp/old/clients/python .venv/bin/python scripts/hot_path_costs.py`.
+Run on a quiet machine, old and new alternated: other work moves every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, cast
+
+import grpc.aio
+import uvloop
+from scriptgen.v1 import generation_pb2, generation_service_pb2
+
+from gateway.sse import EventRelay
+from server.events.memory import MemoryEventLog
+from server.jobs.coalescer import DeltaCoalescer
+from server.jobs.emitter import JobEvents
+from server.metrics import CoreMetrics
+
+STREAMS = 500
+EVENTS = 60
+
+
+async def events_per_event() -> float:
+    log = MemoryEventLog()
+    metrics = CoreMetrics()
+    emitters = []
+    for index in range(STREAMS):
+        name = f"generations/g{index:020x}"
+        await log.create(name)
+        emitters.append(JobEvents(name, log, metrics, 0))
+    read = [0]
+
+    async def follow(name: str) -> None:
+        async for _ in log.follow_encoded(name, 0):
+            read[0] += 1
+
+    followers = [asyncio.create_task(follow(e.generation)) for e in emitters]
+    await asyncio.sleep(0)
+    delta = generation_pb2.GenerationEvent.TextDelta
+    started = time.process_time()
+    for round_ in range(EVENTS):
+        for emitter in emitters:
+            await emitter.emit("text_delta", delta(text=" and then", offset=round_ * 9))
+        await asyncio.sleep(0)
+    # The followers' last turns: bare loop turns, which are what is measured.
+    while read[0] < STREAMS * EVENTS:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    spent = time.process_time() - started
+    for follower in followers:
+        follower.cancel()
+    await asyncio.gather(*followers, return_exceptions=True)
+    return 1e6 * spent / (STREAMS * EVENTS)
+
+
+class _Tick:
+    """Every relay's upstream waits on one shared tick, as streams cut on one grid."""
+
+    def __init__(self) -> None:
+        self._next: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        await self._next
+
+    def fire(self) -> None:
+        due, self._next = self._next, None
+        if due is not None:
+            due.set_result(None)
+
+
+class _Upstream:
+    """A server stream of EVENTS responses, one per tick."""
+
+    def __init__(self, tick: _Tick) -> None:
+        self._tick = tick
+
+    def __aiter__(self) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
+        return self._responses()
+
+    async def _responses(self) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
+        event = generation_pb2.GenerationEvent(generation="generations/g1", sequence=1)
+        response = generation_service_pb2.GenerateScriptResponse(event=event)
+        for _ in range(EVENTS):
+            await self._tick.wait()
+            yield response
+
+    def cancel(self) -> bool:
+        return True
+
+
+async def relay_per_event() -> float:
+    tick = _Tick()
+    relays = [
+        EventRelay(cast("grpc.aio.UnaryStreamCall[Any, Any]", _Upstream(tick)))
+        for _ in range(STREAMS)
+    ]
+    written = [0]
+
+    async def writer(relay: EventRelay) -> None:
+        while isinstance(await relay.next(15.0), generation_pb2.GenerationEvent):
+            written[0] += 1
+
+    writers = [asyncio.create_task(writer(relay)) for relay in relays]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    started = time.process_time()
+    while not all(w.done() for w in writers):
+        tick.fire()
+        for _ in range(4):
+            await asyncio.sleep(0)
+    spent = time.process_time() - started
+    for relay in relays:
+        await relay.close()
+    if written[0] != STREAMS * EVENTS:
+        raise RuntimeError(f"{written[0]} events written, not {STREAMS * EVENTS}")
+    return 1e6 * spent / (STREAMS * EVENTS)
+
+
+async def cuts_per_chunk() -> float:
+    log = MemoryEventLog()
+    metrics = CoreMetrics()
+
+    async def stream(index: int) -> None:
+        name = f"generations/g{index:020x}"
+        await log.create(name)
+        deltas = DeltaCoalescer(JobEvents(name, log, metrics, 0), 0.1)
+        await asyncio.sleep(index * 0.033 / STREAMS)  # streams spread over one chunk's gap
+        for _ in range(EVENTS):
+            await deltas.add(" word")
+            await asyncio.sleep(0.033)
+        await deltas.close()
+
+    started = time.process_time()
+    await asyncio.gather(*(stream(index) for index in range(STREAMS)))
+    return 1e6 * (time.process_time() - started) / (STREAMS * EVENTS)
+
+
+MEASURES: dict[str, tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = {
+    "events": ("µs CPU per event, emit → in-memory log → follower", events_per_event),
+    "relay": ("µs CPU per event, gateway relay pump → SSE writer", relay_per_event),
+    "cuts": ("µs CPU per chunk, coalescer with timed cuts", cuts_per_chunk),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--only", choices=sorted(MEASURES), action="append")
+    args = parser.parse_args()
+    for name in args.only or list(MEASURES):
+        label, measure = MEASURES[name]
+        runs: list[float] = []
+        for _ in range(args.runs):
+            gc.collect()  # the previous run's garbage is not this run's cost
+            runs.append(uvloop.run(measure()))
+        listed = " ".join(f"{run:.2f}" for run in runs)
+        print(f"{name}: {label}: median {statistics.median(runs):.2f} ({listed})")
+
+
+if __name__ == "__main__":
+    main()
