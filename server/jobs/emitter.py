@@ -97,7 +97,8 @@ class JobEvents:
 
     @property
     def can_emit_now(self) -> bool:
-        """Whether `emit_now` would append (see the module docstring)."""
+        """Whether nothing on this side stands in `emit_now`'s way (see the module docstring);
+        a log may still decline to append at once."""
         return (
             self._append_now is not None
             and self._emitting == 0
