@@ -119,10 +119,9 @@ class EventRelay:
         self._items: deque[_Item] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
-        #: When the current wait ends, and the one timer (with the loop time it is set for).
+        #: When the current wait ends, and the one timer.
         self._wait_until = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
         self._pump = asyncio.create_task(self._read(), name="scriptgen-sse-relay")
 
     def _put(self, item: _Item) -> None:
@@ -154,7 +153,7 @@ class EventRelay:
         """The next item, or IDLE when none arrives within `wait_seconds`."""
         if not self._items:
             until = self._wait_until = self._loop.time() + wait_seconds
-            if self._timer is None or self._timer_at > until:
+            if self._timer is None or self._timer.when() > until:
                 self._arm(until)
             waiter = self._waiter = self._loop.create_future()
             try:
@@ -166,7 +165,6 @@ class EventRelay:
     def _arm(self, at: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = at
         self._timer = self._loop.call_at(at, self._expire)
 
     def _expire(self) -> None:

@@ -108,11 +108,12 @@ class JobEvents:
 
     def emit_now(self, kind: str, payload: Message) -> bool:
         """`emit`, done before returning, when `can_emit_now`; False (and nothing done) if not."""
-        if self._append_now is None or not self.can_emit_now:
+        append_now = self._append_now
+        if append_now is None or not self.can_emit_now:
             return False  # nothing done
         if self._ended:
             raise RuntimeError(f"{self.generation} already ended")
-        if not self._append_now(self._event(kind, payload)):
+        if not append_now(self._event(kind, payload)):
             return False
         self._appended(kind)
         return True
