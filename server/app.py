@@ -19,6 +19,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from scriptgen._grpc_wakeups import GrpcWakeupDrain, drain_grpc_wakeups
 from scriptgen.v1 import (
     generation_service_pb2,
     generation_service_pb2_grpc,
@@ -106,6 +107,7 @@ class Core:
         )
         self.guard = Guard(config.auth, self.store, limiter, self.metrics)
         self._server: aio.Server | None = None
+        self._wakeups: GrpcWakeupDrain | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.grpc_port = 0
         self.metrics_port: int | None = None
@@ -132,6 +134,8 @@ class Core:
                     int(self.config.max_connection_age_grace_seconds * 1000),
                 ),
             ]
+        # Before the server: grpc.aio starts here, and its wake-ups are found as it does.
+        self._wakeups = drain_grpc_wakeups()
         server = aio.server(
             options=options,
             interceptors=[LenientDecoding(self.config.max_message_bytes), EncodedResponses()],
@@ -167,6 +171,7 @@ class Core:
         except RuntimeError:
             self.grpc_port = 0
         if self.grpc_port == 0:
+            self._stop_draining()
             await self.providers.aclose()
             await self._close_quietly([self.jobs.close, self.knowledge.close, self.store.close])
             raise OSError(f"cannot listen on {self.config.grpc_address}")
@@ -258,6 +263,7 @@ class Core:
         # Jobs have ended, so open streams are delivering their last events; give them a moment.
         await self._server.stop(grace=min(5.0, max(grace_seconds, 0.5)))
         self._server = None
+        self._stop_draining()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
@@ -266,6 +272,11 @@ class Core:
         await self.providers.aclose()
         await self.jobs.close()
         log.info("core stopped")
+
+    def _stop_draining(self) -> None:
+        if self._wakeups is not None:
+            self._wakeups.close()
+            self._wakeups = None
 
     async def wait_for_termination(self) -> None:
         """Block until the server stops."""

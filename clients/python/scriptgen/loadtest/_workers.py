@@ -26,6 +26,7 @@ from multiprocessing.synchronize import Event
 import aiohttp
 import grpc.aio
 
+from scriptgen._grpc_wakeups import drain_grpc_wakeups
 from scriptgen.cli._loop import default_event_loop, loop_factory
 from scriptgen.loadtest._config import Protocol, Target
 from scriptgen.loadtest._grpc import run_grpc_stream
@@ -119,6 +120,8 @@ async def run_streams(
                     *(one(plan, rec, sse) for plan, rec in zip(job.plans, records, strict=True))
                 )
         else:
+            # Hundreds of streams in one client: its grpc.aio wake-ups, as the servers'.
+            wakeups = drain_grpc_wakeups()
             channels = [
                 grpc.aio.insecure_channel(
                     job.target.grpc_target, options=[("grpc.loadtest_channel", number)]
@@ -138,6 +141,8 @@ async def run_streams(
             finally:
                 for channel in channels:
                     await channel.close()
+                if wakeups is not None:
+                    wakeups.close()
     finally:
         watcher.cancel()
     return records
