@@ -16,7 +16,9 @@ then cut in a few shared turns of the event loop, and their gRPC messages and
 SSE frames go out together: the processes downstream wake once for many
 streams instead of once per stream (BENCHMARKS.md, session 8). The price is an
 early delta after a cut off the grid (the first chunk, or one after a quiet
-spell), until the stream's cuts reach the grid.
+spell), until the stream's cuts reach the grid. The grid runs the cuts due at
+one point a few dozen streams per turn of the loop (`DeltaGrid`), so a
+thousand streams cutting together do not hold the loop for one long turn.
 
 Offsets are assigned when a delta is cut, in the order deltas are appended, so
 the concatenated deltas are exactly the chunks in order.
@@ -32,7 +34,7 @@ import asyncio
 
 from scriptgen.v1 import generation_pb2
 
-from server.delta_grid import grid_point
+from server.delta_grid import GridCall, delta_grid, grid_point
 from server.jobs.emitter import JobEvents
 
 _TextDelta = generation_pb2.GenerationEvent.TextDelta
@@ -53,7 +55,8 @@ class DeltaCoalescer:
         self._pending: list[str] = []
         self._loop = asyncio.get_running_loop()
         self._last_cut = float("-inf")
-        self._timer: asyncio.TimerHandle | None = None
+        self._grid = delta_grid()
+        self._timer: GridCall | None = None
         self._flushing: asyncio.Task[object] | None = None
         self._error: BaseException | None = None
 
@@ -70,7 +73,7 @@ class DeltaCoalescer:
         if self._loop.time() >= due - EARLY_SECONDS:
             await self.flush()
         else:
-            self._timer = self._loop.call_at(due, self._cut_later)
+            self._timer = self._grid.call_at(due, self._cut_later)
 
     def _next_cut(self, last_cut: float) -> float:
         """The loop time of the cut after one at `last_cut`: the last grid point within a window."""

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from scriptgen.v1 import generation_pb2, project_pb2
 
 from server.config import SyntheticConfig
-from server.delta_grid import grid_point
+from server.delta_grid import delta_grid, grid_point
 from server.providers.base import Brief, Prompt, TokenUsage
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
@@ -266,6 +266,8 @@ class SyntheticProvider:
                 # is due, rather than setting a timer for it.
                 grid = grid_point(now + min_wake, min_wake) if min_wake > 0 else now
                 wake = max(start + index / rate, min(grid, last))
-                delay = wake - loop.time()
-                if delay > 0:
+                if wake == grid and wake > loop.time():
+                    # On a grid point: woken in the grid's turns, a few dozen streams each.
+                    await delta_grid().sleep_until(wake)
+                elif (delay := wake - loop.time()) > 0:
                     await asyncio.sleep(delay)
