@@ -69,18 +69,22 @@ async def _core_channel(app: web.Application) -> AsyncIterator[None]:
     config = app[state.CONFIG]
     # Before the channel: grpc.aio starts here, and its wake-ups are found as it does.
     wakeups = drain_grpc_wakeups()
-    channel = grpc.aio.insecure_channel(
-        config.core_target, options=_channel_options(config), interceptors=rate_limit_interceptors()
-    )
-    app[state.CORE] = state.CoreStubs(
-        channel=channel,
-        projects=project_service_pb2_grpc.ProjectServiceStub(channel),
-        generations=generation_service_pb2_grpc.GenerationServiceStub(channel),
-    )
-    yield
-    await channel.close()
-    if wakeups is not None:
-        wakeups.close()
+    try:
+        channel = grpc.aio.insecure_channel(
+            config.core_target,
+            options=_channel_options(config),
+            interceptors=rate_limit_interceptors(),
+        )
+        app[state.CORE] = state.CoreStubs(
+            channel=channel,
+            projects=project_service_pb2_grpc.ProjectServiceStub(channel),
+            generations=generation_service_pb2_grpc.GenerationServiceStub(channel),
+        )
+        yield
+        await channel.close()
+    finally:
+        if wakeups is not None:
+            wakeups.close()
 
 
 async def _readiness_watch(app: web.Application) -> AsyncIterator[None]:

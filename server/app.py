@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from grpc import aio
@@ -136,6 +136,35 @@ class Core:
             ]
         # Before the server: grpc.aio starts here, and its wake-ups are found as it does.
         self._wakeups = drain_grpc_wakeups()
+        try:
+            server = self._grpc_server(options)
+            try:
+                # grpc 1.85 raises where older releases returned 0; treat both alike.
+                self.grpc_port = server.add_insecure_port(self.config.grpc_address)
+            except RuntimeError:
+                self.grpc_port = 0
+            if self.grpc_port == 0:
+                await self.providers.aclose()
+                await self._close_quietly([self.jobs.close, self.knowledge.close, self.store.close])
+                raise OSError(f"cannot listen on {self.config.grpc_address}")
+            await server.start()
+        except BaseException:
+            self._stop_draining()
+            raise
+        self._server = server
+        self.runner.start_watching()
+        _freeze_startup_heap()
+        await self.health.start()
+        if self.config.metrics_address is not None:
+            await self._start_metrics(self.config.metrics_address)
+        log.info(
+            "core serving gRPC on port %d (providers: %s)",
+            self.grpc_port,
+            ", ".join(self.providers.names()),
+        )
+
+    def _grpc_server(self, options: Sequence[tuple[str, int | str]]) -> aio.Server:
+        """The gRPC server with every service of the core on it (not listening yet)."""
         server = aio.server(
             options=options,
             interceptors=[LenientDecoding(self.config.max_message_bytes), EncodedResponses()],
@@ -165,28 +194,7 @@ class Core:
             ),
             server,
         )
-        try:
-            # grpc 1.85 raises where older releases returned 0; treat both alike.
-            self.grpc_port = server.add_insecure_port(self.config.grpc_address)
-        except RuntimeError:
-            self.grpc_port = 0
-        if self.grpc_port == 0:
-            self._stop_draining()
-            await self.providers.aclose()
-            await self._close_quietly([self.jobs.close, self.knowledge.close, self.store.close])
-            raise OSError(f"cannot listen on {self.config.grpc_address}")
-        await server.start()
-        self._server = server
-        self.runner.start_watching()
-        _freeze_startup_heap()
-        await self.health.start()
-        if self.config.metrics_address is not None:
-            await self._start_metrics(self.config.metrics_address)
-        log.info(
-            "core serving gRPC on port %d (providers: %s)",
-            self.grpc_port,
-            ", ".join(self.providers.names()),
-        )
+        return server
 
     async def _open_stores(self) -> None:
         """Open every store in order; when one fails, close those already open, then raise."""

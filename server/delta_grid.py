@@ -13,8 +13,10 @@ instant would otherwise make one turn of tens of milliseconds, then another for
 the tasks those wake-ups resumed; and grpc.aio takes a new call only after
 several turns (its accept loop hops between futures and tasks), so under load
 new calls waited seconds to be taken while the calls already running streamed
-on (BENCHMARKS.md, session 10). In turns of a few dozen streams, a turn stays at
-a few milliseconds and new calls are taken between them.
+on (BENCHMARKS.md, session 10). In turns of a few dozen streams, a turn stays
+at a few milliseconds and new calls are taken between them. A cut that runs a
+few turns after its point counts as made at the point, so the stream keeps its
+cohort.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ STREAMS_PER_TURN = 32
 def grid_point(latest: float, window: float) -> float:
     """The last point of the grid (GRID_PHASES points per `window`) not after `latest`."""
     step = window / GRID_PHASES
-    return math.floor(latest / step) * step
+    # The nudge keeps a grid point plus whole steps on the grid despite rounding.
+    return math.floor(latest / step + 1e-9) * step
 
 
 class GridCall:
-    """A callback due at a grid point; `cancel()` drops it if it has not run."""
+    """A callback due at a grid point; `cancel()` drops it if it has not run yet."""
 
     __slots__ = ("_callback",)
 
@@ -60,8 +63,9 @@ class DeltaGrid:
     them, so the order is the order of the due times, then of the calls.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, per_turn: int = STREAMS_PER_TURN) -> None:
-        self._loop = loop
+    def __init__(self, per_turn: int = STREAMS_PER_TURN) -> None:
+        # No reference to the loop (`asyncio.get_running_loop()` where one is needed): the
+        # grid of a loop is kept in a weak mapping keyed by the loop, which it must not hold.
         self._per_turn = max(1, per_turn)
         #: Calls waiting for their grid point's timer, by loop time.
         self._points: dict[float, list[GridCall]] = {}
@@ -75,13 +79,13 @@ class DeltaGrid:
         waiting = self._points.get(when)
         if waiting is None:
             waiting = self._points[when] = []
-            self._loop.call_at(when, self._reached, when)
+            asyncio.get_running_loop().call_at(when, self._reached, when)
         waiting.append(call)
         return call
 
     async def sleep_until(self, when: float) -> None:
         """Wait until the turn that runs what is due at loop time `when`."""
-        woken: asyncio.Future[None] = self._loop.create_future()
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def wake() -> None:
             if not woken.done():
@@ -102,21 +106,24 @@ class DeltaGrid:
     def _drain(self) -> None:
         due = self._due
         ran = 0
-        while due and ran < self._per_turn:
-            callback = due.popleft()._callback
-            if callback is None:
-                continue  # cancelled: costs no share of the turn
-            ran += 1
-            try:
-                callback()
-            except Exception as error:  # as the loop does for a failing callback
-                self._loop.call_exception_handler(
-                    {"message": "a delta grid callback failed", "exception": error}
-                )
-        if due:
-            self._loop.call_soon(self._drain)
-        else:
-            self._draining = False
+        try:
+            while due and ran < self._per_turn:
+                callback = due.popleft()._callback
+                if callback is None:
+                    continue  # cancelled: costs no share of the turn
+                ran += 1
+                try:
+                    callback()
+                except Exception as error:  # as the loop does for a failing callback
+                    asyncio.get_running_loop().call_exception_handler(
+                        {"message": "a delta grid callback failed", "exception": error}
+                    )
+        finally:
+            # Even when a callback raised past the handler above, the rest still get turns.
+            if due:
+                asyncio.get_running_loop().call_soon(self._drain)
+            else:
+                self._draining = False
 
 
 _GRIDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DeltaGrid] = (
@@ -129,5 +136,5 @@ def delta_grid() -> DeltaGrid:
     loop = asyncio.get_running_loop()
     grid = _GRIDS.get(loop)
     if grid is None:
-        grid = _GRIDS[loop] = DeltaGrid(loop)
+        grid = _GRIDS[loop] = DeltaGrid()
     return grid

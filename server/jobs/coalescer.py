@@ -57,6 +57,7 @@ class DeltaCoalescer:
         self._last_cut = float("-inf")
         self._grid = delta_grid()
         self._timer: GridCall | None = None
+        self._timer_due = 0.0
         self._flushing: asyncio.Task[object] | None = None
         self._error: BaseException | None = None
 
@@ -74,6 +75,7 @@ class DeltaCoalescer:
             await self.flush()
         else:
             self._timer = self._grid.call_at(due, self._cut_later)
+            self._timer_due = due
 
     def _next_cut(self, last_cut: float) -> float:
         """The loop time of the cut after one at `last_cut`: the last grid point within a window."""
@@ -129,6 +131,9 @@ class DeltaCoalescer:
         if not self._pending:
             return
         delta = self._take()
+        # Made at its grid point, however many turns later the grid ran it: the next cut
+        # stays on this stream's cohort.
+        self._last_cut = self._timer_due
         try:
             if self._events.emit_now("text_delta", delta):
                 return

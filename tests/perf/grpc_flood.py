@@ -1,6 +1,6 @@
 """A grpc.aio server flooded with completions on a slow loop, in a process of its own.
 
-Run by `test_grpc_wakeups.py`: `python -m tests.perf.grpc_flood [--drain]`. The
+Run by `test_grpc_wakeups.py`: `python -m tests.perf.grpc_flood [--drain] [--uvloop]`. The
 server streams MESSAGES small messages on each of STREAMS calls of a client in
 a second process, while a callback holds every turn of the server's loop for a
 millisecond, so completions come faster than the loop turns. A thread samples
@@ -103,12 +103,18 @@ async def _client(port: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--drain", action="store_true")
+    parser.add_argument("--uvloop", action="store_true", help="serve on uvloop, as the core does")
     parser.add_argument("--client", type=int, default=0)
     args = parser.parse_args()
     if args.client:
         print(asyncio.run(_client(args.client)))
         return
-    print(json.dumps(asyncio.run(_serve(args.drain))))
+    if args.uvloop:
+        import uvloop
+
+        print(json.dumps(uvloop.run(_serve(args.drain))))
+    else:
+        print(json.dumps(asyncio.run(_serve(args.drain))))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ new call waits behind thousands of send completions: at the end of a
 (BENCHMARKS.md, session 10).
 
 `drain_grpc_wakeups()` finds that socket pair as grpc.aio creates it, raises
-its send buffer to the system's limit (bursts then fit) and reads the surplus
-bytes from a second reader on the same socket. It always leaves one byte, so
-grpc's own reader still runs and handles every completion queued: the bytes
-only wake the loop, and no completion waits on one. Call it in the running
+its send buffer to the system's limit (net.core.wmem_max: bursts then fit) and
+reads the surplus bytes through a second reader on grpc's read end. It always
+leaves one byte, so grpc's own reader still runs and handles every completion
+queued: the poller queues a completion before it writes its byte, so a byte
+read is a completion already queued, and no completion waits on a wake-up. Call it in the running
 loop before the process's first grpc.aio server or channel; when grpc.aio is
 already running, or the pair is not found (not Linux, another grpc design), it
 returns None and changes nothing.
@@ -59,12 +60,18 @@ def socket_fds() -> set[int]:
 
 
 def is_unix_stream(fd: int) -> bool:
+    duplicate = os.dup(fd)
     try:
-        probe = socket.socket(fileno=os.dup(fd))
+        probe = socket.socket(fileno=duplicate)
     except OSError:
+        os.close(duplicate)
         return False
     with probe:
         return probe.family == socket.AF_UNIX and probe.type == socket.SOCK_STREAM
+
+
+def _nonblocking(fd: int) -> bool:
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
 
 
 def pending_bytes(fd: int) -> int:
@@ -77,42 +84,50 @@ def pending_bytes(fd: int) -> int:
 class GrpcWakeupDrain:
     """Reads the surplus wake-up bytes of grpc.aio's socket pair; `close()` stops it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pair: tuple[int, int]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_end: int, write_end: int) -> None:
         self._loop = loop
+        self._closed = False
         #: Bytes read off the surplus so far (each was a completion's wake-up).
         self.drained = 0
-        self._readers: dict[int, socket.socket] = {}
-        for fd in pair:
-            # A reader of our own on a duplicate: grpc's reader keeps its fd and its
-            # blocking mode. Which end grpc reads is its business; the other costs nothing.
-            end = socket.socket(fileno=os.dup(fd))
-            with contextlib.suppress(OSError):
-                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-            self._readers[end.fileno()] = end
-            loop.add_reader(end.fileno(), self._drain, end)
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(write_end)) as writer:
+            writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        # A reader of our own on a duplicate of grpc's read end (non-blocking already,
+        # as grpc set it): grpc's reader keeps its fd.
+        self._end: socket.socket | None = socket.socket(fileno=os.dup(read_end))
+        try:
+            loop.add_reader(self._end.fileno(), self._drain)
+        except BaseException:
+            self._end.close()
+            raise
 
-    def _drain(self, end: socket.socket) -> None:
+    def _drain(self) -> None:
+        end = self._end
+        if end is None:
+            return
         try:
             pending = pending_bytes(end.fileno())
             if pending > 1:
-                # Only what is there: the read cannot block, and one byte stays for grpc.
+                # Only what is there, and one byte stays for grpc.
                 self.drained += len(end.recv(pending - 1))
-            elif pending == 0 and end.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
-                self._stop(end)  # grpc closed the pair
+            elif pending == 0 and end.recv(1, socket.MSG_PEEK) == b"":
+                self._stop()  # the pair was closed: stop before the end-of-file spins the loop
         except BlockingIOError:
-            pass  # grpc's reader took the last byte in the same turn
+            pass  # grpc's reader took the last byte earlier in this turn
         except OSError:
-            self._stop(end)
+            self._stop()
 
-    def _stop(self, end: socket.socket) -> None:
-        if self._readers.pop(end.fileno(), None) is not None:
+    def _stop(self) -> None:
+        end, self._end = self._end, None
+        if end is not None:
             self._loop.remove_reader(end.fileno())
             end.close()
 
     def close(self) -> None:
         """Stop reading and give back the hold on grpc.aio taken when the pair was found."""
-        for end in list(self._readers.values()):
-            self._stop(end)
+        if self._closed:
+            return
+        self._closed = True
+        self._stop()
         aio.shutdown_grpc_aio()
 
 
@@ -125,9 +140,17 @@ def drain_grpc_wakeups() -> GrpcWakeupDrain | None:
     loop = asyncio.get_running_loop()
     before = socket_fds()
     aio.init_grpc_aio()
-    created = sorted(fd for fd in socket_fds() - before if is_unix_stream(fd))
-    if len(created) != 2:
+    created = [fd for fd in socket_fds() - before if is_unix_stream(fd)]
+    # grpc reads its end without blocking and writes the other blocking.
+    read_ends = [fd for fd in created if _nonblocking(fd)]
+    if len(created) != 2 or len(read_ends) != 1:
         aio.shutdown_grpc_aio()
         _log.debug("grpc.aio's wake-up socket pair not found; its wake-ups are not drained")
         return None
-    return GrpcWakeupDrain(loop, (created[0], created[1]))
+    (read_end,) = read_ends
+    (write_end,) = (fd for fd in created if fd != read_end)
+    try:
+        return GrpcWakeupDrain(loop, read_end, write_end)
+    except BaseException:
+        aio.shutdown_grpc_aio()
+        raise

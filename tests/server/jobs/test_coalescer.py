@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from scriptgen.v1 import generation_pb2
 
@@ -89,3 +90,25 @@ async def test_a_timed_cut_on_the_in_memory_log_appends_from_its_timer_without_a
         if event.sequence == 2:
             break
     assert "".join(texts) == "INT. ROOF - NIGHT\nMaya waits.\n"
+
+
+async def test_a_timed_cut_the_grid_runs_late_keeps_the_stream_on_its_grid_points() -> None:
+    log = MemoryEventLog()
+    await log.create(GENERATION)
+    window = 0.1
+    deltas = DeltaCoalescer(JobEvents(GENERATION, log, CoreMetrics(), 0), window_seconds=window)
+    loop = asyncio.get_running_loop()
+    followed = aiter(log.follow(GENERATION, 0))
+    await deltas.add("first ")  # out at once
+    await deltas.add("second ")  # waits for a cut on the grid
+    due = deltas._timer_due
+    # Hold the loop past the cut's point by more than a grid step (window / GRID_PHASES).
+    loop.call_at(due - 0.001, time.sleep, 0.05)
+    texts = [(await anext(followed)).text_delta.text for _ in range(2)]
+    assert loop.time() >= due + 0.04  # the cut ran late
+    await deltas.add("third ")
+    # The next cut is one window after the point, not after the late turn: same cohort.
+    assert abs(deltas._timer_due - (due + window)) < 1e-6
+    await deltas.close()
+    texts.append((await anext(followed)).text_delta.text)
+    assert texts == ["first ", "second ", "third "]

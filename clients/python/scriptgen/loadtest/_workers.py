@@ -122,14 +122,15 @@ async def run_streams(
         else:
             # Hundreds of streams in one client: its grpc.aio wake-ups, as the servers'.
             wakeups = drain_grpc_wakeups()
-            channels = [
-                grpc.aio.insecure_channel(
-                    job.target.grpc_target, options=[("grpc.loadtest_channel", number)]
-                )
-                for number in range(max(1, math.ceil(len(job.plans) / STREAMS_PER_CHANNEL)))
-            ]
-            stubs = [generation_service_pb2_grpc.GenerationServiceStub(c) for c in channels]
+            channels: list[grpc.aio.Channel] = []
             try:
+                channels += (
+                    grpc.aio.insecure_channel(
+                        job.target.grpc_target, options=[("grpc.loadtest_channel", number)]
+                    )
+                    for number in range(max(1, math.ceil(len(job.plans) / STREAMS_PER_CHANNEL)))
+                )
+                stubs = [generation_service_pb2_grpc.GenerationServiceStub(c) for c in channels]
 
                 def rpc(record: StreamRecord) -> Awaitable[None]:
                     stub = stubs[record.index % len(stubs)]
