@@ -249,9 +249,6 @@ class SyntheticProvider:
         min_wake = max(0.0, self._config.min_wake_seconds)
         start = loop.time()
         index = 0
-        #: The grid point the last wake was for (None after any other wake): a wake the
-        #: grid runs a few turns late still counts from its point, keeping the cohort.
-        woke_for: float | None = None
         while index < count:
             now = loop.time()
             end = index + per_chunk
@@ -267,13 +264,10 @@ class SyntheticProvider:
                 # Wakes fall on the loop clock's grid of `min_wake` (the delta window), as the
                 # coalescer's cuts do (server/jobs/coalescer.py): a chunk arrives when its cut
                 # is due, rather than setting a timer for it.
-                anchor = now if woke_for is None else woke_for
-                grid = grid_point(anchor + min_wake, min_wake) if min_wake > 0 else now
+                grid = grid_point(now + min_wake, min_wake) if min_wake > 0 else now
                 wake = max(start + index / rate, min(grid, last))
-                woke_for = None
                 if wake == grid and wake > loop.time():
                     # On a grid point: woken in the grid's turns, a few dozen streams each.
                     await delta_grid().sleep_until(wake)
-                    woke_for = wake
                 elif (delay := wake - loop.time()) > 0:
                     await asyncio.sleep(delay)
