@@ -89,6 +89,13 @@ class DeltaCoalescer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        flushing = self._flushing
+        if flushing is not None and not flushing.done():
+            # A timed cut's task may not have reached JobEvents yet: this delta, and the
+            # event the caller sends next, must come after it.
+            await asyncio.wait((flushing,))
+        if self._error is not None:
+            raise self._error
         if not self._pending:
             return
         delta = self._take()

@@ -112,3 +112,24 @@ async def test_a_timed_cut_the_grid_runs_late_keeps_the_stream_on_its_grid_point
     await deltas.close()
     texts.append((await anext(followed)).text_delta.text)
     assert texts == ["first ", "second ", "third "]
+
+
+async def test_a_flush_right_after_a_timed_cut_goes_out_after_it() -> None:
+    log = GatedLog()  # appends only through `append`, as the Redis log does
+    log.gate.set()
+    await log.create(GENERATION)
+    deltas = DeltaCoalescer(JobEvents(GENERATION, log, CoreMetrics(), 0), window_seconds=0.05)
+    await deltas.add("a ")  # out at once
+    await deltas.add("b ")  # waits for a timed cut
+    assert deltas._timer is not None
+    deltas._timer.cancel()
+    deltas._cut_later()  # the grid runs the cut: its append is a task that has not started
+    await deltas.add("c ")
+    await deltas.flush()  # before a progress event: must follow "b "
+    await deltas.close()
+    texts = []
+    async for event in log.follow(GENERATION, 0):
+        texts.append(event.text_delta.text)
+        if len(texts) == 3:
+            break
+    assert texts == ["a ", "b ", "c "]
