@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc.aio
 from aiohttp import web
-from scriptgen._grpc_wakeups import drain_grpc_wakeups
+from scriptgen._grpc_wakeups import drained_grpc_wakeups
 from scriptgen.v1 import generation_service_pb2_grpc, project_service_pb2_grpc
 
 from gateway import state
@@ -68,8 +68,7 @@ def _channel_options(config: GatewayConfig) -> list[tuple[str, int | str]]:
 async def _core_channel(app: web.Application) -> AsyncIterator[None]:
     config = app[state.CONFIG]
     # Before the channel: grpc.aio starts here, and its wake-ups are found as it does.
-    wakeups = drain_grpc_wakeups()
-    try:
+    with drained_grpc_wakeups():
         channel = grpc.aio.insecure_channel(
             config.core_target,
             options=_channel_options(config),
@@ -82,9 +81,6 @@ async def _core_channel(app: web.Application) -> AsyncIterator[None]:
         )
         yield
         await channel.close()
-    finally:
-        if wakeups is not None:
-            wakeups.close()
 
 
 async def _readiness_watch(app: web.Application) -> AsyncIterator[None]:

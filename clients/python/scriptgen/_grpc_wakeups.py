@@ -17,10 +17,11 @@ its send buffer to the system's limit (net.core.wmem_max: bursts then fit) and
 reads the surplus bytes through a second reader on grpc's read end. It always
 leaves one byte, so grpc's own reader still runs and handles every completion
 queued: the poller queues a completion before it writes its byte, so a byte
-read is a completion already queued, and no completion waits on a wake-up. Call it in the running
-loop before the process's first grpc.aio server or channel; when grpc.aio is
-already running, or the pair is not found (not Linux, another grpc design), it
-returns None and changes nothing.
+read is a completion already queued, and no completion waits on a wake-up.
+Call it in the running loop before the process's first grpc.aio server or
+channel (`drained_grpc_wakeups()` is the same as a context manager); when
+grpc.aio is already running, or the pair is not found (not Linux, another grpc
+design), it returns None and changes nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import os
 import socket
 import stat
 import termios
+from collections.abc import Iterator
 from pathlib import Path
 
 from grpc import aio
@@ -87,8 +89,6 @@ class GrpcWakeupDrain:
     def __init__(self, loop: asyncio.AbstractEventLoop, read_end: int, write_end: int) -> None:
         self._loop = loop
         self._closed = False
-        #: Bytes read off the surplus so far (each was a completion's wake-up).
-        self.drained = 0
         with contextlib.suppress(OSError), socket.socket(fileno=os.dup(write_end)) as writer:
             writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         # A reader of our own on a duplicate of grpc's read end (non-blocking already,
@@ -102,13 +102,11 @@ class GrpcWakeupDrain:
 
     def _drain(self) -> None:
         end = self._end
-        if end is None:
-            return
+        assert end is not None  # the reader goes with the socket
         try:
             pending = pending_bytes(end.fileno())
             if pending > 1:
-                # Only what is there, and one byte stays for grpc.
-                self.drained += len(end.recv(pending - 1))
+                end.recv(pending - 1)  # only what is there, and one byte stays for grpc
             elif pending == 0 and end.recv(1, socket.MSG_PEEK) == b"":
                 self._stop()  # the pair was closed: stop before the end-of-file spins the loop
         except BlockingIOError:
@@ -154,3 +152,14 @@ def drain_grpc_wakeups() -> GrpcWakeupDrain | None:
     except BaseException:
         aio.shutdown_grpc_aio()
         raise
+
+
+@contextlib.contextmanager
+def drained_grpc_wakeups() -> Iterator[GrpcWakeupDrain | None]:
+    """`drain_grpc_wakeups()` for the block: the servers and channels opened in it close in it."""
+    wakeups = drain_grpc_wakeups()
+    try:
+        yield wakeups
+    finally:
+        if wakeups is not None:
+            wakeups.close()

@@ -26,7 +26,7 @@ from multiprocessing.synchronize import Event
 import aiohttp
 import grpc.aio
 
-from scriptgen._grpc_wakeups import drain_grpc_wakeups
+from scriptgen._grpc_wakeups import drained_grpc_wakeups
 from scriptgen.cli._loop import default_event_loop, loop_factory
 from scriptgen.loadtest._config import Protocol, Target
 from scriptgen.loadtest._grpc import run_grpc_stream
@@ -121,29 +121,26 @@ async def run_streams(
                 )
         else:
             # Hundreds of streams in one client: its grpc.aio wake-ups, as the servers'.
-            wakeups = drain_grpc_wakeups()
-            channels: list[grpc.aio.Channel] = []
-            try:
-                channels += (
+            with drained_grpc_wakeups():
+                channels = [
                     grpc.aio.insecure_channel(
                         job.target.grpc_target, options=[("grpc.loadtest_channel", number)]
                     )
                     for number in range(max(1, math.ceil(len(job.plans) / STREAMS_PER_CHANNEL)))
-                )
+                ]
                 stubs = [generation_service_pb2_grpc.GenerationServiceStub(c) for c in channels]
+                try:
 
-                def rpc(record: StreamRecord) -> Awaitable[None]:
-                    stub = stubs[record.index % len(stubs)]
-                    return run_grpc_stream(stub, record, titles[record.index], opened)
+                    def rpc(record: StreamRecord) -> Awaitable[None]:
+                        stub = stubs[record.index % len(stubs)]
+                        return run_grpc_stream(stub, record, titles[record.index], opened)
 
-                await asyncio.gather(
-                    *(one(plan, rec, rpc) for plan, rec in zip(job.plans, records, strict=True))
-                )
-            finally:
-                for channel in channels:
-                    await channel.close()
-                if wakeups is not None:
-                    wakeups.close()
+                    await asyncio.gather(
+                        *(one(plan, rec, rpc) for plan, rec in zip(job.plans, records, strict=True))
+                    )
+                finally:
+                    for channel in channels:
+                        await channel.close()
     finally:
         watcher.cancel()
     return records
