@@ -8,7 +8,13 @@
   SSE writer's `next()`, 500 streams x 60 events arriving on one shared tick;
 * cuts: `DeltaCoalescer` at a 100 ms window fed a chunk every 33 ms (a model at
   ~30 tok/s, so cuts come from its timer), 500 streams x 60 chunks; the writer's
-  own sleeps are in the figure.
+  own sleeps are in the figure;
+* provider, provider-unpaced: the real provider path's reading side, 200 streams x
+  150 tokens from the OpenAI stand-in (`scriptgen.loadtest._standin`, its own
+  process, 30 tokens/s per stream): the `openai` SDK over the core's HTTP
+  transport → `OpenAIChatProvider` → `DeltaCoalescer` (100 ms) → the in-memory
+  log; the body read once per cut (`server.providers.body_pacing`), or as every
+  token comes. The request's CPU is in the figure too.
 
 Each line prints the median (and every run) of the process's CPU microseconds per
 event or chunk; every run starts after a full garbage collection. To compare with an
@@ -23,19 +29,27 @@ import argparse
 import asyncio
 import gc
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import nullcontext
 from typing import Any, cast
 
 import grpc.aio
+import openai
 import uvloop
-from scriptgen.v1 import generation_pb2, generation_service_pb2
+from scriptgen.v1 import generation_pb2, generation_service_pb2, project_pb2
 
 from gateway.sse import EventRelay
 from server.events.memory import MemoryEventLog
 from server.jobs.coalescer import DeltaCoalescer
 from server.jobs.emitter import JobEvents
 from server.metrics import CoreMetrics
+from server.providers.base import Brief, Prompt, TokenUsage
+from server.providers.body_pacing import paced_reads
+from server.providers.http_transport import AiohttpTransport
+from server.providers.openai_chat import OpenAIChatProvider
 
 STREAMS = 500
 EVENTS = 60
@@ -157,10 +171,85 @@ async def cuts_per_chunk() -> float:
     return 1e6 * (time.process_time() - started) / (STREAMS * EVENTS)
 
 
+PROVIDER_STREAMS = 200
+PROVIDER_TOKENS = 150
+_standin_url: list[str] = []
+
+
+def _standin() -> str:
+    """The OpenAI stand-in's base URL, started once for every run (stopped at exit)."""
+    if not _standin_url:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scriptgen.loadtest._standin",
+                "--ttft",
+                "0",
+                "--tokens-per-second",
+                "30",
+                "--tokens",
+                str(PROVIDER_TOKENS),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        _standin_url.append(process.stdout.readline().split()[-1])
+        _standins.append(process)
+    return _standin_url[0]
+
+
+_standins: list[subprocess.Popen[str]] = []
+
+
+async def provider_per_token(*, paced: bool) -> float:
+    transport = AiohttpTransport()
+    client = openai.AsyncOpenAI(
+        api_key="stand-in",
+        base_url=_standin(),
+        max_retries=0,
+        http_client=openai.DefaultAioHttpClient(transport=transport),
+    )
+    provider = OpenAIChatProvider(client, "gpt-stand-in")
+    brief = Brief(project_pb2.Project(title="Bench"), "Pilot", "", 1)
+    prompt = Prompt(generation_pb2.STAGE_WRITE, "You write screenplays.", "Write.", brief)
+    log = MemoryEventLog()
+    metrics = CoreMetrics()
+    tokens = [0]
+
+    async def stream(index: int) -> None:
+        name = f"generations/g{index:020x}"
+        await log.create(name)
+        deltas = DeltaCoalescer(JobEvents(name, log, metrics, 0), 0.1)
+        usage = TokenUsage()
+        with paced_reads(deltas) if paced else nullcontext():
+            async for text in provider.stream(prompt, usage):
+                await deltas.add(text)
+        await deltas.close()
+        tokens[0] += usage.output_tokens
+
+    started = time.process_time()
+    await asyncio.gather(*(stream(index) for index in range(PROVIDER_STREAMS)))
+    spent = time.process_time() - started
+    await client.close()
+    return 1e6 * spent / tokens[0]
+
+
+async def provider_paced() -> float:
+    return await provider_per_token(paced=True)
+
+
+async def provider_unpaced() -> float:
+    return await provider_per_token(paced=False)
+
+
 MEASURES: dict[str, tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = {
     "events": ("µs CPU per event, emit → in-memory log → follower", events_per_event),
     "relay": ("µs CPU per event, gateway relay pump → SSE writer", relay_per_event),
     "cuts": ("µs CPU per chunk, coalescer with timed cuts", cuts_per_chunk),
+    "provider": ("µs CPU per token, stand-in body read once per cut", provider_paced),
+    "provider-unpaced": ("µs CPU per token, stand-in body read per token", provider_unpaced),
 }
 
 
@@ -177,6 +266,9 @@ def main() -> None:
             runs.append(uvloop.run(measure()))
         listed = " ".join(f"{run:.2f}" for run in runs)
         print(f"{name}: {label}: median {statistics.median(runs):.2f} ({listed})")
+    for process in _standins:
+        process.terminate()
+        process.wait()
 
 
 if __name__ == "__main__":

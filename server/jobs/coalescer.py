@@ -20,6 +20,9 @@ spell), until the stream's cuts reach the grid. The grid runs the cuts due at
 one point a few dozen streams per turn of the loop (`DeltaGrid`), so a
 thousand streams cutting together do not hold the loop for one long turn.
 
+While a timed cut waits, the provider's body need not be read before it: the
+coalescer is the stream's `ReadPacing` (`server.providers.body_pacing`).
+
 Offsets are assigned when a delta is cut, in the order deltas are appended, so
 the concatenated deltas are exactly the chunks in order.
 
@@ -36,6 +39,7 @@ from scriptgen.v1 import generation_pb2
 
 from server.delta_grid import GridCall, delta_grid, grid_point
 from server.jobs.emitter import JobEvents
+from server.providers.body_pacing import READ_LEAD_SECONDS
 
 _TextDelta = generation_pb2.GenerationEvent.TextDelta
 #: A chunk this close to the end of the window goes out with the cut at once rather than
@@ -76,6 +80,24 @@ class DeltaCoalescer:
         else:
             self._timer = self._grid.call_at(due, self._cut_later)
             self._timer_due = due
+
+    def resume_at(self) -> float | None:
+        """When the provider's body must be read again (`ReadPacing`): just before the cut
+        that what arrives from now on goes out with; None (read on at once) when a chunk
+        would go out at once, as the first one does or one after a quiet spell."""
+        if self._window <= 0:
+            return None
+        now = self._loop.time()
+        if self._timer is not None:
+            due = self._timer_due
+            if due - READ_LEAD_SECONDS <= now:
+                # Read for this cut already: what comes from now on goes with the next one.
+                due = self._next_cut(due)
+        else:
+            due = self._next_cut(self._last_cut)
+            if due - EARLY_SECONDS <= now:
+                return None
+        return due - READ_LEAD_SECONDS
 
     def _next_cut(self, last_cut: float) -> float:
         """The loop time of the cut after one at `last_cut`: the last grid point within a window."""

@@ -36,6 +36,7 @@ from server.jobs.emitter import JobEvents
 from server.jobs.story_context import ContextBudget, KnowledgeBase, gather
 from server.metrics import CoreMetrics
 from server.providers.base import Brief, Prompt, Provider
+from server.providers.body_pacing import paced_reads
 from server.providers.router import ProviderRouter, UsageTotal
 from server.store.base import ProjectStore
 
@@ -200,21 +201,23 @@ class Pipeline:
         tick = self._metrics.inter_token_clock("write")
         deltas = self._deltas = DeltaCoalescer(self._events, self._delta_window)
         try:
-            async with aclosing(
-                self._call(generation_pb2.STAGE_WRITE, rendered, outline=outline)
-            ) as stream:
-                async for chunk in stream:
-                    tick()
-                    await deltas.add(chunk)
-                    parts.append(chunk)
-                    offset += len(chunk)
-                    if offset >= next_progress:
-                        next_progress += _PROGRESS_EVERY_CHARS
-                        fraction = min(0.95, offset / expected)
-                        await deltas.flush()  # progress counts text the readers already have
-                        await self._progress(
-                            generation_pb2.STAGE_WRITE, fraction, f"{offset} characters"
-                        )
+            with paced_reads(deltas):
+                async with aclosing(
+                    self._call(generation_pb2.STAGE_WRITE, rendered, outline=outline)
+                ) as stream:
+                    async for chunk in stream:
+                        tick()
+                        await deltas.add(chunk)
+                        parts.append(chunk)
+                        offset += len(chunk)
+                        if offset >= next_progress:
+                            next_progress += _PROGRESS_EVERY_CHARS
+                            fraction = min(0.95, offset / expected)
+                            # Progress counts text the readers already have.
+                            await deltas.flush()
+                            await self._progress(
+                                generation_pb2.STAGE_WRITE, fraction, f"{offset} characters"
+                            )
             await deltas.close()
         finally:
             deltas.abort()

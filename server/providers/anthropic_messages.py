@@ -21,7 +21,7 @@ from anthropic.types import MessageParam
 
 from server.providers.base import Prompt, TokenUsage
 from server.providers.errors import ProviderFailure, classify
-from server.providers.event_stream import events
+from server.providers.event_stream import Event, event_batches
 
 
 def _drop_prefix(text: str, skip: str) -> tuple[str, str]:
@@ -94,9 +94,23 @@ class AnthropicMessagesProvider:
 
 
 async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[str]:
-    """The text deltas of a Messages stream; `usage` from message_start and message_delta."""
+    """The text deltas of a Messages stream, one piece per read of the body (the deltas that
+    read brought, joined); `usage` from message_start and message_delta."""
+    async for batch in event_batches(response.aiter_bytes()):
+        text, failure = _read_batch(response, batch, usage)
+        if text:
+            yield text  # what came before a failure in the same read is delivered first
+        if failure is not None:
+            raise failure
+
+
+def _read_batch(
+    response: httpx2.Response, batch: list[Event], usage: TokenUsage
+) -> tuple[str, Exception | None]:
+    """The text of one read's events, and what went wrong in them (after that text)."""
+    texts: list[str] = []
     try:
-        async for event in events(response.aiter_bytes()):
+        for event in batch:
             if event.name is None or event.name == "ping":
                 continue
             if event.name == "error":
@@ -113,7 +127,7 @@ async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[
             if kind == "content_block_delta":
                 delta = payload["delta"]
                 if delta.get("type") == "text_delta":
-                    yield delta["text"]
+                    texts.append(delta["text"])
             elif kind == "message_start":
                 reported = payload["message"]["usage"]
                 usage.input_tokens = int(reported["input_tokens"])
@@ -125,4 +139,9 @@ async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[
                 if reported.get("input_tokens") is not None:
                     usage.input_tokens = int(reported["input_tokens"])
     except (KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"an unexpected event shape: {error!r}") from error
+        failure: Exception = ValueError(f"an unexpected event shape: {error!r}")
+        failure.__cause__ = error
+        return "".join(texts), failure
+    except Exception as error:  # raised by the caller once the text before it is delivered
+        return "".join(texts), error
+    return "".join(texts), None

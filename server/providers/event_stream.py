@@ -51,6 +51,18 @@ def _event(lines: list[bytes]) -> Event | None:
 
 async def events(body: AsyncIterable[bytes]) -> AsyncIterator[Event]:
     """The events of an SSE body given as byte chunks of any size."""
+    async for batch in event_batches(body):
+        for event in batch:
+            yield event
+
+
+async def event_batches(body: AsyncIterable[bytes]) -> AsyncIterator[list[Event]]:
+    """The events of an SSE body, as the lists of those each byte chunk completed.
+
+    A body read once per delta cut (`server.providers.body_pacing`) brings a few
+    events per chunk: a provider can hand their text on as one piece, and the
+    path after it runs once per read instead of once per token.
+    """
     pending = b""
     lines: list[bytes] = []
     async for chunk in body:
@@ -63,11 +75,13 @@ async def events(body: AsyncIterable[bytes]) -> AsyncIterator[Event]:
             text = pending[:-1] if held else pending
             pending = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if held else b"")
         *complete, pending = pending.split(b"\n")
-        for found in _dispatch(complete, lines):
+        found = _dispatch(complete, lines)
+        if found:
             yield found
     if pending.endswith(b"\r"):
         # The body ended on a CR: it ended that line.
-        for found in _dispatch([pending[:-1]], lines):
+        found = _dispatch([pending[:-1]], lines)
+        if found:
             yield found
     # A last event without its blank line is dropped, as the SDKs drop it.
 

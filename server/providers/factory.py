@@ -11,6 +11,7 @@ import openai
 from server.config import ProviderConfig, ProvidersConfig, Route, SyntheticConfig
 from server.providers.anthropic_messages import AnthropicMessagesProvider
 from server.providers.base import Provider
+from server.providers.http_transport import AiohttpTransport
 from server.providers.local import local_client, local_provider
 from server.providers.openai_chat import OpenAIChatProvider
 from server.providers.synthetic import SyntheticProvider
@@ -18,9 +19,11 @@ from server.providers.synthetic import SyntheticProvider
 #: The SDKs' own HTTP timeout: only a backstop, the router times every token.
 SDK_TIMEOUT_SECONDS = 600.0
 
-# Every SDK client sends its requests over aiohttp (the SDKs' `DefaultAioHttpClient`):
-# reading a streamed body through httpx2/httpcore2/h11 cost more CPU per token than the
-# rest of the provider path. Requests, auth, status errors and timeouts stay the SDKs'.
+# Every SDK client sends its requests over aiohttp (the SDKs' `DefaultAioHttpClient`, with
+# `server.providers.http_transport` under it): reading a streamed body through
+# httpx2/httpcore2/h11 cost more CPU per token than the rest of the provider path, and the
+# transport reads a body once per delta cut. Requests, auth, status errors and timeouts
+# stay the SDKs'.
 
 
 @dataclass(slots=True)
@@ -62,7 +65,7 @@ def build_providers(config: ProvidersConfig, synthetic: SyntheticConfig) -> Stag
                     base_url=base_url,
                     max_retries=0,
                     timeout=SDK_TIMEOUT_SECONDS,
-                    http_client=anthropic.DefaultAioHttpClient(),
+                    http_client=anthropic.DefaultAioHttpClient(transport=AiohttpTransport()),
                 )
             else:
                 clients[settings.name] = openai.AsyncOpenAI(
@@ -70,7 +73,7 @@ def build_providers(config: ProvidersConfig, synthetic: SyntheticConfig) -> Stag
                     base_url=base_url,
                     max_retries=0,
                     timeout=SDK_TIMEOUT_SECONDS,
-                    http_client=openai.DefaultAioHttpClient(),
+                    http_client=openai.DefaultAioHttpClient(transport=AiohttpTransport()),
                 )
         return clients[settings.name]
 

@@ -34,7 +34,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from server.providers.base import CONTINUE_INSTRUCTION, Prompt, TokenUsage
 from server.providers.errors import ProviderFailure, classify
-from server.providers.event_stream import events
+from server.providers.event_stream import Event, event_batches
 
 
 def chat_messages(prompt: Prompt) -> list[ChatCompletionMessageParam]:
@@ -110,19 +110,43 @@ class OpenAIChatProvider:
 
 
 async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[str]:
-    """The text of each chunk of a Chat Completions stream; `usage` from its usage chunk."""
+    """The text of a Chat Completions stream, one piece per read of the body (the chunks
+    that read brought, joined); `usage` from its usage chunk."""
     body = response.aiter_bytes()
     try:
-        async for event in events(body):
-            if event.data.startswith("[DONE]"):
+        async for batch in event_batches(body):
+            text, failure, done = _read_batch(response, batch, usage)
+            if text:
+                yield text  # what came before a failure in the same read is delivered first
+            if failure is not None:
+                raise failure
+            if done:
                 async for _ in body:
                     pass  # HTTP/1.1 reuses the connection once the body is read to its end
                 return
+    except httpx2.TimeoutException as error:
+        raise openai.APITimeoutError(request=response.request) from error
+    except (httpx2.RequestError, anyio.EndOfStream) as error:
+        raise openai.APIConnectionError(request=response.request) from error
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"an unexpected chunk shape: {error!r}") from error
+
+
+def _read_batch(
+    response: httpx2.Response, batch: list[Event], usage: TokenUsage
+) -> tuple[str, Exception | None, bool]:
+    """The text of one read's chunks, what went wrong in them (after that text), and whether
+    `[DONE]` came."""
+    texts: list[str] = []
+    try:
+        for event in batch:
+            if event.data.startswith("[DONE]"):
+                return "".join(texts), None, True
             chunk = event.json()
             if not isinstance(chunk, Mapping):
                 continue
             if chunk.get("error"):
-                raise _stream_error(response, chunk["error"])
+                return "".join(texts), _stream_error(response, chunk["error"]), False
             reported = chunk.get("usage")
             if reported:
                 usage.input_tokens = int(reported["prompt_tokens"])
@@ -132,13 +156,10 @@ async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[
                 delta = choice.get("delta")
                 text = delta.get("content") if delta else None
                 if text:
-                    yield text
-    except httpx2.TimeoutException as error:
-        raise openai.APITimeoutError(request=response.request) from error
-    except (httpx2.RequestError, anyio.EndOfStream) as error:
-        raise openai.APIConnectionError(request=response.request) from error
-    except (KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"an unexpected chunk shape: {error!r}") from error
+                    texts.append(text)
+    except Exception as error:  # raised by the caller once the text before it is delivered
+        return "".join(texts), error, False
+    return "".join(texts), None, False
 
 
 def _stream_error(response: httpx2.Response, error: Any) -> openai.APIError:

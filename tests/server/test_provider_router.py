@@ -19,6 +19,7 @@ from server.metrics import CoreMetrics
 from server.providers.anthropic_messages import AnthropicMessagesProvider
 from server.providers.base import Brief, Prompt, Provider
 from server.providers.breaker import BreakerState
+from server.providers.http_transport import AiohttpTransport
 from server.providers.openai_chat import OpenAIChatProvider
 from server.providers.router import ProviderRouter, UsageTotal
 from tests.standins.llm_standin import LlmStandin, Reply
@@ -66,8 +67,20 @@ class Clock:
 
 @pytest.fixture
 async def sdk_providers(standin: LlmStandin) -> AsyncIterator[tuple[Provider, Provider]]:
-    oa = openai.AsyncOpenAI(base_url=f"{standin.url}/v1", api_key="test", max_retries=0)
-    an = anthropic.AsyncAnthropic(base_url=standin.url, api_key="test", max_retries=0)
+    # As the core builds them (server.providers.factory): the SDKs' aiohttp clients over
+    # the core's transport.
+    oa = openai.AsyncOpenAI(
+        base_url=f"{standin.url}/v1",
+        api_key="test",
+        max_retries=0,
+        http_client=openai.DefaultAioHttpClient(transport=AiohttpTransport()),
+    )
+    an = anthropic.AsyncAnthropic(
+        base_url=standin.url,
+        api_key="test",
+        max_retries=0,
+        http_client=anthropic.DefaultAioHttpClient(transport=AiohttpTransport()),
+    )
     try:
         yield OpenAIChatProvider(oa, "gpt-test"), AnthropicMessagesProvider(an, "claude-test")
     finally:

@@ -1,0 +1,58 @@
+"""Paced reads of a provider's streamed body: read once per delta cut, not once per token.
+
+A model's API sends every token as its own event, and every event arrives in
+its own TCP segment: one wake of the loop, one `read()`, one pass of the HTTP
+parser and one step of every async generator between the socket and the
+coalescer, per token. But the coalescer sends the text on only at its cuts,
+about once per window (`server.jobs.coalescer`). So once a cut is due, nothing
+read before it is needed sooner: the provider's socket is left unread until
+shortly before the cut (`READ_LEAD_SECONDS`), and the kernel gathers the
+tokens meanwhile. One read then takes them all, and the stream's text is cut
+with the same tokens as before.
+
+The consumer says when it needs the body again (`ReadPacing.resume_at`; None:
+now, e.g. before the first token, which goes out at once). It is found through
+a context variable set around the stage's provider call (`paced_reads`), as the
+SDKs' request path passes nothing of ours down to the HTTP transport
+(`server.providers.http_transport`), which does the holding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Protocol
+
+#: How long before the consumer's time the socket is read again: the read, the parsing and
+#: the hand-over to the coalescer take a loop turn or two, and must land before the cut.
+READ_LEAD_SECONDS = 0.006
+#: Holds shorter than this are not worth a timer: the body is read on at once.
+MIN_HOLD_SECONDS = 0.004
+#: No hold is longer than this, whatever the consumer asks.
+MAX_HOLD_SECONDS = 1.0
+
+
+class ReadPacing(Protocol):
+    """When the reader of a streamed body needs its next bytes."""
+
+    def resume_at(self) -> float | None:
+        """The loop time to read the body again by; None to read on at once."""
+
+
+_PACING: ContextVar[ReadPacing | None] = ContextVar("scriptgen_read_pacing", default=None)
+
+
+@contextmanager
+def paced_reads(pacing: ReadPacing) -> Iterator[None]:
+    """Requests sent inside this block have their streamed bodies read as `pacing` asks."""
+    token = _PACING.set(pacing)
+    try:
+        yield
+    finally:
+        _PACING.reset(token)
+
+
+def current_pacing() -> ReadPacing | None:
+    """The pacing of the provider call running now, if any."""
+    return _PACING.get()
