@@ -7,8 +7,9 @@ coalescer, per token. But the coalescer sends the text on only at its cuts,
 about once per window (`server.jobs.coalescer`). So once a cut is due, nothing
 read before it is needed sooner: the provider's socket is left unread until
 shortly before the cut (`READ_LEAD_SECONDS`), and the kernel gathers the
-tokens meanwhile. One read then takes them all, and the stream's text is cut
-with the same tokens as before.
+tokens meanwhile. One read then takes them all, in time for the cut; a token
+that arrives after that read, in the last few milliseconds before the cut, goes
+with the next one.
 
 The consumer says when it needs the body again (`ReadPacing.resume_at`; None:
 now, e.g. before the first token, which goes out at once). It is found through
