@@ -103,7 +103,8 @@ class CoreMetrics:
         )
         self.inter_token_latency = Histogram(
             "scriptgen_inter_token_latency_seconds",
-            "Time between consecutive text deltas of a stage (a delta carries one or more tokens).",
+            "Time between consecutive pieces of text a stage takes from its provider (a piece"
+            " carries one or more tokens; a body read once per delta cut gives one per window).",
             ["stage"],
             buckets=_INTER_TOKEN_BUCKETS,
             registry=self.registry,

@@ -11,7 +11,7 @@ import openai
 from server.config import ProviderConfig, ProvidersConfig, Route, SyntheticConfig
 from server.providers.anthropic_messages import AnthropicMessagesProvider
 from server.providers.base import Provider
-from server.providers.http_transport import AiohttpTransport
+from server.providers.http_transport import sdk_transport
 from server.providers.local import local_client, local_provider
 from server.providers.openai_chat import OpenAIChatProvider
 from server.providers.synthetic import SyntheticProvider
@@ -65,7 +65,7 @@ def build_providers(config: ProvidersConfig, synthetic: SyntheticConfig) -> Stag
                     base_url=base_url,
                     max_retries=0,
                     timeout=SDK_TIMEOUT_SECONDS,
-                    http_client=anthropic.DefaultAioHttpClient(transport=AiohttpTransport()),
+                    http_client=anthropic.DefaultAioHttpClient(transport=sdk_transport()),
                 )
             else:
                 clients[settings.name] = openai.AsyncOpenAI(
@@ -73,7 +73,7 @@ def build_providers(config: ProvidersConfig, synthetic: SyntheticConfig) -> Stag
                     base_url=base_url,
                     max_retries=0,
                     timeout=SDK_TIMEOUT_SECONDS,
-                    http_client=openai.DefaultAioHttpClient(transport=AiohttpTransport()),
+                    http_client=openai.DefaultAioHttpClient(transport=sdk_transport()),
                 )
         return clients[settings.name]
 

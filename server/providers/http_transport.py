@@ -1,8 +1,8 @@
 """The HTTP transport under the SDK clients: aiohttp, with paced reads of streamed bodies.
 
 The `openai` and `anthropic` SDKs send their requests through an `httpx2`
-client; given this transport (`DefaultAioHttpClient(transport=...)`, their
-documented aiohttp client) the bytes go over aiohttp, whose C parser reads a
+client; given this transport (`DefaultAioHttpClient(transport=sdk_transport())`,
+their documented aiohttp client) the bytes go over aiohttp, whose C parser reads a
 streamed body for less CPU per token than httpx2's own stack. Requests, auth,
 retries, status errors and Retry-After stay the SDKs'. It is the SDKs' own
 aiohttp transport plus one thing: a body is read as the provider call's
@@ -16,6 +16,7 @@ aiohttp's errors are raised as httpx2's, the ones the SDKs turn into
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 
@@ -34,6 +35,17 @@ MAX_CONNECTIONS = 1000
 KEEPALIVE_SECONDS = 5.0
 #: Raised by a transport's pause or resume when it is closing or cannot do it.
 _FLOW_CONTROL_ERRORS = (AttributeError, NotImplementedError, RuntimeError)
+
+
+def sdk_transport() -> AiohttpTransport | None:
+    """The transport for an SDK's `DefaultAioHttpClient(transport=...)`: this module's, or
+    None (the SDK's own) behind an outbound proxy named in the environment (`HTTPS_PROXY`,
+    `HTTP_PROXY`, `ALL_PROXY`): the SDK's client honours those only with its own transport,
+    so there the body is read as it comes."""
+    proxies = urllib.request.getproxies()
+    if any(proxies.get(scheme) for scheme in ("http", "https", "all")):
+        return None
+    return AiohttpTransport()
 
 
 @contextmanager
@@ -106,10 +118,12 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
+        # An error's body is read at once: the SDK raises with it.
+        pacing = current_pacing() if 200 <= response.status < 300 else None
         return httpx2.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=PacedBody(response, current_pacing()),
+            stream=PacedBody(response, pacing),
             request=request,
             extensions=extensions,
         )
@@ -124,9 +138,13 @@ class PacedBody(httpx2.AsyncByteStream):
     """A response body read as its bytes come, or held unread until `pacing` needs them.
 
     A hold pauses the connection's reading (the kernel keeps what arrives) and a
-    loop timer resumes it. There is never a hold once the body has ended, and
-    closing the body ends any hold first: a connection goes back to the pool
-    reading.
+    loop timer resumes it. A paused connection cannot reach the end of its body,
+    there is never a hold once the body has ended, and closing the body ends any
+    hold first: a connection goes back to the pool reading. Only a transport that
+    is reading is paused, and only this body's connection is resumed, so aiohttp's
+    own flow control keeps its pauses. Over TLS the pause holds back the decrypted
+    stream only (the SSL layer keeps reading packets into its buffer): the parsing
+    and the steps after it are saved, the socket reads are not.
     """
 
     def __init__(self, response: aiohttp.ClientResponse, pacing: ReadPacing | None) -> None:
@@ -159,9 +177,10 @@ class PacedBody(httpx2.AsyncByteStream):
         if connection is None or self._response.content.is_eof():
             return  # the body has ended: its connection may already serve another request
         transport = connection.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or not transport.is_reading():
+            # Closing; or paused already, by a hold of ours still on (it ends on its own)
+            # or by aiohttp's own flow control (which resumes it): not ours to take over.
             return
-        self._end_hold()  # data read while a hold was on: this one replaces it
         try:
             transport.pause_reading()
         except _FLOW_CONTROL_ERRORS:
@@ -174,9 +193,16 @@ class PacedBody(httpx2.AsyncByteStream):
             self._release.cancel()
             self._release = None
         transport, self._held = self._held, None
-        if transport is not None and not transport.is_closing():
-            with suppress(*_FLOW_CONTROL_ERRORS):
-                transport.resume_reading()
+        connection = self._response.connection
+        if (
+            transport is None
+            or connection is None
+            or connection.transport is not transport  # no longer this body's connection
+            or transport.is_closing()
+        ):
+            return
+        with suppress(*_FLOW_CONTROL_ERRORS):
+            transport.resume_reading()
 
     async def aclose(self) -> None:
         self._end_hold()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import openai
 
 from server.config import ProviderConfig
-from server.providers.http_transport import AiohttpTransport
+from server.providers.http_transport import sdk_transport
 from server.providers.openai_chat import OpenAIChatProvider
 
 
@@ -20,7 +20,7 @@ def local_client(config: ProviderConfig, *, timeout: float) -> openai.AsyncOpenA
         base_url=config.base_url,
         max_retries=0,
         timeout=timeout,
-        http_client=openai.DefaultAioHttpClient(transport=AiohttpTransport()),
+        http_client=openai.DefaultAioHttpClient(transport=sdk_transport()),
     )
 
 
