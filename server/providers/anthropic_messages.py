@@ -20,6 +20,7 @@ import httpx2
 from anthropic.types import MessageParam
 
 from server.providers.base import Prompt, TokenUsage
+from server.providers.body_pacing import unpaced
 from server.providers.errors import ProviderFailure, classify
 from server.providers.event_stream import Event, event_batches
 
@@ -96,23 +97,32 @@ class AnthropicMessagesProvider:
 async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[str]:
     """The text deltas of a Messages stream, one piece per read of the body (the deltas that
     read brought, joined); `usage` from message_start and message_delta."""
-    async for batch in event_batches(response.aiter_bytes()):
-        text, failure = _read_batch(response, batch, usage)
+    batches = event_batches(response.aiter_bytes())
+    async for batch in batches:
+        text, failure, stopped = _read_batch(response, batch, usage)
         if text:
             yield text  # what came before a failure in the same read is delivered first
         if failure is not None:
             raise failure
+        if stopped:
+            with unpaced():  # the end of the body need not wait for a cut
+                async for _ in batches:
+                    pass
+            return
 
 
 def _read_batch(
     response: httpx2.Response, batch: list[Event], usage: TokenUsage
-) -> tuple[str, Exception | None]:
-    """The text of one read's events, and what went wrong in them (after that text)."""
+) -> tuple[str, Exception | None, bool]:
+    """The text of one read's events, what went wrong in them (after that text), and
+    whether `message_stop` came."""
     texts: list[str] = []
     try:
         for event in batch:
             if event.name is None or event.name == "ping":
                 continue
+            if event.name == "message_stop":
+                return "".join(texts), None, True
             if event.name == "error":
                 try:
                     body = event.json()
@@ -141,7 +151,7 @@ def _read_batch(
     except (KeyError, TypeError, AttributeError) as error:
         failure: Exception = ValueError(f"an unexpected event shape: {error!r}")
         failure.__cause__ = error
-        return "".join(texts), failure
+        return "".join(texts), failure, False
     except Exception as error:  # raised by the caller once the text before it is delivered
-        return "".join(texts), error
-    return "".join(texts), None
+        return "".join(texts), error, False
+    return "".join(texts), None, False

@@ -15,7 +15,8 @@ The consumer says when it needs the body again (`ReadPacing.resume_at`; None:
 now, e.g. before the first token, which goes out at once). It is found through
 a context variable set around the stage's provider call (`paced_reads`), as the
 SDKs' request path passes nothing of ours down to the HTTP transport
-(`server.providers.http_transport`), which does the holding.
+(`server.providers.http_transport`), which does the holding; a provider whose
+text has ended reads the rest of its body `unpaced()`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ def paced_reads(pacing: ReadPacing) -> Iterator[None]:
         _PACING.reset(token)
 
 
+@contextmanager
+def unpaced() -> Iterator[None]:
+    """Bodies read inside this block are read as they come (the rest of a body whose text
+    has ended: its end should not wait for a cut)."""
+    token = _PACING.set(None)
+    try:
+        yield
+    finally:
+        _PACING.reset(token)
+
+
 def current_pacing() -> ReadPacing | None:
-    """The pacing of the provider call running now, if any."""
+    """The pacing of the provider call running now, if any (looked up at each read, in the
+    task that reads)."""
     return _PACING.get()

@@ -23,12 +23,7 @@ from contextlib import contextmanager, suppress
 import aiohttp
 import httpx2
 
-from server.providers.body_pacing import (
-    MAX_HOLD_SECONDS,
-    MIN_HOLD_SECONDS,
-    ReadPacing,
-    current_pacing,
-)
+from server.providers.body_pacing import MAX_HOLD_SECONDS, MIN_HOLD_SECONDS, current_pacing
 
 #: What the SDKs' default clients allow (their DEFAULT_CONNECTION_LIMITS).
 MAX_CONNECTIONS = 1000
@@ -118,12 +113,11 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
-        # An error's body is read at once: the SDK raises with it.
-        pacing = current_pacing() if 200 <= response.status < 300 else None
         return httpx2.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=PacedBody(response, pacing),
+            # An error's body is read at once: the SDK raises with it.
+            stream=PacedBody(response, paced=200 <= response.status < 300),
             request=request,
             extensions=extensions,
         )
@@ -135,7 +129,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
 
 class PacedBody(httpx2.AsyncByteStream):
-    """A response body read as its bytes come, or held unread until `pacing` needs them.
+    """A response body read as its bytes come, or held unread until the reading task's
+    `ReadPacing` (`body_pacing.current_pacing()`) needs them.
 
     A hold pauses the connection's reading (the kernel keeps what arrives) and a
     loop timer resumes it. A paused connection cannot reach the end of its body,
@@ -147,23 +142,25 @@ class PacedBody(httpx2.AsyncByteStream):
     and the steps after it are saved, the socket reads are not.
     """
 
-    def __init__(self, response: aiohttp.ClientResponse, pacing: ReadPacing | None) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, *, paced: bool) -> None:
         self._response = response
-        self._pacing = pacing
+        self._paced = paced
         self._held: asyncio.Transport | None = None
         self._release: asyncio.TimerHandle | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._response.content
-        pacing = self._pacing
         while True:
             with _as_httpx(reading=True):
                 chunk = await content.readany()
             if not chunk:
                 return
             yield chunk
-            if pacing is not None:
-                self._hold(pacing.resume_at())
+            if self._paced:
+                # Looked up now, in the reading task: the provider may read the rest unpaced.
+                pacing = current_pacing()
+                if pacing is not None:
+                    self._hold(pacing.resume_at())
 
     def _hold(self, until: float | None) -> None:
         """Leave the socket unread until loop time `until` (the reader has what it needs)."""

@@ -33,6 +33,7 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from server.providers.base import CONTINUE_INSTRUCTION, Prompt, TokenUsage
+from server.providers.body_pacing import unpaced
 from server.providers.errors import ProviderFailure, classify
 from server.providers.event_stream import Event, event_batches
 
@@ -121,8 +122,9 @@ async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[
             if failure is not None:
                 raise failure
             if done:
-                async for _ in body:
-                    pass  # HTTP/1.1 reuses the connection once the body is read to its end
+                with unpaced():  # the end of the body need not wait for a cut
+                    async for _ in body:
+                        pass  # HTTP/1.1 reuses the connection once the body is read to its end
                 return
     except httpx2.TimeoutException as error:
         raise openai.APITimeoutError(request=response.request) from error
