@@ -75,8 +75,13 @@ class DeltaCoalescer:
         if self._timer is not None:
             return  # a cut is already due
         due = self._next_cut(self._last_cut)
-        if self._loop.time() >= due - EARLY_SECONDS:
+        now = self._loop.time()
+        if now >= due - EARLY_SECONDS:
             await self.flush()
+            if now < due:
+                # The cut of `due`, made a moment early: counted as made at its grid point,
+                # so the next one is a window on, not a grid step short of it.
+                self._last_cut = due
         else:
             self._timer = self._grid.call_at(due, self._cut_later)
             self._timer_due = due

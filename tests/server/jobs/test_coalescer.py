@@ -8,7 +8,7 @@ import time
 from scriptgen.v1 import generation_pb2
 
 from server.events import MemoryEventLog
-from server.jobs.coalescer import DeltaCoalescer
+from server.jobs.coalescer import EARLY_SECONDS, DeltaCoalescer
 from server.jobs.emitter import JobEvents
 from server.metrics import CoreMetrics
 
@@ -112,6 +112,30 @@ async def test_a_timed_cut_the_grid_runs_late_keeps_the_stream_on_its_grid_point
     await deltas.close()
     texts.append((await anext(followed)).text_delta.text)
     assert texts == ["first ", "second ", "third "]
+
+
+async def test_a_chunk_just_before_its_cut_goes_out_at_once_and_keeps_the_cohort() -> None:
+    log = MemoryEventLog()
+    await log.create(GENERATION)
+    window = 0.1
+    deltas = DeltaCoalescer(JobEvents(GENERATION, log, CoreMetrics(), 0), window_seconds=window)
+    loop = asyncio.get_running_loop()
+    await deltas.add("first ")  # out at once
+    await deltas.add("second ")  # waits for a cut on the grid
+    due = deltas._timer_due
+    await asyncio.sleep(max(0.0, due - loop.time()) + 0.01)  # the cut at `due` has run
+    following = due + window
+    # A chunk a moment before the next cut's point (a paced read a little late) goes at once.
+    wake = asyncio.get_running_loop().create_future()
+    loop.call_at(following - EARLY_SECONDS / 2, wake.set_result, None)
+    await wake
+    if loop.time() < following:  # the loop was not too late for the case itself
+        await deltas.add("third ")
+        assert deltas._timer is None  # cut at once
+        await deltas.add("fourth ")
+        # Its cut counts as made at its point: the next is a window on, on the same grid.
+        assert abs(deltas._timer_due - (following + window)) < 1e-6
+    await deltas.close()
 
 
 async def test_a_flush_right_after_a_timed_cut_goes_out_after_it() -> None:
