@@ -173,12 +173,13 @@ async def cuts_per_chunk() -> float:
 
 PROVIDER_STREAMS = 200
 PROVIDER_TOKENS = 150
-_standin_url: list[str] = []
+#: The OpenAI stand-in process and its base URL, once started.
+_STANDIN: list[tuple[subprocess.Popen[str], str]] = []
 
 
 def _standin() -> str:
     """The OpenAI stand-in's base URL, started once for every run (stopped at exit)."""
-    if not _standin_url:
+    if not _STANDIN:
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -195,12 +196,8 @@ def _standin() -> str:
             text=True,
         )
         assert process.stdout is not None
-        _standin_url.append(process.stdout.readline().split()[-1])
-        _standins.append(process)
-    return _standin_url[0]
-
-
-_standins: list[subprocess.Popen[str]] = []
+        _STANDIN.append((process, process.stdout.readline().split()[-1]))
+    return _STANDIN[0][1]
 
 
 async def provider_per_token(*, paced: bool) -> float:
@@ -266,7 +263,7 @@ def main() -> None:
             runs.append(uvloop.run(measure()))
         listed = " ".join(f"{run:.2f}" for run in runs)
         print(f"{name}: {label}: median {statistics.median(runs):.2f} ({listed})")
-    for process in _standins:
+    for process, _ in _STANDIN:
         process.terminate()
         process.wait()
 

@@ -22,7 +22,7 @@ text has ended reads the rest of its body `unpaced()`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Protocol
 
@@ -46,8 +46,10 @@ _PACING: ContextVar[ReadPacing | None] = ContextVar("scriptgen_read_pacing", def
 
 
 @contextmanager
-def paced_reads(pacing: ReadPacing) -> Iterator[None]:
-    """Requests sent inside this block have their streamed bodies read as `pacing` asks."""
+def paced_reads(pacing: ReadPacing | None) -> Iterator[None]:
+    """Requests sent inside this block have their streamed bodies read as `pacing` asks (as
+    they come with None); bodies read inside it too, as the pacing is looked up at each
+    read."""
     token = _PACING.set(pacing)
     try:
         yield
@@ -55,15 +57,10 @@ def paced_reads(pacing: ReadPacing) -> Iterator[None]:
         _PACING.reset(token)
 
 
-@contextmanager
-def unpaced() -> Iterator[None]:
+def unpaced() -> AbstractContextManager[None]:
     """Bodies read inside this block are read as they come (the rest of a body whose text
     has ended: its end should not wait for a cut)."""
-    token = _PACING.set(None)
-    try:
-        yield
-    finally:
-        _PACING.reset(token)
+    return paced_reads(None)
 
 
 def current_pacing() -> ReadPacing | None:

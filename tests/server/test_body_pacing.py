@@ -10,8 +10,6 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
-import anthropic
-import openai
 import pytest
 from scriptgen.v1 import generation_pb2, project_pb2
 
@@ -25,7 +23,12 @@ from server.providers.body_pacing import READ_LEAD_SECONDS, paced_reads
 from server.providers.errors import ProviderFailure
 from server.providers.http_transport import AiohttpTransport, sdk_transport
 from server.providers.openai_chat import OpenAIChatProvider
-from tests.standins.llm_standin import LlmStandin, Reply
+from tests.standins.llm_standin import (
+    LlmStandin,
+    Reply,
+    core_anthropic_client,
+    core_openai_client,
+)
 
 TEXT = "".join(f"word{index:03d} " for index in range(60))
 PROMPT = Prompt(
@@ -66,23 +69,13 @@ async def standin() -> AsyncIterator[LlmStandin]:
 async def provider(request: pytest.FixtureRequest, standin: LlmStandin) -> AsyncIterator[Provider]:
     """Each SDK as the core builds it: its aiohttp client over the core's transport."""
     if request.param == "openai":
-        oa = openai.AsyncOpenAI(
-            base_url=f"{standin.url}/v1",
-            api_key="test",
-            max_retries=0,
-            http_client=openai.DefaultAioHttpClient(transport=AiohttpTransport()),
-        )
+        oa = core_openai_client(standin)
         try:
             yield OpenAIChatProvider(oa, "gpt-test")
         finally:
             await oa.close()
     else:
-        an = anthropic.AsyncAnthropic(
-            base_url=standin.url,
-            api_key="test",
-            max_retries=0,
-            http_client=anthropic.DefaultAioHttpClient(transport=AiohttpTransport()),
-        )
+        an = core_anthropic_client(standin)
         try:
             yield AnthropicMessagesProvider(an, "claude-test")
         finally:
@@ -115,6 +108,14 @@ async def _pieces(provider: Provider, pacing: FixedHold | None) -> tuple[list[st
         with paced_reads(pacing):
             await asyncio.wait_for(read(), 20)
     return pieces, first
+
+
+async def _read_paced(provider: Provider, pacing: FixedHold, pieces: list[str]) -> None:
+    """Read the provider's text paced into `pieces`, whatever it raises at the end."""
+    with paced_reads(pacing):
+        async for text in provider.stream(PROMPT, TokenUsage()):
+            pieces.append(text)
+            pacing.began = True
 
 
 async def test_a_paced_body_is_read_in_few_reads_with_the_same_text(
@@ -178,16 +179,8 @@ async def test_text_read_before_a_cut_connection_is_delivered_then_the_failure(
     standin.openai = [_reply(chunk_delay=0.005, cut_after=200)]
     standin.anthropic = [_reply(chunk_delay=0.005, cut_after=200)]
     pieces: list[str] = []
-    pacing = FixedHold(0.05)
-
-    async def read() -> None:
-        with paced_reads(pacing):
-            async for text in provider.stream(PROMPT, TokenUsage()):
-                pieces.append(text)
-                pacing.began = True
-
     with pytest.raises(ProviderFailure) as failure:
-        await read()
+        await _read_paced(provider, FixedHold(0.05), pieces)
     assert failure.value.kind == "connection"
     assert "".join(pieces) == TEXT[:200]
 
@@ -199,16 +192,8 @@ async def test_text_read_with_a_malformed_chunk_is_delivered_before_the_failure(
     standin.openai = [_reply(malformed_after=40)]
     standin.anthropic = [_reply(malformed_after=40)]
     pieces: list[str] = []
-    pacing = FixedHold(0.05)
-
-    async def read() -> None:
-        with paced_reads(pacing):
-            async for text in provider.stream(PROMPT, TokenUsage()):
-                pieces.append(text)
-                pacing.began = True
-
     with pytest.raises(ProviderFailure) as failure:
-        await read()
+        await _read_paced(provider, FixedHold(0.05), pieces)
     assert failure.value.kind == "malformed"
     assert "".join(pieces) == TEXT[:40]
 

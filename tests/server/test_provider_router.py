@@ -19,10 +19,9 @@ from server.metrics import CoreMetrics
 from server.providers.anthropic_messages import AnthropicMessagesProvider
 from server.providers.base import Brief, Prompt, Provider
 from server.providers.breaker import BreakerState
-from server.providers.http_transport import AiohttpTransport
 from server.providers.openai_chat import OpenAIChatProvider
 from server.providers.router import ProviderRouter, UsageTotal
-from tests.standins.llm_standin import LlmStandin, Reply
+from tests.standins.llm_standin import LlmStandin, Reply, core_anthropic_client, core_openai_client
 
 SCRIPT = (
     "INT. RADIO STATION - NIGHT\n\nMAYA leans into the microphone.\n\n"
@@ -67,20 +66,8 @@ class Clock:
 
 @pytest.fixture
 async def sdk_providers(standin: LlmStandin) -> AsyncIterator[tuple[Provider, Provider]]:
-    # As the core builds them (server.providers.factory): the SDKs' aiohttp clients over
-    # the core's transport.
-    oa = openai.AsyncOpenAI(
-        base_url=f"{standin.url}/v1",
-        api_key="test",
-        max_retries=0,
-        http_client=openai.DefaultAioHttpClient(transport=AiohttpTransport()),
-    )
-    an = anthropic.AsyncAnthropic(
-        base_url=standin.url,
-        api_key="test",
-        max_retries=0,
-        http_client=anthropic.DefaultAioHttpClient(transport=AiohttpTransport()),
-    )
+    # As the core builds them (server.providers.factory).
+    oa, an = core_openai_client(standin), core_anthropic_client(standin)
     try:
         yield OpenAIChatProvider(oa, "gpt-test"), AnthropicMessagesProvider(an, "claude-test")
     finally:

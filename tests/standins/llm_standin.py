@@ -17,7 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anthropic
+import openai
 from aiohttp import web
+
+from server.providers.http_transport import AiohttpTransport
 
 #: The text of a reply: fixed, or computed from the request body.
 ReplyText = str | Callable[[dict[str, Any]], str]
@@ -287,3 +291,24 @@ class _AnthropicFrames:
             )
             + _sse({"type": "message_stop"}, "message_stop")
         )
+
+
+def core_openai_client(standin: LlmStandin) -> openai.AsyncOpenAI:
+    """An `openai` client on the stand-in as the core builds one: the SDK's aiohttp client
+    over the core's transport (`server.providers.http_transport`), no SDK retries."""
+    return openai.AsyncOpenAI(
+        base_url=f"{standin.url}/v1",
+        api_key="test",
+        max_retries=0,
+        http_client=openai.DefaultAioHttpClient(transport=AiohttpTransport()),
+    )
+
+
+def core_anthropic_client(standin: LlmStandin) -> anthropic.AsyncAnthropic:
+    """An `anthropic` client on the stand-in as the core builds one."""
+    return anthropic.AsyncAnthropic(
+        base_url=standin.url,
+        api_key="test",
+        max_retries=0,
+        http_client=anthropic.DefaultAioHttpClient(transport=AiohttpTransport()),
+    )
