@@ -7,11 +7,16 @@ from collections.abc import AsyncIterator
 import grpc.aio
 from aiohttp import web
 from scriptgen._grpc_wakeups import drained_grpc_wakeups
-from scriptgen.v1 import generation_service_pb2_grpc, project_service_pb2_grpc
+from scriptgen.v1 import (
+    generation_service_pb2_grpc,
+    project_service_pb2_grpc,
+    relay_service_pb2_grpc,
+)
 
 from gateway import state
 from gateway.admission import SLOTS, StreamSlots
 from gateway.config import GatewayConfig
+from gateway.core_relay import CoreRelay
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import echo_request_id, identify, observe, translate_errors
 from gateway.open_core import guarded, refuse_open_core
@@ -74,12 +79,24 @@ async def _core_channel(app: web.Application) -> AsyncIterator[None]:
             options=_channel_options(config),
             interceptors=rate_limit_interceptors(),
         )
+        relay = (
+            CoreRelay(
+                relay_service_pb2_grpc.RelayServiceStub(channel),
+                calls=config.core_relay_calls,
+                max_age_seconds=config.core_relay_max_age_seconds,
+            )
+            if config.core_relay_calls
+            else None
+        )
         app[state.CORE] = state.CoreStubs(
             channel=channel,
             projects=project_service_pb2_grpc.ProjectServiceStub(channel),
             generations=generation_service_pb2_grpc.GenerationServiceStub(channel),
+            relay=relay,
         )
         yield
+        if relay is not None:
+            await relay.close()
         await channel.close()
 
 

@@ -18,6 +18,8 @@ DEFAULT_HTTP_ADDRESS = "127.0.0.1:8080"
 #: Pending connections the HTTP listener queues by default, and the most it accepts.
 DEFAULT_LISTEN_BACKLOG = 1024
 MAX_LISTEN_BACKLOG = 65535
+#: Most Relay calls one gateway process keeps to the core.
+MAX_RELAY_CALLS = 64
 #: gRPC load-balancing policies the gateway's channel to the core may use.
 CORE_LOAD_BALANCING = ("round_robin", "pick_first")
 
@@ -32,6 +34,11 @@ class GatewayConfig:
     #: (every core behind a `dns:///` name or an `ipv4:` list takes its share) or
     #: `pick_first` (one core until it fails).
     core_load_balancing: str = "round_robin"
+    #: Long-lived Relay calls that carry this process's SSE streams to the core
+    #: (gateway.core_relay); 0: a gRPC call per stream, as before the relay.
+    core_relay_calls: int = 4
+    #: After this long a Relay call takes no new streams (it ends with its last one).
+    core_relay_max_age_seconds: float = 300.0
     #: host:port the HTTP server listens on; port 0 picks a free one.
     http_address: str = DEFAULT_HTTP_ADDRESS
     #: Reconnection delay sent to EventSource clients as `retry:`, in milliseconds.
@@ -99,6 +106,20 @@ def add_arguments(
         default=_env(env, "CORE_LOAD_BALANCING", "round_robin"),
         help="how calls spread over the core addresses the target resolves to"
         " [SCRIPTGEN_CORE_LOAD_BALANCING] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--core-relay-calls",
+        type=int,
+        default=int(_env(env, "CORE_RELAY_CALLS", "4")),
+        help=f"Relay calls carrying this process's SSE streams to the core, 0..{MAX_RELAY_CALLS};"
+        " 0 gives every stream its own call [SCRIPTGEN_CORE_RELAY_CALLS] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--core-relay-max-age-seconds",
+        type=float,
+        default=float(_env(env, "CORE_RELAY_MAX_AGE_SECONDS", "300")),
+        help="after this long a Relay call takes no new streams, so they reach cores started"
+        " since [SCRIPTGEN_CORE_RELAY_MAX_AGE_SECONDS] (default: %(default)s)",
     )
     group.add_argument(
         "--http-address",
@@ -173,6 +194,8 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
     return GatewayConfig(
         core_target=str(namespace.core_target),
         core_load_balancing=str(namespace.core_load_balancing),
+        core_relay_calls=_relay_calls(int(namespace.core_relay_calls)),
+        core_relay_max_age_seconds=_relay_max_age(float(namespace.core_relay_max_age_seconds)),
         http_address=str(namespace.http_address),
         sse_retry_ms=int(namespace.sse_retry_ms),
         ping_interval_seconds=float(namespace.ping_interval_seconds),
@@ -184,6 +207,18 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
         cors_origins=_origins(str(namespace.cors_origins)),
         listen_backlog=_backlog(int(namespace.listen_backlog)),
     )
+
+
+def _relay_calls(value: int) -> int:
+    if not 0 <= value <= MAX_RELAY_CALLS:
+        raise ValueError(f"--core-relay-calls must be 0..{MAX_RELAY_CALLS}, not {value}")
+    return value
+
+
+def _relay_max_age(value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"--core-relay-max-age-seconds must be above 0, not {value}")
+    return value
 
 
 def _backlog(value: int) -> int:

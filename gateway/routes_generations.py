@@ -20,7 +20,7 @@ from gateway.errors import ApiError, Reason
 from gateway.inputs import Query, after_sequence, json_object, path_id
 from gateway.routes_projects import idempotency_key
 from gateway.security import ACCESS_TOKEN_PARAMETER
-from gateway.sse import relay_events
+from gateway.sse import Upstream, relay_events
 
 routes = web.RouteTableDef()
 
@@ -91,8 +91,13 @@ async def generate_script(request: web.Request) -> web.StreamResponse:
     if _wants_event_stream(request):
         # Refused before the core hears of it: an overloaded gateway starts no job.
         with _stream_slot(request):
-            call = core.generations.GenerateScript(job, metadata=state.call_metadata(request))
-            return await relay_events(request, call, generation="", route="generate")
+            metadata = state.call_metadata(request)
+            upstream: Upstream = (
+                core.generations.GenerateScript(job, metadata=metadata)
+                if core.relay is None
+                else core.relay.generate_script(job, metadata)
+            )
+            return await relay_events(request, upstream, generation="", route="generate")
     call = core.generations.GenerateScript(job, metadata=state.call_metadata(request))
     try:
         # The first event (`queued`) names the job; the job outlives this call.
@@ -187,9 +192,13 @@ async def stream_generation_events(request: web.Request) -> web.StreamResponse:
     after = after_sequence(request, query)
     query.text(ACCESS_TOKEN_PARAMETER)  # a job token: forwarded by the identify middleware
     query.finish()
+    core = request.app[state.CORE]
+    follow = generation_service_pb2.StreamGenerationEventsRequest(name=name, after_sequence=after)
     with _stream_slot(request):
-        call = request.app[state.CORE].generations.StreamGenerationEvents(
-            generation_service_pb2.StreamGenerationEventsRequest(name=name, after_sequence=after),
-            metadata=state.call_metadata(request),
+        metadata = state.call_metadata(request)
+        upstream: Upstream = (
+            core.generations.StreamGenerationEvents(follow, metadata=metadata)
+            if core.relay is None
+            else core.relay.stream_generation_events(follow, metadata)
         )
-        return await relay_events(request, call, generation=name, route="events")
+        return await relay_events(request, upstream, generation=name, route="events")

@@ -35,6 +35,7 @@ from scriptgen.v1 import generation_pb2
 
 from gateway import rate_limits, state
 from gateway.codec import dumps, event_json
+from gateway.core_relay import RelayedStream
 from gateway.errors import ApiError, Reason
 
 _log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ class CarriesEvent(Protocol):
 
 
 _Item = generation_pb2.GenerationEvent | ApiError | _Signal
+#: Where a stream's events come from: its own gRPC call, or a stream on a Relay call.
+Upstream = grpc.aio.UnaryStreamCall[Any, Any] | RelayedStream
 
 
 #: Seconds a loop timer may fire early (uvloop's timers have millisecond grain).
@@ -105,6 +108,9 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 class EventRelay:
     """Pumps one gRPC event stream into a queue the SSE writer drains.
 
+    A stream on a Relay call (gateway.core_relay) delivers into the queue itself;
+    only a stream with its own call needs a pump task.
+
     A wait for the next item is bounded by one loop timer per relay, not one per
     wait: a wait records when it must end, and the timer, when it fires before
     that (a later wait began), is set again for the rest. Events come every few
@@ -112,7 +118,7 @@ class EventRelay:
     per bound rather than being set and cancelled for every event.
     """
 
-    def __init__(self, call: grpc.aio.UnaryStreamCall[Any, Any]) -> None:
+    def __init__(self, call: Upstream) -> None:
         self._call = call
         # Unbounded: a job's log is finite, and a full queue would block drain().
         # A deque and one future per wait: asyncio.Queue with wait_for costs a task per event.
@@ -122,16 +128,27 @@ class EventRelay:
         #: When the current wait ends, and the one timer.
         self._wait_until = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._pump = asyncio.create_task(self._read(), name="scriptgen-sse-relay")
+        self._pump: asyncio.Task[None] | None = None
+        # A relayed stream's end is decoded outside this request's task: keep its id.
+        self._request_id = state.CURRENT_REQUEST_ID.get()
+        if isinstance(call, RelayedStream):
+            call.attach(self._put, self._ended)
+        else:
+            self._pump = asyncio.create_task(self._read(call), name="scriptgen-sse-relay")
 
     def _put(self, item: _Item) -> None:
         self._items.append(item)
         if self._waiter is not None:
             _wake(self._waiter)
 
-    async def _read(self) -> None:
+    def _ended(self, error: grpc.aio.AioRpcError | None) -> None:
+        self._put(
+            _Signal.END if error is None else ApiError.from_rpc_error(error, self._request_id)
+        )
+
+    async def _read(self, call: grpc.aio.UnaryStreamCall[Any, Any]) -> None:
         try:
-            async for response in self._call:
+            async for response in call:
                 self._put(_event_of(response))
             self._put(_Signal.END)
         except grpc.aio.AioRpcError as error:
@@ -187,6 +204,8 @@ class EventRelay:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pump is None:
+            return
         self._pump.cancel()
         try:
             await self._pump
@@ -255,7 +274,7 @@ async def _write_events(
 
 async def relay_events(
     request: web.Request,
-    call: grpc.aio.UnaryStreamCall[Any, Any],
+    call: Upstream,
     *,
     generation: str,
     route: str,

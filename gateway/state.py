@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from scriptgen.v1.generation_service_pb2_grpc import GenerationServiceAsyncStub
     from scriptgen.v1.project_service_pb2_grpc import ProjectServiceAsyncStub
 
+    from gateway.core_relay import CoreRelay
     from gateway.sse import EventRelay
 
 
@@ -27,6 +28,8 @@ class CoreStubs:
     channel: grpc.aio.Channel
     projects: ProjectServiceAsyncStub
     generations: GenerationServiceAsyncStub
+    #: SSE streams go over a few Relay calls (gateway.core_relay); None: a call each.
+    relay: CoreRelay | None = None
 
 
 #: gRPC metadata sent with every call made for one HTTP request.

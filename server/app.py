@@ -25,6 +25,7 @@ from scriptgen.v1 import (
     generation_service_pb2_grpc,
     project_service_pb2,
     project_service_pb2_grpc,
+    relay_service_pb2_grpc,
 )
 
 from server.admission import StreamAdmission
@@ -44,6 +45,7 @@ from server.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from server.services import GenerationServicer, ProjectServicer
 from server.services.decoding import LenientDecoding
 from server.services.encoding import EncodedResponses
+from server.services.relay import RelayServicer
 from server.storage_probes import local_storage_probes
 from server.store import build_project_store
 
@@ -173,16 +175,18 @@ class Core:
             ProjectServicer(self.store, self.metrics, knowledge=self.knowledge, guard=self.guard),
             server,
         )
-        generation_service_pb2_grpc.add_GenerationServiceServicer_to_server(
-            GenerationServicer(
-                self.runner,
-                self.event_log,
-                self.registry,
-                self.metrics,
-                guard=self.guard,
-                admission=StreamAdmission(self.config.max_streams, self.metrics),
-            ),
-            server,
+        generations = GenerationServicer(
+            self.runner,
+            self.event_log,
+            self.registry,
+            self.metrics,
+            guard=self.guard,
+            admission=StreamAdmission(self.config.max_streams, self.metrics),
+        )
+        generation_service_pb2_grpc.add_GenerationServiceServicer_to_server(generations, server)
+        # The gateway's streams, many per call; internal, so not offered by reflection.
+        relay_service_pb2_grpc.add_RelayServiceServicer_to_server(
+            RelayServicer(generations), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         reflection.enable_server_reflection(

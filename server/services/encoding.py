@@ -22,7 +22,7 @@ from server.services.decoding import OWN_SERVICES
 _EVENT_TAG: Final = b"\x0a"
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -33,7 +33,7 @@ def _varint(value: int) -> bytes:
 
 def encoded_response(event: bytes) -> bytes:
     """A GenerateScriptResponse / StreamGenerationEventsResponse around a serialized event."""
-    return _EVENT_TAG + _varint(len(event)) + event
+    return _EVENT_TAG + varint(len(event)) + event
 
 
 def _passing_bytes(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
@@ -47,7 +47,7 @@ def _passing_bytes(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], 
 
 
 class EncodedResponses(aio.ServerInterceptor):
-    """Server-streaming methods of Scriptgen's services may yield pre-encoded responses."""
+    """Streaming methods of Scriptgen's services may send pre-encoded responses."""
 
     async def intercept_service(
         self,
@@ -57,14 +57,19 @@ class EncodedResponses(aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if (
-            handler is None
-            or handler.unary_stream is None
-            or not str(handler_call_details.method).startswith(OWN_SERVICES)
-        ):
+        if handler is None or not str(handler_call_details.method).startswith(OWN_SERVICES):
             return handler
-        return grpc.unary_stream_rpc_method_handler(
-            handler.unary_stream,
-            handler.request_deserializer,
-            _passing_bytes(handler.response_serializer),
-        )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                handler.unary_stream,
+                handler.request_deserializer,
+                _passing_bytes(handler.response_serializer),
+            )
+        if handler.stream_stream is not None:
+            # RelayService writes its responses as bytes (server.services.relay).
+            return grpc.stream_stream_rpc_method_handler(
+                handler.stream_stream,
+                handler.request_deserializer,
+                _passing_bytes(handler.response_serializer),
+            )
+        return handler
