@@ -233,6 +233,8 @@ class _RelayCall:
                             if code is grpc.StatusCode.OK
                             else _error(code, end.message, _metadata(end.trailers))
                         )
+                if self.retired and not streams:
+                    self._poke()  # its last stream ended: finish writing
         except grpc.aio.AioRpcError as failure:
             error = failure
         except asyncio.CancelledError:

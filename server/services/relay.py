@@ -304,4 +304,10 @@ class RelayServicer(relay_service_pb2_grpc.RelayServiceServicer):
         context: aio.ServicerContext[Any, Any],
     ) -> None:
         """Run the call's streams until the gateway is done with it (see the module)."""
-        await _RelayCall(self.generations, context).run()
+        code = grpc.StatusCode.CANCELLED
+        try:
+            await _RelayCall(self.generations, context).run()
+            code = grpc.StatusCode.OK
+        finally:
+            # Its streams are counted as the calls they are; the call itself once, here.
+            self.generations.metrics.grpc_requests.labels("Relay", code.name).inc()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -100,6 +102,14 @@ async def serve_gateway(core_target: str, **overrides: Any) -> AsyncIterator[htt
             yield http_client
     finally:
         await server.stop()
+
+
+async def eventually(condition: Callable[[], bool], what: str, seconds: float = 5.0) -> None:
+    """Wait until `condition()` holds; fail naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 def sample(core: Core, name: str, labels: dict[str, str] | None = None) -> float:

@@ -10,7 +10,13 @@ from httpx_sse import aconnect_sse
 
 from gateway import GatewayServer
 from server import Core, SyntheticConfig
-from tests.gateway.conftest import CoreFactory, gateway_config, sample, serve_gateway
+from tests.gateway.conftest import (
+    CoreFactory,
+    eventually,
+    gateway_config,
+    sample,
+    serve_gateway,
+)
 from tests.gateway.frames import Block, split_blocks
 
 SSE = {"Accept": "text/event-stream"}
@@ -20,13 +26,6 @@ async def _project(http: httpx.AsyncClient) -> str:
     response = await http.post("/v1/projects", json={"title": "Night Shift"})
     name: str = response.json()["name"]
     return name
-
-
-async def _eventually(condition: object, what: str, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not callable(condition) or not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def _is_ping(block: Block) -> bool:
@@ -87,10 +86,10 @@ async def test_client_disconnect_cancels_the_upstream_call(start_core: CoreFacto
                         break
                 assert sample(core, "scriptgen_streams_active") == 1
             # Leaving the block closed the connection mid-stream.
-        await _eventually(
+        await eventually(
             lambda: sample(core, "scriptgen_streams_active") == 0, "the core stream to end"
         )
-        await _eventually(
+        await eventually(
             lambda: (
                 sample(
                     core,

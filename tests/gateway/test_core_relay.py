@@ -1,0 +1,221 @@
+"""The gateway's SSE streams over Relay calls: same streams, fewer calls, clean failures."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from scriptgen.v1 import (
+    generation_pb2,
+    generation_service_pb2,
+    relay_service_pb2,
+    relay_service_pb2_grpc,
+)
+
+from gateway import create_app
+from gateway.config import add_arguments, from_arguments
+from gateway.core_relay import CoreRelay, RelayedStream
+from server import Core, SyntheticConfig
+from tests.gateway.conftest import (
+    CoreFactory,
+    eventually,
+    gateway_config,
+    sample,
+    serve_gateway,
+)
+from tests.gateway.frames import split_blocks
+from tests.server.rpc import connect
+
+SSE = {"Accept": "text/event-stream"}
+rs = relay_service_pb2
+
+
+def _relay_calls(core: Core, code: str) -> float:
+    return sample(core, "scriptgen_grpc_requests_total", {"method": "Relay", "code": code})
+
+
+async def _sse_generation(core_target: str, **overrides: Any) -> list[tuple[str, str]]:
+    """(event name, data) of one SSE generation, through a gateway with `overrides`."""
+    async with serve_gateway(core_target, **overrides) as http:
+        project = (await http.post("/v1/projects", json={"title": "Night Shift"})).json()["name"]
+        response = await http.post(
+            f"/v1/{project}/generations", json={"title": "Pilot"}, headers=SSE
+        )
+        assert response.status_code == 200
+    blocks = split_blocks(response.text)
+    return [(b.value("event") or "", b.value("data") or "") for b in blocks if b.value("event")]
+
+
+@pytest.mark.parametrize("calls", [0, 1, 4])
+async def test_a_stream_is_the_same_over_relay_calls_and_over_a_call_each(
+    start_core: CoreFactory, calls: int
+) -> None:
+    core = await start_core(SyntheticConfig(first_token_seconds=0.0, tokens_per_second=0.0))
+    target = f"127.0.0.1:{core.grpc_port}"
+    events = await _sse_generation(target, core_relay_calls=calls)
+    names = [name for name, _ in events]
+    assert names[0] == "queued" and names[-1] == "completed"
+    assert names.count("completed") == 1 and "delta" in names
+    # The gateway's Relay calls were cancelled when it stopped; none with a call each.
+    await asyncio.sleep(0.1)
+    assert _relay_calls(core, "CANCELLED") == (1 if calls else 0)
+    generate = {"method": "GenerateScript", "code": "OK"}
+    assert sample(core, "scriptgen_grpc_requests_total", generate) == 1
+
+
+async def test_a_burst_of_streams_shares_the_relay_calls(start_core: CoreFactory) -> None:
+    core = await start_core(SyntheticConfig(first_token_seconds=0.0, tokens_per_second=200.0))
+    target = f"127.0.0.1:{core.grpc_port}"
+    async with serve_gateway(target, core_relay_calls=2) as http:
+        project = (await http.post("/v1/projects", json={"title": "Night Shift"})).json()["name"]
+
+        async def stream(n: int) -> str:
+            response = await http.post(
+                f"/v1/{project}/generations", json={"title": f"Ep {n}"}, headers=SSE
+            )
+            return response.text
+
+        texts = await asyncio.gather(*(stream(n) for n in range(12)))
+        assert all("event: completed" in text for text in texts)
+    await asyncio.sleep(0.1)
+    # Twelve streams, two calls (both cancelled when the gateway stopped).
+    assert _relay_calls(core, "CANCELLED") == 2
+    assert _relay_calls(core, "OK") == 0
+    generate = {"method": "GenerateScript", "code": "OK"}
+    assert sample(core, "scriptgen_grpc_requests_total", generate) == 12
+
+
+async def _collect(stream: RelayedStream) -> tuple[list[int], grpc.aio.AioRpcError | None]:
+    """A relayed stream's event sequences and its end."""
+    sequences: list[int] = []
+    ended: asyncio.Future[grpc.aio.AioRpcError | None] = asyncio.get_running_loop().create_future()
+    stream.attach(lambda event: sequences.append(event.sequence), ended.set_result)
+    async with asyncio.timeout(20):
+        error = await ended
+    return sequences, error
+
+
+async def test_an_old_relay_call_takes_no_new_streams_and_ends_after_its_last(
+    start_core: CoreFactory,
+) -> None:
+    core = await start_core(SyntheticConfig(first_token_seconds=0.0, tokens_per_second=60.0))
+    target = f"127.0.0.1:{core.grpc_port}"
+    async with grpc.aio.insecure_channel(target) as channel:
+        async with connect(target) as rpc:
+            project = await rpc.create_project()
+        relay = CoreRelay(
+            relay_service_pb2_grpc.RelayServiceStub(channel), calls=1, max_age_seconds=0.3
+        )
+        request = generation_service_pb2.GenerateScriptRequest(parent=project.name, title="A")
+        first = relay.generate_script(request, ())
+        first_events = asyncio.create_task(_collect(first))
+        await asyncio.sleep(0.5)
+        request.title = "B"
+        second = relay.generate_script(request, ())
+        assert first._call is not second._call, "an old call takes no new streams"
+        sequences, error = await first_events
+        assert error is None and sequences == list(range(1, len(sequences) + 1))
+        # The old call finished writing after its last stream, and the core ended it OK.
+        await eventually(lambda: _relay_calls(core, "OK") == 1, "the old call to end")
+        sequences, error = await _collect(second)
+        assert error is None and sequences[0] == 1
+        await relay.close()
+    await asyncio.sleep(0.1)
+    assert _relay_calls(core, "OK") == 1
+    assert _relay_calls(core, "CANCELLED") == 1
+
+
+class FailingRelay:
+    """A core whose Relay calls send one event per stream opened, then fail UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        method = grpc.stream_stream_rpc_method_handler(
+            self.relay,
+            request_deserializer=rs.RelayRequest.FromString,
+            response_serializer=rs.RelayResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler("scriptgen.v1.RelayService", {"Relay": method})
+
+    async def relay(
+        self, requests: AsyncIterator[rs.RelayRequest], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[rs.RelayResponse]:
+        self.calls += 1
+        async for request in requests:
+            for opened in request.opens:
+                event = generation_pb2.GenerationEvent(generation="generations/g1", sequence=1)
+                event.queued.parent = "projects/p1"
+                yield rs.RelayResponse(frames=[rs.RelayFrame(stream=opened.stream, event=event)])
+            await asyncio.sleep(0.05)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "core going away")
+
+
+@pytest.fixture
+async def failing_core() -> AsyncIterator[tuple[FailingRelay, str]]:
+    relay = FailingRelay()
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((relay.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield relay, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+async def test_a_failed_relay_call_ends_each_stream_with_its_error_and_the_next_opens_anew(
+    failing_core: tuple[FailingRelay, str],
+) -> None:
+    fake, target = failing_core
+    async with grpc.aio.insecure_channel(target) as channel:
+        relay = CoreRelay(
+            relay_service_pb2_grpc.RelayServiceStub(channel), calls=1, max_age_seconds=60
+        )
+        request = generation_service_pb2.StreamGenerationEventsRequest(name="generations/g1")
+        results = await asyncio.gather(
+            _collect(relay.stream_generation_events(request, ())),
+            _collect(relay.stream_generation_events(request, ())),
+        )
+        for sequences, error in results:
+            assert sequences == [1]
+            assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
+        sequences, error = await _collect(relay.stream_generation_events(request, ()))
+        assert sequences == [1] and error is not None
+        await relay.close()
+    assert fake.calls == 2
+
+
+async def test_sse_after_a_failed_relay_call_is_a_failed_event_then_a_clean_end(
+    failing_core: tuple[FailingRelay, str],
+) -> None:
+    _, target = failing_core
+    app = create_app(gateway_config(target, core_relay_calls=1))
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get(
+            "/v1/generations/g1/events", headers={"Accept": "text/event-stream"}
+        )
+        assert response.status == 200
+        blocks = split_blocks(await response.text())
+    assert blocks[1].value("event") == "queued"
+    assert blocks[-1].value("event") == "failed"
+    assert '"code":14' in (blocks[-1].value("data") or "").replace(" ", "")
+    assert blocks[-1].value("id") is None
+
+
+def test_relay_settings_are_checked() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, {})
+    assert from_arguments(parser.parse_args([])).core_relay_calls == 4
+    assert from_arguments(parser.parse_args(["--core-relay-calls", "0"])).core_relay_calls == 0
+    with pytest.raises(ValueError, match="--core-relay-calls"):
+        from_arguments(parser.parse_args(["--core-relay-calls", "65"]))
+    with pytest.raises(ValueError, match="--core-relay-max-age-seconds"):
+        from_arguments(parser.parse_args(["--core-relay-max-age-seconds", "0"]))

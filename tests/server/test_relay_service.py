@@ -1,0 +1,268 @@
+"""RelayService against a real core: many streams on one call, each one a real call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
+from scriptgen.v1 import (
+    generation_pb2,
+    generation_service_pb2,
+    relay_service_pb2,
+    relay_service_pb2_grpc,
+)
+
+from server import Core, SyntheticConfig
+from tests.conftest import fast_core_config
+from tests.gateway.conftest import eventually, sample
+from tests.server.rpc import connect
+
+gs = generation_service_pb2
+rs = relay_service_pb2
+
+
+@dataclass
+class Streams:
+    """What a Relay call delivered, by stream number."""
+
+    events: dict[int, list[generation_pb2.GenerationEvent]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    headers: dict[int, dict[str, str | bytes]] = field(default_factory=dict)
+    ends: dict[int, rs.RelayEnd] = field(default_factory=dict)
+    #: Every frame's (stream, kind), in arrival order.
+    order: list[tuple[int, str]] = field(default_factory=list)
+
+    def take(self, response: rs.RelayResponse) -> None:
+        for frame in response.frames:
+            kind = frame.WhichOneof("kind")
+            assert kind is not None
+            self.order.append((frame.stream, kind))
+            assert frame.stream not in self.ends, "a frame after the stream's end"
+            if kind == "event":
+                self.events[frame.stream].append(frame.event)
+            elif kind == "headers":
+                self.headers[frame.stream] = {m.key: m.value for m in frame.headers.metadata}
+            else:
+                self.ends[frame.stream] = frame.end
+
+
+async def _read_until_ended(
+    call: aio.StreamStreamCall[rs.RelayRequest, rs.RelayResponse],
+    streams: Streams,
+    numbers: set[int],
+) -> None:
+    async with asyncio.timeout(30):
+        while not numbers <= streams.ends.keys():
+            response = await call.read()
+            assert response is not aio.EOF, "the call ended before its streams"
+            assert isinstance(response, rs.RelayResponse)
+            streams.take(response)
+
+
+def _generate(number: int, parent: str, title: str, **fields: Any) -> rs.RelayOpen:
+    return rs.RelayOpen(
+        stream=number,
+        generate_script=gs.GenerateScriptRequest(parent=parent, title=title, **fields),
+    )
+
+
+def _violations(end: rs.RelayEnd) -> dict[str, str]:
+    for key, value in ((m.key, m.value) for m in end.trailers):
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(bad):
+                    return {v.field: v.description for v in bad.field_violations}
+    raise AssertionError("no BadRequest detail")
+
+
+async def test_many_streams_on_one_call_each_get_their_own_job_in_order(
+    core_target: str,
+) -> None:
+    async with connect(core_target) as rpc:
+        project = await rpc.create_project()
+        relay = relay_service_pb2_grpc.RelayServiceStub(rpc.channel)
+        call = relay.Relay()
+        await call.write(
+            rs.RelayRequest(opens=[_generate(n, project.name, f"Ep {n}") for n in range(1, 9)])
+        )
+        streams = Streams()
+        await _read_until_ended(call, streams, set(range(1, 9)))
+        await call.done_writing()
+        assert await call.read() is aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+
+        # The frames of several streams shared responses, interleaved.
+        assert len({n for n, _ in streams.order[:16]}) > 1
+        names = set()
+        for number in range(1, 9):
+            events = streams.events[number]
+            assert streams.ends[number].code == 0
+            assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+            assert events[-1].WhichOneof("kind") == "completed"
+            names.add(events[0].generation)
+            # Exactly the job's log, as GenerateScript itself would have streamed it.
+            assert [e.SerializeToString() for e in events] == [
+                e.SerializeToString() for e in await rpc.follow(events[0].generation)
+            ]
+            script = "".join(e.text_delta.text for e in events if e.HasField("text_delta"))
+            assert script == events[-1].completed.episode.script
+        assert len(names) == 8
+
+
+async def test_follow_streams_resume_after_a_sequence(core_target: str) -> None:
+    async with connect(core_target) as rpc:
+        project = await rpc.create_project()
+        events = await rpc.generate(project.name)
+        call = relay_service_pb2_grpc.RelayServiceStub(rpc.channel).Relay()
+        name = events[0].generation
+        await call.write(
+            rs.RelayRequest(
+                opens=[
+                    rs.RelayOpen(
+                        stream=7,
+                        stream_generation_events=gs.StreamGenerationEventsRequest(
+                            name=name, after_sequence=3
+                        ),
+                    ),
+                    rs.RelayOpen(
+                        stream=8,
+                        stream_generation_events=gs.StreamGenerationEventsRequest(
+                            name="generations/nope", after_sequence=0
+                        ),
+                    ),
+                ]
+            )
+        )
+        streams = Streams()
+        await _read_until_ended(call, streams, {7, 8})
+        call.cancel()
+    assert [e.sequence for e in streams.events[7]] == [e.sequence for e in events[3:]]
+    assert streams.ends[7].code == 0
+    assert streams.ends[8].code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert 8 not in streams.events
+
+
+async def test_a_bad_open_ends_that_stream_with_the_field_named_and_the_call_goes_on(
+    core_target: str,
+) -> None:
+    async with connect(core_target) as rpc:
+        project = await rpc.create_project()
+        call = relay_service_pb2_grpc.RelayServiceStub(rpc.channel).Relay()
+        await call.write(
+            rs.RelayRequest(
+                opens=[
+                    _generate(0, project.name, "Zero"),
+                    rs.RelayOpen(stream=2),
+                    rs.RelayOpen(
+                        stream=3,
+                        metadata=[rs.RelayMetadata(key=f"k{n}", value=b"v") for n in range(65)],
+                        generate_script=gs.GenerateScriptRequest(parent=project.name, title="M"),
+                    ),
+                    _generate(4, project.name, ""),
+                    _generate(5, project.name, "Fine"),
+                ]
+            )
+        )
+        streams = Streams()
+        await _read_until_ended(call, streams, {0, 2, 3, 4, 5})
+        call.cancel()
+    invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert {n: streams.ends[n].code for n in (0, 2, 3, 4)} == dict.fromkeys((0, 2, 3, 4), invalid)
+    assert "stream" in _violations(streams.ends[0])
+    assert "call" in _violations(streams.ends[2])
+    assert "metadata" in _violations(streams.ends[3])
+    assert "title" in _violations(streams.ends[4])  # the servicer's own validation
+    assert streams.ends[5].code == 0
+    assert streams.events[5][-1].WhichOneof("kind") == "completed"
+
+
+@pytest.fixture
+async def slow_core(tmp_path: Path) -> Any:
+    """A core whose writer waits 30 s for its first token, with room for 2 streams."""
+    config = replace(
+        fast_core_config(tmp_path / "slow"),
+        synthetic=SyntheticConfig(first_token_seconds=30.0, tokens_per_second=50.0),
+        max_streams=2,
+    )
+    running = Core(config)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop(grace=0.0)
+
+
+async def test_cancelling_a_stream_cancels_its_call_and_admission_counts_relayed_streams(
+    slow_core: Core,
+) -> None:
+    target = f"127.0.0.1:{slow_core.grpc_port}"
+    cancelled = {"method": "GenerateScript", "code": "CANCELLED"}
+    before = sample(slow_core, "scriptgen_grpc_requests_total", cancelled)
+    async with connect(target) as rpc:
+        project = await rpc.create_project()
+        call = relay_service_pb2_grpc.RelayServiceStub(rpc.channel).Relay()
+        opens = [_generate(n, project.name, f"Ep {n}") for n in (1, 2, 3)]
+        await call.write(rs.RelayRequest(opens=opens))
+        streams = Streams()
+        # The third is over the core's two streams: refused at once.
+        await _read_until_ended(call, streams, {3})
+        assert streams.ends[3].code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        async with asyncio.timeout(10):
+            while len(streams.events[1]) < 1 or len(streams.events[2]) < 1:
+                response = await call.read()
+                assert isinstance(response, rs.RelayResponse)
+                streams.take(response)
+        await call.write(rs.RelayRequest(cancels=[1]))
+        await eventually(
+            lambda: sample(slow_core, "scriptgen_grpc_requests_total", cancelled) == before + 1,
+            "the core to count the stream cancelled",
+        )
+        # Its slot is free again: a new stream is admitted.
+        await call.write(rs.RelayRequest(opens=[_generate(4, project.name, "Ep 4")]))
+        async with asyncio.timeout(10):
+            while not streams.events[4]:
+                response = await call.read()
+                assert isinstance(response, rs.RelayResponse)
+                streams.take(response)
+        assert 4 not in streams.ends
+        assert 1 not in streams.ends  # a cancelled stream gets no end frame
+        call.cancel()
+
+
+async def test_a_deadline_ends_the_stream_with_deadline_exceeded(slow_core: Core) -> None:
+    target = f"127.0.0.1:{slow_core.grpc_port}"
+    async with connect(target) as rpc:
+        project = await rpc.create_project()
+        call = relay_service_pb2_grpc.RelayServiceStub(rpc.channel).Relay()
+        opened = _generate(1, project.name, "Short")
+        opened.timeout_seconds = 0.3
+        await call.write(rs.RelayRequest(opens=[opened]))
+        streams = Streams()
+        await _read_until_ended(call, streams, {1})
+        call.cancel()
+    assert streams.ends[1].code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert streams.events[1][0].WhichOneof("kind") == "queued"
+
+
+async def test_relay_is_not_offered_by_reflection(core_target: str) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with aio.insecure_channel(core_target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        response = await call.read()
+        call.cancel()
+    assert isinstance(response, reflection_pb2.ServerReflectionResponse)
+    names = {service.name for service in response.list_services_response.service}
+    assert "scriptgen.v1.GenerationService" in names
+    assert "scriptgen.v1.RelayService" not in names
