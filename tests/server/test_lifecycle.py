@@ -50,6 +50,8 @@ async def test_reflection_lists_the_services(core_target: str) -> None:
         "scriptgen.v1.GenerationService",
         "grpc.health.v1.Health",
     } <= names
+    # The gateway's internal relay is no public API (server.services.relay).
+    assert "scriptgen.v1.RelayService" not in names
 
 
 async def test_metrics_endpoint_counts_calls_and_jobs(core: Core, core_target: str) -> None:

@@ -251,18 +251,3 @@ async def test_a_deadline_ends_the_stream_with_deadline_exceeded(slow_core: Core
         call.cancel()
     assert streams.ends[1].code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert streams.events[1][0].WhichOneof("kind") == "queued"
-
-
-async def test_relay_is_not_offered_by_reflection(core_target: str) -> None:
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-    async with aio.insecure_channel(core_target) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        call = stub.ServerReflectionInfo()
-        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
-        response = await call.read()
-        call.cancel()
-    assert isinstance(response, reflection_pb2.ServerReflectionResponse)
-    names = {service.name for service in response.list_services_response.service}
-    assert "scriptgen.v1.GenerationService" in names
-    assert "scriptgen.v1.RelayService" not in names
