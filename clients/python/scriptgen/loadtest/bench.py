@@ -28,7 +28,7 @@ from typing import Any
 MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "naive": (
         ("--delta-window-ms=0", "--event-loop=asyncio"),
-        ("--event-loop=asyncio", "--workers=1"),
+        ("--event-loop=asyncio", "--workers=1", "--core-relay-calls=0"),
     ),
     # The servers' defaults (TextDeltas coalesced by --delta-window-ms, uvloop) and one
     # gateway process per CPU of this 2-core machine class, as deployed.
