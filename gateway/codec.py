@@ -3,21 +3,25 @@
 `google.protobuf.json_format` does the conversion; before it runs, the body is
 walked against the message descriptor so an unknown field or a value of the
 wrong type is reported at its exact path (`project.type`, `usage[2].model`)
-rather than as one opaque parse error. Streamed text deltas, the bulk of every
-event stream, take `event_json`'s direct path: the same proto3 JSON, written
-without walking descriptors.
+rather than as one opaque parse error. Job events take `event_json`'s direct
+path: the same proto3 JSON, written without json_format's walk — text deltas, the
+bulk of every stream, by hand; the other small kinds (queued, stage, progress,
+failover, cancelled) from a plan of their fields made once per message type.
+Only `completed` and `failed` (nested messages, `google.protobuf.Any`) still go
+through json_format.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from aiohttp import web
 from google.protobuf import json_format, message_factory, timestamp_pb2
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from scriptgen.v1 import generation_pb2
 
@@ -44,18 +48,17 @@ def event_json(event: generation_pb2.GenerationEvent) -> str:
     """A job event as one line of proto3 JSON: `dumps(MessageToDict(event))`, exactly.
 
     Text deltas are written directly (about ten times faster than walking the
-    descriptors); every other kind goes through json_format.
+    descriptors); the other kinds of scalar fields from their plans (`_kind_json`);
+    `completed` and `failed` go through json_format.
     """
-    if event.WhichOneof("kind") != "text_delta":
-        return dumps(json_format.MessageToDict(event))
+    kind = event.WhichOneof("kind")
+    if kind != "text_delta":
+        body = None if kind is None else _kind_json(getattr(event, kind))
+        if body is None or kind is None:
+            return dumps(json_format.MessageToDict(event))
+        return _event_head(event) + f'"{_JSON_NAMES[kind]}":{body}}}'
     # Field order, omitted defaults and int64-as-string follow MessageToDict.
-    out = "{"
-    if event.generation:
-        out += '"generation":' + encode_basestring(event.generation) + ","
-    if event.sequence:
-        out += f'"sequence":"{event.sequence}",'
-    if event.HasField("time"):
-        out += '"time":"' + _timestamp_json(event.time) + '",'
+    out = _event_head(event)
     delta = event.text_delta
     if delta.text:
         out += '"textDelta":{"text":' + encode_basestring(delta.text)
@@ -63,6 +66,148 @@ def event_json(event: generation_pb2.GenerationEvent) -> str:
     return out + (
         f'"textDelta":{{"offset":"{delta.offset}"}}}}' if delta.offset else '"textDelta":{}}'
     )
+
+
+def _event_head(event: generation_pb2.GenerationEvent) -> str:
+    """`{` and the event's common fields, each followed by a comma."""
+    out = "{"
+    if event.generation:
+        out += '"generation":' + encode_basestring(event.generation) + ","
+    if event.sequence:
+        out += f'"sequence":"{event.sequence}",'
+    if event.HasField("time"):
+        out += '"time":"' + _timestamp_json(event.time) + '",'
+    return out
+
+
+_JSON_NAMES: Final = {
+    field.name: field.json_name
+    for field in generation_pb2.GenerationEvent.DESCRIPTOR.oneofs_by_name["kind"].fields
+}
+_INT64_TYPES: Final = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+_INT32_TYPES: Final = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_SFIXED32,
+    }
+)
+#: How json_format prints one value of a field; None: in a way this path leaves to it.
+_Writer = Callable[[Any], str | None]
+#: A field as json_format prints it: (attribute, `"jsonName":`, has presence, repeated, writer).
+_Field = tuple[str, str, bool, bool, _Writer]
+
+
+def _string(value: Any) -> str | None:
+    return encode_basestring(value)
+
+
+def _int64(value: Any) -> str | None:
+    return f'"{value}"'
+
+
+def _int32(value: Any) -> str | None:
+    return str(value)
+
+
+def _bool(value: Any) -> str | None:
+    return "true" if value else "false"
+
+
+def _double(value: Any) -> str | None:
+    # json_format writes NaN and the infinities as strings: left to it.
+    return float.__repr__(value) if math.isfinite(value) else None
+
+
+def _enum_writer(field: FieldDescriptor) -> _Writer:
+    enum_type = cast(EnumDescriptor, field.enum_type)
+    names = {
+        number: encode_basestring(value.name)
+        for number, value in enum_type.values_by_number.items()
+    }
+
+    def write(value: Any) -> str | None:
+        return names.get(value, str(value))  # an unknown number is printed as the number
+
+    return write
+
+
+def _writer(field: FieldDescriptor) -> _Writer | None:
+    """How json_format prints a scalar field's value; None for what it does otherwise."""
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return _string
+    if field.type in _INT64_TYPES:
+        return _int64
+    if field.type in _INT32_TYPES:
+        return _int32
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return _bool
+    if field.type == FieldDescriptor.TYPE_DOUBLE:
+        return _double
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return _enum_writer(field)
+    return None  # messages, bytes, 32-bit floats: json_format's own forms
+
+
+def _plan(descriptor: Descriptor) -> list[_Field] | None:
+    """The fields of a message of scalars in json_format's order; None if any is not one."""
+    plan: list[_Field] = []
+    for field in sorted(descriptor.fields, key=lambda f: f.number):
+        writer = _writer(field)
+        if writer is None:
+            return None
+        plan.append(
+            (field.name, f'"{field.json_name}":', field.has_presence, field.is_repeated, writer)
+        )
+    return plan
+
+
+_PLANS: dict[str, list[_Field] | None] = {}
+
+
+def _kind_json(message: Message) -> str | None:
+    """A small event kind's proto3 JSON object, as MessageToDict prints it; None when the
+    message has fields this path does not write (json_format then does)."""
+    name = message.DESCRIPTOR.full_name
+    try:
+        plan = _PLANS[name]
+    except KeyError:
+        plan = _PLANS[name] = _plan(cast(Descriptor, message.DESCRIPTOR))
+    if plan is None:
+        return None
+    parts: list[str] = []
+    for attribute, key, presence, repeated, write in plan:
+        if presence:
+            if not message.HasField(attribute):
+                continue
+            value = getattr(message, attribute)
+        else:
+            value = getattr(message, attribute)
+            if not value:
+                if value.__class__ is float and math.copysign(1.0, value) < 0:
+                    return None  # -0.0 is set, not the default: json_format's own
+                continue  # a default (or empty list) is left out, as json_format does
+        if repeated:
+            items = [write(item) for item in value]
+            if None in items:
+                return None
+            parts.append(key + "[" + ",".join(cast(list[str], items)) + "]")
+        else:
+            written = write(value)
+            if written is None:
+                return None
+            parts.append(key + written)
+    return "{" + ",".join(parts) + "}"
 
 
 class _SecondsCache:
