@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
@@ -128,8 +129,13 @@ class _RelayCall:
         #: Takes no new streams; finishes writing once its last stream has ended.
         self.retired = False
         self.alive = True
-        self._reader = asyncio.create_task(self._read(), name="scriptgen-relay-reader")
-        self._writer = asyncio.create_task(self._write(), name="scriptgen-relay-writer")
+        # A fresh context: not the log lines' request id of whichever request opened the call.
+        self._reader = asyncio.create_task(
+            self._read(), name="scriptgen-relay-reader", context=contextvars.Context()
+        )
+        self._writer = asyncio.create_task(
+            self._write(), name="scriptgen-relay-writer", context=contextvars.Context()
+        )
 
     def open(
         self,
@@ -155,9 +161,15 @@ class _RelayCall:
         return stream
 
     def cancel_stream(self, number: int) -> None:
-        if self.streams.pop(number, None) is not None and self.alive:
-            self._cancels.append(number)
-            self._poke()
+        if self.streams.pop(number, None) is None or not self.alive:
+            return
+        for index, opened in enumerate(self._opens):
+            if opened.stream == number:
+                del self._opens[index]  # never sent: nothing to cancel
+                return
+        # Its open went out in an earlier request, so the core sees the cancel after it.
+        self._cancels.append(number)
+        self._poke()
 
     def retire(self) -> None:
         self.retired = True

@@ -132,7 +132,7 @@ class EventRelay:
         # A relayed stream's end is decoded outside this request's task: keep its id.
         self._request_id = state.CURRENT_REQUEST_ID.get()
         if isinstance(call, RelayedStream):
-            call.attach(self._put, self._ended)
+            call.attach(self._put_relayed, self._ended)
         else:
             self._pump = asyncio.create_task(self._read(call), name="scriptgen-sse-relay")
 
@@ -140,6 +140,16 @@ class EventRelay:
         self._items.append(item)
         if self._waiter is not None:
             _wake(self._waiter)
+
+    def _put_relayed(self, event: generation_pb2.GenerationEvent) -> None:
+        # A relayed event is part of a RelayResponse holding many streams' frames, which
+        # it keeps in memory while it is. One the writer takes at once is used as it is;
+        # one that waits (a slow client) is copied, so only the event is kept.
+        if self._waiter is None:
+            detached = generation_pb2.GenerationEvent()
+            detached.CopyFrom(event)
+            event = detached
+        self._put(event)
 
     def _ended(self, error: grpc.aio.AioRpcError | None) -> None:
         self._put(

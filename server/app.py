@@ -113,6 +113,7 @@ class Core:
         self._metrics_runner: web.AppRunner | None = None
         self.grpc_port = 0
         self.metrics_port: int | None = None
+        self._relay: RelayServicer | None = None
 
     async def start(self) -> None:
         """Open the stores and start serving."""
@@ -185,9 +186,8 @@ class Core:
         )
         generation_service_pb2_grpc.add_GenerationServiceServicer_to_server(generations, server)
         # The gateway's streams, many per call; internal, so not offered by reflection.
-        relay_service_pb2_grpc.add_RelayServiceServicer_to_server(
-            RelayServicer(generations), server
-        )
+        self._relay = RelayServicer(generations)
+        relay_service_pb2_grpc.add_RelayServiceServicer_to_server(self._relay, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         reflection.enable_server_reflection(
             (
@@ -268,6 +268,8 @@ class Core:
         log.info("core shutting down: health NOT_SERVING, draining jobs")
         await self.health.shut_down()
         self.runner.stop_accepting()
+        if self._relay is not None:
+            self._relay.shut_down()  # gateways' Relay calls end with their last stream
         await self.runner.drain(grace_seconds)
         await self.runner.stop_watching()
         # A process that starts cores again (tests, embedding) must not keep every dead one.

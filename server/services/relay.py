@@ -32,7 +32,7 @@ import grpc
 from grpc import aio
 from scriptgen.v1 import relay_service_pb2, relay_service_pb2_grpc
 
-from server.errors import ServiceError, invalid
+from server.errors import ServiceError, Unavailable, invalid
 from server.services.encoding import varint
 from server.services.generations import GenerationServicer
 
@@ -142,6 +142,8 @@ class _RelayCall:
         self._wake: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._reading = True
+        #: The core is stopping: new opens are refused, and the call ends with its streams.
+        self._closing = False
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read(), name="scriptgen-relay-reader")
@@ -153,6 +155,11 @@ class _RelayCall:
             for task in streams:
                 task.cancel()
             await asyncio.gather(*streams, return_exceptions=True)
+
+    def close(self) -> None:
+        """The core is stopping: take no new streams; end once the open ones have."""
+        self._closing = True
+        self._poke()
 
     # The writer.
 
@@ -175,7 +182,7 @@ class _RelayCall:
     async def _write(self) -> None:
         while True:
             if not self._frames:
-                if not self._reading and not self._streams:
+                if (not self._reading or self._closing) and not self._streams:
                     return
                 self._wake = self._loop.create_future()
                 await self._wake
@@ -210,6 +217,8 @@ class _RelayCall:
                     task = self._streams.get(stream)
                     if task is not None:
                         task.cancel()
+        except Exception:
+            log.exception("reading a Relay call failed; its open streams run on")
         finally:
             self._reading = False
             self._poke()
@@ -219,7 +228,11 @@ class _RelayCall:
         tag = _STREAM_TAG + varint(stream)
         call = opened.WhichOneof("call")
         problem: ServiceError | None = None
-        if stream == 0:
+        if self._closing:
+            problem = Unavailable(
+                "the core is shutting down; retry on another", reason="SHUTTING_DOWN"
+            )
+        elif stream == 0:
             problem = invalid("stream", "must not be 0")
         elif stream in self._streams:
             problem = invalid("stream", f"{stream} is open already")
@@ -240,14 +253,20 @@ class _RelayCall:
             responses = self._servicer.StreamGenerationEvents(
                 opened.stream_generation_events, cast(Any, context)
             )
-        self._streams[stream] = asyncio.create_task(
-            self._run_stream(stream, tag, context, responses),
-            name="scriptgen-relay-stream",
+        task = asyncio.create_task(
+            self._run_stream(tag, context, responses), name="scriptgen-relay-stream"
         )
+        # Not in the task's `finally`: a task cancelled before its first step (an open and
+        # its cancel in one request) never runs it.
+        task.add_done_callback(lambda _: self._ended(stream))
+        self._streams[stream] = task
+
+    def _ended(self, stream: int) -> None:
+        self._streams.pop(stream, None)
+        self._poke()
 
     async def _run_stream(
         self,
-        stream: int,
         tag: bytes,
         context: _StreamContext,
         responses: AsyncIterator[Any],
@@ -272,8 +291,6 @@ class _RelayCall:
         finally:
             with contextlib.suppress(Exception):
                 await cast(Any, responses).aclose()
-            self._streams.pop(stream, None)
-            self._poke()
 
     def _end(self, tag: bytes, code: grpc.StatusCode, message: str, trailers: Metadata) -> None:
         end = relay_service_pb2.RelayFrame(
@@ -289,7 +306,7 @@ def _serialized(response: Any) -> bytes:
 
 
 def _status_trailers(error: ServiceError) -> Metadata:
-    return (("grpc-status-details-bin", error.to_status().SerializeToString()),)
+    return (("grpc-status-details-bin", error.to_status().SerializeToString()), *error.trailers)
 
 
 class RelayServicer(relay_service_pb2_grpc.RelayServiceServicer):
@@ -297,6 +314,15 @@ class RelayServicer(relay_service_pb2_grpc.RelayServiceServicer):
 
     def __init__(self, generations: GenerationServicer) -> None:
         self.generations = generations
+        self._calls: set[_RelayCall] = set()
+        self._closing = False
+
+    def shut_down(self) -> None:
+        """Refuse new streams (UNAVAILABLE) and end each call once its streams have, so
+        gateways move to another core instead of waiting out the server's grace."""
+        self._closing = True
+        for call in self._calls:
+            call.close()
 
     async def Relay(  # type: ignore[override]
         self,
@@ -305,9 +331,14 @@ class RelayServicer(relay_service_pb2_grpc.RelayServiceServicer):
     ) -> None:
         """Run the call's streams until the gateway is done with it (see the module)."""
         code = grpc.StatusCode.CANCELLED
+        call = _RelayCall(self.generations, context)
+        if self._closing:
+            call.close()
+        self._calls.add(call)
         try:
-            await _RelayCall(self.generations, context).run()
+            await call.run()
             code = grpc.StatusCode.OK
         finally:
+            self._calls.discard(call)
             # Its streams are counted as the calls they are; the call itself once, here.
             self.generations.metrics.grpc_requests.labels("Relay", code.name).inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import grpc.aio
@@ -21,6 +21,7 @@ from scriptgen.v1 import (
 from gateway import create_app
 from gateway.config import add_arguments, from_arguments
 from gateway.core_relay import CoreRelay, RelayedStream
+from gateway.sse import EventRelay
 from server import Core, SyntheticConfig
 from tests.gateway.conftest import (
     CoreFactory,
@@ -63,7 +64,8 @@ async def test_a_stream_is_the_same_over_relay_calls_and_over_a_call_each(
     assert names[0] == "queued" and names[-1] == "completed"
     assert names.count("completed") == 1 and "delta" in names
     # The gateway's Relay calls were cancelled when it stopped; none with a call each.
-    await asyncio.sleep(0.1)
+    if calls:
+        await eventually(lambda: _relay_calls(core, "CANCELLED") == 1, "the call's end")
     assert _relay_calls(core, "CANCELLED") == (1 if calls else 0)
     generate = {"method": "GenerateScript", "code": "OK"}
     assert sample(core, "scriptgen_grpc_requests_total", generate) == 1
@@ -83,9 +85,8 @@ async def test_a_burst_of_streams_shares_the_relay_calls(start_core: CoreFactory
 
         texts = await asyncio.gather(*(stream(n) for n in range(12)))
         assert all("event: completed" in text for text in texts)
-    await asyncio.sleep(0.1)
     # Twelve streams, two calls (both cancelled when the gateway stopped).
-    assert _relay_calls(core, "CANCELLED") == 2
+    await eventually(lambda: _relay_calls(core, "CANCELLED") == 2, "both calls' ends")
     assert _relay_calls(core, "OK") == 0
     generate = {"method": "GenerateScript", "code": "OK"}
     assert sample(core, "scriptgen_grpc_requests_total", generate) == 12
@@ -126,9 +127,8 @@ async def test_an_old_relay_call_takes_no_new_streams_and_ends_after_its_last(
         sequences, error = await _collect(second)
         assert error is None and sequences[0] == 1
         await relay.close()
-    await asyncio.sleep(0.1)
+    await eventually(lambda: _relay_calls(core, "CANCELLED") == 1, "the new call's end")
     assert _relay_calls(core, "OK") == 1
-    assert _relay_calls(core, "CANCELLED") == 1
 
 
 class FailingRelay:
@@ -219,3 +219,47 @@ def test_relay_settings_are_checked() -> None:
         from_arguments(parser.parse_args(["--core-relay-calls", "65"]))
     with pytest.raises(ValueError, match="--core-relay-max-age-seconds"):
         from_arguments(parser.parse_args(["--core-relay-max-age-seconds", "0"]))
+
+
+async def test_a_stream_cancelled_before_its_open_went_out_never_reaches_the_core(
+    start_core: CoreFactory,
+) -> None:
+    core = await start_core(SyntheticConfig(first_token_seconds=0.0, tokens_per_second=50.0))
+    target = f"127.0.0.1:{core.grpc_port}"
+    async with connect(target) as rpc:
+        project = await rpc.create_project()
+    async with grpc.aio.insecure_channel(target) as channel:
+        relay = CoreRelay(
+            relay_service_pb2_grpc.RelayServiceStub(channel), calls=1, max_age_seconds=60
+        )
+        request = generation_service_pb2.GenerateScriptRequest(parent=project.name, title="A")
+        relay.generate_script(request, ()).cancel()  # in the same turn as its open
+        request.title = "B"
+        sequences, error = await _collect(relay.generate_script(request, ()))
+        assert error is None and sequences[0] == 1
+        await relay.close()
+    generate = {"method": "GenerateScript", "code": "OK"}
+    assert sample(core, "scriptgen_grpc_requests_total", generate) == 1
+    cancelled = {"method": "GenerateScript", "code": "CANCELLED"}
+    assert sample(core, "scriptgen_grpc_requests_total", cancelled) == 0
+
+
+async def test_a_relayed_event_that_waits_is_copied_out_of_its_response() -> None:
+    response = rs.RelayResponse()
+    frame = response.frames.add(stream=1)
+    frame.event.generation, frame.event.sequence = "generations/g1", 1
+    frame.event.queued.parent = "projects/p1"
+    stream = RelayedStream(cast(Any, None), 1)
+    relay = EventRelay(stream)
+    # Nobody waits yet: the event is kept as a copy of its own.
+    stream._event(frame.event)
+    kept = relay.ready()
+    assert isinstance(kept, generation_pb2.GenerationEvent)
+    assert kept == frame.event and kept is not frame.event
+    del response
+    assert kept.queued.parent == "projects/p1"
+    # The writer waiting: it takes the event at once, as it is.
+    waiting = asyncio.ensure_future(relay.next(5.0))
+    await asyncio.sleep(0)
+    stream._event(frame.event)
+    assert await waiting is frame.event

@@ -251,3 +251,63 @@ async def test_a_deadline_ends_the_stream_with_deadline_exceeded(slow_core: Core
         call.cancel()
     assert streams.ends[1].code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert streams.events[1][0].WhichOneof("kind") == "queued"
+
+
+async def test_an_open_and_its_cancel_in_one_request_leave_nothing_behind(
+    slow_core: Core,
+) -> None:
+    target = f"127.0.0.1:{slow_core.grpc_port}"
+    async with connect(target) as rpc:
+        project = await rpc.create_project()
+        call = relay_service_pb2_grpc.RelayServiceStub(rpc.channel).Relay()
+        await call.write(rs.RelayRequest(opens=[_generate(1, project.name, "Gone")], cancels=[1]))
+        await call.done_writing()
+        # The stream never ran, so the call ends as soon as the gateway is done writing.
+        async with asyncio.timeout(5):
+            while (response := await call.read()) is not aio.EOF:
+                assert isinstance(response, rs.RelayResponse)
+                assert all(frame.stream != 1 for frame in response.frames)
+        assert await call.code() == grpc.StatusCode.OK
+    assert (
+        sample(slow_core, "scriptgen_grpc_requests_total", {"method": "Relay", "code": "OK"}) == 1
+    )
+
+
+async def test_a_stopping_core_refuses_new_streams_and_ends_its_relay_calls(
+    tmp_path: Path,
+) -> None:
+    config = replace(
+        fast_core_config(tmp_path / "stopping"),
+        synthetic=SyntheticConfig(first_token_seconds=0.0, tokens_per_second=20.0),
+    )
+    core = Core(config)
+    await core.start()
+    stopping: asyncio.Task[None] | None = None
+    try:
+        async with connect(f"127.0.0.1:{core.grpc_port}") as rpc:
+            project = await rpc.create_project()
+            call = relay_service_pb2_grpc.RelayServiceStub(rpc.channel).Relay()
+            await call.write(rs.RelayRequest(opens=[_generate(1, project.name, "Running")]))
+            streams = Streams()
+            async with asyncio.timeout(10):
+                while not streams.events[1]:
+                    response = await call.read()
+                    assert isinstance(response, rs.RelayResponse)
+                    streams.take(response)
+            stopping = asyncio.create_task(core.stop(grace=1.0))
+            await asyncio.sleep(0.2)
+            await call.write(rs.RelayRequest(opens=[_generate(2, project.name, "Late")]))
+            # The late one is refused; the running one ends with its job; then the call
+            # ends by itself, without the gateway finishing its side.
+            async with asyncio.timeout(10):
+                while (response := await call.read()) is not aio.EOF:
+                    assert isinstance(response, rs.RelayResponse)
+                    streams.take(response)
+            assert await call.code() == grpc.StatusCode.OK
+            await stopping
+    finally:
+        if stopping is None:
+            await core.stop(grace=0.0)
+    assert streams.ends[2].code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert streams.ends[1].code == 0
+    assert streams.events[1][-1].WhichOneof("kind") in ("completed", "cancelled")
