@@ -12,7 +12,9 @@ in one message, and the core sends the frames of every stream in one.
 A `RelayedStream` stands where a grpc.aio call would: the SSE relay attaches to
 it, reads its initial metadata and cancels it. When a Relay call fails, each of
 its streams ends with the call's error (UNAVAILABLE when the core went away), as
-its own call would have; the next stream opens a new call.
+its own call would have; the next stream opens a new call. A stream refused
+UNAVAILABLE before its first event (its core is stopping) is opened once more on
+another call, and the refusing call takes no new streams.
 """
 
 from __future__ import annotations
@@ -72,11 +74,23 @@ def _error(code: grpc.StatusCode, message: str, trailers: Metadata = ()) -> grpc
 class RelayedStream:
     """One GenerateScript or StreamGenerationEvents call carried on a Relay call."""
 
-    __slots__ = ("_call", "_on_end", "_on_event", "_pending", "headers", "number")
+    __slots__ = (
+        "_call",
+        "_on_end",
+        "_on_event",
+        "_pending",
+        "headers",
+        "number",
+        "opened",
+        "retried",
+    )
 
     def __init__(self, call: _RelayCall, number: int) -> None:
         self._call = call
         self.number = number
+        #: Its open, kept until its first event: a stopping core's refusal is retried once.
+        self.opened: relay_service_pb2.RelayOpen | None = None
+        self.retried = False
         #: The stream's initial metadata, once it came (before its first event).
         self.headers: Metadata = ()
         self._on_event: OnEvent | None = None
@@ -102,6 +116,7 @@ class RelayedStream:
         self._call.cancel_stream(self.number)
 
     def _event(self, event: generation_pb2.GenerationEvent) -> None:
+        self.opened = None
         if self._on_event is None:
             self._pending.append(event)
         else:
@@ -117,7 +132,11 @@ class RelayedStream:
 class _RelayCall:
     """One Relay call: its open streams, and what is waiting to be written to it."""
 
-    def __init__(self, stub: RelayServiceAsyncStub) -> None:
+    def __init__(
+        self, stub: RelayServiceAsyncStub, reopen: Callable[[RelayedStream], bool]
+    ) -> None:
+        #: Opens a refused stream again on another call; False when it cannot.
+        self._reopen = reopen
         self._loop = asyncio.get_running_loop()
         self.started = self._loop.time()
         self._call = stub.Relay()
@@ -145,20 +164,27 @@ class _RelayCall:
         stream_generation_events: generation_service_pb2.StreamGenerationEventsRequest
         | None = None,
     ) -> RelayedStream:
-        number = self._next
-        self._next += 1
-        stream = RelayedStream(self, number)
-        self.streams[number] = stream
-        self._opens.append(
+        stream = RelayedStream(self, 0)
+        self.adopt(
+            stream,
             relay_service_pb2.RelayOpen(
-                stream=number,
                 metadata=_wire_metadata(metadata),
                 generate_script=generate_script,
                 stream_generation_events=stream_generation_events,
-            )
+            ),
         )
-        self._poke()
         return stream
+
+    def adopt(self, stream: RelayedStream, opened: relay_service_pb2.RelayOpen) -> None:
+        """Open `stream` on this call (again, when another call's core refused it)."""
+        number = self._next
+        self._next += 1
+        stream._call, stream.number = self, number
+        self.streams[number] = stream
+        opened.stream = number
+        stream.opened = opened
+        self._opens.append(opened)
+        self._poke()
 
     def cancel_stream(self, number: int) -> None:
         if self.streams.pop(number, None) is None or not self.alive:
@@ -240,6 +266,12 @@ class _RelayCall:
                         del streams[frame.stream]
                         end = frame.end
                         code = _CODES.get(end.code, grpc.StatusCode.UNKNOWN)
+                        if code is grpc.StatusCode.UNAVAILABLE and stream.opened is not None:
+                            # Refused before its first event (this core is stopping): no
+                            # new stream comes here, and this one tries another call once.
+                            self.retire()
+                            if self._reopen(stream):
+                                continue
                         stream._end(
                             None
                             if code is grpc.StatusCode.OK
@@ -288,12 +320,30 @@ class CoreRelay:
         slot = self._turn
         self._turn = (slot + 1) % len(self._calls)
         call = self._calls[slot]
-        if call is not None and call.alive and call.started + self._max_age > call._loop.time():
+        if (
+            call is not None
+            and call.alive
+            and not call.retired
+            and call.started + self._max_age > call._loop.time()
+        ):
             return call
         if call is not None:
             self._retire(call)
-        call = self._calls[slot] = _RelayCall(self._stub)
+        call = self._calls[slot] = _RelayCall(self._stub, self._reopen)
         return call
+
+    def _reopen(self, stream: RelayedStream) -> bool:
+        """Open a refused stream on another call, once; False when it was tried already."""
+        opened = stream.opened
+        if opened is None or stream.retried:
+            return False
+        refused_on = stream._call
+        call = self._call()
+        if call is refused_on:
+            return False
+        stream.retried = True
+        call.adopt(stream, opened)  # the refused request was copied when it was sent
+        return True
 
     def _retire(self, call: _RelayCall) -> None:
         call.retire()

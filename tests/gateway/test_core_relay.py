@@ -263,3 +263,67 @@ async def test_a_relayed_event_that_waits_is_copied_out_of_its_response() -> Non
     await asyncio.sleep(0)
     stream._event(frame.event)
     assert await waiting is frame.event
+
+
+class StoppingThenServing:
+    """A first Relay call whose core is stopping (every open refused), then a core that serves."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.opens: list[tuple[int, int]] = []  # (call, stream)
+        self.refuse_all = False
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        method = grpc.stream_stream_rpc_method_handler(
+            self.relay,
+            request_deserializer=rs.RelayRequest.FromString,
+            response_serializer=rs.RelayResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler("scriptgen.v1.RelayService", {"Relay": method})
+
+    async def relay(
+        self, requests: AsyncIterator[rs.RelayRequest], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[rs.RelayResponse]:
+        self.calls += 1
+        call = self.calls
+        async for request in requests:
+            for opened in request.opens:
+                self.opens.append((call, opened.stream))
+                if call == 1 or self.refuse_all:
+                    end = rs.RelayEnd(code=grpc.StatusCode.UNAVAILABLE.value[0], message="stopping")
+                    yield rs.RelayResponse(frames=[rs.RelayFrame(stream=opened.stream, end=end)])
+                    continue
+                event = generation_pb2.GenerationEvent(generation="generations/g1", sequence=1)
+                event.queued.parent = "projects/p1"
+                yield rs.RelayResponse(
+                    frames=[
+                        rs.RelayFrame(stream=opened.stream, event=event),
+                        rs.RelayFrame(stream=opened.stream, end=rs.RelayEnd()),
+                    ]
+                )
+
+
+async def test_a_stream_a_stopping_core_refused_is_opened_once_more_on_another_call() -> None:
+    fake = StoppingThenServing()
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((fake.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            relay = CoreRelay(
+                relay_service_pb2_grpc.RelayServiceStub(channel), calls=1, max_age_seconds=60
+            )
+            request = generation_service_pb2.StreamGenerationEventsRequest(name="generations/g1")
+            sequences, error = await _collect(relay.stream_generation_events(request, ()))
+            assert error is None and sequences == [1]
+            # A stream that has had its retry ends with the refusal.
+            fake.refuse_all = True
+            sequences, error = await _collect(relay.stream_generation_events(request, ()))
+            assert sequences == []
+            assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
+            await relay.close()
+    finally:
+        await server.stop(None)
+    # Refused on call 1, served on call 2; then refused on 2 and, once more, on 3.
+    assert fake.opens == [(1, 1), (2, 1), (2, 2), (3, 1)]
