@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final
 
 import grpc
 import grpc.aio
+from scriptgen._relay_metadata import Metadata, from_wire, to_wire
 from scriptgen.v1 import generation_pb2, generation_service_pb2, relay_service_pb2
 
 if TYPE_CHECKING:
@@ -38,31 +39,9 @@ _log = logging.getLogger(__name__)
 #: Most bytes of opens in one RelayRequest (a lone larger open goes alone).
 REQUEST_BUDGET_BYTES: Final = 1024 * 1024
 
-Metadata = tuple[tuple[str, str | bytes], ...]
 OnEvent = Callable[[generation_pb2.GenerationEvent], None]
 #: Called once when the stream ends: None when it ended normally, else its error.
 OnEnd = Callable[[grpc.aio.AioRpcError | None], None]
-
-
-def _wire_metadata(
-    metadata: Sequence[tuple[str, str | bytes]],
-) -> list[relay_service_pb2.RelayMetadata]:
-    return [
-        relay_service_pb2.RelayMetadata(
-            key=key, value=value if isinstance(value, bytes) else value.encode()
-        )
-        for key, value in metadata
-    ]
-
-
-def _metadata(entries: Sequence[relay_service_pb2.RelayMetadata]) -> Metadata:
-    return tuple(
-        (
-            entry.key,
-            entry.value if entry.key.endswith("-bin") else entry.value.decode(errors="replace"),
-        )
-        for entry in entries
-    )
 
 
 def _error(code: grpc.StatusCode, message: str, trailers: Metadata = ()) -> grpc.aio.AioRpcError:
@@ -168,7 +147,7 @@ class _RelayCall:
         self.adopt(
             stream,
             relay_service_pb2.RelayOpen(
-                metadata=_wire_metadata(metadata),
+                metadata=to_wire(metadata),
                 generate_script=generate_script,
                 stream_generation_events=stream_generation_events,
             ),
@@ -261,7 +240,7 @@ class _RelayCall:
                     if kind == "event":
                         stream._event(frame.event)
                     elif kind == "headers":
-                        stream.headers = _metadata(frame.headers.metadata)
+                        stream.headers = from_wire(frame.headers.metadata)
                     elif kind == "end":
                         del streams[frame.stream]
                         end = frame.end
@@ -275,7 +254,7 @@ class _RelayCall:
                         stream._end(
                             None
                             if code is grpc.StatusCode.OK
-                            else _error(code, end.message, _metadata(end.trailers))
+                            else _error(code, end.message, from_wire(end.trailers))
                         )
                 if self.retired and not streams:
                     self._poke()  # its last stream ended: finish writing

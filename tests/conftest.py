@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
@@ -50,6 +52,33 @@ async def core(tmp_path: Path) -> AsyncIterator[Core]:
         yield running
     finally:
         await running.stop()
+
+
+class CoreFactory(Protocol):
+    """Starts a core with the given synthetic writer and other `CoreConfig` fields."""
+
+    def __call__(self, synthetic: SyntheticConfig, **overrides: Any) -> Awaitable[Core]: ...
+
+
+@pytest.fixture
+async def start_core(tmp_path: Path) -> AsyncIterator[CoreFactory]:
+    """Start cores with a given synthetic writer; all are stopped after the test."""
+    started: list[Core] = []
+
+    async def start(synthetic: SyntheticConfig, **overrides: Any) -> Core:
+        config = dataclasses.replace(
+            fast_core_config(tmp_path / f"core-{len(started)}"), synthetic=synthetic, **overrides
+        )
+        running = Core(config)
+        await running.start()
+        started.append(running)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in reversed(started):
+            await running.stop()
 
 
 @pytest.fixture

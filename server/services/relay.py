@@ -30,6 +30,7 @@ from typing import Any, Final, NoReturn, cast
 
 import grpc
 from grpc import aio
+from scriptgen._relay_metadata import Metadata, from_wire, to_wire
 from scriptgen.v1 import relay_service_pb2, relay_service_pb2_grpc
 
 from server.errors import ServiceError, Unavailable, invalid
@@ -48,35 +49,11 @@ MAX_METADATA_ENTRIES: Final = 64
 _FRAMES_TAG: Final = b"\x0a"  # RelayResponse.frames, length-delimited
 _STREAM_TAG: Final = b"\x10"  # RelayFrame.stream, varint
 
-Metadata = tuple[tuple[str, str | bytes], ...]
-
 
 def _frame(stream_tag: bytes, body: bytes) -> bytes:
     """A RelayResponse `frames` entry: `body` holds the frame's kind field."""
     frame = body + stream_tag
     return _FRAMES_TAG + varint(len(frame)) + frame
-
-
-def _wire_metadata(
-    metadata: Sequence[tuple[str, str | bytes]],
-) -> list[relay_service_pb2.RelayMetadata]:
-    return [
-        relay_service_pb2.RelayMetadata(
-            key=key, value=value if isinstance(value, bytes) else value.encode()
-        )
-        for key, value in metadata
-    ]
-
-
-def _call_metadata(entries: Sequence[relay_service_pb2.RelayMetadata]) -> Metadata:
-    return tuple(
-        (entry.key, entry.value if entry.key.endswith("-bin") else _text(entry.value))
-        for entry in entries
-    )
-
-
-def _text(value: bytes) -> str:
-    return value.decode(errors="replace")
 
 
 class _Aborted(Exception):
@@ -111,7 +88,7 @@ class _StreamContext:
 
     async def send_initial_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
         headers = relay_service_pb2.RelayFrame(
-            headers=relay_service_pb2.RelayHeaders(metadata=_wire_metadata(metadata))
+            headers=relay_service_pb2.RelayHeaders(metadata=to_wire(metadata))
         )
         self._relay.push(_frame(self._stream_tag, headers.SerializeToString()))
 
@@ -246,7 +223,7 @@ class _RelayCall:
             self._end(tag, problem.code, problem.message, _status_trailers(problem))
             return
         deadline = time.monotonic() + opened.timeout_seconds if opened.timeout_seconds else None
-        context = _StreamContext(self, tag, _call_metadata(opened.metadata), deadline)
+        context = _StreamContext(self, tag, from_wire(opened.metadata), deadline)
         if call == "generate_script":
             responses = self._servicer.GenerateScript(opened.generate_script, cast(Any, context))
         else:
@@ -277,7 +254,7 @@ class _RelayCall:
             async with asyncio.timeout_at(ends):
                 async for response in responses:
                     encoded = response if response.__class__ is bytes else _serialized(response)
-                    self.push(_FRAMES_TAG + varint(len(encoded) + len(tag)) + encoded + tag)
+                    self.push(_frame(tag, encoded))
                     if self._unsent > HIGH_WATER_BYTES:
                         await self.room()
             self._end(tag, grpc.StatusCode.OK, "", context.trailers)
@@ -295,7 +272,7 @@ class _RelayCall:
     def _end(self, tag: bytes, code: grpc.StatusCode, message: str, trailers: Metadata) -> None:
         end = relay_service_pb2.RelayFrame(
             end=relay_service_pb2.RelayEnd(
-                code=code.value[0], message=message, trailers=_wire_metadata(trailers)
+                code=code.value[0], message=message, trailers=to_wire(trailers)
             )
         )
         self.push(_frame(tag, end.SerializeToString()))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway import GatewayConfig, GatewayServer, create_app, state
-from server import Core, SyntheticConfig
-from tests.conftest import fast_core_config
+from server import Core
+from tests.conftest import CoreFactory as CoreFactory
 
 #: Small intervals so idle pings and readiness changes show within a test.
 READINESS_BACKOFF_MAX_SECONDS = 0.5
@@ -64,30 +62,6 @@ async def http(gateway: GatewayServer) -> AsyncIterator[httpx.AsyncClient]:
         base_url=f"http://127.0.0.1:{gateway.port}", timeout=30.0
     ) as http_client:
         yield http_client
-
-
-CoreFactory = Callable[[SyntheticConfig], Awaitable[Core]]
-
-
-@pytest.fixture
-async def start_core(tmp_path: Path) -> AsyncIterator[CoreFactory]:
-    """Start cores with a given synthetic writer; all are stopped after the test."""
-    started: list[Core] = []
-
-    async def start(synthetic: SyntheticConfig) -> Core:
-        config = dataclasses.replace(
-            fast_core_config(tmp_path / f"core-{len(started)}"), synthetic=synthetic
-        )
-        running = Core(config)
-        await running.start()
-        started.append(running)
-        return running
-
-    try:
-        yield start
-    finally:
-        for running in reversed(started):
-            await running.stop()
 
 
 @asynccontextmanager

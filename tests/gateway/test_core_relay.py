@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import grpc
@@ -92,6 +93,12 @@ async def test_a_burst_of_streams_shares_the_relay_calls(start_core: CoreFactory
     assert sample(core, "scriptgen_grpc_requests_total", generate) == 12
 
 
+def _one_call_relay(channel: grpc.aio.Channel, max_age_seconds: float = 60) -> CoreRelay:
+    return CoreRelay(
+        relay_service_pb2_grpc.RelayServiceStub(channel), calls=1, max_age_seconds=max_age_seconds
+    )
+
+
 async def _collect(stream: RelayedStream) -> tuple[list[int], grpc.aio.AioRpcError | None]:
     """A relayed stream's event sequences and its end."""
     sequences: list[int] = []
@@ -110,9 +117,7 @@ async def test_an_old_relay_call_takes_no_new_streams_and_ends_after_its_last(
     async with grpc.aio.insecure_channel(target) as channel:
         async with connect(target) as rpc:
             project = await rpc.create_project()
-        relay = CoreRelay(
-            relay_service_pb2_grpc.RelayServiceStub(channel), calls=1, max_age_seconds=0.3
-        )
+        relay = _one_call_relay(channel, max_age_seconds=0.3)
         request = generation_service_pb2.GenerateScriptRequest(parent=project.name, title="A")
         first = relay.generate_script(request, ())
         first_events = asyncio.create_task(_collect(first))
@@ -131,19 +136,44 @@ async def test_an_old_relay_call_takes_no_new_streams_and_ends_after_its_last(
     assert _relay_calls(core, "OK") == 1
 
 
-class FailingRelay:
-    """A core whose Relay calls send one event per stream opened, then fail UNAVAILABLE."""
+class FakeRelayCore:
+    """A stand-in core with only RelayService, whose `relay` a test writes."""
 
-    def __init__(self) -> None:
-        self.calls = 0
+    calls = 0
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def relay(
+        self, requests: AsyncIterator[rs.RelayRequest], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[rs.RelayResponse]:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def serve(self) -> AsyncIterator[str]:
+        """Serve on a free loopback port; its target."""
         method = grpc.stream_stream_rpc_method_handler(
             self.relay,
             request_deserializer=rs.RelayRequest.FromString,
             response_serializer=rs.RelayResponse.SerializeToString,
         )
-        return grpc.method_handlers_generic_handler("scriptgen.v1.RelayService", {"Relay": method})
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("scriptgen.v1.RelayService", {"Relay": method}),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            await server.stop(None)
+
+
+def _queued(stream: int) -> rs.RelayFrame:
+    event = generation_pb2.GenerationEvent(generation="generations/g1", sequence=1)
+    event.queued.parent = "projects/p1"
+    return rs.RelayFrame(stream=stream, event=event)
+
+
+class FailingRelay(FakeRelayCore):
+    """A core whose Relay calls send one event per stream opened, then fail UNAVAILABLE."""
 
     async def relay(
         self, requests: AsyncIterator[rs.RelayRequest], context: grpc.aio.ServicerContext[Any, Any]
@@ -151,9 +181,7 @@ class FailingRelay:
         self.calls += 1
         async for request in requests:
             for opened in request.opens:
-                event = generation_pb2.GenerationEvent(generation="generations/g1", sequence=1)
-                event.queued.parent = "projects/p1"
-                yield rs.RelayResponse(frames=[rs.RelayFrame(stream=opened.stream, event=event)])
+                yield rs.RelayResponse(frames=[_queued(opened.stream)])
             await asyncio.sleep(0.05)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "core going away")
 
@@ -161,14 +189,8 @@ class FailingRelay:
 @pytest.fixture
 async def failing_core() -> AsyncIterator[tuple[FailingRelay, str]]:
     relay = FailingRelay()
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((relay.handler(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield relay, f"127.0.0.1:{port}"
-    finally:
-        await server.stop(None)
+    async with relay.serve() as target:
+        yield relay, target
 
 
 async def test_a_failed_relay_call_ends_each_stream_with_its_error_and_the_next_opens_anew(
@@ -176,9 +198,7 @@ async def test_a_failed_relay_call_ends_each_stream_with_its_error_and_the_next_
 ) -> None:
     fake, target = failing_core
     async with grpc.aio.insecure_channel(target) as channel:
-        relay = CoreRelay(
-            relay_service_pb2_grpc.RelayServiceStub(channel), calls=1, max_age_seconds=60
-        )
+        relay = _one_call_relay(channel)
         request = generation_service_pb2.StreamGenerationEventsRequest(name="generations/g1")
         results = await asyncio.gather(
             _collect(relay.stream_generation_events(request, ())),
@@ -229,9 +249,7 @@ async def test_a_stream_cancelled_before_its_open_went_out_never_reaches_the_cor
     async with connect(target) as rpc:
         project = await rpc.create_project()
     async with grpc.aio.insecure_channel(target) as channel:
-        relay = CoreRelay(
-            relay_service_pb2_grpc.RelayServiceStub(channel), calls=1, max_age_seconds=60
-        )
+        relay = _one_call_relay(channel)
         request = generation_service_pb2.GenerateScriptRequest(parent=project.name, title="A")
         relay.generate_script(request, ()).cancel()  # in the same turn as its open
         request.title = "B"
@@ -265,21 +283,12 @@ async def test_a_relayed_event_that_waits_is_copied_out_of_its_response() -> Non
     assert await waiting is frame.event
 
 
-class StoppingThenServing:
+class StoppingThenServing(FakeRelayCore):
     """A first Relay call whose core is stopping (every open refused), then a core that serves."""
 
     def __init__(self) -> None:
-        self.calls = 0
         self.opens: list[tuple[int, int]] = []  # (call, stream)
         self.refuse_all = False
-
-    def handler(self) -> grpc.GenericRpcHandler:
-        method = grpc.stream_stream_rpc_method_handler(
-            self.relay,
-            request_deserializer=rs.RelayRequest.FromString,
-            response_serializer=rs.RelayResponse.SerializeToString,
-        )
-        return grpc.method_handlers_generic_handler("scriptgen.v1.RelayService", {"Relay": method})
 
     async def relay(
         self, requests: AsyncIterator[rs.RelayRequest], context: grpc.aio.ServicerContext[Any, Any]
@@ -293,11 +302,9 @@ class StoppingThenServing:
                     end = rs.RelayEnd(code=grpc.StatusCode.UNAVAILABLE.value[0], message="stopping")
                     yield rs.RelayResponse(frames=[rs.RelayFrame(stream=opened.stream, end=end)])
                     continue
-                event = generation_pb2.GenerationEvent(generation="generations/g1", sequence=1)
-                event.queued.parent = "projects/p1"
                 yield rs.RelayResponse(
                     frames=[
-                        rs.RelayFrame(stream=opened.stream, event=event),
+                        _queued(opened.stream),
                         rs.RelayFrame(stream=opened.stream, end=rs.RelayEnd()),
                     ]
                 )
@@ -305,25 +312,16 @@ class StoppingThenServing:
 
 async def test_a_stream_a_stopping_core_refused_is_opened_once_more_on_another_call() -> None:
     fake = StoppingThenServing()
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((fake.handler(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            relay = CoreRelay(
-                relay_service_pb2_grpc.RelayServiceStub(channel), calls=1, max_age_seconds=60
-            )
-            request = generation_service_pb2.StreamGenerationEventsRequest(name="generations/g1")
-            sequences, error = await _collect(relay.stream_generation_events(request, ()))
-            assert error is None and sequences == [1]
-            # A stream that has had its retry ends with the refusal.
-            fake.refuse_all = True
-            sequences, error = await _collect(relay.stream_generation_events(request, ()))
-            assert sequences == []
-            assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
-            await relay.close()
-    finally:
-        await server.stop(None)
+    async with fake.serve() as target, grpc.aio.insecure_channel(target) as channel:
+        relay = _one_call_relay(channel)
+        request = generation_service_pb2.StreamGenerationEventsRequest(name="generations/g1")
+        sequences, error = await _collect(relay.stream_generation_events(request, ()))
+        assert error is None and sequences == [1]
+        # A stream that has had its retry ends with the refusal.
+        fake.refuse_all = True
+        sequences, error = await _collect(relay.stream_generation_events(request, ()))
+        assert sequences == []
+        assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
+        await relay.close()
     # Refused on call 1, served on call 2; then refused on 2 and, once more, on 3.
     assert fake.opens == [(1, 1), (2, 1), (2, 2), (3, 1)]

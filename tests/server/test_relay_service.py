@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -20,7 +20,7 @@ from scriptgen.v1 import (
 )
 
 from server import Core, SyntheticConfig
-from tests.conftest import fast_core_config
+from tests.conftest import CoreFactory
 from tests.gateway.conftest import eventually, sample
 from tests.server.rpc import connect
 
@@ -54,17 +54,26 @@ class Streams:
                 self.ends[frame.stream] = frame.end
 
 
+async def _read_until(
+    call: aio.StreamStreamCall[rs.RelayRequest, rs.RelayResponse],
+    streams: Streams,
+    done: Callable[[], bool],
+) -> None:
+    """Read the call's responses into `streams` until `done()`."""
+    async with asyncio.timeout(30):
+        while not done():
+            response = await call.read()
+            assert response is not aio.EOF, "the call ended before its streams"
+            assert isinstance(response, rs.RelayResponse)
+            streams.take(response)
+
+
 async def _read_until_ended(
     call: aio.StreamStreamCall[rs.RelayRequest, rs.RelayResponse],
     streams: Streams,
     numbers: set[int],
 ) -> None:
-    async with asyncio.timeout(30):
-        while not numbers <= streams.ends.keys():
-            response = await call.read()
-            assert response is not aio.EOF, "the call ended before its streams"
-            assert isinstance(response, rs.RelayResponse)
-            streams.take(response)
+    await _read_until(call, streams, lambda: numbers <= streams.ends.keys())
 
 
 def _generate(number: int, parent: str, title: str, **fields: Any) -> rs.RelayOpen:
@@ -186,19 +195,13 @@ async def test_a_bad_open_ends_that_stream_with_the_field_named_and_the_call_goe
 
 
 @pytest.fixture
-async def slow_core(tmp_path: Path) -> Any:
+async def slow_core(start_core: CoreFactory) -> Core:
     """A core whose writer waits 30 s for its first token, with room for 2 streams."""
-    config = replace(
-        fast_core_config(tmp_path / "slow"),
-        synthetic=SyntheticConfig(first_token_seconds=30.0, tokens_per_second=50.0),
+    return await start_core(
+        SyntheticConfig(first_token_seconds=30.0, tokens_per_second=50.0),
         max_streams=2,
+        shutdown_grace_seconds=0.0,
     )
-    running = Core(config)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop(grace=0.0)
 
 
 async def test_cancelling_a_stream_cancels_its_call_and_admission_counts_relayed_streams(
@@ -216,11 +219,7 @@ async def test_cancelling_a_stream_cancels_its_call_and_admission_counts_relayed
         # The third is over the core's two streams: refused at once.
         await _read_until_ended(call, streams, {3})
         assert streams.ends[3].code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-        async with asyncio.timeout(10):
-            while len(streams.events[1]) < 1 or len(streams.events[2]) < 1:
-                response = await call.read()
-                assert isinstance(response, rs.RelayResponse)
-                streams.take(response)
+        await _read_until(call, streams, lambda: bool(streams.events[1] and streams.events[2]))
         await call.write(rs.RelayRequest(cancels=[1]))
         await eventually(
             lambda: sample(slow_core, "scriptgen_grpc_requests_total", cancelled) == before + 1,
@@ -228,11 +227,7 @@ async def test_cancelling_a_stream_cancels_its_call_and_admission_counts_relayed
         )
         # Its slot is free again: a new stream is admitted.
         await call.write(rs.RelayRequest(opens=[_generate(4, project.name, "Ep 4")]))
-        async with asyncio.timeout(10):
-            while not streams.events[4]:
-                response = await call.read()
-                assert isinstance(response, rs.RelayResponse)
-                streams.take(response)
+        await _read_until(call, streams, lambda: bool(streams.events[4]))
         assert 4 not in streams.ends
         assert 1 not in streams.ends  # a cancelled stream gets no end frame
         call.cancel()
@@ -274,40 +269,26 @@ async def test_an_open_and_its_cancel_in_one_request_leave_nothing_behind(
 
 
 async def test_a_stopping_core_refuses_new_streams_and_ends_its_relay_calls(
-    tmp_path: Path,
+    start_core: CoreFactory,
 ) -> None:
-    config = replace(
-        fast_core_config(tmp_path / "stopping"),
-        synthetic=SyntheticConfig(first_token_seconds=0.0, tokens_per_second=20.0),
-    )
-    core = Core(config)
-    await core.start()
-    stopping: asyncio.Task[None] | None = None
-    try:
-        async with connect(f"127.0.0.1:{core.grpc_port}") as rpc:
-            project = await rpc.create_project()
-            call = relay_service_pb2_grpc.RelayServiceStub(rpc.channel).Relay()
-            await call.write(rs.RelayRequest(opens=[_generate(1, project.name, "Running")]))
-            streams = Streams()
-            async with asyncio.timeout(10):
-                while not streams.events[1]:
-                    response = await call.read()
-                    assert isinstance(response, rs.RelayResponse)
-                    streams.take(response)
-            stopping = asyncio.create_task(core.stop(grace=1.0))
-            await asyncio.sleep(0.2)
-            await call.write(rs.RelayRequest(opens=[_generate(2, project.name, "Late")]))
-            # The late one is refused; the running one ends with its job; then the call
-            # ends by itself, without the gateway finishing its side.
-            async with asyncio.timeout(10):
-                while (response := await call.read()) is not aio.EOF:
-                    assert isinstance(response, rs.RelayResponse)
-                    streams.take(response)
-            assert await call.code() == grpc.StatusCode.OK
-            await stopping
-    finally:
-        if stopping is None:
-            await core.stop(grace=0.0)
+    core = await start_core(SyntheticConfig(first_token_seconds=0.0, tokens_per_second=20.0))
+    async with connect(f"127.0.0.1:{core.grpc_port}") as rpc:
+        project = await rpc.create_project()
+        call = relay_service_pb2_grpc.RelayServiceStub(rpc.channel).Relay()
+        await call.write(rs.RelayRequest(opens=[_generate(1, project.name, "Running")]))
+        streams = Streams()
+        await _read_until(call, streams, lambda: bool(streams.events[1]))
+        stopping = asyncio.create_task(core.stop(grace=1.0))
+        await asyncio.sleep(0.2)
+        await call.write(rs.RelayRequest(opens=[_generate(2, project.name, "Late")]))
+        # The late one is refused; the running one ends with its job; then the call
+        # ends by itself, without the gateway finishing its side.
+        async with asyncio.timeout(10):
+            while (response := await call.read()) is not aio.EOF:
+                assert isinstance(response, rs.RelayResponse)
+                streams.take(response)
+        assert await call.code() == grpc.StatusCode.OK
+        await stopping
     assert streams.ends[2].code == grpc.StatusCode.UNAVAILABLE.value[0]
     assert streams.ends[1].code == 0
     assert streams.events[1][-1].WhichOneof("kind") in ("completed", "cancelled")
