@@ -9,7 +9,6 @@ closes.
 
 from __future__ import annotations
 
-import gc
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from scriptgen._grpc_wakeups import GrpcWakeupDrain, drain_grpc_wakeups
+from scriptgen._heap import freeze_startup_heap, thaw_heap
 from scriptgen.v1 import (
     generation_service_pb2,
     generation_service_pb2_grpc,
@@ -55,18 +55,6 @@ log = logging.getLogger(__name__)
 def _split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def _freeze_startup_heap() -> None:
-    """Keep the objects alive after start-up (modules, Chroma, gRPC, stores) out of every
-    garbage collection from now on (`gc.freeze`).
-
-    A full collection otherwise walks those hundreds of thousands of objects: a
-    pause of 100-150 ms of the event loop, which a burst of job starts (their
-    allocations trigger it) waits out before its first events go out.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 class Core:
@@ -156,7 +144,7 @@ class Core:
             raise
         self._server = server
         self.runner.start_watching()
-        _freeze_startup_heap()
+        freeze_startup_heap()  # scriptgen._heap: no full-heap pauses in a burst
         await self.health.start()
         if self.config.metrics_address is not None:
             await self._start_metrics(self.config.metrics_address)
@@ -273,7 +261,7 @@ class Core:
         await self.runner.drain(grace_seconds)
         await self.runner.stop_watching()
         # A process that starts cores again (tests, embedding) must not keep every dead one.
-        gc.unfreeze()
+        thaw_heap()
         # Jobs have ended, so open streams are delivering their last events; give them a moment.
         await self._server.stop(grace=min(5.0, max(grace_seconds, 0.5)))
         self._server = None

@@ -17,6 +17,7 @@ from server.auth.records import DEFAULT_TENANT
 from server.storage_faults import is_lock_conflict, sqlite_faults
 from server.store import records
 from server.store.migrations import migrations, statements
+from server.store.shared_reads import SharedReads
 from server.store.sqlite_keys import SqliteKeys
 
 _PROJECT_COLUMNS = (
@@ -156,6 +157,8 @@ class SqliteProjectStore(SqliteKeys):
         #: lock a burst of job starts took turns, each turn a round trip through a busy
         #: loop; on their own connection the reads queue on its thread back to back.
         self._reader: aiosqlite.Connection | None = None
+        #: Concurrent reads of one project share one read (none across a write).
+        self._project_reads: SharedReads[tuple[str, str], list[Any]] = SharedReads()
 
     @property
     def _db(self) -> aiosqlite.Connection:
@@ -217,18 +220,20 @@ class SqliteProjectStore(SqliteKeys):
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock, sqlite_faults():
-            # IMMEDIATE takes the write lock up front, so a read inside the
-            # transaction stays true until COMMIT, across processes too.
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                await self._db.execute("COMMIT")
-            except BaseException:
-                # A failed COMMIT (disk full) leaves the transaction open; SQLite may
-                # also have rolled it back already.
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-                raise
+            # Reads of projects in flight are not shared across a write (SharedReads).
+            with self._project_reads.writing():
+                # IMMEDIATE takes the write lock up front, so a read inside the
+                # transaction stays true until COMMIT, across processes too.
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT (disk full) leaves the transaction open; SQLite may
+                    # also have rolled it back already.
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
+                    raise
 
     async def _migrate(self) -> None:
         async with self._transaction() as db:
@@ -340,14 +345,17 @@ class SqliteProjectStore(SqliteKeys):
     async def get_project(
         self, project_id: str, *, tenant: str | None = None
     ) -> project_pb2.Project:
-        # One trip to the connection's thread (execute, fetch and close as one): every job
-        # start reads its project, so a burst of starts queues on this.
-        rows = await self._read(
-            f"{_PROJECT_SELECT} WHERE tenant = ? AND id = ?", (tenant_in_scope(tenant), project_id)
+        # Every job start reads its project, so a burst of starts on a few projects shares
+        # a few reads (SharedReads; SQLite is one core's, the sole writer), each one trip to
+        # the reader's thread (execute, fetch and close as one).
+        key = (tenant_in_scope(tenant), project_id)
+        rows = await self._project_reads.read(
+            key, lambda: self._read(f"{_PROJECT_SELECT} WHERE tenant = ? AND id = ?", key)
         )
         if not rows:
             raise records.project_not_found(project_id)
-        return _project(next(iter(rows)))
+        # A copy per caller: the shared rows are read-only, the message is the caller's.
+        return _project(rows[0])
 
     async def first_owner(self, project_id: str) -> str | None:
         async with (

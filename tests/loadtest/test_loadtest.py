@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import aiohttp
 import pytest
 from scriptgen import Client
 from scriptgen.cli import run
@@ -26,7 +27,9 @@ from scriptgen.loadtest import (
     write_chart,
 )
 from scriptgen.loadtest._processes import MachineSample
+from scriptgen.loadtest._records import Outcome, StreamRecord
 from scriptgen.loadtest._report import _machine_figures
+from scriptgen.loadtest._sse import run_sse_stream, sent_trace
 
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
@@ -89,6 +92,9 @@ async def test_sse_burst_counts_match_saved_episodes_and_outputs_are_valid(
 
     check_consistent(report, 5)
     assert report.time_to_headers.count == 5
+    # Latencies count from the request going out; the tool's own wait before is apart.
+    assert report.client_delay.count == 5
+    assert report.client_delay.min >= 0
     projects = set(report.projects)
     assert len(projects) == 2
     assert await saved_episode_tokens(core_target, projects) == report.tokens_delivered
@@ -103,6 +109,7 @@ async def test_sse_burst_counts_match_saved_episodes_and_outputs_are_valid(
     assert document["consistency"]["match"] is True
     assert document["throughput"]["tokens_delivered"] == report.tokens_delivered
     assert set(document["latency_ms"]["inter_token_latency"]) >= {"p50", "p95", "p99"}
+    assert document["latency_ms"]["client_delay_before_send"]["count"] == 5
     assert document["processes"][0]["cpu_seconds"] >= 0
     assert document["machine"]["cpus"] == os.cpu_count()
     box = document["machine"]["cpu_during_run"]
@@ -119,6 +126,7 @@ async def test_grpc_ramp_starts_streams_evenly(core_target: str) -> None:
 
     check_consistent(report, 5)
     assert report.time_to_headers.count == 0  # no HTTP on the gRPC path
+    assert report.client_delay.max == 0  # a call is sent as it is made
     projects = set(report.projects)
     assert await saved_episode_tokens(core_target, projects) == report.tokens_delivered
     # Five streams over one second: the open-streams line starts below five.
@@ -299,3 +307,25 @@ def test_machine_figures_are_shares_of_every_cpu_over_the_measured_phase() -> No
         "steal_percent_mean": 2.5,
     }
     assert _machine_figures(samples, start=20.0, end=30.0) == {}  # nothing measured then
+
+
+async def test_an_sse_stream_is_sent_when_its_body_goes_out(
+    core_target: str, gateway_url: str
+) -> None:
+    async with Client(core_target) as client:
+        project = await client.create_project(title="Timing")
+    record = StreamRecord(0, project.name)
+    async with aiohttp.ClientSession(trace_configs=[sent_trace()]) as session:
+        await run_sse_stream(session, gateway_url, record, b'{"title": "Timed"}', lambda: None)
+    assert record.outcome is Outcome.COMPLETED
+    assert record.began is not None and record.sent is not None and record.headers is not None
+    assert record.began <= record.sent <= record.headers
+
+
+async def test_a_stream_that_never_went_out_counts_its_error_from_its_start() -> None:
+    record = StreamRecord(0, "projects/none")
+    async with aiohttp.ClientSession(trace_configs=[sent_trace()]) as session:
+        # Nothing listens on port 9 of loopback: the connection is refused.
+        await run_sse_stream(session, "http://127.0.0.1:9", record, b"{}", lambda: None)
+    assert record.error.startswith("connection")
+    assert record.sent == record.began

@@ -1,10 +1,12 @@
-"""A serving core keeps its start-up heap out of garbage collections, and gives it back on stop."""
+"""Serving processes keep their start-up heap out of garbage collections, and give it back
+on stop."""
 
 from __future__ import annotations
 
 import gc
 from pathlib import Path
 
+from gateway import GatewayConfig, GatewayServer
 from server import Core
 from tests.conftest import fast_core_config
 
@@ -17,4 +19,15 @@ async def test_the_start_up_heap_is_frozen_while_the_core_serves(tmp_path: Path)
         assert gc.get_freeze_count() > 10_000
     finally:
         await core.stop()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_the_start_up_heap_is_frozen_while_the_gateway_serves() -> None:
+    # No core behind it: the gateway serves (not ready) all the same.
+    server = GatewayServer(GatewayConfig(core_target="127.0.0.1:9", http_address="127.0.0.1:0"))
+    await server.start()
+    try:
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        await server.stop()
     assert gc.get_freeze_count() == 0

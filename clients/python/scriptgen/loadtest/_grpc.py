@@ -25,7 +25,7 @@ async def run_grpc_stream(
 ) -> None:
     """Start one job and read its events to the end into `record`."""
     request = generation_service_pb2.GenerateScriptRequest(parent=record.project, title=title)
-    record.sent = time.monotonic()
+    record.began = record.sent = time.monotonic()
     call = stub.GenerateScript(request)
     try:
         async for response in call:

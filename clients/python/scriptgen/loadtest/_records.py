@@ -32,7 +32,11 @@ class StreamRecord:
 
     index: int
     project: str
-    #: When the request was sent; None when the stream never started.
+    #: When the load tool began the stream; None when it never started.
+    began: float | None = None
+    #: When the request went out: its body handed to the connection (SSE), the call made
+    #: (gRPC). Latencies count from here; the load tool's own work before it, which a
+    #: burst queues in the tool's one loop, is `began` to `sent`.
     sent: float | None = None
     #: When the response headers arrived (SSE only).
     headers: float | None = None

@@ -52,6 +52,9 @@ class LoadReport:
     end: float
     outcomes: dict[str, int]
     errors: dict[str, int]
+    #: From the load tool beginning a stream to its request going out: the tool's own
+    #: queueing (a burst's requests are prepared one after another in one loop).
+    client_delay: Distribution
     time_to_headers: Distribution
     time_to_first_event: Distribution
     time_to_first_token: Distribution
@@ -128,6 +131,7 @@ class LoadReport:
             "outcomes": self.outcomes,
             "errors": self.errors,
             "latency_ms": {
+                "client_delay_before_send": self.client_delay.scaled(_MS),
                 "time_to_headers": self.time_to_headers.scaled(_MS),
                 "time_to_first_event": self.time_to_first_event.scaled(_MS),
                 "time_to_first_token": self.time_to_first_token.scaled(_MS),
@@ -289,8 +293,8 @@ def build_report(
 ) -> LoadReport:
     ends = [r.ended for r in records if r.ended is not None]
     end = max(ends) if ends else start
-    outcomes = Counter(r.outcome.value for r in records if r.sent is not None)
-    outcomes["not_started"] = sum(1 for r in records if r.sent is None)
+    outcomes = Counter(r.outcome.value for r in records if r.began is not None)
+    outcomes["not_started"] = sum(1 for r in records if r.began is None)
     errors = Counter(
         r.error for r in records if r.outcome in (Outcome.ERROR, Outcome.FAILED, Outcome.CANCELLED)
     )
@@ -305,6 +309,9 @@ def build_report(
         if r.first_token is not None and r.write_started is not None
     ]
     headers = _since_sent(records, "headers")
+    client_delays = [
+        r.sent - r.began for r in records if r.sent is not None and r.began is not None
+    ]
     refusals = [
         r.ended - r.sent
         for r in records
@@ -328,6 +335,7 @@ def build_report(
         end=end,
         outcomes={name: count for name, count in sorted(outcomes.items()) if count},
         errors=dict(errors.most_common()),
+        client_delay=distribution(client_delays),
         time_to_headers=distribution(headers),
         time_to_first_event=distribution(ttfe),
         time_to_first_token=distribution(ttft),
@@ -387,6 +395,7 @@ def summary(report: LoadReport) -> str:
         )
     lines.append(f"{'latency (ms)':<24}{'n':>7}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}")
     for name, dist in (
+        ("tool's delay to send", report.client_delay),
         ("time to headers", report.time_to_headers),
         ("time to first event", report.time_to_first_event),
         ("time to first token", report.time_to_first_token),

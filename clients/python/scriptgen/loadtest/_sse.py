@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, Final
 
 import aiohttp
@@ -126,9 +127,12 @@ async def run_sse_stream(
     """Start one job with `Accept: text/event-stream` and read it to its end into `record`."""
     url = f"{base_url}/v1/{record.project}/generations"
     parser = SseParser(record, on_first_event)
-    record.sent = time.monotonic()
+    record.began = time.monotonic()
     try:
-        async with session.post(url, data=body, headers=_HEADERS) as response:
+        # `sent` is stamped by `sent_trace` when the body goes out.
+        async with session.post(
+            url, data=body, headers=_HEADERS, trace_request_ctx=record
+        ) as response:
             record.headers = time.monotonic()
             if response.status != 200:
                 record.error = f"http {response.status}{await _error_status(response)}"
@@ -143,6 +147,31 @@ async def run_sse_stream(
         record.error = f"connection {type(error).__name__}"
     finally:
         record.ended = time.monotonic()
+        if record.sent is None:
+            record.sent = record.began  # it never went out: its error counts from the start
+
+
+def sent_trace() -> aiohttp.TraceConfig:
+    """Stamps a stream's `sent` when its request body is handed to the connection.
+
+    A burst's requests are prepared one after another in the tool's one loop, and
+    on Python 3.11 aiohttp writes a body in a task of its own, so the bytes go out
+    one or two loop turns after the request began: that wait is the tool's, not the
+    server's.
+    """
+
+    async def chunk_sent(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestChunkSentParams,
+    ) -> None:
+        record = context.trace_request_ctx
+        if isinstance(record, StreamRecord) and record.sent is None:
+            record.sent = time.monotonic()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_chunk_sent.append(chunk_sent)
+    return trace
 
 
 async def _error_status(response: aiohttp.ClientResponse) -> str:

@@ -27,11 +27,12 @@ import aiohttp
 import grpc.aio
 
 from scriptgen._grpc_wakeups import drained_grpc_wakeups
+from scriptgen._heap import freeze_startup_heap, thaw_heap
 from scriptgen.cli._loop import default_event_loop, loop_factory
 from scriptgen.loadtest._config import Protocol, Target
 from scriptgen.loadtest._grpc import run_grpc_stream
 from scriptgen.loadtest._records import Outcome, StreamPlan, StreamRecord, WorkerResult
-from scriptgen.loadtest._sse import run_sse_stream
+from scriptgen.loadtest._sse import run_sse_stream, sent_trace
 from scriptgen.v1 import generation_service_pb2_grpc
 
 #: gRPC streams per channel (one HTTP/2 connection each).
@@ -104,12 +105,14 @@ async def run_streams(
 
     titles = {plan.index: f"Load {plan.index}" for plan in job.plans}
     watcher = asyncio.create_task(watch_release())
+    # The tool's own full collections would land in its streams' latencies, as the servers'.
+    freeze_startup_heap()
     try:
         if job.target.protocol is Protocol.SSE:
             connector = aiohttp.TCPConnector(limit=0, force_close=True)
             client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
             async with aiohttp.ClientSession(
-                connector=connector, timeout=client_timeout
+                connector=connector, timeout=client_timeout, trace_configs=[sent_trace()]
             ) as session:
 
                 def sse(record: StreamRecord) -> Awaitable[None]:
@@ -143,6 +146,7 @@ async def run_streams(
                         await channel.close()
     finally:
         watcher.cancel()
+        thaw_heap()
     return records
 
 

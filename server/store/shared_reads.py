@@ -1,0 +1,57 @@
+"""Concurrent reads of one key share one read in flight, unless a write came in between.
+
+A burst of job starts reads the same few projects hundreds of times at once, and
+every SQLite read is a trip through the store's one reader thread: 200 starts
+queued 200 trips, and the last start waited for all of them. With `SharedReads`
+a caller that finds a read of its key in flight shares that read's answer, if no
+write began or ended since the read was issued (`writing` is around every write).
+A caller after a write's end issues its own read, so it sees what was committed
+before it called, as it would have alone. Only for a store this process is the
+sole writer of: another process's commit is not seen here.
+
+The read runs as a task of its own: one caller's cancellation does not end the
+others' read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class SharedReads(Generic[K, V]):
+    """Reads in flight by key, and a count of the writes begun or ended."""
+
+    def __init__(self) -> None:
+        self._writes = 0
+        self._reads: dict[K, tuple[int, asyncio.Task[V]]] = {}
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around every write: reads in flight are not shared from its begin to its end."""
+        self._writes += 1
+        try:
+            yield
+        finally:
+            self._writes += 1
+
+    async def read(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
+        """`fetch()`'s answer, shared with the callers of the same key meanwhile."""
+        shared = self._reads.get(key)
+        if shared is None or shared[0] != self._writes:
+            task = asyncio.ensure_future(fetch())
+            shared = self._reads[key] = (self._writes, task)
+            task.add_done_callback(lambda done: self._done(key, done))
+        return await asyncio.shield(shared[1])
+
+    def _done(self, key: K, task: asyncio.Task[V]) -> None:
+        shared = self._reads.get(key)
+        if shared is not None and shared[1] is task:
+            del self._reads[key]
+        if not task.cancelled():
+            task.exception()  # its callers see it; with none left, it is not "never retrieved"

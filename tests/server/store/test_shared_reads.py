@@ -1,0 +1,143 @@
+"""Concurrent reads of one key share one read in flight, never across a write."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scriptgen.v1 import project_pb2
+
+from server.store import SqliteProjectStore
+from server.store.shared_reads import SharedReads
+
+
+class Fetches:
+    """A fetch that waits for `release`, counting how often it ran."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.release = asyncio.Event()
+
+    async def fetch(self, answer: str) -> str:
+        self.count += 1
+        number = self.count
+        await self.release.wait()
+        return f"{answer} #{number}"
+
+
+async def test_callers_of_one_key_share_the_read_in_flight() -> None:
+    reads: SharedReads[str, str] = SharedReads()
+    fetches = Fetches()
+    callers = [asyncio.create_task(reads.read("a", lambda: fetches.fetch("a"))) for _ in range(50)]
+    other = asyncio.create_task(reads.read("b", lambda: fetches.fetch("b")))
+    await asyncio.sleep(0)
+    fetches.release.set()
+    assert {await caller for caller in callers} == {"a #1"}
+    assert await other == "b #2"
+    assert fetches.count == 2
+    # Nothing in flight now: the next caller reads again.
+    assert await reads.read("a", lambda: fetches.fetch("a")) == "a #3"
+
+
+@pytest.mark.parametrize("moment", ["while the write runs", "after the write ended"])
+async def test_a_caller_after_a_write_began_does_not_share_an_older_read(moment: str) -> None:
+    reads: SharedReads[str, str] = SharedReads()
+    fetches = Fetches()
+    before = asyncio.create_task(reads.read("a", lambda: fetches.fetch("a")))
+    await asyncio.sleep(0)
+    with reads.writing():
+        if moment == "while the write runs":
+            during = asyncio.create_task(reads.read("a", lambda: fetches.fetch("a")))
+    if moment == "after the write ended":
+        during = asyncio.create_task(reads.read("a", lambda: fetches.fetch("a")))
+    await asyncio.sleep(0)
+    fetches.release.set()
+    assert await before == "a #1"
+    assert await during == "a #2"
+
+
+async def test_one_callers_cancellation_leaves_the_others_read_running() -> None:
+    reads: SharedReads[str, str] = SharedReads()
+    fetches = Fetches()
+    leaving = asyncio.create_task(reads.read("a", lambda: fetches.fetch("a")))
+    staying = asyncio.create_task(reads.read("a", lambda: fetches.fetch("a")))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    await asyncio.sleep(0)
+    fetches.release.set()
+    assert await staying == "a #1"
+    assert leaving.cancelled()
+
+
+async def test_a_failed_read_fails_every_caller_and_is_not_kept() -> None:
+    reads: SharedReads[str, str] = SharedReads()
+    release = asyncio.Event()
+
+    async def failing() -> str:
+        await release.wait()
+        raise LookupError("gone")
+
+    callers = [asyncio.create_task(reads.read("a", failing)) for _ in range(3)]
+    await asyncio.sleep(0)
+    release.set()
+    for caller in callers:
+        with pytest.raises(LookupError, match="gone"):
+            await caller
+    assert await reads.read("a", lambda: asyncio.sleep(0, "fresh")) == "fresh"
+
+
+async def test_a_burst_of_project_reads_costs_one_trip_per_project(tmp_path: Path) -> None:
+    """200 job starts on 2 projects read each project about once, and see the last commit."""
+    store = SqliteProjectStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        for name in ("one", "two"):
+            await store.create_project(name, project_pb2.Project(title=name.title()))
+        trips = 0
+        read = store._read
+        held = asyncio.Event()
+        held.set()
+        tripped = asyncio.Condition()
+
+        async def counted(query: str, parameters: tuple[Any, ...]) -> list[Any]:
+            nonlocal trips
+            trips += 1
+            async with tripped:
+                tripped.notify_all()
+            rows = await read(query, parameters)
+            await held.wait()  # read, not yet answered
+            return rows
+
+        async def trips_reach(count: int) -> None:
+            async with asyncio.timeout(5), tripped:
+                await tripped.wait_for(lambda: trips >= count)
+
+        store._read = counted  # type: ignore[method-assign]
+        projects = await asyncio.gather(
+            *(store.get_project(("one", "two")[i % 2]) for i in range(200))
+        )
+        assert [p.title for p in projects[:2]] == ["One", "Two"]
+        assert trips == 2
+        # Each caller has its own message.
+        projects[0].title = "changed here"
+        assert projects[2].title == "One"
+        # A read after a commit sees it, though a read from before is still in flight.
+        held.clear()
+        older = asyncio.create_task(store.get_project("one"))
+        await trips_reach(3)
+        # The update answers with the project read after its commit.
+        update = asyncio.create_task(
+            store.update_project("one", project_pb2.Project(title="Renamed"), ["title"])
+        )
+        await trips_reach(4)  # not sharing `older`'s read, from before the commit
+        after = asyncio.create_task(store.get_project("one"))
+        await asyncio.sleep(0.05)
+        held.set()
+        assert (await older).title == "One"
+        assert (await update).title == "Renamed"
+        assert (await after).title == "Renamed"
+        assert trips == 4  # `after` shared the update's read
+    finally:
+        await store.close()
