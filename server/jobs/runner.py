@@ -309,14 +309,13 @@ class JobRunner:
             self._notice_logged = True
             log.info("%s: %s", generation.name, notice)
         job.task = asyncio.create_task(self._run(job), name=f"job {generation.name}")
-        log.info("%s: started for %s", generation.name, request.parent)
         return generation.name
 
     async def _set_state(self, job: _Job, state: generation_pb2.GenerationState.ValueType) -> None:
         job.generation.state = state
         job.generation.update_time.CopyFrom(_now())
         await self._registry.update(job.generation)
-        # One log line per state change (QUEUED is logged when the job starts).
+        # One log line per state change (QUEUED as `started`, when the pipeline begins).
         log.info(
             "%s: state %s",
             job.generation.name,
@@ -377,6 +376,8 @@ class JobRunner:
         """The job's stages; whatever way they end, the job then only writes its end."""
         try:
             await self.arrivals.settled()  # the jobs of a burst start first
+            # Logged here, not in start(): a burst's first events go out before its log lines.
+            log.info("%s: started for %s", job.generation.name, job.generation.parent)
             await self._set_state(job, generation_pb2.GENERATION_STATE_RUNNING)
             return await job.pipeline.run()
         finally:
