@@ -5,47 +5,104 @@ pipelines of the jobs already started (their plan stages, their model requests)
 fill every turn, so the calls still waiting are accepted ever more slowly: with
 200 jobs arriving at once on the real provider path, the core accepted the last
 of them 2.8 s after the first, although each start took ~6 ms (BENCHMARKS.md,
-session 6). So a job's pipeline waits, before its plan stage, until no new job
-has arrived for QUIET_SECONDS — at most MAX_DEFER_SECONDS, so that jobs arriving
-without pause still run. A job arriving alone waits QUIET_SECONDS at most.
+session 6). So a job's pipeline waits, before its plan stage, until no job is
+being started and none began or finished starting for QUIET_SECONDS — at most
+MAX_DEFER_SECONDS, so that jobs arriving without pause still run. A job arriving
+alone waits QUIET_SECONDS at most.
+
+A start is not over when it arrives: it reads its project, and a burst's starts
+wait for those reads together. Counting only arrivals let a 200-job burst's first
+pipelines begin while 60 starts still waited for their reads, and the pipelines'
+work then held back both those starts and the writes of first events already
+made: time to first event p95 114-171 ms instead of ~70 (BENCHMARKS.md, session 13).
+
+Once settled, pipelines begin at most PIPELINES_PER_TURN per turn of the loop, so
+that a burst's 200 pipelines do not all take their first step in one turn: the
+loop polls its sockets between, and the frames, reads and answers waiting there
+are not held back behind them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 
-#: No new job for this long ends a burst (starts come every ~1.5 ms in one).
+#: No start for this long ends a burst (starts come every ~1.5 ms in one).
 QUIET_SECONDS = 0.01
 #: The longest a job's pipeline waits for a burst to end.
 MAX_DEFER_SECONDS = 0.5
+#: Pipelines that take their first step in one turn of the loop, at most.
+PIPELINES_PER_TURN = 8
 
 
 class Arrivals:
-    """When the last job arrived; pipelines wait for a pause in arrivals."""
+    """Starts in progress and when the last began or ended; pipelines wait for a pause."""
 
     def __init__(
         self,
         quiet_seconds: float = QUIET_SECONDS,
         max_defer_seconds: float = MAX_DEFER_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        per_turn: int = PIPELINES_PER_TURN,
     ) -> None:
         self._quiet = quiet_seconds
         self._max_defer = max_defer_seconds
         self._clock = clock
         self._last = float("-inf")
+        self._starting = 0
+        self._per_turn = per_turn
+        #: Pipelines let through in this turn of the loop, and those waiting for a later one.
+        self._this_turn = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
 
     def arrived(self) -> None:
-        """A job is being started."""
+        """A job arrived (or a start made progress): the pause begins again."""
         self._last = self._clock()
 
+    @contextlib.contextmanager
+    def starting(self) -> Iterator[None]:
+        """Around a job's start: pipelines wait while any is in progress."""
+        self._starting += 1
+        self.arrived()
+        try:
+            yield
+        finally:
+            self._starting -= 1
+            self.arrived()
+
     async def settled(self) -> None:
-        """Return once no job arrived for the quiet time, or the longest wait passed."""
+        """Return once no start was in progress for the quiet time (or the longest wait
+        passed), and it is this pipeline's turn to begin."""
         give_up = self._clock() + self._max_defer
         while True:
             now = self._clock()
-            wait = min(self._last + self._quiet, give_up) - now
+            quiet_until = now + self._quiet if self._starting else self._last + self._quiet
+            wait = min(quiet_until, give_up) - now
             if wait <= 0:
-                return
+                break
             await asyncio.sleep(wait)
+        await self._turn()
+
+    async def _turn(self) -> None:
+        if not self._waiting and self._this_turn < self._per_turn:
+            if self._this_turn == 0:
+                asyncio.get_running_loop().call_soon(self._next_turn)
+            self._this_turn += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        await waiter
+
+    def _next_turn(self) -> None:
+        """A new turn of the loop: let the next pipelines through."""
+        self._this_turn = 0
+        while self._waiting and self._this_turn < self._per_turn:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # a cancelled job's pipeline no longer waits
+                waiter.set_result(None)
+                self._this_turn += 1
+        if self._this_turn:
+            asyncio.get_running_loop().call_soon(self._next_turn)

@@ -210,8 +210,20 @@ class JobRunner:
         `tenant` owns the job (its project must be the tenant's); `budget`
         counts the job's text deltas against the tenant's daily tokens.
         """
+        # Pipelines wait while starts are in progress (server.jobs.arrivals).
+        with self.arrivals.starting():
+            return await self._start(request, routing, deadline, tenant=tenant, budget=budget)
+
+    async def _start(
+        self,
+        request: generation_service_pb2.GenerateScriptRequest,
+        routing: RequestRouting | None = None,
+        deadline: float | None = None,
+        *,
+        tenant: str | None = None,
+        budget: TokenBudget | None = None,
+    ) -> str:
         project_id = validate(request)
-        self.arrivals.arrived()
         plan_chain, write_chain = self._chains(routing or RequestRouting())
         if not self._accepting:
             raise Unavailable("the core is shutting down; retry on another", reason="SHUTTING_DOWN")

@@ -46,3 +46,51 @@ async def test_an_endless_stream_of_arrivals_delays_a_pipeline_only_up_to_the_ca
         await asyncio.sleep(0.01)
         assert time.monotonic() - began < 2.0
     assert 0.25 <= time.monotonic() - began < 1.0
+
+
+async def test_pipelines_wait_while_a_start_is_in_progress() -> None:
+    arrivals = Arrivals(quiet_seconds=0.05, max_defer_seconds=5.0)
+    with arrivals.starting():  # a start waiting for its project read, long past the quiet time
+        waiting = asyncio.create_task(arrivals.settled())
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+    ended = time.monotonic()
+    await asyncio.wait_for(waiting, 2.0)
+    assert time.monotonic() - ended >= 0.04  # and then the quiet time after it ended
+
+
+async def test_a_start_that_never_ends_delays_pipelines_only_up_to_the_cap() -> None:
+    arrivals = Arrivals(quiet_seconds=0.05, max_defer_seconds=0.3)
+    with arrivals.starting():
+        began = time.monotonic()
+        await asyncio.wait_for(arrivals.settled(), 2.0)
+        assert 0.25 <= time.monotonic() - began < 1.0
+
+
+async def test_a_few_pipelines_begin_per_turn_of_the_loop() -> None:
+    arrivals = Arrivals(quiet_seconds=0.0, max_defer_seconds=1.0, per_turn=3)
+    turn = 0
+    ticking = True
+
+    def tick() -> None:
+        nonlocal turn
+        turn += 1
+        if ticking:
+            asyncio.get_running_loop().call_soon(tick)
+
+    asyncio.get_running_loop().call_soon(tick)
+    turns: list[int] = []
+
+    async def pipeline() -> None:
+        await arrivals.settled()
+        turns.append(turn)
+
+    pipelines = [asyncio.create_task(pipeline()) for _ in range(10)]
+    pipelines[4].cancel()  # a cancelled job's pipeline takes no place
+    await asyncio.gather(*pipelines, return_exceptions=True)
+    ticking = False
+    assert len(turns) == 9
+    per_turn = [turns.count(t) for t in sorted(set(turns))]
+    assert max(per_turn) <= 3
+    assert len(per_turn) >= 3  # spread over turns, not all in one
+    assert turns == sorted(turns)  # in the order they came
