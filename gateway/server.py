@@ -57,5 +57,5 @@ class GatewayServer:
     async def stop(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            thaw_heap()
             await runner.cleanup()
+            thaw_heap()

@@ -48,6 +48,8 @@ class Arrivals:
         clock: Callable[[], float] = time.monotonic,
         per_turn: int = PIPELINES_PER_TURN,
     ) -> None:
+        if per_turn < 1:
+            raise ValueError("per_turn must be at least 1")
         self._quiet = quiet_seconds
         self._max_defer = max_defer_seconds
         self._clock = clock

@@ -6,7 +6,8 @@ queued 200 trips, and the last start waited for all of them. With `SharedReads`
 a caller that finds a read of its key in flight shares that read's answer, if no
 write began or ended since the read was issued (`writing` is around every write).
 A caller after a write's end issues its own read, so it sees what was committed
-before it called, as it would have alone. Only for a store this process is the
+before it called, as it would have alone; while a write is in progress nothing is
+shared (its commit may already have landed). Only for a store this process is the
 sole writer of: another process's commit is not seen here.
 
 The read runs as a task of its own: one caller's cancellation does not end the
@@ -42,6 +43,10 @@ class SharedReads(Generic[K, V]):
 
     async def read(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
         """`fetch()`'s answer, shared with the callers of the same key meanwhile."""
+        if self._writes % 2:
+            # A write is in progress: its commit may land before a shared read's answer
+            # comes back, and this caller may have seen it land elsewhere. Read alone.
+            return await fetch()
         shared = self._reads.get(key)
         if shared is None or shared[0] != self._writes:
             task = asyncio.ensure_future(fetch())

@@ -94,7 +94,7 @@ async def test_sse_burst_counts_match_saved_episodes_and_outputs_are_valid(
     assert report.time_to_headers.count == 5
     # Latencies count from the request going out; the tool's own wait before is apart.
     assert report.client_delay.count == 5
-    assert report.client_delay.min >= 0
+    assert report.connect.count == 5  # a connection per stream
     projects = set(report.projects)
     assert len(projects) == 2
     assert await saved_episode_tokens(core_target, projects) == report.tokens_delivered
@@ -320,6 +320,8 @@ async def test_an_sse_stream_is_sent_when_its_body_goes_out(
     assert record.outcome is Outcome.COMPLETED
     assert record.began is not None and record.sent is not None and record.headers is not None
     assert record.began <= record.sent <= record.headers
+    assert record.connecting is not None and record.connected is not None
+    assert record.began <= record.connecting <= record.connected <= record.sent
 
 
 async def test_a_stream_that_never_went_out_counts_its_error_from_its_start() -> None:

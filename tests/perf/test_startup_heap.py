@@ -12,6 +12,7 @@ from tests.conftest import fast_core_config
 
 
 async def test_the_start_up_heap_is_frozen_while_the_core_serves(tmp_path: Path) -> None:
+    assert gc.get_freeze_count() == 0
     core = Core(fast_core_config(tmp_path / "core"))
     await core.start()
     try:
@@ -24,10 +25,27 @@ async def test_the_start_up_heap_is_frozen_while_the_core_serves(tmp_path: Path)
 
 async def test_the_start_up_heap_is_frozen_while_the_gateway_serves() -> None:
     # No core behind it: the gateway serves (not ready) all the same.
+    assert gc.get_freeze_count() == 0
     server = GatewayServer(GatewayConfig(core_target="127.0.0.1:9", http_address="127.0.0.1:0"))
     await server.start()
     try:
         assert gc.get_freeze_count() > 10_000
     finally:
         await server.stop()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_a_stopping_gateway_leaves_a_serving_cores_heap_frozen(tmp_path: Path) -> None:
+    """`scriptgen serve` runs both in one process and stops the gateway first."""
+    core = Core(fast_core_config(tmp_path / "core"))
+    await core.start()
+    try:
+        gateway = GatewayServer(
+            GatewayConfig(core_target=f"127.0.0.1:{core.grpc_port}", http_address="127.0.0.1:0")
+        )
+        await gateway.start()
+        await gateway.stop()
+        assert gc.get_freeze_count() > 10_000  # the core still serves: still frozen
+    finally:
+        await core.stop()
     assert gc.get_freeze_count() == 0

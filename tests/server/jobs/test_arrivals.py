@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from server.jobs.arrivals import Arrivals
 
 
@@ -86,7 +88,8 @@ async def test_a_few_pipelines_begin_per_turn_of_the_loop() -> None:
         turns.append(turn)
 
     pipelines = [asyncio.create_task(pipeline()) for _ in range(10)]
-    pipelines[4].cancel()  # a cancelled job's pipeline takes no place
+    await asyncio.sleep(0)  # every pipeline past the wait: 3 through, the rest in line
+    pipelines[4].cancel()  # a cancelled job's pipeline, in line, takes no place
     await asyncio.gather(*pipelines, return_exceptions=True)
     ticking = False
     assert len(turns) == 9
@@ -94,3 +97,8 @@ async def test_a_few_pipelines_begin_per_turn_of_the_loop() -> None:
     assert max(per_turn) <= 3
     assert len(per_turn) >= 3  # spread over turns, not all in one
     assert turns == sorted(turns)  # in the order they came
+
+
+def test_at_least_one_pipeline_begins_per_turn() -> None:
+    with pytest.raises(ValueError, match="per_turn"):
+        Arrivals(per_turn=0)

@@ -50,12 +50,17 @@ async def test_a_caller_after_a_write_began_does_not_share_an_older_read(moment:
     with reads.writing():
         if moment == "while the write runs":
             during = asyncio.create_task(reads.read("a", lambda: fetches.fetch("a")))
+            # Nor with each other: the write's commit may land between them.
+            also = asyncio.create_task(reads.read("a", lambda: fetches.fetch("a")))
+            await asyncio.sleep(0)  # both ask while the write runs
     if moment == "after the write ended":
         during = asyncio.create_task(reads.read("a", lambda: fetches.fetch("a")))
     await asyncio.sleep(0)
     fetches.release.set()
     assert await before == "a #1"
     assert await during == "a #2"
+    if moment == "while the write runs":
+        assert await also == "a #3"
 
 
 async def test_one_callers_cancellation_leaves_the_others_read_running() -> None:

@@ -38,6 +38,10 @@ class StreamRecord:
     #: (gRPC). Latencies count from here; the load tool's own work before it, which a
     #: burst queues in the tool's one loop, is `began` to `sent`.
     sent: float | None = None
+    #: The stream's TCP connection (SSE): begun and established. Outside the latencies,
+    #: so it is reported on its own: an accept queue that overflows shows here (~1 s).
+    connecting: float | None = None
+    connected: float | None = None
     #: When the response headers arrived (SSE only).
     headers: float | None = None
     #: When the first event arrived: any job event, before `retry:`/pings do not count.

@@ -55,6 +55,8 @@ class LoadReport:
     #: From the load tool beginning a stream to its request going out: the tool's own
     #: queueing (a burst's requests are prepared one after another in one loop).
     client_delay: Distribution
+    #: A stream's TCP connection, begun to established (SSE; within `client_delay`).
+    connect: Distribution
     time_to_headers: Distribution
     time_to_first_event: Distribution
     time_to_first_token: Distribution
@@ -132,6 +134,7 @@ class LoadReport:
             "errors": self.errors,
             "latency_ms": {
                 "client_delay_before_send": self.client_delay.scaled(_MS),
+                "connect": self.connect.scaled(_MS),
                 "time_to_headers": self.time_to_headers.scaled(_MS),
                 "time_to_first_event": self.time_to_first_event.scaled(_MS),
                 "time_to_first_token": self.time_to_first_token.scaled(_MS),
@@ -312,6 +315,11 @@ def build_report(
     client_delays = [
         r.sent - r.began for r in records if r.sent is not None and r.began is not None
     ]
+    connects = [
+        r.connected - r.connecting
+        for r in records
+        if r.connected is not None and r.connecting is not None
+    ]
     refusals = [
         r.ended - r.sent
         for r in records
@@ -336,6 +344,7 @@ def build_report(
         outcomes={name: count for name, count in sorted(outcomes.items()) if count},
         errors=dict(errors.most_common()),
         client_delay=distribution(client_delays),
+        connect=distribution(connects),
         time_to_headers=distribution(headers),
         time_to_first_event=distribution(ttfe),
         time_to_first_token=distribution(ttft),
@@ -396,6 +405,7 @@ def summary(report: LoadReport) -> str:
     lines.append(f"{'latency (ms)':<24}{'n':>7}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}")
     for name, dist in (
         ("tool's delay to send", report.client_delay),
+        ("  of it, connecting", report.connect),
         ("time to headers", report.time_to_headers),
         ("time to first event", report.time_to_first_event),
         ("time to first token", report.time_to_first_token),

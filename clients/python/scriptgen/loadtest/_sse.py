@@ -157,7 +157,8 @@ def sent_trace() -> aiohttp.TraceConfig:
     A burst's requests are prepared one after another in the tool's one loop, and
     on Python 3.11 aiohttp writes a body in a task of its own, so the bytes go out
     one or two loop turns after the request began: that wait is the tool's, not the
-    server's.
+    server's. The connection's own time, which a server's full accept queue would
+    stretch, is stamped too and reported apart.
     """
 
     async def chunk_sent(
@@ -169,8 +170,28 @@ def sent_trace() -> aiohttp.TraceConfig:
         if isinstance(record, StreamRecord) and record.sent is None:
             record.sent = time.monotonic()
 
+    async def connecting(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceConnectionCreateStartParams,
+    ) -> None:
+        record = context.trace_request_ctx
+        if isinstance(record, StreamRecord):
+            record.connecting = time.monotonic()
+
+    async def connected(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceConnectionCreateEndParams,
+    ) -> None:
+        record = context.trace_request_ctx
+        if isinstance(record, StreamRecord):
+            record.connected = time.monotonic()
+
     trace = aiohttp.TraceConfig()
     trace.on_request_chunk_sent.append(chunk_sent)
+    trace.on_connection_create_start.append(connecting)
+    trace.on_connection_create_end.append(connected)
     return trace
 
 

@@ -27,7 +27,7 @@ import aiohttp
 import grpc.aio
 
 from scriptgen._grpc_wakeups import drained_grpc_wakeups
-from scriptgen._heap import freeze_startup_heap, thaw_heap
+from scriptgen._heap import freeze_startup_heap
 from scriptgen.cli._loop import default_event_loop, loop_factory
 from scriptgen.loadtest._config import Protocol, Target
 from scriptgen.loadtest._grpc import run_grpc_stream
@@ -105,8 +105,6 @@ async def run_streams(
 
     titles = {plan.index: f"Load {plan.index}" for plan in job.plans}
     watcher = asyncio.create_task(watch_release())
-    # The tool's own full collections would land in its streams' latencies, as the servers'.
-    freeze_startup_heap()
     try:
         if job.target.protocol is Protocol.SSE:
             connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -146,7 +144,6 @@ async def run_streams(
                         await channel.close()
     finally:
         watcher.cancel()
-        thaw_heap()
     return records
 
 
@@ -154,6 +151,8 @@ def worker_main(
     connection: multiprocessing.connection.Connection, job: WorkerJob, counters: Counters
 ) -> None:
     """A client worker process: say ready, wait for the start, run, send a WorkerResult."""
+    # The tool's own full collections would land in its streams' latencies, as the servers'.
+    freeze_startup_heap()
     connection.send(os.getpid())
     start_at, deadline = connection.recv()
     # uvloop where installed, as the servers: the clients' own loop is part of what the box spends.
