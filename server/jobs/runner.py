@@ -212,116 +212,110 @@ class JobRunner:
         """
         # Pipelines wait while starts are in progress (server.jobs.arrivals).
         with self.arrivals.starting():
-            return await self._start(request, routing, deadline, tenant=tenant, budget=budget)
-
-    async def _start(
-        self,
-        request: generation_service_pb2.GenerateScriptRequest,
-        routing: RequestRouting | None = None,
-        deadline: float | None = None,
-        *,
-        tenant: str | None = None,
-        budget: TokenBudget | None = None,
-    ) -> str:
-        project_id = validate(request)
-        plan_chain, write_chain = self._chains(routing or RequestRouting())
-        if not self._accepting:
-            raise Unavailable("the core is shutting down; retry on another", reason="SHUTTING_DOWN")
-        if len(self._jobs) >= self._config.max_running_jobs:
-            raise ResourceExhausted(
-                f"this core runs its maximum of {self._config.max_running_jobs} jobs",
-                reason="TOO_MANY_JOBS",
-                retry_after=2.0,
+            project_id = validate(request)
+            plan_chain, write_chain = self._chains(routing or RequestRouting())
+            if not self._accepting:
+                raise Unavailable(
+                    "the core is shutting down; retry on another", reason="SHUTTING_DOWN"
+                )
+            if len(self._jobs) >= self._config.max_running_jobs:
+                raise ResourceExhausted(
+                    f"this core runs its maximum of {self._config.max_running_jobs} jobs",
+                    reason="TOO_MANY_JOBS",
+                    retry_after=2.0,
+                )
+            project = await self._store.get_project(project_id, tenant=tenant)
+            if project.status == project_pb2.PROJECT_STATUS_ARCHIVED:
+                raise FailedPrecondition(
+                    f"project '{request.parent}' is archived;"
+                    " set its status to ACTIVE to write more",
+                    reason="PROJECT_ARCHIVED",
+                )
+            now = _now()
+            generation = generation_pb2.Generation(
+                name=f"generations/g{secrets.token_hex(10)}",
+                parent=request.parent,
+                title=request.title,
+                description=request.description,
+                state=generation_pb2.GENERATION_STATE_QUEUED,
+                create_time=now,
+                update_time=now,
+                detach=request.detach,
+                request_id=request.request_id,
             )
-        project = await self._store.get_project(project_id, tenant=tenant)
-        if project.status == project_pb2.PROJECT_STATUS_ARCHIVED:
-            raise FailedPrecondition(
-                f"project '{request.parent}' is archived; set its status to ACTIVE to write more",
-                reason="PROJECT_ARCHIVED",
-            )
-        now = _now()
-        generation = generation_pb2.Generation(
-            name=f"generations/g{secrets.token_hex(10)}",
-            parent=request.parent,
-            title=request.title,
-            description=request.description,
-            state=generation_pb2.GENERATION_STATE_QUEUED,
-            create_time=now,
-            update_time=now,
-            detach=request.detach,
-            request_id=request.request_id,
-        )
-        # Claimed first, so no other core takes the new job for one whose core is gone.
-        await self.coordination.claim(generation.name)
-        try:
-            stored = await self._registry.create(
-                generation, _fingerprint(request), tenant=tenant or DEFAULT_TENANT
-            )
-        except BaseException:
-            await self.coordination.release(generation.name)
-            raise
-        if stored.name != generation.name:
-            await self.coordination.release(generation.name)
-            return stored.name  # the same request again: the same job
-        await self._log.create(generation.name)
-        events = JobEvents(
-            generation.name,
-            self._log,
-            self._metrics,
-            self._config.heartbeat_seconds,
-            budget=budget,
-        )
-        brief = Brief(
-            project=project,
-            title=request.title,
-            description=request.description,
-            episode_number=project.episode_count + 1,
-        )
-        pipeline = Pipeline(
-            brief=brief,
-            generation=generation.name,
-            router=self._router,
-            plan_chain=plan_chain,
-            write_chain=write_chain,
-            store=self._store,
-            events=events,
-            metrics=self._metrics,
-            deadline=deadline,
-            knowledge=self.knowledge,
-            polish="polish" in (routing or RequestRouting()).flags,
-            delta_window_seconds=self._config.delta_window_seconds,
-        )
-        job = _Job(generation, events, pipeline)
-        providers: list[str] = []
-        for provider in (*plan_chain, *write_chain):
-            if provider.name not in providers:
-                providers.append(provider.name)
-        notice = SYNTHETIC_NOTICE if providers == ["synthetic"] else ""
-        # Registered before `queued` is in the log: a reader who sees it may cancel at once,
-        # and must find the job here (a cancel before the task exists waits for it).
-        self._jobs[generation.name] = job
-        self._metrics.jobs_active.inc()
-        try:
-            await events.emit(
-                "queued",
-                GenerationEvent.Queued(parent=request.parent, providers=providers, notice=notice),
-            )
-        except BaseException:
-            self._jobs.pop(generation.name, None)
-            self._metrics.jobs_active.dec()
+            # Claimed first, so no other core takes the new job for one whose core is gone.
+            await self.coordination.claim(generation.name)
             try:
-                with contextlib.suppress(ServiceError):
-                    await self.coordination.release(generation.name)
-            finally:
-                # No task will come: a cancel waiting for one ends the job as an orphan.
-                job.begun.set()
-            raise
-        if notice and not self._notice_logged:
-            # In every job's `queued` event; logged once per process, not per job.
-            self._notice_logged = True
-            log.info("%s: %s", generation.name, notice)
-        job.task = asyncio.create_task(self._run(job), name=f"job {generation.name}")
-        return generation.name
+                stored = await self._registry.create(
+                    generation, _fingerprint(request), tenant=tenant or DEFAULT_TENANT
+                )
+            except BaseException:
+                await self.coordination.release(generation.name)
+                raise
+            if stored.name != generation.name:
+                await self.coordination.release(generation.name)
+                return stored.name  # the same request again: the same job
+            await self._log.create(generation.name)
+            events = JobEvents(
+                generation.name,
+                self._log,
+                self._metrics,
+                self._config.heartbeat_seconds,
+                budget=budget,
+            )
+            brief = Brief(
+                project=project,
+                title=request.title,
+                description=request.description,
+                episode_number=project.episode_count + 1,
+            )
+            pipeline = Pipeline(
+                brief=brief,
+                generation=generation.name,
+                router=self._router,
+                plan_chain=plan_chain,
+                write_chain=write_chain,
+                store=self._store,
+                events=events,
+                metrics=self._metrics,
+                deadline=deadline,
+                knowledge=self.knowledge,
+                polish="polish" in (routing or RequestRouting()).flags,
+                delta_window_seconds=self._config.delta_window_seconds,
+            )
+            job = _Job(generation, events, pipeline)
+            providers: list[str] = []
+            for provider in (*plan_chain, *write_chain):
+                if provider.name not in providers:
+                    providers.append(provider.name)
+            notice = SYNTHETIC_NOTICE if providers == ["synthetic"] else ""
+            # Registered before `queued` is in the log: a reader who sees it may cancel at once,
+            # and must find the job here (a cancel before the task exists waits for it).
+            self._jobs[generation.name] = job
+            self._metrics.jobs_active.inc()
+            try:
+                await events.emit(
+                    "queued",
+                    GenerationEvent.Queued(
+                        parent=request.parent, providers=providers, notice=notice
+                    ),
+                )
+            except BaseException:
+                self._jobs.pop(generation.name, None)
+                self._metrics.jobs_active.dec()
+                try:
+                    with contextlib.suppress(ServiceError):
+                        await self.coordination.release(generation.name)
+                finally:
+                    # No task will come: a cancel waiting for one ends the job as an orphan.
+                    job.begun.set()
+                raise
+            if notice and not self._notice_logged:
+                # In every job's `queued` event; logged once per process, not per job.
+                self._notice_logged = True
+                log.info("%s: %s", generation.name, notice)
+            job.task = asyncio.create_task(self._run(job), name=f"job {generation.name}")
+            return generation.name
 
     async def _set_state(self, job: _Job, state: generation_pb2.GenerationState.ValueType) -> None:
         job.generation.state = state

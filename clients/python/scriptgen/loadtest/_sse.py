@@ -151,6 +151,17 @@ async def run_sse_stream(
             record.sent = record.began  # it never went out: its error counts from the start
 
 
+def _stamp(moment: str) -> Callable[[aiohttp.ClientSession, SimpleNamespace, object], Any]:
+    """A trace callback that stamps the request's StreamRecord `moment`, the first time."""
+
+    async def stamp(session: aiohttp.ClientSession, context: SimpleNamespace, _: object) -> None:
+        record = context.trace_request_ctx
+        if isinstance(record, StreamRecord) and getattr(record, moment) is None:
+            setattr(record, moment, time.monotonic())
+
+    return stamp
+
+
 def sent_trace() -> aiohttp.TraceConfig:
     """Stamps a stream's `sent` when its request body is handed to the connection.
 
@@ -161,37 +172,10 @@ def sent_trace() -> aiohttp.TraceConfig:
     stretch, is stamped too and reported apart.
     """
 
-    async def chunk_sent(
-        session: aiohttp.ClientSession,
-        context: SimpleNamespace,
-        params: aiohttp.TraceRequestChunkSentParams,
-    ) -> None:
-        record = context.trace_request_ctx
-        if isinstance(record, StreamRecord) and record.sent is None:
-            record.sent = time.monotonic()
-
-    async def connecting(
-        session: aiohttp.ClientSession,
-        context: SimpleNamespace,
-        params: aiohttp.TraceConnectionCreateStartParams,
-    ) -> None:
-        record = context.trace_request_ctx
-        if isinstance(record, StreamRecord):
-            record.connecting = time.monotonic()
-
-    async def connected(
-        session: aiohttp.ClientSession,
-        context: SimpleNamespace,
-        params: aiohttp.TraceConnectionCreateEndParams,
-    ) -> None:
-        record = context.trace_request_ctx
-        if isinstance(record, StreamRecord):
-            record.connected = time.monotonic()
-
     trace = aiohttp.TraceConfig()
-    trace.on_request_chunk_sent.append(chunk_sent)
-    trace.on_connection_create_start.append(connecting)
-    trace.on_connection_create_end.append(connected)
+    trace.on_request_chunk_sent.append(_stamp("sent"))
+    trace.on_connection_create_start.append(_stamp("connecting"))
+    trace.on_connection_create_end.append(_stamp("connected"))
     return trace
 
 
