@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -57,6 +56,7 @@ from server.knowledge.chroma import (
 from server.knowledge.chunking import DEFAULT_CHUNK_TOKENS, split
 from server.knowledge.embedding import Embedder
 from server.knowledge.text import estimate_tokens, keyword_terms
+from server.shared_reads import SharedReads
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,8 @@ class ChromaKnowledgeBase:
         #: Writes begun or ended per (tenant, project): an emptiness probe that saw one
         #: of these change while it ran is not remembered.
         self._writes: dict[tuple[str, str], int] = {}
-        #: Emptiness probes in flight per (tenant, project), with the write count they began at.
-        self._probes: dict[tuple[str, str], tuple[int, asyncio.Task[bool]]] = {}
+        #: Emptiness probes in flight per (tenant, project, write count when they began).
+        self._probes: SharedReads[tuple[str, str, int], bool] = SharedReads()
 
     async def open(self) -> None:
         try:
@@ -228,13 +228,9 @@ class ChromaKnowledgeBase:
         writes = self._writes.get(key, 0)
         if not self._sole_writer:
             return await self._probe(key, writes)
-        probe = self._probes.get(key)
-        if probe is None or probe[0] != writes:
-            # A task of its own: one caller's cancellation must not end the others' read.
-            task = asyncio.create_task(self._probe(key, writes))
-            probe = self._probes[key] = (writes, task)
-            task.add_done_callback(functools.partial(self._probed, key))
-        return await asyncio.shield(probe[1])
+        # Shared only by callers that saw the same write count (SharedReads: a task of its
+        # own, so one caller's cancellation does not end the others' read).
+        return await self._probes.read((*key, writes), lambda: self._probe(key, writes))
 
     async def _probe(self, key: tuple[str, str], writes: int) -> bool:
         tenant, project_id = key
@@ -248,12 +244,6 @@ class ChromaKnowledgeBase:
                 self._empty.clear()
             self._empty.add(key)
         return True
-
-    def _probed(self, key: tuple[str, str], task: asyncio.Task[bool]) -> None:
-        if self._probes.get(key, (0, None))[1] is task:
-            del self._probes[key]
-        if not task.cancelled():
-            task.exception()  # its callers see it; with none left, it is not "never retrieved"
 
     # Documents
 

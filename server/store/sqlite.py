@@ -14,10 +14,10 @@ from scriptgen.v1 import project_pb2
 
 from server.auth.guard import tenant_in_scope
 from server.auth.records import DEFAULT_TENANT
+from server.shared_reads import SharedReads
 from server.storage_faults import is_lock_conflict, sqlite_faults
 from server.store import records
 from server.store.migrations import migrations, statements
-from server.store.shared_reads import SharedReads
 from server.store.sqlite_keys import SqliteKeys
 
 _PROJECT_COLUMNS = (

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from scriptgen.v1 import project_pb2
 
+from server.shared_reads import SharedReads
 from server.store import SqliteProjectStore
-from server.store.shared_reads import SharedReads
 
 
 class Fetches:

@@ -11,7 +11,8 @@ shared (its commit may already have landed). Only for a store this process is th
 sole writer of: another process's commit is not seen here.
 
 The read runs as a task of its own: one caller's cancellation does not end the
-others' read.
+others' read. A caller that counts writes of its own (the knowledge base's
+emptiness probes, per project) puts its count in the key instead.
 """
 
 from __future__ import annotations
