@@ -40,6 +40,8 @@ _RECORD_ATTRIBUTES = frozenset(
 _HANDLER_NAME = "scriptgen"
 
 call_log = logging.getLogger("scriptgen.core.calls")
+#: Libraries whose INFO lines are per request; only their warnings and errors are written.
+QUIET_LIBRARY_LOGGERS = ("httpx2", "httpcore2", "httpx", "httpcore")
 
 
 def _generation_argument(record: logging.LogRecord) -> str:
@@ -190,6 +192,12 @@ def configure(log_format: str = "json", level: str = "INFO", stream: IO[str] | N
     root.setLevel(level.upper())
     # The gateway writes its own access line per request (gateway/access_log.py).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # The SDKs' HTTP client logs every model request at INFO ("HTTP Request: POST …"): a
+    # line per job on the hot path of a burst, which the provider metrics already count.
+    # At --log-level=debug they are written with everything else.
+    quiet = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
 
 
 def add_arguments(

@@ -76,6 +76,8 @@ class _Job:
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     cancel_reason: str = ""
+    #: Why the job failed (the error's reason), for its last log line.
+    failure: str = ""
     #: Set once the stages are over and the job writes its end: not to be cancelled again.
     ending: bool = False
     #: Set when the task began running (or start() gave up and there is none): a task
@@ -321,12 +323,6 @@ class JobRunner:
         job.generation.state = state
         job.generation.update_time.CopyFrom(_now())
         await self._registry.update(job.generation)
-        # One log line per state change (QUEUED as `started`, when the pipeline begins).
-        log.info(
-            "%s: state %s",
-            job.generation.name,
-            generation_pb2.GenerationState.Name(state).removeprefix("GENERATION_STATE_"),
-        )
 
     async def _run(self, job: _Job) -> None:
         outcome = "failed"
@@ -376,13 +372,16 @@ class JobRunner:
             self._metrics.generation_duration.labels(outcome).observe(
                 time.monotonic() - job.started
             )
-            log.info("%s: %s", job.generation.name, outcome)
+            # A job's second and last line (its first: `started`, when the pipeline began).
+            failure = f" ({job.failure})" if job.failure and outcome == "failed" else ""
+            log.info("%s: %s%s", job.generation.name, outcome, failure)
 
     async def _work(self, job: _Job) -> GenerationEvent.Completed:
         """The job's stages; whatever way they end, the job then only writes its end."""
         try:
             await self.arrivals.settled()  # the jobs of a burst start first
             # Logged here, not in start(): a burst's first events go out before its log lines.
+            # The job's one line until its end (state RUNNING; state changes are not logged).
             log.info("%s: started for %s", job.generation.name, job.generation.parent)
             await self._set_state(job, generation_pb2.GENERATION_STATE_RUNNING)
             return await job.pipeline.run()
@@ -390,6 +389,7 @@ class JobRunner:
             job.ending = True
 
     async def _fail(self, job: _Job, error: ServiceError) -> None:
+        job.failure = error.reason
         job.generation.error.CopyFrom(error.to_status())
         await self._set_state(job, generation_pb2.GENERATION_STATE_FAILED)
         await job.events.emit("failed", GenerationEvent.Failed(status=error.to_status()))

@@ -73,6 +73,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
     ) -> None:
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
+        # Made now, at start-up: loading the CA bundle (and httpx2's TLS imports) takes tens of
+        # milliseconds of the loop, which the first request of a burst would otherwise wait on.
+        self._ssl = httpx2.create_ssl_context(trust_env=True)
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -80,7 +83,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 keepalive_timeout=self._keepalive_seconds,
-                ssl=httpx2.create_ssl_context(trust_env=True),
+                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session

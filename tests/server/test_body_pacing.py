@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import cast
+from typing import NoReturn, cast
 
+import httpx2
 import pytest
 from scriptgen.v1 import generation_pb2, project_pb2
 
@@ -213,6 +214,22 @@ def test_behind_an_outbound_proxy_the_sdks_own_transport_is_used(
     assert isinstance(sdk_transport(), AiohttpTransport)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert sdk_transport() is None  # the SDK's client then mounts its proxy transport
+
+
+async def test_the_tls_context_is_made_with_the_transport_not_at_its_first_request(
+    provider: Provider, standin: LlmStandin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading the CA bundle takes tens of milliseconds of the loop: at start-up, not in the
+    first request of a burst."""
+
+    def loaded_late(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("the TLS context was made at a request")
+
+    monkeypatch.setattr(httpx2, "create_ssl_context", loaded_late)
+    standin.openai = [_reply()]
+    standin.anthropic = [_reply()]
+    pieces, _ = await _pieces(provider, None)
+    assert "".join(pieces) == TEXT
 
 
 async def test_the_coalescer_asks_for_reads_just_before_its_cuts() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from scriptgen.v1 import project_service_pb2 as ps
 from server import Core
 from server.config import RouterConfig, build_providers
 from tests.conftest import fast_core_config
+from tests.gateway.conftest import eventually
 from tests.server.knowledge_fake import FakeKnowledge, FakePassage
 from tests.server.rpc import connect, script_of
 from tests.standins.llm_standin import LlmStandin, Reply
@@ -90,8 +92,9 @@ async def test_retrieved_knowledge_and_the_outline_reach_the_model(
 
 
 async def test_review_rejects_broken_fountain_and_nothing_is_saved(
-    llm_core: Core, standin: LlmStandin
+    llm_core: Core, standin: LlmStandin, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="server.jobs.runner")
     standin.openai = [Reply(text=OUTLINE), Reply(text=BROKEN)]
     async with connect(f"127.0.0.1:{llm_core.grpc_port}") as rpc:
         project = await rpc.create_project()
@@ -109,3 +112,11 @@ async def test_review_rejects_broken_fountain_and_nothing_is_saved(
     assert list(episodes.episodes) == []
     review = [e.progress.message for e in events if e.HasField("progress")][-1]
     assert review.startswith("rejected: 0 scenes")
+    # The job's last log line names why it failed (written just after its terminal event).
+    name = events[-1].generation
+    await eventually(
+        lambda: any(r.getMessage().startswith(f"{name}: failed") for r in caplog.records),
+        "the job's last log line",
+    )
+    job_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(name)]
+    assert job_lines == [f"{name}: started for {project.name}", f"{name}: failed (SCRIPT_REJECTED)"]
