@@ -7,14 +7,20 @@ fill every turn, so the calls still waiting are accepted ever more slowly: with
 of them 2.8 s after the first, although each start took ~6 ms (BENCHMARKS.md,
 session 6). So a job's pipeline waits, before its plan stage, until no job is
 being started and none began or finished starting for QUIET_SECONDS — at most
-MAX_DEFER_SECONDS, so that jobs arriving without pause still run. A job arriving
-alone waits QUIET_SECONDS at most.
+MAX_DEFER_SECONDS, so that jobs arriving without pause still run.
 
 A start is not over when it arrives: it reads its project, and a burst's starts
 wait for those reads together. Counting only arrivals let a 200-job burst's first
 pipelines begin while 60 starts still waited for their reads, and the pipelines'
 work then held back both those starts and the writes of first events already
 made: time to first event p95 114-171 ms instead of ~70 (BENCHMARKS.md, session 13).
+
+Only a burst holds pipelines back: BURST_STARTS starts begun within
+BURST_WINDOW_SECONDS, or that many in progress. Steady arrivals are not a burst,
+however slow each start: waiting for every start in progress held each pipeline
+of a steady 100 jobs/s 20 ms at the median and 94 ms at p99 on SQLite, 40 and 370 ms
+on PostgreSQL (BENCHMARKS.md, session 14), a lone job 10 ms. A pipeline that finds
+no burst begins at once.
 
 Once settled, pipelines begin at most PIPELINES_PER_TURN per turn of the loop, so
 that a burst's 200 pipelines do not all take their first step in one turn: the
@@ -36,6 +42,10 @@ QUIET_SECONDS = 0.01
 MAX_DEFER_SECONDS = 0.5
 #: Pipelines that take their first step in one turn of the loop, at most.
 PIPELINES_PER_TURN = 8
+#: This many starts begun within BURST_WINDOW_SECONDS (or in progress) make a burst: 320
+#: starts a second, well above what a steady load brings one core.
+BURST_STARTS = 16
+BURST_WINDOW_SECONDS = 0.05
 
 
 class Arrivals:
@@ -47,9 +57,17 @@ class Arrivals:
         max_defer_seconds: float = MAX_DEFER_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         per_turn: int = PIPELINES_PER_TURN,
+        burst_starts: int = BURST_STARTS,
+        burst_window_seconds: float = BURST_WINDOW_SECONDS,
     ) -> None:
         if per_turn < 1:
             raise ValueError("per_turn must be at least 1")
+        if burst_starts < 1:
+            raise ValueError("burst_starts must be at least 1")
+        self._burst_starts = burst_starts
+        self._burst_window = burst_window_seconds
+        #: When the last `burst_starts` starts began.
+        self._recent: deque[float] = deque(maxlen=burst_starts)
         self._quiet = quiet_seconds
         self._max_defer = max_defer_seconds
         self._clock = clock
@@ -61,23 +79,36 @@ class Arrivals:
         self._waiting: deque[asyncio.Future[None]] = deque()
 
     def arrived(self) -> None:
-        """A job arrived (or a start made progress): the pause begins again."""
+        """A job arrived: it counts towards a burst, and the pause begins again."""
         self._last = self._clock()
+        self._recent.append(self._last)
 
     @contextlib.contextmanager
     def starting(self) -> Iterator[None]:
-        """Around a job's start: pipelines wait while any is in progress."""
+        """Around a job's start: in a burst, pipelines wait while any is in progress."""
         self._starting += 1
         self.arrived()
         try:
             yield
         finally:
             self._starting -= 1
-            self.arrived()
+            self._last = self._clock()
+
+    def bursting(self) -> bool:
+        """Whether jobs are arriving in a burst: `burst_starts` starts begun within the
+        window, or that many in progress."""
+        if self._starting >= self._burst_starts:
+            return True
+        recent = self._recent
+        return len(recent) == self._burst_starts and self._clock() - recent[0] <= self._burst_window
 
     async def settled(self) -> None:
-        """Return once no start was in progress for the quiet time (or the longest wait
-        passed), and it is this pipeline's turn to begin."""
+        """Return once it is this pipeline's turn to begin: at once, unless jobs are
+        arriving in a burst; then once no start was in progress for the quiet time (or
+        the longest wait passed)."""
+        if not self.bursting():
+            await self._turn()
+            return
         give_up = self._clock() + self._max_defer
         while True:
             now = self._clock()

@@ -1,4 +1,5 @@
-"""Pipelines wait for a burst of new jobs to be started, but never longer than the cap."""
+"""Pipelines wait for a burst of new jobs to be started, but never longer than the cap; a job
+arriving alone or in a steady stream begins at once."""
 
 from __future__ import annotations
 
@@ -7,15 +8,58 @@ import time
 
 import pytest
 
-from server.jobs.arrivals import Arrivals
+from server.jobs.arrivals import BURST_STARTS, Arrivals
 
 
-async def test_a_job_alone_waits_at_most_the_quiet_time() -> None:
+def _burst(arrivals: Arrivals, starts: int = BURST_STARTS) -> None:
+    for _ in range(starts):
+        arrivals.arrived()
+
+
+async def test_a_job_alone_begins_at_once() -> None:
+    arrivals = Arrivals(quiet_seconds=5.0, max_defer_seconds=5.0)
+    with arrivals.starting():  # even while its own (or another) start is in progress
+        arrivals.arrived()
+        began = time.monotonic()
+        await arrivals.settled()
+    assert time.monotonic() - began < 0.05
+
+
+async def test_steady_arrivals_with_slow_starts_do_not_hold_pipelines() -> None:
+    """100 jobs a second, each start taking 30 ms (a networked store): always one in
+    progress, never a pause of the quiet time, and still no pipeline waits."""
     arrivals = Arrivals(quiet_seconds=0.05, max_defer_seconds=5.0)
-    arrivals.arrived()
-    began = time.monotonic()
-    await arrivals.settled()
-    assert 0.04 <= time.monotonic() - began < 1.0
+    waits: list[float] = []
+
+    async def job() -> None:
+        with arrivals.starting():
+            await asyncio.sleep(0.03)
+        began = time.monotonic()
+        await arrivals.settled()
+        waits.append(time.monotonic() - began)
+
+    jobs = []
+    for _ in range(40):
+        jobs.append(asyncio.create_task(job()))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*jobs)
+    assert max(waits) < 0.02
+
+
+async def test_a_burst_is_so_many_starts_within_the_window() -> None:
+    now = [0.0]
+    arrivals = Arrivals(clock=lambda: now[0], burst_starts=4, burst_window_seconds=0.05)
+    for _ in range(3):
+        arrivals.arrived()
+        now[0] += 0.01
+    assert not arrivals.bursting()
+    arrivals.arrived()  # the 4th within 30 ms
+    assert arrivals.bursting()
+    now[0] += 0.03  # the first of the 4 is now 60 ms old
+    assert not arrivals.bursting()
+    with arrivals.starting(), arrivals.starting(), arrivals.starting(), arrivals.starting():
+        now[0] += 1.0
+        assert arrivals.bursting()  # four in progress, however long ago they began
 
 
 async def test_no_arrival_means_no_wait() -> None:
@@ -27,7 +71,7 @@ async def test_no_arrival_means_no_wait() -> None:
 
 async def test_pipelines_wait_while_jobs_keep_arriving() -> None:
     arrivals = Arrivals(quiet_seconds=0.1, max_defer_seconds=5.0)
-    arrivals.arrived()
+    _burst(arrivals)
     waiting = asyncio.create_task(arrivals.settled())
     for _ in range(6):  # a job every 50 ms for 0.3 s: the burst goes on
         await asyncio.sleep(0.05)
@@ -40,7 +84,7 @@ async def test_pipelines_wait_while_jobs_keep_arriving() -> None:
 
 async def test_an_endless_stream_of_arrivals_delays_a_pipeline_only_up_to_the_cap() -> None:
     arrivals = Arrivals(quiet_seconds=0.1, max_defer_seconds=0.3)
-    arrivals.arrived()
+    _burst(arrivals)
     began = time.monotonic()
     waiting = asyncio.create_task(arrivals.settled())
     while not waiting.done():
@@ -52,6 +96,7 @@ async def test_an_endless_stream_of_arrivals_delays_a_pipeline_only_up_to_the_ca
 
 async def test_pipelines_wait_while_a_start_is_in_progress() -> None:
     arrivals = Arrivals(quiet_seconds=0.05, max_defer_seconds=5.0)
+    _burst(arrivals)
     with arrivals.starting():  # a start waiting for its project read, long past the quiet time
         waiting = asyncio.create_task(arrivals.settled())
         await asyncio.sleep(0.2)
@@ -63,6 +108,7 @@ async def test_pipelines_wait_while_a_start_is_in_progress() -> None:
 
 async def test_a_start_that_never_ends_delays_pipelines_only_up_to_the_cap() -> None:
     arrivals = Arrivals(quiet_seconds=0.05, max_defer_seconds=0.3)
+    _burst(arrivals)
     with arrivals.starting():
         began = time.monotonic()
         await asyncio.wait_for(arrivals.settled(), 2.0)
@@ -99,6 +145,8 @@ async def test_a_few_pipelines_begin_per_turn_of_the_loop() -> None:
     assert turns == sorted(turns)  # in the order they came
 
 
-def test_at_least_one_pipeline_begins_per_turn() -> None:
+def test_at_least_one_pipeline_begins_per_turn_and_one_start_makes_a_burst() -> None:
     with pytest.raises(ValueError, match="per_turn"):
         Arrivals(per_turn=0)
+    with pytest.raises(ValueError, match="burst_starts"):
+        Arrivals(burst_starts=0)

@@ -16,8 +16,11 @@ gs = generation_service_pb2
 
 
 async def test_pipelines_wait_until_the_burst_is_started(core: Core) -> None:
-    # A quiet time far above the gaps between these starts, even on a slow machine.
-    core.runner.arrivals = Arrivals(quiet_seconds=1.0, max_defer_seconds=30.0)
+    # A quiet time far above the gaps between these starts, even on a slow machine; these
+    # eight one after another count as a burst (one start within a minute makes one).
+    core.runner.arrivals = Arrivals(
+        quiet_seconds=1.0, max_defer_seconds=30.0, burst_starts=1, burst_window_seconds=60.0
+    )
     async with connect(f"127.0.0.1:{core.grpc_port}") as rpc:
         project = await rpc.create_project()
         calls = []
