@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import grpc.aio
 from aiohttp import web
 from scriptgen._grpc_wakeups import drained_grpc_wakeups
+from scriptgen._loop_lag import LoopLagMonitor
 from scriptgen.v1 import (
     generation_service_pb2_grpc,
     project_service_pb2_grpc,
@@ -48,6 +49,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.add_routes(page_routes)
     app.cleanup_ctx.append(_core_channel)
     app.cleanup_ctx.append(_readiness_watch)
+    app.cleanup_ctx.append(_loop_lag)
     # Beyond loopback, no API call reaches a core that takes calls without a key.
     app.cleanup_ctx.append(guarded)
     app.on_response_prepare.append(echo_request_id)
@@ -112,6 +114,13 @@ async def _readiness_watch(app: web.Application) -> AsyncIterator[None]:
     readiness.start()
     yield
     await readiness.stop()
+
+
+async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
+    monitor = LoopLagMonitor(app[state.METRICS].event_loop_lag)
+    monitor.start()
+    yield
+    monitor.stop()
 
 
 async def _drain_streams(app: web.Application) -> None:

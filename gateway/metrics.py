@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from scriptgen._loop_lag import loop_lag_histogram
 
 EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -31,6 +32,8 @@ class GatewayMetrics:
     readiness_transitions: Counter
     auth_rejections: Counter
     rate_limit_rejections: Counter
+    #: How late this process's event loop runs what is due (scriptgen._loop_lag).
+    event_loop_lag: Histogram
 
     @classmethod
     def create(cls) -> GatewayMetrics:
@@ -85,6 +88,7 @@ class GatewayMetrics:
                 ["limit"],
                 registry=registry,
             ),
+            event_loop_lag=loop_lag_histogram(registry),
         )
 
     def exposition(self) -> bytes:

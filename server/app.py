@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from scriptgen._grpc_wakeups import GrpcWakeupDrain, drain_grpc_wakeups
 from scriptgen._heap import freeze_startup_heap, thaw_heap
+from scriptgen._loop_lag import LoopLagMonitor
 from scriptgen.v1 import (
     generation_service_pb2,
     generation_service_pb2_grpc,
@@ -102,6 +103,7 @@ class Core:
         self.grpc_port = 0
         self.metrics_port: int | None = None
         self._relay: RelayServicer | None = None
+        self._loop_lag = LoopLagMonitor(self.metrics.event_loop_lag)
 
     async def start(self) -> None:
         """Open the stores and start serving."""
@@ -145,6 +147,7 @@ class Core:
         self._server = server
         self.runner.start_watching()
         freeze_startup_heap()  # scriptgen._heap: no full-heap pauses in a burst
+        self._loop_lag.start()
         await self.health.start()
         if self.config.metrics_address is not None:
             await self._start_metrics(self.config.metrics_address)
@@ -265,6 +268,7 @@ class Core:
         # Jobs have ended, so open streams are delivering their last events; give them a moment.
         await self._server.stop(grace=min(5.0, max(grace_seconds, 0.5)))
         self._server = None
+        self._loop_lag.stop()
         self._stop_draining()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from scriptgen._loop_lag import loop_lag_histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -128,6 +129,8 @@ class CoreMetrics:
             ["limit"],
             registry=self.registry,
         )
+        #: How late the event loop runs what is due (scriptgen._loop_lag).
+        self.event_loop_lag = loop_lag_histogram(self.registry)
 
     def inter_token_clock(self, stage: str) -> Callable[[], None]:
         """A tick for each text delta of one stream; observes the gap since the previous tick."""

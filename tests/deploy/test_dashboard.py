@@ -65,6 +65,7 @@ def test_dashboard_covers_what_operators_watch() -> None:
         "scriptgen_gateway_ready",
         "scriptgen_core_serving",
         "scriptgen_inter_token_latency_seconds_bucket",
+        "scriptgen:event_loop_lag_seconds:p99_1m",
     ):
         assert series in every, series
     assert any("by (method, code)" in query for query in queries.values())
