@@ -16,11 +16,12 @@ work then held back both those starts and the writes of first events already
 made: time to first event p95 114-171 ms instead of ~70 (BENCHMARKS.md, session 13).
 
 Only a burst holds pipelines back: BURST_STARTS starts begun within
-BURST_WINDOW_SECONDS, or that many in progress. Steady arrivals are not a burst,
-however slow each start: waiting for every start in progress held each pipeline
-of a steady 100 jobs/s 20 ms at the median and 94 ms at p99 on SQLite, 40 and 370 ms
-on PostgreSQL (BENCHMARKS.md, session 14), a lone job 10 ms. A pipeline that finds
-no burst begins at once.
+BURST_WINDOW_SECONDS, and for MAX_DEFER_SECONDS after starts last came that fast
+(a burst's last starts wait for their reads, and its arrivals may pause). Steady
+arrivals are not a burst, however slow each start: waiting for every start in
+progress held each pipeline of a steady 100 jobs/s 20 ms at the median and 94 ms
+at p99 on SQLite, 40 and 370 ms on PostgreSQL (BENCHMARKS.md, session 14), a lone
+job 10 ms. A pipeline that finds no burst begins at once.
 
 Once settled, pipelines begin at most PIPELINES_PER_TURN per turn of the loop, so
 that a burst's 200 pipelines do not all take their first step in one turn: the
@@ -42,8 +43,8 @@ QUIET_SECONDS = 0.01
 MAX_DEFER_SECONDS = 0.5
 #: Pipelines that take their first step in one turn of the loop, at most.
 PIPELINES_PER_TURN = 8
-#: This many starts begun within BURST_WINDOW_SECONDS (or in progress) make a burst: 320
-#: starts a second, well above what a steady load brings one core.
+#: This many starts begun within BURST_WINDOW_SECONDS make a burst (320 starts a second,
+#: well above what a steady load brings one core); it lasts MAX_DEFER_SECONDS after that.
 BURST_STARTS = 16
 BURST_WINDOW_SECONDS = 0.05
 
@@ -64,10 +65,13 @@ class Arrivals:
             raise ValueError("per_turn must be at least 1")
         if burst_starts < 1:
             raise ValueError("burst_starts must be at least 1")
+        if burst_window_seconds < 0:
+            raise ValueError("burst_window_seconds must not be negative")
         self._burst_starts = burst_starts
         self._burst_window = burst_window_seconds
-        #: When the last `burst_starts` starts began.
+        #: When the last `burst_starts` starts began, and when they last came at burst rate.
         self._recent: deque[float] = deque(maxlen=burst_starts)
+        self._burst_seen = float("-inf")
         self._quiet = quiet_seconds
         self._max_defer = max_defer_seconds
         self._clock = clock
@@ -80,8 +84,11 @@ class Arrivals:
 
     def arrived(self) -> None:
         """A job arrived: it counts towards a burst, and the pause begins again."""
-        self._last = self._clock()
-        self._recent.append(self._last)
+        now = self._last = self._clock()
+        recent = self._recent
+        recent.append(now)
+        if len(recent) == self._burst_starts and now - recent[0] <= self._burst_window:
+            self._burst_seen = now
 
     @contextlib.contextmanager
     def starting(self) -> Iterator[None]:
@@ -95,22 +102,18 @@ class Arrivals:
             self._last = self._clock()
 
     def bursting(self) -> bool:
-        """Whether jobs are arriving in a burst: `burst_starts` starts begun within the
-        window, or that many in progress."""
-        if self._starting >= self._burst_starts:
-            return True
-        recent = self._recent
-        return len(recent) == self._burst_starts and self._clock() - recent[0] <= self._burst_window
+        """Whether a burst is on: starts came at the burst rate (`burst_starts` within the
+        window) at most `max_defer_seconds` ago. It outlasts its arrivals, so the starts
+        still waiting for their reads, and gaps in the arrivals, do not end it; and it ends
+        by itself under any steady load."""
+        return self._clock() - self._burst_seen <= self._max_defer
 
     async def settled(self) -> None:
         """Return once it is this pipeline's turn to begin: at once, unless jobs are
         arriving in a burst; then once no start was in progress for the quiet time (or
         the longest wait passed)."""
-        if not self.bursting():
-            await self._turn()
-            return
         give_up = self._clock() + self._max_defer
-        while True:
+        while self.bursting():
             now = self._clock()
             quiet_until = now + self._quiet if self._starting else self._last + self._quiet
             wait = min(quiet_until, give_up) - now

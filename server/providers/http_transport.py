@@ -16,6 +16,8 @@ aiohttp's errors are raised as httpx2's, the ones the SDKs turn into
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
@@ -62,6 +64,13 @@ def _as_httpx(*, reading: bool) -> Iterator[None]:
         raise (httpx2.ReadError if reading else httpx2.ConnectError)(str(error)) from error
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The SDKs' TLS context (certifi's bundle, or SSL_CERT_FILE/SSL_CERT_DIR), loaded once
+    per process for every provider's transport."""
+    return httpx2.create_ssl_context(trust_env=True)
+
+
 class AiohttpTransport(httpx2.AsyncBaseTransport):
     """Sends httpx2 requests over one aiohttp session (made on first use, on the running loop)."""
 
@@ -75,7 +84,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self._keepalive_seconds = keepalive_seconds
         # Made now, at start-up: loading the CA bundle (and httpx2's TLS imports) takes tens of
         # milliseconds of the loop, which the first request of a burst would otherwise wait on.
-        self._ssl = httpx2.create_ssl_context(trust_env=True)
+        self._ssl = _tls_context()
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:

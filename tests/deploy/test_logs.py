@@ -78,8 +78,13 @@ async def test_requests_and_job_changes_log_one_json_line_each(
     assert len(messages) <= 3
 
 
-@pytest.mark.parametrize(("level", "written"), [("INFO", False), ("DEBUG", True)])
-def test_the_sdk_http_clients_request_lines_only_at_debug(level: str, written: bool) -> None:
+@pytest.mark.parametrize(
+    ("level", "written", "warnings"),
+    [("INFO", False, True), ("DEBUG", True, True), ("ERROR", False, False)],
+)
+def test_the_sdk_http_clients_request_lines_only_at_debug(
+    level: str, written: bool, warnings: bool
+) -> None:
     root = logging.getLogger()
     previous = root.level
     libraries = {name: logging.getLogger(name).level for name in logs.QUIET_LIBRARY_LOGGERS}
@@ -98,7 +103,8 @@ def test_the_sdk_http_clients_request_lines_only_at_debug(level: str, written: b
             logging.getLogger(name).setLevel(library_level)
     messages = [line["message"] for line in _lines(stream)]
     assert ('HTTP Request: POST http://model/v1 "HTTP/1.1 200 OK"' in messages) is written
-    assert "a warning" in messages and "a job line" in messages
+    assert ("a warning" in messages) is warnings  # never below the level asked for
+    assert ("a job line" in messages) is (level != "ERROR")
 
 
 def test_exceptions_and_extra_fields_are_json() -> None:

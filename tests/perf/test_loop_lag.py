@@ -29,7 +29,7 @@ async def test_a_blocked_loop_shows_as_lag_and_an_idle_one_does_not() -> None:
         await asyncio.sleep(0.2)
         idle_count, idle_total = _observed(registry)
         assert idle_count >= 5
-        assert idle_total / idle_count < 0.02  # on time, give or take the timer's resolution
+        assert idle_total / idle_count < 0.05  # on time, give or take the timer's resolution
         time.sleep(0.3)  # noqa: ASYNC251 - the point: a blocking call holds the loop
         await asyncio.sleep(0.05)
         count, total = _observed(registry)

@@ -164,7 +164,11 @@ async def _running_core(settings: CoreConfig) -> AsyncIterator[Core]:
     from server import Core
     from server.errors import ServiceError
 
-    core = Core(settings)
+    try:
+        # Building it loads the providers' TLS context: a bad SSL_CERT_FILE is an OSError.
+        core = Core(settings)
+    except OSError as error:
+        raise StartupError(f"the core could not start: {error}") from error
     try:
         await core.start()
     except (OSError, RuntimeError, ServiceError) as error:
