@@ -192,15 +192,15 @@ def configure(log_format: str = "json", level: str = "INFO", stream: IO[str] | N
     root.setLevel(level.upper())
     # A library logger's own level decides what reaches the handler (the root's level does
     # not filter what propagates up to it): never below the root's.
-    quieter = max(logging.WARNING, root.level)
+    warnings_up = max(logging.WARNING, root.level)
     # The gateway writes its own access line per request (gateway/access_log.py).
-    logging.getLogger("aiohttp.access").setLevel(quieter)
+    logging.getLogger("aiohttp.access").setLevel(warnings_up)
     # The SDKs' HTTP client logs every model request at INFO ("HTTP Request: POST …"): a
     # line per job on the hot path of a burst, which the provider metrics already count.
     # At --log-level=debug they are written with everything else.
-    quiet = logging.NOTSET if root.level <= logging.DEBUG else quieter
+    library_level = logging.NOTSET if root.level <= logging.DEBUG else warnings_up
     for name in QUIET_LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(quiet)
+        logging.getLogger(name).setLevel(library_level)
 
 
 def add_arguments(

@@ -373,7 +373,7 @@ class JobRunner:
                 time.monotonic() - job.started
             )
             # A job's second and last line (its first: `started`, when the pipeline began).
-            failure = f" ({job.failure})" if job.failure and outcome == "failed" else ""
+            failure = f" ({job.failure})" if job.failure else ""  # set only by _fail
             log.info("%s: %s%s", job.generation.name, outcome, failure)
 
     async def _work(self, job: _Job) -> GenerationEvent.Completed:

@@ -4,6 +4,7 @@ the SDKs' HTTP client writes its per-request lines only at debug level."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -18,19 +19,29 @@ from tests.gateway.conftest import serve_gateway
 REQUEST_ID = "req-logs-7"
 
 
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """Logs configured as the CLI does, into a buffer; the previous setup restored after."""
+@contextlib.contextmanager
+def _configured(level: str) -> Iterator[io.StringIO]:
+    """Logs configured as the CLI does at `level`, into a buffer; every level `configure`
+    sets (the root's, the libraries') and its handler put back after."""
     root = logging.getLogger()
-    level = root.level
+    names = ("", "aiohttp.access", *logs.QUIET_LIBRARY_LOGGERS)
+    levels = {name: logging.getLogger(name).level for name in names}
     stream = io.StringIO()
-    logs.configure("json", "INFO", stream)
+    logs.configure("json", level, stream)
     try:
         yield stream
     finally:
         for handler in [h for h in root.handlers if h.get_name() == "scriptgen"]:
             root.removeHandler(handler)
-        root.setLevel(level)
+        for name, previous in levels.items():
+            logging.getLogger(name).setLevel(previous)
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """Logs configured as the CLI does, into a buffer; the previous setup restored after."""
+    with _configured("INFO") as stream:
+        yield stream
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -85,22 +96,11 @@ async def test_requests_and_job_changes_log_one_json_line_each(
 def test_the_sdk_http_clients_request_lines_only_at_debug(
     level: str, written: bool, warnings: bool
 ) -> None:
-    root = logging.getLogger()
-    previous = root.level
-    libraries = {name: logging.getLogger(name).level for name in logs.QUIET_LIBRARY_LOGGERS}
-    stream = io.StringIO()
-    logs.configure("json", level, stream)
-    try:
+    with _configured(level) as stream:
         # What httpx2 writes for every model request the openai and anthropic SDKs send.
         logging.getLogger("httpx2").info('HTTP Request: POST http://model/v1 "HTTP/1.1 200 OK"')
         logging.getLogger("httpx2").warning("a warning")
         logging.getLogger("server.jobs.runner").info("a job line")
-    finally:
-        for handler in [h for h in root.handlers if h.get_name() == "scriptgen"]:
-            root.removeHandler(handler)
-        root.setLevel(previous)
-        for name, library_level in libraries.items():
-            logging.getLogger(name).setLevel(library_level)
     messages = [line["message"] for line in _lines(stream)]
     assert ('HTTP Request: POST http://model/v1 "HTTP/1.1 200 OK"' in messages) is written
     assert ("a warning" in messages) is warnings  # never below the level asked for
