@@ -63,13 +63,13 @@ async def spawn() -> AsyncIterator[Callable[..., Awaitable[Process]]]:
     started: list[Process] = []
     env = {key: value for key, value in os.environ.items() if not key.startswith("SCRIPTGEN_")}
 
-    async def run(*argv: str) -> Process:
+    async def run(*argv: str, extra_env: dict[str, str] | None = None) -> Process:
         child = await asyncio.create_subprocess_exec(
             SCRIPTGEN,
             *argv,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=env,
+            env={**env, **(extra_env or {})},
         )
         process = Process(child)
         started.append(process)
@@ -347,4 +347,29 @@ async def test_an_unreachable_store_at_start_is_one_error_line_and_exit_1(
     err = "".join(process.stderr)
     assert err.startswith("scriptgen: error: the core could not start: "), err
     assert "Redis" in err
+    assert err.count("\n") == 1
+
+
+async def test_a_bad_ca_file_at_start_is_one_error_line_and_exit_1(
+    spawn: Callable[..., Awaitable[Process]], tmp_path: Path
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    process = await spawn(
+        "server",
+        "--write-providers",
+        "openai",
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--metrics-address",
+        "off",
+        "--auth",
+        "disabled",
+        "--data-dir",
+        str(tmp_path / "data"),
+        extra_env={"OPENAI_API_KEY": "sk-test", "SSL_CERT_FILE": str(bundle)},
+    )
+    assert await process.finish(within=30) == 1
+    err = "".join(process.stderr)
+    assert err.startswith("scriptgen: error: the core could not start: "), err
     assert err.count("\n") == 1

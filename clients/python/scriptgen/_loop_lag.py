@@ -44,23 +44,30 @@ class LoopLagMonitor:
         self._interval = interval_seconds
         self._due = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def running(self) -> bool:
-        return self._timer is not None
+        """Whether the timer is set on a loop that has not closed."""
+        return self._timer is not None and self._loop is not None and not self._loop.is_closed()
 
     def start(self) -> None:
-        """Begin measuring the running loop (again a no-op while running)."""
-        if self._timer is None:
-            self._set(asyncio.get_running_loop())
+        """Begin measuring the running loop: a no-op while it is measured already; a timer
+        left on another loop (one closed without `stop()`, as a test's) is dropped."""
+        loop = asyncio.get_running_loop()
+        if self._timer is not None and self._loop is loop:
+            return
+        self.stop()
+        self._set(loop)
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        timer, loop, self._timer, self._loop = self._timer, self._loop, None, None
+        if timer is not None and loop is not None and not loop.is_closed():
+            timer.cancel()
 
     def _set(self, loop: asyncio.AbstractEventLoop) -> None:
         self._due = time.monotonic() + self._interval
+        self._loop = loop
         self._timer = loop.call_later(self._interval, self._fired, loop)
 
     def _fired(self, loop: asyncio.AbstractEventLoop) -> None:
