@@ -8,9 +8,11 @@ It samples, every 5 ms, the CPU time of every process whose command line names
 clients, the OpenAI stand-in), read from `/proc/<pid>/task/*/schedstat` (all
 threads, nanoseconds). Once the core (`scriptgen server`) has used under a
 tenth of a CPU for QUIET_SECONDS (its start-up is over; it waits for the
-gateway and the load), the burst begins with the first 25 ms step in which it
-used more than half a CPU (or the step before, when that one was busy too: the
-burst began there). The report is each process's CPU milliseconds over
+gateway and the load), the burst's core work begins with the first 25 ms step
+in which it used more than half a CPU; the burst itself began with the earliest
+step before that in a row in which the run's processes together used more than
+RUN_SHARE of a CPU (the load tool's sends and the gateway's parsing come first).
+The report is each process's CPU milliseconds over
 `--window` seconds from there, and the steps themselves as a table. Linux only.
 """
 
@@ -32,21 +34,36 @@ SCAN_SECONDS = 0.5
 BURST_SHARE = 0.5
 QUIET_SECONDS = 0.3
 IDLE_SHARE = 0.1
+#: The share of a CPU that all processes together use in a step of the burst, at least.
+RUN_SHARE = 0.3
 
 Samples = list[tuple[float, dict[int, int]]]
 
 
 def _processes() -> dict[int, str]:
-    found: dict[int, str] = {}
+    """The run's processes: those whose command names scriptgen, and their children (the
+    load tool's client processes, started by multiprocessing)."""
+    commands: dict[int, str] = {}
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if "scriptgen" in command and "burst_cpu" not in command and "--help" not in command:
-            found[int(entry.name)] = command
+        pid = int(entry.name)
+        commands[pid] = command
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
+    found = {
+        pid: command
+        for pid, command in commands.items()
+        if "scriptgen" in command and "burst_cpu" not in command and "--help" not in command
+    }
+    for pid, parent in parents.items():
+        if parent in found and pid not in found:
+            found[pid] = f"{commands[pid]} (child of {parent}: {_role(found[parent])})"
     return found
 
 
@@ -77,6 +94,9 @@ def sample(seconds: float) -> tuple[dict[int, str], Samples]:
 
 
 def _role(command: str) -> str:
+    if "(child of" in command:
+        parent = command.rsplit(": ", 1)[-1].rstrip(")")
+        return "load client" if parent == "load tool" else f"{parent} child"
     for needle, role in (
         ("_standin", "stand-in"),
         ("scriptgen server", "core"),
@@ -103,8 +123,8 @@ def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, o
     if not cores or not samples:
         raise SystemExit("no core process was seen")
 
-    def share(step: float) -> float:
-        return sum(used(pid, step, step + STEP_SECONDS) for pid in cores) / (STEP_SECONDS * 1000)
+    def share(step: float, pids: Sequence[int] = cores) -> float:
+        return sum(used(pid, step, step + STEP_SECONDS) for pid in pids) / (STEP_SECONDS * 1000)
 
     begin = None
     quiet = 0.0
@@ -112,7 +132,9 @@ def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, o
     while step + STEP_SECONDS < times[-1]:
         now = share(step)
         if quiet >= QUIET_SECONDS and now > BURST_SHARE:
-            begin = step - STEP_SECONDS if share(step - STEP_SECONDS) > IDLE_SHARE else step
+            begin = step
+            while share(begin - STEP_SECONDS, list(names)) > RUN_SHARE:
+                begin -= STEP_SECONDS
             break
         if quiet < QUIET_SECONDS:
             quiet = quiet + STEP_SECONDS if now < IDLE_SHARE else 0.0
@@ -142,11 +164,11 @@ def _print(report: dict[str, object]) -> None:
     for process in processes:
         print(f"  {process['role']:>12} {process['pid']:>7}: {process['cpu_ms']:7.1f}")
     print(f"  {'all':>12} {'':>7}: {report['all_cpu_ms']:7.1f}")
-    print("  ms   " + " ".join(f"{p['role'][:9]:>9}" for p in processes))
+    print("  ms   " + " ".join(f"{p['role'][:11]:>11}" for p in processes))
     steps = report["steps_ms"]
     assert isinstance(steps, list)
     for k, row in enumerate(steps):
-        print(f"{k * STEP_SECONDS * 1000:5.0f}  " + " ".join(f"{cpu:9.1f}" for cpu in row))
+        print(f"{k * STEP_SECONDS * 1000:5.0f}  " + " ".join(f"{cpu:11.1f}" for cpu in row))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
