@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -95,6 +96,11 @@ def _episode(row: sqlite3.Row | tuple[Any, ...]) -> project_pb2.Episode:
 
 BUSY_TIMEOUT_SECONDS = 5.0
 """How long a statement waits for another connection's lock before failing."""
+LOCKED_REFUSAL_SECONDS = 2.0
+"""For this long after a write waited out the busy timeout and still found the database
+locked, writes try the lock without waiting: refused at once while it is held, instead of
+each queued write waiting its own timeout in turn (5, 10, 15 s … for concurrent callers).
+The first write that gets the lock ends it; so does this long without a refusal."""
 
 
 async def _prepare(connection: aiosqlite.Connection) -> None:
@@ -159,6 +165,9 @@ class SqliteProjectStore(SqliteKeys):
         self._reader: aiosqlite.Connection | None = None
         #: Concurrent reads of one project share one read (none across a write).
         self._project_reads: SharedReads[tuple[str, str], list[Any]] = SharedReads()
+        #: Until when (time.monotonic) writes are refused at once while another process
+        #: holds the write lock (LOCKED_REFUSAL_SECONDS).
+        self._locked_until = float("-inf")
 
     @property
     def _db(self) -> aiosqlite.Connection:
@@ -222,9 +231,7 @@ class SqliteProjectStore(SqliteKeys):
         async with self._lock, sqlite_faults():
             # Reads of projects in flight are not shared across a write (SharedReads).
             with self._project_reads.writing():
-                # IMMEDIATE takes the write lock up front, so a read inside the
-                # transaction stays true until COMMIT, across processes too.
-                await self._db.execute("BEGIN IMMEDIATE")
+                await self._begin_immediate()
                 try:
                     yield self._db
                     await self._db.execute("COMMIT")
@@ -234,6 +241,26 @@ class SqliteProjectStore(SqliteKeys):
                     if self._db.in_transaction:
                         await self._db.execute("ROLLBACK")
                     raise
+
+    async def _begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE: it takes the write lock up front, so a read inside the transaction
+        stays true until COMMIT, across processes too. Without waiting while the database
+        was just found locked (LOCKED_REFUSAL_SECONDS)."""
+        db = self._db
+        refusing = time.monotonic() < self._locked_until
+        if refusing:
+            await db.execute("PRAGMA busy_timeout=0")
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            if is_lock_conflict(error):
+                self._locked_until = time.monotonic() + LOCKED_REFUSAL_SECONDS
+            raise
+        else:
+            self._locked_until = float("-inf")
+        finally:
+            if refusing:
+                await db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
     async def _migrate(self) -> None:
         async with self._transaction() as db:

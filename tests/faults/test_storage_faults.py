@@ -36,6 +36,8 @@ from scriptgen.v1 import generation_pb2, knowledge_pb2, project_pb2
 from scriptgen.v1 import generation_service_pb2 as gs
 from scriptgen.v1 import project_service_pb2 as ps
 
+from server.errors import Unavailable
+from server.store.sqlite import BUSY_TIMEOUT_SECONDS, SqliteProjectStore
 from tests.backends.chroma import ChromaServer
 from tests.replicas.cluster import CORE_LINE, GATEWAY_LINE, Process, spawn, wait_ready
 from tests.server.rpc import Stubs, connect, error_info, health_check, rich_status, script_of
@@ -211,8 +213,8 @@ async def test_a_locked_database(tmp_path: Path) -> None:
         await asyncio.sleep(0.3)  # writing, not yet saving
         with _write_lock(servers.data_dir / "scriptgen.sqlite3"):
             down = await _readiness_becomes(rpc, http, servers.base, NOT_SERVING)
-            # A write waits out the 5 s busy timeout, then fails as retryable, not INTERNAL.
-            # (One at a time: writes queue behind each other's wait — see Known gaps.)
+            # A write waits out the 5 s busy timeout, then fails as retryable, not INTERNAL;
+            # the writes behind it are refused at once (the test below).
             caught = await running
             with pytest.raises(aio.AioRpcError) as refused:
                 await rpc.projects.CreateProject(
@@ -230,6 +232,39 @@ async def test_a_locked_database(tmp_path: Path) -> None:
         print(
             f"\nlocked database: NOT_SERVING after {down:.1f} s, SERVING {up:.1f} s after release"
         )
+
+
+async def test_writes_queued_behind_a_locked_database_are_refused_together(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "db.sqlite3"
+    store = SqliteProjectStore(database)
+    await store.open()
+    try:
+        with _write_lock(database):
+            began = time.monotonic()
+
+            async def create(number: int) -> tuple[Unavailable, float]:
+                project = project_pb2.Project(title=f"Blocked {number}")
+                try:
+                    await store.create_project(f"blocked-{number}", project)
+                except Unavailable as error:
+                    return error, time.monotonic() - began
+                raise AssertionError("a write went through another process's write lock")
+
+            outcomes = await asyncio.gather(*(create(number) for number in range(4)))
+        assert {error.reason for error, _ in outcomes} == {"STORE_UNAVAILABLE"}
+        answered = sorted(seconds for _, seconds in outcomes)
+        # The first waits out the busy timeout; the three queued behind it are refused at once,
+        # not after 10, 15 and 20 s, each waiting its own timeout in turn.
+        assert answered[0] >= BUSY_TIMEOUT_SECONDS - 0.5, answered
+        assert answered[-1] < BUSY_TIMEOUT_SECONDS + 2, answered
+        released = time.monotonic()
+        await store.create_project("after", project_pb2.Project(title="After"))
+        assert time.monotonic() - released < 1  # the lock is gone: the next write goes through
+        assert (await store.get_project("after")).title == "After"
+    finally:
+        await store.close()
 
 
 @contextlib.contextmanager
