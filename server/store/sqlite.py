@@ -201,9 +201,14 @@ class SqliteProjectStore(SqliteKeys):
             self._connection = None
 
     async def ping(self) -> None:
+        """Whether the store answers: a query on the read connection, so that the ping never
+        waits behind writes queued for the write lock (each up to the busy timeout, which the
+        health probe's own timeout took for a dead store). The write lock itself is probed
+        apart (`server.storage_probes.SqliteWriteProbe`)."""
+        if self._connection is None:
+            raise records.store_unavailable("is not open")
         try:
-            async with self._reading() as db:
-                await db.execute("SELECT 1")
+            await self._read("SELECT 1", ())
         except sqlite3.Error as error:
             raise records.store_unavailable(f"failed: {error}") from None
 

@@ -267,6 +267,28 @@ async def test_writes_queued_behind_a_locked_database_are_refused_together(
         await store.close()
 
 
+async def test_a_ping_does_not_wait_behind_a_write_waiting_for_the_lock(tmp_path: Path) -> None:
+    database = tmp_path / "db.sqlite3"
+    store = SqliteProjectStore(database)
+    await store.open()
+    try:
+        with _write_lock(database):
+            write = asyncio.create_task(
+                store.create_project("blocked", project_pb2.Project(title="Blocked"))
+            )
+            await asyncio.sleep(0.3)  # the write waits for the lock, up to the busy timeout
+            assert not write.done()
+            began = time.monotonic()
+            await store.ping()
+            assert time.monotonic() - began < 1.0  # not the rest of the write's 5 s
+            with pytest.raises(Unavailable):
+                await write
+    finally:
+        await store.close()
+    with pytest.raises(Unavailable, match="not open"):
+        await store.ping()
+
+
 @contextlib.contextmanager
 def _tmpfs(path: Path, size_mib: int) -> Iterator[Path]:
     path.mkdir(parents=True)
