@@ -1,0 +1,77 @@
+"""scripts/burst_cpu.py: it finds a burst after the core's start-up pause and counts each
+process's CPU over it, and it reads real processes' CPU time."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from scripts.burst_cpu import STEP_SECONDS, Samples, _cpu_ns, burst
+
+CORE = "python -m scriptgen server --grpc-address=127.0.0.1:0"
+GATEWAY = "python -m scriptgen gateway --core-target=127.0.0.1:1"
+TOOL = "python scriptgen loadtest --spawn"
+
+
+def _samples(shares: dict[int, list[float]], start: float = 100.0) -> Samples:
+    """Cumulative CPU readings every 5 ms, each process using `shares[pid][k]` of a CPU in
+    25 ms step k."""
+    samples: Samples = []
+    used = dict.fromkeys(shares, 0.0)
+    steps = len(next(iter(shares.values())))
+    for tick in range(steps * 5 + 1):
+        samples.append((start + tick * 0.005, {pid: int(cpu) for pid, cpu in used.items()}))
+        step = min(tick // 5, steps - 1)
+        for pid, series in shares.items():
+            used[pid] += series[step] * 0.005 * 1e9
+    return samples
+
+
+def test_the_burst_begins_after_the_cores_start_up_and_counts_every_process() -> None:
+    start_up = [1.0] * 8  # imports: busy, but before the pause
+    pause = [0.0] * 16  # 0.4 s waiting for the gateway and the load
+    lead = [0.0, 0.0]  # the tool sends and the gateway parses first ...
+    work = [1.0] * 12  # ... then the core takes the burst
+    tail = [0.0] * 30
+    shares = {
+        1: start_up + pause + lead + work + tail,  # the core
+        2: [0.0] * 24 + [0.5, 0.5] + [0.2] * 12 + tail,  # a gateway worker
+        3: [0.0] * 23 + [0.4] * 3 + [0.1] * 12 + tail,  # the load tool
+    }
+    report = burst({1: CORE, 2: GATEWAY, 3: TOOL}, _samples(shares), window=0.5)
+    processes = report["processes"]
+    assert isinstance(processes, list)
+    cpu = {process["pid"]: process["cpu_ms"] for process in processes}
+    # From the tool's first busy step (23): the core's 12 busy steps, all in the window; a
+    # window edge may fall one 5 ms sample off a step's.
+    step_ms = STEP_SECONDS * 1000
+    assert cpu[1] == pytest.approx(12 * step_ms, abs=2.5)
+    assert cpu[2] == pytest.approx((2 * 0.5 + 12 * 0.2) * step_ms, abs=2.5)
+    assert cpu[3] == pytest.approx((3 * 0.4 + 12 * 0.1) * step_ms, abs=2.5)
+    assert report["all_cpu_ms"] == pytest.approx(cpu[1] + cpu[2] + cpu[3], abs=0.5)
+    assert {process["pid"]: process["role"] for process in processes} == {
+        1: "core",
+        2: "gateway",
+        3: "load tool",
+    }
+
+
+def test_no_burst_is_an_error_not_a_report() -> None:
+    shares = {1: [1.0] * 8 + [0.0] * 40}  # start-up, then nothing
+    with pytest.raises(SystemExit, match="no burst"):
+        burst({1: CORE}, _samples(shares), window=0.5)
+    with pytest.raises(SystemExit, match="no core"):
+        burst({3: TOOL}, _samples({3: [0.0] * 10}), window=0.5)
+
+
+def test_a_processs_cpu_time_is_read_from_proc() -> None:
+    before = _cpu_ns(os.getpid())
+    assert before is not None
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass  # 50 ms of this process's CPU
+    after = _cpu_ns(os.getpid())
+    assert after is not None and after - before >= 40_000_000
+    assert _cpu_ns(2**22 + 1) is None  # above the kernel's pid limit: no such process
