@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,6 +100,38 @@ async def test_gateway_answers_429_with_retry_after_over_its_limit(tmp_path: Pat
                 assert error["status"] == "RESOURCE_EXHAUSTED"
                 assert any(d.get("reason") == "OVER_CAPACITY" for d in error["details"])
             assert core.runner.running == 1
+    finally:
+        await gateway.stop()
+        await core.stop(grace=0)
+
+
+async def test_a_simultaneous_burst_at_the_gateway_admits_only_its_limit(tmp_path: Path) -> None:
+    core = await _slow_core(tmp_path)
+    gateway = GatewayServer(
+        gateway_config(f"127.0.0.1:{core.grpc_port}", max_streams=3, first_event_wait_seconds=1.0)
+    )
+    await gateway.start()
+    try:
+        async with connect(f"127.0.0.1:{core.grpc_port}") as rpc:
+            project = await rpc.create_project()
+        url = f"http://127.0.0.1:{gateway.port}/v1/{project.name}/generations"
+        headers = {"Accept": "text/event-stream"}
+        limits = httpx.Limits(max_connections=20)
+        async with httpx.AsyncClient(timeout=10, limits=limits) as http:
+            requests = [
+                http.build_request("POST", url, json={"title": f"T{n}"}, headers=headers)
+                for n in range(12)
+            ]
+            # Twelve at once on twelve connections: the slot is taken before the handler's
+            # first await on the core, so the limit holds however their steps interleave.
+            responses = await asyncio.gather(*(http.send(r, stream=True) for r in requests))
+            try:
+                codes = sorted(response.status_code for response in responses)
+                assert codes == [200] * 3 + [429] * 9
+                assert core.runner.running == 3  # the refused streams started no job
+            finally:
+                for response in responses:
+                    await response.aclose()
     finally:
         await gateway.stop()
         await core.stop(grace=0)
