@@ -14,6 +14,10 @@ step before that in a row in which the run's processes together used more than
 RUN_SHARE of a CPU (the load tool's sends and the gateway's parsing come first).
 The report is each process's CPU milliseconds over
 `--window` seconds from there, and the steps themselves as a table. Linux only.
+
+The CPU of a process is that of its live threads: a thread that ends within a step takes
+its time with it (such a step reads 0 for that process). A process counts over a span
+only if it was running at both ends of it; children of children are not looked for.
 """
 
 from __future__ import annotations
@@ -117,7 +121,8 @@ def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, o
         """CPU milliseconds of `pid` between two times (0 where it was not running)."""
         a = samples[min(bisect.bisect_left(times, start), len(samples) - 1)][1].get(pid)
         b = samples[min(bisect.bisect_left(times, end), len(samples) - 1)][1].get(pid)
-        return 0.0 if a is None or b is None else (b - a) / 1e6
+        # A thread that exits takes its time out of the sum: never less than nothing.
+        return 0.0 if a is None or b is None else max(0.0, (b - a) / 1e6)
 
     cores = [pid for pid, command in names.items() if _role(command) in ("core", "core+gateway")]
     if not cores or not samples:

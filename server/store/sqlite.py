@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +21,8 @@ from server.storage_faults import is_lock_conflict, sqlite_faults
 from server.store import records
 from server.store.migrations import migrations, statements
 from server.store.sqlite_keys import SqliteKeys
+
+log = logging.getLogger(__name__)
 
 _PROJECT_COLUMNS = (
     "id, title, type, logline, description, language, create_time, update_time,"
@@ -97,10 +100,13 @@ def _episode(row: sqlite3.Row | tuple[Any, ...]) -> project_pb2.Episode:
 BUSY_TIMEOUT_SECONDS = 5.0
 """How long a statement waits for another connection's lock before failing."""
 LOCKED_REFUSAL_SECONDS = 2.0
-"""For this long after a write waited out the busy timeout and still found the database
-locked, writes try the lock without waiting: refused at once while it is held, instead of
-each queued write waiting its own timeout in turn (5, 10, 15 s … for concurrent callers).
-The first write that gets the lock ends it; so does this long without a refusal."""
+"""For this long after a write found the database locked (having waited its busy timeout),
+writes wait only LOCKED_WAIT_SECONDS for the lock: refused almost at once while it is held,
+instead of each queued write waiting its own timeout in turn (5, 10, 15 s … for concurrent
+callers). Each refusal extends it; the first write that gets the lock ends it."""
+LOCKED_WAIT_SECONDS = 0.1
+"""A write's wait for the lock while the database was just found locked: long enough for
+another process's ordinary write to end, short enough that queued writes are answered fast."""
 
 
 async def _prepare(connection: aiosqlite.Connection) -> None:
@@ -139,6 +145,20 @@ async def _read_only(path: Path) -> aiosqlite.Connection:
     return connection
 
 
+async def _begin_to_the_end(db: aiosqlite.Connection) -> None:
+    """BEGIN IMMEDIATE, and on a cancellation its outcome undone: the statement runs on the
+    connection's thread whatever becomes of the caller, and a transaction begun for a caller
+    that left would hold the write lock with nobody to end it."""
+    begin = asyncio.ensure_future(db.execute("BEGIN IMMEDIATE"))
+    try:
+        await asyncio.shield(begin)
+    except asyncio.CancelledError:
+        await asyncio.wait((begin,))
+        if not begin.cancelled() and begin.exception() is None and db.in_transaction:
+            await db.execute("ROLLBACK")
+        raise
+
+
 class SqliteProjectStore(SqliteKeys):
     """Projects and episodes (and API keys, tenants) in one SQLite file.
 
@@ -165,8 +185,8 @@ class SqliteProjectStore(SqliteKeys):
         self._reader: aiosqlite.Connection | None = None
         #: Concurrent reads of one project share one read (none across a write).
         self._project_reads: SharedReads[tuple[str, str], list[Any]] = SharedReads()
-        #: Until when (time.monotonic) writes are refused at once while another process
-        #: holds the write lock (LOCKED_REFUSAL_SECONDS).
+        #: Until when (time.monotonic) writes wait only briefly for the write lock, which
+        #: another process was just found holding (LOCKED_REFUSAL_SECONDS).
         self._locked_until = float("-inf")
 
     @property
@@ -177,6 +197,7 @@ class SqliteProjectStore(SqliteKeys):
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._locked_until = float("-inf")
         connection = await aiosqlite.connect(
             self._path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS
         )
@@ -201,15 +222,15 @@ class SqliteProjectStore(SqliteKeys):
             self._connection = None
 
     async def ping(self) -> None:
-        """Whether the store answers: a query on the read connection, so that the ping never
-        waits behind writes queued for the write lock (each up to the busy timeout, which the
-        health probe's own timeout took for a dead store). The write lock itself is probed
-        apart (`server.storage_probes.SqliteWriteProbe`)."""
+        """Whether the store answers: a read of the database file on the read connection, so
+        that the ping never waits behind writes queued for the write lock (each up to the busy
+        timeout, which the health probe's own timeout took for a dead store). The write lock
+        is probed apart (`server.storage_probes.SqliteWriteProbe`)."""
         if self._connection is None:
             raise records.store_unavailable("is not open")
         try:
-            await self._read("SELECT 1", ())
-        except sqlite3.Error as error:
+            await self._read("SELECT version FROM schema_migrations LIMIT 1", ())
+        except (sqlite3.Error, ValueError) as error:  # ValueError: aiosqlite's closed connection
             raise records.store_unavailable(f"failed: {error}") from None
 
     @asynccontextmanager
@@ -249,14 +270,14 @@ class SqliteProjectStore(SqliteKeys):
 
     async def _begin_immediate(self) -> None:
         """BEGIN IMMEDIATE: it takes the write lock up front, so a read inside the transaction
-        stays true until COMMIT, across processes too. Without waiting while the database
-        was just found locked (LOCKED_REFUSAL_SECONDS)."""
+        stays true until COMMIT, across processes too. With a short wait for the lock while
+        the database was just found locked (LOCKED_REFUSAL_SECONDS)."""
         db = self._db
         refusing = time.monotonic() < self._locked_until
-        if refusing:
-            await db.execute("PRAGMA busy_timeout=0")
         try:
-            await db.execute("BEGIN IMMEDIATE")
+            if refusing:
+                await db.execute(f"PRAGMA busy_timeout={int(LOCKED_WAIT_SECONDS * 1000)}")
+            await _begin_to_the_end(db)
         except sqlite3.Error as error:
             if is_lock_conflict(error):
                 self._locked_until = time.monotonic() + LOCKED_REFUSAL_SECONDS
@@ -264,8 +285,13 @@ class SqliteProjectStore(SqliteKeys):
         else:
             self._locked_until = float("-inf")
         finally:
+            # Reached on a cancellation too: statements already sent run on the connection's
+            # thread regardless, and this one runs after them.
             if refusing:
-                await db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                try:
+                    await db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                except (sqlite3.Error, ValueError) as error:
+                    log.warning("could not restore the store's busy timeout: %s", error)
 
     async def _migrate(self) -> None:
         async with self._transaction() as db:

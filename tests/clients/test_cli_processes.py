@@ -372,4 +372,5 @@ async def test_a_bad_ca_file_at_start_is_one_error_line_and_exit_1(
     assert await process.finish(within=30) == 1
     err = "".join(process.stderr)
     assert err.startswith("scriptgen: error: the core could not start: "), err
+    assert "CERTIFICATE" in err, err  # the TLS library's own words about the bundle
     assert err.count("\n") == 1

@@ -36,7 +36,7 @@ from scriptgen.v1 import generation_pb2, knowledge_pb2, project_pb2
 from scriptgen.v1 import generation_service_pb2 as gs
 from scriptgen.v1 import project_service_pb2 as ps
 
-from server.errors import Unavailable
+from server.errors import NotFound, Unavailable
 from server.store.sqlite import BUSY_TIMEOUT_SECONDS, SqliteProjectStore
 from tests.backends.chroma import ChromaServer
 from tests.replicas.cluster import CORE_LINE, GATEWAY_LINE, Process, spawn, wait_ready
@@ -255,14 +255,68 @@ async def test_writes_queued_behind_a_locked_database_are_refused_together(
             outcomes = await asyncio.gather(*(create(number) for number in range(4)))
         assert {error.reason for error, _ in outcomes} == {"STORE_UNAVAILABLE"}
         answered = sorted(seconds for _, seconds in outcomes)
-        # The first waits out the busy timeout; the three queued behind it are refused at once,
-        # not after 10, 15 and 20 s, each waiting its own timeout in turn.
+        # The first waits out the busy timeout; the three queued behind it wait 0.1 s each,
+        # not their own 5 s timeouts in turn (answered after 10, 15 and 20 s).
         assert answered[0] >= BUSY_TIMEOUT_SECONDS - 0.5, answered
         assert answered[-1] < BUSY_TIMEOUT_SECONDS + 2, answered
         released = time.monotonic()
         await store.create_project("after", project_pb2.Project(title="After"))
         assert time.monotonic() - released < 1  # the lock is gone: the next write goes through
         assert (await store.get_project("after")).title == "After"
+    finally:
+        await store.close()
+
+
+async def _busy_timeout_ms(store: SqliteProjectStore) -> int:
+    async with store._db.execute("PRAGMA busy_timeout") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_write_cancelled_while_refusing_leaves_the_busy_timeout_whole(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "db.sqlite3"
+    store = SqliteProjectStore(database)
+    await store.open()
+    try:
+        with _write_lock(database):
+            with pytest.raises(Unavailable):  # waits out the timeout: short waits from now on
+                await store.create_project("first", project_pb2.Project(title="First"))
+            write = asyncio.create_task(
+                store.create_project("cancelled", project_pb2.Project(title="Cancelled"))
+            )
+            await asyncio.sleep(0)  # the write is now sending its short busy timeout
+            write.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await write
+        assert await _busy_timeout_ms(store) == int(BUSY_TIMEOUT_SECONDS * 1000)
+    finally:
+        await store.close()
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transaction(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "db.sqlite3"
+    store = SqliteProjectStore(database)
+    await store.open()
+    try:
+        with _write_lock(database):
+            write = asyncio.create_task(
+                store.create_project("cancelled", project_pb2.Project(title="Cancelled"))
+            )
+            await asyncio.sleep(0.3)  # BEGIN IMMEDIATE waits for the lock on the store's thread
+            write.cancel()
+        # The lock is released: that BEGIN now succeeds, for a caller that has left.
+        with pytest.raises(asyncio.CancelledError):
+            await write
+        assert not store._db.in_transaction
+        await store.create_project("after", project_pb2.Project(title="After"))
+        assert (await store.get_project("after")).title == "After"
+        with pytest.raises(NotFound):
+            await store.get_project("cancelled")
     finally:
         await store.close()
 
