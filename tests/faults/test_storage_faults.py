@@ -234,37 +234,46 @@ async def test_a_locked_database(tmp_path: Path) -> None:
         )
 
 
-async def test_writes_queued_behind_a_locked_database_are_refused_together(
-    tmp_path: Path,
-) -> None:
-    database = tmp_path / "db.sqlite3"
-    store = SqliteProjectStore(database)
-    await store.open()
+#: The file of the `store` fixture, in the test's tmp_path.
+STORE_FILE = "db.sqlite3"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteProjectStore]:
+    """A SQLite project store in tmp_path / STORE_FILE, closed after the test."""
+    opened = SqliteProjectStore(tmp_path / STORE_FILE)
+    await opened.open()
     try:
-        with _write_lock(database):
-            began = time.monotonic()
-
-            async def create(number: int) -> tuple[Unavailable, float]:
-                project = project_pb2.Project(title=f"Blocked {number}")
-                try:
-                    await store.create_project(f"blocked-{number}", project)
-                except Unavailable as error:
-                    return error, time.monotonic() - began
-                raise AssertionError("a write went through another process's write lock")
-
-            outcomes = await asyncio.gather(*(create(number) for number in range(4)))
-        assert {error.reason for error, _ in outcomes} == {"STORE_UNAVAILABLE"}
-        answered = sorted(seconds for _, seconds in outcomes)
-        # The first waits out the busy timeout; the three queued behind it wait 0.1 s each,
-        # not their own 5 s timeouts in turn (answered after 10, 15 and 20 s).
-        assert answered[0] >= BUSY_TIMEOUT_SECONDS - 0.5, answered
-        assert answered[-1] < BUSY_TIMEOUT_SECONDS + 2, answered
-        released = time.monotonic()
-        await store.create_project("after", project_pb2.Project(title="After"))
-        assert time.monotonic() - released < 1  # the lock is gone: the next write goes through
-        assert (await store.get_project("after")).title == "After"
+        yield opened
     finally:
-        await store.close()
+        await opened.close()
+
+
+async def test_writes_queued_behind_a_locked_database_are_refused_together(
+    store: SqliteProjectStore, tmp_path: Path
+) -> None:
+    with _write_lock(tmp_path / STORE_FILE):
+        began = time.monotonic()
+
+        async def create(number: int) -> tuple[Unavailable, float]:
+            project = project_pb2.Project(title=f"Blocked {number}")
+            try:
+                await store.create_project(f"blocked-{number}", project)
+            except Unavailable as error:
+                return error, time.monotonic() - began
+            raise AssertionError("a write went through another process's write lock")
+
+        outcomes = await asyncio.gather(*(create(number) for number in range(4)))
+    assert {error.reason for error, _ in outcomes} == {"STORE_UNAVAILABLE"}
+    answered = sorted(seconds for _, seconds in outcomes)
+    # The first waits out the busy timeout; the three queued behind it wait 0.1 s each,
+    # not their own 5 s timeouts in turn (answered after 10, 15 and 20 s).
+    assert answered[0] >= BUSY_TIMEOUT_SECONDS - 0.5, answered
+    assert answered[-1] < BUSY_TIMEOUT_SECONDS + 2, answered
+    released = time.monotonic()
+    await store.create_project("after", project_pb2.Project(title="After"))
+    assert time.monotonic() - released < 1  # the lock is gone: the next write goes through
+    assert (await store.get_project("after")).title == "After"
 
 
 async def _busy_timeout_ms(store: SqliteProjectStore) -> int:
@@ -275,70 +284,55 @@ async def _busy_timeout_ms(store: SqliteProjectStore) -> int:
 
 
 async def test_a_write_cancelled_while_refusing_leaves_the_busy_timeout_whole(
-    tmp_path: Path,
+    store: SqliteProjectStore, tmp_path: Path
 ) -> None:
-    database = tmp_path / "db.sqlite3"
-    store = SqliteProjectStore(database)
-    await store.open()
-    try:
-        with _write_lock(database):
-            with pytest.raises(Unavailable):  # waits out the timeout: short waits from now on
-                await store.create_project("first", project_pb2.Project(title="First"))
-            write = asyncio.create_task(
-                store.create_project("cancelled", project_pb2.Project(title="Cancelled"))
-            )
-            await asyncio.sleep(0)  # the write is now sending its short busy timeout
-            write.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await write
-        assert await _busy_timeout_ms(store) == int(BUSY_TIMEOUT_SECONDS * 1000)
-    finally:
-        await store.close()
+    with _write_lock(tmp_path / STORE_FILE):
+        with pytest.raises(Unavailable):  # waits out the timeout: short waits from now on
+            await store.create_project("first", project_pb2.Project(title="First"))
+        write = asyncio.create_task(
+            store.create_project("cancelled", project_pb2.Project(title="Cancelled"))
+        )
+        await asyncio.sleep(0)  # the write is now sending its short busy timeout
+        write.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await write
+    assert await _busy_timeout_ms(store) == int(BUSY_TIMEOUT_SECONDS * 1000)
 
 
 async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transaction(
-    tmp_path: Path,
+    store: SqliteProjectStore, tmp_path: Path
 ) -> None:
-    database = tmp_path / "db.sqlite3"
-    store = SqliteProjectStore(database)
-    await store.open()
-    try:
-        with _write_lock(database):
-            write = asyncio.create_task(
-                store.create_project("cancelled", project_pb2.Project(title="Cancelled"))
-            )
-            await asyncio.sleep(0.3)  # BEGIN IMMEDIATE waits for the lock on the store's thread
-            write.cancel()
-        # The lock is released: that BEGIN now succeeds, for a caller that has left.
-        with pytest.raises(asyncio.CancelledError):
+    with _write_lock(tmp_path / STORE_FILE):
+        write = asyncio.create_task(
+            store.create_project("cancelled", project_pb2.Project(title="Cancelled"))
+        )
+        await asyncio.sleep(0.3)  # BEGIN IMMEDIATE waits for the lock on the store's thread
+        write.cancel()
+    # The lock is released: that BEGIN now succeeds, for a caller that has left.
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert not store._db.in_transaction
+    await store.create_project("after", project_pb2.Project(title="After"))
+    assert (await store.get_project("after")).title == "After"
+    with pytest.raises(NotFound):
+        await store.get_project("cancelled")
+
+
+async def test_a_ping_does_not_wait_behind_a_write_waiting_for_the_lock(
+    store: SqliteProjectStore, tmp_path: Path
+) -> None:
+    with _write_lock(tmp_path / STORE_FILE):
+        write = asyncio.create_task(
+            store.create_project("blocked", project_pb2.Project(title="Blocked"))
+        )
+        await asyncio.sleep(0.3)  # the write waits for the lock, up to the busy timeout
+        assert not write.done()
+        began = time.monotonic()
+        await store.ping()
+        assert time.monotonic() - began < 1.0  # not the rest of the write's 5 s
+        with pytest.raises(Unavailable):
             await write
-        assert not store._db.in_transaction
-        await store.create_project("after", project_pb2.Project(title="After"))
-        assert (await store.get_project("after")).title == "After"
-        with pytest.raises(NotFound):
-            await store.get_project("cancelled")
-    finally:
-        await store.close()
-
-
-async def test_a_ping_does_not_wait_behind_a_write_waiting_for_the_lock(tmp_path: Path) -> None:
-    database = tmp_path / "db.sqlite3"
-    store = SqliteProjectStore(database)
-    await store.open()
-    try:
-        with _write_lock(database):
-            write = asyncio.create_task(
-                store.create_project("blocked", project_pb2.Project(title="Blocked"))
-            )
-            await asyncio.sleep(0.3)  # the write waits for the lock, up to the busy timeout
-            assert not write.done()
-            began = time.monotonic()
-            await store.ping()
-            assert time.monotonic() - began < 1.0  # not the rest of the write's 5 s
-            with pytest.raises(Unavailable):
-                await write
-    finally:
-        await store.close()
+    await store.close()
     with pytest.raises(Unavailable, match="not open"):
         await store.ping()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,62 +81,62 @@ async def test_core_refuses_a_stream_over_its_limit(tmp_path: Path) -> None:
         await core.stop(grace=0)
 
 
-async def test_gateway_answers_429_with_retry_after_over_its_limit(tmp_path: Path) -> None:
+SSE = {"Accept": "text/event-stream"}
+
+
+@asynccontextmanager
+async def _limited_gateway(tmp_path: Path, max_streams: int) -> AsyncIterator[tuple[Core, str]]:
+    """A slow core behind a gateway of `max_streams`; the core and a project's generations URL."""
     core = await _slow_core(tmp_path)
     gateway = GatewayServer(
-        gateway_config(f"127.0.0.1:{core.grpc_port}", max_streams=1, first_event_wait_seconds=1.0)
+        gateway_config(
+            f"127.0.0.1:{core.grpc_port}", max_streams=max_streams, first_event_wait_seconds=1.0
+        )
     )
     await gateway.start()
     try:
         async with connect(f"127.0.0.1:{core.grpc_port}") as rpc:
             project = await rpc.create_project()
-        url = f"http://127.0.0.1:{gateway.port}/v1/{project.name}/generations"
-        headers = {"Accept": "text/event-stream"}
-        async with httpx.AsyncClient(timeout=10) as http:
-            async with http.stream("POST", url, json={"title": "A"}, headers=headers) as open_:
-                assert open_.status_code == 200
-                refused = await http.post(url, json={"title": "B"}, headers=headers)
-                assert refused.status_code == 429
-                assert refused.headers["Retry-After"] == "1"
-                error = refused.json()["error"]
-                assert error["status"] == "RESOURCE_EXHAUSTED"
-                assert any(d.get("reason") == "OVER_CAPACITY" for d in error["details"])
-            assert core.runner.running == 1
+        yield core, f"http://127.0.0.1:{gateway.port}/v1/{project.name}/generations"
     finally:
         await gateway.stop()
         await core.stop(grace=0)
+
+
+async def test_gateway_answers_429_with_retry_after_over_its_limit(tmp_path: Path) -> None:
+    async with (
+        _limited_gateway(tmp_path, max_streams=1) as (core, url),
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        async with http.stream("POST", url, json={"title": "A"}, headers=SSE) as open_:
+            assert open_.status_code == 200
+            refused = await http.post(url, json={"title": "B"}, headers=SSE)
+            assert refused.status_code == 429
+            assert refused.headers["Retry-After"] == "1"
+            error = refused.json()["error"]
+            assert error["status"] == "RESOURCE_EXHAUSTED"
+            assert any(d.get("reason") == "OVER_CAPACITY" for d in error["details"])
+        assert core.runner.running == 1
 
 
 async def test_a_simultaneous_burst_at_the_gateway_admits_only_its_limit(tmp_path: Path) -> None:
-    core = await _slow_core(tmp_path)
-    gateway = GatewayServer(
-        gateway_config(f"127.0.0.1:{core.grpc_port}", max_streams=3, first_event_wait_seconds=1.0)
-    )
-    await gateway.start()
-    try:
-        async with connect(f"127.0.0.1:{core.grpc_port}") as rpc:
-            project = await rpc.create_project()
-        url = f"http://127.0.0.1:{gateway.port}/v1/{project.name}/generations"
-        headers = {"Accept": "text/event-stream"}
-        limits = httpx.Limits(max_connections=20)
-        async with httpx.AsyncClient(timeout=10, limits=limits) as http:
-            requests = [
-                http.build_request("POST", url, json={"title": f"T{n}"}, headers=headers)
-                for n in range(12)
-            ]
-            # Twelve at once on twelve connections: the slot is taken before the handler's
-            # first await on the core, so the limit holds however their steps interleave.
-            responses = await asyncio.gather(*(http.send(r, stream=True) for r in requests))
-            try:
-                codes = sorted(response.status_code for response in responses)
-                assert codes == [200] * 3 + [429] * 9
-                # The refused streams started no job (a 200 may come before its job's start).
-                await eventually(lambda: core.runner.running == 3, "three jobs running")
-                await asyncio.sleep(0.2)
-                assert core.runner.running == 3
-            finally:
-                for response in responses:
-                    await response.aclose()
-    finally:
-        await gateway.stop()
-        await core.stop(grace=0)
+    async with (
+        _limited_gateway(tmp_path, max_streams=3) as (core, url),
+        httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=20)) as http,
+    ):
+        requests = [
+            http.build_request("POST", url, json={"title": f"T{n}"}, headers=SSE) for n in range(12)
+        ]
+        # Twelve at once on twelve connections: the slot is taken before the handler's first
+        # await on the core, so the limit holds however their steps interleave.
+        responses = await asyncio.gather(*(http.send(r, stream=True) for r in requests))
+        try:
+            codes = sorted(response.status_code for response in responses)
+            assert codes == [200] * 3 + [429] * 9
+            # The refused streams started no job (a 200 may come before its job's start).
+            await eventually(lambda: core.runner.running == 3, "three jobs running")
+            await asyncio.sleep(0.2)
+            assert core.runner.running == 3
+        finally:
+            for response in responses:
+                await response.aclose()
