@@ -33,9 +33,10 @@ _PROBLEMS: Final = {
 
 
 def is_lock_conflict(error: sqlite3.Error) -> bool:
-    """Whether another connection's lock refused `error`'s statement (BUSY or LOCKED)."""
+    """Whether another connection's lock refused `error`'s statement (BUSY, LOCKED, or
+    PROTOCOL: WAL's locks could not be taken), as `store_fault` says "locked"."""
     code = getattr(error, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in (_BUSY, _LOCKED)
+    return code is not None and code & 0xFF in (_BUSY, _LOCKED, _PROTOCOL)
 
 
 def store_fault(error: sqlite3.Error) -> Unavailable | None:

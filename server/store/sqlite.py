@@ -233,12 +233,6 @@ class SqliteProjectStore(SqliteKeys):
         except (sqlite3.Error, ValueError) as error:  # ValueError: aiosqlite's closed connection
             raise records.store_unavailable(f"failed: {error}") from None
 
-    @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The write connection between transactions (for reads off the hot path)."""
-        async with self._lock, sqlite_faults():
-            yield self._db
-
     async def _read(self, query: str, parameters: tuple[Any, ...]) -> list[Any]:
         """The rows of one query, on the read connection.
 
@@ -314,12 +308,8 @@ class SqliteProjectStore(SqliteKeys):
 
     async def schema_version(self) -> int:
         """The newest applied migration."""
-        async with (
-            self._reading() as db,
-            db.execute("SELECT MAX(version) FROM schema_migrations") as cursor,
-        ):
-            row = await cursor.fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+        rows = await self._read("SELECT MAX(version) FROM schema_migrations", ())
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     async def create_project(
         self,
@@ -416,15 +406,11 @@ class SqliteProjectStore(SqliteKeys):
         return _project(rows[0])
 
     async def first_owner(self, project_id: str) -> str | None:
-        async with (
-            self._reading() as db,
-            db.execute(
-                "SELECT tenant FROM projects WHERE id = ? ORDER BY create_time, tenant LIMIT 1",
-                (project_id,),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
-        return None if row is None else str(row[0])
+        rows = await self._read(
+            "SELECT tenant FROM projects WHERE id = ? ORDER BY create_time, tenant LIMIT 1",
+            (project_id,),
+        )
+        return str(rows[0][0]) if rows else None
 
     async def list_projects(
         self, limit: int, after: Sequence[str | int] | None, *, tenant: str | None = None

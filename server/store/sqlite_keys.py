@@ -30,7 +30,7 @@ def _key(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
 class SqliteKeys:
     """The KeyStore half of SqliteProjectStore."""
 
-    def _reading(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+    async def _read(self, query: str, parameters: tuple[Any, ...]) -> list[Any]:
         raise NotImplementedError
 
     def _transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
@@ -55,12 +55,8 @@ class SqliteKeys:
             )
 
     async def get_key(self, key_id: str) -> ApiKey | None:
-        async with (
-            self._reading() as db,
-            db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)) as cursor,
-        ):
-            row = await cursor.fetchone()
-        return None if row is None else _key(row)
+        rows = await self._read(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return _key(rows[0]) if rows else None
 
     async def list_keys(self, tenant: str = "") -> list[ApiKey]:
         query = f"SELECT {_KEY_COLUMNS} FROM api_keys"
@@ -68,11 +64,7 @@ class SqliteKeys:
         if tenant:
             query += " WHERE tenant = ?"
             params = (tenant,)
-        async with (
-            self._reading() as db,
-            db.execute(f"{query} ORDER BY create_time, id", params) as cursor,
-        ):
-            return [_key(row) for row in await cursor.fetchall()]
+        return [_key(row) for row in await self._read(f"{query} ORDER BY create_time, id", params)]
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self._transaction() as db:
@@ -84,17 +76,14 @@ class SqliteKeys:
                 return await cursor.fetchone() is not None
 
     async def get_tenant_limits(self, tenant: str) -> TenantLimits:
-        async with (
-            self._reading() as db,
-            db.execute(
-                "SELECT requests_per_window, window_seconds, max_streams, daily_tokens"
-                " FROM tenants WHERE id = ?",
-                (tenant,),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
-        if row is None:
+        rows = await self._read(
+            "SELECT requests_per_window, window_seconds, max_streams, daily_tokens"
+            " FROM tenants WHERE id = ?",
+            (tenant,),
+        )
+        if not rows:
             return TenantLimits(tenant)
+        row = rows[0]
         return TenantLimits(tenant, int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
     async def set_tenant_limits(self, limits: TenantLimits) -> None:

@@ -36,6 +36,7 @@ from scriptgen.v1 import generation_pb2, knowledge_pb2, project_pb2
 from scriptgen.v1 import generation_service_pb2 as gs
 from scriptgen.v1 import project_service_pb2 as ps
 
+from server.auth.records import DEFAULT_TENANT
 from server.errors import NotFound, Unavailable
 from server.store.sqlite import BUSY_TIMEOUT_SECONDS, SqliteProjectStore
 from tests.backends.chroma import ChromaServer
@@ -318,9 +319,10 @@ async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transactio
         await store.get_project("cancelled")
 
 
-async def test_a_ping_does_not_wait_behind_a_write_waiting_for_the_lock(
+async def test_reads_and_the_ping_do_not_wait_behind_a_write_waiting_for_the_lock(
     store: SqliteProjectStore, tmp_path: Path
 ) -> None:
+    await store.create_project("open", project_pb2.Project(title="Open"))
     with _write_lock(tmp_path / STORE_FILE):
         write = asyncio.create_task(
             store.create_project("blocked", project_pb2.Project(title="Blocked"))
@@ -329,6 +331,12 @@ async def test_a_ping_does_not_wait_behind_a_write_waiting_for_the_lock(
         assert not write.done()
         began = time.monotonic()
         await store.ping()
+        # The reads of keys, limits and owners (auth on a cache miss among them) too.
+        assert await store.get_key("no-such-key") is None
+        assert await store.list_keys() == []
+        assert (await store.get_tenant_limits("no-such-tenant")).tenant == "no-such-tenant"
+        assert await store.first_owner("open") == DEFAULT_TENANT
+        assert await store.schema_version() >= 1
         assert time.monotonic() - began < 1.0  # not the rest of the write's 5 s
         with pytest.raises(Unavailable):
             await write
