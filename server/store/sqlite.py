@@ -109,6 +109,11 @@ LOCKED_WAIT_SECONDS = 0.1
 another process's ordinary write to end, short enough that queued writes are answered fast."""
 
 
+async def _set_busy_timeout(connection: aiosqlite.Connection, seconds: float) -> None:
+    """How long the connection's statements wait for another connection's lock."""
+    await connection.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+
+
 async def _prepare(connection: aiosqlite.Connection) -> None:
     """Set the connection's pragmas; WAL mode is retried while another opener holds the file.
 
@@ -116,7 +121,7 @@ async def _prepare(connection: aiosqlite.Connection) -> None:
     once instead of calling the busy handler when it sees a possible deadlock,
     which happens when several cores open a new file together.
     """
-    await connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    await _set_busy_timeout(connection, BUSY_TIMEOUT_SECONDS)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + BUSY_TIMEOUT_SECONDS
     delay = 0.005
@@ -137,7 +142,7 @@ async def _read_only(path: Path) -> aiosqlite.Connection:
     """A query-only connection to the store's file (already WAL and migrated)."""
     connection = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
     try:
-        await connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        await _set_busy_timeout(connection, BUSY_TIMEOUT_SECONDS)
         await connection.execute("PRAGMA query_only=1")
     except BaseException:
         await connection.close()
@@ -226,8 +231,6 @@ class SqliteProjectStore(SqliteKeys):
         that the ping never waits behind writes queued for the write lock (each up to the busy
         timeout, which the health probe's own timeout took for a dead store). The write lock
         is probed apart (`server.storage_probes.SqliteWriteProbe`)."""
-        if self._connection is None:
-            raise records.store_unavailable("is not open")
         try:
             await self._read("SELECT version FROM schema_migrations LIMIT 1", ())
         except (sqlite3.Error, ValueError) as error:  # ValueError: aiosqlite's closed connection
@@ -270,7 +273,7 @@ class SqliteProjectStore(SqliteKeys):
         refusing = time.monotonic() < self._locked_until
         try:
             if refusing:
-                await db.execute(f"PRAGMA busy_timeout={int(LOCKED_WAIT_SECONDS * 1000)}")
+                await _set_busy_timeout(db, LOCKED_WAIT_SECONDS)
             await _begin_to_the_end(db)
         except sqlite3.Error as error:
             if is_lock_conflict(error):
@@ -283,7 +286,7 @@ class SqliteProjectStore(SqliteKeys):
             # thread regardless, and this one runs after them.
             if refusing:
                 try:
-                    await db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                    await _set_busy_timeout(db, BUSY_TIMEOUT_SECONDS)
                 except (sqlite3.Error, ValueError) as error:
                     log.warning("could not restore the store's busy timeout: %s", error)
 

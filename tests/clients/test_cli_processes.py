@@ -324,30 +324,39 @@ async def test_a_bad_configuration_is_one_error_line_and_exit_2(
     assert err.count("\n") == 1
 
 
+def _lone_core(data_dir: Path, *flags: str) -> tuple[str, ...]:
+    """`scriptgen server` on a free port, without metrics or API keys, plus `flags`."""
+    return (
+        "server",
+        *flags,
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--metrics-address",
+        "off",
+        "--auth",
+        "disabled",
+        "--data-dir",
+        str(data_dir),
+    )
+
+
+async def _one_start_error_line(process: Process, naming: str) -> None:
+    """The core exits 1 with one line saying it could not start, `naming` the cause."""
+    assert await process.finish(within=30) == 1
+    err = "".join(process.stderr)
+    assert err.startswith("scriptgen: error: the core could not start: "), err
+    assert naming in err, err
+    assert err.count("\n") == 1
+
+
 async def test_an_unreachable_store_at_start_is_one_error_line_and_exit_1(
     spawn: Callable[..., Awaitable[Process]], tmp_path: Path
 ) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         nobody = closed.getsockname()[1]  # bound, never listening: connections are refused
-        process = await spawn(
-            "server",
-            "--redis-url",
-            f"redis://127.0.0.1:{nobody}/0",
-            "--grpc-address",
-            "127.0.0.1:0",
-            "--metrics-address",
-            "off",
-            "--auth",
-            "disabled",
-            "--data-dir",
-            str(tmp_path),
-        )
-        assert await process.finish(within=30) == 1
-    err = "".join(process.stderr)
-    assert err.startswith("scriptgen: error: the core could not start: "), err
-    assert "Redis" in err
-    assert err.count("\n") == 1
+        process = await spawn(*_lone_core(tmp_path, "--redis-url", f"redis://127.0.0.1:{nobody}/0"))
+        await _one_start_error_line(process, "Redis")
 
 
 async def test_a_bad_ca_file_at_start_is_one_error_line_and_exit_1(
@@ -356,21 +365,8 @@ async def test_a_bad_ca_file_at_start_is_one_error_line_and_exit_1(
     bundle = tmp_path / "ca.pem"
     bundle.write_text("not a certificate\n")
     process = await spawn(
-        "server",
-        "--write-providers",
-        "openai",
-        "--grpc-address",
-        "127.0.0.1:0",
-        "--metrics-address",
-        "off",
-        "--auth",
-        "disabled",
-        "--data-dir",
-        str(tmp_path / "data"),
+        *_lone_core(tmp_path / "data", "--write-providers", "openai"),
         extra_env={"OPENAI_API_KEY": "sk-test", "SSL_CERT_FILE": str(bundle)},
     )
-    assert await process.finish(within=30) == 1
-    err = "".join(process.stderr)
-    assert err.startswith("scriptgen: error: the core could not start: "), err
-    assert "CERTIFICATE" in err, err  # the TLS library's own words about the bundle
-    assert err.count("\n") == 1
+    # "CERTIFICATE": the TLS library's own words about the bundle.
+    await _one_start_error_line(process, "CERTIFICATE")
