@@ -9,7 +9,6 @@ import json
 import os
 from pathlib import Path
 
-import aiohttp
 import pytest
 from scriptgen import Client
 from scriptgen.cli import run
@@ -29,7 +28,6 @@ from scriptgen.loadtest import (
 from scriptgen.loadtest._processes import MachineSample
 from scriptgen.loadtest._records import Outcome, StreamRecord
 from scriptgen.loadtest._report import _machine_figures
-from scriptgen.loadtest._sse import run_sse_stream, sent_trace
 
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
@@ -307,27 +305,3 @@ def test_machine_figures_are_shares_of_every_cpu_over_the_measured_phase() -> No
         "steal_percent_mean": 2.5,
     }
     assert _machine_figures(samples, start=20.0, end=30.0) == {}  # nothing measured then
-
-
-async def test_an_sse_stream_is_sent_when_its_body_goes_out(
-    core_target: str, gateway_url: str
-) -> None:
-    async with Client(core_target) as client:
-        project = await client.create_project(title="Timing")
-    record = StreamRecord(0, project.name)
-    async with aiohttp.ClientSession(trace_configs=[sent_trace()]) as session:
-        await run_sse_stream(session, gateway_url, record, b'{"title": "Timed"}', lambda: None)
-    assert record.outcome is Outcome.COMPLETED
-    assert record.began is not None and record.sent is not None and record.headers is not None
-    assert record.began <= record.sent <= record.headers
-    assert record.connecting is not None and record.connected is not None
-    assert record.began <= record.connecting <= record.connected <= record.sent
-
-
-async def test_a_stream_that_never_went_out_counts_its_error_from_its_start() -> None:
-    record = StreamRecord(0, "projects/none")
-    async with aiohttp.ClientSession(trace_configs=[sent_trace()]) as session:
-        # Nothing listens on port 9 of loopback: the connection is refused.
-        await run_sse_stream(session, "http://127.0.0.1:9", record, b"{}", lambda: None)
-    assert record.error.startswith("connection")
-    assert record.sent == record.began

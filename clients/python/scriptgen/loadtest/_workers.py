@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 
-import aiohttp
 import grpc.aio
 
 from scriptgen._grpc_wakeups import drained_grpc_wakeups
@@ -32,7 +31,7 @@ from scriptgen.cli._loop import default_event_loop, loop_factory
 from scriptgen.loadtest._config import Protocol, Target
 from scriptgen.loadtest._grpc import run_grpc_stream
 from scriptgen.loadtest._records import Outcome, StreamPlan, StreamRecord, WorkerResult
-from scriptgen.loadtest._sse import run_sse_stream, sent_trace
+from scriptgen.loadtest._sse import resolve, run_sse_stream
 from scriptgen.v1 import generation_service_pb2_grpc
 
 #: gRPC streams per channel (one HTTP/2 connection each).
@@ -107,19 +106,15 @@ async def run_streams(
     watcher = asyncio.create_task(watch_release())
     try:
         if job.target.protocol is Protocol.SSE:
-            connector = aiohttp.TCPConnector(limit=0, force_close=True)
-            client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
-            async with aiohttp.ClientSession(
-                connector=connector, timeout=client_timeout, trace_configs=[sent_trace()]
-            ) as session:
+            gateway = await resolve(job.target.host, job.target.port)
 
-                def sse(record: StreamRecord) -> Awaitable[None]:
-                    body = json.dumps({"title": titles[record.index]}).encode()
-                    return run_sse_stream(session, job.target.base_url, record, body, opened)
+            def sse(record: StreamRecord) -> Awaitable[None]:
+                body = json.dumps({"title": titles[record.index]}).encode()
+                return run_sse_stream(gateway, record, body, opened)
 
-                await asyncio.gather(
-                    *(one(plan, rec, sse) for plan, rec in zip(job.plans, records, strict=True))
-                )
+            await asyncio.gather(
+                *(one(plan, rec, sse) for plan, rec in zip(job.plans, records, strict=True))
+            )
         else:
             # Hundreds of streams in one client: its grpc.aio wake-ups, as the servers'.
             with drained_grpc_wakeups():

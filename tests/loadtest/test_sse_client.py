@@ -1,0 +1,188 @@
+"""The load tool's SSE client: what it stamps and how it names each way a stream ends.
+
+Against a real gateway and core, and against small real TCP servers on port 0 that
+answer with fixed bytes, for the endings a gateway does not produce on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from scriptgen import Client
+from scriptgen.loadtest._records import Outcome, StreamRecord
+from scriptgen.loadtest._sse import SseTarget, resolve, run_sse_stream
+
+_OK = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@asynccontextmanager
+async def _answering(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object],
+) -> AsyncIterator[SseTarget]:
+    """A TCP server on a free loopback port; `answer` writes each connection's reply."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        try:
+            result = answer(reader, writer)
+            if asyncio.iscoroutine(result):
+                await result
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield await resolve("127.0.0.1", port)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _run(target: SseTarget, project: str = "projects/p1") -> StreamRecord:
+    record = StreamRecord(0, project)
+    await asyncio.wait_for(run_sse_stream(target, record, b'{"title": "T"}', lambda: None), 30)
+    return record
+
+
+async def test_a_stream_through_a_real_gateway_is_stamped_in_order(
+    core_target: str, gateway_url: str
+) -> None:
+    async with Client(core_target) as client:
+        project = await client.create_project(title="Timing")
+    opened: list[int] = []
+    host, port = gateway_url.removeprefix("http://").split(":")
+    record = StreamRecord(0, project.name)
+    target = await resolve(host, int(port))
+    await asyncio.wait_for(
+        run_sse_stream(target, record, b'{"title": "Timed"}', lambda: opened.append(1)), 60
+    )
+    assert record.outcome is Outcome.COMPLETED, record.error
+    assert record.error == ""
+    assert opened == [1]
+    assert record.began is not None and record.connecting is not None
+    assert record.connected is not None and record.sent is not None
+    assert record.headers is not None and record.first_event is not None
+    assert record.first_token is not None and record.ended is not None
+    assert record.began <= record.connecting <= record.connected <= record.sent
+    assert record.sent <= record.headers <= record.first_event <= record.first_token
+    assert record.first_token <= record.ended
+    # The deltas add up to the saved script, as the report's consistency check needs.
+    assert record.tokens > 0 and record.tokens == record.episode_tokens
+    assert record.episode.startswith(project.name + "/episodes/")
+
+
+async def test_an_error_answer_is_named_by_its_status(core_target: str, gateway_url: str) -> None:
+    host, port = gateway_url.removeprefix("http://").split(":")
+    record = await _run(await resolve(host, int(port)), "projects/missing")
+    assert record.outcome is Outcome.ERROR
+    assert record.error == "http 404 NOT_FOUND"
+    assert record.first_event is None
+
+
+async def test_a_refused_connection_counts_its_error_from_its_start() -> None:
+    # Nothing listens on port 9 of loopback: the connection is refused.
+    record = await _run(await resolve("127.0.0.1", 9))
+    assert record.error == "connection ConnectionRefusedError"
+    assert record.sent == record.began
+    assert record.connected is None and record.headers is None
+
+
+async def test_a_connection_cut_mid_stream_is_an_error_after_its_events() -> None:
+    def cut(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_OK + _chunk(b'event: stage\ndata: {"stage": "STAGE_PLAN"}\n\n'))
+
+    async with _answering(cut) as target:
+        record = await _run(target)
+    assert record.outcome is Outcome.ERROR
+    assert record.error == "connection closed"
+    assert record.events == 1 and record.first_event is not None
+
+
+async def test_an_answer_that_ends_without_a_terminal_event_says_so() -> None:
+    def ends(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_OK + _chunk(b": ping\n\n") + b"0\r\n\r\n")
+
+    async with _answering(ends) as target:
+        record = await _run(target)
+    assert record.error == "ended without a terminal event"
+    assert record.events == 0
+
+
+async def test_a_delta_that_is_not_json_is_a_protocol_error_not_a_crash() -> None:
+    def broken(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_OK + _chunk(b"event: delta\ndata: {not json\n\n"))
+
+    async with _answering(broken) as target:
+        record = await _run(target)
+    assert record.outcome is Outcome.ERROR
+    assert record.error == "protocol JSONDecodeError"
+
+
+async def test_an_error_answer_read_to_the_close_is_named_by_its_status() -> None:
+    def closes(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # No length and no chunking: the body runs to the close of the connection.
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n"
+            b'{"error": {"status": "UNAVAILABLE"}}'
+        )
+
+    async with _answering(closes) as target:
+        record = await _run(target)
+    assert record.error == "http 503 UNAVAILABLE"
+
+
+async def test_frames_of_one_read_share_its_time_and_the_terminal_event_ends_the_stream() -> None:
+    frames = (
+        b'event: stage\ndata: {"stage": "STAGE_WRITE"}\n\n'
+        b'event: delta\ndata: {"textDelta": {"text": "INT. ROOM - NIGHT"}}\n\n'
+    )
+    done = b'event: completed\ndata: {"completed": {"episode": {"name": "e", "script": "x"}}}\n\n'
+
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_OK + _chunk(frames))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(_chunk(done))
+        await writer.drain()
+        await asyncio.sleep(5)  # the client ends at the terminal event, not at the close
+
+    async with _answering(answer) as target:
+        started = time.monotonic()
+        record = await _run(target)
+    assert record.outcome is Outcome.COMPLETED, record.error
+    assert record.ended is not None and record.ended - started < 2
+    assert record.write_started == record.first_event == record.first_token
+    assert record.first_token is not None and record.ended - record.first_token >= 0.15
+    assert list(record.delta_tokens) == [4]  # "INT. ", "ROOM ", "- ", "NIGHT"
+    assert record.episode == "e"
+
+
+async def test_a_stream_cancelled_at_the_deadline_closes_its_connection() -> None:
+    closed = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_OK + _chunk(b'event: stage\ndata: {"stage": "STAGE_PLAN"}\n\n'))
+        await writer.drain()
+        await reader.read()  # returns when the client closes its end
+        closed.set()
+
+    async with _answering(hold) as target:
+        record = StreamRecord(0, "projects/p1")
+        task = asyncio.ensure_future(run_sse_stream(target, record, b"{}", lambda: None))
+        while record.first_event is None:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait_for(closed.wait(), 5)
+    assert record.ended is not None and record.events == 1
