@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from string import Template
@@ -59,6 +60,57 @@ class RenderedPrompt:
 def _read(path: str) -> str:
     # Templates ship inside the package and never change while the process runs.
     return resources.files(__name__).joinpath(PROMPT_VERSION, path).read_text("utf-8").strip()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTemplate:
+    """A `string.Template` split once into its text and its placeholders, so filling it is
+    one join: `Template.substitute` runs a regular expression and a Python callback per
+    placeholder on every call, ~35 µs a prompt, and a job renders two before its first token.
+    Filling gives what `substitute` (strict) or `safe_substitute` gives."""
+
+    #: In order: (text, None) for literal text; (the placeholder as written, its name);
+    #: (the text as written, "") for a `$` that starts no valid placeholder.
+    parts: tuple[tuple[str, str | None], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> ParsedTemplate:
+        parts: list[tuple[str, str | None]] = []
+        end = 0
+        for match in Template.pattern.finditer(text):
+            parts.append((text[end : match.start()], None))
+            name = match.group("named") or match.group("braced")
+            if name is not None:
+                parts.append((match.group(), name))
+            elif match.group("escaped") is not None:
+                parts.append((Template.delimiter, None))
+            else:
+                parts.append((match.group(), ""))
+            end = match.end()
+        parts.append((text[end:], None))
+        return cls(tuple((text, name) for text, name in parts if text or name is not None))
+
+    def fill(self, fields: Mapping[str, str], *, strict: bool = True) -> str:
+        """The text with `fields` in; strict: a missing field raises KeyError, a bad
+        placeholder ValueError (else both are left as written)."""
+        out: list[str] = []
+        for text, name in self.parts:
+            if name is None:
+                out.append(text)
+            elif name in fields:
+                out.append(fields[name])
+            elif not strict:
+                out.append(text)
+            elif name:
+                raise KeyError(name)
+            else:
+                raise ValueError(f"invalid placeholder {text!r} in a prompt template")
+        return "".join(out)
+
+
+@functools.cache
+def _template(path: str) -> ParsedTemplate:
+    return ParsedTemplate.parse(_read(path))
 
 
 @functools.cache
@@ -129,10 +181,10 @@ def render(
     }
     guidance = _guidance_files(project, minutes)
     for key, path in guidance.items():
-        fields[key] = Template(_read(path)).safe_substitute(fields)
+        fields[key] = _template(path).fill(fields, strict=False)
     system_file, user_file = f"{stage}.system.txt", f"{stage}.user.txt"
-    system = Template(_read(system_file)).substitute(fields)
-    user = Template(_read(user_file)).substitute(fields)
+    system = _template(system_file).fill(fields)
+    user = _template(user_file).fill(fields)
     used = [system_file, user_file, *(p for k, p in guidance.items() if f"${k}" in _raw(stage))]
     return RenderedPrompt(
         stage=stage,
@@ -142,5 +194,6 @@ def render(
     )
 
 
+@functools.cache
 def _raw(stage: str) -> str:
     return _read(f"{stage}.system.txt") + "\n" + _read(f"{stage}.user.txt")

@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 
 import anthropic
 import httpx2
+import orjson
 from anthropic.types import MessageParam
 
 from server.providers.base import Prompt, TokenUsage
@@ -71,13 +72,15 @@ class AnthropicMessagesProvider:
                 response = await self._client.post(
                     "/v1/messages",
                     cast_to=httpx2.Response,
-                    body={
-                        "model": self._model,
-                        "system": prompt.system,
-                        "messages": message_list(prompt),
-                        "max_tokens": self._max_output_tokens,
-                        "stream": True,
-                    },
+                    content=orjson.dumps(  # JSON bytes, as in openai_chat.py
+                        {
+                            "model": self._model,
+                            "system": prompt.system,
+                            "messages": message_list(prompt),
+                            "max_tokens": self._max_output_tokens,
+                            "stream": True,
+                        }
+                    ),
                     stream=True,
                 )
             except Exception as error:

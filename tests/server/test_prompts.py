@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from string import Template
 
 import pytest
 from scriptgen.v1 import project_pb2
@@ -89,3 +90,41 @@ def test_budgets_keep_the_best_passages_and_the_newest_episodes() -> None:
     kept = format_episodes(episodes, 300)
     assert [part.split('"')[1] for part in kept] == ["E2", "E3"]  # story order, newest kept
     assert estimate_tokens("abcd") == 1 and estimate_tokens("지수") == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain text, no placeholders",
+        "$title and ${title}: $$5 and $$title",
+        "ends with a dollar $",
+        "a bad placeholder $5 and ${unclosed",
+        "$missing next to $title${title}",
+        "",
+    ],
+)
+def test_a_parsed_template_fills_as_string_template_does(text: str) -> None:
+    fields = {"title": "Night $hift"}  # a value's own `$` is never filled in
+    parsed = prompts.ParsedTemplate.parse(text)
+    assert parsed.fill(fields, strict=False) == Template(text).safe_substitute(fields)
+    try:
+        expected: str | type[Exception] = Template(text).substitute(fields)
+    except (KeyError, ValueError) as error:
+        expected = type(error)
+    if isinstance(expected, str):
+        assert parsed.fill(fields) == expected
+    else:
+        with pytest.raises(expected):
+            parsed.fill(fields)
+
+
+def test_every_shipped_template_fills_as_string_template_does() -> None:
+    folder = resources.files("server.prompts").joinpath(prompts.PROMPT_VERSION)
+    paths = [f for f in folder.iterdir() if f.name.endswith(".txt")]
+    paths += [f for d in folder.iterdir() if d.is_dir() for f in d.iterdir()]
+    assert len(paths) > 10
+    fields = {name: f"<{name}>" for name in ("title", "logline", "outline", "script", "tone")}
+    for path in paths:
+        text = path.read_text("utf-8")
+        parsed = prompts.ParsedTemplate.parse(text)
+        assert parsed.fill(fields, strict=False) == Template(text).safe_substitute(fields)
