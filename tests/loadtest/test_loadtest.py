@@ -26,7 +26,6 @@ from scriptgen.loadtest import (
     write_chart,
 )
 from scriptgen.loadtest._processes import MachineSample
-from scriptgen.loadtest._records import Outcome, StreamRecord
 from scriptgen.loadtest._report import _machine_figures
 
 from server import Core, SyntheticConfig

@@ -179,9 +179,9 @@ async def test_a_stream_cancelled_at_the_deadline_closes_its_connection() -> Non
 
     async with _answering(hold) as target:
         record = StreamRecord(0, "projects/p1")
-        task = asyncio.ensure_future(run_sse_stream(target, record, b"{}", lambda: None))
-        while record.first_event is None:
-            await asyncio.sleep(0.01)
+        opened = asyncio.Event()
+        task = asyncio.ensure_future(run_sse_stream(target, record, b"{}", opened.set))
+        await asyncio.wait_for(opened.wait(), 5)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await asyncio.wait_for(closed.wait(), 5)
