@@ -15,10 +15,7 @@ from scriptgen import Client
 from scriptgen.loadtest._records import Outcome, StreamRecord
 from scriptgen.loadtest._sse import SseTarget, resolve, run_sse_stream
 
-_OK = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-    b"Transfer-Encoding: chunked\r\n\r\n"
-)
+_OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 def _chunk(data: bytes) -> bytes:
