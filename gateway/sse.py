@@ -234,6 +234,18 @@ class _Observer(Protocol):
     def observe(self, amount: float) -> None: ...
 
 
+class _EventStreamResponse(web.StreamResponse):
+    """A StreamResponse whose headers leave with its first write, not on their own.
+
+    A stream's opening was three socket writes (headers, `retry:`, the first events), each
+    a system call; in a burst of a thousand streams they were the gateway's largest cost
+    (BENCHMARKS.md, session 16). aiohttp's own `Response` holds its headers this way; were
+    the attribute to go in a later aiohttp, the headers would go out alone again.
+    """
+
+    _send_headers_immediately = False
+
+
 async def _write_events(
     response: web.StreamResponse,
     relay: EventRelay,
@@ -242,12 +254,18 @@ async def _write_events(
     ping_interval_seconds: float,
     started: float,
     first_event: _Observer,
+    *,
+    opening: bytes = b"",
 ) -> None:
-    """Write the stream's frames until its end; what is ready together goes in one write."""
+    """Write the stream's frames until its end; what is ready together goes in one write.
+
+    `opening` (the `retry:` frame) goes out in the first write, with the first event when
+    one is in hand, and the response headers with it (`_EventStreamResponse`).
+    """
     written_events = 0
-    # If the first wait ran out, `retry:` just went out: no ping needed yet.
+    # If the first wait ran out, `retry:` goes out alone now: no ping needed yet.
     ping_due = item is not _Signal.IDLE
-    frames: list[bytes] = []
+    frames: list[bytes] = [opening] if opening else []
     while True:
         ended = False
         next_item: _Item | None = item
@@ -306,7 +324,7 @@ async def relay_events(
             # An event came, so the initial metadata did too: this does not wait.
             with contextlib.suppress(grpc.aio.AioRpcError):
                 rate_limits.take(request, await call.initial_metadata())
-        response = web.StreamResponse(
+        response = _EventStreamResponse(
             headers={
                 "Content-Type": CONTENT_TYPE,
                 "Cache-Control": "no-cache",
@@ -316,7 +334,6 @@ async def relay_events(
         metrics.active_streams.inc()
         try:
             await response.prepare(request)
-            await response.write(retry_frame(config.sse_retry_ms))
             await _write_events(
                 response,
                 relay,
@@ -325,6 +342,7 @@ async def relay_events(
                 config.ping_interval_seconds,
                 started,
                 metrics.time_to_first_event.labels(route=route),
+                opening=retry_frame(config.sse_retry_ms),
             )
             await response.write_eof()
         except ConnectionResetError:

@@ -1,0 +1,77 @@
+"""A stream's opening leaves in one socket write: headers, `retry:` and the first events.
+
+Each write is a system call; in a burst of a thousand streams the gateway's writes were its
+largest cost (BENCHMARKS.md, session 16). The gateway here is a real server on a real core;
+the test counts the writes its connection's transport is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway import create_app, state
+from tests.gateway.conftest import gateway_config
+
+
+class _CountingTransport:
+    """Passes every write on to the real transport and keeps what each one carried."""
+
+    def __init__(self, transport: Any) -> None:
+        self.inner = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.inner.write(data)
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        data = b"".join(chunks)
+        self.writes.append(data)
+        self.inner.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_headers_retry_and_the_first_event_go_out_in_one_write(core_target: str) -> None:
+    streams: list[list[bytes]] = []
+
+    @web.middleware
+    async def counting(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        protocol: Any = request.protocol
+        counted = _CountingTransport(protocol.transport)
+        protocol.transport = counted
+        try:
+            return await handler(request)
+        finally:
+            protocol.transport = counted.inner
+            if request.method == "POST" and request.path.endswith("/generations"):
+                streams.append(counted.writes)
+
+    app = create_app(gateway_config(core_target))
+    app.middlewares.append(counting)
+    async with TestClient(TestServer(app)) as client:
+        await app[state.READINESS].wait_for(True)
+        created = await client.post("/v1/projects", json={"title": "Writes"})
+        project = (await created.json())["name"]
+        response = await client.post(
+            f"/v1/{project}/generations",
+            json={"title": "Pilot"},
+            headers={"Accept": "text/event-stream"},
+        )
+        assert response.status == 200
+        body = await response.read()
+    assert b"event: completed" in body
+    [writes] = streams
+    first = writes[0]
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n"), first[:40]
+    head, _, rest = first.partition(b"\r\n\r\n")
+    assert b"text/event-stream" in head
+    # Chunked: the first chunk holds `retry:` and then the job's first event(s).
+    assert b"retry: 1500\n\n" in rest and b"\nevent: " in rest.split(b"retry: 1500\n\n", 1)[1]
