@@ -238,9 +238,9 @@ class _EventStreamResponse(web.StreamResponse):
     """A StreamResponse whose headers leave with its first write, not on their own.
 
     A stream's opening was three socket writes (headers, `retry:`, the first events), each
-    a system call; in a burst of a thousand streams they were the gateway's largest cost
-    (BENCHMARKS.md, session 16). aiohttp's own `Response` holds its headers this way; were
-    the attribute to go in a later aiohttp, the headers would go out alone again.
+    a system call that may wake the client; now it is one. No end-to-end gain could be told
+    from noise (BENCHMARKS.md, session 16). aiohttp's own `Response` holds its headers this
+    way; were the attribute to go in a later aiohttp, the headers would go out alone again.
     """
 
     _send_headers_immediately = False

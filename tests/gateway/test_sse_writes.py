@@ -1,8 +1,7 @@
 """A stream's opening leaves in one socket write: headers, `retry:` and the first events.
 
-Each write is a system call; in a burst of a thousand streams the gateway's writes were its
-largest cost (BENCHMARKS.md, session 16). The gateway here is a real server on a real core;
-the test counts the writes its connection's transport is given.
+Each write is a system call that may wake the client. The gateway here is a real server on
+a real core; the test counts the writes its connection's transport is given.
 """
 
 from __future__ import annotations

@@ -7,11 +7,16 @@ answer with fixed bytes, for the endings a gateway does not produce on demand.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import pytest
 from scriptgen import Client
+from scriptgen.loadtest import _sse
 from scriptgen.loadtest._records import Outcome, StreamRecord
 from scriptgen.loadtest._sse import SseTarget, resolve, run_sse_stream
 
@@ -67,11 +72,11 @@ async def test_a_stream_through_a_real_gateway_is_stamped_in_order(
     assert record.outcome is Outcome.COMPLETED, record.error
     assert record.error == ""
     assert opened == [1]
-    assert record.began is not None and record.connecting is not None
+    assert record.began is not None and record.connecting == record.began
     assert record.connected is not None and record.sent is not None
     assert record.headers is not None and record.first_event is not None
     assert record.first_token is not None and record.ended is not None
-    assert record.began <= record.connecting <= record.connected <= record.sent
+    assert record.began <= record.connected <= record.sent
     assert record.sent <= record.headers <= record.first_event <= record.first_token
     assert record.first_token <= record.ended
     # The deltas add up to the saved script, as the report's consistency check needs.
@@ -183,3 +188,78 @@ async def test_a_stream_cancelled_at_the_deadline_closes_its_connection() -> Non
         await asyncio.gather(task, return_exceptions=True)
         await asyncio.wait_for(closed.wait(), 5)
     assert record.ended is not None and record.events == 1
+
+
+async def test_the_next_address_is_tried_when_one_refuses() -> None:
+    # `localhost` may look up as ::1 first while the gateway listens on 127.0.0.1 only.
+    def ends(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_OK + _chunk(b'event: failed\ndata: {"failed": {"status": {"code": 8}}}\n\n'))
+
+    async with _answering(ends) as listening:
+        [(family, address)] = listening.addresses
+        refusing = (family, ("127.0.0.1", 9))  # nothing listens on port 9
+        record = await _run(SseTarget((refusing, (family, address)), listening.host_header))
+    assert record.outcome is Outcome.FAILED
+    assert record.error == "failed event RESOURCE_EXHAUSTED"
+
+
+async def test_a_lookup_gives_every_address_once() -> None:
+    target = await resolve("localhost", 8080)
+    assert target.host_header == "localhost:8080"
+    assert target.addresses and len(set(target.addresses)) == len(target.addresses)
+    assert {address[0] for _, address in target.addresses} <= {"127.0.0.1", "::1"}
+    assert (await resolve("::1", 8080)).host_header == "[::1]:8080"
+
+
+async def test_an_interim_answer_is_skipped_for_the_real_one() -> None:
+    def early_hints(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+            + _OK
+            + _chunk(b'event: completed\ndata: {"completed": {}}\n\n')
+        )
+
+    async with _answering(early_hints) as target:
+        record = await _run(target)
+    assert record.outcome is Outcome.COMPLETED, record.error
+
+
+async def test_an_upgrade_answer_is_an_error_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    def upgrade(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n\x81\x00"
+        )
+
+    async with _answering(upgrade) as target:
+        record = await _run(target)
+    assert record.outcome is Outcome.ERROR
+    assert record.error == "http 101"
+    # Nothing escaped the connection's callbacks for the loop to report.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_connection_that_does_not_open_in_time_is_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A listener whose accept queue is full leaves further connects waiting for their SYN.
+    monkeypatch.setattr(_sse, "CONNECT_TIMEOUT_SECONDS", 0.3)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(0)
+    held: list[socket.socket] = []
+    try:
+        port = blocker.getsockname()[1]
+        for _ in range(8):  # fill the accept queue (never accepted)
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            held.append(filler)
+        record = await _run(await resolve("127.0.0.1", port))
+    finally:
+        for filler in held:
+            filler.close()
+        blocker.close()
+    assert record.error == "connection timeout"
+    assert record.sent == record.began and record.connected is None

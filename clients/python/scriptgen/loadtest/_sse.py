@@ -128,10 +128,10 @@ _ERROR_BODY_BYTES = 65536
 
 @dataclass(frozen=True, slots=True)
 class SseTarget:
-    """A gateway's address, resolved once per client process, and its `Host` header."""
+    """A gateway's addresses, looked up once per client process, and its `Host` header."""
 
-    family: int
-    address: tuple[Any, ...]
+    #: (family, socket address) in the order the lookup gave them; each is tried in turn.
+    addresses: tuple[tuple[int, tuple[Any, ...]], ...]
     host_header: str
 
     def request(self, project: str, body: bytes) -> bytes:
@@ -147,13 +147,14 @@ class SseTarget:
 
 
 async def resolve(host: str, port: int) -> SseTarget:
-    """`host`:`port` looked up once (a name would otherwise be looked up per stream)."""
+    """`host`:`port` looked up once (a name would otherwise be looked up per stream);
+    raises OSError when it has no address."""
     found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not found:
         raise OSError(f"{host} has no address")
-    family, _, _, _, address = found[0]
     shown = f"[{host}]" if ":" in host else host
-    return SseTarget(family, address, f"{shown}:{port}")
+    addresses = tuple(dict.fromkeys((family, address) for family, _, _, _, address in found))
+    return SseTarget(addresses, f"{shown}:{port}")
 
 
 class _SseConnection(asyncio.Protocol):
@@ -185,6 +186,8 @@ class _SseConnection(asyncio.Protocol):
         self._now = time.monotonic()
         try:
             self._http.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._end(f"http {self._status}")  # llhttp stops at an upgrade: not an SSE answer
         except httptools.HttpParserError as error:
             # A callback's own error (a delta that is not JSON) is named, not the parser's.
             callback = isinstance(error, httptools.HttpParserCallbackError)
@@ -217,6 +220,11 @@ class _SseConnection(asyncio.Protocol):
             self.done.set_result(None)  # the terminal event: the parser set the outcome
 
     def on_message_complete(self) -> None:
+        if 100 <= self._status < 200 and self._status != 101:
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            self._status = 0
+            self._error_body.clear()
+            return
         if self._status != 200:
             self._end(f"http {self._status}{_error_status(bytes(self._error_body))}")
         else:
@@ -235,7 +243,9 @@ async def run_sse_stream(
     A load tool spends its own CPU on the box it measures: through aiohttp's client a
     stream cost the tool ~0.4 ms of CPU to open and read, here ~0.1 ms (BENCHMARKS.md,
     session 16). `sent` is when the request's bytes were handed to the connection, as
-    soon as it opened.
+    soon as it opened. The target's addresses are tried in turn (`localhost` may give
+    `::1` first to a gateway on 127.0.0.1); errors are named by their exception, e.g.
+    `connection ConnectionRefusedError`, `connection closed`, `connection timeout`.
     """
     loop = asyncio.get_running_loop()
     request = target.request(record.project, body)
@@ -245,9 +255,7 @@ async def run_sse_stream(
     try:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-                transport, _ = await loop.create_connection(
-                    lambda: connection, *target.address[:2], family=target.family
-                )
+                transport = await _connect(loop, target, connection)
         except TimeoutError:
             record.error = "connection timeout"
             return
@@ -261,6 +269,23 @@ async def run_sse_stream(
         record.ended = time.monotonic()
         if record.sent is None:
             record.sent = record.began  # it never went out: its error counts from the start
+
+
+async def _connect(
+    loop: asyncio.AbstractEventLoop, target: SseTarget, connection: _SseConnection
+) -> asyncio.BaseTransport:
+    """A connection to the first of the target's addresses that takes it; the last error."""
+    error: OSError = OSError(f"{target.host_header} has no address")
+    for family, address in target.addresses:
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: connection, *address[:2], family=family
+            )
+        except OSError as refused:
+            error = refused
+        else:
+            return transport
+    raise error
 
 
 def _error_status(body: bytes) -> str:

@@ -106,7 +106,16 @@ async def run_streams(
     watcher = asyncio.create_task(watch_release())
     try:
         if job.target.protocol is Protocol.SSE:
-            gateway = await resolve(job.target.host, job.target.port)
+            try:
+                gateway = await resolve(job.target.host, job.target.port)
+            except OSError as error:
+                # Every stream fails as its connection would: the worker still reports.
+                now = time.monotonic()
+                for record in records:
+                    record.began = record.sent = record.ended = now
+                    record.error = f"connection {type(error).__name__}"
+                    ended()
+                return records
 
             def sse(record: StreamRecord) -> Awaitable[None]:
                 body = json.dumps({"title": titles[record.index]}).encode()
