@@ -36,8 +36,10 @@ class _CountingTransport:
         return getattr(self.inner, name)
 
 
-async def test_headers_retry_and_the_first_event_go_out_in_one_write(core_target: str) -> None:
-    streams: list[list[bytes]] = []
+def _counting_app(
+    core_target: str, streams: list[list[bytes]], **overrides: Any
+) -> web.Application:
+    """A gateway app whose SSE answers' writes are kept in `streams`, one list per stream."""
 
     @web.middleware
     async def counting(
@@ -53,8 +55,12 @@ async def test_headers_retry_and_the_first_event_go_out_in_one_write(core_target
             if request.method == "POST" and request.path.endswith("/generations"):
                 streams.append(counted.writes)
 
-    app = create_app(gateway_config(core_target))
+    app = create_app(gateway_config(core_target, **overrides))
     app.middlewares.append(counting)
+    return app
+
+
+async def _stream(app: web.Application) -> bytes:
     async with TestClient(TestServer(app)) as client:
         await app[state.READINESS].wait_for(True)
         created = await client.post("/v1/projects", json={"title": "Writes"})
@@ -65,7 +71,12 @@ async def test_headers_retry_and_the_first_event_go_out_in_one_write(core_target
             headers={"Accept": "text/event-stream"},
         )
         assert response.status == 200
-        body = await response.read()
+        return await response.read()
+
+
+async def test_headers_retry_and_the_first_event_go_out_in_one_write(core_target: str) -> None:
+    streams: list[list[bytes]] = []
+    body = await _stream(_counting_app(core_target, streams))
     assert b"event: completed" in body
     [writes] = streams
     first = writes[0]
@@ -74,3 +85,16 @@ async def test_headers_retry_and_the_first_event_go_out_in_one_write(core_target
     assert b"text/event-stream" in head
     # Chunked: the first chunk holds `retry:` and then the job's first event(s).
     assert b"retry: 1500\n\n" in rest and b"\nevent: " in rest.split(b"retry: 1500\n\n", 1)[1]
+
+
+async def test_with_no_event_in_hand_headers_and_retry_go_out_at_once(core_target: str) -> None:
+    # No wait for a first event: the core cannot have answered yet, and the opening must not
+    # be held back until it does.
+    streams: list[list[bytes]] = []
+    body = await _stream(_counting_app(core_target, streams, first_event_wait_seconds=0.0))
+    assert b"event: completed" in body
+    [writes] = streams
+    head, _, rest = writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"text/event-stream" in head
+    assert rest == b"d\r\nretry: 1500\n\n\r\n"  # the retry frame, as one chunk, alone
+    assert b"event: " in writes[1]
