@@ -51,6 +51,14 @@ def test_pings_and_heartbeats_are_not_events_and_crlf_is_accepted() -> None:
     assert record.episode_tokens == record.tokens == 2
 
 
+def test_a_crlf_split_between_two_reads_ends_one_line() -> None:
+    # Read as "...\r" then "\n...": one line end, not a blank line that ends the frame.
+    record, ends, _ = parse(b"event: stage\r", b'\ndata: {"stage": "STAGE_WRITE"}\r\n\r\n')
+    assert ends == [False, False]
+    assert record.events == 1
+    assert record.write_started is not None
+
+
 def test_a_failed_event_names_its_code() -> None:
     failed = b'event: failed\ndata: {"failed":{"status":{"code":8,"message":"slow down"}}}\n\n'
     record, ends, _ = parse(failed)

@@ -34,10 +34,18 @@ class SseParser:
         self._record = record
         self._on_first_event = on_first_event
         self._buffer = b""
+        self._held_cr = False
 
     def feed(self, chunk: bytes, now: float) -> bool:
+        if self._held_cr:
+            chunk = b"\r" + chunk
+            self._held_cr = False
         if b"\r" in chunk:
-            # The gateway ends lines with \n; other servers may use \r\n.
+            # The gateway ends lines with \n; other servers may use \r\n. A CR that ends a
+            # read may be the first half of a CRLF: it waits for the next read.
+            if chunk.endswith(b"\r"):
+                chunk = chunk[:-1]
+                self._held_cr = True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         frames = (self._buffer + chunk).split(b"\n\n")
         self._buffer = frames.pop()
