@@ -251,9 +251,10 @@ async def run_sse_stream(
     A load tool spends its own CPU on the box it measures: through aiohttp's client a
     stream cost the tool ~0.4 ms of CPU to open and read, here ~0.15 ms
     (`scripts/sse_client_costs.py`; BENCHMARKS.md, session 16). `sent` is when the
-    request's bytes were handed to the connection, as soon as it opened. The target's addresses are tried in turn (`localhost` may give
-    `::1` first to a gateway on 127.0.0.1); errors are named by their exception, e.g.
-    `connection ConnectionRefusedError`, `connection closed`, `connection timeout`.
+    request's bytes were handed to the connection, as soon as it opened. The target's
+    addresses are tried in turn (`localhost` may give `::1` first to a gateway on
+    127.0.0.1); errors are named by their exception, e.g. `connection
+    ConnectionRefusedError`, `connection closed`, `connection timeout`.
     """
     loop = asyncio.get_running_loop()
     request = target.request(record.project, body)
