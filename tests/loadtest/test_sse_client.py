@@ -51,6 +51,16 @@ async def _answering(
         await server.wait_closed()
 
 
+async def _replied(reply: bytes) -> StreamRecord:
+    """A stream's record, read from a server that writes `reply` and closes."""
+
+    def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(reply)
+
+    async with _answering(answer) as target:
+        return await _run(target)
+
+
 async def _run(target: SseTarget, project: str = "projects/p1") -> StreamRecord:
     record = StreamRecord(0, project)
     await asyncio.wait_for(run_sse_stream(target, record, b'{"title": "T"}', lambda: None), 30)
@@ -101,46 +111,30 @@ async def test_a_refused_connection_counts_its_error_from_its_start() -> None:
 
 
 async def test_a_connection_cut_mid_stream_is_an_error_after_its_events() -> None:
-    def cut(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(_OK + _chunk(b'event: stage\ndata: {"stage": "STAGE_PLAN"}\n\n'))
-
-    async with _answering(cut) as target:
-        record = await _run(target)
+    record = await _replied(_OK + _chunk(b'event: stage\ndata: {"stage": "STAGE_PLAN"}\n\n'))
     assert record.outcome is Outcome.ERROR
     assert record.error == "connection closed"
     assert record.events == 1 and record.first_event is not None
 
 
 async def test_an_answer_that_ends_without_a_terminal_event_says_so() -> None:
-    def ends(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(_OK + _chunk(b": ping\n\n") + b"0\r\n\r\n")
-
-    async with _answering(ends) as target:
-        record = await _run(target)
+    record = await _replied(_OK + _chunk(b": ping\n\n") + b"0\r\n\r\n")
     assert record.error == "ended without a terminal event"
     assert record.events == 0
 
 
 async def test_a_delta_that_is_not_json_is_a_protocol_error_not_a_crash() -> None:
-    def broken(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(_OK + _chunk(b"event: delta\ndata: {not json\n\n"))
-
-    async with _answering(broken) as target:
-        record = await _run(target)
+    record = await _replied(_OK + _chunk(b"event: delta\ndata: {not json\n\n"))
     assert record.outcome is Outcome.ERROR
     assert record.error == "protocol JSONDecodeError"
 
 
 async def test_an_error_answer_read_to_the_close_is_named_by_its_status() -> None:
-    def closes(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # No length and no chunking: the body runs to the close of the connection.
-        writer.write(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n"
-            b'{"error": {"status": "UNAVAILABLE"}}'
-        )
-
-    async with _answering(closes) as target:
-        record = await _run(target)
+    # No length and no chunking: the body runs to the close of the connection.
+    record = await _replied(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n"
+        b'{"error": {"status": "UNAVAILABLE"}}'
+    )
     assert record.error == "http 503 UNAVAILABLE"
 
 
@@ -212,27 +206,19 @@ async def test_a_lookup_gives_every_address_once() -> None:
 
 
 async def test_an_interim_answer_is_skipped_for_the_real_one() -> None:
-    def early_hints(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(
-            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
-            + _OK
-            + _chunk(b'event: completed\ndata: {"completed": {}}\n\n')
-        )
-
-    async with _answering(early_hints) as target:
-        record = await _run(target)
+    record = await _replied(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+        + _OK
+        + _chunk(b'event: completed\ndata: {"completed": {}}\n\n')
+    )
     assert record.outcome is Outcome.COMPLETED, record.error
 
 
 async def test_an_upgrade_answer_is_an_error_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
-    def upgrade(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\n\r\n\x81\x00"
-        )
-
-    async with _answering(upgrade) as target:
-        record = await _run(target)
+    record = await _replied(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n\r\n\x81\x00"
+    )
     assert record.outcome is Outcome.ERROR
     assert record.error == "http 101"
     # Nothing escaped the connection's callbacks for the loop to report.
