@@ -72,6 +72,8 @@ class ParsedTemplate:
     #: In order: (text, None) for literal text; (the placeholder as written, its name);
     #: (the text as written, "") for a `$` that starts no valid placeholder.
     parts: tuple[tuple[str, str | None], ...]
+    #: The fields its placeholders name.
+    names: frozenset[str]
 
     @classmethod
     def parse(cls, text: str) -> ParsedTemplate:
@@ -88,7 +90,8 @@ class ParsedTemplate:
                 parts.append((match.group(), ""))
             end = match.end()
         parts.append((text[end:], None))
-        return cls(tuple((text, name) for text, name in parts if text or name is not None))
+        kept = tuple((text, name) for text, name in parts if text or name is not None)
+        return cls(kept, frozenset(name for _, name in kept if name))
 
     def fill(self, fields: Mapping[str, str], *, strict: bool = True) -> str:
         """The text with `fields` in; strict: a missing field raises KeyError, a bad
@@ -183,17 +186,14 @@ def render(
     for key, path in guidance.items():
         fields[key] = _template(path).fill(fields, strict=False)
     system_file, user_file = f"{stage}.system.txt", f"{stage}.user.txt"
-    system = _template(system_file).fill(fields)
-    user = _template(user_file).fill(fields)
-    used = [system_file, user_file, *(p for k, p in guidance.items() if f"${k}" in _raw(stage))]
+    system_template, user_template = _template(system_file), _template(user_file)
+    system = system_template.fill(fields)
+    user = user_template.fill(fields)
+    named = system_template.names | user_template.names
+    used = [system_file, user_file, *(p for k, p in guidance.items() if k in named)]
     return RenderedPrompt(
         stage=stage,
         system=system,
         user=user,
         templates=tuple(f"{PROMPT_VERSION}/{path}" for path in used),
     )
-
-
-@functools.cache
-def _raw(stage: str) -> str:
-    return _read(f"{stage}.system.txt") + "\n" + _read(f"{stage}.user.txt")
