@@ -304,3 +304,19 @@ def test_machine_figures_are_shares_of_every_cpu_over_the_measured_phase() -> No
         "steal_percent_mean": 2.5,
     }
     assert _machine_figures(samples, start=20.0, end=30.0) == {}  # nothing measured then
+
+
+def test_machine_peak_counts_the_measured_phase_to_its_last_reading() -> None:
+    # A short run whose busiest moment is its last 0.1 s, closer to the reading before it
+    # than a rate needs: that tail joins the interval before it and is not left out.
+    cpus = os.cpu_count() or 1
+    samples = [
+        MachineSample(time=10.0, busy_seconds=0.0, steal_seconds=0.0),
+        MachineSample(time=10.25, busy_seconds=0.05 * cpus, steal_seconds=0.0),
+        MachineSample(time=10.5, busy_seconds=0.10 * cpus, steal_seconds=0.0),
+        MachineSample(time=10.6, busy_seconds=0.20 * cpus, steal_seconds=0.0),
+    ]
+    figures = _machine_figures(samples, start=10.0, end=10.6)
+    assert figures["busy_percent_mean"] == 33.3  # 0.2 of 0.6 seconds
+    assert figures["busy_percent_peak"] == 42.9  # 0.15 of the last 0.35 seconds
+    assert figures["busy_percent_mean"] <= figures["busy_percent_peak"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -220,15 +221,20 @@ def _machine_figures(samples: Sequence[MachineSample], start: float, end: float)
     cpus = os.cpu_count() or 1
     first, last = before[-1], during[-1]
     wall = max(1e-9, (last.time - first.time) * cpus)
-    peak = 0.0
-    previous = first
+    # The intervals cover the measured phase end to end (a short tail joins the interval
+    # before it), so the mean is their weighted average and the peak is never below it.
+    edges = [first]
     for sample in during:
-        if sample.time - previous.time >= _MIN_RATE_SECONDS:
-            busy = (sample.busy_seconds - previous.busy_seconds) / (
-                (sample.time - previous.time) * cpus
-            )
-            peak = max(peak, busy)
-            previous = sample
+        if sample.time - edges[-1].time >= _MIN_RATE_SECONDS:
+            edges.append(sample)
+    if len(edges) == 1:
+        edges.append(last)
+    else:
+        edges[-1] = last
+    peak = max(
+        (b.busy_seconds - a.busy_seconds) / max(1e-9, (b.time - a.time) * cpus)
+        for a, b in itertools.pairwise(edges)
+    )
     return {
         "cpus": cpus,
         "busy_percent_mean": round(100 * (last.busy_seconds - first.busy_seconds) / wall, 1),
