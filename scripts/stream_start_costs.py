@@ -1,0 +1,163 @@
+"""The gateway's and the core's CPU per SSE stream start, each server in its own process.
+
+    .venv/bin/python scripts/stream_start_costs.py [--streams 500] [--runs 5] [--workers 1]
+
+Starts a core (synthetic writer, first token after 60 s: no token is written while
+measured) and a gateway with `--workers` processes, as `scriptgen loadtest --spawn` does,
+and creates a project. Each run opens `streams` SSE streams at once (`POST
+…/generations`, `Accept: text/event-stream`, raw sockets: the client's own cost stays
+small and apart), each read until its first event, and reads every server process's
+CPU (all threads, /proc/<pid>/task/*/schedstat) before the burst and once the last
+first event came; then it closes the streams (their jobs are cancelled) and waits for
+the servers to go quiet.
+
+Prints, per run and as medians: CPU µs per stream start in the gateway (its workers
+together) and in the core, and the time to first event p50 / p95 over the burst. This
+is the work a burst of new streams costs before any token, where the 1000-stream
+burst's first half second goes (BENCHMARKS.md, session 16). Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+import uvloop
+from scriptgen.loadtest._config import Protocol, SyntheticPace
+from scriptgen.loadtest._spawn import spawned_servers
+
+_FIRST_TOKEN_SECONDS = 60.0
+_GENERATION = re.compile(rb'"generation":\s*"(generations/[^"]+)"')
+#: How long a stream may take to its first event before the run fails.
+_STREAM_WAIT_SECONDS = 30.0
+
+
+def _cpu(pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds of each process so far, its live threads' together (nanosecond grain)."""
+    return {pid: cpu_nanoseconds(pid) / 1e9 for pid in pids}
+
+
+def cpu_nanoseconds(pid: int) -> int:
+    return sum(
+        int((task / "schedstat").read_text().split()[0])
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    )
+
+
+async def _open_stream(
+    host: str, port: int, request: bytes, began: float
+) -> tuple[float, asyncio.StreamWriter, str]:
+    """Open one stream; the seconds to its first event, its connection to close, its job."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request)
+    seen = b""
+    try:
+        async with asyncio.timeout(_STREAM_WAIT_SECONDS):
+            while b"\nevent: " not in seen:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                seen += chunk
+    except TimeoutError:
+        pass
+    if b"\nevent: " not in seen:
+        writer.close()
+        raise RuntimeError(f"no first event; the stream answered {seen[:300]!r}")
+    waited = time.monotonic() - began
+    job = _GENERATION.search(seen)
+    return waited, writer, job.group(1).decode() if job else ""
+
+
+async def _cancel(session: aiohttp.ClientSession, base_url: str, jobs: Sequence[str]) -> None:
+    """Cancel the jobs (a closed stream leaves its job running until its reader lease ends,
+    and the core runs at most 1000 jobs)."""
+    gate = asyncio.Semaphore(20)
+
+    async def cancel(job: str) -> None:
+        async with gate, session.post(f"{base_url}/v1/{job}:cancel", json={}) as answer:
+            answer.raise_for_status()
+
+    await asyncio.gather(*(cancel(job) for job in jobs))
+
+
+async def _quiet(pids: Sequence[int], *, share: float = 0.02, seconds: float = 0.5) -> None:
+    """Wait until the servers together use under `share` of a CPU over `seconds`."""
+    while True:
+        before = sum(_cpu(pids).values())
+        await asyncio.sleep(seconds)
+        if sum(_cpu(pids).values()) - before < share * seconds:
+            return
+
+
+async def measure(streams: int, runs: int, workers: int) -> None:
+    pace = SyntheticPace(_FIRST_TOKEN_SECONDS, 30.0)
+    async with spawned_servers(
+        Protocol.SSE, pace, 60.0, gateway_args=[f"--workers={workers}"]
+    ) as servers:
+        target = servers.target
+        session = aiohttp.ClientSession()
+        created = await session.post(
+            f"{target.base_url}/v1/projects", json={"title": "Start costs", "language": "en"}
+        )
+        project = (await created.json())["name"]
+        body = json.dumps({"title": "Pilot"}).encode()
+        request = (
+            f"POST /v1/{project}/generations HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+            "Accept: text/event-stream\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        core = [pid for pid, role in servers.processes if role == "core"]
+        # The gateway's process and, with several workers, its workers (the supervisor idles).
+        gateway = [pid for pid, role in servers.processes if role.startswith("gateway")]
+        print(f"core {core}, gateway workers {gateway}; {streams} streams per run")
+        per_gateway: list[float] = []
+        per_core: list[float] = []
+        for run in range(runs + 1):  # the first run warms both servers up, and is not counted
+            await _quiet(core + gateway)
+            before = _cpu(core + gateway)
+            began = time.monotonic()
+            opened = await asyncio.gather(
+                *(_open_stream(target.host, target.port, request, began) for _ in range(streams))
+            )
+            after = _cpu(core + gateway)
+            for _, writer, _ in opened:
+                writer.close()
+            await _cancel(session, target.base_url, [job for _, _, job in opened])
+            waits = sorted(wait for wait, _, _ in opened)
+            gateway_us = sum(after[p] - before[p] for p in gateway) / streams * 1e6
+            core_us = sum(after[p] - before[p] for p in core) / streams * 1e6
+            p95 = waits[max(0, int(len(waits) * 0.95) - 1)]
+            label = "warm-up" if run == 0 else f"run {run}"
+            print(
+                f"{label:<8} gateway {gateway_us:6.0f} µs/stream   core {core_us:6.0f} µs/stream"
+                f"   TTFE p50 {statistics.median(waits) * 1000:5.0f} ms  p95 {p95 * 1000:5.0f} ms"
+            )
+            if run:
+                per_gateway.append(gateway_us)
+                per_core.append(core_us)
+        await _quiet(core + gateway)
+        await session.close()
+    print(
+        f"median   gateway {statistics.median(per_gateway):6.0f} µs/stream"
+        f"   core {statistics.median(per_core):6.0f} µs/stream"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=1)
+    arguments = parser.parse_args()
+    uvloop.run(measure(arguments.streams, arguments.runs, arguments.workers))
+
+
+if __name__ == "__main__":
+    main()
