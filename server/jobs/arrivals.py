@@ -23,6 +23,13 @@ progress held each pipeline of a steady 100 jobs/s 20 ms at the median and 94 ms
 at p99 on SQLite, 40 and 370 ms on PostgreSQL (BENCHMARKS.md, session 14), a lone
 job 10 ms. A pipeline that finds no burst begins at once.
 
+The pipelines held for a burst wait on one timer, not on a sleep each: each of a
+burst's hundreds of held pipelines woke every QUIET_SECONDS while starts were in
+progress, to look again (~12 % of the core's busy samples from a 500-stream burst's
+first start to its first pipeline, under py-spy; BENCHMARKS.md, session 17). The timer
+looks for all of them, and lets through those whose pause came or whose longest wait
+passed.
+
 Once settled, pipelines begin at most PIPELINES_PER_TURN per turn of the loop, so
 that a burst's 200 pipelines do not all take their first step in one turn: the
 loop polls its sockets between, and the frames, reads and answers waiting there
@@ -81,6 +88,10 @@ class Arrivals:
         #: Pipelines let through in this turn of the loop, and those waiting for a later one.
         self._this_turn = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
+        #: Pipelines held for a burst, in the order they came, each with when it gives up;
+        #: and the one timer that looks again.
+        self._held: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     def arrived(self) -> None:
         """A job arrived: it counts towards a burst, and the pause begins again."""
@@ -112,15 +123,31 @@ class Arrivals:
         """Return once it is this pipeline's turn to begin: at once, unless jobs are
         arriving in a burst; then once no start was in progress for the quiet time (or
         the longest wait passed)."""
-        give_up = self._clock() + self._max_defer
-        while self.bursting():
-            now = self._clock()
-            quiet_until = now + self._quiet if self._starting else self._last + self._quiet
-            wait = min(quiet_until, give_up) - now
-            if wait <= 0:
-                break
-            await asyncio.sleep(wait)
+        if self.bursting():
+            waiter = asyncio.get_running_loop().create_future()
+            self._held.append((self._clock() + self._max_defer, waiter))
+            self._release_held()
+            await waiter
         await self._turn()
+
+    def _release_held(self) -> None:
+        """Let through the held pipelines whose wait is over; look again when the next
+        one's may be (every quiet time while starts are in progress)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        now = self._clock()
+        quiet_until = now
+        if self.bursting():
+            quiet_until = now + self._quiet if self._starting else self._last + self._quiet
+        held = self._held
+        while held and (quiet_until <= now or held[0][0] <= now):
+            _, waiter = held.popleft()
+            if not waiter.done():  # a cancelled job's pipeline no longer waits
+                waiter.set_result(None)
+        if held:
+            wait = min(quiet_until, held[0][0]) - now
+            self._timer = asyncio.get_running_loop().call_later(wait, self._release_held)
 
     async def _turn(self) -> None:
         if not self._waiting and self._this_turn < self._per_turn:

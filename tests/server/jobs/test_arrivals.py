@@ -155,3 +155,26 @@ def test_at_least_one_pipeline_begins_per_turn_and_one_start_makes_a_burst() -> 
         Arrivals(burst_starts=0)
     with pytest.raises(ValueError, match="burst_window_seconds"):
         Arrivals(burst_window_seconds=-1.0)
+
+
+async def test_held_pipelines_are_looked_at_by_one_timer_not_each_by_its_own() -> None:
+    """200 pipelines held 0.2 s while a start is in progress (quiet time 10 ms): one timer
+    looks again every 10 ms for all of them; each polling on its own read the clock
+    ~7000 times."""
+    reads = 0
+
+    def clock() -> float:
+        nonlocal reads
+        reads += 1
+        return time.monotonic()
+
+    arrivals = Arrivals(quiet_seconds=0.01, max_defer_seconds=5.0, clock=clock)
+    _burst(arrivals)
+    with arrivals.starting():
+        pipelines = [asyncio.create_task(arrivals.settled()) for _ in range(200)]
+        await asyncio.sleep(0.2)
+        assert not any(p.done() for p in pipelines)
+        reads = 0
+        await asyncio.sleep(0.2)
+        assert reads < 200  # ~20 looks, each reading the clock a few times
+    await asyncio.wait_for(asyncio.gather(*pipelines), 2.0)
