@@ -92,7 +92,7 @@ def _replace(match: re.Match[str]) -> str:
 #: Every match of `_SECRETS` holds one of these, in lower case: a scan for them is a few
 #: substring searches, where the pattern's alternatives are tried at every position (~6 µs
 #: for a request id). Only ASCII text is skipped by it: under IGNORECASE a few non-ASCII
-#: letters match ASCII ones (the long s `ſ` matches `s`), which `lower()` does not give.
+#: letters match ASCII ones (the long s, U+017F, matches `s`), which `lower()` does not give.
 _SECRET_MARKS = (
     "sg_",
     "sgjt.",

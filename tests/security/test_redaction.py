@@ -127,7 +127,7 @@ _PIECES = (
     *("apikey", "ApiKey=", "password", "PASSWD", "Secret", "access_token", "REFRESH_TOKEN"),
     *("://", "redis://", "postgresql://u:", "@", ":", "=", '"', "'", " ", ",", "\n", "_"),
     *("abcdefgh", "ABCDEFGH12345678", "0123456789", "-", ".", "/", "x", "Zz9", "[redacted]"),
-    *("ſ", "\u212a", "é"),
+    *("\u017f", "\u212a", "é"),
 )
 
 
@@ -142,5 +142,7 @@ def test_the_quick_scan_skips_only_text_the_pattern_leaves_alone() -> None:
         assert logs.redact(text) == expected, text
         redacted += expected != text
     assert 5_000 < redacted < 15_000  # both kinds of text were tried
-    assert logs.redact("paſſword=hunter2") == "paſſword=[redacted]"  # non-ASCII: the pattern
+    assert (
+        logs.redact("pa\u017f\u017fword=hunter2") == "pa\u017f\u017fword=[redacted]"
+    )  # non-ASCII: the pattern
     assert logs.redact("f0761ded7850468e918f2ea52243d278") == "f0761ded7850468e918f2ea52243d278"
