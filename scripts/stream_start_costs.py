@@ -15,6 +15,11 @@ Prints, per run and as medians: CPU µs per stream start in the gateway (its wor
 together) and in the core, and the time to first event p50 / p95 over the burst. This
 is the work a burst of new streams costs before any token, where the 1000-stream
 burst's first half second goes (BENCHMARKS.md, session 16). Run it on a quiet machine.
+
+With `--floor`, the same bursts go to a bare aiohttp server on uvloop in its own process,
+whose one route reads the body and answers with the same kind of opening (headers,
+`retry:` and one event) and holds the stream: aiohttp's own share of a stream start,
+below which the gateway cannot go while it is built on aiohttp.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import asyncio
 import json
 import re
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,13 +156,84 @@ async def measure(streams: int, runs: int, workers: int) -> None:
     )
 
 
+#: A bare aiohttp server on uvloop: reads the body, sends an SSE opening, holds the stream
+#: until the client leaves; prints its port.
+_FLOOR_SERVER = """
+import asyncio, uvloop
+from aiohttp import web
+
+async def generate(request):
+    await request.read()
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(
+        b'retry: 1000\\n\\nid: 1\\nevent: queued\\ndata: {"generation": "generations/g0"}\\n\\n'
+    )
+    await asyncio.sleep(3600)
+    return response
+
+async def main():
+    app = web.Application()
+    app.router.add_post("/v1/projects/{project}/generations", generate)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(runner.addresses[0][1], flush=True)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+async def measure_floor(streams: int, runs: int) -> None:
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _FLOOR_SERVER, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None
+        port = int(await server.stdout.readline())
+        body = json.dumps({"title": "Pilot"}).encode()
+        request = (
+            f"POST /v1/projects/p/generations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Accept: text/event-stream\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        print(f"bare aiohttp server {server.pid}; {streams} streams per run")
+        figures: list[float] = []
+        for run in range(runs + 1):  # the first run warms it up, and is not counted
+            await _quiet([server.pid])
+            before = _cpu([server.pid])[server.pid]
+            began = time.monotonic()
+            opened = await asyncio.gather(
+                *(_open_stream("127.0.0.1", port, request, began) for _ in range(streams))
+            )
+            spent = _cpu([server.pid])[server.pid] - before
+            for _, writer, _ in opened:
+                writer.close()
+            label = "warm-up" if run == 0 else f"run {run}"
+            print(f"{label:<8} aiohttp {spent / streams * 1e6:6.0f} µs/stream")
+            if run:
+                figures.append(spent / streams * 1e6)
+        print(f"median   aiohttp {statistics.median(figures):6.0f} µs/stream")
+    finally:
+        server.kill()
+        await server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--floor", action="store_true", help="measure a bare aiohttp SSE server instead"
+    )
     arguments = parser.parse_args()
-    uvloop.run(measure(arguments.streams, arguments.runs, arguments.workers))
+    if arguments.floor:
+        uvloop.run(measure_floor(arguments.streams, arguments.runs))
+    else:
+        uvloop.run(measure(arguments.streams, arguments.runs, arguments.workers))
 
 
 if __name__ == "__main__":

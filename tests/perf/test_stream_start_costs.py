@@ -27,3 +27,17 @@ def test_the_script_prints_cpu_per_stream_start_for_gateway_and_core() -> None:
     median = re.search(rf"^median\s+{_FIGURE}$", done.stdout, re.M)
     assert median is not None, done.stdout
     assert all(int(value) > 0 for figures in [*runs, median.groups()] for value in figures)
+
+
+def test_the_floor_is_measured_on_a_bare_aiohttp_server() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--floor", "--streams", "20", "--runs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    runs = re.findall(r"^run \d+\s+aiohttp\s+(\d+) µs/stream$", done.stdout, re.M)
+    median = re.search(r"^median\s+aiohttp\s+(\d+) µs/stream$", done.stdout, re.M)
+    assert len(runs) == 2 and median is not None, done.stdout
+    assert all(int(value) > 0 for value in [*runs, median.group(1)])
