@@ -38,6 +38,7 @@ import aiohttp
 import uvloop
 from scriptgen.loadtest._config import Protocol, SyntheticPace
 from scriptgen.loadtest._spawn import spawned_servers
+from scriptgen.loadtest._sse import SseTarget
 
 _FIRST_TOKEN_SECONDS = 60.0
 _GENERATION = re.compile(rb'"generation":\s*"(generations/[^"]+)"')
@@ -55,6 +56,11 @@ def cpu_nanoseconds(pid: int) -> int:
         int((task / "schedstat").read_text().split()[0])
         for task in Path(f"/proc/{pid}/task").iterdir()
     )
+
+
+def _request(project: str, host: str) -> bytes:
+    """The bytes of one stream's request, as the load tool sends them."""
+    return SseTarget((), host).request(project, json.dumps({"title": "Pilot"}).encode())
 
 
 async def _open_stream(
@@ -113,12 +119,7 @@ async def measure(streams: int, runs: int, workers: int) -> None:
             f"{target.base_url}/v1/projects", json={"title": "Start costs", "language": "en"}
         )
         project = (await created.json())["name"]
-        body = json.dumps({"title": "Pilot"}).encode()
-        request = (
-            f"POST /v1/{project}/generations HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
-            "Accept: text/event-stream\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
+        request = _request(project, f"{target.host}:{target.port}")
         core = [pid for pid, role in servers.processes if role == "core"]
         # The gateway's process and, with several workers, its workers (the supervisor idles).
         gateway = [pid for pid, role in servers.processes if role.startswith("gateway")]
@@ -193,12 +194,7 @@ async def measure_floor(streams: int, runs: int) -> None:
     try:
         assert server.stdout is not None
         port = int(await server.stdout.readline())
-        body = json.dumps({"title": "Pilot"}).encode()
-        request = (
-            f"POST /v1/projects/p/generations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Accept: text/event-stream\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
+        request = _request("projects/p", f"127.0.0.1:{port}")
         print(f"bare aiohttp server {server.pid}; {streams} streams per run")
         figures: list[float] = []
         for run in range(runs + 1):  # the first run warms it up, and is not counted

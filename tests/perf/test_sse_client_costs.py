@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "sse_client_costs.py"
+from tests.perf._scripts import run_script
 
 
 def test_the_script_prints_cpu_per_stream_for_both_clients() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--streams", "20", "--runs", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    printed = run_script("sse_client_costs.py", "--streams", "20", "--runs", "2")
     figures = re.findall(
-        r"^(.+?)\s+µs CPU per stream: median (\d+) \((\d+) (\d+)\)$", done.stdout, re.M
+        r"^(.+?)\s+µs CPU per stream: median (\d+) \((\d+) (\d+)\)$", printed, re.M
     )
     assert [name.strip() for name, *_ in figures] == [
         "aiohttp client session",
         "the load tool's client",
-    ], done.stdout
+    ], printed
     assert all(int(value) > 0 for _, *values in figures for value in values)
