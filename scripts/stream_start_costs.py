@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -44,18 +45,31 @@ _FIRST_TOKEN_SECONDS = 60.0
 _GENERATION = re.compile(rb'"generation":\s*"(generations/[^"]+)"')
 #: How long a stream may take to its first event before the run fails.
 _STREAM_WAIT_SECONDS = 30.0
+#: How long the servers may stay busy between runs before the run fails.
+_QUIET_WAIT_SECONDS = 60.0
 
 
 def _cpu(pids: Sequence[int]) -> dict[int, float]:
     """CPU seconds of each process so far, its live threads' together (nanosecond grain)."""
-    return {pid: cpu_nanoseconds(pid) / 1e9 for pid in pids}
+    return {
+        pid: sum(
+            int((task / "schedstat").read_text().split()[0])
+            for task in Path(f"/proc/{pid}/task").iterdir()
+        )
+        / 1e9
+        for pid in pids
+    }
 
 
-def cpu_nanoseconds(pid: int) -> int:
-    return sum(
-        int((task / "schedstat").read_text().split()[0])
-        for task in Path(f"/proc/{pid}/task").iterdir()
-    )
+async def _quiet(pids: Sequence[int], *, share: float = 0.02, seconds: float = 0.5) -> None:
+    """Wait until the servers together use under `share` of a CPU over `seconds`; raises
+    TimeoutError after _QUIET_WAIT_SECONDS (a server busy on its own: no figure is fair)."""
+    async with asyncio.timeout(_QUIET_WAIT_SECONDS):
+        while True:
+            before = sum(_cpu(pids).values())
+            await asyncio.sleep(seconds)
+            if sum(_cpu(pids).values()) - before < share * seconds:
+                return
 
 
 def _request(project: str, host: str) -> bytes:
@@ -99,22 +113,51 @@ async def _cancel(session: aiohttp.ClientSession, base_url: str, jobs: Sequence[
     await asyncio.gather(*(cancel(job) for job in jobs))
 
 
-async def _quiet(pids: Sequence[int], *, share: float = 0.02, seconds: float = 0.5) -> None:
-    """Wait until the servers together use under `share` of a CPU over `seconds`."""
-    while True:
-        before = sum(_cpu(pids).values())
-        await asyncio.sleep(seconds)
-        if sum(_cpu(pids).values()) - before < share * seconds:
-            return
+@dataclass(frozen=True, slots=True)
+class _Burst:
+    """One run: each process's CPU µs per stream, the waits for first events (sorted), and
+    the jobs the streams started (their connections are closed)."""
+
+    per_stream_us: dict[int, float]
+    waits: list[float]
+    jobs: list[str]
+
+    def of(self, pids: Sequence[int]) -> float:
+        return sum(self.per_stream_us[pid] for pid in pids)
+
+
+async def _burst(host: str, port: int, request: bytes, pids: Sequence[int], streams: int) -> _Burst:
+    """Once `pids` are quiet, open `streams` streams at once, each to its first event."""
+    try:
+        await _quiet(pids)
+    except TimeoutError:
+        raise RuntimeError(f"the servers {list(pids)} did not go quiet") from None
+    before = _cpu(pids)
+    began = time.monotonic()
+    opened = await asyncio.gather(
+        *(_open_stream(host, port, request, began) for _ in range(streams))
+    )
+    after = _cpu(pids)
+    for _, writer, _ in opened:
+        writer.close()
+    return _Burst(
+        {pid: (after[pid] - before[pid]) / streams * 1e6 for pid in pids},
+        sorted(wait for wait, _, _ in opened),
+        [job for _, _, job in opened],
+    )
+
+
+def _label(run: int) -> str:
+    return "warm-up" if run == 0 else f"run {run}"
 
 
 async def measure(streams: int, runs: int, workers: int) -> None:
     pace = SyntheticPace(_FIRST_TOKEN_SECONDS, 30.0)
-    async with spawned_servers(
-        Protocol.SSE, pace, 60.0, gateway_args=[f"--workers={workers}"]
-    ) as servers:
+    async with (
+        spawned_servers(Protocol.SSE, pace, 60.0, gateway_args=[f"--workers={workers}"]) as servers,
+        aiohttp.ClientSession() as session,
+    ):
         target = servers.target
-        session = aiohttp.ClientSession()
         created = await session.post(
             f"{target.base_url}/v1/projects", json={"title": "Start costs", "language": "en"}
         )
@@ -127,30 +170,18 @@ async def measure(streams: int, runs: int, workers: int) -> None:
         per_gateway: list[float] = []
         per_core: list[float] = []
         for run in range(runs + 1):  # the first run warms both servers up, and is not counted
-            await _quiet(core + gateway)
-            before = _cpu(core + gateway)
-            began = time.monotonic()
-            opened = await asyncio.gather(
-                *(_open_stream(target.host, target.port, request, began) for _ in range(streams))
-            )
-            after = _cpu(core + gateway)
-            for _, writer, _ in opened:
-                writer.close()
-            await _cancel(session, target.base_url, [job for _, _, job in opened])
-            waits = sorted(wait for wait, _, _ in opened)
-            gateway_us = sum(after[p] - before[p] for p in gateway) / streams * 1e6
-            core_us = sum(after[p] - before[p] for p in core) / streams * 1e6
+            burst = await _burst(target.host, target.port, request, core + gateway, streams)
+            await _cancel(session, target.base_url, burst.jobs)
+            waits = burst.waits
             p95 = waits[max(0, int(len(waits) * 0.95) - 1)]
-            label = "warm-up" if run == 0 else f"run {run}"
             print(
-                f"{label:<8} gateway {gateway_us:6.0f} µs/stream   core {core_us:6.0f} µs/stream"
+                f"{_label(run):<8} gateway {burst.of(gateway):6.0f} µs/stream"
+                f"   core {burst.of(core):6.0f} µs/stream"
                 f"   TTFE p50 {statistics.median(waits) * 1000:5.0f} ms  p95 {p95 * 1000:5.0f} ms"
             )
             if run:
-                per_gateway.append(gateway_us)
-                per_core.append(core_us)
-        await _quiet(core + gateway)
-        await session.close()
+                per_gateway.append(burst.of(gateway))
+                per_core.append(burst.of(core))
     print(
         f"median   gateway {statistics.median(per_gateway):6.0f} µs/stream"
         f"   core {statistics.median(per_core):6.0f} µs/stream"
@@ -198,30 +229,28 @@ async def measure_floor(streams: int, runs: int) -> None:
         print(f"bare aiohttp server {server.pid}; {streams} streams per run")
         figures: list[float] = []
         for run in range(runs + 1):  # the first run warms it up, and is not counted
-            await _quiet([server.pid])
-            before = _cpu([server.pid])[server.pid]
-            began = time.monotonic()
-            opened = await asyncio.gather(
-                *(_open_stream("127.0.0.1", port, request, began) for _ in range(streams))
-            )
-            spent = _cpu([server.pid])[server.pid] - before
-            for _, writer, _ in opened:
-                writer.close()
-            label = "warm-up" if run == 0 else f"run {run}"
-            print(f"{label:<8} aiohttp {spent / streams * 1e6:6.0f} µs/stream")
+            burst = await _burst("127.0.0.1", port, request, [server.pid], streams)
+            print(f"{_label(run):<8} aiohttp {burst.of([server.pid]):6.0f} µs/stream")
             if run:
-                figures.append(spent / streams * 1e6)
+                figures.append(burst.of([server.pid]))
         print(f"median   aiohttp {statistics.median(figures):6.0f} µs/stream")
     finally:
         server.kill()
         await server.wait()
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--streams", type=_positive, default=500)
+    parser.add_argument("--runs", type=_positive, default=5)
+    parser.add_argument("--workers", type=_positive, default=1)
     parser.add_argument(
         "--floor", action="store_true", help="measure a bare aiohttp SSE server instead"
     )

@@ -4,8 +4,10 @@ each server's CPU per stream start."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
-from tests.perf._scripts import run_script
+from tests.perf._scripts import SCRIPTS, run_script
 
 _FIGURE = r"gateway\s+(\d+) µs/stream\s+core\s+(\d+) µs/stream"
 
@@ -25,3 +27,15 @@ def test_the_floor_is_measured_on_a_bare_aiohttp_server() -> None:
     median = re.search(r"^median\s+aiohttp\s+(\d+) µs/stream$", printed, re.M)
     assert len(runs) == 2 and median is not None, printed
     assert all(int(value) > 0 for value in [*runs, median.group(1)])
+
+
+def test_a_count_below_one_is_refused_by_name() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "stream_start_costs.py"), "--streams", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--streams: must be at least 1, not 0" in done.stderr
