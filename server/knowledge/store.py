@@ -56,6 +56,7 @@ from server.knowledge.chroma import (
 from server.knowledge.chunking import DEFAULT_CHUNK_TOKENS, split
 from server.knowledge.embedding import Embedder
 from server.knowledge.text import estimate_tokens, keyword_terms
+from server.knowledge.write_batch import MAX_BATCH_RECORDS, GroupWriter
 from server.shared_reads import SharedReads
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class ChromaKnowledgeBase:
         start_without_chroma: bool = False,
         owners: Owners | None = None,
         sole_writer: bool = False,
+        batch_records: int = MAX_BATCH_RECORDS,
     ) -> None:
         self.embedder = embedder
         self.start_without_chroma = start_without_chroma
@@ -144,6 +146,8 @@ class ChromaKnowledgeBase:
             where=where,
             adopt=self.adopt_legacy,
         )
+        #: Saved episodes' records, written to Chroma in batches.
+        self._episodes = GroupWriter(self.collection, max_records=batch_records)
         self.max_documents = max_documents
         self.chunk_tokens = chunk_tokens
         # Adds in this core one at a time, so the per-project limit holds exactly here.
@@ -172,6 +176,7 @@ class ChromaKnowledgeBase:
             log.warning("story knowledge: Chroma is not reachable yet; connecting on first use")
 
     async def close(self) -> None:
+        await self._episodes.close()
         await self.collection.close()
         await self.embedder.close()
 
@@ -357,6 +362,7 @@ class ChromaKnowledgeBase:
         await self.collection.delete(where_all(tenant=tenant, project=project_id, source=source))
 
     async def delete_project(self, project_id: str, *, tenant: str | None = None) -> None:
+        await self._episodes.flush()  # an episode of it still queued must not come after
         await self.collection.delete(where_all(tenant=tenant_in_scope(tenant), project=project_id))
 
     # Episodes
@@ -402,15 +408,21 @@ class ChromaKnowledgeBase:
             *(records.record_id(tenant, source, c.index) for c in chunks),
         ]
         with self._writing(tenant, project_id):
-            await self.collection.delete(
-                where_all(tenant=tenant, project=project_id, source=source)
+            # With the other episodes being indexed now, in one Chroma write (write_batch.py).
+            await self._episodes.replace(
+                source,
+                where_all(tenant=tenant, project=project_id, source=source),
+                ids,
+                vectors,
+                texts,
+                metadatas,
             )
-            await self.collection.upsert(ids, vectors, texts, metadatas)
 
     async def forget_episode(
         self, project_id: str, number: int, *, tenant: str | None = None
     ) -> None:
         source = records.episode_source(project_id, number)
+        await self._episodes.flush()  # an index of it still queued must not come after
         await self.collection.delete(
             where_all(tenant=tenant_in_scope(tenant), project=project_id, source=source)
         )

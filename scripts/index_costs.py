@@ -1,0 +1,94 @@
+"""What indexing saved episodes costs when many finish at once, on embedded Chroma, in-process.
+
+    .venv/bin/python scripts/index_costs.py [--episodes 200] [--tokens 640] [--runs 3]
+    .venv/bin/python scripts/index_costs.py --max-records 6    # one episode per write
+    .venv/bin/python scripts/index_costs.py --max-records 256  # a Chroma server's batches
+
+`episodes` episodes of ~`tokens` load-tool tokens (the OpenAI stand-in's
+screenplay) are indexed at once into 10 projects of a fresh embedded Chroma,
+as the pipeline's index stage does (`ChromaKnowledgeBase.index_episode`).
+Prints, per run, this process's CPU per episode (all threads: the embedder's
+and Chroma's too), the wall time until the last one was written and the
+number of Chroma writes; then the medians. `--max-records` caps the records a
+write may hold (`server.knowledge.write_batch`; an episode of 640 tokens
+makes 6): the default is what a core gives embedded Chroma, and 6 writes each
+episode alone, as before batching. Run it on a quiet
+machine: every figure is CPU or wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+from scriptgen.loadtest._standin import screenplay
+from scriptgen.v1 import project_pb2
+
+from server.knowledge import ChromaKnowledgeBase, HashingEmbedder
+from server.knowledge.chroma import embedded_client
+from server.knowledge.write_batch import EMBEDDED_BATCH_RECORDS, GroupWriter
+
+
+async def _run(episodes: int, tokens: int, max_records: int) -> tuple[float, float, int]:
+    script = "".join(screenplay(tokens))
+    with tempfile.TemporaryDirectory(prefix="index-costs-") as folder:
+        knowledge = ChromaKnowledgeBase(
+            embedded_client(Path(folder) / "chroma"), HashingEmbedder(), sole_writer=True
+        )
+        knowledge._episodes = GroupWriter(knowledge.collection, max_records=max_records)
+        await knowledge.open()
+        try:
+            await knowledge.index_episode("warm-up", project_pb2.Episode(number=1, script=script))
+            writes = knowledge._episodes.writes
+            cpu, wall = time.process_time(), time.perf_counter()
+            await asyncio.gather(
+                *(
+                    knowledge.index_episode(
+                        f"project-{n % 10}",
+                        project_pb2.Episode(number=n + 1, title=f"Episode {n}", script=script),
+                    )
+                    for n in range(episodes)
+                )
+            )
+            spent, took = time.process_time() - cpu, time.perf_counter() - wall
+            return spent / episodes, took, knowledge._episodes.writes - writes
+        finally:
+            await knowledge.close()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="index_costs.py")
+    parser.add_argument("--episodes", type=_positive, default=200)
+    parser.add_argument("--tokens", type=_positive, default=640)
+    parser.add_argument("--runs", type=_positive, default=3)
+    parser.add_argument("--max-records", type=_positive, default=EMBEDDED_BATCH_RECORDS)
+    args = parser.parse_args()
+    results = []
+    for run in range(args.runs):
+        cpu, wall, writes = uvloop.run(_run(args.episodes, args.tokens, args.max_records))
+        results.append((cpu, wall))
+        print(
+            f"run {run + 1}: {cpu * 1000:.2f} ms CPU per episode, all written in {wall:.2f} s,"
+            f" {writes} Chroma writes"
+        )
+    print(
+        f"median of {args.runs}: {statistics.median(c for c, _ in results) * 1000:.2f} ms CPU"
+        f" per episode, {statistics.median(w for _, w in results):.2f} s"
+        f" ({args.episodes} episodes, at most {args.max_records} records a write)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Group commit for saved episodes' knowledge: replacements waiting together go to Chroma as one.
+
+Indexing an episode replaces its records: delete whatever its source holds,
+then upsert the new records. Chroma pays a fixed price per write, whatever it
+carries (embedded: ~12 ms of CPU per upsert, with a delete ~15 ms; a Chroma
+server: a request each), so 200 episodes finishing together cost ~30 ms of CPU
+each, one after another on Chroma's threads, and the last waited seconds for
+its `completed` event. `GroupWriter` writes one batch at a time: a replacement
+that finds no write in progress goes at once, and those that arrive during a
+write go together in the next (one delete of all their sources, then one upsert
+of all their records). 200 episodes indexed at once into embedded Chroma cost
+~24 ms of CPU each written one by one, ~10 ms at 32 records a write, ~6.5 ms at
+256 (scripts/index_costs.py); with a Chroma server, the server's CPU for a run
+of `sse-openai-200` fell from 6.4 to 2.6 s and its last `completed` came 1.2 s
+after its last token instead of 4.3 s (BENCHMARKS.md, "Session 18").
+
+A batch holds each source once (a second replacement of a source waits for the
+next batch, so they are written in the order they came) and at most
+`max_records` records (a lone replacement may hold more). When a batch's write
+fails because Chroma could not be reached or timed out, each of its callers
+gets that error; any other failure is a fault of one of them, so each is then
+written alone and gets its own outcome. A caller cancelled before its batch
+was taken is left out. `flush` waits until everything queued so far is written:
+deletes that must come after a queued replacement (forgetting an episode,
+deleting a project) call it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+
+from server.errors import Unavailable
+from server.knowledge.chroma import ChromaCollection, Metadata
+
+log = logging.getLogger(__name__)
+
+#: Records one batch holds at most with a Chroma server (an episode of ~600 tokens makes 6).
+MAX_BATCH_RECORDS: Final = 256
+#: … with embedded Chroma, whose upsert holds the GIL throughout (RELIABILITY.md, Known gap
+#: 9): a write of 32 records stops the event loop ~50 ms here, as one episode's upsert of 12
+#: records did in session 3; a write of 256, ~280 ms.
+EMBEDDED_BATCH_RECORDS: Final = 32
+#: Causes of a failed write that every replacement in the batch would meet alone too.
+_UNREACHABLE: Final = (httpx.TransportError, OSError, TimeoutError)
+
+
+@dataclass(slots=True, eq=False)
+class Replacement:
+    """The records of one source, replacing whatever it holds."""
+
+    source: str
+    where: dict[str, Any]
+    ids: list[str]
+    embeddings: list[Sequence[float]]
+    texts: list[str]
+    metadatas: list[Metadata]
+    done: asyncio.Future[None]
+
+
+class GroupWriter:
+    """Replacements in a collection, written a batch at a time (see the module docstring)."""
+
+    def __init__(
+        self, collection: ChromaCollection, *, max_records: int = MAX_BATCH_RECORDS
+    ) -> None:
+        self._collection = collection
+        self._max_records = max_records
+        self._waiting: deque[Replacement] = deque()
+        self._writing: list[Replacement] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        #: Chroma writes made, for tests and the curious.
+        self.writes = 0
+
+    @property
+    def in_progress(self) -> int:
+        """Replacements in the write in progress (0: none)."""
+        return len(self._writing)
+
+    async def replace(
+        self,
+        source: str,
+        where: dict[str, Any],
+        ids: Sequence[str],
+        embeddings: Sequence[Sequence[float]],
+        texts: Sequence[str],
+        metadatas: Sequence[Metadata],
+    ) -> None:
+        """Delete what `where` matches, then write the records, in a batch; raises what its
+        write raised (Unavailable when Chroma could not be reached)."""
+        if self._closed:
+            raise Unavailable("story knowledge is closed", reason="KNOWLEDGE_UNAVAILABLE")
+        loop = asyncio.get_running_loop()
+        item = Replacement(
+            source,
+            where,
+            list(ids),
+            list(embeddings),
+            list(texts),
+            list(metadatas),
+            loop.create_future(),
+        )
+        self._waiting.append(item)
+        if self._writer is None:
+            self._writer = loop.create_task(self._drain(), name="knowledge group writer")
+        await item.done
+
+    async def flush(self) -> None:
+        """Wait until every replacement queued before this call is written (or has failed)."""
+        pending = [item.done for item in (*self._writing, *self._waiting)]
+        if pending:
+            # asyncio.wait, not gather: a cancelled flush must not cancel the callers' futures.
+            await asyncio.wait(pending)
+
+    async def close(self) -> None:
+        """Refuse new replacements and fail those not yet taken; the write in progress ends."""
+        self._closed = True
+        closed = Unavailable("story knowledge is closed", reason="KNOWLEDGE_UNAVAILABLE")
+        while self._waiting:
+            _settle(self._waiting.popleft(), closed)
+        writer = self._writer
+        if writer is not None:
+            await asyncio.wait([writer])
+
+    async def _drain(self) -> None:
+        try:
+            while batch := self._take():
+                self._writing = batch
+                await self._write_batch(batch)
+                self._writing = []
+        finally:
+            self._writer = None
+            self._writing = []
+
+    def _take(self) -> list[Replacement]:
+        """The next batch, in order of arrival: each source once, within the record limit."""
+        batch: list[Replacement] = []
+        later: list[Replacement] = []
+        sources: set[str] = set()
+        records = 0
+        while self._waiting:
+            item = self._waiting[0]
+            if batch and records + len(item.ids) > self._max_records:
+                break
+            self._waiting.popleft()
+            if item.done.done():
+                continue  # its caller was cancelled before the write
+            if item.source in sources:
+                later.append(item)  # one upsert must not hold an id twice; the next batch
+                continue
+            batch.append(item)
+            sources.add(item.source)
+            records += len(item.ids)
+        self._waiting.extendleft(reversed(later))
+        return batch
+
+    async def _write_batch(self, batch: list[Replacement]) -> None:
+        try:
+            await self._write(batch)
+        except Exception as error:
+            if len(batch) == 1 or isinstance(error.__cause__, _UNREACHABLE):
+                for item in batch:
+                    _settle(item, error)
+                return
+            log.warning(
+                "story knowledge: a write of %d replacements failed (%s); writing each alone",
+                len(batch),
+                error,
+            )
+            for item in batch:
+                try:
+                    await self._write([item])
+                except Exception as alone:
+                    _settle(item, alone)
+                else:
+                    _settle(item, None)
+            return
+        for item in batch:
+            _settle(item, None)
+
+    async def _write(self, batch: list[Replacement]) -> None:
+        self.writes += 1
+        wheres = [item.where for item in batch]
+        await self._collection.delete(wheres[0] if len(wheres) == 1 else {"$or": wheres})
+        ids = [record for item in batch for record in item.ids]
+        if ids:
+            await self._collection.upsert(
+                ids,
+                [vector for item in batch for vector in item.embeddings],
+                [text for item in batch for text in item.texts],
+                [metadata for item in batch for metadata in item.metadatas],
+            )
+
+
+def _settle(item: Replacement, error: BaseException | None) -> None:
+    if item.done.done():
+        return
+    if error is None:
+        item.done.set_result(None)
+    else:
+        item.done.set_exception(error)

@@ -1,0 +1,201 @@
+"""Saved episodes' knowledge written in batches (server.knowledge.write_batch), on real Chroma.
+
+Each test runs on embedded Chroma and on a `chroma run` server (`make_knowledge`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from scriptgen.v1 import project_pb2
+
+from server.errors import Unavailable
+from server.knowledge import ChromaKnowledgeBase, HashingEmbedder
+from server.knowledge.chroma import Metadata, server_client, where_all
+from server.knowledge.write_batch import GroupWriter
+from tests.backends.chroma import throwaway_chroma
+from tests.server.knowledge.conftest import KnowledgeFactory
+
+TENANT = "default"
+
+
+def _episode(
+    number: int, scenes: int = 3, line: str = "The pager beeps twice."
+) -> project_pb2.Episode:
+    script = "".join(
+        f"INT. NIGHT DESK {scene} - NIGHT\n\nMAYA\n{line} Scene {scene} of {number}.\n\n"
+        for scene in range(scenes)
+    )
+    return project_pb2.Episode(number=number, title=f"Shift {number}", script=script, outline="A")
+
+
+async def _records(knowledge: ChromaKnowledgeBase, project: str, number: int) -> list[str]:
+    """The texts of one episode's records."""
+    found = await knowledge.collection.get(
+        where_all(tenant=TENANT, project=project, source=f"projects/{project}/episodes/{number}")
+    )
+    return [record.text for record in found]
+
+
+def _writer(knowledge: ChromaKnowledgeBase) -> GroupWriter:
+    return knowledge._episodes
+
+
+async def _write_begun(knowledge: ChromaKnowledgeBase) -> None:
+    """Return once the writer is writing a batch (what comes now queues behind it)."""
+    for _ in range(1000):
+        if _writer(knowledge).in_progress:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("no write began")
+
+
+async def test_episodes_indexed_together_go_in_a_few_writes_and_every_record_is_there(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    episodes = [(f"p{n % 4}", _episode(n)) for n in range(1, 41)]
+    await asyncio.gather(*(knowledge.index_episode(p, e) for p, e in episodes))
+
+    writes = _writer(knowledge).writes
+    assert writes <= 2, f"40 episodes indexed at once took {writes} writes"
+    for project, episode in episodes:
+        texts = await _records(knowledge, project, episode.number)
+        assert len(texts) == 2, "a summary and one chunk each"
+        assert any(f"of {episode.number}." in text for text in texts)
+    found = await knowledge.retrieve("p1", "pager beeps", token_budget=2000)
+    assert found, "batched records are found by retrieval"
+
+
+async def test_a_lone_episode_is_written_at_once_in_one_write(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    await knowledge.index_episode("solo", _episode(1))
+    assert _writer(knowledge).writes == 1
+    assert len(await _records(knowledge, "solo", 1)) == 2
+
+
+async def test_one_source_replaced_twice_at_once_is_written_in_order_the_later_kept(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    writer = _writer(knowledge)
+    vector = [1.0] + [0.0] * (knowledge.embedder.dimension - 1)
+
+    async def replace(source: str, texts: list[str]) -> None:
+        metadata: Metadata = {"tenant": TENANT, "source": source}
+        await writer.replace(
+            source,
+            where_all(tenant=TENANT, source=source),
+            [f"{source}#{n}" for n in range(len(texts))],
+            [vector] * len(texts),
+            texts,
+            [metadata] * len(texts),
+        )
+
+    busy = asyncio.create_task(replace("busy", ["keeps the writer busy"]))
+    await _write_begun(knowledge)
+    await asyncio.gather(
+        replace("twice", ["old draft 0", "old draft 1", "old draft 2"]),
+        replace("other", ["another source, in the same batch as the old draft"]),
+        replace("twice", ["final cut"]),
+    )
+    await busy
+    assert writer.writes == 3, "one source twice: the later waits for the next batch"
+    found = await knowledge.collection.get(where_all(tenant=TENANT, source="twice"))
+    assert [record.text for record in found] == ["final cut"], "no old chunk is left"
+    assert await knowledge.collection.get(where_all(tenant=TENANT, source="other"))
+
+
+async def test_a_bad_replacement_fails_alone_and_the_others_are_written(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    writer = _writer(knowledge)
+    vector = [1.0] + [0.0] * (knowledge.embedder.dimension - 1)
+
+    async def replace(source: str, metadata: dict[str, object]) -> None:
+        await writer.replace(
+            source,
+            where_all(tenant=TENANT, source=source),
+            [f"{source}#0"],
+            [vector],
+            [f"text of {source}"],
+            [metadata],  # type: ignore[list-item]
+        )
+
+    busy = asyncio.create_task(replace("first", {"tenant": TENANT, "source": "first"}))
+    await _write_begun(knowledge)  # the next three queue behind it, one batch
+    outcomes = await asyncio.gather(
+        replace("good-1", {"tenant": TENANT, "source": "good-1"}),
+        replace("bad", {"tenant": TENANT, "source": "bad", "nested": {"not": "allowed"}}),
+        replace("good-2", {"tenant": TENANT, "source": "good-2"}),
+        return_exceptions=True,
+    )
+    await busy
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], Unavailable)
+    for source in ("first", "good-1", "good-2"):
+        assert await knowledge.collection.get(where_all(tenant=TENANT, source=source))
+    assert not await knowledge.collection.get(where_all(tenant=TENANT, source="bad"))
+
+
+async def test_forgetting_an_episode_comes_after_its_queued_index(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    first = asyncio.create_task(knowledge.index_episode("gone", _episode(1)))
+    await _write_begun(knowledge)
+    queued = asyncio.create_task(knowledge.index_episode("gone", _episode(2)))
+    await asyncio.sleep(0)  # episode 2 waits for the next write
+    await knowledge.forget_episode("gone", 2)
+    await asyncio.gather(first, queued)
+    assert await _records(knowledge, "gone", 1)
+    assert not await _records(knowledge, "gone", 2), "the forget ran after the index it followed"
+
+
+async def test_a_caller_cancelled_before_its_write_is_left_out(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    first = asyncio.create_task(knowledge.index_episode("cut", _episode(1)))
+    await _write_begun(knowledge)
+    kept = asyncio.create_task(knowledge.index_episode("cut", _episode(2)))
+    dropped = asyncio.create_task(knowledge.index_episode("cut", _episode(3)))
+    await asyncio.sleep(0)  # both queued behind the first write
+    dropped.cancel()
+    await asyncio.gather(first, kept)
+    assert dropped.cancelled()
+    assert await _records(knowledge, "cut", 2)
+    assert not await _records(knowledge, "cut", 3)
+    assert _writer(knowledge).writes == 2
+
+
+async def test_close_fails_what_is_queued_and_finishes_the_write_in_progress(
+    make_knowledge: KnowledgeFactory,
+) -> None:
+    knowledge = await make_knowledge()
+    first = asyncio.create_task(knowledge.index_episode("shut", _episode(1)))
+    await _write_begun(knowledge)
+    queued = asyncio.create_task(knowledge.index_episode("shut", _episode(2)))
+    await asyncio.sleep(0)
+    await _writer(knowledge).close()
+    await first  # the write in progress was finished
+    with pytest.raises(Unavailable):
+        await queued
+    with pytest.raises(Unavailable):
+        await knowledge.index_episode("shut", _episode(3))
+
+
+async def test_an_unreachable_chroma_fails_each_batch_once_not_each_episode() -> None:
+    with throwaway_chroma() as server:
+        knowledge = ChromaKnowledgeBase(
+            server_client(server.url), HashingEmbedder(), timeout_seconds=5.0
+        )
+        await knowledge.open()
+        try:
+            server.stop()
+            outcomes = await asyncio.gather(
+                *(knowledge.index_episode("down", _episode(n)) for n in range(1, 11)),
+                return_exceptions=True,
+            )
+            assert all(isinstance(outcome, Unavailable) for outcome in outcomes)
+            assert _writer(knowledge).writes == 1, "one failed write, not retried one by one"
+        finally:
+            await knowledge.close()
