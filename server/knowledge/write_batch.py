@@ -22,12 +22,14 @@ gets that error; any other failure is a fault of one of them, so each is then
 written alone and gets its own outcome. A caller cancelled before its batch
 was taken is left out. `flush` waits until everything queued so far is written:
 deletes that must come after a queued replacement (forgetting an episode,
-deleting a project) call it first.
+deleting a project) call it first. A caller cancelled while its batch is being
+written leaves when that write ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -61,7 +63,10 @@ class Replacement:
     embeddings: list[Sequence[float]]
     texts: list[str]
     metadatas: list[Metadata]
+    #: Settled by the writer only (or cancelled when its caller left before the write).
     done: asyncio.Future[None]
+    #: Whether the caller was cancelled before its batch was taken.
+    left: bool = False
 
 
 class GroupWriter:
@@ -109,8 +114,23 @@ class GroupWriter:
         )
         self._waiting.append(item)
         if self._writer is None:
-            self._writer = loop.create_task(self._drain(), name="knowledge group writer")
-        await item.done
+            # A context of its own: the writer serves every job, not the one that started it.
+            self._writer = loop.create_task(
+                self._drain(), name="knowledge group writer", context=contextvars.Context()
+            )
+        try:
+            await asyncio.shield(item.done)
+        except asyncio.CancelledError:
+            if not item.done.done():
+                if item in self._writing:
+                    # Its write goes on: leave once it has ended, so that the caller's hold on
+                    # the project (and a flush) never ends before the records are in.
+                    await asyncio.wait([item.done])
+                else:
+                    item.left = True  # not written; the writer drops it
+            if item.done.done() and not item.done.cancelled():
+                item.done.exception()  # retrieved: the caller is gone
+            raise
 
     async def flush(self) -> None:
         """Wait until every replacement queued before this call is written (or has failed)."""
@@ -150,8 +170,9 @@ class GroupWriter:
             if batch and records + len(item.ids) > self._max_records:
                 break
             self._waiting.popleft()
-            if item.done.done():
-                continue  # its caller was cancelled before the write
+            if item.left or item.done.done():
+                item.done.cancel()  # its caller was cancelled before the write: no one waits
+                continue
             if item.source in sources:
                 later.append(item)  # one upsert must not hold an id twice; the next batch
                 continue
@@ -201,6 +222,9 @@ class GroupWriter:
 
 def _settle(item: Replacement, error: BaseException | None) -> None:
     if item.done.done():
+        return
+    if item.left:
+        item.done.cancel()  # nobody waits for it
         return
     if error is None:
         item.done.set_result(None)

@@ -167,6 +167,20 @@ async def test_a_caller_cancelled_before_its_write_is_left_out(
     assert _writer(knowledge).writes == 2
 
 
+async def test_a_caller_cancelled_during_its_write_leaves_after_it_and_a_forget_follows(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    indexing = asyncio.create_task(knowledge.index_episode("late", _episode(1)))
+    await _write_begun(knowledge)
+    indexing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await indexing
+    assert not _writer(knowledge).in_progress, "the caller left once its write had ended"
+    assert await _records(knowledge, "late", 1), "a write begun is finished"
+    await knowledge.forget_episode("late", 1)
+    assert not await _records(knowledge, "late", 1)
+
+
 async def test_close_fails_what_is_queued_and_finishes_the_write_in_progress(
     make_knowledge: KnowledgeFactory,
 ) -> None:
