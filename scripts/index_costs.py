@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/index_costs.py [--episodes 200] [--tokens 640] [--runs 3]
     .venv/bin/python scripts/index_costs.py --max-records 6    # one episode per write
-    .venv/bin/python scripts/index_costs.py --max-records 256  # a Chroma server's batches
+    .venv/bin/python scripts/index_costs.py --max-records 256 --rest-share 0  # a server's
 
 `episodes` episodes of ~`tokens` load-tool tokens (the OpenAI stand-in's
 screenplay) are indexed at once into 10 projects of a fresh embedded Chroma,
@@ -12,7 +12,8 @@ and Chroma's too), the wall time until the last one was written and the
 number of Chroma writes; then the medians. `--max-records` caps the records a
 write may hold (`server.knowledge.write_batch`; an episode of 640 tokens
 makes 6): the default is what a core gives embedded Chroma, and 6 writes each
-episode alone, as before batching. Run it on a quiet
+episode alone, as before batching. `--rest-share` is the writer's rest after
+each write, as a share of the write's time (a core's embedded default; 0: none). Run it on a quiet
 machine: every figure is CPU or wall time.
 """
 
@@ -31,16 +32,20 @@ from scriptgen.v1 import project_pb2
 
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder
 from server.knowledge.chroma import embedded_client
-from server.knowledge.write_batch import EMBEDDED_BATCH_RECORDS, GroupWriter
+from server.knowledge.write_batch import EMBEDDED_BATCH_RECORDS, EMBEDDED_REST_SHARE, GroupWriter
 
 
-async def _run(episodes: int, tokens: int, max_records: int) -> tuple[float, float, int]:
+async def _run(
+    episodes: int, tokens: int, max_records: int, rest_share: float
+) -> tuple[float, float, int]:
     script = "".join(screenplay(tokens))
     with tempfile.TemporaryDirectory(prefix="index-costs-") as folder:
         knowledge = ChromaKnowledgeBase(
             embedded_client(Path(folder) / "chroma"), HashingEmbedder(), sole_writer=True
         )
-        knowledge._episodes = GroupWriter(knowledge.collection, max_records=max_records)
+        knowledge._episodes = GroupWriter(
+            knowledge.collection, max_records=max_records, rest_share=rest_share
+        )
         await knowledge.open()
         try:
             await knowledge.index_episode("warm-up", project_pb2.Episode(number=1, script=script))
@@ -74,10 +79,15 @@ def main() -> None:
     parser.add_argument("--tokens", type=_positive, default=640)
     parser.add_argument("--runs", type=_positive, default=3)
     parser.add_argument("--max-records", type=_positive, default=EMBEDDED_BATCH_RECORDS)
+    parser.add_argument("--rest-share", type=float, default=EMBEDDED_REST_SHARE)
     args = parser.parse_args()
+    if args.rest_share < 0:
+        parser.error(f"--rest-share must be at least 0, not {args.rest_share}")
     results = []
     for run in range(args.runs):
-        cpu, wall, writes = uvloop.run(_run(args.episodes, args.tokens, args.max_records))
+        cpu, wall, writes = uvloop.run(
+            _run(args.episodes, args.tokens, args.max_records, args.rest_share)
+        )
         results.append((cpu, wall))
         print(
             f"run {run + 1}: {cpu * 1000:.2f} ms CPU per episode, all written in {wall:.2f} s,"
@@ -86,7 +96,8 @@ def main() -> None:
     print(
         f"median of {args.runs}: {statistics.median(c for c, _ in results) * 1000:.2f} ms CPU"
         f" per episode, {statistics.median(w for _, w in results):.2f} s"
-        f" ({args.episodes} episodes, at most {args.max_records} records a write)"
+        f" ({args.episodes} episodes, at most {args.max_records} records a write,"
+        f" rest share {args.rest_share})"
     )
 
 

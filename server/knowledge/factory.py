@@ -8,7 +8,11 @@ from server.knowledge.base import KnowledgeStore
 from server.knowledge.chroma import embedded_client, server_client
 from server.knowledge.embedders import build_embedder
 from server.knowledge.store import ChromaKnowledgeBase, Owners
-from server.knowledge.write_batch import EMBEDDED_BATCH_RECORDS, MAX_BATCH_RECORDS
+from server.knowledge.write_batch import (
+    EMBEDDED_BATCH_RECORDS,
+    EMBEDDED_REST_SHARE,
+    MAX_BATCH_RECORDS,
+)
 
 if TYPE_CHECKING:
     # Only for typing: server.config imports this package's settings.
@@ -43,6 +47,8 @@ def build_knowledge_base(config: CoreConfig, owners: Owners | None = None) -> Kn
         owners=owners,
         # Embedded Chroma lives in this core's data dir: nothing else writes to it.
         sole_writer=not settings.chroma_url,
-        # Embedded Chroma's writes hold the GIL: smaller batches, shorter stalls of the loop.
+        # Embedded Chroma's writes hold the GIL: smaller batches, shorter stalls of the loop,
+        # and a rest after each write.
         batch_records=MAX_BATCH_RECORDS if settings.chroma_url else EMBEDDED_BATCH_RECORDS,
+        batch_rest_share=0.0 if settings.chroma_url else EMBEDDED_REST_SHARE,
     )

@@ -134,6 +134,7 @@ class ChromaKnowledgeBase:
         owners: Owners | None = None,
         sole_writer: bool = False,
         batch_records: int = MAX_BATCH_RECORDS,
+        batch_rest_share: float = 0.0,
     ) -> None:
         self.embedder = embedder
         self.start_without_chroma = start_without_chroma
@@ -147,7 +148,9 @@ class ChromaKnowledgeBase:
             adopt=self.adopt_legacy,
         )
         #: Saved episodes' records, written to Chroma in batches.
-        self._episodes = GroupWriter(self.collection, max_records=batch_records)
+        self._episodes = GroupWriter(
+            self.collection, max_records=batch_records, rest_share=batch_rest_share
+        )
         self.max_documents = max_documents
         self.chunk_tokens = chunk_tokens
         # Adds in this core one at a time, so the per-project limit holds exactly here.

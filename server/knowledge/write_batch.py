@@ -20,7 +20,9 @@ next batch, so they are written in the order they came) and at most
 fails because Chroma could not be reached or timed out, each of its callers
 gets that error; any other failure is a fault of one of them, so each is then
 written alone and gets its own outcome. A caller cancelled before its batch
-was taken is left out. `flush` waits until everything queued so far is written:
+was taken is left out. With `rest_share` (embedded Chroma, whose writes hold
+the GIL) the writer waits that share of a write's time before the next one.
+`flush` waits until everything queued so far is written:
 deletes that must come after a queued replacement (forgetting an episode,
 deleting a project) call it first. A caller cancelled while its batch is being
 written leaves when that write ends.
@@ -49,6 +51,10 @@ MAX_BATCH_RECORDS: Final = 256
 #: 9): a write of 32 records stops the event loop ~50 ms here, as one episode's upsert of 12
 #: records did in session 3; a write of 256, ~280 ms.
 EMBEDDED_BATCH_RECORDS: Final = 32
+#: With embedded Chroma, the writer rests this share of each write's time before the next:
+#: the event loop keeps at least half the time while a burst of episodes is indexed, so the
+#: streams go on and the saves of the episodes behind come through to fill the next batches.
+EMBEDDED_REST_SHARE: Final = 1.0
 #: Causes of a failed write that every replacement in the batch would meet alone too.
 _UNREACHABLE: Final = (httpx.TransportError, OSError, TimeoutError)
 
@@ -73,10 +79,15 @@ class GroupWriter:
     """Replacements in a collection, written a batch at a time (see the module docstring)."""
 
     def __init__(
-        self, collection: ChromaCollection, *, max_records: int = MAX_BATCH_RECORDS
+        self,
+        collection: ChromaCollection,
+        *,
+        max_records: int = MAX_BATCH_RECORDS,
+        rest_share: float = 0.0,
     ) -> None:
         self._collection = collection
         self._max_records = max_records
+        self._rest_share = rest_share
         self._waiting: deque[Replacement] = deque()
         self._writing: list[Replacement] = []
         self._writer: asyncio.Task[None] | None = None
@@ -151,10 +162,14 @@ class GroupWriter:
 
     async def _drain(self) -> None:
         try:
+            loop = asyncio.get_running_loop()
             while batch := self._take():
                 self._writing = batch
+                began = loop.time()
                 await self._write_batch(batch)
                 self._writing = []
+                if self._rest_share > 0 and self._waiting:
+                    await asyncio.sleep((loop.time() - began) * self._rest_share)
         finally:
             self._writer = None
             self._writing = []

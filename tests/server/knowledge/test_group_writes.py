@@ -6,6 +6,9 @@ Each test runs on embedded Chroma and on a `chroma run` server (`make_knowledge`
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 from scriptgen.v1 import project_pb2
@@ -179,6 +182,36 @@ async def test_a_caller_cancelled_during_its_write_leaves_after_it_and_a_forget_
     assert await _records(knowledge, "late", 1), "a write begun is finished"
     await knowledge.forget_episode("late", 1)
     assert not await _records(knowledge, "late", 1)
+
+
+async def test_with_a_rest_share_the_writer_leaves_the_loop_time_between_writes(
+    make_knowledge: KnowledgeFactory,
+) -> None:
+    knowledge = await make_knowledge(batch_records=2, batch_rest_share=1.0)
+    loop = asyncio.get_running_loop()
+    spans: list[tuple[float, float]] = []
+    delete, upsert = knowledge.collection.delete, knowledge.collection.upsert
+
+    async def timed_delete(where: Mapping[str, Any]) -> None:
+        spans.append((loop.time(), 0.0))
+        await delete(where)
+
+    async def timed_upsert(
+        ids: Sequence[str],
+        embeddings: Sequence[Sequence[float]],
+        texts: Sequence[str],
+        metadatas: Sequence[Metadata],
+    ) -> None:
+        await upsert(ids, embeddings, texts, metadatas)
+        spans[-1] = (spans[-1][0], loop.time())
+
+    knowledge.collection.delete = timed_delete  # type: ignore[method-assign]
+    knowledge.collection.upsert = timed_upsert  # type: ignore[method-assign]
+    await asyncio.gather(*(knowledge.index_episode("rest", _episode(n)) for n in range(1, 5)))
+
+    assert len(spans) == 4, "episodes of two records, two records a write"
+    for (began, ended), (after, _) in itertools.pairwise(spans):
+        assert after - ended >= (ended - began) - 0.002, "a rest as long as the write before"
 
 
 async def test_close_fails_what_is_queued_and_finishes_the_write_in_progress(
