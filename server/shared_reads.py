@@ -61,3 +61,51 @@ class SharedReads(Generic[K, V]):
             del self._reads[key]
         if not task.cancelled():
             task.exception()  # its callers see it; with none left, it is not "never retrieved"
+
+
+class _Queued(Generic[V]):
+    """One read that callers may join until it begins."""
+
+    __slots__ = ("begun", "task")
+
+    def __init__(self) -> None:
+        self.begun = False
+        self.task: asyncio.Future[V] | None = None
+
+    def begin(self) -> None:
+        """Called as the read begins, on whatever thread runs it."""
+        self.begun = True
+
+
+class QueuedReads(Generic[K, V]):
+    """Concurrent reads of one key share one read, but only while it waits for its turn.
+
+    For a store that other processes write to as well (a Chroma server), where
+    `SharedReads` would be wrong: a caller that joins a read already begun could
+    miss a commit another process made before the caller called. A read that has
+    not begun takes its snapshot after every caller that joined it arrived, so each
+    sees what was committed before it called, as it would alone. Reads queued
+    behind others (a busy thread pool in a burst) are where this pays: 200 job starts
+    probing one project were 200 reads. `fetch(begin)` must call `begin()` as the read
+    begins (on any thread); until then callers of the same key join it.
+    """
+
+    def __init__(self) -> None:
+        self._reads: dict[K, _Queued[V]] = {}
+
+    async def read(self, key: K, fetch: Callable[[Callable[[], None]], Awaitable[V]]) -> V:
+        """`fetch(begin)`'s answer, shared with the callers of the same key until it begins."""
+        queued = self._reads.get(key)
+        if queued is None or queued.begun or queued.task is None:
+            fresh: _Queued[V] = _Queued()
+            fresh.task = task = asyncio.ensure_future(fetch(fresh.begin))
+            self._reads[key] = queued = fresh
+            task.add_done_callback(lambda done: self._done(key, fresh, done))
+        assert queued.task is not None
+        return await asyncio.shield(queued.task)
+
+    def _done(self, key: K, queued: _Queued[V], task: asyncio.Future[V]) -> None:
+        if self._reads.get(key) is queued:
+            del self._reads[key]
+        if not task.cancelled():
+            task.exception()  # its callers see it; with none left, it is not "never retrieved"

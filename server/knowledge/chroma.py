@@ -174,10 +174,16 @@ class ChromaCollection:
         self._closed = False
 
     async def _run(
-        self, function: Callable[..., T], *args: Any, probe: bool = False, **kwargs: Any
+        self,
+        function: Callable[..., T],
+        *args: Any,
+        probe: bool = False,
+        on_begin: Callable[[], None] | None = None,
+        **kwargs: Any,
     ) -> T:
         """`function` on a worker thread; `probe`: on the probe's own thread, so a
-        readiness probe does not queue behind the jobs' reads and writes."""
+        readiness probe does not queue behind the jobs' reads and writes. `on_begin` is
+        called on that thread just before `function`, once the call has its thread."""
         if probe:
             if self._probe_executor is None:
                 self._probe_executor = ThreadPoolExecutor(
@@ -190,6 +196,8 @@ class ChromaCollection:
             executor = self._executor
         loop = asyncio.get_running_loop()
         call = functools.partial(function, *args, **kwargs)
+        if on_begin is not None:
+            call = functools.partial(_begin_then, on_begin, call)
         try:
             # asyncio.timeout, not wait_for: 3.11's wait_for returns the result when a
             # cancellation comes as the call returns, and a cancelled job would go on.
@@ -293,17 +301,20 @@ class ChromaCollection:
         ids: Sequence[str] | None = None,
         limit: int | None = None,
         texts: bool = True,
+        on_begin: Callable[[], None] | None = None,
     ) -> list[Record]:
         """Records matching the filters (no particular order), without their embeddings.
 
         `ids`, when given, narrows `where` to those records (ids matching `where`
         only; an empty list finds nothing). `texts=False` reads metadata only.
+        `on_begin` is called on Chroma's thread as the read begins.
         """
         if ids is not None and not ids:
             return []
         collection = await self.handle()
         result = await self._run(
             collection.get,
+            on_begin=on_begin,
             ids=list(ids) if ids is not None else None,
             where=dict(where),
             limit=limit,
@@ -384,6 +395,11 @@ class ChromaCollection:
             if pool is not None:
                 # A call stuck on a dead server must not hold up shutdown.
                 pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _begin_then(on_begin: Callable[[], None], call: Callable[[], T]) -> T:
+    on_begin()
+    return call()
 
 
 def close_client(client: Any) -> None:

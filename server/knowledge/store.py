@@ -57,7 +57,7 @@ from server.knowledge.chunking import DEFAULT_CHUNK_TOKENS, split
 from server.knowledge.embedding import Embedder
 from server.knowledge.text import estimate_tokens, keyword_terms
 from server.knowledge.write_batch import MAX_BATCH_RECORDS, GroupWriter
-from server.shared_reads import SharedReads
+from server.shared_reads import QueuedReads, SharedReads
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,8 @@ class ChromaKnowledgeBase:
         self._writes: dict[tuple[str, str], int] = {}
         #: Emptiness probes in flight per (tenant, project, write count when they began).
         self._probes: SharedReads[tuple[str, str, int], bool] = SharedReads()
+        #: … and, with a Chroma server, those not begun yet (other cores write too).
+        self._queued_probes: QueuedReads[tuple[str, str], bool] = QueuedReads()
 
     async def open(self) -> None:
         try:
@@ -229,21 +231,29 @@ class ChromaKnowledgeBase:
         a caller that finds a read of the same project in flight, begun with no
         write since, shares its answer: a burst of jobs on one project costs one
         read instead of one each, every one waiting its turn on Chroma's threads.
+        With a Chroma server, which other cores write to, a caller shares only a
+        read that has not begun on Chroma's threads yet (`QueuedReads`), so it sees
+        every commit made before it called.
         """
         key = (tenant, project_id)
         if key in self._empty:
             return True
         writes = self._writes.get(key, 0)
         if not self._sole_writer:
-            return await self._probe(key, writes)
+            # Other cores write too: shared only by callers that came before the read began.
+            return await self._queued_probes.read(
+                key, lambda begin: self._probe(key, writes, on_begin=begin)
+            )
         # Shared only by callers that saw the same write count (SharedReads: a task of its
         # own, so one caller's cancellation does not end the others' read).
         return await self._probes.read((*key, writes), lambda: self._probe(key, writes))
 
-    async def _probe(self, key: tuple[str, str], writes: int) -> bool:
+    async def _probe(
+        self, key: tuple[str, str], writes: int, *, on_begin: Callable[[], None] | None = None
+    ) -> bool:
         tenant, project_id = key
         found = await self.collection.get(
-            where_all(tenant=tenant, project=project_id), limit=1, texts=False
+            where_all(tenant=tenant, project=project_id), limit=1, texts=False, on_begin=on_begin
         )
         if found:
             return False
