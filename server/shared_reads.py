@@ -96,7 +96,7 @@ class QueuedReads(Generic[K, V]):
     async def read(self, key: K, fetch: Callable[[Callable[[], None]], Awaitable[V]]) -> V:
         """`fetch(begin)`'s answer, shared with the callers of the same key until it begins."""
         queued = self._reads.get(key)
-        if queued is None or queued.begun or queued.task is None:
+        if queued is None or queued.begun or queued.task is None or queued.task.done():
             fresh: _Queued[V] = _Queued()
             fresh.task = task = asyncio.ensure_future(fetch(fresh.begin))
             self._reads[key] = queued = fresh

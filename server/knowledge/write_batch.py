@@ -55,6 +55,8 @@ EMBEDDED_BATCH_RECORDS: Final = 32
 #: the event loop keeps at least half the time while a burst of episodes is indexed, so the
 #: streams go on and the saves of the episodes behind come through to fill the next batches.
 EMBEDDED_REST_SHARE: Final = 1.0
+#: The longest rest, whatever the write took (a slow write must not hold the next one long).
+MAX_REST_SECONDS: Final = 1.0
 #: Causes of a failed write that every replacement in the batch would meet alone too.
 _UNREACHABLE: Final = (httpx.TransportError, OSError, TimeoutError)
 
@@ -166,10 +168,13 @@ class GroupWriter:
             while batch := self._take():
                 self._writing = batch
                 began = loop.time()
-                await self._write_batch(batch)
+                written = await self._write_batch(batch)
                 self._writing = []
-                if self._rest_share > 0 and self._waiting:
-                    await asyncio.sleep((loop.time() - began) * self._rest_share)
+                if written and self._rest_share > 0 and self._waiting and not self._closed:
+                    # Only after a write that went through: a failed one may have waited out
+                    # a timeout, which is no measure of the loop's time it took.
+                    rest = (loop.time() - began) * self._rest_share
+                    await asyncio.sleep(min(rest, MAX_REST_SECONDS))
         finally:
             self._writer = None
             self._writing = []
@@ -197,14 +202,15 @@ class GroupWriter:
         self._waiting.extendleft(reversed(later))
         return batch
 
-    async def _write_batch(self, batch: list[Replacement]) -> None:
+    async def _write_batch(self, batch: list[Replacement]) -> bool:
+        """Write a batch and settle its callers; whether it was written as one."""
         try:
             await self._write(batch)
         except Exception as error:
             if len(batch) == 1 or isinstance(error.__cause__, _UNREACHABLE):
                 for item in batch:
                     _settle(item, error)
-                return
+                return False
             log.warning(
                 "story knowledge: a write of %d replacements failed (%s); writing each alone",
                 len(batch),
@@ -217,9 +223,10 @@ class GroupWriter:
                     _settle(item, alone)
                 else:
                     _settle(item, None)
-            return
+            return False
         for item in batch:
             _settle(item, None)
+        return True
 
     async def _write(self, batch: list[Replacement]) -> None:
         self.writes += 1
