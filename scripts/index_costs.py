@@ -32,7 +32,7 @@ from scriptgen.v1 import project_pb2
 
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder
 from server.knowledge.chroma import embedded_client
-from server.knowledge.write_batch import EMBEDDED_BATCH_RECORDS, EMBEDDED_REST_SHARE, GroupWriter
+from server.knowledge.write_batch import EMBEDDED_BATCH_RECORDS, EMBEDDED_REST_SHARE
 
 
 async def _run(
@@ -41,10 +41,11 @@ async def _run(
     script = "".join(screenplay(tokens))
     with tempfile.TemporaryDirectory(prefix="index-costs-") as folder:
         knowledge = ChromaKnowledgeBase(
-            embedded_client(Path(folder) / "chroma"), HashingEmbedder(), sole_writer=True
-        )
-        knowledge._episodes = GroupWriter(
-            knowledge.collection, max_records=max_records, rest_share=rest_share
+            embedded_client(Path(folder) / "chroma"),
+            HashingEmbedder(),
+            sole_writer=True,
+            batch_records=max_records,
+            batch_rest_share=rest_share,
         )
         await knowledge.open()
         try:

@@ -21,7 +21,8 @@ fails because Chroma could not be reached or timed out, each of its callers
 gets that error; any other failure is a fault of one of them, so each is then
 written alone and gets its own outcome. A caller cancelled before its batch
 was taken is left out. With `rest_share` (embedded Chroma, whose writes hold
-the GIL) the writer waits that share of a write's time before the next one.
+the GIL) the writer waits that share of a write's time (at most
+`MAX_REST_SECONDS`, and not after a failed write) before the next one.
 `flush` waits until everything queued so far is written:
 deletes that must come after a queued replacement (forgetting an episode,
 deleting a project) call it first. A caller cancelled while its batch is being

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from scriptgen.v1 import knowledge_pb2
 
 from server.knowledge import ChromaKnowledgeBase, Embedder, HashingEmbedder
 from server.knowledge.chroma import embedded_client, server_client
@@ -60,3 +61,12 @@ async def make_knowledge(
 async def knowledge(make_knowledge: KnowledgeFactory) -> ChromaKnowledgeBase:
     """One open knowledge base."""
     return await make_knowledge()
+
+
+def minsu_profile() -> knowledge_pb2.KnowledgeDocument:
+    """A character profile that retrieval for "Minsu" finds (tests of reads racing a write)."""
+    return knowledge_pb2.KnowledgeDocument(
+        kind=knowledge_pb2.KNOWLEDGE_KIND_CHARACTER_PROFILE,
+        title="Minsu",
+        text="Minsu runs the night shift at the harbour and never sleeps.",
+    )

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scriptgen.v1 import knowledge_pb2
 
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder
 from server.knowledge.chroma import embedded_client
+from tests.server.knowledge.conftest import minsu_profile
 
 #: Longest a step waits for something that should happen at once, in seconds.
 _WAIT_SECONDS = 10.0
@@ -103,11 +103,7 @@ async def test_a_caller_after_a_write_does_not_take_the_older_answer(
     await knowledge.add_document(
         "night",
         "minsu",
-        knowledge_pb2.KnowledgeDocument(
-            kind=knowledge_pb2.KNOWLEDGE_KIND_CHARACTER_PROFILE,
-            title="Minsu",
-            text="Minsu runs the night shift at the harbour and never sleeps.",
-        ),
+        minsu_profile(),
     )
     # Joining the early read (still held) would hang here.
     late = await asyncio.wait_for(

@@ -9,10 +9,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from scriptgen.v1 import knowledge_pb2
-
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder
 from server.knowledge.chroma import server_client
+from tests.server.knowledge.conftest import minsu_profile
 
 #: Longest a step waits for something that should happen at once, in seconds.
 _WAIT_SECONDS = 10.0
@@ -96,11 +95,7 @@ async def test_a_probe_that_has_begun_is_not_joined(chroma_url: str) -> None:
         await other_core.add_document(
             "night",
             "minsu",
-            knowledge_pb2.KnowledgeDocument(
-                kind=knowledge_pb2.KNOWLEDGE_KIND_CHARACTER_PROFILE,
-                title="Minsu",
-                text="Minsu runs the night shift at the harbour and never sleeps.",
-            ),
+            minsu_profile(),
         )
         # Joining the held read would hang here (until the shorter limit), or miss the document.
         late = await asyncio.wait_for(
