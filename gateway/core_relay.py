@@ -6,8 +6,10 @@ for every stream that starts. `CoreRelay` opens streams on `calls` RelayService
 calls instead (server.services.relay), round robin, so the channel's balancing
 still spreads them over every core; a call takes no new streams after
 `max_age_seconds` and ends once its last stream has, so streams move to cores
-that came up since. Opens and cancels made in one turn of the loop go to the core
-in one message, and the core sends the frames of every stream in one.
+that came up since. Opens and cancels go to the core together: those made in one turn of
+the loop, or within `WRITE_INTERVAL_SECONDS` of the call's last message, in one
+(one after a quieter spell goes at once); the core sends the frames of every
+stream together too.
 
 A `RelayedStream` stands where a grpc.aio call would: the SSE relay attaches to
 it, reads its initial metadata and cancels it. When a Relay call fails, each of
@@ -38,6 +40,9 @@ _log = logging.getLogger(__name__)
 
 #: Most bytes of opens in one RelayRequest (a lone larger open goes alone).
 REQUEST_BUDGET_BYTES: Final = 1024 * 1024
+#: Least time from one RelayRequest to the next: opens and cancels made meanwhile go together
+#: (a gRPC message costs both ends CPU whatever it holds). One after a quiet spell goes at once.
+WRITE_INTERVAL_SECONDS: Final = 0.005
 
 OnEvent = Callable[[generation_pb2.GenerationEvent], None]
 #: Called once when the stream ends: None when it ended normally, else its error.
@@ -193,9 +198,15 @@ class _RelayCall:
             self._wake.set_result(None)
 
     async def _write(self) -> None:
+        next_write = 0.0
         try:
             while self.alive:
                 if self._opens or self._cancels:
+                    wait = next_write - self._loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)  # opens made meanwhile join this request
+                        continue  # and a cancel may have taken back what was waiting
+                    next_write = self._loop.time() + WRITE_INTERVAL_SECONDS
                     await self._call.write(self._request())
                 elif self.retired and not self.streams:
                     await self._call.done_writing()

@@ -8,7 +8,10 @@ so a relayed stream is that call in every respect but transport: the same
 authentication, rate limit, admission, metrics, log line and job-token metadata.
 
 The frames of every stream go out together: whatever is ready when the writer
-runs becomes one RelayResponse (up to `RESPONSE_BUDGET_BYTES`). An event's frame
+runs becomes one RelayResponse (up to `RESPONSE_BUDGET_BYTES`), and the writer
+runs at most once per `WRITE_INTERVAL_SECONDS` (a frame after a quieter spell
+goes at once), so a burst of starts sends a few large messages, not a small
+one per stream. An event's frame
 is the event log's encoded bytes behind a stream number, built without a message
 object (services.encoding). When the gateway reads slowly, streams wait while
 more than `HIGH_WATER_BYTES` are unsent, so memory stays bounded.
@@ -45,6 +48,10 @@ RESPONSE_BUDGET_BYTES: Final = 1024 * 1024
 HIGH_WATER_BYTES: Final = 8 * 1024 * 1024
 #: Most metadata entries of one opened stream.
 MAX_METADATA_ENTRIES: Final = 64
+#: Least time from one RelayResponse to the next: frames pushed meanwhile go together. A
+#: gRPC message costs both ends CPU whatever it holds, and in a burst of starts each turn of
+#: the loop pushes a frame or two; a frame after a quiet spell goes at once.
+WRITE_INTERVAL_SECONDS: Final = 0.005
 
 _FRAMES_TAG: Final = b"\x0a"  # RelayResponse.frames, length-delimited
 _STREAM_TAG: Final = b"\x10"  # RelayFrame.stream, varint
@@ -157,13 +164,19 @@ class _RelayCall:
             await self._room
 
     async def _write(self) -> None:
+        loop = self._loop
+        next_write = 0.0
         while True:
             if not self._frames:
                 if (not self._reading or self._closing) and not self._streams:
                     return
-                self._wake = self._loop.create_future()
+                self._wake = loop.create_future()
                 await self._wake
                 continue
+            wait = next_write - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # what the streams push meanwhile joins this response
+            next_write = loop.time() + WRITE_INTERVAL_SECONDS
             count, size = 0, 0
             for frame in self._frames:
                 if count and size + len(frame) > RESPONSE_BUDGET_BYTES:

@@ -19,7 +19,7 @@ from scriptgen.v1 import (
     relay_service_pb2_grpc,
 )
 
-from gateway import create_app
+from gateway import core_relay, create_app
 from gateway.config import add_arguments, from_arguments
 from gateway.core_relay import CoreRelay, RelayedStream
 from gateway.sse import EventRelay
@@ -325,3 +325,52 @@ async def test_a_stream_a_stopping_core_refused_is_opened_once_more_on_another_c
         await relay.close()
     # Refused on call 1, served on call 2; then refused on 2 and, once more, on 3.
     assert fake.opens == [(1, 1), (2, 1), (2, 2), (3, 1)]
+
+
+class ServingRecorder(FakeRelayCore):
+    """A core that records when each RelayRequest came and what it opened, and serves each
+    opened stream one event and its end."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[float, list[int]]] = []
+
+    async def relay(
+        self, requests: AsyncIterator[rs.RelayRequest], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[rs.RelayResponse]:
+        loop = asyncio.get_running_loop()
+        async for request in requests:
+            self.requests.append((loop.time(), [opened.stream for opened in request.opens]))
+            for opened in request.opens:
+                yield rs.RelayResponse(
+                    frames=[
+                        _queued(opened.stream),
+                        rs.RelayFrame(stream=opened.stream, end=rs.RelayEnd()),
+                    ]
+                )
+
+
+async def test_opens_soon_after_a_request_wait_for_the_interval_and_go_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    interval = 0.5
+    monkeypatch.setattr(core_relay, "WRITE_INTERVAL_SECONDS", interval)
+    fake = ServingRecorder()
+    loop = asyncio.get_running_loop()
+    async with fake.serve() as target, grpc.aio.insecure_channel(target) as channel:
+        relay = _one_call_relay(channel)
+        request = generation_service_pb2.StreamGenerationEventsRequest(name="generations/g1")
+        opened_at = loop.time()
+        first = relay.stream_generation_events(request, ())
+        await eventually(lambda: len(fake.requests) == 1, "the first open")
+        # After a quiet spell an open goes at once.
+        assert fake.requests[0][0] - opened_at < interval / 2
+        # Five more, one per turn of the loop, within the interval: one request.
+        later = []
+        for _ in range(5):
+            later.append(relay.stream_generation_events(request, ()))
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*(_collect(s) for s in [first, *later]))
+        assert all(sequences == [1] and error is None for sequences, error in results)
+        await relay.close()
+    assert [streams for _, streams in fake.requests] == [[1], [2, 3, 4, 5, 6]]
+    assert fake.requests[1][0] - fake.requests[0][0] >= interval * 0.8

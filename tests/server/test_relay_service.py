@@ -20,6 +20,7 @@ from scriptgen.v1 import (
 )
 
 from server import Core, SyntheticConfig
+from server.services import relay
 from tests.conftest import CoreFactory
 from tests.gateway.conftest import eventually, sample
 from tests.server.rpc import connect
@@ -292,3 +293,35 @@ async def test_a_stopping_core_refuses_new_streams_and_ends_its_relay_calls(
     assert streams.ends[2].code == grpc.StatusCode.UNAVAILABLE.value[0]
     assert streams.ends[1].code == 0
     assert streams.events[1][-1].WhichOneof("kind") in ("completed", "cancelled")
+
+
+async def test_frames_soon_after_a_response_wait_for_the_interval_and_go_together(
+    start_core: CoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interval = 0.5
+    monkeypatch.setattr(relay, "WRITE_INTERVAL_SECONDS", interval)
+    core = await start_core(
+        SyntheticConfig(first_token_seconds=30.0, tokens_per_second=50.0),
+        shutdown_grace_seconds=0.0,
+    )
+    loop = asyncio.get_running_loop()
+    async with connect(f"127.0.0.1:{core.grpc_port}") as rpc:
+        project = await rpc.create_project()
+        call = relay_service_pb2_grpc.RelayServiceStub(rpc.channel).Relay()
+        sent = loop.time()
+        await call.write(rs.RelayRequest(opens=[_generate(1, project.name, "Ep 1")]))
+        first = await call.read()
+        first_at = loop.time()
+        assert isinstance(first, rs.RelayResponse)
+        # After a quiet spell a frame goes at once.
+        assert first_at - sent < interval / 2
+        assert {frame.stream for frame in first.frames} == {1}
+        # Four streams opened right after it, each in a request of its own: their first
+        # frames wait for the interval and go in one response.
+        for number in range(2, 6):
+            await call.write(rs.RelayRequest(opens=[_generate(number, project.name, "Ep")]))
+        second = await call.read()
+        assert isinstance(second, rs.RelayResponse)
+        assert loop.time() - first_at >= interval * 0.8
+        assert {2, 3, 4, 5} <= {frame.stream for frame in second.frames}
+        call.cancel()
