@@ -8,7 +8,8 @@ still spreads them over every core; a call takes no new streams after
 `max_age_seconds` and ends once its last stream has, so streams move to cores
 that came up since. Opens and cancels go to the core together: those made in one turn of
 the loop, or within `WRITE_INTERVAL_SECONDS` of the call's last message, in one
-(one after a quieter spell goes at once); the core sends the frames of every
+(one after a quieter spell goes at once, and so does the rest of a request cut short by
+`REQUEST_BUDGET_BYTES`); the core sends the frames of every
 stream together too.
 
 A `RelayedStream` stands where a grpc.aio call would: the SSE relay attaches to
@@ -206,8 +207,10 @@ class _RelayCall:
                     if wait > 0:
                         await asyncio.sleep(wait)  # opens made meanwhile join this request
                         continue  # and a cancel may have taken back what was waiting
-                    next_write = self._loop.time() + WRITE_INTERVAL_SECONDS
-                    await self._call.write(self._request())
+                    request = self._request()
+                    # A request the budget cut short is followed at once by the rest.
+                    next_write = 0.0 if self._opens else self._loop.time() + WRITE_INTERVAL_SECONDS
+                    await self._call.write(request)
                 elif self.retired and not self.streams:
                     await self._call.done_writing()
                     return

@@ -10,10 +10,10 @@ authentication, rate limit, admission, metrics, log line and job-token metadata.
 The frames of every stream go out together: whatever is ready when the writer
 runs becomes one RelayResponse (up to `RESPONSE_BUDGET_BYTES`), and the writer
 runs at most once per `WRITE_INTERVAL_SECONDS` (a frame after a quieter spell
-goes at once), so a burst of starts sends a few large messages, not a small
-one per stream. An event's frame
-is the event log's encoded bytes behind a stream number, built without a message
-object (services.encoding). When the gateway reads slowly, streams wait while
+goes at once, and so does the rest of a response the budget cut short), so a
+burst of starts sends a few large messages, not a small one per stream. An
+event's frame is the event log's encoded bytes behind a stream number, built
+without a message object (services.encoding). When the gateway reads slowly, streams wait while
 more than `HIGH_WATER_BYTES` are unsent, so memory stays bounded.
 
 Protocol errors about one stream (number 0 or in use, no call, too much
@@ -176,7 +176,6 @@ class _RelayCall:
             wait = next_write - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # what the streams push meanwhile joins this response
-            next_write = loop.time() + WRITE_INTERVAL_SECONDS
             count, size = 0, 0
             for frame in self._frames:
                 if count and size + len(frame) > RESPONSE_BUDGET_BYTES:
@@ -185,6 +184,8 @@ class _RelayCall:
                 size += len(frame)
             batch = self._frames[:count]
             del self._frames[:count]
+            # A response the budget cut short is followed at once by the rest.
+            next_write = 0.0 if self._frames else loop.time() + WRITE_INTERVAL_SECONDS
             self._unsent -= size
             # Bytes pass the response serializer unchanged (services.encoding).
             await self._context.write(cast(Any, b"".join(batch)))

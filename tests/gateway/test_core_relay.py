@@ -374,3 +374,43 @@ async def test_opens_soon_after_a_request_wait_for_the_interval_and_go_together(
         await relay.close()
     assert [streams for _, streams in fake.requests] == [[1], [2, 3, 4, 5, 6]]
     assert fake.requests[1][0] - fake.requests[0][0] >= interval * 0.8
+
+
+class RecordingCall:
+    """A Relay call that records when each request was written and never answers."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[float, list[int]]] = []
+        self._answer: asyncio.Future[rs.RelayResponse] = asyncio.get_running_loop().create_future()
+
+    async def write(self, request: rs.RelayRequest) -> None:
+        loop = asyncio.get_running_loop()
+        self.written.append((loop.time(), [opened.stream for opened in request.opens]))
+
+    async def read(self) -> rs.RelayResponse:
+        return await self._answer
+
+    def cancel(self) -> None:
+        self._answer.cancel()
+
+
+async def test_a_request_the_budget_cut_short_is_followed_at_once_by_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    interval = 0.5
+    monkeypatch.setattr(core_relay, "WRITE_INTERVAL_SECONDS", interval)
+    monkeypatch.setattr(core_relay, "REQUEST_BUDGET_BYTES", 1)  # every open alone
+    fake = RecordingCall()
+    stub = cast(Any, type("Stub", (), {"Relay": lambda self: fake})())
+    call = core_relay._RelayCall(stub, lambda stream: False)
+    request = generation_service_pb2.StreamGenerationEventsRequest(name="generations/g1")
+    started = asyncio.get_running_loop().time()
+    for _ in range(5):
+        call.open((), stream_generation_events=request)
+    try:
+        await eventually(lambda: len(fake.written) == 5, "the five opens")
+        assert [streams for _, streams in fake.written] == [[1], [2], [3], [4], [5]]
+        assert fake.written[-1][0] - started < interval / 2
+    finally:
+        call.cancel()
+        await call.wait_closed()

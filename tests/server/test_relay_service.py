@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -325,3 +326,40 @@ async def test_frames_soon_after_a_response_wait_for_the_interval_and_go_togethe
         assert loop.time() - first_at >= interval * 0.8
         assert {2, 3, 4, 5} <= {frame.stream for frame in second.frames}
         call.cancel()
+
+
+class RecordingContext:
+    """A Relay call's context that records when each response was written."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[float, bytes]] = []
+
+    async def write(self, response: bytes) -> None:
+        self.written.append((asyncio.get_running_loop().time(), response))
+
+
+async def test_a_response_the_budget_cut_short_is_followed_at_once_by_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    interval = 0.5
+    monkeypatch.setattr(relay, "WRITE_INTERVAL_SECONDS", interval)
+    monkeypatch.setattr(relay, "RESPONSE_BUDGET_BYTES", 1)  # every frame alone
+    context = RecordingContext()
+    call = relay._RelayCall(cast(Any, None), cast(Any, context))
+    loop = asyncio.get_running_loop()
+    for number in range(1, 6):
+        call.push(bytes([number]))
+    started = loop.time()
+    writer = asyncio.create_task(call._write())
+    try:
+        await eventually(lambda: len(context.written) == 5, "the five frames")
+        assert [body for _, body in context.written] == [bytes([n]) for n in range(1, 6)]
+        assert context.written[-1][0] - started < interval / 2
+        # Everything went: the next frame waits for the interval.
+        call.push(b"\x06")
+        await eventually(lambda: len(context.written) == 6, "the sixth frame")
+        assert context.written[5][0] - context.written[4][0] >= interval * 0.8
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
