@@ -6,11 +6,11 @@ for every stream that starts. `CoreRelay` opens streams on `calls` RelayService
 calls instead (server.services.relay), round robin, so the channel's balancing
 still spreads them over every core; a call takes no new streams after
 `max_age_seconds` and ends once its last stream has, so streams move to cores
-that came up since. Opens and cancels go to the core together: those made in one turn of
-the loop, or within `WRITE_INTERVAL_SECONDS` of the call's last message, in one
-(one after a quieter spell goes at once, and so does the rest of a request cut short by
-`REQUEST_BUDGET_BYTES`); the core sends the frames of every
-stream together too.
+that came up since. Opens and cancels go to the core together: those made in one
+turn of the loop, or within `WRITE_INTERVAL_SECONDS` of the start of the call's last
+message, in one (one after a quieter spell goes at once, and so does the rest of a
+request cut short by `REQUEST_BUDGET_BYTES`); the core sends the frames of every stream
+together too.
 
 A `RelayedStream` stands where a grpc.aio call would: the SSE relay attaches to
 it, reads its initial metadata and cancels it. When a Relay call fails, each of

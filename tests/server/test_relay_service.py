@@ -299,7 +299,7 @@ async def test_a_stopping_core_refuses_new_streams_and_ends_its_relay_calls(
 async def test_frames_soon_after_a_response_wait_for_the_interval_and_go_together(
     start_core: CoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    interval = 0.5
+    interval = 1.0
     monkeypatch.setattr(relay, "WRITE_INTERVAL_SECONDS", interval)
     core = await start_core(
         SyntheticConfig(first_token_seconds=30.0, tokens_per_second=50.0),
@@ -323,7 +323,8 @@ async def test_frames_soon_after_a_response_wait_for_the_interval_and_go_togethe
             await call.write(rs.RelayRequest(opens=[_generate(number, project.name, "Ep")]))
         second = await call.read()
         assert isinstance(second, rs.RelayResponse)
-        assert loop.time() - first_at >= interval * 0.8
+        # Stamped on arrival, so the first response's trip can shorten the gap a little.
+        assert loop.time() - first_at >= interval * 0.5
         assert {2, 3, 4, 5} <= {frame.stream for frame in second.frames}
         call.cancel()
 
