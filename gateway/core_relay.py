@@ -6,11 +6,9 @@ for every stream that starts. `CoreRelay` opens streams on `calls` RelayService
 calls instead (server.services.relay), round robin, so the channel's balancing
 still spreads them over every core; a call takes no new streams after
 `max_age_seconds` and ends once its last stream has, so streams move to cores
-that came up since. Opens and cancels go to the core together: those made in one
-turn of the loop, or within `WRITE_INTERVAL_SECONDS` of the start of the call's last
-message, in one (one after a quieter spell goes at once, and so does the rest of a
-request cut short by `REQUEST_BUDGET_BYTES`); the core sends the frames of every stream
-together too.
+that came up since. Opens and cancels go to the core together, on the cadence both
+ends of a call keep (`scriptgen._relay_cadence`: at most one message per 5 ms, holding
+what was made meanwhile); the core sends the frames of every stream together too.
 
 A `RelayedStream` stands where a grpc.aio call would: the SSE relay attaches to
 it, reads its initial metadata and cancels it. When a Relay call fails, each of
@@ -31,6 +29,7 @@ from typing import TYPE_CHECKING, Final
 
 import grpc
 import grpc.aio
+from scriptgen._relay_cadence import WriteCadence
 from scriptgen._relay_metadata import Metadata, from_wire, to_wire
 from scriptgen.v1 import generation_pb2, generation_service_pb2, relay_service_pb2
 
@@ -41,9 +40,6 @@ _log = logging.getLogger(__name__)
 
 #: Most bytes of opens in one RelayRequest (a lone larger open goes alone).
 REQUEST_BUDGET_BYTES: Final = 1024 * 1024
-#: Least time from one RelayRequest to the next: opens and cancels made meanwhile go together
-#: (a gRPC message costs both ends CPU whatever it holds). One after a quiet spell goes at once.
-WRITE_INTERVAL_SECONDS: Final = 0.005
 
 OnEvent = Callable[[generation_pb2.GenerationEvent], None]
 #: Called once when the stream ends: None when it ended normally, else its error.
@@ -199,17 +195,16 @@ class _RelayCall:
             self._wake.set_result(None)
 
     async def _write(self) -> None:
-        next_write = 0.0
+        cadence = WriteCadence(self._loop)
         try:
             while self.alive:
                 if self._opens or self._cancels:
-                    wait = next_write - self._loop.time()
+                    wait = cadence.wait_seconds()
                     if wait > 0:
                         await asyncio.sleep(wait)  # opens made meanwhile join this request
                         continue  # and a cancel may have taken back what was waiting
                     request = self._request()
-                    # A request the budget cut short is followed at once by the rest.
-                    next_write = 0.0 if self._opens else self._loop.time() + WRITE_INTERVAL_SECONDS
+                    cadence.wrote(cut_short=bool(self._opens))
                     await self._call.write(request)
                 elif self.retired and not self.streams:
                     await self._call.done_writing()

@@ -8,13 +8,13 @@ so a relayed stream is that call in every respect but transport: the same
 authentication, rate limit, admission, metrics, log line and job-token metadata.
 
 The frames of every stream go out together: whatever is ready when the writer
-runs becomes one RelayResponse (up to `RESPONSE_BUDGET_BYTES`), and the writer
-runs at most once per `WRITE_INTERVAL_SECONDS` (a frame after a quieter spell
-goes at once, and so does the rest of a response the budget cut short), so a
-burst of starts sends a few large messages, not a small one per stream. An
-event's frame is the event log's encoded bytes behind a stream number, built
-without a message object (services.encoding). When the gateway reads slowly, streams wait while
-more than `HIGH_WATER_BYTES` are unsent, so memory stays bounded.
+runs becomes one RelayResponse (up to `RESPONSE_BUDGET_BYTES`), and it runs on
+the cadence both ends keep (`scriptgen._relay_cadence`: at most one message per
+5 ms), so a burst of starts sends a few large messages, not a small one per
+stream. An event's frame is the event log's encoded bytes behind a stream
+number, built without a message object (services.encoding). When the gateway
+reads slowly, streams wait while more than `HIGH_WATER_BYTES` are unsent, so
+memory stays bounded.
 
 Protocol errors about one stream (number 0 or in use, no call, too much
 metadata) end that stream with INVALID_ARGUMENT; the call goes on. The call ends
@@ -33,6 +33,7 @@ from typing import Any, Final, NoReturn, cast
 
 import grpc
 from grpc import aio
+from scriptgen._relay_cadence import WriteCadence
 from scriptgen._relay_metadata import Metadata, from_wire, to_wire
 from scriptgen.v1 import relay_service_pb2, relay_service_pb2_grpc
 
@@ -48,10 +49,6 @@ RESPONSE_BUDGET_BYTES: Final = 1024 * 1024
 HIGH_WATER_BYTES: Final = 8 * 1024 * 1024
 #: Most metadata entries of one opened stream.
 MAX_METADATA_ENTRIES: Final = 64
-#: Least time from one RelayResponse to the next: frames pushed meanwhile go together. A
-#: gRPC message costs both ends CPU whatever it holds, and in a burst of starts each turn of
-#: the loop pushes a frame or two; a frame after a quiet spell goes at once.
-WRITE_INTERVAL_SECONDS: Final = 0.005
 
 _FRAMES_TAG: Final = b"\x0a"  # RelayResponse.frames, length-delimited
 _STREAM_TAG: Final = b"\x10"  # RelayFrame.stream, varint
@@ -164,16 +161,15 @@ class _RelayCall:
             await self._room
 
     async def _write(self) -> None:
-        loop = self._loop
-        next_write = 0.0
+        cadence = WriteCadence(self._loop)
         while True:
             if not self._frames:
                 if (not self._reading or self._closing) and not self._streams:
                     return
-                self._wake = loop.create_future()
+                self._wake = self._loop.create_future()
                 await self._wake
                 continue
-            wait = next_write - loop.time()
+            wait = cadence.wait_seconds()
             if wait > 0:
                 await asyncio.sleep(wait)  # what the streams push meanwhile joins this response
             count, size = 0, 0
@@ -184,8 +180,7 @@ class _RelayCall:
                 size += len(frame)
             batch = self._frames[:count]
             del self._frames[:count]
-            # A response the budget cut short is followed at once by the rest.
-            next_write = 0.0 if self._frames else loop.time() + WRITE_INTERVAL_SECONDS
+            cadence.wrote(cut_short=bool(self._frames))
             self._unsent -= size
             # Bytes pass the response serializer unchanged (services.encoding).
             await self._context.write(cast(Any, b"".join(batch)))

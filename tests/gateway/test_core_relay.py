@@ -12,6 +12,7 @@ import grpc
 import grpc.aio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from scriptgen import _relay_cadence
 from scriptgen.v1 import (
     generation_pb2,
     generation_service_pb2,
@@ -353,7 +354,7 @@ async def test_opens_soon_after_a_request_wait_for_the_interval_and_go_together(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     interval = 0.5
-    monkeypatch.setattr(core_relay, "WRITE_INTERVAL_SECONDS", interval)
+    monkeypatch.setattr(_relay_cadence, "WRITE_INTERVAL_SECONDS", interval)
     fake = ServingRecorder()
     loop = asyncio.get_running_loop()
     async with fake.serve() as target, grpc.aio.insecure_channel(target) as channel:
@@ -400,7 +401,7 @@ async def test_a_request_the_budget_cut_short_is_followed_at_once_by_the_rest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     interval = 0.5
-    monkeypatch.setattr(core_relay, "WRITE_INTERVAL_SECONDS", interval)
+    monkeypatch.setattr(_relay_cadence, "WRITE_INTERVAL_SECONDS", interval)
     monkeypatch.setattr(core_relay, "REQUEST_BUDGET_BYTES", 1)  # every open alone
     fake = RecordingCall()
     stub = cast(Any, type("Stub", (), {"Relay": lambda self: fake})())

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
+from scriptgen import _relay_cadence
 from scriptgen.v1 import (
     generation_pb2,
     generation_service_pb2,
@@ -300,7 +301,7 @@ async def test_frames_soon_after_a_response_wait_for_the_interval_and_go_togethe
     start_core: CoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     interval = 1.0
-    monkeypatch.setattr(relay, "WRITE_INTERVAL_SECONDS", interval)
+    monkeypatch.setattr(_relay_cadence, "WRITE_INTERVAL_SECONDS", interval)
     core = await start_core(
         SyntheticConfig(first_token_seconds=30.0, tokens_per_second=50.0),
         shutdown_grace_seconds=0.0,
@@ -343,7 +344,7 @@ async def test_a_response_the_budget_cut_short_is_followed_at_once_by_the_rest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     interval = 0.5
-    monkeypatch.setattr(relay, "WRITE_INTERVAL_SECONDS", interval)
+    monkeypatch.setattr(_relay_cadence, "WRITE_INTERVAL_SECONDS", interval)
     monkeypatch.setattr(relay, "RESPONSE_BUDGET_BYTES", 1)  # every frame alone
     context = RecordingContext()
     call = relay._RelayCall(cast(Any, None), cast(Any, context))
