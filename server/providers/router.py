@@ -31,7 +31,7 @@ from server.providers.breaker import BreakerState, CircuitBreaker
 from server.providers.errors import ProviderFailure
 from server.providers.overlap import OverlapTrimmer
 from server.providers.retry import Backoff
-from server.providers.synthetic import tokens
+from server.providers.synthetic import token_count
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +241,8 @@ class ProviderRouter:
         if not spent.reported:
             if not output:
                 return  # nothing came back: nothing known to be spent
-            spent.input_tokens = len(tokens(prompt.system + prompt.user + prompt.partial))
-            spent.output_tokens = len(tokens(output))
+            spent.input_tokens = token_count(prompt.system + prompt.user + prompt.partial)
+            spent.output_tokens = token_count(output)
         total = usage.setdefault(
             (provider.name, provider.model), UsageTotal(provider.name, provider.model)
         )

@@ -190,6 +190,14 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+def token_count(text: str) -> int:
+    """`len(tokens(text))` without making the tokens: one per word (with the whitespace
+    after it), and one for whitespace before the first word. `str.split` and the pattern's
+    `\\s` know the same whitespace. A quarter of the regex's time on a prompt: the router
+    counts every plan call's prompt and outline this way, in a burst's start."""
+    return len(text.split()) + int(text[:1].isspace())
+
+
 #: Tokens per chunk after the first when the pace is unlimited (tokens_per_second 0): large
 #: chunks keep the writer cheap, so a peak-relay run measures the relay, not the generator.
 UNPACED_CHUNK_TOKENS = SyntheticConfig().unpaced_chunk_tokens

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 from scriptgen.v1 import project_pb2
 
 from server.fountain import review
 from server.providers.base import Brief
-from server.providers.synthetic import plan_outline, tokens, write_screenplay
+from server.providers.synthetic import plan_outline, token_count, tokens, write_screenplay
 
 
 def _brief(language: str = "en", title: str = "Pilot") -> Brief:
@@ -47,3 +49,15 @@ def test_synthetic_writer_writes_korean_for_korean_projects() -> None:
     assert review(script).warnings == []
     assert any("\uac00" <= ch <= "\ud7a3" for ch in script)
     assert plan_outline(_brief("ko")).startswith("1. ")
+
+
+def test_token_count_is_the_number_of_tokens() -> None:
+    # Every character Python counts as whitespace, words in two scripts, a zero-width space
+    # (not whitespace), at the start, the end and between.
+    spaces = [chr(code) for code in range(0x3100) if chr(code).isspace()]
+    alphabet = [*spaces, "a", "b", "가", "\u200b", "."]
+    texts = ["", " ", "word", " lead", "trail ", "a  b\n\nc", "대사: 말투\u3000끝"]
+    rng = random.Random(9)
+    texts += ["".join(rng.choices(alphabet, k=rng.randint(1, 16))) for _ in range(3000)]
+    for text in texts:
+        assert token_count(text) == len(tokens(text)), repr(text)

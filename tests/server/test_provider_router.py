@@ -21,6 +21,7 @@ from server.providers.base import Brief, Prompt, Provider
 from server.providers.breaker import BreakerState
 from server.providers.openai_chat import OpenAIChatProvider
 from server.providers.router import ProviderRouter, UsageTotal
+from server.providers.synthetic import tokens
 from tests.standins.llm_standin import LlmStandin, Reply, core_anthropic_client, core_openai_client
 
 SCRIPT = (
@@ -368,3 +369,21 @@ async def test_cancelling_the_consumer_closes_the_providers_http_stream(
     await asyncio.wait_for(request.ended.wait(), 2)
     assert request.client_closed and not request.finished
     assert router.breakers["openai"].state == BreakerState.CLOSED
+
+
+async def test_usage_a_provider_does_not_report_is_counted_as_the_synthetic_tokens(
+    standin: LlmStandin,
+) -> None:
+    # An OpenAI-compatible server that sends no usage chunk (include_usage off): the router
+    # counts the prompt and the text itself, as many tokens as `tokens` splits them into.
+    client = core_openai_client(standin)
+    standin.openai = [Reply(text=SCRIPT)]
+    usage: dict[tuple[str, str], UsageTotal] = {}
+    try:
+        provider = OpenAIChatProvider(client, "gpt-test", include_usage=False)
+        assert "".join(await collect(make_router(), [provider], usage)) == SCRIPT
+    finally:
+        await client.close()
+    counted = usage[("openai", "gpt-test")]
+    assert counted.input_tokens == len(tokens(PROMPT.system + PROMPT.user)) == 2
+    assert counted.output_tokens == len(tokens(SCRIPT)) == 24
