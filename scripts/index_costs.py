@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import uvloop
+from scriptgen.cli._args import at_least_one
 from scriptgen.loadtest._standin import screenplay
 from scriptgen.v1 import project_pb2
 
@@ -67,19 +68,12 @@ async def _run(
             await knowledge.close()
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="index_costs.py")
-    parser.add_argument("--episodes", type=_positive, default=200)
-    parser.add_argument("--tokens", type=_positive, default=640)
-    parser.add_argument("--runs", type=_positive, default=3)
-    parser.add_argument("--max-records", type=_positive, default=EMBEDDED_BATCH_RECORDS)
+    parser.add_argument("--episodes", type=at_least_one, default=200)
+    parser.add_argument("--tokens", type=at_least_one, default=640)
+    parser.add_argument("--runs", type=at_least_one, default=3)
+    parser.add_argument("--max-records", type=at_least_one, default=EMBEDDED_BATCH_RECORDS)
     parser.add_argument("--rest-share", type=float, default=EMBEDDED_REST_SHARE)
     args = parser.parse_args()
     if args.rest_share < 0:

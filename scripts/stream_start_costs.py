@@ -37,6 +37,7 @@ from pathlib import Path
 
 import aiohttp
 import uvloop
+from scriptgen.cli._args import at_least_one
 from scriptgen.loadtest._config import Protocol, SyntheticPace
 from scriptgen.loadtest._spawn import spawned_servers
 from scriptgen.loadtest._sse import SseTarget
@@ -239,18 +240,11 @@ async def measure_floor(streams: int, runs: int) -> None:
         await server.wait()
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=_positive, default=500)
-    parser.add_argument("--runs", type=_positive, default=5)
-    parser.add_argument("--workers", type=_positive, default=1)
+    parser.add_argument("--streams", type=at_least_one, default=500)
+    parser.add_argument("--runs", type=at_least_one, default=5)
+    parser.add_argument("--workers", type=at_least_one, default=1)
     parser.add_argument(
         "--floor", action="store_true", help="measure a bare aiohttp SSE server instead"
     )

@@ -1,0 +1,13 @@
+"""Argument types shared by the command line and the measuring scripts in `scripts/`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def at_least_one(text: str) -> int:
+    """A count of one or more (argparse names the flag in its error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value

@@ -1,0 +1,33 @@
+"""scripts/sdk_request_costs.py sends real requests to the load tool's OpenAI stand-in, through
+the `openai` SDK as the core does and through bare aiohttp, and prints CPU per request."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.perf._scripts import SCRIPTS, run_script
+
+
+@pytest.mark.parametrize(("flags", "label"), [((), "sdk"), (("--floor",), "aiohttp")])
+def test_the_script_prints_cpu_per_request(flags: tuple[str, ...], label: str) -> None:
+    printed = run_script("sdk_request_costs.py", "--requests", "20", "--runs", "2", *flags)
+    runs = re.findall(rf"^run \d+\s+{label}\s+(\d+) µs/request$", printed, re.M)
+    median = re.search(rf"^median\s+{label}\s+(\d+) µs/request$", printed, re.M)
+    assert len(runs) == 2 and median is not None, printed
+    assert all(int(value) > 0 for value in [*runs, median.group(1)])
+
+
+def test_a_count_below_one_is_refused_by_name() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "sdk_request_costs.py"), "--requests", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--requests: must be at least 1, not 0" in done.stderr
