@@ -387,3 +387,36 @@ async def test_usage_a_provider_does_not_report_is_counted_as_the_synthetic_toke
     counted = usage[("openai", "gpt-test")]
     assert counted.input_tokens == len(tokens(PROMPT.system + PROMPT.user)) == 2
     assert counted.output_tokens == len(tokens(SCRIPT)) == 24
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://127.0.0.1:8000/v1",
+        "http://127.0.0.1:8000/v1/",
+        "https://api.example.com",
+        "https://example.com/openai/deployments/d?api-version=2024-10-01",
+        "http://[::1]:8080/proxy/v1",
+    ],
+)
+def test_the_chat_url_is_the_one_the_sdk_joins_to_its_base_url(base_url: str) -> None:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="test")
+    provider = OpenAIChatProvider(client, "gpt-test")
+    # The SDK's own join of the relative path the provider posted to before.
+    assert provider.chat_url() == str(client._prepare_url("/chat/completions"))
+
+
+async def test_a_changed_base_url_sends_the_next_request_to_it(standin: LlmStandin) -> None:
+    second = LlmStandin()
+    await second.start()
+    client = core_openai_client(standin)
+    try:
+        provider = OpenAIChatProvider(client, "gpt-test")
+        standin.openai = second.openai = [Reply(text=SCRIPT)]
+        assert "".join(await collect(make_router(), [provider], {})) == SCRIPT
+        client.base_url = f"{second.url}/v1"
+        assert "".join(await collect(make_router(), [provider], {})) == SCRIPT
+    finally:
+        await client.close()
+        await second.stop()
+    assert len(standin.of("openai")) == 1 and len(second.of("openai")) == 1
