@@ -21,3 +21,16 @@ def run_script(name: str, *arguments: str, timeout: float = 120) -> str:
     )
     assert done.returncode == 0, f"{name} exited {done.returncode}:\n{done.stderr[-3000:]}"
     return done.stdout
+
+
+def refusal(name: str, *arguments: str) -> str:
+    """What `scripts/<name>` wrote to stderr on refusing `arguments` (argparse's exit 2)."""
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, f"{name} exited {done.returncode}:\n{done.stderr[-3000:]}"
+    return done.stderr

@@ -4,12 +4,10 @@ the `openai` SDK as the core does and through bare aiohttp, and prints CPU per r
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.perf._scripts import SCRIPTS, run_script
+from tests.perf._scripts import refusal, run_script
 
 
 @pytest.mark.parametrize(("flags", "label"), [((), "sdk"), (("--floor",), "aiohttp")])
@@ -22,12 +20,5 @@ def test_the_script_prints_cpu_per_request(flags: tuple[str, ...], label: str) -
 
 
 def test_a_count_below_one_is_refused_by_name() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "sdk_request_costs.py"), "--requests", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "--requests: must be at least 1, not 0" in done.stderr
+    refused = refusal("sdk_request_costs.py", "--requests", "0")
+    assert "--requests: must be at least 1, not 0" in refused

@@ -4,10 +4,8 @@ each server's CPU per stream start."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from tests.perf._scripts import SCRIPTS, run_script
+from tests.perf._scripts import refusal, run_script
 
 _FIGURE = r"gateway\s+(\d+) µs/stream\s+core\s+(\d+) µs/stream"
 
@@ -30,12 +28,5 @@ def test_the_floor_is_measured_on_a_bare_aiohttp_server() -> None:
 
 
 def test_a_count_below_one_is_refused_by_name() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "stream_start_costs.py"), "--streams", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "--streams: must be at least 1, not 0" in done.stderr
+    refused = refusal("stream_start_costs.py", "--streams", "0")
+    assert "--streams: must be at least 1, not 0" in refused
