@@ -12,8 +12,9 @@ process's CPU time (all threads) before and after. The first run warms the clien
 and is not counted.
 
 Prints, per run and as the median, CPU µs per request. With `--floor`, the same
-requests (the same body bytes and the SDK's headers) go through a bare aiohttp
-session instead: aiohttp's own share, below which no client built on it can go.
+requests (the same body bytes; the SDK's authorization, content type, accept and user
+agent headers, not its `X-Stainless-*` ones) go through a bare aiohttp session
+instead: aiohttp's own share, below which no client built on it can go.
 The difference is what the SDK and httpx2 add to every job's model request, the
 largest part of the core's work in the real provider path's burst (BENCHMARKS.md,
 session 20). Run it on a quiet machine.

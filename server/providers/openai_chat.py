@@ -21,7 +21,11 @@ changes nothing in a body of plain strings and numbers but was ~40 % of the
 token. The path goes as the absolute URL the SDK would make of it, made once per
 base URL: the SDK joins a relative path to the base URL anew for every request
 (httpx2's `URL.copy_with`, ~17 µs warm and ~8 % of a request's CPU in a burst),
-while an absolute one it takes as it is (`scripts/sdk_request_costs.py`).
+while an absolute one it only parses, and httpx2 keeps parsed URLs in a small
+cache (~0.5 µs; `scripts/sdk_request_costs.py`). The clients are plain
+`AsyncOpenAI` (`factory.py`, `local.py`): `AsyncAzureOpenAI`, which puts the
+deployment into the path only for the relative `/chat/completions` and a JSON
+body, is not one of them.
 """
 
 from __future__ import annotations

@@ -160,6 +160,7 @@ async def test_the_openai_request_is_the_one_completions_create_sends(
     finally:
         await client.close()
     ours, sdks = standin.of("openai")
+    assert ours.target == sdks.target == "/v1/chat/completions"
     assert ours.body == sdks.body
     # Per-request headers differ by nature (the SDK's raw-response marker, timeouts, retry
     # counts, idempotency); what identifies and authorises the call must be the same.
@@ -395,6 +396,8 @@ async def test_usage_a_provider_does_not_report_is_counted_as_the_synthetic_toke
         "http://127.0.0.1:8000/v1",
         "http://127.0.0.1:8000/v1/",
         "https://api.example.com",
+        # The SDK joins the path after a base URL's query (".../d/?api-version=...chat/..."):
+        # not a form that works, but the provider must send what the SDK would.
         "https://example.com/openai/deployments/d?api-version=2024-10-01",
         "http://[::1]:8080/proxy/v1",
     ],
@@ -404,6 +407,9 @@ def test_the_chat_url_is_the_one_the_sdk_joins_to_its_base_url(base_url: str) ->
     provider = OpenAIChatProvider(client, "gpt-test")
     # The SDK's own join of the relative path the provider posted to before.
     assert provider.chat_url() == str(client._prepare_url("/chat/completions"))
+    # Made once: the client hands out the same base URL object until it is set anew.
+    assert client.base_url is client.base_url
+    assert provider.chat_url() is provider.chat_url()
 
 
 async def test_a_changed_base_url_sends_the_next_request_to_it(standin: LlmStandin) -> None:

@@ -54,6 +54,8 @@ class Recorded:
     api: str
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    #: The request's path and query, as the server saw them.
+    target: str = ""
     sent: str = ""
     finished: bool = False
     client_closed: bool = False
@@ -116,7 +118,8 @@ class LlmStandin:
 
     async def _serve(self, request: web.Request, api: str, reply: Reply) -> web.StreamResponse:
         body = await request.json()
-        record = Recorded(api, body, {k.lower(): v for k, v in request.headers.items()})
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        record = Recorded(api, body, headers, request.raw_path)
         self.requests.append(record)
         self.arrived.set()
         try:

@@ -1,4 +1,4 @@
-"""Argument types shared by the command line and the measuring scripts in `scripts/`."""
+"""Argument types the measuring scripts in `scripts/` share."""
 
 from __future__ import annotations
 
