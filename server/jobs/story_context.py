@@ -59,8 +59,13 @@ class ContextBudget:
 
 
 def estimate_tokens(text: str) -> int:
-    """A conservative token count: four ASCII characters or one other character per token."""
-    ascii_chars = sum(1 for ch in text if ch.isascii())
+    """A conservative token count: four ASCII characters or one other character per token.
+
+    The ASCII characters are counted in C (what encoding to ASCII keeps), not one by one in
+    Python: each job's plan stage weighs the earlier outlines and passages against budgets
+    of 1500 tokens each (~6 KB of English apiece), and counting 10-13 KB one by one took
+    250-330 µs, against under 10 µs so (under 1 µs for all-ASCII text)."""
+    ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
     return (ascii_chars + 3) // 4 + (len(text) - ascii_chars)
 
 

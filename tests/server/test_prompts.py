@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from importlib import resources
 from string import Template
 
@@ -90,6 +91,24 @@ def test_budgets_keep_the_best_passages_and_the_newest_episodes() -> None:
     kept = format_episodes(episodes, 300)
     assert [part.split('"')[1] for part in kept] == ["E2", "E3"]  # story order, newest kept
     assert estimate_tokens("abcd") == 1 and estimate_tokens("지수") == 2
+
+
+def test_the_context_estimate_counts_ascii_by_four_and_every_other_character_as_one() -> None:
+    # As counted one character at a time: ASCII (NUL and DEL too) by four, rounded up, and
+    # everything else one each, lone surrogates included.
+    alphabet = ["a", " ", "\x00", "\x7f", "\x80", "é", "지", "\u200b", "\ud800", "😀"]
+    rng = random.Random(5)
+    texts = [
+        "",
+        "abc",
+        "abcd",
+        "지수",
+        "a지",
+        *("".join(rng.choices(alphabet, k=rng.randint(1, 40))) for _ in range(2000)),
+    ]
+    for text in texts:
+        ascii_chars = sum(1 for ch in text if ord(ch) < 128)
+        assert estimate_tokens(text) == (ascii_chars + 3) // 4 + len(text) - ascii_chars, repr(text)
 
 
 @pytest.mark.parametrize(
