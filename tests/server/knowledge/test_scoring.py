@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 from server.knowledge.scoring import (
     KEYWORD_WEIGHT,
@@ -57,3 +58,19 @@ def test_terms_and_estimates() -> None:
     assert estimate_tokens(head(long, 10)) <= 10 and head(long, 10).endswith("…")
     assert estimate_tokens(tail(long, 10)) <= 10 and tail(long, 10).startswith("…")
     assert head("short", 10) == "short" == tail("short", 10)
+
+
+def test_the_estimate_is_one_per_dense_character_and_one_per_four_others() -> None:
+    # ASCII text (no dense script in it) and mixed text alike: the dense characters of
+    # Hangul, kana and CJK counted one each, everything else by four, rounded up.
+    dense = {"민", "수", "カ", "な", "漢", "字", "ᄀ", "ㄱ"}
+    alphabet = [*dense, "a", " ", "\n", ".", "é", "—", "\x7f"]
+    rng = random.Random(7)
+    texts = [
+        "word",
+        "INT. ROOF - NIGHT",
+        *("".join(rng.choices(alphabet, k=rng.randint(1, 30))) for _ in range(2000)),
+    ]
+    for text in texts:
+        count = sum(1 for ch in text if ch in dense)
+        assert estimate_tokens(text) == count + math.ceil((len(text) - count) / 4), repr(text)
