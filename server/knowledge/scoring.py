@@ -49,27 +49,33 @@ def vector_score(similarity: float) -> float:
 
 
 def keyword_scores(terms: Sequence[str], texts: Sequence[str]) -> list[float]:
-    """BM25-style scores of `texts` for `terms`, each normalized to 0..1."""
+    """BM25-style scores of `texts` for `terms`, each normalized to 0..1.
+
+    Each term's occurrences in each text are counted once: a text holds the term where the
+    count is not 0, so one scan gives both the term's weight and its frequency in the text.
+    """
     if not terms or not texts:
         return [0.0] * len(texts)
     lowered = [normalize(text) for text in texts]
     lengths = [max(1, estimate_tokens(text)) for text in lowered]
     average = sum(lengths) / len(lengths)
     count = len(lowered)
+    occurrences = {term: [text.count(term) for text in lowered] for term in terms}
     weights = {}
-    for term in terms:
-        frequency = sum(1 for text in lowered if term in text)
+    for term, found in occurrences.items():
+        frequency = count - found.count(0)
         # +1 inside the log keeps a term found everywhere worth a little.
         weights[term] = math.log(1 + (count - frequency + 0.5) / (frequency + 0.5)) + 1e-3
     total = sum(weights.values())
+    columns = [(weights[term], found) for term, found in occurrences.items()]
     scores = []
-    for text, length in zip(lowered, lengths, strict=True):
+    for index, length in enumerate(lengths):
         score = 0.0
-        for term, weight in weights.items():
-            occurrences = text.count(term)
-            if occurrences:
-                norm = _K1 * (1 - _B + _B * length / average)
-                score += weight * occurrences * (_K1 + 1) / (occurrences + norm)
+        norm = _K1 * (1 - _B + _B * length / average)
+        for weight, found in columns:
+            times = found[index]
+            if times:
+                score += weight * times * (_K1 + 1) / (times + norm)
         # The saturated term frequency tops out at K1 + 1 per term.
         scores.append(min(1.0, score / (total * (_K1 + 1))))
     return scores

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
+
 from server.knowledge.scoring import (
     KEYWORD_WEIGHT,
     VECTOR_WEIGHT,
@@ -74,3 +76,32 @@ def test_the_estimate_is_one_per_dense_character_and_one_per_four_others() -> No
     for text in texts:
         count = sum(1 for ch in text if ch in dense)
         assert estimate_tokens(text) == count + math.ceil((len(text) - count) / 4), repr(text)
+
+
+def test_keyword_scores_are_the_bm25_formula_term_by_term() -> None:
+    # The scores as BM25 spells them, term by term: each term's weight from the texts that
+    # hold it, its count in each text saturated by K1 and normalized by the text's length.
+    rng = random.Random(13)
+    vocabulary = ["minsu", "roof", "night", "민수는", "the", "ro", "ferry", "lighthouse"]
+    for _ in range(200):
+        texts = [
+            " ".join(rng.choices(vocabulary, k=rng.randint(0, 30)))
+            for _ in range(rng.randint(1, 25))
+        ]
+        terms = rng.sample(["minsu", "roof", "민수", "ro", "ferry", "absent"], rng.randint(1, 4))
+        lengths = [max(1, estimate_tokens(text)) for text in texts]
+        average = sum(lengths) / len(lengths)
+        weights = {}
+        for term in terms:
+            holding = sum(1 for text in texts if term in text)
+            weights[term] = math.log(1 + (len(texts) - holding + 0.5) / (holding + 0.5)) + 1e-3
+        expected = []
+        for text, length in zip(texts, lengths, strict=True):
+            score = 0.0
+            for term, weight in weights.items():
+                times = text.count(term)
+                if times:
+                    norm = 1.2 * (1 - 0.75 + 0.75 * length / average)
+                    score += weight * times * 2.2 / (times + norm)
+            expected.append(min(1.0, score / (sum(weights.values()) * 2.2)))
+        assert keyword_scores(terms, texts) == pytest.approx(expected, rel=1e-12, abs=1e-15)
