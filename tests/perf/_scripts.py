@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,14 @@ def refusal(name: str, *arguments: str) -> str:
     )
     assert done.returncode == 2, f"{name} exited {done.returncode}:\n{done.stderr[-3000:]}"
     return done.stderr
+
+
+def run_and_median(printed: str, label: str, unit: str, runs: int) -> list[int]:
+    """The figures a script printed as `run N  <label>  <figure> <unit>` lines and its
+    `median` line, checked: `runs` of them, a median, every one above zero."""
+    figures = re.findall(rf"^run \d+\s+{label}\s+(\d+) {unit}$", printed, re.M)
+    median = re.search(rf"^median\s+{label}\s+(\d+) {unit}$", printed, re.M)
+    assert len(figures) == runs and median is not None, printed
+    values = [int(value) for value in [*figures, median.group(1)]]
+    assert all(value > 0 for value in values), printed
+    return values

@@ -3,20 +3,15 @@ the `openai` SDK as the core does and through bare aiohttp, and prints CPU per r
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
-from tests.perf._scripts import refusal, run_script
+from tests.perf._scripts import refusal, run_and_median, run_script
 
 
 @pytest.mark.parametrize(("flags", "label"), [((), "sdk"), (("--floor",), "aiohttp")])
 def test_the_script_prints_cpu_per_request(flags: tuple[str, ...], label: str) -> None:
     printed = run_script("sdk_request_costs.py", "--requests", "20", "--runs", "2", *flags)
-    runs = re.findall(rf"^run \d+\s+{label}\s+(\d+) µs/request$", printed, re.M)
-    median = re.search(rf"^median\s+{label}\s+(\d+) µs/request$", printed, re.M)
-    assert len(runs) == 2 and median is not None, printed
-    assert all(int(value) > 0 for value in [*runs, median.group(1)])
+    run_and_median(printed, label, "µs/request", runs=2)
 
 
 def test_a_count_below_one_is_refused_by_name() -> None:

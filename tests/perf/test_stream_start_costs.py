@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.perf._scripts import refusal, run_script
+from tests.perf._scripts import refusal, run_and_median, run_script
 
 _FIGURE = r"gateway\s+(\d+) µs/stream\s+core\s+(\d+) µs/stream"
 
@@ -21,10 +21,7 @@ def test_the_script_prints_cpu_per_stream_start_for_gateway_and_core() -> None:
 
 def test_the_floor_is_measured_on_a_bare_aiohttp_server() -> None:
     printed = run_script("stream_start_costs.py", "--floor", "--streams", "20", "--runs", "2")
-    runs = re.findall(r"^run \d+\s+aiohttp\s+(\d+) µs/stream$", printed, re.M)
-    median = re.search(r"^median\s+aiohttp\s+(\d+) µs/stream$", printed, re.M)
-    assert len(runs) == 2 and median is not None, printed
-    assert all(int(value) > 0 for value in [*runs, median.group(1)])
+    run_and_median(printed, "aiohttp", "µs/stream", runs=2)
 
 
 def test_a_count_below_one_is_refused_by_name() -> None:
