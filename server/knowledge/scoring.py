@@ -61,13 +61,13 @@ def keyword_scores(terms: Sequence[str], texts: Sequence[str]) -> list[float]:
     average = sum(lengths) / len(lengths)
     count = len(lowered)
     occurrences = {term: [text.count(term) for text in lowered] for term in terms}
-    weights = {}
-    for term, found in occurrences.items():
-        frequency = count - found.count(0)
-        # +1 inside the log keeps a term found everywhere worth a little.
-        weights[term] = math.log(1 + (count - frequency + 0.5) / (frequency + 0.5)) + 1e-3
-    total = sum(weights.values())
-    columns = [(weights[term], found) for term, found in occurrences.items()]
+    # Each term's weight, with its counts: +1 inside the log keeps a term found everywhere
+    # worth a little.
+    columns = [
+        (math.log(1 + (found.count(0) + 0.5) / (count - found.count(0) + 0.5)) + 1e-3, found)
+        for found in occurrences.values()
+    ]
+    total = sum(weight for weight, _ in columns)
     scores = []
     for index, length in enumerate(lengths):
         score = 0.0
