@@ -1,11 +1,13 @@
 """What one plan stage's story-knowledge retrieval costs the core, against a real Chroma server.
 
     .venv/bin/python scripts/retrieval_costs.py [--episodes 140] [--runs 5] [--retrieves 20]
-        [--chroma-url http://127.0.0.1:8000]
+        [--other-projects 0] [--chroma-url http://127.0.0.1:8000]
 
 Indexes `episodes` saved episodes of 12 chunks each (HashingEmbedder, 1024 dimensions)
 into a throwaway `chroma run` (or, in a collection of its own, the server at
---chroma-url), then calls `ChromaKnowledgeBase.retrieve` at the plan stage's budget
+--chroma-url), and as many into each of --other-projects other projects of the same
+collection (every project's records share one collection, so Chroma's filters weigh
+theirs too), then calls `ChromaKnowledgeBase.retrieve` at the plan stage's budget
 with queries naming the story's people and places (so the keyword candidates are
 full too). Each run is `retrieves` retrieves; per run it prints the CPU time of this
 process per retrieve (the core's side: HTTP, JSON, scoring), the wall time, the
@@ -39,6 +41,7 @@ from typing import Any
 
 import httpx
 import psutil
+from scriptgen.cli._args import at_least_one, not_negative
 from scriptgen.v1 import project_pb2
 
 import server.knowledge
@@ -153,10 +156,14 @@ async def _measure(url: str, chroma: psutil.Process | None, args: argparse.Names
             episode = _episode(rng, number)
             assert len(split(episode.script, knowledge.chunk_tokens)) == CHUNKS_PER_EPISODE
             await knowledge.index_episode("bench", episode)
+        others = [f"other{number}" for number in range(args.other_projects)]
+        for project in others:
+            for number in range(1, args.episodes + 1):
+                await knowledge.index_episode(project, _episode(rng, number))
         print(
             f"server.knowledge from {Path(server.knowledge.__file__).parent}:"
             f" {args.episodes} episodes of {CHUNKS_PER_EPISODE} chunks indexed"
-            f" in {time.perf_counter() - started:.0f} s"
+            f" in {1 + len(others)} projects in {time.perf_counter() - started:.0f} s"
         )
         budget = ContextBudget().knowledge_tokens
         queries = iter(QUERIES * (args.retrieves * (args.runs + 1)))
@@ -188,16 +195,18 @@ async def _measure(url: str, chroma: psutil.Process | None, args: argparse.Names
             + (f", chroma CPU {statistics.median(chroma_runs) * 1000:.1f} ms" if chroma else "")
             + " per retrieve"
         )
-        await knowledge.delete_project("bench")
+        for project in ["bench", *others]:
+            await knowledge.delete_project(project)
     finally:
         await knowledge.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="retrieval_costs.py")
-    parser.add_argument("--episodes", type=int, default=140)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--retrieves", type=int, default=20)
+    parser.add_argument("--episodes", type=at_least_one, default=140)
+    parser.add_argument("--runs", type=at_least_one, default=5)
+    parser.add_argument("--retrieves", type=at_least_one, default=20)
+    parser.add_argument("--other-projects", type=not_negative, default=0)
     parser.add_argument("--chroma-url", default="")
     args = parser.parse_args()
     _count_responses()

@@ -449,11 +449,24 @@ class ChromaKnowledgeBase:
 
         Two reads: every summary's metadata alone (no text), then the latest
         ones' texts and similarities to the query: a search restricted to
-        their ids, for all of them.
+        their ids, for all of them, filtered by their episodes' sources only.
+        A record's id names its tenant, project and role for good
+        (`records.record_id`; a schema-1 id keeps naming its one record), so
+        the first read's filter need not be asked again, and Chroma weighs
+        that filter's every clause against the whole collection, all
+        projects' records: 27 of a project's 140 summaries took 23 ms of
+        Chroma's CPU with one such project in the collection and 97 with
+        five, against 9 and 22 by the ids and sources (BENCHMARKS.md, session
+        21). The sources stay in the search because Chroma refuses ids alone
+        when one of them is gone ("Error finding id"), and an episode may be
+        forgotten between the two reads.
         """
         where = where_all(tenant=tenant, project=project_id, role=records.SUMMARY)
         catalog = await self.collection.get(where, texts=False)
         latest = sorted(catalog, key=_episode_number, reverse=True)[:CONTINUITY_CANDIDATES]
+        sources = [record.metadata.get("source") for record in latest]
+        if all(isinstance(source, str) for source in sources):
+            where = {"source": {"$in": sorted({str(source) for source in sources})}}
         found = await self.collection.nearest(
             query_vector, where, len(latest), ids=[record.id for record in latest]
         )

@@ -21,11 +21,11 @@ from server.knowledge.store import CONTINUITY_CANDIDATES, CONTINUITY_SHARE
 EPISODES = CONTINUITY_CANDIDATES + 8
 
 
-def _episode(number: int) -> project_pb2.Episode:
+def _episode(number: int, project: str = "night", title: str = "Night") -> project_pb2.Episode:
     return project_pb2.Episode(
-        name=f"projects/night/episodes/{number}",
+        name=f"projects/{project}/episodes/{number}",
         number=number,
-        title=f"Night {number}",
+        title=f"{title} {number}",
         script=f"INT. WARD - NIGHT\n\nMinsu checks the pager, night {number}.\n",
         cast=["MINSU"],
     )
@@ -92,6 +92,57 @@ async def test_continuity_reads_only_the_latest_summaries(
     assert after == [f"projects/night/episodes/{n}" for n in range(8, EPISODES)], (
         "a forgotten episode makes room for an earlier one"
     )
+
+
+async def test_the_latest_summaries_are_searched_by_their_ids_and_sources(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    """The search among the latest summaries filters by their sources alone, not by tenant,
+    project and role again (Chroma weighs each clause against every project's records), and
+    still finds only the project's own: another project's and another tenant's same-named
+    project's are left out, and so is one forgotten after the first read."""
+    for number in range(1, 4):
+        await knowledge.index_episode("night", _episode(number))
+        await knowledge.index_episode("day", _episode(number, "day", "Day"))
+        await knowledge.index_episode(
+            "night", _episode(number, title="Elsewhere"), tenant="elsewhere"
+        )
+    searches: list[tuple[Mapping[str, Any], Any]] = []
+    original = knowledge.collection.nearest
+
+    async def nearest(
+        embedding: Sequence[float], where: Mapping[str, Any], count: int, **options: Any
+    ) -> list[ScoredRecord]:
+        searches.append((where, options.get("ids")))
+        return await original(embedding, where, count, **options)
+
+    knowledge.collection.nearest = nearest  # type: ignore[method-assign]
+    passages = await knowledge.retrieve("night", "the pager", token_budget=EPISODES * 300)
+    sources = [records.episode_source("night", n) for n in range(1, 4)]
+    assert [where for where, ids in searches if ids is not None] == [{"source": {"$in": sources}}]
+    assert all(where is not None for where, ids in searches if ids is None), (
+        "the chunk searches keep their filters"
+    )
+    assert [p.title for p in passages if p.text.startswith("Episode ")] == [
+        f"Episode {n}: Night {n}" for n in range(1, 4)
+    ]
+    assert {p.title for p in passages} == {f"Episode {n}: Night {n}" for n in range(1, 4)}
+
+    # An episode forgotten between the catalog read and the search is left out, no error.
+    catalog_read = knowledge.collection.get
+
+    async def read_then_forget(*args: Any, **options: Any) -> Any:
+        found = await catalog_read(*args, **options)
+        if options.get("texts") is False and len(found) == 3:
+            await knowledge.forget_episode("night", 2)
+        return found
+
+    knowledge.collection.get = read_then_forget  # type: ignore[method-assign]
+    passages = await knowledge.retrieve("night", "the pager", token_budget=EPISODES * 300)
+    assert [p.title for p in passages if p.text.startswith("Episode ")] == [
+        "Episode 1: Night 1",
+        "Episode 3: Night 3",
+    ]
 
 
 def test_continuity_candidates_fill_the_plan_stage_share() -> None:
