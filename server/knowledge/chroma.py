@@ -50,8 +50,9 @@ Connect = Callable[[], Any]
 Adopt = Callable[[Metadata], Awaitable[Metadata | None]]
 
 #: The collection layout (its `schema` metadata): 1 — records keyed by project;
-#: 2 — by tenant and project (every record's metadata has `tenant`).
-_SCHEMA_VERSION: Final = 2
+#: 2 — by tenant and project (every record's metadata has `tenant`); 3 — and each has
+#: `space`, its tenant, project and role in one value (`records.space`).
+_SCHEMA_VERSION: Final = 3
 _UPGRADE_PAGE: Final = 1000
 _NOT_NAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _OUTAGES: Final = (httpx.HTTPError, ChromaError, OSError, TimeoutError, ValueError)

@@ -4,8 +4,9 @@ Every chunk is one record, with metadata
 
 | key        | value                                                            |
 |------------|------------------------------------------------------------------|
-| tenant     | the tenant owning the project — every query filters on it        |
-| project    | the project id — every query filters on it (and on the tenant)   |
+| tenant     | the tenant owning the project                                    |
+| project    | the project id (unique per tenant)                               |
+| space      | `tenants/{t}/projects/{p}#{role}`: what retrieval filters on     |
 | origin     | `knowledge` or `episode`                                         |
 | source     | `projects/{p}/knowledge/{d}` or `projects/{p}/episodes/{n}`      |
 | role       | `text` (a slice of the document) or `summary` (an episode's)     |
@@ -25,6 +26,14 @@ tenant: `tenants/{t}/projects/{p}/knowledge/{d}#{chunk}` (or `…/episodes/{n}#�
 Records written before tenants had a `tenant` key (schema 1: ids without the
 `tenants/{t}/` prefix) are given one when their collection is first opened
 (`adopt_legacy`): the tenant of the project they were written for.
+
+`space` is tenant, project and role in one value. Every project's records share
+the collection, and Chroma weighs each clause of a filter against all of them:
+`tenant` and `role` match nearly every record, so a filter on (tenant,
+project, role) cost in proportion to the whole collection, while one clause on
+`space` matches only the project's records (BENCHMARKS.md, session 21). Records
+written before it (schemas 1 and 2) are given it when their collection is first
+opened (`adopt_legacy`).
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ KNOWLEDGE: Final = "knowledge"
 EPISODE: Final = "episode"
 TEXT: Final = "text"
 SUMMARY: Final = "summary"
+#: Every role a record has.
+ROLES: Final = (TEXT, SUMMARY)
 #: Most estimated tokens of an episode summary's outline and ending.
 SUMMARY_OUTLINE_TOKENS: Final = 160
 SUMMARY_ENDING_TOKENS: Final = 80
@@ -58,6 +69,12 @@ def episode_source(project_id: str, number: int) -> str:
 def record_id(tenant: str, source: str, part: str | int) -> str:
     """The Chroma id of one record of `source` (a chunk number or `summary`)."""
     return f"tenants/{tenant}/{source}#{part}"
+
+
+def space(tenant: str, project_id: str, role: str) -> str:
+    """The `space` of a project's records of one role (tenants and project ids hold no `/`
+    or `#`)."""
+    return f"tenants/{tenant}/projects/{project_id}#{role}"
 
 
 def episode_title(episode: project_pb2.Episode) -> str:
@@ -82,6 +99,7 @@ def chunk_metadata(
     metadata: dict[str, MetadataValue] = {
         "tenant": tenant,
         "project": project_id,
+        "space": space(tenant, project_id, role),
         "origin": origin,
         "source": source,
         "role": role,

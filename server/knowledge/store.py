@@ -36,7 +36,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Final
+from typing import Any, Final
 
 from scriptgen.v1 import knowledge_pb2, project_pb2
 
@@ -111,6 +111,11 @@ def _candidate(record: ScoredRecord) -> scoring.Candidate:
 
 def _episode_number(record: Record) -> int:
     return int(record.metadata.get("episode", 0))
+
+
+def _in_project(tenant: str, project_id: str) -> dict[str, Any]:
+    """A Chroma `where` for every record of the project: one clause on `space`, of any role."""
+    return {"space": {"$in": [records.space(tenant, project_id, role) for role in records.ROLES]}}
 
 
 def _now_micros() -> int:
@@ -189,24 +194,33 @@ class ChromaKnowledgeBase:
         await self.collection.heartbeat()
 
     async def adopt_legacy(self, metadata: Metadata) -> Metadata | None:
-        """The tenant of a record written before records carried one (schema 1).
+        """What a record written under an older schema lacks: its tenant (schema 1) and its
+        `space` (schemas 1 and 2); None when it lacks nothing.
 
-        Project ids were unique across tenants then, so the record belongs to
-        the oldest project with its id — the one it was written for (a project
-        of that id made later by another tenant is younger). Records of a
-        project that is gone are ORPHANED. Without `owners` (a knowledge base
-        with no project store) everything is the default tenant's.
+        Project ids were unique across tenants before records carried one, so such a
+        record belongs to the oldest project with its id — the one it was written for
+        (a project of that id made later by another tenant is younger). Records of a
+        project that is gone are ORPHANED. Without `owners` (a knowledge base with no
+        project store) everything is the default tenant's. A record without a role is a
+        text chunk (`records.chunk_metadata`'s default).
         """
-        if "tenant" in metadata:
-            return None
+        change: Metadata = {}
+        tenant = metadata.get("tenant")
         project = str(metadata.get("project", ""))
-        if self._owners is None:
-            return {"tenant": DEFAULT_TENANT}
-        owner = self._adopted.get(project)
-        if owner is None:
-            owner = await self._owners(project) or ORPHANED
-            self._adopted[project] = owner
-        return {"tenant": owner}
+        if tenant is None:
+            if self._owners is None:
+                tenant = DEFAULT_TENANT
+            else:
+                owner = self._adopted.get(project)
+                if owner is None:
+                    owner = await self._owners(project) or ORPHANED
+                    self._adopted[project] = owner
+                tenant = owner
+            change["tenant"] = tenant
+        if "space" not in metadata:
+            role = str(metadata.get("role", records.TEXT))
+            change["space"] = records.space(str(tenant), project, role)
+        return change or None
 
     # Knowing a project is empty
 
@@ -253,7 +267,7 @@ class ChromaKnowledgeBase:
     ) -> bool:
         tenant, project_id = key
         found = await self.collection.get(
-            where_all(tenant=tenant, project=project_id), limit=1, texts=False, on_begin=on_begin
+            _in_project(tenant, project_id), limit=1, texts=False, on_begin=on_begin
         )
         if found:
             return False
@@ -449,24 +463,18 @@ class ChromaKnowledgeBase:
 
         Two reads: every summary's metadata alone (no text), then the latest
         ones' texts and similarities to the query: a search restricted to
-        their ids, for all of them, filtered by their episodes' sources only.
-        A record's id names its tenant, project and role for good
-        (`records.record_id`; a schema-1 id keeps naming its one record), so
-        the first read's filter need not be asked again, and Chroma weighs
-        that filter's every clause against the whole collection, all
-        projects' records: 27 of a project's 140 summaries took 23 ms of
-        Chroma's CPU with one such project in the collection and 97 with
-        five, against 9 and 22 by the ids and sources (BENCHMARKS.md, session
-        21). The sources stay in the search because Chroma refuses ids alone
-        when one of them is gone ("Error finding id"), and an episode may be
-        forgotten between the two reads.
+        their ids, for all of them. Both filter on the summaries' `space`
+        alone: on (tenant, project, role), Chroma weighed each clause against
+        every project's records, and the search took 23 ms of its CPU with one
+        project of 140 episodes in the collection and 97 to 136 ms with five
+        (BENCHMARKS.md, session 21). The filter stays in the search (the ids
+        alone would do) because Chroma refuses ids alone when one of them is
+        gone ("Error finding id"), and an episode may be forgotten between the
+        two reads.
         """
-        where = where_all(tenant=tenant, project=project_id, role=records.SUMMARY)
+        where = {"space": records.space(tenant, project_id, records.SUMMARY)}
         catalog = await self.collection.get(where, texts=False)
         latest = sorted(catalog, key=_episode_number, reverse=True)[:CONTINUITY_CANDIDATES]
-        sources = [record.metadata.get("source") for record in latest]
-        if all(isinstance(source, str) for source in sources):
-            where = {"source": {"$in": sorted({str(source) for source in sources})}}
         found = await self.collection.nearest(
             query_vector, where, len(latest), ids=[record.id for record in latest]
         )
@@ -483,19 +491,16 @@ class ChromaKnowledgeBase:
             return []
         (query_vector,) = await self.embedder.embed([query])
         summaries = await self._latest_summaries(tenant, project_id, query_vector)
+        texts = {"space": records.space(tenant, project_id, records.TEXT)}
         candidates = {
             record.id: record
-            for record in await self.collection.nearest(
-                query_vector,
-                where_all(tenant=tenant, project=project_id, role=records.TEXT),
-                VECTOR_CANDIDATES,
-            )
+            for record in await self.collection.nearest(query_vector, texts, VECTOR_CANDIDATES)
         }
         terms = keyword_terms(query)
         if terms:
             for record in await self.collection.nearest(
                 query_vector,
-                where_all(tenant=tenant, project=project_id, role=records.TEXT),
+                texts,
                 KEYWORD_CANDIDATES,
                 # Terms are \w+ runs: nothing in them needs escaping in a regular expression.
                 where_document={"$regex": "(?i)(" + "|".join(terms) + ")"},

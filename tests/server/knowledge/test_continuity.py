@@ -94,42 +94,51 @@ async def test_continuity_reads_only_the_latest_summaries(
     )
 
 
-async def test_the_latest_summaries_are_searched_by_their_ids_and_sources(
+async def test_retrieval_filters_on_one_space_clause_and_finds_only_its_own(
     knowledge: ChromaKnowledgeBase,
 ) -> None:
-    """The search among the latest summaries filters by their sources alone, not by tenant,
-    project and role again (Chroma weighs each clause against every project's records), and
-    still finds only the project's own: another project's and another tenant's same-named
-    project's are left out, and so is one forgotten after the first read."""
+    """Every read of a retrieve filters on one `space` clause, not on (tenant, project, role)
+    (Chroma weighs each clause against every project's records), and still finds only the
+    project's own: another project's and another tenant's same-named project's are left out,
+    and so is an episode forgotten between the summaries' two reads."""
     for number in range(1, 4):
         await knowledge.index_episode("night", _episode(number))
         await knowledge.index_episode("day", _episode(number, "day", "Day"))
         await knowledge.index_episode(
             "night", _episode(number, title="Elsewhere"), tenant="elsewhere"
         )
-    searches: list[tuple[Mapping[str, Any], Any]] = []
-    original = knowledge.collection.nearest
+    filters: list[Any] = []
+    original_get, original_nearest = knowledge.collection.get, knowledge.collection.nearest
+
+    async def get(where: Mapping[str, Any], **options: Any) -> Any:
+        filters.append(("get", where))
+        return await original_get(where, **options)
 
     async def nearest(
         embedding: Sequence[float], where: Mapping[str, Any], count: int, **options: Any
     ) -> list[ScoredRecord]:
-        searches.append((where, options.get("ids")))
-        return await original(embedding, where, count, **options)
+        filters.append(("nearest" + (" by ids" if "ids" in options else ""), where))
+        return await original_nearest(embedding, where, count, **options)
 
+    knowledge.collection.get = get  # type: ignore[method-assign]
     knowledge.collection.nearest = nearest  # type: ignore[method-assign]
     passages = await knowledge.retrieve("night", "the pager", token_budget=EPISODES * 300)
-    sources = [records.episode_source("night", n) for n in range(1, 4)]
-    assert [where for where, ids in searches if ids is not None] == [{"source": {"$in": sources}}]
-    assert all(where is not None for where, ids in searches if ids is None), (
-        "the chunk searches keep their filters"
-    )
+    summaries = {"space": records.space("default", "night", records.SUMMARY)}
+    texts = {"space": records.space("default", "night", records.TEXT)}
+    assert filters == [
+        ("get", {"space": {"$in": [texts["space"], summaries["space"]]}}),  # the probe
+        ("get", summaries),
+        ("nearest by ids", summaries),
+        ("nearest", texts),
+        ("nearest", texts),  # the keyword search (with its $regex on the text)
+    ]
     assert [p.title for p in passages if p.text.startswith("Episode ")] == [
         f"Episode {n}: Night {n}" for n in range(1, 4)
     ]
     assert {p.title for p in passages} == {f"Episode {n}: Night {n}" for n in range(1, 4)}
 
     # An episode forgotten between the catalog read and the search is left out, no error.
-    catalog_read = knowledge.collection.get
+    catalog_read = original_get
 
     async def read_then_forget(*args: Any, **options: Any) -> Any:
         found = await catalog_read(*args, **options)

@@ -16,7 +16,7 @@ from scriptgen.v1 import knowledge_pb2, project_pb2
 
 from server.auth.guard import CALLER, Caller
 from server.errors import NotFound
-from server.knowledge import ChromaKnowledgeBase
+from server.knowledge import ChromaKnowledgeBase, records
 from server.knowledge.chroma import where_all
 from tests.server.knowledge.conftest import KnowledgeFactory
 
@@ -83,19 +83,22 @@ async def test_two_tenants_projects_of_one_id_share_nothing(
         await knowledge.delete_document("pilot", "hero", tenant="gamma")
 
 
-async def _downgrade_to_schema_1(knowledge: ChromaKnowledgeBase) -> None:
-    """Make the collection look written before tenants: no `tenant` key, schema 1."""
+async def _downgrade(knowledge: ChromaKnowledgeBase, schema: int) -> None:
+    """Make the collection look written before `space` (schema 2) or, for schema 1, before
+    tenants too: no `tenant` key, ids without the `tenants/{t}/` prefix."""
     collection = await knowledge.collection.handle()
     found = collection.get(include=["metadatas", "documents", "embeddings"])
     collection.delete(ids=list(found["ids"]))
-    metadatas = [{k: v for k, v in m.items() if k != "tenant"} for m in found["metadatas"]]
+    dropped = {"space", "tenant"} if schema == 1 else {"space"}
+    metadatas = [{k: v for k, v in m.items() if k not in dropped} for m in found["metadatas"]]
     collection.upsert(
-        ids=[i.split("/", 2)[2] for i in found["ids"]],  # the old ids: projects/…
+        # Schema 1's ids: projects/…
+        ids=[i.split("/", 2)[2] if schema == 1 else i for i in found["ids"]],
         embeddings=[list(e) for e in found["embeddings"]],
         documents=list(found["documents"]),
         metadatas=metadatas,
     )
-    collection.modify(metadata={**dict(collection.metadata), "schema": 1})
+    collection.modify(metadata={**dict(collection.metadata), "schema": schema})
 
 
 def _owners(table: dict[str, str]) -> Callable[[str], Awaitable[str | None]]:
@@ -112,7 +115,7 @@ async def test_a_collection_from_before_tenants_is_adopted(
     await old.add_document("pilot", "hero", _document("Mina", "Mina keeps the lamp."))
     await old.add_document("gone", "ghost", _document("Ghost", "A project deleted since."))
     await old.index_episode("pilot", _episode(1, "Lamp", "INT. LIGHTHOUSE - NIGHT\n\nMina."))
-    await _downgrade_to_schema_1(old)
+    await _downgrade(old, 1)
     await old.close()
 
     options: dict[str, Any] = {"collection_prefix": old.collection.name.rsplit("-hashing", 1)[0]}
@@ -127,9 +130,12 @@ async def test_a_collection_from_before_tenants_is_adopted(
         with pytest.raises(NotFound):
             await adopted.get_document("gone", "ghost", tenant=tenant)
     collection = await adopted.collection.handle()
-    assert collection.metadata["schema"] == 2
+    assert collection.metadata["schema"] == 3
     untagged = collection.get(where=where_all(project="pilot"), include=["metadatas"])
     assert {m["tenant"] for m in untagged["metadatas"]} == {"acme"}
+    assert {m["space"] for m in untagged["metadatas"]} == {
+        records.space("acme", "pilot", role) for role in records.ROLES
+    }
     # Written again by its tenant, a record replaces the adopted one (no duplicates).
     await adopted.index_episode(
         "pilot", _episode(1, "Lamp", "INT. LIGHTHOUSE - NIGHT\n\nMina."), tenant="acme"
@@ -138,3 +144,35 @@ async def test_a_collection_from_before_tenants_is_adopted(
         where=where_all(tenant="acme", project="pilot", role="summary"), include=[]
     )
     assert len(summaries["ids"]) == 1
+
+
+async def test_a_collection_from_before_spaces_is_given_them(
+    make_knowledge: KnowledgeFactory,
+) -> None:
+    """Schema 2 (records with a tenant, without `space`): each record gets the space of its
+    tenant, project and role when the collection is first opened, and retrieval, which
+    filters on spaces alone, finds them."""
+    old = await make_knowledge()
+    await old.add_document(
+        "pilot", "hero", _document("Mina", "Mina keeps the lamp."), tenant="acme"
+    )
+    await old.index_episode(
+        "pilot", _episode(1, "Lamp", "INT. LIGHTHOUSE - NIGHT\n\nMina."), tenant="acme"
+    )
+    await old.index_episode("pilot", _episode(1, "Bus", "INT. BUS - NIGHT\n\nJun."))
+    await _downgrade(old, 2)
+    await old.close()
+
+    options: dict[str, Any] = {"collection_prefix": old.collection.name.rsplit("-hashing", 1)[0]}
+    upgraded = await make_knowledge(owners=_owners({}), **options)
+    passages = await upgraded.retrieve("pilot", "Mina lamp", token_budget=2000, tenant="acme")
+    assert {p.title for p in passages} == {"Mina", "Episode 1: Lamp"}
+    passages = await upgraded.retrieve("pilot", "Jun bus", token_budget=2000)
+    assert {p.title for p in passages} == {"Episode 1: Bus"}
+    collection = await upgraded.collection.handle()
+    assert collection.metadata["schema"] == 3
+    stored = collection.get(include=["metadatas"])
+    assert len(stored["ids"]) == 5  # a document chunk, and each episode's summary and chunk
+    for metadata in stored["metadatas"]:
+        tenant, role = metadata["tenant"], metadata["role"]
+        assert metadata["space"] == records.space(str(tenant), "pilot", str(role))
