@@ -1,18 +1,20 @@
-"""What one plan stage's story-knowledge retrieval costs the core, against a real Chroma server.
+"""What one plan stage's story-knowledge retrieval costs the core and a real Chroma.
 
     .venv/bin/python scripts/retrieval_costs.py [--episodes 140] [--runs 5] [--retrieves 20]
-        [--other-projects 0] [--chroma-url http://127.0.0.1:8000]
+        [--other-projects 0] [--chroma-url http://127.0.0.1:8000 | --embedded]
 
 Indexes `episodes` saved episodes of 12 chunks each (HashingEmbedder, 1024 dimensions)
 into a throwaway `chroma run` (or, in a collection of its own, the server at
---chroma-url), and as many into each of --other-projects other projects of the same
+--chroma-url; with --embedded, embedded Chroma in this process, as a core runs it by
+default), and as many into each of --other-projects other projects of the same
 collection (every project's records share one collection, so Chroma's filters weigh
 theirs too), then calls `ChromaKnowledgeBase.retrieve` at the plan stage's budget
 with queries naming the story's people and places (so the keyword candidates are
 full too). Each run is `retrieves` retrieves; per run it prints the CPU time of this
-process per retrieve (the core's side: HTTP, JSON, scoring), the wall time, the
-bytes of Chroma's response bodies per retrieve and, for a server it started, that
-server's CPU time; then the median of the runs. Only the public API of
+process per retrieve (the core's side: HTTP, JSON, scoring; embedded, Chroma's
+work too), the wall time, the bytes of Chroma's response bodies per retrieve (none
+embedded) and, for a server it started, that server's CPU time; then the median of
+the runs. Only the public API of
 server.knowledge is used, so the same script measures another tree:
 
     PYTHONPATH=/tmp/other-tree .venv/bin/python scripts/retrieval_costs.py
@@ -47,7 +49,7 @@ from scriptgen.v1 import project_pb2
 import server.knowledge
 from server.jobs.story_context import ContextBudget
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder, split
-from server.knowledge.chroma import server_client
+from server.knowledge.chroma import Connect, embedded_client, server_client
 
 CHUNKS_PER_EPISODE = 12
 PEOPLE = ["Minsu", "Dr. Han", "Jiwoo", "Nurse Park", "the stranger", "Captain Oh"]
@@ -144,9 +146,11 @@ def _chroma_server() -> Iterator[tuple[str, psutil.Process]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-async def _measure(url: str, chroma: psutil.Process | None, args: argparse.Namespace) -> None:
+async def _measure(
+    connect: Connect, chroma: psutil.Process | None, args: argparse.Namespace
+) -> None:
     knowledge = ChromaKnowledgeBase(
-        server_client(url), HashingEmbedder(), collection_prefix=f"bench{secrets.token_hex(4)}"
+        connect, HashingEmbedder(), collection_prefix=f"bench{secrets.token_hex(4)}"
     )
     await knowledge.open()
     try:
@@ -208,13 +212,22 @@ def main() -> None:
     parser.add_argument("--retrieves", type=at_least_one, default=20)
     parser.add_argument("--other-projects", type=not_negative, default=0)
     parser.add_argument("--chroma-url", default="")
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="embedded Chroma in a temporary folder, as a core without SCRIPTGEN_CHROMA_URL",
+    )
     args = parser.parse_args()
     _count_responses()
+    if args.embedded:
+        with tempfile.TemporaryDirectory(prefix="retrieval-costs-") as folder:
+            asyncio.run(_measure(embedded_client(Path(folder)), None, args))
+        return
     if args.chroma_url:
-        asyncio.run(_measure(args.chroma_url, None, args))
+        asyncio.run(_measure(server_client(args.chroma_url), None, args))
         return
     with _chroma_server() as (url, chroma):
-        asyncio.run(_measure(url, chroma, args))
+        asyncio.run(_measure(server_client(url), chroma, args))
 
 
 if __name__ == "__main__":
