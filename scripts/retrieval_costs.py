@@ -14,8 +14,9 @@ full too). Each run is `retrieves` retrieves; per run it prints the CPU time of 
 process per retrieve (the core's side: HTTP, JSON, scoring; embedded, Chroma's
 work too), the wall time, the bytes of Chroma's response bodies per retrieve (none
 embedded) and, for a server it started, that server's CPU time; then the median of
-the runs. Only the public API of
-server.knowledge is used, so the same script measures another tree:
+the runs. It uses only names of server.knowledge that earlier trees have too
+(`ChromaKnowledgeBase`, `HashingEmbedder`, `split`, and `embedded_client` and
+`server_client` of `server.knowledge.chroma`), so it measures another tree as well:
 
     PYTHONPATH=/tmp/other-tree .venv/bin/python scripts/retrieval_costs.py
 

@@ -54,6 +54,8 @@ Adopt = Callable[[Metadata], Awaitable[Metadata | None]]
 #: `space`, its tenant, project and role in one value (`records.space`).
 _SCHEMA_VERSION: Final = 3
 _UPGRADE_PAGE: Final = 1000
+#: Passes over a collection's records at most, per start, until one finds nothing to adopt.
+_UPGRADE_PASSES: Final = 5
 _NOT_NAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _OUTAGES: Final = (httpx.HTTPError, ChromaError, OSError, TimeoutError, ValueError)
 
@@ -233,15 +235,45 @@ class ChromaCollection:
     async def _upgrade(self, collection: Any) -> None:
         """Bring the records of a collection of an older schema up to this one, once.
 
-        Nothing is served from the collection until this is done; an outage
-        half-way leaves it at its old schema, and the next call picks up again
-        (records already adopted are left alone).
+        Pages of records are read by offset and each page's changes written at once
+        (memory stays one page's, whatever the collection's size). Records deleted
+        meanwhile (by a core still on the old schema, sharing a Chroma server) shift
+        the offsets and can make a pass skip records, so passes repeat until one finds
+        nothing to change; only then is the schema marked. Nothing is served from the
+        collection until this is done; an outage half-way leaves it at its old schema,
+        and the next call picks up again (records already adopted are left alone), as
+        does the next start when _UPGRADE_PASSES passes all still found changes.
         """
         stored = dict(collection.metadata or {})
         if self._adopt is None or int(stored.get("schema", 1)) >= _SCHEMA_VERSION:
             return
-        ids: list[str] = []
-        changes: list[Metadata] = []
+        adopted = 0
+        for _ in range(_UPGRADE_PASSES):
+            changed = await self._upgrade_pass(collection, self._adopt)
+            adopted += changed
+            if not changed:
+                break
+        else:
+            log.warning(
+                "story knowledge: collection %r: records still changing after %d upgrade"
+                " passes (%d records adopted); the next start goes on",
+                self.name,
+                _UPGRADE_PASSES,
+                adopted,
+            )
+            return
+        await self._run(collection.modify, metadata={**stored, "schema": _SCHEMA_VERSION})
+        log.info(
+            "story knowledge: collection %r upgraded to schema %d (%d records adopted)",
+            self.name,
+            _SCHEMA_VERSION,
+            adopted,
+        )
+
+    async def _upgrade_pass(self, collection: Any, adopt: Adopt) -> int:
+        """One pass over the collection's records, adopting each page's as it is read;
+        how many records were changed."""
+        changed = 0
         offset = 0
         while True:
             page = await self._run(
@@ -249,23 +281,19 @@ class ChromaCollection:
             )
             found = list(page["ids"])
             if not found:
-                break
+                return changed
+            ids: list[str] = []
+            changes: list[Metadata] = []
             for record_id, metadata in zip(found, page["metadatas"] or [], strict=True):
-                change = await self._adopt(dict(metadata or {}))
+                change = await adopt(dict(metadata or {}))
                 if change is not None:
                     ids.append(str(record_id))
                     changes.append(change)
+            if ids:
+                # Chroma merges the keys into each record's metadata; the order is unchanged.
+                await self._run(collection.update, ids=ids, metadatas=changes)
+                changed += len(ids)
             offset += len(found)
-        for start in range(0, len(ids), _UPGRADE_PAGE):
-            end = start + _UPGRADE_PAGE
-            await self._run(collection.update, ids=ids[start:end], metadatas=changes[start:end])
-        await self._run(collection.modify, metadata={**stored, "schema": _SCHEMA_VERSION})
-        log.info(
-            "story knowledge: collection %r upgraded to schema %d (%d records adopted)",
-            self.name,
-            _SCHEMA_VERSION,
-            len(ids),
-        )
 
     def _open_collection(self, client: Any) -> Any:
         expected: Metadata = {

@@ -2,8 +2,10 @@
 
 Documents and saved episodes are chunked (server.knowledge.chunking), embedded
 with the configured embedder and stored with the tenant and the project id in
-their metadata; every read filters on both, so projects never see each other's
-knowledge — not even two tenants' projects of the same id. Every call is for
+their metadata, and with `space`, tenant, project and role in one value; every
+read filters on them (retrieval on `space` alone, one selective clause:
+records.py), so projects never see each other's knowledge — not even two
+tenants' projects of the same id. Every call is for
 one tenant: the `tenant` given, else the tenant in scope
 (`server.auth.guard.tenant_in_scope`), as in the project store.
 
@@ -465,8 +467,8 @@ class ChromaKnowledgeBase:
         ones' texts and similarities to the query: a search restricted to
         their ids, for all of them. Both filter on the summaries' `space`
         alone: on (tenant, project, role), Chroma weighed each clause against
-        every project's records, and the search took 23 ms of its CPU with one
-        project of 140 episodes in the collection and 97 to 136 ms with five
+        every project's records, and the search took 34 ms with one project of
+        140 episodes in the collection and 96 to 140 ms with five (wall time)
         (BENCHMARKS.md, session 21). The filter stays in the search (the ids
         alone would do) because Chroma refuses ids alone when one of them is
         gone ("Error finding id"), and an episode may be forgotten between the

@@ -7,7 +7,8 @@ opened: each record goes to the tenant of the oldest project of its id.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from types import MethodType
 from typing import Any
 
 import pytest
@@ -16,8 +17,8 @@ from scriptgen.v1 import knowledge_pb2, project_pb2
 
 from server.auth.guard import CALLER, Caller
 from server.errors import NotFound
-from server.knowledge import ChromaKnowledgeBase, records
-from server.knowledge.chroma import where_all
+from server.knowledge import ChromaKnowledgeBase, Passage, chroma, records
+from server.knowledge.chroma import ChromaCollection, where_all
 from tests.server.knowledge.conftest import KnowledgeFactory
 
 CHARACTER = knowledge_pb2.KNOWLEDGE_KIND_CHARACTER_PROFILE
@@ -125,10 +126,13 @@ async def test_a_collection_from_before_tenants_is_adopted(
         await adopted.get_document("pilot", "hero", tenant="default")
     passages = await adopted.retrieve("pilot", "Mina lamp", token_budget=2000, tenant="acme")
     assert "Episode 1: Lamp" in {p.title for p in passages}
-    # A record of a project that is gone belongs to nobody.
+    # A record of a project that is gone belongs to nobody: not read, not retrieved.
     for tenant in ("acme", "default"):
         with pytest.raises(NotFound):
             await adopted.get_document("gone", "ghost", tenant=tenant)
+        assert (
+            await adopted.retrieve("gone", "Ghost project", token_budget=2000, tenant=tenant) == []
+        )
     collection = await adopted.collection.handle()
     assert collection.metadata["schema"] == 3
     untagged = collection.get(where=where_all(project="pilot"), include=["metadatas"])
@@ -176,3 +180,92 @@ async def test_a_collection_from_before_spaces_is_given_them(
     for metadata in stored["metadatas"]:
         tenant, role = metadata["tenant"], metadata["role"]
         assert metadata["space"] == records.space(str(tenant), "pilot", str(role))
+
+
+async def _schema_2_night_and_old(make_knowledge: KnowledgeFactory) -> dict[str, Any]:
+    """A schema-2 collection of two projects' three episodes each, indexed in turns (so
+    their records alternate); the options that open it again."""
+    old = await make_knowledge()
+    for number in range(1, 4):
+        for project in ("old", "night"):
+            episode = _episode(number, f"{project} {number}", f"INT. WARD - NIGHT\n\n{project}.")
+            episode.name = f"projects/{project}/episodes/{number}"
+            await old.index_episode(project, episode)
+    await _downgrade(old, 2)
+    await old.close()
+    return {"collection_prefix": old.collection.name.rsplit("-hashing", 1)[0]}
+
+
+def _night_titles(passages: Sequence[Passage]) -> set[str]:
+    return {p.title for p in passages}
+
+
+async def test_records_deleted_during_an_upgrade_leave_none_without_a_space(
+    make_knowledge: KnowledgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another core deleting records while the upgrade pages through the collection shifts
+    its offsets: a pass skips records, so passes repeat until one finds nothing to adopt."""
+    options = await _schema_2_night_and_old(make_knowledge)
+    monkeypatch.setattr(chroma, "_UPGRADE_PAGE", 4)
+    pages: list[int] = []
+    run = ChromaCollection._run
+
+    async def deleting_after_the_first_page(
+        self: ChromaCollection, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        result = await run(self, function, *args, **kwargs)
+        if isinstance(function, MethodType) and function.__name__ == "get" and "offset" in kwargs:
+            pages.append(kwargs["offset"])
+            if len(pages) == 1:  # project `old` deleted by a core still on schema 2
+                raw: Any = function.__self__  # the Chroma collection
+                raw.delete(where={"project": "old"})
+        return result
+
+    monkeypatch.setattr(ChromaCollection, "_run", deleting_after_the_first_page)
+    upgraded = await make_knowledge(**options)
+    monkeypatch.setattr(ChromaCollection, "_run", run)
+    assert pages.count(0) >= 2, "a second pass"
+    collection = await upgraded.collection.handle()
+    assert collection.metadata["schema"] == 3
+    stored = collection.get(include=["metadatas"])
+    assert len(stored["ids"]) == 6
+    assert all("space" in metadata for metadata in stored["metadatas"])
+    passages = await upgraded.retrieve("night", "night ward", token_budget=4000)
+    assert _night_titles(passages) == {f"Episode {n}: night {n}" for n in range(1, 4)}
+
+
+async def test_an_upgrade_cut_short_is_finished_by_the_next_call(
+    make_knowledge: KnowledgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chroma failing between two pages' updates: the collection stays at schema 2, and the
+    next call finishes the upgrade."""
+    options = await _schema_2_night_and_old(make_knowledge)
+    monkeypatch.setattr(chroma, "_UPGRADE_PAGE", 4)
+    updates: list[int] = []
+    run = ChromaCollection._run
+
+    def refuse() -> None:
+        raise OSError("Chroma went away")
+
+    async def failing_second_update(
+        self: ChromaCollection, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        if getattr(function, "__name__", "") == "update":
+            updates.append(len(kwargs["ids"]))
+            if len(updates) == 2:
+                return await run(self, refuse)
+        return await run(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(ChromaCollection, "_run", failing_second_update)
+    # Opening fails, logged (a core may start before its Chroma server): nothing is served.
+    upgraded = await make_knowledge(start_without_chroma=True, **options)
+    assert updates == [4, 4]
+    client = upgraded.collection._client
+    assert client.get_collection(upgraded.collection.name).metadata["schema"] == 2
+    passages = await upgraded.retrieve("night", "night ward", token_budget=4000)
+    assert _night_titles(passages) == {f"Episode {n}: night {n}" for n in range(1, 4)}
+    collection = await upgraded.collection.handle()
+    assert collection.metadata["schema"] == 3
+    stored = collection.get(include=["metadatas"])
+    assert len(stored["ids"]) == 12
+    assert all("space" in metadata for metadata in stored["metadatas"])
