@@ -115,6 +115,11 @@ def _episode_number(record: Record) -> int:
     return int(record.metadata.get("episode", 0))
 
 
+def _in_space(tenant: str, project_id: str, role: str) -> dict[str, Any]:
+    """A Chroma `where` for the project's records of one role: one clause on `space`."""
+    return {"space": records.space(tenant, project_id, role)}
+
+
 def _in_project(tenant: str, project_id: str) -> dict[str, Any]:
     """A Chroma `where` for every record of the project: one clause on `space`, of any role."""
     return {"space": {"$in": [records.space(tenant, project_id, role) for role in records.ROLES]}}
@@ -207,22 +212,24 @@ class ChromaKnowledgeBase:
         text chunk (`records.chunk_metadata`'s default).
         """
         change: Metadata = {}
-        tenant = metadata.get("tenant")
         project = str(metadata.get("project", ""))
+        tenant = metadata.get("tenant")
         if tenant is None:
-            if self._owners is None:
-                tenant = DEFAULT_TENANT
-            else:
-                owner = self._adopted.get(project)
-                if owner is None:
-                    owner = await self._owners(project) or ORPHANED
-                    self._adopted[project] = owner
-                tenant = owner
-            change["tenant"] = tenant
+            tenant = change["tenant"] = await self._legacy_owner(project)
         if "space" not in metadata:
             role = str(metadata.get("role", records.TEXT))
             change["space"] = records.space(str(tenant), project, role)
         return change or None
+
+    async def _legacy_owner(self, project: str) -> str:
+        """The tenant a schema-1 record of `project` was written for (looked up once)."""
+        if self._owners is None:
+            return DEFAULT_TENANT
+        owner = self._adopted.get(project)
+        if owner is None:
+            owner = await self._owners(project) or ORPHANED
+            self._adopted[project] = owner
+        return owner
 
     # Knowing a project is empty
 
@@ -474,7 +481,7 @@ class ChromaKnowledgeBase:
         gone ("Error finding id"), and an episode may be forgotten between the
         two reads.
         """
-        where = {"space": records.space(tenant, project_id, records.SUMMARY)}
+        where = _in_space(tenant, project_id, records.SUMMARY)
         catalog = await self.collection.get(where, texts=False)
         latest = sorted(catalog, key=_episode_number, reverse=True)[:CONTINUITY_CANDIDATES]
         found = await self.collection.nearest(
@@ -493,7 +500,7 @@ class ChromaKnowledgeBase:
             return []
         (query_vector,) = await self.embedder.embed([query])
         summaries = await self._latest_summaries(tenant, project_id, query_vector)
-        texts = {"space": records.space(tenant, project_id, records.TEXT)}
+        texts = _in_space(tenant, project_id, records.TEXT)
         candidates = {
             record.id: record
             for record in await self.collection.nearest(query_vector, texts, VECTOR_CANDIDATES)
