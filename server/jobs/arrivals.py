@@ -31,9 +31,13 @@ looks for all of them, and lets through those whose pause came or whose longest 
 passed.
 
 Once settled, pipelines begin at most PIPELINES_PER_TURN per turn of the loop, so
-that a burst's 200 pipelines do not all take their first step in one turn: the
+that a burst's 1000 pipelines do not all take their first step in one turn: the
 loop polls its sockets between, and the frames, reads and answers waiting there
-are not held back behind them.
+are not held back behind them. Not fewer: each turn of a busy loop lasts 10-15 ms,
+and at 8 per turn a 200-job burst's last pipeline began ~250 ms after the burst's
+starts were done, then waited a turn for each of its reads and requests; its first
+token came last. At 64 the real provider path's time to first token p95 fell by
+~10 % (BENCHMARKS.md, session 22), the 1000-stream burst's first events unchanged.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ QUIET_SECONDS = 0.01
 #: The longest a job's pipeline waits for a burst to end.
 MAX_DEFER_SECONDS = 0.5
 #: Pipelines that take their first step in one turn of the loop, at most.
-PIPELINES_PER_TURN = 8
+PIPELINES_PER_TURN = 64
 #: This many starts begun within BURST_WINDOW_SECONDS make a burst (320 starts a second,
 #: well above what a steady load brings one core); it lasts MAX_DEFER_SECONDS after that.
 BURST_STARTS = 16

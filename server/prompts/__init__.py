@@ -123,9 +123,21 @@ def _manifest() -> dict[str, Any]:
 
 
 def _type_entry(project: project_pb2.Project) -> dict[str, Any]:
+    return _type_entry_of(project.type)
+
+
+@functools.cache
+def _type_entry_of(project_type: project_pb2.ProjectType.ValueType) -> dict[str, Any]:
     types: dict[str, dict[str, Any]] = _manifest()["types"]
-    name = project_pb2.ProjectType.Name(project.type)
+    name = project_pb2.ProjectType.Name(project_type)
     return types.get(name) or types[_manifest()["default_type"]]
+
+
+@functools.cache
+def _type_label(project_type: project_pb2.ProjectType.ValueType) -> str:
+    """A project type as the prompts name it ("web series" for PROJECT_TYPE_WEB_SERIES)."""
+    name = project_pb2.ProjectType.Name(project_type)
+    return name.removeprefix("PROJECT_TYPE_").lower().replace("_", " ")
 
 
 def target_minutes(project: project_pb2.Project) -> int:
@@ -135,13 +147,22 @@ def target_minutes(project: project_pb2.Project) -> int:
     return int(_type_entry(project)["default_minutes"])
 
 
-def _guidance_files(project: project_pb2.Project, minutes: int) -> dict[str, str]:
-    manifest = _manifest()
+def _guidance_files(project: project_pb2.Project, minutes: int) -> Mapping[str, str]:
     language = (project.language or "en").lower().split("-")[0]
+    return _guidance_files_of(project.type, language, minutes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _guidance_files_of(
+    project_type: project_pb2.ProjectType.ValueType, language: str, minutes: int
+) -> Mapping[str, str]:
+    """The guidance files of a type, a language and a length: the manifest's choice, made
+    once per combination (callers only read the dict)."""
+    manifest = _manifest()
     bands = sorted(manifest["lengths"], key=lambda band: int(band["up_to_minutes"]))
     band = next((b for b in bands if minutes <= int(b["up_to_minutes"])), bands[-1])
     return {
-        "type_guidance": str(_type_entry(project)["file"]),
+        "type_guidance": str(_type_entry_of(project_type)["file"]),
         "language_guidance": str(manifest["languages"].get(language, manifest["other_language"])),
         "length_guidance": str(band["file"]),
     }
@@ -163,10 +184,7 @@ def render(
     minutes = target_minutes(project)
     fields = {
         "project_title": project.title,
-        "project_type": project_pb2.ProjectType.Name(project.type)
-        .removeprefix("PROJECT_TYPE_")
-        .lower()
-        .replace("_", " "),
+        "project_type": _type_label(project.type),
         "logline": project.logline or _EMPTY,
         "project_description": project.description or _EMPTY,
         "audience": project.audience or _EMPTY,

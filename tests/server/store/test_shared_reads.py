@@ -146,3 +146,63 @@ async def test_a_burst_of_project_reads_costs_one_trip_per_project(tmp_path: Pat
         assert trips == 4  # `after` shared the update's read
     finally:
         await store.close()
+
+
+async def test_a_burst_of_plan_stage_reads_costs_one_trip_per_project(tmp_path: Path) -> None:
+    """200 plan stages on 2 projects read each project's latest episodes once; a read
+    after a save sees the new episode, though a read from before it is still in flight."""
+    store = SqliteProjectStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        for name in ("one", "two"):
+            await store.create_project(name, project_pb2.Project(title=name.title()))
+            await store.create_episode(name, project_pb2.Episode(title=f"{name} 1", outline="o"))
+        trips = 0
+        read = store._read
+        held = asyncio.Event()
+        held.set()
+        tripped = asyncio.Condition()
+
+        async def counted(query: str, parameters: tuple[Any, ...]) -> list[Any]:
+            nonlocal trips
+            trips += 1
+            rows = await read(query, parameters)
+            async with tripped:  # told once the rows are read
+                tripped.notify_all()
+            await held.wait()  # read, not yet answered
+            return rows
+
+        async def trips_reach(count: int) -> None:
+            async with asyncio.timeout(5), tripped:
+                await tripped.wait_for(lambda: trips >= count)
+
+        store._read = counted  # type: ignore[method-assign]
+        found = await asyncio.gather(
+            *(store.latest_episodes(("one", "two")[i % 2], 3) for i in range(200))
+        )
+        assert [[e.title for e in episodes] for episodes in found[:2]] == [["one 1"], ["two 1"]]
+        assert trips == 2
+        # Another count is another read; each caller has its own messages.
+        assert [e.title for e in await store.latest_episodes("one", 1)] == ["one 1"]
+        assert trips == 3
+        found[0][0].title = "changed here"
+        assert found[2][0].title == "one 1"
+
+        held.clear()
+        older = asyncio.create_task(store.latest_episodes("one", 3))
+        await trips_reach(4)
+        saved = await store.create_episode("one", project_pb2.Episode(title="one 2", outline="o"))
+        after = asyncio.create_task(store.latest_episodes("one", 3))
+        await trips_reach(5)  # not sharing `older`'s read, from before the commit
+        held.set()
+        assert [e.title for e in await older] == ["one 1"]
+        assert [e.title for e in await after] == ["one 1", "one 2"]
+        assert saved.number == 2
+        # A project that is gone is still NOT_FOUND for every caller of a shared read.
+        await store.delete_project("two", force=True)
+        gone = await asyncio.gather(
+            *(store.latest_episodes("two", 3) for _ in range(3)), return_exceptions=True
+        )
+        assert all(getattr(error, "reason", "") == "PROJECT_NOT_FOUND" for error in gone), gone
+    finally:
+        await store.close()
