@@ -34,7 +34,7 @@ Once settled, pipelines begin at most PIPELINES_PER_TURN per turn of the loop, s
 that a burst's 1000 pipelines do not all take their first step in one turn: the
 loop polls its sockets between, and the frames, reads and answers waiting there
 are not held back behind them. Not fewer: each turn of a busy loop lasts 10-15 ms,
-and at 8 per turn a 200-job burst's last pipeline began ~250 ms after the burst's
+and at 8 per turn a 200-job burst's last pipeline began 220-290 ms after the burst's
 starts were done, then waited a turn for each of its reads and requests; its first
 token came last. At 64 the real provider path's time to first token p95 fell by
 ~10 % (BENCHMARKS.md, session 22), the 1000-stream burst's first events unchanged.
