@@ -3,6 +3,7 @@
     .venv/bin/python scripts/index_costs.py [--episodes 200] [--tokens 640] [--runs 3]
     .venv/bin/python scripts/index_costs.py --max-records 6    # one episode per write
     .venv/bin/python scripts/index_costs.py --max-records 256 --rest-share 0  # a server's
+    .venv/bin/python scripts/index_costs.py --existing 700   # into a collection with history
 
 `episodes` episodes of ~`tokens` load-tool tokens (the OpenAI stand-in's
 screenplay) are indexed at once into 10 projects of a fresh embedded Chroma,
@@ -13,8 +14,10 @@ number of Chroma writes; then the medians. `--max-records` caps the records a
 write may hold (`server.knowledge.write_batch`; an episode of 640 tokens
 makes 6): the default is what a core gives embedded Chroma, and 6 writes each
 episode alone, as before batching. `--rest-share` is the writer's rest after
-each write, as a share of the write's time (a core's embedded default; 0: none). Run it on a quiet
-machine: every figure is CPU or wall time.
+each write, as a share of the write's time (a core's embedded default; 0: none).
+`--existing` episodes are indexed first (not measured), into 5 other projects: a
+write's read and delete of what its sources hold are weighed against the whole
+collection. Run it on a quiet machine: every figure is CPU or wall time.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 from pathlib import Path
 
 import uvloop
-from scriptgen.cli._args import at_least_one
+from scriptgen.cli._args import at_least_one, not_negative
 from scriptgen.loadtest._standin import screenplay
 from scriptgen.v1 import project_pb2
 
@@ -37,7 +40,7 @@ from server.knowledge.write_batch import EMBEDDED_BATCH_RECORDS, EMBEDDED_REST_S
 
 
 async def _run(
-    episodes: int, tokens: int, max_records: int, rest_share: float
+    episodes: int, tokens: int, max_records: int, rest_share: float, existing: int = 0
 ) -> tuple[float, float, int]:
     script = "".join(screenplay(tokens))
     with tempfile.TemporaryDirectory(prefix="index-costs-") as folder:
@@ -51,6 +54,15 @@ async def _run(
         await knowledge.open()
         try:
             await knowledge.index_episode("warm-up", project_pb2.Episode(number=1, script=script))
+            await asyncio.gather(
+                *(
+                    knowledge.index_episode(
+                        f"history-{n % 5}",
+                        project_pb2.Episode(number=n // 5 + 1, title=f"Earlier {n}", script=script),
+                    )
+                    for n in range(existing)
+                )
+            )
             writes = knowledge._episodes.writes
             cpu, wall = time.process_time(), time.perf_counter()
             await asyncio.gather(
@@ -75,13 +87,14 @@ def main() -> None:
     parser.add_argument("--runs", type=at_least_one, default=3)
     parser.add_argument("--max-records", type=at_least_one, default=EMBEDDED_BATCH_RECORDS)
     parser.add_argument("--rest-share", type=float, default=EMBEDDED_REST_SHARE)
+    parser.add_argument("--existing", type=not_negative, default=0)
     args = parser.parse_args()
     if args.rest_share < 0:
         parser.error(f"--rest-share must be at least 0, not {args.rest_share}")
     results = []
     for run in range(args.runs):
         cpu, wall, writes = uvloop.run(
-            _run(args.episodes, args.tokens, args.max_records, args.rest_share)
+            _run(args.episodes, args.tokens, args.max_records, args.rest_share, args.existing)
         )
         results.append((cpu, wall))
         print(
@@ -92,7 +105,7 @@ def main() -> None:
         f"median of {args.runs}: {statistics.median(c for c, _ in results) * 1000:.2f} ms CPU"
         f" per episode, {statistics.median(w for _, w in results):.2f} s"
         f" ({args.episodes} episodes, at most {args.max_records} records a write,"
-        f" rest share {args.rest_share})"
+        f" rest share {args.rest_share}, {args.existing} existing)"
     )
 
 

@@ -408,6 +408,13 @@ class ChromaCollection:
         collection = await self.handle()
         await self._run(collection.delete, where=dict(where))
 
+    async def delete_ids(self, ids: Sequence[str]) -> None:
+        """Delete the records of these ids (those that are gone already are no error)."""
+        if not ids:
+            return
+        collection = await self.handle()
+        await self._run(collection.delete, ids=list(ids))
+
     async def close(self) -> None:
         """Close the client and the thread pool."""
         self._closed = True

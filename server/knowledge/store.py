@@ -447,7 +447,7 @@ class ChromaKnowledgeBase:
             # With the other episodes being indexed now, in one Chroma write (write_batch.py).
             await self._episodes.replace(
                 source,
-                where_all(tenant=tenant, project=project_id, source=source),
+                {"tenant": tenant, "project": project_id},
                 ids,
                 vectors,
                 texts,

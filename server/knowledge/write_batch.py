@@ -7,12 +7,13 @@ server: a request each), so 200 episodes finishing together cost ~30 ms of CPU
 each, one after another on Chroma's threads, and the last waited seconds for
 its `completed` event. `GroupWriter` writes one batch at a time: a replacement
 that finds no write in progress goes at once, and those that arrive during a
-write go together in the next (one delete of all their sources, then one upsert
-of all their records). 200 episodes indexed at once into embedded Chroma cost
-~24 ms of CPU each written one by one, ~10 ms at 32 records a write, ~6.5 ms at
-256 (scripts/index_costs.py); with a Chroma server, the server's CPU for a run
-of `sse-openai-200` fell from 6.4 to 2.6 s and its last `completed` came 1.2 s
-after its last token instead of 4.3 s (BENCHMARKS.md, "Session 18").
+write go together in the next (one read of what their sources hold, one delete of
+those records by id, then one upsert of all their records). 200 episodes indexed
+at once into embedded Chroma cost ~24 ms of CPU each written one by one, ~10 ms
+at 32 records a write, ~6.5 ms at 256 (scripts/index_costs.py); with a Chroma
+server, the server's CPU for a run of `sse-openai-200` fell from 6.4 to 2.6 s
+and its last `completed` came 1.2 s after its last token instead of 4.3 s
+(BENCHMARKS.md, "Session 18").
 
 A batch holds each source once (a second replacement of a source waits for the
 next batch, so they are written in the order they came) and at most
@@ -23,6 +24,12 @@ written alone and gets its own outcome. A caller cancelled before its batch
 was taken is left out. With `rest_share` (embedded Chroma, whose writes hold
 the GIL) the writer waits that share of a write's time (at most
 `MAX_REST_SECONDS`, and not after a failed write) before the next one.
+What a replacement replaces is found by its source alone (`source` `$in` the batch's
+sources, one selective clause), then kept to the records that carry the
+replacement's owner (its tenant and project): a delete that filtered on tenant,
+project and source, one `$and` per source under an `$or`, weighed each clause
+against the whole collection, and grew with every project in it (BENCHMARKS.md,
+session 22). A new episode's source holds nothing, so its batch deletes nothing.
 `flush` waits until everything queued so far is written:
 deletes that must come after a queued replacement (forgetting an episode,
 deleting a project) call it first. A caller cancelled while its batch is being
@@ -35,14 +42,14 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import httpx
 
 from server.errors import Unavailable
-from server.knowledge.chroma import ChromaCollection, Metadata
+from server.knowledge.chroma import ChromaCollection, Metadata, MetadataValue
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +74,9 @@ class Replacement:
     """The records of one source, replacing whatever it holds."""
 
     source: str
-    where: dict[str, Any]
+    #: The metadata a record of `source` carries besides it to be replaced (its tenant and
+    #: project): another tenant's records of a same-named source are left alone.
+    owner: dict[str, MetadataValue]
     ids: list[str]
     embeddings: list[Sequence[float]]
     texts: list[str]
@@ -106,20 +115,20 @@ class GroupWriter:
     async def replace(
         self,
         source: str,
-        where: dict[str, Any],
+        owner: Mapping[str, MetadataValue],
         ids: Sequence[str],
         embeddings: Sequence[Sequence[float]],
         texts: Sequence[str],
         metadatas: Sequence[Metadata],
     ) -> None:
-        """Delete what `where` matches, then write the records, in a batch; raises what its
-        write raised (Unavailable when Chroma could not be reached)."""
+        """Delete the records of `source` that carry `owner`, then write the records, in a
+        batch; raises what its write raised (Unavailable when Chroma could not be reached)."""
         if self._closed:
             raise Unavailable("story knowledge is closed", reason="KNOWLEDGE_UNAVAILABLE")
         loop = asyncio.get_running_loop()
         item = Replacement(
             source,
-            where,
+            dict(owner),
             list(ids),
             list(embeddings),
             list(texts),
@@ -231,8 +240,9 @@ class GroupWriter:
 
     async def _write(self, batch: list[Replacement]) -> None:
         self.writes += 1
-        wheres = [item.where for item in batch]
-        await self._collection.delete(wheres[0] if len(wheres) == 1 else {"$or": wheres})
+        stale = await self._replaced(batch)
+        if stale:
+            await self._collection.delete_ids(stale)
         ids = [record for item in batch for record in item.ids]
         if ids:
             await self._collection.upsert(
@@ -241,6 +251,22 @@ class GroupWriter:
                 [text for item in batch for text in item.texts],
                 [metadata for item in batch for metadata in item.metadatas],
             )
+
+    async def _replaced(self, batch: list[Replacement]) -> list[str]:
+        """The ids of the records the batch replaces: its sources' records that carry the
+        owner of their source's replacement (a batch holds each source once)."""
+        owners = {item.source: item.owner for item in batch}
+        sources = list(owners)
+        where = {"source": sources[0]} if len(sources) == 1 else {"source": {"$in": sources}}
+        found = await self._collection.get(where, texts=False)
+        return [record.id for record in found if _owned(record.metadata, owners)]
+
+
+def _owned(
+    metadata: Mapping[str, MetadataValue], owners: Mapping[str, Mapping[str, MetadataValue]]
+) -> bool:
+    owner = owners.get(str(metadata.get("source")))
+    return owner is not None and all(metadata.get(key) == value for key, value in owner.items())
 
 
 def _settle(item: Replacement, error: BaseException | None) -> None:

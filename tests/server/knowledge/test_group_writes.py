@@ -15,7 +15,7 @@ from scriptgen.v1 import project_pb2
 
 from server.errors import Unavailable
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder
-from server.knowledge.chroma import Metadata, server_client, where_all
+from server.knowledge.chroma import Metadata, Record, server_client, where_all
 from server.knowledge.write_batch import GroupWriter
 from tests.backends.chroma import throwaway_chroma
 from tests.server.knowledge.conftest import KnowledgeFactory
@@ -70,6 +70,45 @@ async def test_episodes_indexed_together_go_in_a_few_writes_and_every_record_is_
     assert found, "batched records are found by retrieval"
 
 
+async def test_a_replacement_deletes_only_its_owners_records_and_new_ones_delete_nothing(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    """What an episode's index replaces is found by its source, then kept to its tenant and
+    project: two tenants' projects of one id share source names."""
+    deleted: list[list[str]] = []
+    delete_ids = knowledge.collection.delete_ids
+
+    async def counted(ids: Sequence[str]) -> None:
+        deleted.append(list(ids))
+        await delete_ids(ids)
+
+    knowledge.collection.delete_ids = counted  # type: ignore[method-assign]
+    long = _episode(1, scenes=40)
+    for tenant in ("alpha", "beta"):
+        await knowledge.index_episode("pilot", long, tenant=tenant)
+    await asyncio.gather(*(knowledge.index_episode("pilot", _episode(n)) for n in range(2, 6)))
+    assert deleted == [], "new episodes' sources hold nothing: no delete"
+    source = "projects/pilot/episodes/1"
+
+    async def texts(tenant: str) -> list[str]:
+        found = await knowledge.collection.get(where_all(tenant=tenant, source=source))
+        return [record.text for record in found]
+
+    beta_before = await texts("beta")
+    assert len(beta_before) > 2, "a summary and several chunks"
+    # A record as an older core wrote it, without `space`: replaced all the same.
+    vector = [1.0] + [0.0] * (knowledge.embedder.dimension - 1)
+    older: Metadata = {"tenant": "alpha", "project": "pilot", "source": source, "chunk": 99}
+    await knowledge.collection.upsert([f"tenants/alpha/{source}#99"], [vector], ["old"], [older])
+    # Alpha's episode 1 written again, shorter: its older chunks go, beta's stay.
+    await knowledge.index_episode("pilot", _episode(1, line="Rewritten."), tenant="alpha")
+    assert len(deleted) == 1 and all(i.startswith("tenants/alpha/") for i in deleted[0])
+    assert f"tenants/alpha/{source}#99" in deleted[0]
+    alpha = await texts("alpha")
+    assert len(alpha) == 2 and any("Rewritten." in text for text in alpha)
+    assert sorted(await texts("beta")) == sorted(beta_before)
+
+
 async def test_a_lone_episode_is_written_at_once_in_one_write(
     knowledge: ChromaKnowledgeBase,
 ) -> None:
@@ -88,7 +127,7 @@ async def test_one_source_replaced_twice_at_once_is_written_in_order_the_later_k
         metadata: Metadata = {"tenant": TENANT, "source": source}
         await writer.replace(
             source,
-            where_all(tenant=TENANT, source=source),
+            {"tenant": TENANT},
             [f"{source}#{n}" for n in range(len(texts))],
             [vector] * len(texts),
             texts,
@@ -118,7 +157,7 @@ async def test_a_bad_replacement_fails_alone_and_the_others_are_written(
     async def replace(source: str, metadata: dict[str, object]) -> None:
         await writer.replace(
             source,
-            where_all(tenant=TENANT, source=source),
+            {"tenant": TENANT},
             [f"{source}#0"],
             [vector],
             [f"text of {source}"],
@@ -190,11 +229,11 @@ async def test_with_a_rest_share_the_writer_leaves_the_loop_time_between_writes(
     knowledge = await make_knowledge(batch_records=2, batch_rest_share=1.0)
     loop = asyncio.get_running_loop()
     spans: list[tuple[float, float]] = []
-    delete, upsert = knowledge.collection.delete, knowledge.collection.upsert
+    get, upsert = knowledge.collection.get, knowledge.collection.upsert
 
-    async def timed_delete(where: Mapping[str, Any]) -> None:
-        spans.append((loop.time(), 0.0))
-        await delete(where)
+    async def timed_get(where: Mapping[str, Any], **options: Any) -> list[Record]:
+        spans.append((loop.time(), 0.0))  # a write's first call: what its sources hold
+        return await get(where, **options)
 
     async def timed_upsert(
         ids: Sequence[str],
@@ -205,7 +244,7 @@ async def test_with_a_rest_share_the_writer_leaves_the_loop_time_between_writes(
         await upsert(ids, embeddings, texts, metadatas)
         spans[-1] = (spans[-1][0], loop.time())
 
-    knowledge.collection.delete = timed_delete  # type: ignore[method-assign]
+    knowledge.collection.get = timed_get  # type: ignore[method-assign]
     knowledge.collection.upsert = timed_upsert  # type: ignore[method-assign]
     await asyncio.gather(*(knowledge.index_episode("rest", _episode(n)) for n in range(1, 5)))
 
