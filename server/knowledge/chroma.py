@@ -329,14 +329,16 @@ class ChromaCollection:
         *,
         ids: Sequence[str] | None = None,
         limit: int | None = None,
+        offset: int | None = None,
         texts: bool = True,
         on_begin: Callable[[], None] | None = None,
     ) -> list[Record]:
         """Records matching the filters (no particular order), without their embeddings.
 
         `ids`, when given, narrows `where` to those records (ids matching `where`
-        only; an empty list finds nothing). `texts=False` reads metadata only.
-        `on_begin` is called on Chroma's thread as the read begins.
+        only; an empty list finds nothing). `limit` and `offset` page through them
+        (Chroma's order is stable while nothing is written). `texts=False` reads
+        metadata only. `on_begin` is called on Chroma's thread as the read begins.
         """
         if ids is not None and not ids:
             return []
@@ -347,6 +349,7 @@ class ChromaCollection:
             ids=list(ids) if ids is not None else None,
             where=dict(where),
             limit=limit,
+            offset=offset,
             include=["metadatas", *(["documents"] if texts else [])],
         )
         return _records(result)

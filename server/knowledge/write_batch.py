@@ -24,12 +24,15 @@ written alone and gets its own outcome. A caller cancelled before its batch
 was taken is left out. With `rest_share` (embedded Chroma, whose writes hold
 the GIL) the writer waits that share of a write's time (at most
 `MAX_REST_SECONDS`, and not after a failed write) before the next one.
-What a replacement replaces is found by its source alone (`source` `$in` the batch's
-sources, one selective clause), then kept to the records that carry the
-replacement's owner (its tenant and project): a delete that filtered on tenant,
-project and source, one `$and` per source under an `$or`, weighed each clause
-against the whole collection, and grew with every project in it (BENCHMARKS.md,
-session 22). A new episode's source holds nothing, so its batch deletes nothing.
+What a replacement replaces is found by its source alone (`source` `$in` the
+batch's sources, one selective clause), then kept to the records that carry the
+replacement's owner (its tenant and project) and deleted by id. A delete that
+filtered on tenant, project and source, one `$and` per source under an `$or`,
+weighed each clause against the whole collection and grew with every project in
+it (BENCHMARKS.md, session 22). A new episode's source holds nothing, so its
+batch deletes nothing. The read also brings back other tenants' records of the
+same source names (their projects of the same id), so it goes READ_PAGE_RECORDS
+at a time: Chroma refuses a read of more than ~32,000.
 `flush` waits until everything queued so far is written:
 deletes that must come after a queued replacement (forgetting an episode,
 deleting a project) call it first. A caller cancelled while its batch is being
@@ -65,6 +68,9 @@ EMBEDDED_BATCH_RECORDS: Final = 32
 EMBEDDED_REST_SHARE: Final = 1.0
 #: The longest rest, whatever the write took (a slow write must not hold the next one long).
 MAX_REST_SECONDS: Final = 1.0
+#: Records read at most per page when a batch looks up what its sources hold: Chroma refuses
+#: a read of more than ~32,000 records ("too many SQL variables", embedded and server alike).
+READ_PAGE_RECORDS: Final = 5000
 #: Causes of a failed write that every replacement in the batch would meet alone too.
 _UNREACHABLE: Final = (httpx.TransportError, OSError, TimeoutError)
 
@@ -96,9 +102,11 @@ class GroupWriter:
         *,
         max_records: int = MAX_BATCH_RECORDS,
         rest_share: float = 0.0,
+        read_page: int = READ_PAGE_RECORDS,
     ) -> None:
         self._collection = collection
         self._max_records = max_records
+        self._read_page = max(1, read_page)
         self._rest_share = rest_share
         self._waiting: deque[Replacement] = deque()
         self._writing: list[Replacement] = []
@@ -258,8 +266,16 @@ class GroupWriter:
         owners = {item.source: item.owner for item in batch}
         sources = list(owners)
         where = {"source": sources[0]} if len(sources) == 1 else {"source": {"$in": sources}}
-        found = await self._collection.get(where, texts=False)
-        return [record.id for record in found if _owned(record.metadata, owners)]
+        stale: list[str] = []
+        offset = 0
+        while True:
+            page = await self._collection.get(
+                where, texts=False, limit=self._read_page, offset=offset
+            )
+            stale.extend(record.id for record in page if _owned(record.metadata, owners))
+            if len(page) < self._read_page:
+                return stale
+            offset += len(page)
 
 
 def _owned(
