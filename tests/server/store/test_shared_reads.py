@@ -27,6 +27,32 @@ class Fetches:
         return f"{answer} #{number}"
 
 
+class CountedReads:
+    """The store's trips to its reader thread, counted; each answer held while `held` is
+    clear (the rows read, not yet returned)."""
+
+    def __init__(self, store: SqliteProjectStore) -> None:
+        self.trips = 0
+        self.held = asyncio.Event()
+        self.held.set()
+        self._tripped = asyncio.Condition()
+        self._read = store._read
+        store._read = self._counted  # type: ignore[method-assign]
+
+    async def _counted(self, query: str, parameters: tuple[Any, ...]) -> list[Any]:
+        self.trips += 1
+        rows = await self._read(query, parameters)
+        async with self._tripped:  # told once the rows are read
+            self._tripped.notify_all()
+        await self.held.wait()
+        return rows
+
+    async def reach(self, count: int) -> None:
+        """Return once `count` trips have read their rows."""
+        async with asyncio.timeout(5), self._tripped:
+            await self._tripped.wait_for(lambda: self.trips >= count)
+
+
 async def test_callers_of_one_key_share_the_read_in_flight() -> None:
     reads: SharedReads[str, str] = SharedReads()
     fetches = Fetches()
@@ -100,50 +126,31 @@ async def test_a_burst_of_project_reads_costs_one_trip_per_project(tmp_path: Pat
     try:
         for name in ("one", "two"):
             await store.create_project(name, project_pb2.Project(title=name.title()))
-        trips = 0
-        read = store._read
-        held = asyncio.Event()
-        held.set()
-        tripped = asyncio.Condition()
-
-        async def counted(query: str, parameters: tuple[Any, ...]) -> list[Any]:
-            nonlocal trips
-            trips += 1
-            async with tripped:
-                tripped.notify_all()
-            rows = await read(query, parameters)
-            await held.wait()  # read, not yet answered
-            return rows
-
-        async def trips_reach(count: int) -> None:
-            async with asyncio.timeout(5), tripped:
-                await tripped.wait_for(lambda: trips >= count)
-
-        store._read = counted  # type: ignore[method-assign]
+        reads = CountedReads(store)
         projects = await asyncio.gather(
             *(store.get_project(("one", "two")[i % 2]) for i in range(200))
         )
         assert [p.title for p in projects[:2]] == ["One", "Two"]
-        assert trips == 2
+        assert reads.trips == 2
         # Each caller has its own message.
         projects[0].title = "changed here"
         assert projects[2].title == "One"
         # A read after a commit sees it, though a read from before is still in flight.
-        held.clear()
+        reads.held.clear()
         older = asyncio.create_task(store.get_project("one"))
-        await trips_reach(3)
+        await reads.reach(3)
         # The update answers with the project read after its commit.
         update = asyncio.create_task(
             store.update_project("one", project_pb2.Project(title="Renamed"), ["title"])
         )
-        await trips_reach(4)  # not sharing `older`'s read, from before the commit
+        await reads.reach(4)  # not sharing `older`'s read, from before the commit
         after = asyncio.create_task(store.get_project("one"))
         await asyncio.sleep(0.05)
-        held.set()
+        reads.held.set()
         assert (await older).title == "One"
         assert (await update).title == "Renamed"
         assert (await after).title == "Renamed"
-        assert trips == 4  # `after` shared the update's read
+        assert reads.trips == 4  # `after` shared the update's read
     finally:
         await store.close()
 
@@ -157,44 +164,25 @@ async def test_a_burst_of_plan_stage_reads_costs_one_trip_per_project(tmp_path: 
         for name in ("one", "two"):
             await store.create_project(name, project_pb2.Project(title=name.title()))
             await store.create_episode(name, project_pb2.Episode(title=f"{name} 1", outline="o"))
-        trips = 0
-        read = store._read
-        held = asyncio.Event()
-        held.set()
-        tripped = asyncio.Condition()
-
-        async def counted(query: str, parameters: tuple[Any, ...]) -> list[Any]:
-            nonlocal trips
-            trips += 1
-            rows = await read(query, parameters)
-            async with tripped:  # told once the rows are read
-                tripped.notify_all()
-            await held.wait()  # read, not yet answered
-            return rows
-
-        async def trips_reach(count: int) -> None:
-            async with asyncio.timeout(5), tripped:
-                await tripped.wait_for(lambda: trips >= count)
-
-        store._read = counted  # type: ignore[method-assign]
+        reads = CountedReads(store)
         found = await asyncio.gather(
             *(store.latest_episodes(("one", "two")[i % 2], 3) for i in range(200))
         )
         assert [[e.title for e in episodes] for episodes in found[:2]] == [["one 1"], ["two 1"]]
-        assert trips == 2
+        assert reads.trips == 2
         # Another count is another read; each caller has its own messages.
         assert [e.title for e in await store.latest_episodes("one", 1)] == ["one 1"]
-        assert trips == 3
+        assert reads.trips == 3
         found[0][0].title = "changed here"
         assert found[2][0].title == "one 1"
 
-        held.clear()
+        reads.held.clear()
         older = asyncio.create_task(store.latest_episodes("one", 3))
-        await trips_reach(4)
+        await reads.reach(4)
         saved = await store.create_episode("one", project_pb2.Episode(title="one 2", outline="o"))
         after = asyncio.create_task(store.latest_episodes("one", 3))
-        await trips_reach(5)  # not sharing `older`'s read, from before the commit
-        held.set()
+        await reads.reach(5)  # not sharing `older`'s read, from before the commit
+        reads.held.set()
         assert [e.title for e in await older] == ["one 1"]
         assert [e.title for e in await after] == ["one 1", "one 2"]
         assert saved.number == 2
