@@ -23,6 +23,7 @@ from scriptgen.loadtest import (
     parse_grpc_target,
     parse_http_target,
     run_load,
+    summary,
     write_chart,
 )
 from scriptgen.loadtest._processes import MachineSample
@@ -113,6 +114,11 @@ async def test_sse_burst_counts_match_saved_episodes_and_outputs_are_valid(
     # This process ran core, gateway and clients: the machine was busy, within its CPUs.
     assert 0 < box["busy_percent_mean"] <= box["busy_percent_peak"] <= 100
     assert 0 <= box["steal_percent_mean"] <= 100
+    # The speed reading: an empty loop's time, in seconds, taken just before the run.
+    assert document["machine"]["speed_loop_iterations"] == 10_000_000
+    assert 0 < document["machine"]["speed_loop_seconds"] < 60
+    assert document["machine"]["speed_loop_seconds"] == round(report.speed_loop_seconds or 0, 3)
+    assert "machine speed: an empty loop of 10,000,000 turns took" in summary(report)
 
     write_chart(report, tmp_path / "run.png")
     assert (tmp_path / "run.png").read_bytes()[:8] == PNG_MAGIC

@@ -8,6 +8,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -82,6 +83,8 @@ class LoadReport:
     hold: HoldWindow | None
     #: Readings of the whole machine's CPU time over the run.
     machine_samples: list[MachineSample]
+    #: Seconds an empty loop of SPEED_LOOP_ITERATIONS took just before the measured phase.
+    speed_loop_seconds: float | None = None
     #: Raw samples for the chart (seconds); not in the JSON.
     samples: dict[str, list[float]] = field(default_factory=dict)
 
@@ -110,7 +113,12 @@ class LoadReport:
         document: dict[str, Any] = {
             "command_line": list(config.command_line),
             "started_utc": self.started_utc,
-            "machine": {**machine(), "cpu_during_run": self.machine_figures()},
+            "machine": {
+                **machine(),
+                "cpu_during_run": self.machine_figures(),
+                "speed_loop_seconds": _rounded(self.speed_loop_seconds),
+                "speed_loop_iterations": SPEED_LOOP_ITERATIONS,
+            },
             "run": {
                 "target": str(self.target),
                 "protocol": config.protocol.value,
@@ -209,6 +217,30 @@ def machine() -> dict[str, Any]:
     }
 
 
+#: Turns of the empty Python loop that reads the machine's speed (`speed_loop_seconds`).
+SPEED_LOOP_ITERATIONS = 10_000_000
+
+
+def speed_loop_seconds(iterations: int = SPEED_LOOP_ITERATIONS) -> float:
+    """Seconds this process takes for `iterations` turns of an empty Python loop.
+
+    The same machine class runs from one session to the next, and even from one
+    minute to the next, at speeds ~2x apart (BENCHMARKS.md): every figure of a run
+    scales with it, so a run reads it once, just before its measured phase, and
+    runs whose readings differ compare only with that in mind. The loop is the one
+    BENCHMARKS.md's sessions timed by hand (`python3 -c 'for i in range(10_000_000):
+    pass'`): run as module-level code, as `-c` runs it, so the readings compare.
+    """
+    code = compile(f"for i in range({int(iterations)}): pass", "<speed loop>", "exec")
+    began = time.perf_counter()
+    exec(code, {})  # a constant loop of our own, not input
+    return time.perf_counter() - began
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
 #: Readings closer than this give noise, not a rate (the final reading comes right after one).
 _MIN_RATE_SECONDS = 0.2
 
@@ -299,6 +331,7 @@ def build_report(
     workers: list[WorkerResult],
     hold: HoldWindow | None,
     machine_samples: Sequence[MachineSample] = (),
+    speed_loop_seconds: float | None = None,
 ) -> LoadReport:
     ends = [r.ended for r in records if r.ended is not None]
     end = max(ends) if ends else start
@@ -370,6 +403,7 @@ def build_report(
         workers=workers,
         hold=hold,
         machine_samples=list(machine_samples),
+        speed_loop_seconds=speed_loop_seconds,
         samples={
             "time_to_first_event": ttfe,
             "time_to_first_token": ttft,
@@ -454,6 +488,11 @@ def summary(report: LoadReport) -> str:
         lines.append(
             f"machine: {box['cpus']} CPUs {box['busy_percent_mean']:.0f}% busy on average,"
             f" {box['busy_percent_peak']:.0f}% at peak, {box['steal_percent_mean']:.1f}% stolen"
+        )
+    if report.speed_loop_seconds is not None:
+        lines.append(
+            f"machine speed: an empty loop of {SPEED_LOOP_ITERATIONS:,} turns took"
+            f" {report.speed_loop_seconds:.3f} s just before the run"
         )
     for worker in report.workers:
         lines.append(

@@ -190,6 +190,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "gateway peak RSS MiB": lambda d: _mib(per_role("gateway", "rss_peak_bytes")(d)),
     "core us CPU/token": _per_token(per_role("core", "cpu_seconds")),
     "gateway us CPU/token": _per_token(per_role("gateway", "cpu_seconds")),
+    "machine speed loop s": figure("machine.speed_loop_seconds"),
     "machine CPU busy % mean": figure("machine.cpu_during_run.busy_percent_mean"),
     "machine CPU busy % peak": figure("machine.cpu_during_run.busy_percent_peak"),
     "core+gateway us CPU/token": _per_token(
