@@ -25,6 +25,7 @@ import functools
 import hashlib
 import itertools
 import math
+import operator
 from array import array
 from collections import Counter
 from collections.abc import Sequence
@@ -68,6 +69,9 @@ def _features(text: str) -> Counter[str]:
 
 
 _WEIGHTS: Final = {"w": _WORD_WEIGHT, "b": _BIGRAM_WEIGHT, "c": _TRIGRAM_WEIGHT}
+#: `1 + ln count` for the counts most features have, worked out once: the same doubles
+#: `math.log` gives, without a call per feature (most counts are 1).
+_DAMPED: Final = (0.0, *(1 + math.log(count) for count in range(1, 256)))
 
 
 class HashingEmbedder:
@@ -108,17 +112,20 @@ class HashingEmbedder:
         """
         vector = [0.0] * self._dimension
         buckets = self._buckets
-        log = math.log
+        damped = _DAMPED
+        limit = len(damped)
         for feature, count in _features(text).items():
             index, weight = buckets.get(feature) or self._bucket(feature)
-            vector[index] += weight * (1 + log(count))
-        norm = math.sqrt(sum(x * x for x in vector))
+            vector[index] += weight * (damped[count] if count < limit else 1 + math.log(count))
+        # The same products summed in the same order as a generator of `x * x` (the same
+        # doubles), without a Python frame per element.
+        norm = math.sqrt(sum(map(operator.mul, vector, vector)))
         if norm == 0.0:
             # Cosine distance is undefined for a zero vector; a text without
             # words gets one fixed direction instead.
             vector[0] = 1.0
             return array("d", vector)
-        return array("d", [x / norm for x in vector])
+        return array("d", map(norm.__rtruediv__, vector))
 
     async def embed(self, texts: Sequence[str]) -> list[array[float]]:
         if sum(len(text) for text in texts) <= _INLINE_CHARACTERS:

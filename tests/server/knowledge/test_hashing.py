@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 import struct
 import subprocess
 import sys
 from collections.abc import Sequence
 
+from scriptgen.v1 import project_pb2
+
 from server.knowledge import HashingEmbedder
+from server.knowledge.chunking import split
+from server.knowledge.hashing import _features
+from server.providers.base import Brief
+from server.providers.synthetic import write_screenplay
 
 
 def cosine(left: Sequence[float], right: Sequence[float]) -> float:
@@ -77,3 +84,41 @@ def test_vectors_are_those_of_hashing_ngram_v1() -> None:
                 struct.pack("<d", x) for text in texts for x in embedder.embed_one(text)
             )
             assert hashlib.sha256(packed).hexdigest() == digest
+
+
+def _reference_vector(embedder: HashingEmbedder, text: str) -> list[float]:
+    """hashing-ngram-v1 spelt out as it was written first: a `log` per feature, the norm
+    from a generator, a division per element."""
+    vector = [0.0] * embedder.dimension
+    for feature, count in _features(text).items():
+        index, weight = embedder._bucket(feature)
+        vector[index] += weight * (1 + math.log(count))
+    norm = math.sqrt(sum(x * x for x in vector))
+    if norm == 0.0:
+        vector[0] = 1.0
+        return vector
+    return [x / norm for x in vector]
+
+
+def test_vectors_equal_the_reference_bit_for_bit() -> None:
+    # The damped counts come from a table and the norm from `map`: the doubles must not move
+    # (stored collections hold them). Screenplay chunks, Korean, and words repeated past the
+    # table's 255 counts.
+    rng = random.Random(7)
+    vocabulary = ["민수", "야간", "간호사", "night", "nurse", "radio", "INT.", "ROOF", "는", "..."]
+    texts = [
+        " ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 400))) for _ in range(60)
+    ]
+    texts += ["night " * 300, "민수 " * 1000, "", "..."]
+    for number in range(1, 11):
+        brief = Brief(
+            project_pb2.Project(name=f"projects/p{number}", title="T", target_episode_minutes=20),
+            f"Episode {number}",
+            "The rooftop, again.",
+            number,
+        )
+        texts += [chunk.text for chunk in split(write_screenplay(brief))]
+    for dimension in (64, 1024):
+        embedder = HashingEmbedder(dimension)
+        for text in texts:
+            assert list(embedder.embed_one(text)) == _reference_vector(embedder, text)
