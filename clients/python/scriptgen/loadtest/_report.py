@@ -116,7 +116,9 @@ class LoadReport:
             "machine": {
                 **machine(),
                 "cpu_during_run": self.machine_figures(),
-                "speed_loop_seconds": _rounded(self.speed_loop_seconds),
+                "speed_loop_seconds": None
+                if self.speed_loop_seconds is None
+                else round(self.speed_loop_seconds, 3),
                 "speed_loop_iterations": SPEED_LOOP_ITERATIONS,
             },
             "run": {
@@ -221,7 +223,7 @@ def machine() -> dict[str, Any]:
 SPEED_LOOP_ITERATIONS = 10_000_000
 
 
-def speed_loop_seconds(iterations: int = SPEED_LOOP_ITERATIONS) -> float:
+def time_speed_loop(iterations: int = SPEED_LOOP_ITERATIONS) -> float:
     """Seconds this process takes for `iterations` turns of an empty Python loop.
 
     The same machine class runs from one session to the next, and even from one
@@ -235,10 +237,6 @@ def speed_loop_seconds(iterations: int = SPEED_LOOP_ITERATIONS) -> float:
     began = time.perf_counter()
     exec(code, {})  # a constant loop of our own, not input
     return time.perf_counter() - began
-
-
-def _rounded(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds, 3)
 
 
 #: Readings closer than this give noise, not a rate (the final reading comes right after one).

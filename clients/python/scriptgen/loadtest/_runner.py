@@ -21,7 +21,7 @@ from scriptgen._heap import freeze_startup_heap, thaw_heap
 from scriptgen.loadtest._config import LoadConfig, LoadTestError, Protocol, Target, check_bounds
 from scriptgen.loadtest._processes import ProcessSampler, WatchedProcess, describe, discover_servers
 from scriptgen.loadtest._records import StreamPlan, StreamRecord, WorkerResult
-from scriptgen.loadtest._report import HoldWindow, LoadReport, build_report, speed_loop_seconds
+from scriptgen.loadtest._report import HoldWindow, LoadReport, build_report, time_speed_loop
 from scriptgen.loadtest._spawn import spawned_servers
 from scriptgen.loadtest._workers import (
     Counters,
@@ -80,7 +80,7 @@ async def run_load(config: LoadConfig, progress: Progress = _quiet) -> LoadRepor
             ) from None
         plans = _plans(config, projects)
         progress("reading the machine's speed")
-        speed = speed_loop_seconds()  # the servers are idle now; this loop has the tool's CPU
+        speed = time_speed_loop()  # the servers are idle now; this loop has the tool's CPU
         sampler = ProcessSampler(processes, config.sample_interval_seconds)
         sampler.start()
         stack.callback(sampler.stop)
