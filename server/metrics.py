@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from scriptgen._loop_lag import loop_lag_histogram
+
+from server.loop_histogram import LoopHistogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -102,7 +105,8 @@ class CoreMetrics:
             ["provider"],
             registry=self.registry,
         )
-        self.inter_token_latency = Histogram(
+        #: Observed before every piece of text, on the loop's thread: a lock-free histogram.
+        self.inter_token_latency = LoopHistogram(
             "scriptgen_inter_token_latency_seconds",
             "Time between consecutive pieces of text a stage takes from its provider (a piece"
             " carries one or more tokens; a body read once per delta cut gives one per window).",
@@ -133,17 +137,22 @@ class CoreMetrics:
         self.event_loop_lag = loop_lag_histogram(self.registry)
 
     def inter_token_clock(self, stage: str) -> Callable[[], None]:
-        """A tick for each text delta of one stream; observes the gap since the previous tick."""
-        histogram = self.inter_token_latency.labels(stage)
-        previous: list[float] = []
+        """A tick for each piece of text of one stream, on the loop's thread; observes the gap
+        since the previous tick. Called once per token of a token-per-chunk model, so it is
+        the histogram's `observe` written out."""
+        child = self.inter_token_latency.labels(stage)
+        counts, bounds = child.counts, child.bounds
+        monotonic = time.monotonic
+        previous = -1.0
 
         def tick() -> None:
-            now = time.monotonic()
-            if previous:
-                histogram.observe(now - previous[0])
-                previous[0] = now
-            else:
-                previous.append(now)
+            nonlocal previous
+            now = monotonic()
+            if previous >= 0.0:
+                gap = now - previous
+                counts[bisect_left(bounds, gap)] += 1
+                child.sum += gap
+            previous = now
 
         return tick
 

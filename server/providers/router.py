@@ -187,7 +187,8 @@ class ProviderRouter:
     ) -> AsyncGenerator[str, None]:
         """One call to one provider, bounded by the timeouts; yields deliverable text."""
         call_prompt = replace(prompt, partial=delivered) if delivered else prompt
-        trimmer = OverlapTrimmer(delivered)
+        # Only a continuation can repeat delivered text: a first call's chunks go as they are.
+        trimmer = OverlapTrimmer(delivered) if delivered else None
         spent = TokenUsage()
         raw: list[str] = []
         outcome = "cancelled"
@@ -196,10 +197,22 @@ class ProviderRouter:
         watchdog = _Watchdog(self._config, deadline)
         try:
             while True:
+                # The watchdog's wait is written out here, not a coroutine of its own: this
+                # runs once per chunk, and a model hands over one token per chunk.
+                watchdog.begin(first=not raw)
                 try:
-                    chunk = await watchdog.wait(anext(iterator), first=not raw)
+                    chunk = await iterator.__anext__()
                 except StopAsyncIteration:
                     break
+                except asyncio.CancelledError:
+                    expired = watchdog.expiry()
+                    if expired is not None:
+                        raise expired from None
+                    raise
+                except TimeoutError:
+                    raise watchdog.timeout() from None  # the provider's own, same outcome
+                finally:
+                    watchdog.end()
                 if not chunk:
                     continue
                 if not raw:
@@ -207,11 +220,11 @@ class ProviderRouter:
                         time.monotonic() - started
                     )
                 raw.append(chunk)
-                text = trimmer.feed(chunk)
-                if text:
+                if trimmer is None:
+                    yield chunk
+                elif text := trimmer.feed(chunk):
                     yield text
-            text = trimmer.finish()
-            if text:
+            if trimmer is not None and (text := trimmer.finish()):
                 yield text
             outcome = "ok"
         except _Expired as expired:
@@ -274,11 +287,13 @@ class _Watchdog:
 
     __slots__ = (
         "_cancelling",
-        "_config",
         "_deadline",
         "_due",
         "_expired",
+        "_first_limit",
         "_handle",
+        "_idle_limit",
+        "_kind",
         "_limit",
         "_loop",
         "_task",
@@ -286,8 +301,9 @@ class _Watchdog:
     )
 
     def __init__(self, config: RouterConfig, deadline: float | None) -> None:
-        self._config = config
-        self._deadline = deadline
+        self._first_limit = (config.first_token_timeout_seconds, "first_token_timeout")
+        self._idle_limit = (config.idle_timeout_seconds, "idle_timeout")
+        self._deadline = float("inf") if deadline is None else deadline
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[object] | None = None
@@ -296,36 +312,39 @@ class _Watchdog:
         self._cancelling = 0
         self._due = 0.0
         self._limit = 0.0
+        self._kind = ""
 
-    async def wait(self, step: Awaitable[str], *, first: bool) -> str:
-        """Await `step` within the time to first token or the idle time (and the deadline)."""
+    def begin(self, *, first: bool) -> None:
+        """A wait for the model's next chunk begins, on the current task: within the time to
+        first token or the idle time (and the deadline). Once per chunk, so kept lean."""
         now = time.monotonic()
-        if first:
-            limit, kind = self._config.first_token_timeout_seconds, "first_token_timeout"
-        else:
-            limit, kind = self._config.idle_timeout_seconds, "idle_timeout"
-        deadline = self._deadline
-        if deadline is not None and deadline - now < limit:
-            limit, kind = max(0.0, deadline - now), "deadline"
-        self._due, self._limit = now + limit, limit
-        task = self._task = asyncio.current_task()
+        limit, kind = self._first_limit if first else self._idle_limit
+        due = now + limit
+        if due > self._deadline:
+            due = max(now, self._deadline)
+            limit, kind = due - now, "deadline"
+        self._due, self._limit, self._kind = due, limit, kind
+        task = self._task = asyncio.current_task(self._loop)
         # As asyncio.timeout: cancellations of the task from before this wait are not ours.
         self._cancelling = task.cancelling() if task is not None else 0
         if self._handle is None:
-            self._arm(self._due, now)
+            self._arm(due, now)
         self._waiting = True
-        try:
-            return await step
-        except asyncio.CancelledError:
-            if self._settle():
-                raise _Expired(kind, limit) from None
-            raise
-        except TimeoutError:
-            raise _Expired(kind, limit) from None  # the provider's own timeout, same outcome
-        finally:
-            self._waiting = False
-            if self._expired:
-                self._settle()  # the step swallowed our cancellation: take it back all the same
+
+    def expiry(self) -> _Expired | None:
+        """On a cancellation of the wait: the expiry to raise instead when the watchdog's own
+        cancellation was the only one, else None (the cancellation stands)."""
+        return self.timeout() if self._settle() else None
+
+    def timeout(self) -> _Expired:
+        """The expiry of the current wait."""
+        return _Expired(self._kind, self._limit)
+
+    def end(self) -> None:
+        """The wait ended, however it did."""
+        self._waiting = False
+        if self._expired:
+            self._settle()  # the step swallowed our cancellation: take it back all the same
 
     def _settle(self) -> bool:
         """Take back the watchdog's cancellation; whether it was the only one (a timeout)."""
