@@ -77,8 +77,10 @@ def _is_transition(line: str) -> bool:
 def _is_cue(line: str) -> bool:
     if line.startswith("@"):
         return len(line) > 1
+    if line != line.upper():
+        return False  # the common case, an action line, decided without a walk of its letters
     letters = [c for c in line if c.isalpha()]
-    return bool(letters) and line == line.upper() and any(c.isupper() for c in letters)
+    return bool(letters) and any(c.isupper() for c in letters)
 
 
 def _verdict(result: ScriptReview, script: str) -> list[str]:

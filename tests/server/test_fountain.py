@@ -6,6 +6,7 @@ import random
 
 from scriptgen.v1 import project_pb2
 
+from server import fountain
 from server.fountain import review
 from server.providers.base import Brief
 from server.providers.synthetic import plan_outline, token_count, tokens, write_screenplay
@@ -61,3 +62,42 @@ def test_token_count_is_the_number_of_tokens() -> None:
     texts += ["".join(rng.choices(alphabet, k=rng.randint(1, 16))) for _ in range(3000)]
     for text in texts:
         assert token_count(text) == len(tokens(text)), repr(text)
+
+
+def test_cue_detection_is_the_rule_as_first_written() -> None:
+    """An action line is turned away before its letters are walked; the rule is unchanged."""
+
+    def as_first_written(line: str) -> bool:
+        if line.startswith("@"):
+            return len(line) > 1
+        letters = [c for c in line if c.isalpha()]
+        return bool(letters) and line == line.upper() and any(c.isupper() for c in letters)
+
+    lines = [
+        "MAYA",
+        "DETECTIVE REYES (V.O.)",
+        "MAYA (CONT'D) ^",
+        "Maya",
+        "Rain streaks the window. MAYA stands very still.",
+        "1234",
+        "...",
+        "",
+        "@",
+        "@지수",
+        "지수",
+        "ÉLODIE",
+        "Élodie",
+        "ß",
+        "STRASSE",
+        "ǅ",
+        "Ⅷ",
+        "ⅷ",
+        "X2",
+        "x2",
+        "CUT TO:",
+    ]
+    rng = random.Random(11)
+    alphabet = "aZé지ßǅⅧ1 .:(@)'"
+    lines += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8))) for _ in range(2000)]
+    for line in lines:
+        assert fountain._is_cue(line) == as_first_written(line), repr(line)
