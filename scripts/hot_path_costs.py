@@ -1,6 +1,6 @@
 """CPU per event of three pieces of the streaming hot path, in-process, on uvloop.
 
-    .venv/bin/python scripts/hot_path_costs.py [--runs 11] [--only events|relay|cuts]
+    .venv/bin/python scripts/hot_path_costs.py [--runs 11] [--only events|relay|cuts|write-chunks]
 
 * events: `JobEvents.emit` of a text delta → the in-memory event log → one
   follower per job reading it (`follow_encoded`), 500 jobs x 60 events;
@@ -9,6 +9,10 @@
 * cuts: `DeltaCoalescer` at a 100 ms window fed a chunk every 33 ms (a model at
   ~30 tok/s, so cuts come from its timer), 500 streams x 60 chunks; the writer's
   own sleeps are in the figure;
+* write-chunks: the write stage's loop over the provider router, fed by the synthetic
+  writer at no pace and one token per chunk (the per-token peak relay's writer):
+  `inter_token_clock`, `DeltaCoalescer` (100 ms) → the in-memory log, 200 streams of a
+  20-minute episode; the writer's own yields to the loop are in the figure;
 * provider, provider-unpaced: the real provider path's reading side, 200 streams x
   150 tokens from the OpenAI stand-in (`scriptgen.loadtest._standin`, its own
   process, 30 tokens/s per stream): the `openai` SDK over the core's HTTP
@@ -33,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import nullcontext
+from contextlib import aclosing, nullcontext
 from typing import Any, cast
 
 import grpc.aio
@@ -42,6 +46,7 @@ import uvloop
 from scriptgen.v1 import generation_pb2, generation_service_pb2, project_pb2
 
 from gateway.sse import EventRelay
+from server.config import RouterConfig, SyntheticConfig
 from server.events.memory import MemoryEventLog
 from server.jobs.coalescer import DeltaCoalescer
 from server.jobs.emitter import JobEvents
@@ -50,9 +55,14 @@ from server.providers.base import Brief, Prompt, TokenUsage
 from server.providers.body_pacing import paced_reads
 from server.providers.http_transport import AiohttpTransport
 from server.providers.openai_chat import OpenAIChatProvider
+from server.providers.router import ProviderRouter
+from server.providers.synthetic import SyntheticProvider, write_screenplay
 
 STREAMS = 500
 EVENTS = 60
+#: The write-chunks measure: 200 streams of a 20-minute episode (~2,800 one-token chunks each).
+WRITE_STREAMS = 200
+WRITE_MINUTES = 20
 
 
 async def events_per_event() -> float:
@@ -171,6 +181,46 @@ async def cuts_per_chunk() -> float:
     return 1e6 * (time.process_time() - started) / (STREAMS * EVENTS)
 
 
+async def write_chunks() -> float:
+    """The write stage's loop as the pipeline runs it, fed by the synthetic writer at no pace,
+    one token per chunk (the per-token peak relay's writer), through the provider router."""
+    log = MemoryEventLog()
+    metrics = CoreMetrics()
+    router = ProviderRouter(["synthetic"], RouterConfig(), metrics)
+    writer = SyntheticProvider(
+        SyntheticConfig(
+            first_token_seconds=0,
+            tokens_per_second=0,
+            unpaced_chunk_tokens=1,
+            episode_minutes=WRITE_MINUTES,
+        )
+    )
+    chunks = [0]
+
+    async def stream(index: int) -> None:
+        name = f"generations/g{index:020x}"
+        await log.create(name)
+        project = project_pb2.Project(name=f"projects/p{index % 10}", title="P")
+        prompt = Prompt(generation_pb2.STAGE_WRITE, "system", "user", Brief(project, name, "", 1))
+        deltas = DeltaCoalescer(JobEvents(name, log, metrics, 0), 0.1)
+        tick = metrics.inter_token_clock("write")
+        parts: list[str] = []
+        with paced_reads(deltas):
+            async with aclosing(router.stream("write", prompt, [writer], {})) as chunked:
+                async for chunk in chunked:  # Pipeline._write's loop, less its progress events
+                    tick()
+                    await deltas.add(chunk)
+                    parts.append(chunk)
+        await deltas.close()
+        if "".join(parts) != write_screenplay(prompt.brief, WRITE_MINUTES):
+            raise RuntimeError(f"stream {index}: the chunks are not the writer's text")
+        chunks[0] += len(parts)
+
+    started = time.process_time()
+    await asyncio.gather(*(stream(index) for index in range(WRITE_STREAMS)))
+    return 1e6 * (time.process_time() - started) / chunks[0]
+
+
 PROVIDER_STREAMS = 200
 PROVIDER_TOKENS = 150
 #: The OpenAI stand-in process and its base URL, once started.
@@ -245,6 +295,7 @@ MEASURES: dict[str, tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = {
     "events": ("µs CPU per event, emit → in-memory log → follower", events_per_event),
     "relay": ("µs CPU per event, gateway relay pump → SSE writer", relay_per_event),
     "cuts": ("µs CPU per chunk, coalescer with timed cuts", cuts_per_chunk),
+    "write-chunks": ("µs CPU per chunk, token-per-chunk writer → router → coalescer", write_chunks),
     "provider": ("µs CPU per token, stand-in body read once per cut", provider_paced),
     "provider-unpaced": ("µs CPU per token, stand-in body read per token", provider_unpaced),
 }
