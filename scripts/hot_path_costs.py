@@ -1,6 +1,9 @@
-"""CPU per event of three pieces of the streaming hot path, in-process, on uvloop.
+"""CPU per event, chunk or token of pieces of the streaming hot path, in-process, on uvloop.
 
-    .venv/bin/python scripts/hot_path_costs.py [--runs 11] [--only events|relay|cuts|write-chunks]
+    .venv/bin/python scripts/hot_path_costs.py [--runs 11] [--only MEASURE] ...
+
+MEASURE is one of events, relay, cuts, write-chunks, provider, provider-unpaced (all by
+default):
 
 * events: `JobEvents.emit` of a text delta → the in-memory event log → one
   follower per job reading it (`follow_encoded`), 500 jobs x 60 events;
@@ -212,13 +215,17 @@ async def write_chunks() -> float:
                     await deltas.add(chunk)
                     parts.append(chunk)
         await deltas.close()
-        if "".join(parts) != write_screenplay(prompt.brief, WRITE_MINUTES):
-            raise RuntimeError(f"stream {index}: the chunks are not the writer's text")
+        written[index] = (prompt.brief, "".join(parts))
         chunks[0] += len(parts)
 
+    written: dict[int, tuple[Brief, str]] = {}
     started = time.process_time()
     await asyncio.gather(*(stream(index) for index in range(WRITE_STREAMS)))
-    return 1e6 * (time.process_time() - started) / chunks[0]
+    spent = time.process_time() - started
+    for index, (brief, text) in written.items():
+        if text != write_screenplay(brief, WRITE_MINUTES):
+            raise RuntimeError(f"stream {index}: the chunks are not the writer's text")
+    return 1e6 * spent / chunks[0]
 
 
 PROVIDER_STREAMS = 200

@@ -9,9 +9,11 @@ of the token-per-chunk peak relay (BENCHMARKS.md, session 24).
 Observations made only on the event loop's thread need no lock. `LoopHistogram`
 keeps plain counts per label value and is its own collector: a scrape, from any
 thread, exports them as an ordinary histogram family (the same name, help, buckets
-and labels as a prometheus_client `Histogram`, without its `_created` series). A
-scrape copies a child's counts in one step under the GIL, so a bucket never goes
-back; its sum may lag its count by the one observation being made at that moment.
+and labels as a prometheus_client `Histogram`, without its `_created` series).
+Counts only grow, and a scrape copies a child's counts in one step under the GIL, so
+its buckets are of one instant. It reads the sum before that copy, and an observation
+adds to its bucket before the sum, so the sum never covers an observation the counts
+miss; it may miss the ones made between the two reads.
 """
 
 from __future__ import annotations
@@ -84,11 +86,12 @@ class LoopHistogram(Collector):
         family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
         names = [_bound_label(bound) for bound in self._bounds] + ["+Inf"]
         for values, child in list(self._children.items()):
+            observed = child.sum  # before the counts: see the module docstring
             counts = child.counts.copy()  # one step under the GIL: every bucket as of now
             total = 0.0
             cumulative: list[tuple[str, float]] = []
             for name, count in zip(names, counts, strict=True):
                 total += count
                 cumulative.append((name, total))
-            family.add_metric(list(values), cumulative, child.sum)
+            family.add_metric(list(values), cumulative, observed)
         yield family

@@ -23,6 +23,7 @@ from server.errors import Unavailable
 from server.knowledge.embedding import Embedder
 from server.knowledge.hashing import HashingEmbedder
 from server.knowledge.settings import OPENAI_DIMENSIONS, KnowledgeConfig
+from server.sdk_platform import prime_platform
 
 _OPENAI_BATCH: Final = 256
 MINILM_DIMENSION: Final = 384
@@ -54,6 +55,7 @@ class OpenAIEmbedder:
             max_retries=2,
             timeout=timeout_seconds,
         )
+        prime_platform(self._client)
 
     @property
     def name(self) -> str:

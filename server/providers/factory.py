@@ -6,9 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anthropic
-import anthropic._base_client
 import openai
-import openai._base_client
 
 from server.config import ProviderConfig, ProvidersConfig, Route, SyntheticConfig
 from server.providers.anthropic_messages import AnthropicMessagesProvider
@@ -17,6 +15,7 @@ from server.providers.http_transport import sdk_transport
 from server.providers.local import local_client, local_provider
 from server.providers.openai_chat import OpenAIChatProvider
 from server.providers.synthetic import SyntheticProvider
+from server.sdk_platform import prime_platform
 
 #: The SDKs' own HTTP timeout: only a backstop, the router times every token.
 SDK_TIMEOUT_SECONDS = 600.0
@@ -26,25 +25,6 @@ SDK_TIMEOUT_SECONDS = 600.0
 # httpx2/httpcore2/h11 cost more CPU per token than the rest of the provider path, and the
 # transport reads a body once per delta cut. Requests, auth, status errors and timeouts
 # stay the SDKs'.
-
-
-def prime_platform(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> None:
-    """Look up the OS the SDK names in its `X-Stainless-OS` header now, at start-up.
-
-    Both SDKs leave it unknown until a client's first request, which looks it up on a
-    thread (`asyncify(get_platform)`), and so does every request that starts before that
-    one has: a burst of jobs on a fresh core made ~200 thread hand-offs, queued on the
-    loop's default executor with the knowledge reads of the jobs' own plan stages, before
-    their first requests went out. The lookup is the SDK's own (`get_platform`, which
-    caches what it reads); a client without the attribute (another SDK version) is left as
-    it is.
-    """
-    if getattr(client, "_platform", False) is not None:
-        return  # looked up already, or not an attribute of this version
-    if isinstance(client, anthropic.AsyncAnthropic):
-        client._platform = anthropic._base_client.get_platform()
-    else:
-        client._platform = openai._base_client.get_platform()
 
 
 @dataclass(slots=True)

@@ -277,10 +277,11 @@ class _Expired(Exception):
 class _Watchdog:
     """Bounds each wait for a model chunk with one timer per attempt, not one per chunk.
 
-    A wait records when it must end (a float, no timer); the one timer is re-armed
-    only when it fires early (a wait that began later, or none running). On expiry
-    it cancels the waiting task, and the wait turns that cancellation into
-    `_Expired` — unless something else cancelled the task too, which then wins.
+    A wait (`begin` … `end`, around the attempt's await of the next chunk) records when
+    it must end (a float, no timer); the one timer is re-armed only when it fires early
+    (a wait that began later, or none running). On expiry it cancels the waiting task,
+    and the attempt turns that cancellation into `_Expired` (`expiry`) — unless
+    something else cancelled the task too, which then wins.
     Only time spent waiting for the model counts; the consumer's time between
     chunks does not (the task is cancelled only while it waits here).
     """

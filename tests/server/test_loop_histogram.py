@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import threading
 
 import pytest
@@ -64,52 +65,62 @@ def test_bad_definitions_and_labels_are_refused() -> None:
         Histogram(NAME, "gaps", buckets=BUCKETS, registry=registry)
 
 
-def test_a_scrape_while_observing_never_sees_a_bucket_go_back() -> None:
+def test_a_scrape_while_observing_never_counts_in_the_sum_what_the_buckets_miss() -> None:
+    """Each observation is 1.0, so the sum is the count of the observations it covers."""
     registry = CollectorRegistry()
     child = LoopHistogram(NAME, "gaps", [], buckets=BUCKETS, registry=registry).labels()
     stop = threading.Event()
 
     def observe() -> None:
-        rng = random.Random(3)
         while not stop.is_set():
-            child.observe(rng.uniform(0, 6))
+            child.observe(1.0)
 
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # the observer runs between any two steps of a scrape
     observer = threading.Thread(target=observe)
     observer.start()
     try:
-        previous: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        for _ in range(200):
+        previous = 0.0
+        for _ in range(3000):
             found = _samples(registry)
-            buckets = [v for (name, _), v in sorted(found.items()) if name.endswith("_bucket")]
-            assert buckets, found
-            for key, value in found.items():
-                if not key[0].endswith("_sum"):
-                    assert value >= previous.get(key, 0.0), key
-            previous = found
+            count = found[(NAME + "_count", ())]
+            assert found[(NAME + "_sum", ())] <= count
+            assert found[(NAME + "_bucket", (("le", "1.0"),))] == count  # 1.0 is on a bound
+            assert count >= previous
+            previous = count
     finally:
         stop.set()
         observer.join()
-    assert previous[(NAME + "_count", ())] > 0
+        sys.setswitchinterval(switch)
+    assert previous > 0
 
 
 def test_the_inter_token_clock_observes_the_gaps_between_ticks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     metrics = CoreMetrics()
-    now = [100.0]
+    now = [0.0]
     monkeypatch.setattr("server.metrics.time.monotonic", lambda: now[0])
     tick = metrics.inter_token_clock("write")
-    for gap in (0.0, 0.003, 0.2, 9.0):  # the first tick only starts the clock
-        now[0] += gap
+    # The first tick only starts the clock. Gaps of 1.0 and 2.5 are exact and sit on bounds:
+    # each counts in the bucket it bounds (`le`), not the next.
+    for at in (0.0, 1.0, 3.5, 3.503, 12.503):
+        now[0] = at
         tick()
     other = metrics.inter_token_clock("write")  # a second stream: its own clock
     other()
     found = _samples(metrics.registry)
     name = "scriptgen_inter_token_latency_seconds"
-    assert found[(name + "_count", (("stage", "write"),))] == 3
-    assert found[(name + "_sum", (("stage", "write"),))] == pytest.approx(9.203)
-    assert found[(name + "_bucket", (("le", "0.001"), ("stage", "write")))] == 0
-    assert found[(name + "_bucket", (("le", "0.005"), ("stage", "write")))] == 1
-    assert found[(name + "_bucket", (("le", "0.25"), ("stage", "write")))] == 2
-    assert found[(name + "_bucket", (("le", "5.0"), ("stage", "write")))] == 2
-    assert found[(name + "_bucket", (("le", "+Inf"), ("stage", "write")))] == 3
+
+    def bucket(bound: str) -> float:
+        return found[(name + "_bucket", (("le", bound), ("stage", "write")))]
+
+    assert found[(name + "_count", (("stage", "write"),))] == 4
+    assert found[(name + "_sum", (("stage", "write"),))] == pytest.approx(12.503)
+    assert bucket("0.001") == 0
+    assert bucket("0.005") == 1  # 0.003
+    assert bucket("0.5") == 1
+    assert bucket("1.0") == 2  # 1.0: on the bound
+    assert bucket("2.5") == 3  # 2.5: on the bound
+    assert bucket("5.0") == 3
+    assert bucket("+Inf") == 4  # 9.0

@@ -1,4 +1,8 @@
-"""A burst of first requests on fresh SDK clients hands nothing to the loop's thread pool."""
+"""A burst of first requests on fresh SDK clients hands nothing to the loop's thread pool.
+
+The stand-in is on an IP address: a host name would be looked up once on the pool
+(aiohttp's resolver, cached), which is not what these tests are about.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import pytest
 from scriptgen.v1 import generation_pb2, project_pb2
 
 from server.config import SyntheticConfig, build_providers
+from server.knowledge.embedders import OpenAIEmbedder
 from server.providers.base import Brief, Prompt, Provider, TokenUsage
 from server.providers.factory import StageProviders
 from server.providers.factory import build_providers as build_stage_providers
@@ -70,7 +75,10 @@ async def _burst(provider: Provider) -> int:
     async def call() -> str:
         return "".join([chunk async for chunk in provider.stream(PROMPT, TokenUsage())])
 
-    texts = await asyncio.gather(*(call() for _ in range(BURST)))
+    try:
+        texts = await asyncio.gather(*(call() for _ in range(BURST)))
+    finally:
+        executor.shutdown(wait=True)
     assert all(text.startswith("INT. STAND-IN STUDIO") for text in texts)
     return executor.submitted
 
@@ -100,3 +108,8 @@ async def test_without_the_lookup_at_start_up_the_burst_takes_threads(
         assert await _burst(stages.write[0]) >= 1
     finally:
         await stages.aclose()
+
+
+def test_the_openai_embedders_client_is_primed_too() -> None:
+    embedder = OpenAIEmbedder(api_key="test", model="text-embedding-3-small")
+    assert embedder._client._platform == openai._base_client.get_platform()

@@ -1,0 +1,29 @@
+"""The SDK clients' platform header, looked up once when a client is built, not per request.
+
+Both SDKs name the OS in an `X-Stainless-OS` header. They leave it unknown until a
+client's first request, which looks it up on a thread (`asyncify(get_platform)`), and
+so does every request that starts before that one has finished. A fresh core's first
+burst of real-provider jobs made up to one thread hand-off per job on the loop's default
+executor, queued with the knowledge reads of the jobs' own plan stages, before their
+model requests went out (BENCHMARKS.md, session 24). The core's provider clients and the
+OpenAI embedder's client are primed when they are built.
+"""
+
+from __future__ import annotations
+
+import anthropic
+import anthropic._base_client
+import openai
+import openai._base_client
+
+
+def prime_platform(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> None:
+    """Look up `client`'s platform now, as its first request would: with the SDK's own
+    `get_platform`, which caches what it reads. A client already primed, or of an SDK
+    version without the attribute, is left as it is."""
+    if getattr(client, "_platform", False) is not None:
+        return
+    if isinstance(client, anthropic.AsyncAnthropic):
+        client._platform = anthropic._base_client.get_platform()
+    else:
+        client._platform = openai._base_client.get_platform()
