@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,18 +11,7 @@ import pytest
 from server import Core
 from server.config import RouterConfig, build_providers
 from tests.conftest import fast_core_config
-from tests.standins.llm_standin import LlmStandin
-
-
-@asynccontextmanager
-async def running_standin() -> AsyncIterator[LlmStandin]:
-    """An LLM stand-in on a free port, stopped afterwards (stopping twice is harmless)."""
-    server = LlmStandin()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+from tests.standins.llm_standin import LlmStandin, running_standin
 
 
 @pytest.fixture

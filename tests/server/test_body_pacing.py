@@ -56,16 +56,6 @@ class FixedHold:
         return asyncio.get_running_loop().time() + (self.final if self.done else self.hold)
 
 
-@pytest.fixture
-async def standin() -> AsyncIterator[LlmStandin]:
-    server = LlmStandin()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 @pytest.fixture(params=["openai", "anthropic"])
 async def provider(request: pytest.FixtureRequest, standin: LlmStandin) -> AsyncIterator[Provider]:
     """Each SDK as the core builds it: its aiohttp client over the core's transport."""

@@ -38,16 +38,6 @@ DIARY = FakePassage(
 
 
 @pytest.fixture
-async def standin() -> AsyncIterator[LlmStandin]:
-    server = LlmStandin()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def llm_core(tmp_path: Path, standin: LlmStandin) -> AsyncIterator[Core]:
     providers = build_providers(
         chain="openai",

@@ -32,16 +32,6 @@ CUT = 48  # a multiple of the stand-in's 6-character chunks
 
 
 @pytest.fixture
-async def standin() -> AsyncIterator[LlmStandin]:
-    server = LlmStandin()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def llm_core(tmp_path: Path, standin: LlmStandin) -> AsyncIterator[Core]:
     providers = build_providers(
         chain="openai,anthropic",

@@ -36,16 +36,6 @@ PROMPT = Prompt(
 )
 
 
-@pytest.fixture
-async def standin() -> AsyncIterator[LlmStandin]:
-    server = LlmStandin()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 class Sleeps:
     """Records the router's backoff delays instead of sleeping them."""
 

@@ -7,7 +7,7 @@ The stand-in is on an IP address: a host name would be looked up once on the poo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -42,16 +42,6 @@ class CountingExecutor(ThreadPoolExecutor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         self.submitted += 1
         return super().submit(fn, *args, **kwargs)
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[LlmStandin]:
-    server = LlmStandin()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def _stages(standin: LlmStandin, chain: str) -> StageProviders:

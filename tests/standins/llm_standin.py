@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,6 +295,17 @@ class _AnthropicFrames:
             )
             + _sse({"type": "message_stop"}, "message_stop")
         )
+
+
+@asynccontextmanager
+async def running_standin() -> AsyncIterator[LlmStandin]:
+    """An LLM stand-in on a free port, stopped afterwards (stopping twice is harmless)."""
+    server = LlmStandin()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 def core_openai_client(standin: LlmStandin) -> openai.AsyncOpenAI:
