@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.core_target import names_one_address
+
 DEFAULT_CORE_TARGET = "127.0.0.1:50051"
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:8080"
 #: Pending connections the HTTP listener queues by default, and the most it accepts.
@@ -20,6 +22,9 @@ DEFAULT_LISTEN_BACKLOG = 1024
 MAX_LISTEN_BACKLOG = 65535
 #: Most Relay calls one gateway process keeps to the core.
 MAX_RELAY_CALLS = 64
+#: Relay calls per gateway process when the core target may name several cores: the
+#: channel balances calls, not streams, so several calls spread the streams over them.
+SPREAD_RELAY_CALLS = 4
 #: gRPC load-balancing policies the gateway's channel to the core may use.
 CORE_LOAD_BALANCING = ("round_robin", "pick_first")
 
@@ -35,8 +40,10 @@ class GatewayConfig:
     #: `pick_first` (one core until it fails).
     core_load_balancing: str = "round_robin"
     #: Long-lived Relay calls that carry this process's SSE streams to the core
-    #: (gateway.core_relay); 0: a gRPC call per stream, as before the relay.
-    core_relay_calls: int = 4
+    #: (gateway.core_relay); 0: a gRPC call per stream, as before the relay. The flag's
+    #: `auto` makes it 1 when every call would reach one core over one connection (see
+    #: `relay_calls_for`), else SPREAD_RELAY_CALLS.
+    core_relay_calls: int = 1
     #: After this long a Relay call takes no new streams (it ends with its last one).
     core_relay_max_age_seconds: float = 300.0
     #: host:port the HTTP server listens on; port 0 picks a free one.
@@ -109,10 +116,11 @@ def add_arguments(
     )
     group.add_argument(
         "--core-relay-calls",
-        type=int,
-        default=int(_env(env, "CORE_RELAY_CALLS", "4")),
+        default=_env(env, "CORE_RELAY_CALLS", "auto"),
         help=f"Relay calls carrying this process's SSE streams to the core, 0..{MAX_RELAY_CALLS};"
-        " 0 gives every stream its own call [SCRIPTGEN_CORE_RELAY_CALLS] (default: %(default)s)",
+        " 0 gives every stream its own call; auto: 1 when the core target is one address (or"
+        f" the balancing pick_first), else {SPREAD_RELAY_CALLS} [SCRIPTGEN_CORE_RELAY_CALLS]"
+        " (default: %(default)s)",
     )
     group.add_argument(
         "--core-relay-max-age-seconds",
@@ -194,7 +202,11 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
     return GatewayConfig(
         core_target=str(namespace.core_target),
         core_load_balancing=str(namespace.core_load_balancing),
-        core_relay_calls=_relay_calls(int(namespace.core_relay_calls)),
+        core_relay_calls=relay_calls_for(
+            str(namespace.core_relay_calls),
+            str(namespace.core_target),
+            str(namespace.core_load_balancing),
+        ),
         core_relay_max_age_seconds=_relay_max_age(float(namespace.core_relay_max_age_seconds)),
         http_address=str(namespace.http_address),
         sse_retry_ms=int(namespace.sse_retry_ms),
@@ -209,10 +221,22 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
     )
 
 
-def _relay_calls(value: int) -> int:
-    if not 0 <= value <= MAX_RELAY_CALLS:
-        raise ValueError(f"--core-relay-calls must be 0..{MAX_RELAY_CALLS}, not {value}")
-    return value
+def relay_calls_for(value: str, core_target: str, load_balancing: str) -> int:
+    """The Relay calls of `--core-relay-calls` `value`: a number as given, or for `auto`
+    one when every call would reach the same core over the same HTTP/2 connection (a
+    target of one address, or `pick_first`), else SPREAD_RELAY_CALLS. On one connection
+    more calls spread nothing, and each writes its own messages, which cost both ends
+    ~40-90 µs apiece whatever they hold (BENCHMARKS.md, session 25)."""
+    if value.strip().lower() == "auto":
+        one = load_balancing == "pick_first" or names_one_address(core_target)
+        return 1 if one else SPREAD_RELAY_CALLS
+    try:
+        calls = int(value)
+    except ValueError:
+        calls = -1
+    if not 0 <= calls <= MAX_RELAY_CALLS:
+        raise ValueError(f"--core-relay-calls must be auto or 0..{MAX_RELAY_CALLS}, not {value!r}")
+    return calls
 
 
 def _relay_max_age(value: float) -> float:

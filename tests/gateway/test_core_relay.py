@@ -234,10 +234,25 @@ async def test_sse_after_a_failed_relay_call_is_a_failed_event_then_a_clean_end(
 def test_relay_settings_are_checked() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser, {})
-    assert from_arguments(parser.parse_args([])).core_relay_calls == 4
-    assert from_arguments(parser.parse_args(["--core-relay-calls", "0"])).core_relay_calls == 0
-    with pytest.raises(ValueError, match="--core-relay-calls"):
-        from_arguments(parser.parse_args(["--core-relay-calls", "65"]))
+
+    def calls(*flags: str) -> int:
+        return from_arguments(parser.parse_args(list(flags))).core_relay_calls
+
+    # auto: one call to one address (the default target), four to a name of several cores.
+    assert calls() == 1
+    headless = "dns:///scriptgen-core-headless:50051"
+    assert calls("--core-target", headless) == 4
+    assert calls("--core-target", headless, "--core-relay-calls=AUTO") == 4
+    assert calls("--core-target", "scriptgen-core:50051", "--core-load-balancing=pick_first") == 1
+    # A number is taken as given, whatever the target.
+    assert calls("--core-relay-calls", "0") == 0
+    assert calls("--core-relay-calls", "4") == 4
+    environ = argparse.ArgumentParser()
+    add_arguments(environ, {"SCRIPTGEN_CORE_RELAY_CALLS": "3"})
+    assert from_arguments(environ.parse_args([])).core_relay_calls == 3
+    for bad in ("65", "-1", "many"):
+        with pytest.raises(ValueError, match=r"--core-relay-calls must be auto or 0\.\.64"):
+            calls("--core-relay-calls", bad)
     with pytest.raises(ValueError, match="--core-relay-max-age-seconds"):
         from_arguments(parser.parse_args(["--core-relay-max-age-seconds", "0"]))
 
