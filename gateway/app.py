@@ -81,13 +81,14 @@ async def _core_channel(app: web.Application) -> AsyncIterator[None]:
             options=_channel_options(config),
             interceptors=rate_limit_interceptors(),
         )
+        calls = config.relay_calls()
         relay = (
             CoreRelay(
                 relay_service_pb2_grpc.RelayServiceStub(channel),
-                calls=config.core_relay_calls,
+                calls=calls,
                 max_age_seconds=config.core_relay_max_age_seconds,
             )
-            if config.core_relay_calls
+            if calls
             else None
         )
         app[state.CORE] = state.CoreStubs(

@@ -40,10 +40,9 @@ class GatewayConfig:
     #: `pick_first` (one core until it fails).
     core_load_balancing: str = "round_robin"
     #: Long-lived Relay calls that carry this process's SSE streams to the core
-    #: (gateway.core_relay); 0: a gRPC call per stream, as before the relay. The flag's
-    #: `auto` makes it 1 when every call would reach one core over one connection (see
-    #: `relay_calls_for`), else SPREAD_RELAY_CALLS.
-    core_relay_calls: int = 1
+    #: (gateway.core_relay); 0: a gRPC call per stream, as before the relay; None (`auto`):
+    #: as many as `relay_calls()` finds for `core_target`.
+    core_relay_calls: int | None = None
     #: After this long a Relay call takes no new streams (it ends with its last one).
     core_relay_max_age_seconds: float = 300.0
     #: host:port the HTTP server listens on; port 0 picks a free one.
@@ -76,6 +75,18 @@ class GatewayConfig:
     #: A burst of new streams larger than the queue loses SYNs, and their clients wait
     #: for TCP's retransmission: 1 s, then 3 s, then 7 s.
     listen_backlog: int = DEFAULT_LISTEN_BACKLOG
+
+    def relay_calls(self) -> int:
+        """The Relay calls to keep: `core_relay_calls` when it is set, else (`auto`) one when
+        every call would reach the same core over the same HTTP/2 connection (a target of
+        one address, or `pick_first`), else SPREAD_RELAY_CALLS. On one connection more
+        calls spread nothing, and each writes its own messages, which cost both ends
+        ~40-90 µs apiece whatever they hold (BENCHMARKS.md, session 25)."""
+        if self.core_relay_calls is not None:
+            return self.core_relay_calls
+        if self.core_load_balancing == "pick_first" or names_one_address(self.core_target):
+            return 1
+        return SPREAD_RELAY_CALLS
 
     @property
     def http_host(self) -> str:
@@ -202,11 +213,7 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
     return GatewayConfig(
         core_target=str(namespace.core_target),
         core_load_balancing=str(namespace.core_load_balancing),
-        core_relay_calls=relay_calls_for(
-            str(namespace.core_relay_calls),
-            str(namespace.core_target),
-            str(namespace.core_load_balancing),
-        ),
+        core_relay_calls=_relay_calls(str(namespace.core_relay_calls)),
         core_relay_max_age_seconds=_relay_max_age(float(namespace.core_relay_max_age_seconds)),
         http_address=str(namespace.http_address),
         sse_retry_ms=int(namespace.sse_retry_ms),
@@ -221,21 +228,19 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
     )
 
 
-def relay_calls_for(value: str, core_target: str, load_balancing: str) -> int:
-    """The Relay calls of `--core-relay-calls` `value`: a number as given, or for `auto`
-    one when every call would reach the same core over the same HTTP/2 connection (a
-    target of one address, or `pick_first`), else SPREAD_RELAY_CALLS. On one connection
-    more calls spread nothing, and each writes its own messages, which cost both ends
-    ~40-90 µs apiece whatever they hold (BENCHMARKS.md, session 25)."""
+def _relay_calls(value: str) -> int | None:
+    """`--core-relay-calls`: None for `auto`, else the number, 0..MAX_RELAY_CALLS."""
     if value.strip().lower() == "auto":
-        one = load_balancing == "pick_first" or names_one_address(core_target)
-        return 1 if one else SPREAD_RELAY_CALLS
+        return None
     try:
         calls = int(value)
     except ValueError:
         calls = -1
     if not 0 <= calls <= MAX_RELAY_CALLS:
-        raise ValueError(f"--core-relay-calls must be auto or 0..{MAX_RELAY_CALLS}, not {value!r}")
+        raise ValueError(
+            f"--core-relay-calls (SCRIPTGEN_CORE_RELAY_CALLS) must be auto or"
+            f" 0..{MAX_RELAY_CALLS}, not {value!r}"
+        )
     return calls
 
 

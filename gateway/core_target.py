@@ -2,27 +2,26 @@
 
 gRPC's naming (https://github.com/grpc/grpc/blob/master/doc/naming.md): `host:port`
 and `dns:[//authority/]host:port` go through DNS unless the host is an IP literal;
-`ipv4:` and `ipv6:` list addresses, comma-separated; `unix:`, `unix-abstract:` and
-`vsock:` name one socket. A DNS name may resolve to several cores (a headless
-Service), so it is never taken for one address, `localhost` included.
+`ipv4:`, `ipv6:`, `unix:`, `unix-abstract:` and `vsock:` list addresses,
+comma-separated (gRPC's sockaddr resolver splits them all, and skips empty parts).
+A DNS name may resolve to several cores (a headless Service), so it is never taken
+for one address, `localhost` included; nor is anything not understood here.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-#: Schemes whose target is exactly one socket.
-_ONE_SOCKET_SCHEMES = frozenset({"unix", "unix-abstract", "vsock"})
+#: Schemes whose target is a comma-separated list of addresses, no name to resolve.
+_ADDRESS_LIST_SCHEMES = frozenset({"ipv4", "ipv6", "unix", "unix-abstract", "vsock"})
 
 
 def names_one_address(target: str) -> bool:
     """True when `target` can only reach one address, so every call to it goes to one core
     over one HTTP/2 connection; False when it may resolve to several (or is not understood)."""
     scheme, colon, rest = target.partition(":")
-    if colon and scheme in _ONE_SOCKET_SCHEMES:
-        return True
-    if colon and scheme in ("ipv4", "ipv6"):
-        return bool(rest) and "," not in rest
+    if colon and scheme in _ADDRESS_LIST_SCHEMES:
+        return sum(1 for part in rest.split(",") if part) == 1
     if colon and scheme == "dns":
         if rest.startswith("//"):
             _, _, rest = rest[2:].partition("/")  # drop the DNS server's authority

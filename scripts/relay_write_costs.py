@@ -10,20 +10,24 @@ pass both ends' serializers unchanged, as the core's Relay frames do
 (`server/services/relay.py`). Prints, per size, each run and the median in CPU
 µs per message written.
 
-This is the figure behind the Relay cadence (`scriptgen._relay_cadence`): a
-message costs its writer a fixed ~40 µs here before its bytes count, so a burst's
-Relay calls cost the core in proportion to the messages they write (eight calls
-with two gateway workers, each up to one message per 5 ms) more than to the
-bytes in them (BENCHMARKS.md, session 25). Run it on a quiet machine.
+This is the figure behind the Relay cadence (`scriptgen._relay_cadence`) and the
+gateway's one Relay call to a core of one address (`GatewayConfig.relay_calls`): a
+message costs its writer ~40-90 µs here, most of it whatever it holds, so Relay
+calls cost both ends by the messages they write (each call up to one per 5 ms)
+more than by the bytes in them (BENCHMARKS.md, session 25). Run it on a quiet
+machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import queue
 import resource
 import statistics
 import struct
+import sys
+from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from typing import Any
 
@@ -35,6 +39,8 @@ from scriptgen.cli._args import at_least_one
 _METHOD = "/scriptgen.costs.Writes/Write"
 _REQUEST = struct.Struct("!II")  # messages, size
 _FIGURE = struct.Struct("!d")  # the server's CPU seconds over the writes
+#: How long the server process may take to listen.
+_START_SECONDS = 30
 
 
 def _same(data: bytes) -> bytes:
@@ -79,12 +85,12 @@ async def _measure(port: int, messages: int, size: int) -> float:
     """The server's CPU µs per message of one run."""
     async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.unary_stream(_METHOD, request_serializer=_same, response_deserializer=_same)
-        received: list[bytes] = []
+        count, last = 0, b""
         async for message in call(_REQUEST.pack(messages, size)):
-            received.append(message)
-    if len(received) != messages + 2:
-        raise RuntimeError(f"{len(received)} messages came, not {messages + 2}")
-    (spent,) = _FIGURE.unpack(received[-1])
+            count, last = count + 1, message  # only the last is kept: it holds the figure
+    if count != messages + 2:
+        raise RuntimeError(f"{count} messages came, not {messages + 2}")
+    (spent,) = _FIGURE.unpack(last)
     return float(spent) / messages * 1e6
 
 
@@ -111,6 +117,17 @@ async def _all(port: int, messages: int, runs: int, sizes: list[int]) -> None:
         print(f"median   {label:<8} {statistics.median(figures):6.0f} µs/message")
 
 
+def _port(ports: Queue[int], server: BaseProcess) -> int:
+    """The port the server process announces, or an error as soon as it has died."""
+    for _ in range(_START_SECONDS * 10):
+        try:
+            return ports.get(timeout=0.1)
+        except queue.Empty:
+            if not server.is_alive():
+                sys.exit(f"the server process ended ({server.exitcode}) before it listened")
+    sys.exit(f"the server process did not listen within {_START_SECONDS} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=at_least_one, default=2000)
@@ -122,11 +139,14 @@ def main() -> None:
     server = context.Process(target=_server_process, args=(ports,), daemon=True)
     server.start()
     try:
-        port = ports.get(timeout=30)
+        port = _port(ports, server)
         uvloop.run(_all(port, arguments.messages, arguments.runs, arguments.sizes))
     finally:
         server.terminate()
         server.join(timeout=10)
+        if server.is_alive():
+            server.kill()
+            server.join(timeout=10)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, cast
 
 import grpc
@@ -236,9 +237,10 @@ def test_relay_settings_are_checked() -> None:
     add_arguments(parser, {})
 
     def calls(*flags: str) -> int:
-        return from_arguments(parser.parse_args(list(flags))).core_relay_calls
+        return from_arguments(parser.parse_args(list(flags))).relay_calls()
 
     # auto: one call to one address (the default target), four to a name of several cores.
+    assert from_arguments(parser.parse_args([])).core_relay_calls is None
     assert calls() == 1
     headless = "dns:///scriptgen-core-headless:50051"
     assert calls("--core-target", headless) == 4
@@ -246,13 +248,18 @@ def test_relay_settings_are_checked() -> None:
     assert calls("--core-target", "scriptgen-core:50051", "--core-load-balancing=pick_first") == 1
     # A number is taken as given, whatever the target.
     assert calls("--core-relay-calls", "0") == 0
-    assert calls("--core-relay-calls", "4") == 4
+    assert calls("--core-target", headless, "--core-relay-calls", "1") == 1
     environ = argparse.ArgumentParser()
     add_arguments(environ, {"SCRIPTGEN_CORE_RELAY_CALLS": "3"})
-    assert from_arguments(environ.parse_args([])).core_relay_calls == 3
+    assert from_arguments(environ.parse_args([])).relay_calls() == 3
+    refused = r"--core-relay-calls \(SCRIPTGEN_CORE_RELAY_CALLS\) must be auto or 0\.\.64"
     for bad in ("65", "-1", "many"):
-        with pytest.raises(ValueError, match=r"--core-relay-calls must be auto or 0\.\.64"):
+        with pytest.raises(ValueError, match=refused):
             calls("--core-relay-calls", bad)
+    # Built in code, auto follows the target it is given (`scriptgen serve` sets its own).
+    assert gateway_config("127.0.0.1:1").relay_calls() == 1
+    assert gateway_config(headless).relay_calls() == 4
+    assert replace(gateway_config(headless), core_target="127.0.0.1:1").relay_calls() == 1
     with pytest.raises(ValueError, match="--core-relay-max-age-seconds"):
         from_arguments(parser.parse_args(["--core-relay-max-age-seconds", "0"]))
 

@@ -23,6 +23,9 @@ from gateway.core_target import names_one_address
         "unix:///run/scriptgen/core.sock",
         "unix-abstract:scriptgen",
         "vsock:3:50051",
+        "ipv4:10.0.0.1:50051,",  # gRPC skips the empty part
+        "dns://8.8.8.8:53/10.0.0.1:1",
+        "[fe80::1%eth0]:50051",
     ],
 )
 def test_one_address(target: str) -> None:
@@ -38,6 +41,11 @@ def test_one_address(target: str) -> None:
         "dns://8.8.8.8/core.example.com:443",
         "ipv4:10.0.0.1:50051,10.0.0.2:50051",
         "ipv6:[::1]:50051,[::2]:50051",
+        "unix:/run/a.sock,/run/b.sock",  # every sockaddr scheme lists addresses
+        "unix-abstract:a,b",
+        "vsock:3:50051,4:50051",
+        "DNS:///10.0.0.1:50051",  # gRPC looks schemes up as written: not one it knows
+        "unix:",
         "ipv4:",
         "[::1",
         "",
