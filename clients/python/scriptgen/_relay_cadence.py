@@ -1,11 +1,12 @@
 """How often each end of a Relay call writes: the cadence the gateway and the core share.
 
-A grpc.aio message costs both its ends CPU whatever it holds (~25-40 µs here),
-and in a burst of stream starts each turn of the loop makes an open or a frame
-or two. So each end writes a Relay call at most once per
-`WRITE_INTERVAL_SECONDS`: what is made meanwhile joins the next message. The
-first message after a quieter spell goes at once, and so does the rest of one
-that its byte budget cut short, so a backlog drains as fast as it can be sent.
+A grpc.aio message costs both its ends CPU whatever it holds (~25-90 µs, by
+machine: `scripts/relay_write_costs.py`), and in a burst of stream starts each
+turn of the loop makes an open or a frame or two. So each end writes a Relay
+call at most once per `WRITE_INTERVAL_SECONDS`: what is made meanwhile joins
+the next message. The first message after a quieter spell goes at once, and so
+does the rest of one that its byte budget cut short, so a backlog drains as
+fast as it can be sent.
 """
 
 from __future__ import annotations
