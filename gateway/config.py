@@ -81,7 +81,7 @@ class GatewayConfig:
         every call would reach the same core over the same HTTP/2 connection (a target of
         one address, or `pick_first`), else SPREAD_RELAY_CALLS. On one connection more
         calls spread nothing, and each writes its own messages, which cost both ends
-        ~40-90 µs apiece whatever they hold (BENCHMARKS.md, session 25)."""
+        whatever they hold (`scriptgen._relay_cadence`; BENCHMARKS.md, session 25)."""
         if self.core_relay_calls is not None:
             return self.core_relay_calls
         if self.core_load_balancing == "pick_first" or names_one_address(self.core_target):
