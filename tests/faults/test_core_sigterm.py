@@ -24,6 +24,9 @@ from scriptgen.v1 import project_service_pb2 as ps
 
 from tests.replicas.cluster import CORE_LINE, Process, spawn
 from tests.server.rpc import Stubs, connect, error_info, health_check, health_watch, read, script_of
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 STREAMS = 100
 TERMINAL = {"completed", "failed", "cancelled"}

@@ -22,6 +22,9 @@ from server.events.memory import MemoryEventLog
 from server.jobs.registry import MemoryJobRegistry
 from tests.conftest import fast_core_config
 from tests.server.rpc import Stubs, connect
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 KEPT = 20
 WARMUP = 60

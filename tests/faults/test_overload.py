@@ -25,6 +25,9 @@ from scriptgen.v1 import project_service_pb2 as ps
 
 from tests.replicas.cluster import CORE_LINE, Process, spawn
 from tests.server.rpc import Stubs, connect, error_info, rich_status
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 CAPACITY = 100
 PACE = 30.0  # tokens per second per stream

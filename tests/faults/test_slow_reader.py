@@ -26,6 +26,9 @@ import httpx
 import pytest
 
 from tests.replicas.cluster import CORE_LINE, GATEWAY_LINE, Process, iter_frames, spawn, wait_ready
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 SLOW_READERS = 10
 NORMAL_STREAMS = 8

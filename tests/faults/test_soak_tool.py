@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
+
 
 def test_a_short_soak_completes_jobs_and_reports_its_window() -> None:
     done = subprocess.run(

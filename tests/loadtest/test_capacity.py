@@ -9,6 +9,10 @@ from pathlib import Path
 
 from scriptgen.loadtest.capacity import Criteria, Level, judge, next_level
 
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
+
 CRITERIA = Criteria(tokens_per_second=30.0, min_rate_share=29.5 / 30, max_ttfe_ms=250.0)
 
 
