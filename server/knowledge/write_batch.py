@@ -1,14 +1,18 @@
 """Group commit for saved episodes' knowledge: replacements waiting together go to Chroma as one.
 
-Indexing an episode replaces its records: delete whatever its source holds,
-then upsert the new records. Chroma pays a fixed price per write, whatever it
+Indexing an episode replaces its records: upsert the new records, then delete
+what its source held that they did not overwrite. In that order a write that
+fails leaves the source's old records whole (deleted first, a failed upsert lost
+them, and its retry had nothing to fall back on), and a reader meets the old
+records or the new, never neither. Chroma pays a fixed price per write, whatever it
 carries (embedded: ~12 ms of CPU per upsert, with a delete ~15 ms; a Chroma
 server: a request each), so 200 episodes finishing together cost ~30 ms of CPU
 each, one after another on Chroma's threads, and the last waited seconds for
 its `completed` event. `GroupWriter` writes one batch at a time: a replacement
 that finds no write in progress goes at once, and those that arrive during a
-write go together in the next (one read of what their sources hold, one delete of
-those records by id, then one upsert of all their records). 200 episodes indexed
+write go together in the next (one read of what their sources hold, one upsert of
+all their records, then one delete by id of the records read that the upsert did not
+overwrite). 200 episodes indexed
 at once into embedded Chroma cost ~24 ms of CPU each written one by one, ~10 ms
 at 32 records a write, ~6.5 ms at 256 (scripts/index_costs.py); with a Chroma
 server, the server's CPU for a run of `sse-openai-200` fell from 6.4 to 2.6 s
@@ -129,8 +133,9 @@ class GroupWriter:
         texts: Sequence[str],
         metadatas: Sequence[Metadata],
     ) -> None:
-        """Delete the records of `source` that carry `owner`, then write the records, in a
-        batch; raises what its write raised (Unavailable when Chroma could not be reached)."""
+        """Write the records, then delete the other records of `source` that carry `owner`, in
+        a batch; raises what its write raised (Unavailable when Chroma could not be reached),
+        and then `source` holds what it held before, or the new records beside old ones."""
         if self._closed:
             raise Unavailable("story knowledge is closed", reason="KNOWLEDGE_UNAVAILABLE")
         loop = asyncio.get_running_loop()
@@ -248,9 +253,7 @@ class GroupWriter:
 
     async def _write(self, batch: list[Replacement]) -> None:
         self.writes += 1
-        stale = await self._replaced(batch)
-        if stale:
-            await self._collection.delete_ids(stale)
+        held = await self._replaced(batch)
         ids = [record for item in batch for record in item.ids]
         if ids:
             await self._collection.upsert(
@@ -259,6 +262,11 @@ class GroupWriter:
                 [text for item in batch for text in item.texts],
                 [metadata for item in batch for metadata in item.metadatas],
             )
+        # Only once the new records are in; those the upsert overwrote are the new ones now.
+        written = set(ids)
+        stale = [record for record in held if record not in written]
+        if stale:
+            await self._collection.delete_ids(stale)
 
     async def _replaced(self, batch: list[Replacement]) -> list[str]:
         """The ids of the records the batch replaces: its sources' records that carry the

@@ -105,7 +105,9 @@ async def test_a_replacement_deletes_only_its_owners_records_and_new_ones_delete
     # source holds is read 3 records a page here, both tenants' records among them.
     _writer(knowledge)._read_page = 3
     await knowledge.index_episode("pilot", _episode(1, line="Rewritten."), tenant="alpha")
-    assert len(deleted) == 1 and sorted(deleted[0]) == sorted(alpha_before)
+    alpha_after = [r.id for r in await knowledge.collection.get(where_all(tenant="alpha"))]
+    # The records the new ones overwrote (its summary and chunk 0) are not deleted after.
+    assert len(deleted) == 1 and sorted(deleted[0]) == sorted(set(alpha_before) - {*alpha_after})
     assert f"tenants/alpha/{source}#99" in deleted[0]
     alpha = await texts("alpha")
     assert len(alpha) == 2 and any("Rewritten." in text for text in alpha)
@@ -181,6 +183,36 @@ async def test_a_bad_replacement_fails_alone_and_the_others_are_written(
     for source in ("first", "good-1", "good-2"):
         assert await knowledge.collection.get(where_all(tenant=TENANT, source=source))
     assert not await knowledge.collection.get(where_all(tenant=TENANT, source="bad"))
+
+
+async def test_a_failed_write_leaves_the_sources_old_records_and_a_retry_replaces_them(
+    knowledge: ChromaKnowledgeBase,
+) -> None:
+    """The new records go in before the old ones go: a write Chroma refuses loses nothing."""
+    await knowledge.index_episode("kept", _episode(1, scenes=40, line="First draft."))
+    before = sorted(await _records(knowledge, "kept", 1))
+    assert len(before) > 2, "a summary and several chunks"
+    writer = _writer(knowledge)
+    source = "projects/kept/episodes/1"
+    vector = [1.0] + [0.0] * (knowledge.embedder.dimension - 1)
+    owner = {"tenant": TENANT, "project": "kept"}
+    # A nested value Chroma refuses: the upsert fails.
+    refused: Any = {**owner, "source": source, "chunk": 0, "nested": {"not": "allowed"}}
+    with pytest.raises(Unavailable):
+        await writer.replace(
+            source,
+            owner,
+            [f"tenants/{TENANT}/{source}#0"],
+            [vector],
+            ["Second draft."],
+            [refused],
+        )
+    assert sorted(await _records(knowledge, "kept", 1)) == before, "the old records stay whole"
+    # The retry goes through: only the new records are left.
+    await knowledge.index_episode("kept", _episode(1, line="Second draft."))
+    after = await _records(knowledge, "kept", 1)
+    assert len(after) == 2 and any("Second draft." in text for text in after)
+    assert not any("First draft." in text for text in after)
 
 
 async def test_forgetting_an_episode_comes_after_its_queued_index(
