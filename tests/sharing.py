@@ -1,17 +1,18 @@
-"""How the suite shares the machine between its pytest-xdist workers.
+"""How the suite shares the machine: most tests on pytest-xdist workers, some alone.
 
-`make pytest` runs the tests on TEST_WORKERS workers (two: the machines CI runs on
-have two CPUs) with `--dist loadgroup`. Most tests wait far more than they compute,
-so two run well side by side. The tests that load the machine and then judge a rate
-or a time against it (capacity sweeps, twice the capacity offered, a soak, slow
-readers beside fast ones, a heap after a thousand jobs, a drain of 100 open streams)
-carry MACHINE: they are one xdist group, so they run one after another on one worker,
-never two of them at once, while the other worker runs the rest.
+`make pytest` runs the suite in two steps. First every test not marked MACHINE, on
+TEST_WORKERS pytest-xdist workers (two: the machines CI runs on have two CPUs); most
+tests wait far more than they compute, so two run well side by side. Then the tests
+marked MACHINE, in one process, with the machine to themselves: those that load it
+and judge a rate or a time against it (capacity sweeps, twice the capacity offered,
+a soak, slow readers beside fast ones, a heap after many jobs, a drain of 100 open
+streams, reconnect cycles, gRPC floods), and those whose bounds on a pace or a delay
+are tight enough that another process's burst could cross them.
 """
 
 from __future__ import annotations
 
 import pytest
 
-#: The mark of a module whose tests need the machine's CPUs: `pytestmark = MACHINE`.
-MACHINE = pytest.mark.xdist_group("machine")
+#: The mark of a module whose tests need the machine to themselves: `pytestmark = MACHINE`.
+MACHINE = pytest.mark.machine

@@ -32,6 +32,9 @@ from scriptgen.v1 import project_service_pb2 as ps
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
 from tests.server.rpc import connect, read, script_of
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 JOBS = 20
 CYCLES_PER_JOB = 50  # 1000 in all

@@ -31,6 +31,9 @@ from scriptgen.loadtest._report import _machine_figures
 
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

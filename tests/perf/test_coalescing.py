@@ -19,6 +19,9 @@ from server.metrics import CoreMetrics
 from server.providers.synthetic import tokens
 from tests.conftest import fast_core_config
 from tests.server.rpc import connect, script_of
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 GENERATION = "generations/gcoalesce"
 

@@ -16,6 +16,9 @@ from grpc import aio
 from scriptgen._grpc_wakeups import drain_grpc_wakeups, pending_bytes
 
 from tests.perf.grpc_flood import MESSAGES, STREAMS
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 
 def _flood(*flags: str) -> dict[str, int | float]:

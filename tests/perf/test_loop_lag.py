@@ -18,6 +18,9 @@ from gateway.app import create_app
 from server import Core
 from tests.conftest import fast_core_config
 from tests.gateway.conftest import gateway_config, serve_gateway
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 
 def _observed(registry: CollectorRegistry) -> tuple[float, float]:

@@ -14,6 +14,9 @@ from server.providers.synthetic import (
     tokens,
     write_screenplay,
 )
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 BRIEF = Brief(
     project=project_pb2.Project(name="projects/pace", title="Pace"),

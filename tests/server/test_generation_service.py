@@ -16,6 +16,9 @@ from scriptgen.v1 import generation_pb2, generation_service_pb2, project_service
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
 from tests.server.rpc import Stubs, connect, error_info, field_violations, read
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 gs = generation_service_pb2
 

@@ -11,6 +11,9 @@ from scriptgen.v1 import generation_service_pb2
 from server import Core
 from server.jobs.arrivals import Arrivals
 from tests.server.rpc import connect, read
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 gs = generation_service_pb2
 

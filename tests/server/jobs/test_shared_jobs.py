@@ -18,6 +18,9 @@ from server.jobs.watch import abandoned_reason
 from tests.backends.postgres import fresh_database
 from tests.conftest import fast_core_config
 from tests.server.rpc import Stubs, connect, error_info, read, script_of
+from tests.sharing import MACHINE
+
+pytestmark = MACHINE
 
 gs = generation_service_pb2
 TERMINAL = {"completed", "failed", "cancelled"}
