@@ -1,10 +1,12 @@
 """Group commit for saved episodes' knowledge: replacements waiting together go to Chroma as one.
 
 Indexing an episode replaces its records: upsert the new records, then delete
-what its source held that they did not overwrite. In that order a write that
-fails leaves the source's old records whole (deleted first, a failed upsert lost
-them, and its retry had nothing to fall back on), and a reader meets the old
-records or the new, never neither. Chroma pays a fixed price per write, whatever it
+what its source held that they did not overwrite. In that order an upsert that
+Chroma refuses leaves the source's old records whole, where a delete made first
+had already taken them; and a reader meets the old records, or the new ones
+(beside old ones until their delete, or for good if that delete fails), never
+none. Today only a newly numbered episode is indexed, whose source holds nothing;
+the order matters for a source indexed again. Chroma pays a fixed price per write, whatever it
 carries (embedded: ~12 ms of CPU per upsert, with a delete ~15 ms; a Chroma
 server: a request each), so 200 episodes finishing together cost ~30 ms of CPU
 each, one after another on Chroma's threads, and the last waited seconds for
@@ -135,7 +137,8 @@ class GroupWriter:
     ) -> None:
         """Write the records, then delete the other records of `source` that carry `owner`, in
         a batch; raises what its write raised (Unavailable when Chroma could not be reached),
-        and then `source` holds what it held before, or the new records beside old ones."""
+        and then `source` holds what it held before, or some or all of the new records
+        beside old ones."""
         if self._closed:
             raise Unavailable("story knowledge is closed", reason="KNOWLEDGE_UNAVAILABLE")
         loop = asyncio.get_running_loop()
