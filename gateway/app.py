@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc.aio
 from aiohttp import web
@@ -30,6 +31,7 @@ from gateway.routes_operations import routes as operation_routes
 from gateway.routes_page import routes as page_routes
 from gateway.routes_projects import routes as project_routes
 from gateway.security import add_security_headers, cors
+from gateway.worker_metrics import WorkerMetrics
 
 
 def create_app(config: GatewayConfig) -> web.Application:
@@ -50,6 +52,8 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.cleanup_ctx.append(_core_channel)
     app.cleanup_ctx.append(_readiness_watch)
     app.cleanup_ctx.append(_loop_lag)
+    if config.worker_metrics_dir:
+        app.cleanup_ctx.append(_worker_metrics)
     # Beyond loopback, no API call reaches a core that takes calls without a key.
     app.cleanup_ctx.append(guarded)
     app.on_response_prepare.append(echo_request_id)
@@ -122,6 +126,17 @@ async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
     monitor.start()
     yield
     monitor.stop()
+
+
+async def _worker_metrics(app: web.Application) -> AsyncIterator[None]:
+    config = app[state.CONFIG]
+    shared = WorkerMetrics(
+        app[state.METRICS].registry, Path(config.worker_metrics_dir), config.worker_name
+    )
+    app[state.WORKER_METRICS] = shared
+    shared.start()
+    yield
+    shared.stop()
 
 
 async def _drain_streams(app: web.Application) -> None:

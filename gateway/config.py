@@ -71,6 +71,11 @@ class GatewayConfig:
     cors_origins: tuple[str, ...] = ()
     #: Listen with SO_REUSEPORT, so several gateway processes share one port.
     reuse_port: bool = False
+    #: Set by `--workers`' supervisor for each of its workers: the folder they share their
+    #: metrics through, and this worker's name there (gateway.worker_metrics). Empty: a
+    #: process of its own, whose `/metrics` holds its series alone.
+    worker_metrics_dir: str = ""
+    worker_name: str = ""
     #: Connections the kernel queues for accepting (it caps this at net.core.somaxconn).
     #: A burst of new streams larger than the queue loses SYNs, and their clients wait
     #: for TCP's retransmission: 1 s, then 3 s, then 7 s.

@@ -30,7 +30,9 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.StreamResponse:
-    body = request.app[state.METRICS].exposition()
+    """This process's series; with `--workers`, every worker's, labelled by worker."""
+    shared = request.app.get(state.WORKER_METRICS)
+    body = shared.exposition() if shared is not None else request.app[state.METRICS].exposition()
     response = web.Response(body=body)
     # The exposition content type carries a `version` parameter aiohttp's
     # content_type setter would not keep.

@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.readiness import Readiness
+from gateway.worker_metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from scriptgen.v1.generation_service_pb2_grpc import GenerationServiceAsyncStub
@@ -39,6 +40,8 @@ CONFIG = web.AppKey("config", GatewayConfig)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 CORE = web.AppKey("core", CoreStubs)
 READINESS = web.AppKey("readiness", Readiness)
+#: With `--workers`: this worker's share of the workers' metrics (gateway.worker_metrics).
+WORKER_METRICS = web.AppKey("worker_metrics", WorkerMetrics)
 #: Event streams open right now, so shutdown can end them cleanly.
 RELAYS: web.AppKey[set[EventRelay]] = web.AppKey("relays")
 

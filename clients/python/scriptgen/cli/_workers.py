@@ -7,17 +7,22 @@ connections over them. This supervisor reserves the port (so port 0 resolves
 once, for all), starts the workers as `scriptgen gateway --workers 1
 --reuse-port` with the same flags, waits until one answers `/healthz`, and on
 SIGINT/SIGTERM stops them all; if one worker dies, the others are stopped too
-and the exit status is 1.
+and the exit status is 1. The workers share their metrics through a temporary
+folder of the supervisor's (`--worker-metrics-dir`, each `--worker-name` its
+number), so a scrape of `/metrics`, which reaches one of them, answers for all
+(`gateway.worker_metrics`); the folder goes when they stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import aiohttp
@@ -41,8 +46,11 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return holder
 
 
-def worker_command(arguments: Sequence[str], host: str, port: int) -> list[str]:
-    """The command line of one worker: the same flags, the reserved address, one process."""
+def worker_command(
+    arguments: Sequence[str], host: str, port: int, metrics_dir: str, name: str
+) -> list[str]:
+    """The command line of one worker: the same flags, the reserved address, one process,
+    the shared metrics folder and its name there."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return [
         sys.executable,
@@ -53,6 +61,8 @@ def worker_command(arguments: Sequence[str], host: str, port: int) -> list[str]:
         f"--http-address={address}",
         "--workers=1",
         "--reuse-port",
+        f"--worker-metrics-dir={metrics_dir}",
+        f"--worker-name={name}",
     ]
 
 
@@ -94,6 +104,7 @@ class GatewayWorkers:
         self.port = int(self._holder.getsockname()[1])
         self._count = count
         self._workers: list[asyncio.subprocess.Process] = []
+        self._metrics_dir = ""
 
     @property
     def pids(self) -> list[int]:
@@ -101,9 +112,12 @@ class GatewayWorkers:
 
     async def start(self) -> None:
         """Start the workers and wait until one of them answers."""
-        command = worker_command(self._arguments, self._host, self.port)
         try:
-            for _ in range(self._count):
+            self._metrics_dir = tempfile.mkdtemp(prefix="scriptgen-gateway-metrics-")
+            for number in range(1, self._count + 1):
+                command = worker_command(
+                    self._arguments, self._host, self.port, self._metrics_dir, str(number)
+                )
                 self._workers.append(
                     await asyncio.create_subprocess_exec(*command, stdout=subprocess.DEVNULL)
                 )
@@ -130,4 +144,6 @@ class GatewayWorkers:
         died = any(worker.returncode is not None for worker in self._workers)
         await _stop(self._workers)
         self._holder.close()
+        if self._metrics_dir:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
         return 1 if died else 0

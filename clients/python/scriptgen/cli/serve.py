@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from server import Core, CoreConfig
 
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
+#: What a gateway worker's name may be: a file name in the metrics folder, a label value.
+WORKER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 #: Builds a command's real parser when that command is chosen.
@@ -109,6 +112,17 @@ def gateway_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=environ.get("SCRIPTGEN_REUSE_PORT", "") in ("1", "true"),
         help="listen with SO_REUSEPORT, sharing the port with other gateway processes"
         " [SCRIPTGEN_REUSE_PORT]",
+    )
+    parser.add_argument(
+        "--worker-metrics-dir",
+        default="",
+        help="set by --workers' supervisor: the folder its workers share their metrics"
+        " through, so /metrics answers for all of them",
+    )
+    parser.add_argument(
+        "--worker-name",
+        default="",
+        help="set by --workers' supervisor: this worker's name, its metrics' worker label",
     )
     return parser
 
@@ -306,6 +320,18 @@ async def _gateway(args: argparse.Namespace) -> int:
     _configure_logs(args)
     settings = configured(gateway_config.from_arguments, args)
     settings = replace(settings, reuse_port=bool(args.reuse_port))
+    if bool(args.worker_metrics_dir) != bool(args.worker_name):
+        raise ConfigurationError("--worker-metrics-dir and --worker-name go together")
+    if args.worker_name:
+        if args.workers != 1:
+            raise ConfigurationError("--worker-name is for one worker (--workers 1)")
+        if not WORKER_NAME.fullmatch(args.worker_name):
+            raise ConfigurationError(
+                f"--worker-name must be letters, digits, '-' or '_', not {args.worker_name!r}"
+            )
+        settings = replace(
+            settings, worker_metrics_dir=args.worker_metrics_dir, worker_name=args.worker_name
+        )
     if args.workers != 1:
         return await _gateway_workers(args, settings)
     async with _running_gateway(settings) as gateway:
