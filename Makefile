@@ -55,7 +55,7 @@ proto-check:
 # slow 2-CPU machine, where one process took 18; a run that hangs fails here, not at CI's limit.
 TEST_WORKERS ?= 2
 pytest: $(STAMP)
-	status=0; \
+	trap 'exit 130' INT TERM; status=0; \
 	timeout --kill-after=30 1800 $(BIN)/pytest -n $(TEST_WORKERS) -m "not machine" || status=1; \
 	timeout --kill-after=30 1200 $(BIN)/pytest -p no:xdist -m machine || status=1; \
 	exit $$status

@@ -52,7 +52,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.cleanup_ctx.append(_core_channel)
     app.cleanup_ctx.append(_readiness_watch)
     app.cleanup_ctx.append(_loop_lag)
-    if config.worker_metrics_dir:
+    if config.worker_metrics_dir and config.worker_name:
         app.cleanup_ctx.append(_worker_metrics)
     # Beyond loopback, no API call reaches a core that takes calls without a key.
     app.cleanup_ctx.append(guarded)

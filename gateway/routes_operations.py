@@ -32,7 +32,10 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 async def metrics(request: web.Request) -> web.StreamResponse:
     """This process's series; with `--workers`, every worker's, labelled by worker."""
     shared = request.app.get(state.WORKER_METRICS)
-    body = shared.exposition() if shared is not None else request.app[state.METRICS].exposition()
+    if shared is not None:
+        body = await shared.scrape()
+    else:
+        body = request.app[state.METRICS].exposition()
     response = web.Response(body=body)
     # The exposition content type carries a `version` parameter aiohttp's
     # content_type setter would not keep.

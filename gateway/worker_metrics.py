@@ -10,10 +10,12 @@ so a reader never sees half of one), and the worker that is scraped answers with
 its own series as they are now and its siblings' as last written, each series
 labelled `worker="<name>"`. Sum over `worker` for the host's figure.
 
-A sibling's series are at most WRITE_SECONDS old, and every read of its file is at
-least as new as the one before, so each series only grows from scrape to scrape as
-its process's did. A file that cannot be read or parsed is left out of that scrape
-and logged.
+A sibling's series are at most WRITE_SECONDS old. The worker that answers a scrape
+writes its file with what it serves before it answers, so every later read of that
+file is at least as new: a counter or a histogram never goes back from one scrape
+to the next, whichever worker answers. A file that cannot be read or parsed is left
+out of that scrape and logged. The writes and the scrape's work (parsing the siblings'
+files, a few milliseconds each) run on a thread, not on the event loop.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
@@ -59,6 +62,8 @@ class WorkerMetrics:
         self._write_seconds = write_seconds
         self._file = directory / f"{name}{_SUFFIX}"
         self._timer: asyncio.TimerHandle | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def start(self) -> None:
         """Write now, then every `write_seconds` on the running loop until `stop`."""
@@ -69,25 +74,45 @@ class WorkerMetrics:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._file.unlink(missing_ok=True)
+        with self._lock:  # a write on a thread now finds it stopped
+            self._stopped = True
+            self._file.unlink(missing_ok=True)
 
     def _write_and_schedule(self) -> None:
-        try:
-            self.write()
-        except OSError as error:
-            log.warning("gateway worker metrics: could not write %s: %s", self._file, error)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._write_seconds, self._write_and_schedule)
+        loop.run_in_executor(None, self._write_logged)
 
-    def write(self) -> None:
-        """This worker's exposition, as it is now, for its siblings to read."""
-        partial = self._directory / f".{self._name}{_SUFFIX}.tmp"
-        partial.write_bytes(generate_latest(self._registry))
-        os.replace(partial, self._file)
+    def _write_logged(self) -> None:
+        try:
+            self.write()
+        except Exception as error:  # the next write tries again
+            log.warning("gateway worker metrics: could not write %s: %s", self._file, error)
+
+    def write(self) -> bytes:
+        """This worker's exposition as it is now, written for its siblings to read. Made and
+        written under one lock, so the file never goes back to an older one."""
+        with self._lock:
+            exposition = generate_latest(self._registry)
+            if not self._stopped:
+                partial = self._directory / f".{self._name}{_SUFFIX}.tmp"
+                partial.write_bytes(exposition)
+                os.replace(partial, self._file)
+        return exposition
+
+    async def scrape(self) -> bytes:
+        """`exposition()`, on a thread."""
+        return await asyncio.to_thread(self.exposition)
 
     def exposition(self) -> bytes:
-        """Every worker's series, each labelled with its worker: this one's as they are now."""
-        sources: list[tuple[str, str]] = [(self._name, generate_latest(self._registry).decode())]
+        """Every worker's series, each labelled with its worker: this one's as they are now,
+        written for the others first (so that none of them ever serves older ones)."""
+        try:
+            own = self.write()
+        except OSError as error:
+            log.warning("gateway worker metrics: could not write %s: %s", self._file, error)
+            own = generate_latest(self._registry)
+        sources: list[tuple[str, str]] = [(self._name, own.decode())]
         for path in sorted(self._directory.glob(f"*{_SUFFIX}")):
             name = path.name[: -len(_SUFFIX)]
             if name == self._name or name.startswith("."):
@@ -108,7 +133,7 @@ def merged(sources: Iterable[tuple[str, str]]) -> list[Metric]:
     for worker, text in sources:
         try:
             parsed = list(text_string_to_metric_families(text))
-        except ValueError as error:
+        except Exception as error:  # not an exposition: left out, whatever the parser raised
             log.warning("gateway worker metrics: worker %s's exposition: %s", worker, error)
             continue
         for family in parsed:

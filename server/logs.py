@@ -189,7 +189,10 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stderr` is at each record (test runners swap it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stderr)
+        # Not `setStream`, which flushes the stream before: a test runner's capture may be
+        # closed by now. `handle` holds the handler's lock around `emit`.
+        if self.stream is not sys.stderr:
+            self.stream = sys.stderr
         super().emit(record)
 
 

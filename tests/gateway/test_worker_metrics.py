@@ -41,7 +41,27 @@ def _by_worker(samples: Iterable[tuple[dict[str, str], float]]) -> dict[str, flo
     return counts
 
 
-async def test_a_scrape_of_any_worker_holds_every_workers_series_by_worker(tmp_path: Path) -> None:
+async def _both_workers_up(http: httpx.AsyncClient) -> None:
+    """Return once a scrape shows both workers (the supervisor waits for one only)."""
+    async with asyncio.timeout(30):
+        while True:
+            text = (await http.get("/metrics")).text
+            if set(_by_worker(_samples(text, "scriptgen_event_loop_lag_seconds_count"))) == {
+                "1",
+                "2",
+            }:
+                return
+            await asyncio.sleep(0.2)
+
+
+def _metrics_dir(pid: int) -> Path:
+    """The shared metrics folder a worker was started with."""
+    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    flag = b"--worker-metrics-dir="
+    return Path(next(a for a in arguments if a.startswith(flag))[len(flag) :].decode())
+
+
+async def test_a_scrape_of_any_worker_holds_every_workers_series_by_worker() -> None:
     gateway = await spawn(
         "gateway",
         "--workers=2",
@@ -55,12 +75,17 @@ async def test_a_scrape_of_any_worker_holds_every_workers_series_by_worker(tmp_p
     fresh = httpx.Limits(max_keepalive_connections=0)
     try:
         async with httpx.AsyncClient(base_url=base, limits=fresh, timeout=10) as http:
+            await _both_workers_up(http)  # the supervisor's lines have been printed by then
+            workers = next(line for line in gateway.output if "pids" in line)
+            shared = _metrics_dir(int(workers.split("pids")[1].strip(" ()\n").split()[0]))
             for _ in range(HEALTH_CHECKS):
                 assert (await http.get("/healthz")).status_code == 200
             await asyncio.sleep(WRITE_SECONDS + 0.5)  # every worker has written since
             texts = [(await http.get("/metrics")).text for _ in range(8)]
+        assert sorted(path.name for path in shared.iterdir()) == ["1.prom", "2.prom"]
     finally:
         assert await gateway.stop() == 0, gateway.output
+    assert not shared.exists(), "the supervisor takes the folder away"
     totals = []
     for text in texts:
         lag = _by_worker(_samples(text, "scriptgen_event_loop_lag_seconds_count"))
@@ -73,7 +98,7 @@ async def test_a_scrape_of_any_worker_holds_every_workers_series_by_worker(tmp_p
         assert set(health) == {"1", "2"} and all(health.values()), "both answered some"
         totals.append(sum(health.values()))
     # Ours, and the supervisor's probe that found the first worker listening.
-    assert totals[0] >= HEALTH_CHECKS and set(totals) == {totals[0]}, totals
+    assert totals[0] > HEALTH_CHECKS and set(totals) == {totals[0]}, totals
     checked = run([promtool(), "check", "metrics"], stdin=texts[-1])
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -95,8 +120,10 @@ def test_each_worker_answers_with_its_own_series_now_and_the_others_as_written(
         two.write()
         seen = _by_worker(_samples(one.exposition().decode(), "scriptgen_http_requests_total"))
         assert seen == {"1": 3.0, "2": 5.0}
+        # Worker 1 wrote what it served: whichever answers next shows no older figure.
+        first.requests.labels(route="/a", method="GET", status="200").inc()  # not written yet
         seen = _by_worker(_samples(two.exposition().decode(), "scriptgen_http_requests_total"))
-        assert seen == {"2": 5.0}, "1's file is from its start, before any request"
+        assert seen == {"1": 3.0, "2": 5.0}
     finally:
         one.stop()
         two.stop()
@@ -126,6 +153,7 @@ def test_a_worker_name_must_be_a_plain_file_name(tmp_path: Path, name: str) -> N
         (["--worker-metrics-dir=/tmp/x"], "--worker-metrics-dir and --worker-name go together"),
         (["--worker-metrics-dir=/tmp/x", "--worker-name=../a"], "letters, digits"),
         (["--worker-metrics-dir=/tmp/x", "--worker-name=a", "--workers=2"], "one worker"),
+        (["--worker-metrics-dir=/nonexistent/scriptgen", "--worker-name=a"], "is not a folder"),
     ],
 )
 def test_the_worker_flags_are_checked_before_anything_starts(

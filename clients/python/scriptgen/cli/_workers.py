@@ -142,8 +142,10 @@ class GatewayWorkers:
     async def stop(self) -> int:
         """Stop every worker; 0 when all were still running until asked to stop."""
         died = any(worker.returncode is not None for worker in self._workers)
-        await _stop(self._workers)
-        self._holder.close()
-        if self._metrics_dir:
-            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+        try:
+            await _stop(self._workers)
+        finally:
+            self._holder.close()
+            if self._metrics_dir:
+                shutil.rmtree(self._metrics_dir, ignore_errors=True)
         return 1 if died else 0

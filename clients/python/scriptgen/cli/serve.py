@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import os
 import re
 import signal
 import socket
@@ -113,17 +114,10 @@ def gateway_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="listen with SO_REUSEPORT, sharing the port with other gateway processes"
         " [SCRIPTGEN_REUSE_PORT]",
     )
-    parser.add_argument(
-        "--worker-metrics-dir",
-        default="",
-        help="set by --workers' supervisor: the folder its workers share their metrics"
-        " through, so /metrics answers for all of them",
-    )
-    parser.add_argument(
-        "--worker-name",
-        default="",
-        help="set by --workers' supervisor: this worker's name, its metrics' worker label",
-    )
+    # Set by --workers' supervisor for each worker (scriptgen.cli._workers): the folder the
+    # workers share their metrics through, and this worker's name, its `worker` label.
+    parser.add_argument("--worker-metrics-dir", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-name", default="", help=argparse.SUPPRESS)
     return parser
 
 
@@ -319,19 +313,7 @@ async def _gateway(args: argparse.Namespace) -> int:
 
     _configure_logs(args)
     settings = configured(gateway_config.from_arguments, args)
-    settings = replace(settings, reuse_port=bool(args.reuse_port))
-    if bool(args.worker_metrics_dir) != bool(args.worker_name):
-        raise ConfigurationError("--worker-metrics-dir and --worker-name go together")
-    if args.worker_name:
-        if args.workers != 1:
-            raise ConfigurationError("--worker-name is for one worker (--workers 1)")
-        if not WORKER_NAME.fullmatch(args.worker_name):
-            raise ConfigurationError(
-                f"--worker-name must be letters, digits, '-' or '_', not {args.worker_name!r}"
-            )
-        settings = replace(
-            settings, worker_metrics_dir=args.worker_metrics_dir, worker_name=args.worker_name
-        )
+    settings = _as_worker(args, replace(settings, reuse_port=bool(args.reuse_port)))
     if args.workers != 1:
         return await _gateway_workers(args, settings)
     async with _running_gateway(settings) as gateway:
@@ -339,6 +321,27 @@ async def _gateway(args: argparse.Namespace) -> int:
         await _until_stopped()
         out("scriptgen: stopping")
     return 0
+
+
+def _as_worker(args: argparse.Namespace, settings: GatewayConfig) -> GatewayConfig:
+    """`settings` for one of --workers' processes, from the flags its supervisor gave it."""
+    if bool(args.worker_metrics_dir) != bool(args.worker_name):
+        raise ConfigurationError("--worker-metrics-dir and --worker-name go together")
+    if not args.worker_name:
+        return settings
+    if args.workers != 1:
+        raise ConfigurationError("--worker-name is for one worker (--workers 1)")
+    if not WORKER_NAME.fullmatch(args.worker_name):
+        raise ConfigurationError(
+            f"--worker-name must be letters, digits, '-' or '_', not {args.worker_name!r}"
+        )
+    if not os.path.isdir(args.worker_metrics_dir):
+        raise ConfigurationError(
+            f"--worker-metrics-dir {args.worker_metrics_dir!r} is not a folder"
+        )
+    return replace(
+        settings, worker_metrics_dir=args.worker_metrics_dir, worker_name=args.worker_name
+    )
 
 
 async def _gateway_workers(args: argparse.Namespace, settings: GatewayConfig) -> int:
