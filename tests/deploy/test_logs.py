@@ -127,3 +127,26 @@ def test_exceptions_and_extra_fields_are_json() -> None:
     assert line["stage"] == "write"
     assert "ValueError: boom" in line["exception"]
     assert line["level"] == "ERROR"
+
+
+def test_lines_follow_sys_stderr_even_after_the_one_before_was_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A test runner swaps sys.stderr and closes its capture: the next line goes to the new
+    one instead of failing on the closed one (three tests errored so, on a shared worker)."""
+    root = logging.getLogger()
+    level = root.level
+    # A text wrapper, as pytest's capture is: flushing it once closed raises.
+    first, second = io.TextIOWrapper(io.BytesIO()), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    logs.configure("json", "INFO")
+    try:
+        logging.getLogger("scriptgen.test").info("to the first")
+        first.close()
+        monkeypatch.setattr("sys.stderr", second)
+        logging.getLogger("scriptgen.test").info("to the second")
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "scriptgen"]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    assert json.loads(second.getvalue())["message"] == "to the second"
