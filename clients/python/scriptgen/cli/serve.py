@@ -311,9 +311,14 @@ async def _server(args: argparse.Namespace) -> int:
 async def _gateway(args: argparse.Namespace) -> int:
     from gateway import config as gateway_config
 
+    _check_worker_flags(args)  # before logging is set up: a bad flag changes nothing
     _configure_logs(args)
     settings = configured(gateway_config.from_arguments, args)
-    settings = _as_worker(args, replace(settings, reuse_port=bool(args.reuse_port)))
+    settings = replace(settings, reuse_port=bool(args.reuse_port))
+    if args.worker_name:
+        settings = replace(
+            settings, worker_metrics_dir=args.worker_metrics_dir, worker_name=args.worker_name
+        )
     if args.workers != 1:
         return await _gateway_workers(args, settings)
     async with _running_gateway(settings) as gateway:
@@ -323,12 +328,12 @@ async def _gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_worker(args: argparse.Namespace, settings: GatewayConfig) -> GatewayConfig:
-    """`settings` for one of --workers' processes, from the flags its supervisor gave it."""
+def _check_worker_flags(args: argparse.Namespace) -> None:
+    """The flags --workers' supervisor gives each of its workers, checked."""
     if bool(args.worker_metrics_dir) != bool(args.worker_name):
         raise ConfigurationError("--worker-metrics-dir and --worker-name go together")
     if not args.worker_name:
-        return settings
+        return
     if args.workers != 1:
         raise ConfigurationError("--worker-name is for one worker (--workers 1)")
     if not WORKER_NAME.fullmatch(args.worker_name):
@@ -339,9 +344,6 @@ def _as_worker(args: argparse.Namespace, settings: GatewayConfig) -> GatewayConf
         raise ConfigurationError(
             f"--worker-metrics-dir {args.worker_metrics_dir!r} is not a folder"
         )
-    return replace(
-        settings, worker_metrics_dir=args.worker_metrics_dir, worker_name=args.worker_name
-    )
 
 
 async def _gateway_workers(args: argparse.Namespace, settings: GatewayConfig) -> int:
