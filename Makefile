@@ -51,8 +51,8 @@ proto-check:
 
 # The suite in two steps (tests/sharing.py): the tests not marked `machine` on TEST_WORKERS
 # pytest-xdist workers (0: in this process), then those that need the machine to themselves,
-# in one process. Both steps run, and either failing fails the target. About 11 min on a
-# slow 2-CPU machine, where one process took 18; a run that hangs fails here, not at CI's limit.
+# in one process. Both steps run, and either failing fails the target. About 7.5 + 5.5 min on
+# a slow 2-CPU machine, where one process took 18; a run that hangs fails here, not at CI's limit.
 TEST_WORKERS ?= 2
 pytest: $(STAMP)
 	trap 'exit 130' INT TERM; status=0; \
