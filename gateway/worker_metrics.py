@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 WRITE_SECONDS: Final = 2.0
 #: The label every series carries in a merged exposition.
 WORKER_LABEL: Final = "worker"
+#: What a worker's name may be: a file name in the folder and a label value.
+WORKER_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SUFFIX: Final = ".prom"
 
 
@@ -54,7 +57,7 @@ class WorkerMetrics:
         *,
         write_seconds: float = WRITE_SECONDS,
     ) -> None:
-        if not name or "/" in name or name.startswith("."):
+        if not WORKER_NAME.fullmatch(name):
             raise ValueError(f"a worker name must be a plain file name, not {name!r}")
         self._registry = registry
         self._directory = directory

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
     from server import Core, CoreConfig
 
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
-#: What a gateway worker's name may be: a file name in the metrics folder, a label value.
-WORKER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 #: Builds a command's real parser when that command is chosen.
@@ -314,11 +311,12 @@ async def _gateway(args: argparse.Namespace) -> int:
     _check_worker_flags(args)  # before logging is set up: a bad flag changes nothing
     _configure_logs(args)
     settings = configured(gateway_config.from_arguments, args)
-    settings = replace(settings, reuse_port=bool(args.reuse_port))
-    if args.worker_name:
-        settings = replace(
-            settings, worker_metrics_dir=args.worker_metrics_dir, worker_name=args.worker_name
-        )
+    settings = replace(
+        settings,
+        reuse_port=bool(args.reuse_port),
+        worker_metrics_dir=args.worker_metrics_dir,
+        worker_name=args.worker_name,
+    )
     if args.workers != 1:
         return await _gateway_workers(args, settings)
     async with _running_gateway(settings) as gateway:
@@ -330,6 +328,8 @@ async def _gateway(args: argparse.Namespace) -> int:
 
 def _check_worker_flags(args: argparse.Namespace) -> None:
     """The flags --workers' supervisor gives each of its workers, checked."""
+    from gateway.worker_metrics import WORKER_NAME
+
     if bool(args.worker_metrics_dir) != bool(args.worker_name):
         raise ConfigurationError("--worker-metrics-dir and --worker-name go together")
     if not args.worker_name:
