@@ -11,7 +11,9 @@ tenth of a CPU for QUIET_SECONDS (its start-up is over; it waits for the
 gateway and the load), the burst's core work begins with the first 25 ms step
 in which it used more than half a CPU; the burst itself began with the earliest
 step before that in a row in which the run's processes together used more than
-RUN_SHARE of a CPU (the load tool's sends and the gateway's parsing come first).
+RUN_SHARE of a CPU (the load tool's sends and the gateway's parsing come first) and,
+when a load tool is among them, it used more than LEAD_SHARE: the gateway workers'
+own start-up, which may end just before the load tool starts sending, is not the burst.
 The report is each process's CPU milliseconds over
 `--window` seconds from there, and the steps themselves as a table. Linux only.
 
@@ -40,6 +42,9 @@ QUIET_SECONDS = 0.3
 IDLE_SHARE = 0.1
 #: The share of a CPU that all processes together use in a step of the burst, at least.
 RUN_SHARE = 0.3
+#: The share of a CPU that the load tool and its clients use in a step of the burst's lead
+#: (their sends), at least; waiting for the servers to be ready, they use next to none.
+LEAD_SHARE = 0.1
 
 Samples = list[tuple[float, dict[int, int]]]
 
@@ -131,6 +136,16 @@ def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, o
     def share(step: float, pids: Sequence[int] = cores) -> float:
         return sum(used(pid, step, step + STEP_SECONDS) for pid in pids) / (STEP_SECONDS * 1000)
 
+    tools = [
+        pid for pid, command in names.items() if _role(command) in ("load tool", "load client")
+    ]
+
+    def leads(step: float) -> bool:
+        """Whether `step` is part of the burst before the core's share of it."""
+        if share(step, list(names)) <= RUN_SHARE:
+            return False
+        return not tools or share(step, tools) > LEAD_SHARE
+
     begin = None
     quiet = 0.0
     step = min(next((t for t, seen in samples if pid in seen), times[-1]) for pid in cores)
@@ -138,7 +153,7 @@ def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, o
         now = share(step)
         if quiet >= QUIET_SECONDS and now > BURST_SHARE:
             begin = step
-            while share(begin - STEP_SECONDS, list(names)) > RUN_SHARE:
+            while leads(begin - STEP_SECONDS):
                 begin -= STEP_SECONDS
             break
         if quiet < QUIET_SECONDS:

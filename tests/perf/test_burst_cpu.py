@@ -58,6 +58,35 @@ def test_the_burst_begins_after_the_cores_start_up_and_counts_every_process() ->
     }
 
 
+def test_the_gateways_start_up_just_before_the_load_is_not_counted_as_the_burst() -> None:
+    # With --gateway-arg=--workers=2 the workers start (imports: busy) while the core
+    # waits, and the load tool starts sending as soon as they are ready.
+    start_up = [1.0] * 8
+    pause = [0.0] * 16
+    gateway_start_up = [0.8] * 12
+    lead = [0.0, 0.0]
+    work = [1.0] * 12
+    tail = [0.0] * 30
+    shares = {
+        1: start_up + pause + [0.0] * 12 + lead + work + tail,  # the core
+        2: [0.0] * 24 + gateway_start_up + [0.5, 0.5] + [0.2] * 12 + tail,  # a worker
+        3: [0.0] * 24 + [0.02] * 12 + [0.4, 0.4] + [0.1] * 12 + tail,  # the load tool
+    }
+    report = burst({1: CORE, 2: GATEWAY, 3: TOOL}, _samples(shares), window=0.5)
+    processes = report["processes"]
+    assert isinstance(processes, list)
+    cpu = {process["pid"]: process["cpu_ms"] for process in processes}
+    step_ms = STEP_SECONDS * 1000
+    # The window begins with the tool's sends (step 36), so it holds the core's whole burst
+    # and none of the gateway's start-up (0.8 of a CPU a step: 20 ms a step, 240 in all); a
+    # window edge may fall one 5 ms sample off a step's.
+    assert cpu[1] == pytest.approx(12 * step_ms, abs=5.0)
+    assert cpu[2] == pytest.approx((2 * 0.5 + 12 * 0.2) * step_ms, abs=5.0)
+    steps = report["steps_ms"]
+    assert isinstance(steps, list)
+    assert steps[0][2] == pytest.approx(0.4 * step_ms, abs=0.5)  # the tool's first send
+
+
 def test_no_burst_is_an_error_not_a_report() -> None:
     shares = {1: [1.0] * 8 + [0.0] * 40}  # start-up, then nothing
     with pytest.raises(SystemExit, match="no burst"):
