@@ -83,6 +83,12 @@ SCENARIOS: dict[str, str] = {
         "--spawn --provider openai-standin --streams 200 --ttft 0 --tokens-per-second 30"
         " --reply-tokens 600 --projects 10 --duration 120"
     ),
+    # The same 200 streams started over 10 s (20 a second): all 200 are open from 10 s to
+    # 20 s, so each stream's first token is timed while up to 199 others stream.
+    "sse-openai-200-ramp": (
+        "--spawn --provider openai-standin --streams 200 --ramp-seconds 10 --ttft 0"
+        " --tokens-per-second 30 --reply-tokens 600 --projects 10 --duration 120"
+    ),
     # The same with the core on Redis (event log, job registry, coordination), as replicas
     # run: a Redis on 127.0.0.1:6379, keys under their own prefix, kept 60 s after a job.
     "sse-openai-200-redis": (
