@@ -23,6 +23,14 @@ progress held each pipeline of a steady 100 jobs/s 20 ms at the median and 94 ms
 at p99 on SQLite, 40 and 370 ms on PostgreSQL (BENCHMARKS.md, session 14), a lone
 job 10 ms. A pipeline that finds no burst begins at once.
 
+A burst holds pipelines for MAX_BURST_HOLD_SECONDS from its first starts, no longer.
+Starts that keep coming at the burst rate (400 a second, say) never leave the quiet
+time, so before this bound every pipeline of such a load waited its longest hold,
+MAX_DEFER_SECONDS, for as long as the load went on: ~0.5 s on every job's first token
+(BENCHMARKS.md, session 27). Past the bound, what is held goes, and pipelines begin at
+once until the burst is over; the next burst holds them again. A burst that arrives
+all at once is over long before the bound, so it is held as before.
+
 The pipelines held for a burst wait on one timer, not on a sleep each: each of a
 burst's hundreds of held pipelines woke every QUIET_SECONDS while starts were in
 progress, to look again (~12 % of the core's busy samples from a 500-stream burst's
@@ -52,6 +60,9 @@ from collections.abc import Callable, Iterator
 QUIET_SECONDS = 0.01
 #: The longest a job's pipeline waits for a burst to end.
 MAX_DEFER_SECONDS = 0.5
+#: The longest a burst holds pipelines, from its first starts (a 1000-job burst's starts
+#: take ~0.3-0.5 s here).
+MAX_BURST_HOLD_SECONDS = 1.0
 #: Pipelines that take their first step in one turn of the loop, at most.
 PIPELINES_PER_TURN = 64
 #: This many starts begun within BURST_WINDOW_SECONDS make a burst (320 starts a second,
@@ -71,6 +82,7 @@ class Arrivals:
         per_turn: int = PIPELINES_PER_TURN,
         burst_starts: int = BURST_STARTS,
         burst_window_seconds: float = BURST_WINDOW_SECONDS,
+        max_burst_hold_seconds: float = MAX_BURST_HOLD_SECONDS,
     ) -> None:
         if per_turn < 1:
             raise ValueError("per_turn must be at least 1")
@@ -78,11 +90,16 @@ class Arrivals:
             raise ValueError("burst_starts must be at least 1")
         if burst_window_seconds < 0:
             raise ValueError("burst_window_seconds must not be negative")
+        if max_burst_hold_seconds < 0:
+            raise ValueError("max_burst_hold_seconds must not be negative")
         self._burst_starts = burst_starts
         self._burst_window = burst_window_seconds
         #: When the last `burst_starts` starts began, and when they last came at burst rate.
         self._recent: deque[float] = deque(maxlen=burst_starts)
         self._burst_seen = float("-inf")
+        #: When the burst now on (or the last one) began, and how long a burst holds.
+        self._burst_began = float("-inf")
+        self._max_burst_hold = max_burst_hold_seconds
         self._quiet = quiet_seconds
         self._max_defer = max_defer_seconds
         self._clock = clock
@@ -103,6 +120,8 @@ class Arrivals:
         recent = self._recent
         recent.append(now)
         if len(recent) == self._burst_starts and now - recent[0] <= self._burst_window:
+            if now - self._burst_seen > self._max_defer:
+                self._burst_began = now  # no burst was on: this one begins
             self._burst_seen = now
 
     @contextlib.contextmanager
@@ -123,11 +142,16 @@ class Arrivals:
         by itself under any steady load."""
         return self._clock() - self._burst_seen <= self._max_defer
 
+    def holding(self) -> bool:
+        """Whether pipelines are held now: a burst is on, and it began at most
+        `max_burst_hold_seconds` ago."""
+        return self.bursting() and self._clock() - self._burst_began < self._max_burst_hold
+
     async def settled(self) -> None:
         """Return once it is this pipeline's turn to begin: at once, unless jobs are
-        arriving in a burst; then once no start was in progress for the quiet time (or
-        the longest wait passed)."""
-        if self.bursting():
+        arriving in a burst that may still hold pipelines; then once no start was in
+        progress for the quiet time (or the longest wait, or the burst's hold, passed)."""
+        if self.holding():
             waiter = asyncio.get_running_loop().create_future()
             self._held.append((self._clock() + self._max_defer, waiter))
             self._release_held()
@@ -142,7 +166,7 @@ class Arrivals:
             self._timer = None
         now = self._clock()
         quiet_until = now
-        if self.bursting():
+        if self.holding():
             quiet_until = now + self._quiet if self._starting else self._last + self._quiet
         held = self._held
         while held and (quiet_until <= now or held[0][0] <= now):
@@ -150,7 +174,8 @@ class Arrivals:
             if not waiter.done():  # a cancelled job's pipeline no longer waits
                 waiter.set_result(None)
         if held:
-            wait = min(quiet_until, held[0][0]) - now
+            hold_ends = self._burst_began + self._max_burst_hold
+            wait = max(0.0, min(quiet_until, held[0][0], hold_ends) - now)
             self._timer = asyncio.get_running_loop().call_later(wait, self._release_held)
 
     async def _turn(self) -> None:

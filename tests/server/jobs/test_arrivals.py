@@ -178,3 +178,57 @@ async def test_held_pipelines_are_looked_at_by_one_timer_not_each_by_its_own() -
         await asyncio.sleep(0.2)
         assert reads < 200  # ~20 looks, each reading the clock a few times
     await asyncio.wait_for(asyncio.gather(*pipelines), 2.0)
+
+
+def test_a_burst_holds_pipelines_only_for_its_hold_then_begins_them_until_it_is_over() -> None:
+    now = [0.0]
+    arrivals = Arrivals(
+        clock=lambda: now[0],
+        burst_starts=4,
+        burst_window_seconds=0.05,
+        max_defer_seconds=0.3,
+        max_burst_hold_seconds=1.0,
+    )
+    for start in range(300):  # 200 starts a second for 1.5 s: a burst from the 4th on
+        now[0] = start * 0.005
+        arrivals.arrived()
+        if start >= 3:
+            assert arrivals.bursting()
+            # The burst began at its 4th start (15 ms): it holds for 1 s from there.
+            if abs(now[0] - 1.015) > 0.002:
+                assert arrivals.holding() == (now[0] < 1.015)
+    now[0] += 0.4  # no start since: that burst is over
+    assert not arrivals.bursting() and not arrivals.holding()
+    for _ in range(4):  # the next burst holds pipelines again
+        arrivals.arrived()
+    assert arrivals.holding()
+    with pytest.raises(ValueError, match="max_burst_hold_seconds"):
+        Arrivals(max_burst_hold_seconds=-1.0)
+
+
+async def test_starts_that_keep_coming_at_the_burst_rate_delay_later_pipelines_no_more() -> None:
+    """Starts every 5 ms never leave the quiet time: a pipeline held early goes when the
+    burst's hold ends, and one that comes after it begins at once, though they go on."""
+    arrivals = Arrivals(
+        quiet_seconds=0.2,  # far above the starts' spacing, even on a loaded machine
+        max_defer_seconds=5.0,
+        burst_starts=4,
+        burst_window_seconds=0.05,
+        max_burst_hold_seconds=0.4,
+    )
+    began = time.monotonic()
+    early: asyncio.Task[None] | None = None
+    late_waits: list[float] = []
+    while (elapsed := time.monotonic() - began) < 0.9:
+        arrivals.arrived()
+        if early is None and elapsed > 0.1:
+            early = asyncio.create_task(arrivals.settled())
+        if elapsed > 0.6 and not late_waits:
+            asked = time.monotonic()
+            await arrivals.settled()
+            late_waits.append(time.monotonic() - asked)
+        if early is not None and elapsed < 0.3:
+            assert not early.done()  # held: the burst is on and its hold is not over
+        await asyncio.sleep(0.005)
+    assert early is not None and early.done()  # went at the hold's end, 0.4 s in
+    assert late_waits and late_waits[0] < 0.05  # the cap on a pipeline's own wait is 5 s
