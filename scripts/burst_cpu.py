@@ -11,9 +11,10 @@ tenth of a CPU for QUIET_SECONDS (its start-up is over; it waits for the
 gateway and the load), the burst's core work begins with the first 25 ms step
 in which it used more than half a CPU; the burst itself began with the earliest
 step before that in a row in which the run's processes together used more than
-RUN_SHARE of a CPU (the load tool's sends and the gateway's parsing come first) and,
-when a load tool is among them, it used more than LEAD_SHARE: the gateway workers'
-own start-up, which may end just before the load tool starts sending, is not the burst.
+RUN_SHARE of a CPU (the load tool's sends and the gateway's parsing come first). When a
+load tool is among them, the burst begins at the first of those steps in which it used
+more than LEAD_SHARE: the gateway workers' own start-up, which may end just before the
+load tool starts sending, is not the burst.
 The report is each process's CPU milliseconds over
 `--window` seconds from there, and the steps themselves as a table. Linux only.
 
@@ -140,12 +141,6 @@ def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, o
         pid for pid, command in names.items() if _role(command) in ("load tool", "load client")
     ]
 
-    def leads(step: float) -> bool:
-        """Whether `step` is part of the burst before the core's share of it."""
-        if share(step, list(names)) <= RUN_SHARE:
-            return False
-        return not tools or share(step, tools) > LEAD_SHARE
-
     begin = None
     quiet = 0.0
     step = min(next((t for t, seen in samples if pid in seen), times[-1]) for pid in cores)
@@ -153,8 +148,16 @@ def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, o
         now = share(step)
         if quiet >= QUIET_SECONDS and now > BURST_SHARE:
             begin = step
-            while leads(begin - STEP_SECONDS):
+            while share(begin - STEP_SECONDS, list(names)) > RUN_SHARE:
                 begin -= STEP_SECONDS
+            if tools:
+                # The first of those steps in which the tool sends: before it, the run was
+                # busy with something else (the gateway workers' start-up).
+                sending = begin
+                while sending < step and share(sending, tools) <= LEAD_SHARE:
+                    sending += STEP_SECONDS
+                if sending < step:
+                    begin = sending
             break
         if quiet < QUIET_SECONDS:
             quiet = quiet + STEP_SECONDS if now < IDLE_SHARE else 0.0

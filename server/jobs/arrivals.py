@@ -23,13 +23,17 @@ progress held each pipeline of a steady 100 jobs/s 20 ms at the median and 94 ms
 at p99 on SQLite, 40 and 370 ms on PostgreSQL (BENCHMARKS.md, session 14), a lone
 job 10 ms. A pipeline that finds no burst begins at once.
 
-A burst holds pipelines for MAX_BURST_HOLD_SECONDS from its first starts, no longer.
+A burst holds pipelines for MAX_BURST_HOLD_SECONDS from when it is seen, no longer.
 Starts that keep coming at the burst rate (400 a second, say) never leave the quiet
 time, so before this bound every pipeline of such a load waited its longest hold,
 MAX_DEFER_SECONDS, for as long as the load went on: ~0.5 s on every job's first token
 (BENCHMARKS.md, session 27). Past the bound, what is held goes, and pipelines begin at
 once until the burst is over; the next burst holds them again. A burst that arrives
-all at once is over long before the bound, so it is held as before.
+all at once is over well before the bound here (1000 starts in ~0.4 s), so it is held
+as before. The bound leaves about twice that: a burst whose starts take longer (a
+bigger one, or a slower machine) is held for its first second only, and its later
+pipelines then begin among its last starts. Waves less than MAX_DEFER_SECONDS apart
+are one burst, and share one hold.
 
 The pipelines held for a burst wait on one timer, not on a sleep each: each of a
 burst's hundreds of held pipelines woke every QUIET_SECONDS while starts were in
@@ -60,7 +64,7 @@ from collections.abc import Callable, Iterator
 QUIET_SECONDS = 0.01
 #: The longest a job's pipeline waits for a burst to end.
 MAX_DEFER_SECONDS = 0.5
-#: The longest a burst holds pipelines, from its first starts (a 1000-job burst's starts
+#: The longest a burst holds pipelines, from when it is seen (a 1000-job burst's starts
 #: take ~0.3-0.5 s here).
 MAX_BURST_HOLD_SECONDS = 1.0
 #: Pipelines that take their first step in one turn of the loop, at most.
