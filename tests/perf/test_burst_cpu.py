@@ -29,6 +29,12 @@ def _samples(shares: dict[int, list[float]], start: float = 100.0) -> Samples:
     return samples
 
 
+def _cpu_by_pid(report: dict[str, object]) -> dict[int, float]:
+    processes = report["processes"]
+    assert isinstance(processes, list)
+    return {process["pid"]: process["cpu_ms"] for process in processes}
+
+
 def test_the_burst_begins_after_the_cores_start_up_and_counts_every_process() -> None:
     start_up = [1.0] * 8  # imports: busy, but before the pause
     pause = [0.0] * 16  # 0.4 s waiting for the gateway and the load
@@ -41,9 +47,7 @@ def test_the_burst_begins_after_the_cores_start_up_and_counts_every_process() ->
         3: [0.0] * 23 + [0.4] * 3 + [0.1] * 12 + tail,  # the load tool
     }
     report = burst({1: CORE, 2: GATEWAY, 3: TOOL}, _samples(shares), window=0.5)
-    processes = report["processes"]
-    assert isinstance(processes, list)
-    cpu = {process["pid"]: process["cpu_ms"] for process in processes}
+    cpu = _cpu_by_pid(report)
     # From the tool's first busy step (23): the core's 12 busy steps, all in the window; a
     # window edge may fall one 5 ms sample off a step's.
     step_ms = STEP_SECONDS * 1000
@@ -51,6 +55,8 @@ def test_the_burst_begins_after_the_cores_start_up_and_counts_every_process() ->
     assert cpu[2] == pytest.approx((2 * 0.5 + 12 * 0.2) * step_ms, abs=2.5)
     assert cpu[3] == pytest.approx((3 * 0.4 + 12 * 0.1) * step_ms, abs=2.5)
     assert report["all_cpu_ms"] == pytest.approx(cpu[1] + cpu[2] + cpu[3], abs=0.5)
+    processes = report["processes"]
+    assert isinstance(processes, list)
     assert {process["pid"]: process["role"] for process in processes} == {
         1: "core",
         2: "gateway",
@@ -73,9 +79,7 @@ def test_the_gateways_start_up_just_before_the_load_is_not_counted_as_the_burst(
         3: [0.0] * 24 + [0.02] * 12 + [0.4, 0.4] + [0.1] * 12 + tail,  # the load tool
     }
     report = burst({1: CORE, 2: GATEWAY, 3: TOOL}, _samples(shares), window=0.5)
-    processes = report["processes"]
-    assert isinstance(processes, list)
-    cpu = {process["pid"]: process["cpu_ms"] for process in processes}
+    cpu = _cpu_by_pid(report)
     step_ms = STEP_SECONDS * 1000
     # The window begins with the tool's sends (step 36), so it holds the core's whole burst
     # and none of the gateway's start-up (0.8 of a CPU a step: 20 ms a step, 240 in all); a
