@@ -15,8 +15,10 @@ and idle once all have their first event, to measure memory per idle stream
 Measured: time to first event and to first token (from the request being sent),
 inter-token latency (gap between deltas divided by the tokens they carry, one
 sample per token), tokens per second in total and per stream, errors by kind,
-and CPU and RSS of every server process (sampled; external targets are found
-by their listening port, or name them with --server-pid).
+and CPU and RSS of every server process (sampled). An external target's
+processes are found by its port: every process listening on it (the workers of
+a gateway started with --workers) and the loopback servers they are connected
+to; --server-pid names more, each with the processes it started.
 
 Only loopback targets are accepted (127.0.0.0/8, ::1, localhost). Runs are
 bounded: at most 5000 streams, --duration at most 3600 s (streams still open
@@ -174,7 +176,7 @@ def register(
         action="append",
         default=[],
         metavar="PID",
-        help="also measure this process; repeatable",
+        help="also measure this process and the processes it started; repeatable",
     )
     output.add_argument(
         "--sample-interval",

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import aiohttp
 import grpc.aio
-import psutil
 from grpc_health.v1 import health_pb2
 
 from scriptgen.loadtest._config import (
@@ -36,6 +35,7 @@ from scriptgen.loadtest._config import (
     SyntheticPace,
     Target,
 )
+from scriptgen.loadtest._processes import server_role, with_children
 
 _GRPC_LINE = re.compile(r"(?m)^\s+gRPC\s+(\S+):(\d+)")
 _HTTP_LINE = re.compile(r"(?m)^\s+HTTP\s+http://(\S+):(\d+)/")
@@ -177,14 +177,7 @@ async def _announced(
 
 def _children(processes: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
     """Processes a server started itself (e.g. gateway workers), to measure them too."""
-    found = []
-    for pid, role in processes:
-        try:
-            children = psutil.Process(pid).children(recursive=True)
-        except psutil.Error:
-            continue
-        found += [(child.pid, f"{role} worker") for child in children]
-    return found
+    return [(child, server_role(child)) for pid, _ in processes for child in with_children(pid)[1:]]
 
 
 def _log_tails(folder: Path) -> str:
