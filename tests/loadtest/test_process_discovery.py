@@ -1,16 +1,20 @@
-"""The load tool measures every process of an external target: a gateway's workers too.
+"""The load tool measures every process of a target it did not start (loadtest._discovery).
 
 `scriptgen gateway --workers 2` listens on one port from two processes (SO_REUSEPORT)
-under a supervisor that only holds the port. The load tool finds both by the port, and
-`--server-pid` of the supervisor brings its workers; each process is named by its role.
-The first tests read roles off command lines; the others run a real core and a real
-two-worker gateway.
+under a supervisor that only holds the port. The tool finds both by the port, the core
+behind them, and `--server-pid` of the supervisor brings its workers; each process is named
+by its role. The first tests read roles off command lines and a made-up connection table;
+the last two run a real core and a real two-worker gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +22,23 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from scriptgen.loadtest import LoadConfig, Protocol, parse_http_target, run_load
-from scriptgen.loadtest._processes import (
-    _loopback,
+from psutil._ntuples import addr, sconn
+from scriptgen.cli import run
+from scriptgen.loadtest import (
+    LoadConfig,
+    LoadTestError,
+    Protocol,
+    _discovery,
+    parse_http_target,
+    run_load,
+)
+from scriptgen.loadtest._config import is_loopback_address
+from scriptgen.loadtest._discovery import (
+    MAX_CHILDREN,
+    children_of,
     discover_servers,
+    named_servers,
     role_of,
-    server_role,
-    with_children,
 )
 
 from tests.replicas.cluster import CORE_LINE, GATEWAY_LINE, SCRIPTGEN, Process, spawn
@@ -33,26 +47,35 @@ PYTHON = sys.executable
 
 
 @pytest.mark.parametrize(
-    ("command", "role"),
+    ("command", "name", "role"),
     [
-        ([PYTHON, SCRIPTGEN, "server", "--grpc-address=127.0.0.1:0"], "core"),
-        ([PYTHON, "-m", "scriptgen", "server"], "core"),
-        ([PYTHON, SCRIPTGEN, "gateway", "--workers=2"], "gateway"),
+        ([PYTHON, SCRIPTGEN, "server", "--grpc-address=127.0.0.1:0"], "python3", "core"),
+        ([SCRIPTGEN, "server"], "scriptgen", "core"),
+        ([PYTHON, "-m", "scriptgen", "server"], "python3", "core"),
+        ([PYTHON, SCRIPTGEN, "gateway", "--workers=2"], "python3", "gateway"),
         (
             [PYTHON, "-m", "scriptgen", "gateway", "--workers=1", "--worker-name=2"],
+            "python3",
             "gateway worker",
         ),
-        ([PYTHON, SCRIPTGEN, "gateway", "--worker-name", "1"], "gateway worker"),
-        ([PYTHON, SCRIPTGEN, "serve"], "core+gateway"),
-        ([PYTHON, "-m", "scriptgen.loadtest._standin", "--port=0"], "standin"),
-        ([PYTHON, SCRIPTGEN, "loadtest", "--spawn"], "python3"),
-        (["/usr/bin/redis-server", "127.0.0.1:6379"], "python3"),  # its process name
-        ([PYTHON, "-m", "scriptgen"], "python3"),
-        ([], "python3"),
+        ([PYTHON, SCRIPTGEN, "gateway", "--worker-name", "1"], "python3", "gateway worker"),
+        ([PYTHON, SCRIPTGEN, "serve"], "python3", "core+gateway"),
+        ([PYTHON, "-m", "scriptgen.loadtest._standin", "--port=0"], "python3", "standin"),
+        (
+            ["coverage", "run", "--source", "scriptgen", "-m", "scriptgen", "server"],
+            "coverage",
+            "core",
+        ),
+        ([PYTHON, SCRIPTGEN, "loadtest", "--spawn"], "python3", "python3"),
+        (["/usr/bin/redis-server", "127.0.0.1:6379"], "redis-server", "redis-server"),
+        ([PYTHON, "-m", "scriptgen"], "python3", "python3"),
+        ([], "postgres", "postgres"),
     ],
 )
-def test_a_process_is_named_by_the_scriptgen_command_it_runs(command: list[str], role: str) -> None:
-    assert role_of(command, "python3") == role
+def test_a_process_is_named_by_the_scriptgen_command_it_runs(
+    command: list[str], name: str, role: str
+) -> None:
+    assert role_of(command, name) == role
 
 
 @pytest.mark.parametrize(
@@ -68,18 +91,117 @@ def test_a_process_is_named_by_the_scriptgen_command_it_runs(command: list[str],
     ],
 )
 def test_a_loopback_peer_is_recognised_in_either_form(address: str, loopback: bool) -> None:
-    assert _loopback(address) is loopback
+    assert is_loopback_address(address) is loopback
 
 
-def test_a_process_that_cannot_be_read_is_a_server() -> None:
-    gone = psutil.Popen([PYTHON, "-c", "pass"])
+def _listen(pid: int | None, ip: str, port: int) -> sconn:
+    return sconn(
+        -1, socket.AF_INET6, socket.SOCK_STREAM, addr(ip, port), (), psutil.CONN_LISTEN, pid
+    )
+
+
+def _link(pid: int, local_port: int, remote_ip: str, remote_port: int) -> sconn:
+    local = addr(remote_ip, local_port)
+    return sconn(
+        -1,
+        socket.AF_INET6,
+        socket.SOCK_STREAM,
+        local,
+        addr(remote_ip, remote_port),
+        psutil.CONN_ESTABLISHED,
+        pid,
+    )
+
+
+def test_the_listeners_at_the_targets_address_and_their_loopback_peers_are_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = [
+        _listen(12, "127.0.0.1", 8080),  # worker 12, IPv4 and IPv6: listed once
+        _listen(12, "::", 8080),
+        _listen(11, "127.0.0.1", 8080),  # worker 11
+        _listen(None, "127.0.0.1", 8080),  # another user's socket: no process to measure
+        _listen(99, "::1", 8080),  # another server on the same port, at another address
+        _listen(20, "::ffff:127.0.0.1", 50051),  # the core, on a dual-stack socket
+        _listen(30, "127.0.0.1", 6379),  # Redis: the workers do not talk to it
+        _listen(40, "0.0.0.0", 9000),  # reached by worker 11 through a remote address
+        _link(11, 40001, "::ffff:127.0.0.1", 50051),
+        _link(12, 40002, "127.0.0.1", 50051),  # the same core from both workers: once
+        _link(11, 40003, "192.0.2.7", 9000),  # not loopback: not followed
+        _link(20, 40004, "127.0.0.1", 6379),  # the core's own link: not followed (one hop)
+        sconn(
+            -1,
+            socket.AF_INET6,
+            socket.SOCK_STREAM,
+            addr("127.0.0.1", 40005),
+            (),
+            psutil.CONN_ESTABLISHED,
+            11,
+        ),
+    ]
+    names = {11: "w", 12: "w", 20: "c", 30: "r", 40: "x", 99: "o"}
+    monkeypatch.setattr(_discovery, "_connections", lambda: table)
+    monkeypatch.setattr(
+        _discovery, "_read", lambda pid: ([f"role-{names[pid]}"], names[pid]) if pid != 12 else None
+    )
+    # 12 has gone between the listing and its reading: nothing to measure.
+    assert discover_servers("127.0.0.1", 8080) == [(11, "w"), (20, "c")]
+    monkeypatch.setattr(_discovery, "_read", lambda pid: ([], names[pid]))
+    assert discover_servers("127.0.0.1", 8080) == [(11, "w"), (12, "w"), (20, "c")]
+    assert discover_servers("localhost", 8080) == [(11, "w"), (12, "w"), (99, "o"), (20, "c")]
+    assert discover_servers("::1", 8080) == [(12, "w"), (99, "o"), (20, "c")]
+    assert discover_servers("127.0.0.1", 8081) == []
+
+
+def test_a_named_process_brings_its_children_not_this_one_and_not_its_ancestors() -> None:
+    sleep = "import time; time.sleep(60)"
+    script = f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {sleep!r}]); {sleep}"
+    parent = subprocess.Popen([PYTHON, "-c", script])
+    try:
+        children: list[int] = []
+        for _ in range(500):
+            children = [p.pid for p in psutil.Process(parent.pid).children()]
+            if children:
+                break
+            time.sleep(0.01)
+        name = psutil.Process(parent.pid).name()
+        assert named_servers([parent.pid, parent.pid]) == [
+            (parent.pid, name),
+            (children[0], f"{name} worker"),
+        ]
+        assert children_of([(parent.pid, "core")]) == [(children[0], "core worker")]
+        # This process and its parent are never measured, named or under a named one.
+        for named in (os.getpid(), os.getppid()):
+            found = {pid for pid, _ in named_servers([named])}
+            assert found, "the named process's other children are"
+            assert not found & {os.getpid(), os.getppid()}
+    finally:
+        for process in psutil.Process(parent.pid).children(recursive=True):
+            process.kill()
+        parent.kill()
+        parent.wait()
+
+
+def test_a_named_process_that_is_not_running_is_a_clear_error() -> None:
+    gone = subprocess.Popen([PYTHON, "-c", "pass"])
     gone.wait()
-    assert server_role(gone.pid) == "server"
-    assert with_children(gone.pid) == [gone.pid]
+    with pytest.raises(LoadTestError, match=rf"--server-pid {gone.pid}: no such process"):
+        named_servers([gone.pid])
+
+
+def test_a_named_process_with_too_many_children_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    many = [(pid, "x worker") for pid in range(10_000, 10_001 + MAX_CHILDREN)]
+    monkeypatch.setattr(_discovery, "_children", lambda pid, role: many)
+    with pytest.raises(LoadTestError, match=rf"more than {MAX_CHILDREN}"):
+        named_servers([os.getppid()])
 
 
 @dataclass
 class Servers:
+    """A real core and a real two-worker gateway in front of it."""
+
     core: Process
     gateway: Process
 
@@ -141,7 +263,7 @@ async def test_every_worker_listening_on_the_port_is_found_with_the_core(
     servers: Servers,
 ) -> None:
     workers = _listeners(servers.port)
-    found = discover_servers(servers.port)
+    found = discover_servers("127.0.0.1", servers.port)
     assert sorted(role for _, role in found) == ["core", "gateway worker", "gateway worker"]
     assert {pid for pid, role in found if role == "gateway worker"} == workers
     assert servers.gateway.child.pid not in workers, "the supervisor holds the port unlistened"
@@ -153,7 +275,6 @@ async def test_a_named_supervisor_brings_its_workers_and_each_is_measured_once(
 ) -> None:
     supervisor = servers.gateway.child.pid
     workers = _listeners(servers.port)
-    assert set(with_children(supervisor)) == {supervisor, *workers}
     config = LoadConfig(
         target=parse_http_target(servers.gateway.address),
         protocol=Protocol.SSE,
@@ -177,3 +298,10 @@ async def test_a_named_supervisor_brings_its_workers_and_each_is_measured_once(
         if p.pid in workers
     ]
     assert sum(during) > 0, "the workers did the gateway's work, and it was counted"
+
+
+async def test_a_server_pid_must_name_a_process(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        await run(["loadtest", "--target-http", "http://127.0.0.1:1", "--server-pid", "0"])
+    assert exited.value.code == 2
+    assert "argument --server-pid: must be at least 1" in capsys.readouterr().err

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scriptgen.cli._args import at_least_one
 from scriptgen.cli._loop import default_event_loop
 from scriptgen.cli._options import set_command
 from scriptgen.cli._output import note, out
@@ -172,7 +173,7 @@ def register(
     output = parser.add_argument_group("measurement and output")
     output.add_argument(
         "--server-pid",
-        type=int,
+        type=at_least_one,
         action="append",
         default=[],
         metavar="PID",

@@ -157,17 +157,28 @@ def check_loopback(host: str) -> str:
             resolved = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
         except OSError as error:
             raise LoadTestError(f"cannot resolve {host!r}: {error}") from error
-        if not resolved or not all(_is_loopback(address) for address in resolved):
+        if not resolved or not all(is_loopback_address(address) for address in resolved):
             raise refusal
         return host
-    if not _is_loopback(host):
+    if not is_loopback_address(host):
         raise refusal
     return host
 
 
-def _is_loopback(address: str) -> bool:
+def plain_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IP address `address` names (an IPv6 scope dropped), an IPv4 one in IPv6 form
+    (`::ffff:127.0.0.1`, how a dual-stack socket names an IPv4 peer) as IPv4. ValueError
+    when it is not an IP address."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return mapped or ip
+
+
+def is_loopback_address(address: str) -> bool:
+    """Whether `address` is a loopback IP address, in either form (`plain_ip`: Python 3.11's
+    `is_loopback` does not take `::ffff:127.0.0.1` for loopback)."""
     try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+        return plain_ip(address).is_loopback
     except ValueError:
         return False
 

@@ -19,14 +19,8 @@ from scriptgen._client import Client
 from scriptgen._errors import ScriptgenError
 from scriptgen._heap import freeze_startup_heap, thaw_heap
 from scriptgen.loadtest._config import LoadConfig, LoadTestError, Protocol, Target, check_bounds
-from scriptgen.loadtest._processes import (
-    ProcessSampler,
-    WatchedProcess,
-    describe,
-    discover_servers,
-    server_role,
-    with_children,
-)
+from scriptgen.loadtest._discovery import discover_servers, named_servers
+from scriptgen.loadtest._processes import ProcessSampler, WatchedProcess, describe
 from scriptgen.loadtest._records import StreamPlan, StreamRecord, WorkerResult
 from scriptgen.loadtest._report import HoldWindow, LoadReport, build_report, time_speed_loop
 from scriptgen.loadtest._spawn import spawned_servers
@@ -72,14 +66,9 @@ async def run_load(config: LoadConfig, progress: Progress = _quiet) -> LoadRepor
         else:
             assert config.target is not None
             target = config.target
-            found = discover_servers(target.port)
+            found = discover_servers(target.host, target.port)
+        found += named_servers(config.server_pids, known=(pid for pid, _ in found))
         processes = [describe(pid, role) for pid, role in found]
-        known = {process.pid for process in processes}
-        for named in config.server_pids:
-            for pid in with_children(named):  # a gateway's workers do its work
-                if pid not in known:
-                    processes.append(describe(pid, server_role(pid)))
-                    known.add(pid)
         progress(f"creating {config.projects} project(s) on {target}")
         try:
             async with asyncio.timeout(config.setup_timeout_seconds):

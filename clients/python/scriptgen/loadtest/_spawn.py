@@ -35,7 +35,7 @@ from scriptgen.loadtest._config import (
     SyntheticPace,
     Target,
 )
-from scriptgen.loadtest._processes import server_role, with_children
+from scriptgen.loadtest._discovery import children_of
 
 _GRPC_LINE = re.compile(r"(?m)^\s+gRPC\s+(\S+):(\d+)")
 _HTTP_LINE = re.compile(r"(?m)^\s+HTTP\s+http://(\S+):(\d+)/")
@@ -175,11 +175,6 @@ async def _announced(
         await asyncio.sleep(0.05)
 
 
-def _children(processes: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
-    """Processes a server started itself (e.g. gateway workers), to measure them too."""
-    return [(child, server_role(child)) for pid, _ in processes for child in with_children(pid)[1:]]
-
-
 def _log_tails(folder: Path) -> str:
     return "".join(
         f"\n--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
@@ -290,7 +285,7 @@ async def spawned_servers(
                     target = Target(Protocol.SSE, host, port)
                     await _gateway_ready(target.base_url)
                     processes.append((gateway.pid, "gateway"))
-                processes += _children(processes) + standin
+                processes += children_of(processes) + standin
         except TimeoutError:
             for process in reversed(started):
                 await _stop(process)
