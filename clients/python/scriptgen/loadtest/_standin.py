@@ -10,7 +10,10 @@ when usage was asked for), a last chunk with `finish_reason`, the usage chunk,
 tool's (`\\S+\\s*|\\s+`), so a run's token counts are the stand-in's chunks.
 Pacing is by absolute schedule per stream: the first token at `--ttft`, token k at
 `ttft + k / rate`; tokens that fall due together go out in one write. Every
-frame is encoded once, so the stand-in spends little CPU next to the servers.
+frame is encoded once. What is left per token is a timer, a loop step and a write
+(a send to the kernel): 37-53 us of CPU per token on a slow two-CPU machine, as much
+as the core spends in a real-provider run there (BENCHMARKS.md, session 29). A real
+provider's work is not on the machine, so load runs count the stand-in's CPU apart.
 """
 
 from __future__ import annotations
