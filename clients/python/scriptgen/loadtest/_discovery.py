@@ -31,13 +31,14 @@ MAX_CHILDREN = 256
 #: `scriptgen` subcommands and the roles of their processes.
 _SUBCOMMAND_ROLES = {"server": "core", "gateway": "gateway", "serve": "core+gateway"}
 _WORKER_FLAG = "--worker-name"
-_STANDIN_MODULE = "scriptgen.loadtest._standin"
+#: The module the stand-in runs as (`python -m`), which names its process `standin`.
+STANDIN_MODULE = "scriptgen.loadtest._standin"
 
 
 def scriptgen_role(command: Sequence[str]) -> str | None:
     """The role of a process running this command line, when it is a scriptgen server or the
     stand-in; None otherwise. `scriptgen` is the console script or `python -m scriptgen`."""
-    if _STANDIN_MODULE in command:
+    if STANDIN_MODULE in command:
         return "standin"
     for index, part in enumerate(command[:-1]):
         if PurePath(part).name != "scriptgen":

@@ -35,7 +35,7 @@ from scriptgen.loadtest._config import (
     SyntheticPace,
     Target,
 )
-from scriptgen.loadtest._discovery import children_of
+from scriptgen.loadtest._discovery import STANDIN_MODULE, children_of
 
 _GRPC_LINE = re.compile(r"(?m)^\s+gRPC\s+(\S+):(\d+)")
 _HTTP_LINE = re.compile(r"(?m)^\s+HTTP\s+http://(\S+):(\d+)/")
@@ -132,7 +132,7 @@ def standin_command(pace: SyntheticPace, reply_tokens: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "scriptgen.loadtest._standin",
+        STANDIN_MODULE,
         "--port=0",
         f"--ttft={pace.first_token_seconds}",
         f"--tokens-per-second={pace.tokens_per_second}",
