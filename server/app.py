@@ -70,7 +70,12 @@ class Core:
         self.jobs = build_job_backends(config)
         self.event_log = self.jobs.event_log
         self.registry = self.jobs.registry
-        self.providers = build_providers(config.providers, config.synthetic)
+        self.providers = build_providers(
+            config.providers,
+            config.synthetic,
+            workers=config.provider_workers,
+            window_seconds=config.delta_window_seconds,
+        )
         self.router = ProviderRouter(self.providers.names(), config.providers.router, self.metrics)
         self.runner = JobRunner(
             config=config,
@@ -204,6 +209,7 @@ class Core:
                 await open_store()
                 opened.append(close_store)
             await self._open_auth()
+            await self.providers.start()  # provider workers, if any
         except BaseException:
             await self.providers.aclose()
             await self._close_quietly(list(reversed(opened)))

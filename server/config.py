@@ -29,6 +29,8 @@ from server.store.factory import check_database_url
 DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 DEFAULT_DATA_DIR = "scriptgen-data"
+#: The most provider worker processes one core starts (`--provider-workers`).
+MAX_PROVIDER_WORKERS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +188,10 @@ class CoreConfig:
     #: chunk of a stream always goes out at once); 0 sends every model chunk as its own delta.
     #: 100 ms: ten updates a second read as smooth, and each hop pays per delta, not per token.
     delta_window_seconds: float = 0.1
+    #: Worker processes that run the HTTP providers' model calls (0-16), so a burst's
+    #: requests and every token's parsing leave the core's CPU; 0 runs them in the core
+    #: (server.providers.worker_pool).
+    provider_workers: int = 0
     #: Event streams (GenerateScript, StreamGenerationEvents) this core serves at once;
     #: more are refused at once with RESOURCE_EXHAUSTED (TOO_MANY_STREAMS); 0: no limit.
     max_streams: int = 0
@@ -370,6 +376,14 @@ def add_arguments(
         help="join model text arriving within this window into one TextDelta (the first"
         " chunk goes out at once); 0 sends one delta per chunk [SCRIPTGEN_DELTA_WINDOW_MS]"
         " (default: %(default)s)",
+    )
+    group.add_argument(
+        "--provider-workers",
+        type=int,
+        default=int(_env(env, "PROVIDER_WORKERS", "0")),
+        help="worker processes for the OpenAI, Anthropic and local model calls (0-16), so they"
+        " run on other CPUs than the core; 0 runs them in the core"
+        " [SCRIPTGEN_PROVIDER_WORKERS] (default: %(default)s)",
     )
     group.add_argument(
         "--max-streams",
@@ -616,6 +630,7 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
             episode_minutes=max(0, int(namespace.synthetic_episode_minutes)),
         ),
         delta_window_seconds=max(0.0, float(namespace.delta_window_ms) / 1000.0),
+        provider_workers=_provider_workers(int(namespace.provider_workers)),
         max_streams=max(0, int(namespace.max_streams)),
         heartbeat_seconds=float(namespace.heartbeat_seconds),
         shutdown_grace_seconds=float(namespace.shutdown_grace_seconds),
@@ -635,6 +650,12 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
         knowledge=knowledge_from_arguments(namespace),
         auth=auth,
     )
+
+
+def _provider_workers(count: int) -> int:
+    if not 0 <= count <= MAX_PROVIDER_WORKERS:
+        raise ValueError(f"--provider-workers must be 0-{MAX_PROVIDER_WORKERS}, not {count}")
+    return count
 
 
 def _providers_from(namespace: argparse.Namespace) -> ProvidersConfig:

@@ -38,6 +38,8 @@ _RECORD_ATTRIBUTES = frozenset(
 ) | {"message", "asctime", "taskName"}
 
 _HANDLER_NAME = "scriptgen"
+#: The format and level `configure` set last, for the processes a server starts.
+_settings = ("json", "INFO")
 
 call_log = logging.getLogger("scriptgen.core.calls")
 #: Libraries whose INFO lines are per request; only their warnings and errors are written.
@@ -211,6 +213,8 @@ def configure(log_format: str = "json", level: str = "INFO", stream: IO[str] | N
     )
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(RedactingFilter())
+    global _settings
+    _settings = (log_format, level.upper())
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
@@ -232,6 +236,11 @@ def configure(log_format: str = "json", level: str = "INFO", stream: IO[str] | N
     library_level = logging.NOTSET if root.level <= logging.DEBUG else warnings_up
     for name in QUIET_LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library_level)
+
+
+def settings() -> tuple[str, str]:
+    """The log format and level `configure` set last (json, INFO before it ran)."""
+    return _settings
 
 
 def add_arguments(

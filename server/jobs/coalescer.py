@@ -34,11 +34,12 @@ task. Otherwise the timer starts a task that awaits the append.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
+from google.protobuf.message import Message
 from scriptgen.v1 import generation_pb2
 
 from server.delta_grid import GridCall, delta_grid, grid_point
-from server.jobs.emitter import JobEvents
 from server.providers.body_pacing import READ_LEAD_SECONDS
 
 _TextDelta = generation_pb2.GenerationEvent.TextDelta
@@ -48,10 +49,20 @@ _TextDelta = generation_pb2.GenerationEvent.TextDelta
 EARLY_SECONDS = 0.002
 
 
+class DeltaSink(Protocol):
+    """Where the cuts go: a job's events (`JobEvents`), or a provider worker's frames."""
+
+    def emit_now(self, kind: str, payload: Message) -> bool:
+        """Append at once if that can be done without waiting; False (nothing done) if not."""
+
+    async def emit(self, kind: str, payload: Message) -> object:
+        """Append, waiting as long as it takes."""
+
+
 class DeltaCoalescer:
     """Emits the text of one stream as TextDelta events, at most one per window."""
 
-    def __init__(self, events: JobEvents, window_seconds: float, offset: int = 0) -> None:
+    def __init__(self, events: DeltaSink, window_seconds: float, offset: int = 0) -> None:
         self._events = events
         self._window = max(0.0, window_seconds)
         #: Characters handed to the log so far: the offset of the next delta.

@@ -15,6 +15,7 @@ from server.providers.http_transport import sdk_transport
 from server.providers.local import local_client, local_provider
 from server.providers.openai_chat import OpenAIChatProvider
 from server.providers.synthetic import SyntheticProvider
+from server.providers.worker_pool import OffloadedProvider, ProviderWorkers
 from server.sdk_platform import prime_platform
 
 #: The SDKs' own HTTP timeout: only a backstop, the router times every token.
@@ -34,6 +35,8 @@ class StageProviders:
     plan: list[Provider]
     write: list[Provider]
     clients: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = field(default_factory=list)
+    #: The processes the HTTP providers' calls run in, when they are offloaded.
+    workers: ProviderWorkers | None = None
 
     def names(self) -> list[str]:
         """Every provider either stage may use, in chain order."""
@@ -43,14 +46,51 @@ class StageProviders:
                 seen.append(provider.name)
         return seen
 
+    async def start(self) -> None:
+        """Start the provider workers, if any (raises when one does not come up)."""
+        if self.workers is not None:
+            await self.workers.start()
+
     async def aclose(self) -> None:
-        """Close the SDK clients (their HTTP connection pools)."""
+        """Stop the provider workers and close the SDK clients (their HTTP connection pools)."""
+        if self.workers is not None:
+            await self.workers.close()
         for client in self.clients:
             await client.close()
 
 
-def build_providers(config: ProvidersConfig, synthetic: SyntheticConfig) -> StageProviders:
-    """Instantiate every provider the stage chains name."""
+def build_providers(
+    config: ProvidersConfig,
+    synthetic: SyntheticConfig,
+    *,
+    workers: int = 0,
+    window_seconds: float = 0.0,
+) -> StageProviders:
+    """Instantiate every provider the stage chains name.
+
+    With `workers` (at least 1), the HTTP providers' calls run in that many provider
+    worker processes (`server.providers.worker_pool`), started by `StageProviders.start`;
+    `window_seconds` is the delta window their paced calls are read by.
+    """
+    if workers > 0 and any(name != "synthetic" for name in config.chain):
+        pool = ProviderWorkers(config, workers, window_seconds)
+        offloaded: dict[tuple[str, str], Provider] = {}
+
+        def offload(route: Route) -> Provider:
+            key = (route.provider, route.model)
+            if key not in offloaded:
+                offloaded[key] = (
+                    SyntheticProvider(synthetic)
+                    if route.provider == "synthetic"
+                    else OffloadedProvider(route.provider, route.model, pool)
+                )
+            return offloaded[key]
+
+        return StageProviders(
+            [offload(route) for route in config.plan.routes],
+            [offload(route) for route in config.write.routes],
+            workers=pool,
+        )
     clients: dict[str, openai.AsyncOpenAI | anthropic.AsyncAnthropic] = {}
     built: dict[tuple[str, str], Provider] = {}
     max_tokens = config.router.max_output_tokens

@@ -37,8 +37,12 @@ DIARY = FakePassage(
 )
 
 
-@pytest.fixture
-async def llm_core(tmp_path: Path, standin: LlmStandin) -> AsyncIterator[Core]:
+@pytest.fixture(params=[0, 1], ids=["in-core", "provider-worker"])
+async def llm_core(
+    request: pytest.FixtureRequest, tmp_path: Path, standin: LlmStandin
+) -> AsyncIterator[Core]:
+    """A core writing through the stand-in: its calls made in the core, or in a provider
+    worker process (`--provider-workers 1`)."""
     providers = build_providers(
         chain="openai",
         openai_api_key="test",
@@ -46,7 +50,13 @@ async def llm_core(tmp_path: Path, standin: LlmStandin) -> AsyncIterator[Core]:
         openai_model="gpt-test",
         router=RouterConfig(max_attempts=1, first_token_timeout_seconds=2.0),
     )
-    running = Core(replace(fast_core_config(tmp_path / "core"), providers=providers))
+    running = Core(
+        replace(
+            fast_core_config(tmp_path / "core"),
+            providers=providers,
+            provider_workers=request.param,
+        )
+    )
     running.runner.knowledge = FakeKnowledge(passages=[DIARY])
     await running.start()
     try:

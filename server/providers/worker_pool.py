@@ -1,0 +1,332 @@
+"""Provider workers: the core's HTTP model calls in processes of their own, on the other CPUs.
+
+A core is one Python process on one CPU. On the real provider path most of a job's
+CPU up to its first token is its model request: the SDK's request (~0.9 ms here, of
+which aiohttp's own ~0.4 ms; `scripts/sdk_request_costs.py`), then reading and parsing
+every token's event. With `--provider-workers N` the core starts N worker processes
+(`server.providers.worker_process`) and each HTTP provider (OpenAI, Anthropic, local) in
+the stage chains becomes an `OffloadedProvider`: a call is a frame to the worker with
+the fewest calls, and its text comes back coalesced by the stage's delta window
+(`server.providers.worker_frames`). Many streams' frames share one socket read and one
+write per turn of the loop. The synthetic writer stays in the core: it has no request
+to send.
+
+What stays in the core: the router (timeouts, retries, fallbacks, breakers, metrics),
+which sees an offloaded provider as any other. Cancelling the stream sends `cancel`
+and the worker closes the HTTP stream.
+
+A worker that exits fails its calls as a `connection` ProviderFailure (retryable: the
+router tries again, on another worker) and is started again after a pause that doubles
+while it keeps failing (`RESTART_PAUSE_SECONDS` up to `MAX_RESTART_PAUSE_SECONDS`). A
+call made while no worker runs fails the same way at once. The workers' CPU is the
+core's: the load tool counts them as `core worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import pickle
+import socket
+import subprocess
+import sys
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Final
+
+from server import logs
+from server.config import MAX_PROVIDER_WORKERS, ProvidersConfig
+from server.providers.base import Prompt, TokenUsage
+from server.providers.body_pacing import current_pacing
+from server.providers.errors import ProviderFailure
+from server.providers.worker_frames import (
+    Frame,
+    FrameProtocol,
+    encode_prompt,
+    failure_of,
+)
+
+log = logging.getLogger(__name__)
+
+WORKER_MODULE: Final = "server.providers.worker_process"
+#: How long a worker may take to import the SDKs and answer `ready`.
+STARTUP_SECONDS: Final = 30.0
+#: How long a stopping worker gets to close its calls before it is killed.
+STOP_SECONDS: Final = 5.0
+RESTART_PAUSE_SECONDS: Final = 0.5
+MAX_RESTART_PAUSE_SECONDS: Final = 10.0
+
+_Usage = tuple[int, int, bool]
+_Item = str | _Usage | ProviderFailure
+
+
+class _Call:
+    """One model call on a worker: its text, end or failure as they come."""
+
+    __slots__ = ("_items", "_waiter", "ended", "id", "link", "provider")
+
+    def __init__(self, call_id: int, provider: str, link: _Link | None) -> None:
+        self.id = call_id
+        self.provider = provider
+        self.link = link
+        self._items: deque[_Item] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.ended = False
+
+    def push(self, item: _Item) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> _Item:
+        items = self._items
+        while not items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return items.popleft()
+
+
+class _Link:
+    """One worker process and the socket to it."""
+
+    def __init__(self, pool: ProviderWorkers, index: int) -> None:
+        self._pool = pool
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.protocol = FrameProtocol(self.on_frame, self.on_lost)
+        self.calls: dict[int, _Call] = {}
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.lost = False
+
+    async def start(self, config: ProvidersConfig) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        try:
+            log_format, log_level = logs.settings()
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                WORKER_MODULE,
+                f"--fd={theirs.fileno()}",
+                f"--log-format={log_format}",
+                f"--log-level={log_level}",
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        await loop.connect_accepted_socket(lambda: self.protocol, sock=ours)
+        self.send(["config", base64.b64encode(pickle.dumps(config)).decode("ascii")])
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ready), STARTUP_SECONDS)
+        except TimeoutError:
+            await self.stop()
+            raise RuntimeError(
+                f"provider worker {self.index} did not start within {STARTUP_SECONDS:.0f}s"
+            ) from None
+
+    def on_frame(self, frame: Frame) -> None:
+        kind = frame[0]
+        if kind == "text":
+            call = self.calls.get(frame[1])
+            if call is not None:
+                call.push(frame[2])
+            return
+        if kind == "end" or kind == "fail":
+            call = self.calls.pop(frame[1], None)
+            if call is not None:
+                call.ended = True
+                call.push(
+                    (int(frame[2]), int(frame[3]), bool(frame[4]))
+                    if kind == "end"
+                    else failure_of(frame)
+                )
+        elif kind == "ready":
+            if not self.ready.done():
+                self.ready.set_result(None)
+        else:
+            log.warning("provider worker %d sent an unknown frame %r", self.index, kind)
+
+    def on_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.ready.done():
+            self.ready.set_exception(RuntimeError(f"provider worker {self.index} exited"))
+            self.ready.exception()  # retrieved: start() raises its own
+        calls = list(self.calls.values())
+        self.calls.clear()
+        for call in calls:
+            call.ended = True
+            call.push(ProviderFailure(call.provider, "connection", "the provider worker exited"))
+        self._pool.lost(self)
+
+    def send(self, frame: Frame) -> None:
+        writer = self.protocol.writer
+        assert writer is not None  # connected before the link is used
+        writer.send(frame)
+
+    async def stop(self) -> None:
+        """Close the socket (the worker cancels its calls and exits); kill it if it lingers."""
+        if self.protocol.writer is not None:
+            self.protocol.writer.close()
+        process = self.process
+        if process is None:
+            return
+        try:
+            await asyncio.wait_for(process.wait(), STOP_SECONDS)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+class ProviderWorkers:
+    """The core's provider worker processes: started, given calls, restarted, stopped."""
+
+    def __init__(self, config: ProvidersConfig, count: int, window_seconds: float) -> None:
+        if not 1 <= count <= MAX_PROVIDER_WORKERS:
+            raise ValueError(f"provider workers must be 1-{MAX_PROVIDER_WORKERS}, not {count}")
+        self._config = config
+        self._count = count
+        self.window_seconds = max(0.0, window_seconds)
+        self._links: list[_Link] = []
+        self._next_id = 0
+        self._closing = False
+        self._restarts: set[asyncio.Task[None]] = set()
+        self._pauses: dict[int, float] = {}
+        self.restarted = 0
+
+    @property
+    def live(self) -> int:
+        """Workers running and ready now."""
+        return sum(1 for link in self._links if not link.lost and link.ready.done())
+
+    def pids(self) -> list[int]:
+        """The process ids of the workers running now."""
+        return [
+            link.process.pid for link in self._links if link.process is not None and not link.lost
+        ]
+
+    async def start(self) -> None:
+        """Start every worker; raises if one does not come up."""
+        links = [_Link(self, index) for index in range(self._count)]
+        self._links = links
+        results = await asyncio.gather(
+            *(link.start(self._config) for link in links), return_exceptions=True
+        )
+        failed = [result for result in results if isinstance(result, BaseException)]
+        if failed:
+            await self.close()
+            raise failed[0]
+        log.info("started %d provider workers", self._count)
+
+    def open(self, provider: str, model: str, window: float, prompt: Prompt) -> _Call:
+        """Send a call to the least busy worker; its items come on the returned _Call."""
+        self._next_id += 1
+        call_id = self._next_id
+        live = [link for link in self._links if not link.lost and link.ready.done()]
+        if not live:
+            call = _Call(call_id, provider, None)
+            call.ended = True
+            call.push(ProviderFailure(provider, "connection", "no provider worker is running"))
+            return call
+        link = min(live, key=lambda candidate: len(candidate.calls))
+        call = _Call(call_id, provider, link)
+        link.calls[call_id] = call
+        link.send(["call", call_id, provider, model, window, encode_prompt(prompt)])
+        return call
+
+    def close_call(self, call: _Call) -> None:
+        """The caller is done with `call`: the worker stops it if it still runs."""
+        link = call.link
+        if call.ended or link is None:
+            return
+        call.ended = True
+        if link.calls.pop(call.id, None) is not None and not link.lost:
+            link.send(["cancel", call.id])
+
+    def lost(self, link: _Link) -> None:
+        """A worker's socket closed: start another in its place unless the pool is closing."""
+        if self._closing or link not in self._links:
+            return
+        log.warning("provider worker %d exited; starting another", link.index)
+        task = asyncio.get_running_loop().create_task(self._restart(link))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, old: _Link) -> None:
+        pause = self._pauses.get(old.index, RESTART_PAUSE_SECONDS)
+        with contextlib.suppress(Exception):
+            await old.stop()
+        while not self._closing:
+            await asyncio.sleep(pause)
+            if self._closing:
+                return
+            link = _Link(self, old.index)
+            self._links[old.index] = link
+            try:
+                await link.start(self._config)
+            except Exception as error:
+                log.warning("provider worker %d did not start: %s", old.index, error)
+                pause = min(MAX_RESTART_PAUSE_SECONDS, pause * 2)
+                continue
+            self.restarted += 1
+            # A worker that dies soon after starting waits longer next time.
+            self._pauses[old.index] = min(MAX_RESTART_PAUSE_SECONDS, pause * 2)
+            asyncio.get_running_loop().call_later(
+                MAX_RESTART_PAUSE_SECONDS, self._pauses.pop, old.index, None
+            )
+            return
+
+    async def close(self) -> None:
+        """Stop every worker (their calls end as cancelled)."""
+        self._closing = True
+        for task in list(self._restarts):
+            task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
+        await asyncio.gather(*(link.stop() for link in self._links), return_exceptions=True)
+
+
+class OffloadedProvider:
+    """A provider whose calls run in a provider worker: the same name, model and errors."""
+
+    def __init__(self, name: str, model: str, workers: ProviderWorkers) -> None:
+        self._name = name
+        self._model = model
+        self._workers = workers
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
+        workers = self._workers
+        # A paced stage (the write stage's coalescer) gets its text by the window; others,
+        # such as the plan's collected outline, as the worker reads it.
+        window = workers.window_seconds if current_pacing() is not None else 0.0
+        call = workers.open(self._name, self._model, window, prompt)
+        try:
+            while True:
+                item = await call.next()
+                if type(item) is str:
+                    yield item
+                elif isinstance(item, ProviderFailure):
+                    raise item
+                else:
+                    assert isinstance(item, tuple)
+                    usage.input_tokens, usage.output_tokens, usage.reported = item
+                    return
+        finally:
+            workers.close_call(call)

@@ -1,0 +1,226 @@
+"""Provider workers: model calls in their own processes give what the core's own calls give.
+
+Real worker processes (`server.providers.worker_process`), the real `openai` and
+`anthropic` SDKs in them, the LLM stand-in over real HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+
+import psutil
+import pytest
+from scriptgen.v1 import generation_pb2, project_pb2
+
+from server.config import (
+    RouterConfig,
+    SyntheticConfig,
+    add_arguments,
+    build_providers,
+    from_arguments,
+)
+from server.providers.base import Brief, Prompt, Provider, TokenUsage
+from server.providers.body_pacing import paced_reads
+from server.providers.errors import ProviderFailure
+from server.providers.factory import StageProviders
+from server.providers.factory import build_providers as build_stage_providers
+from server.providers.worker_pool import OffloadedProvider
+from tests.gateway.conftest import eventually
+from tests.standins.llm_standin import LlmStandin, Reply
+
+TEXT = "".join(f"word{index:03d} " for index in range(80))
+PROMPT = Prompt(
+    generation_pb2.STAGE_WRITE,
+    "You write screenplays.",
+    "Write the pilot.",
+    Brief(project_pb2.Project(title="Offload"), "Pilot", "A quiet start", 1),
+)
+
+
+class Window:
+    """A paced stage, as the write stage's coalescer makes one (only its presence counts)."""
+
+    def resume_at(self) -> float | None:
+        return None
+
+
+@pytest.fixture
+async def stages(standin: LlmStandin) -> AsyncIterator[StageProviders]:
+    """OpenAI on the plan stage and Anthropic on the write stage, both in one worker."""
+    config = build_providers(
+        plan_chain="openai",
+        write_chain="anthropic",
+        openai_api_key="test",
+        openai_base_url=f"{standin.url}/v1",
+        openai_model="gpt-test",
+        anthropic_api_key="test",
+        anthropic_base_url=standin.url,
+        anthropic_model="claude-test",
+        router=RouterConfig(max_attempts=1),
+    )
+    built = build_stage_providers(config, SyntheticConfig(), workers=1, window_seconds=0.05)
+    await built.start()
+    try:
+        yield built
+    finally:
+        await built.aclose()
+
+
+def _both(stages: StageProviders) -> list[Provider]:
+    return [stages.plan[0], stages.write[0]]
+
+
+async def _read(provider: Provider, usage: TokenUsage, *, paced: bool) -> list[str]:
+    with paced_reads(Window() if paced else None):
+        return [chunk async for chunk in provider.stream(PROMPT, usage)]
+
+
+@pytest.mark.parametrize("paced", [False, True], ids=["as-read", "by-window"])
+async def test_text_usage_and_request_are_those_of_the_provider(
+    stages: StageProviders, standin: LlmStandin, paced: bool
+) -> None:
+    standin.openai[:] = [Reply(text=TEXT, chunk_chars=7, chunk_delay=0.002, output_tokens=77)]
+    standin.anthropic[:] = [Reply(text=TEXT, chunk_chars=5, chunk_delay=0.002, output_tokens=55)]
+    for provider, api, tokens in zip(_both(stages), ("openai", "anthropic"), (77, 55), strict=True):
+        assert isinstance(provider, OffloadedProvider)
+        usage = TokenUsage()
+        pieces = await _read(provider, usage, paced=paced)
+        assert "".join(pieces) == TEXT
+        assert (usage.input_tokens, usage.output_tokens, usage.reported) == (11, tokens, True)
+        record = standin.of(api)[-1]
+        assert record.finished and not record.client_closed
+        assert "Write the pilot." in str(record.body["messages"])
+        if paced:
+            # ~1.2 s of text cut by a 50 ms window: far fewer pieces than the stand-in's chunks.
+            assert len(pieces) < len(TEXT) // 10
+    assert stages.workers is not None and len(stages.workers.pids()) == 1
+
+
+async def test_closing_the_stream_closes_the_model_request(
+    stages: StageProviders, standin: LlmStandin
+) -> None:
+    standin.anthropic[:] = [Reply(text=TEXT * 10, chunk_chars=4, chunk_delay=0.02)]
+    stream = stages.write[0].stream(PROMPT, TokenUsage())
+    first = await anext(stream)  # type: ignore[call-overload]
+    assert TEXT.startswith(first)
+    await stream.aclose()  # type: ignore[attr-defined]
+    record = standin.of("anthropic")[-1]
+    await eventually(lambda: record.client_closed, "the request closed", 10)
+    assert not record.finished
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind", "retry_after"),
+    [
+        (Reply(status=429, retry_after="3"), "rate_limited", 3.0),
+        (Reply(status=401), "auth", None),
+        (Reply(status=503), "server_error", None),
+        (Reply(text=TEXT, malformed_after=20), "malformed", None),
+        (Reply(text=TEXT, cut_after=20), "connection", None),
+    ],
+    ids=["429", "401", "503", "malformed", "cut"],
+)
+async def test_failures_keep_their_kind_and_retry_after(
+    stages: StageProviders, standin: LlmStandin, reply: Reply, kind: str, retry_after: float | None
+) -> None:
+    standin.openai[:] = [reply]
+    with pytest.raises(ProviderFailure) as caught:
+        await _read(stages.plan[0], TokenUsage(), paced=False)
+    assert (caught.value.provider, caught.value.kind) == ("openai", kind)
+    assert caught.value.retry_after == retry_after
+
+
+async def test_a_worker_that_dies_fails_its_calls_and_is_replaced(
+    stages: StageProviders, standin: LlmStandin
+) -> None:
+    workers = stages.workers
+    assert workers is not None
+    standin.openai[:] = [Reply(hang_seconds=60)]
+    hanging = asyncio.ensure_future(_read(stages.plan[0], TokenUsage(), paced=False))
+    await eventually(lambda: len(standin.of("openai")) == 1, "the request", 10)
+    (pid,) = workers.pids()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ProviderFailure) as caught:
+        await asyncio.wait_for(hanging, 10)
+    assert (caught.value.provider, caught.value.kind) == ("openai", "connection")
+    assert caught.value.retryable
+    await eventually(lambda: workers.restarted == 1 and workers.live == 1, "a worker again", 30)
+    assert workers.pids() != [pid]
+    standin.openai[:] = [Reply(text=TEXT)]
+    assert "".join(await _read(stages.plan[0], TokenUsage(), paced=False)) == TEXT
+
+
+async def test_after_close_calls_fail_at_once_and_no_worker_is_left(
+    stages: StageProviders,
+) -> None:
+    workers = stages.workers
+    assert workers is not None
+    pids = workers.pids()
+    await stages.aclose()
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    started = time.monotonic()
+    with pytest.raises(ProviderFailure, match="no provider worker is running"):
+        await _read(stages.write[0], TokenUsage(), paced=True)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_worker_does_not_outlive_its_core() -> None:
+    """A core killed outright: its worker sees the socket close and exits."""
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        from server.config import SyntheticConfig, build_providers
+        from server.providers.factory import build_providers as stage_providers
+
+        async def main():
+            config = build_providers(openai_api_key="k", openai_base_url="http://127.0.0.1:9/v1")
+            stages = stage_providers(config, SyntheticConfig(), workers=1)
+            await stages.start()
+            print(stages.workers.pids()[0], flush=True)
+            await asyncio.sleep(120)
+
+        asyncio.run(main())
+        """
+    )
+    core = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert core.stdout is not None
+        worker = int(core.stdout.readline())
+        assert psutil.pid_exists(worker)
+        core.kill()
+        core.wait(10)
+        gone = psutil.wait_procs([psutil.Process(worker)], timeout=10)[0]
+        assert [p.pid for p in gone] == [worker]
+    finally:
+        core.kill()
+        core.wait(10)
+        if core.stdout is not None:
+            core.stdout.close()
+
+
+def test_the_synthetic_writer_alone_starts_no_worker() -> None:
+    built = build_stage_providers(
+        build_providers(chain="synthetic"), SyntheticConfig(), workers=2, window_seconds=0.1
+    )
+    assert built.workers is None
+
+
+@pytest.mark.parametrize("value", ["-1", "17", "many"])
+def test_provider_workers_out_of_range_is_refused_by_name(value: str) -> None:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser, {})
+    if value == "many":
+        with pytest.raises(argparse.ArgumentError, match="provider-workers"):
+            parser.parse_args([f"--provider-workers={value}"])
+        return
+    with pytest.raises(ValueError, match=r"--provider-workers must be 0-16"):
+        from_arguments(parser.parse_args([f"--provider-workers={value}"]))
