@@ -109,7 +109,7 @@ async def test_closing_the_stream_closes_the_model_request(
 ) -> None:
     standin.anthropic[:] = [Reply(text=TEXT * 10, chunk_chars=4, chunk_delay=0.02)]
     stream = stages.write[0].stream(PROMPT, TokenUsage())
-    first = await anext(stream)  # type: ignore[call-overload]
+    first = await anext(stream)
     assert TEXT.startswith(first)
     await stream.aclose()  # type: ignore[attr-defined]
     record = standin.of("anthropic")[-1]
