@@ -76,6 +76,10 @@ class Core:
             workers=config.provider_workers,
             window_seconds=config.delta_window_seconds,
         )
+        if self.providers.workers is not None:
+            workers = self.providers.workers
+            self.metrics.provider_workers.set_function(lambda: workers.live)
+            workers.on_restart = self.metrics.provider_worker_restarts.inc
         self.router = ProviderRouter(self.providers.names(), config.providers.router, self.metrics)
         self.runner = JobRunner(
             config=config,

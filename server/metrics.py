@@ -105,6 +105,18 @@ class CoreMetrics:
             ["provider"],
             registry=self.registry,
         )
+        self.provider_workers = Gauge(
+            "scriptgen_provider_workers",
+            "Provider worker processes running and ready (--provider-workers; 0 when the"
+            " model calls run in the core).",
+            registry=self.registry,
+        )
+        self.provider_worker_restarts = Counter(
+            "scriptgen_provider_worker_restarts",
+            "Provider worker processes started again after one exited; their calls failed"
+            " as connection failures.",
+            registry=self.registry,
+        )
         #: Observed before every piece of text, on the loop's thread: a lock-free histogram.
         self.inter_token_latency = LoopHistogram(
             "scriptgen_inter_token_latency_seconds",

@@ -33,7 +33,7 @@ import socket
 import subprocess
 import sys
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from server import logs
@@ -102,6 +102,8 @@ class _Link:
         self.protocol = FrameProtocol(self.on_frame, self.on_lost)
         self.calls: dict[int, _Call] = {}
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Ready and not lost: it takes calls.
+        self.serving = False
         self.lost = False
 
     async def start(self, config: ProvidersConfig) -> None:
@@ -133,6 +135,7 @@ class _Link:
             raise RuntimeError(
                 f"provider worker {self.index} did not start within {STARTUP_SECONDS:.0f}s"
             ) from None
+        self.serving = not self.lost
 
     def on_frame(self, frame: Frame) -> None:
         kind = frame[0]
@@ -157,7 +160,9 @@ class _Link:
             log.warning("provider worker %d sent an unknown frame %r", self.index, kind)
 
     def on_lost(self, exc: Exception | None) -> None:
+        was_serving = self.serving
         self.lost = True
+        self.serving = False
         if not self.ready.done():
             self.ready.set_exception(RuntimeError(f"provider worker {self.index} exited"))
             self.ready.exception()  # retrieved: start() raises its own
@@ -166,7 +171,8 @@ class _Link:
         for call in calls:
             call.ended = True
             call.push(ProviderFailure(call.provider, "connection", "the provider worker exited"))
-        self._pool.lost(self)
+        if was_serving:  # one that failed to start is its starter's to retry
+            self._pool.lost(self)
 
     def send(self, frame: Frame) -> None:
         writer = self.protocol.writer
@@ -203,11 +209,13 @@ class ProviderWorkers:
         self._restarts: set[asyncio.Task[None]] = set()
         self._pauses: dict[int, float] = {}
         self.restarted = 0
+        #: Called once for each worker started again (the core counts them in a metric).
+        self.on_restart: Callable[[], None] = lambda: None
 
     @property
     def live(self) -> int:
         """Workers running and ready now."""
-        return sum(1 for link in self._links if not link.lost and link.ready.done())
+        return sum(1 for link in self._links if link.serving)
 
     def pids(self) -> list[int]:
         """The process ids of the workers running now."""
@@ -232,7 +240,7 @@ class ProviderWorkers:
         """Send a call to the least busy worker; its items come on the returned _Call."""
         self._next_id += 1
         call_id = self._next_id
-        live = [link for link in self._links if not link.lost and link.ready.done()]
+        live = [link for link in self._links if link.serving]
         if not live:
             call = _Call(call_id, provider, None)
             call.ended = True
@@ -276,9 +284,12 @@ class ProviderWorkers:
                 await link.start(self._config)
             except Exception as error:
                 log.warning("provider worker %d did not start: %s", old.index, error)
+                with contextlib.suppress(Exception):
+                    await link.stop()
                 pause = min(MAX_RESTART_PAUSE_SECONDS, pause * 2)
                 continue
             self.restarted += 1
+            self.on_restart()
             # A worker that dies soon after starting waits longer next time.
             self._pauses[old.index] = min(MAX_RESTART_PAUSE_SECONDS, pause * 2)
             asyncio.get_running_loop().call_later(

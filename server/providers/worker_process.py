@@ -16,7 +16,9 @@ grid as the core's coalescer (`server.jobs.coalescer`, whose cut logic it runs),
 the text of each cut is one frame; the first text goes at once.
 
 When the socket closes (the core stopped, or died) every call is cancelled and the
-worker exits: it never outlives its core.
+worker exits: it never outlives its core. It ignores SIGINT and SIGTERM: a Ctrl-C in a
+terminal reaches the whole process group, and the core, draining its jobs on the
+signal, still needs its calls; it closes the socket once they are done.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncio
 import base64
 import logging
 import pickle
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -183,12 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-format", default="json", choices=logs.FORMATS)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    for ignored in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(ignored, signal.SIG_IGN)  # the core says when: it closes the socket
     logs.configure(args.log_format, args.log_level)
     sock = socket.socket(fileno=args.fd)
-    try:
-        uvloop.run(serve(sock))
-    except KeyboardInterrupt:
-        return 0
+    uvloop.run(serve(sock))
     return 0
 
 

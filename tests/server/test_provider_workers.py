@@ -15,11 +15,14 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 
 import psutil
 import pytest
 from scriptgen.v1 import generation_pb2, project_pb2
 
+from server import Core
 from server.config import (
     RouterConfig,
     SyntheticConfig,
@@ -33,7 +36,8 @@ from server.providers.errors import ProviderFailure
 from server.providers.factory import StageProviders
 from server.providers.factory import build_providers as build_stage_providers
 from server.providers.worker_pool import OffloadedProvider
-from tests.gateway.conftest import eventually
+from tests.conftest import fast_core_config
+from tests.gateway.conftest import eventually, sample
 from tests.standins.llm_standin import LlmStandin, Reply
 
 TEXT = "".join(f"word{index:03d} " for index in range(80))
@@ -224,3 +228,32 @@ def test_provider_workers_out_of_range_is_refused_by_name(value: str) -> None:
         return
     with pytest.raises(ValueError, match=r"--provider-workers must be 0-16"):
         from_arguments(parser.parse_args([f"--provider-workers={value}"]))
+
+
+async def test_the_core_starts_counts_and_stops_its_workers(
+    tmp_path: Path, standin: LlmStandin
+) -> None:
+    providers = build_providers(
+        chain="openai", openai_api_key="test", openai_base_url=f"{standin.url}/v1"
+    )
+    core = Core(replace(fast_core_config(tmp_path), providers=providers, provider_workers=2))
+    await core.start()
+    try:
+        workers = core.providers.workers
+        assert workers is not None
+        assert sample(core, "scriptgen_provider_workers") == 2
+        first, second = workers.pids()
+        os.kill(first, signal.SIGKILL)
+        await eventually(
+            lambda: (
+                sample(core, "scriptgen_provider_worker_restarts_total") == 1
+                and sample(core, "scriptgen_provider_workers") == 2
+            ),
+            "the worker started again and counted",
+            30,
+        )
+        assert second in workers.pids() and first not in workers.pids()
+        running = workers.pids()
+    finally:
+        await core.stop(grace=0.0)
+    assert not [pid for pid in running if psutil.pid_exists(pid)]
