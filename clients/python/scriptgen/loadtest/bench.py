@@ -30,9 +30,12 @@ MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("--delta-window-ms=0", "--event-loop=asyncio"),
         ("--event-loop=asyncio", "--workers=1", "--core-relay-calls=0"),
     ),
-    # The servers' defaults (TextDeltas coalesced by --delta-window-ms, uvloop) and one
-    # gateway process per CPU of this 2-core machine class, as deployed.
-    "coalesced": ((), ("--workers=2",)),
+    # The servers' defaults (TextDeltas coalesced by --delta-window-ms, uvloop), one
+    # gateway process per CPU of this 2-core machine class, and the core's model calls in
+    # one provider worker, so they run on its second CPU, as deployed
+    # (deploy/k8s/base/core-deployment.yaml). A core of the synthetic writer alone starts
+    # no worker.
+    "coalesced": (("--provider-workers=1",), ("--workers=2",)),
 }
 
 #: Episodes of a realistic length (20 minutes, about 2,800 tokens): a 30 tok/s stream then
