@@ -404,3 +404,25 @@ def test_gateways_spread_calls_over_every_core_pod(built: tuple[str, list[Manife
     for monitor in of_kind(manifests, "ServiceMonitor"):
         labels = headless["metadata"]["labels"]
         assert not monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor
+    return float(quantity) / (1024 * 1024)
+
+
+def test_core_runs_its_provider_worker_within_its_limits(
+    built: tuple[str, list[Manifest]],
+) -> None:
+    """One provider worker (~160 MiB, the pod's second CPU) beside a core that peaks near
+    200-300 MiB under the real provider load (BENCHMARKS.md, session 30)."""
+    _, manifests = built
+    main = container(find(manifests, "Deployment", "scriptgen-core"), "core")
+    workers = int(env(main)["SCRIPTGEN_PROVIDER_WORKERS"])
+    assert 1 <= workers <= 16
+    limits = main["resources"]["limits"]
+    assert float(limits["cpu"]) >= workers + 1
+    assert _mebibytes(limits["memory"]) >= 300 + 160 * workers
