@@ -16,10 +16,10 @@ which sees an offloaded provider as any other. Cancelling the stream sends `canc
 and the worker closes the HTTP stream.
 
 A worker that exits fails its calls as a `connection` ProviderFailure (retryable: the
-router tries again, on another worker or on this one once it is back) and is started again after a pause that doubles
-while it keeps failing (`RESTART_PAUSE_SECONDS` up to `MAX_RESTART_PAUSE_SECONDS`). A
-call made while no worker runs fails the same way at once. The workers' CPU is the
-core's: the load tool counts them as `core worker`.
+router tries again, on another worker or on this one once back) and is started again
+after a pause that doubles while it keeps failing (`RESTART_PAUSE_SECONDS` up to
+`MAX_RESTART_PAUSE_SECONDS`). A call made while no worker runs fails the same way at
+once. The workers' CPU is the core's: the load tool counts them as `core worker`.
 """
 
 from __future__ import annotations
