@@ -141,7 +141,7 @@ def add_arguments(
     group.add_argument(
         "--core-relay-max-age-seconds",
         type=float,
-        default=float(_env(env, "CORE_RELAY_MAX_AGE_SECONDS", "300")),
+        default=_env(env, "CORE_RELAY_MAX_AGE_SECONDS", "300"),
         help="after this long a Relay call takes no new streams, so they reach cores started"
         " since [SCRIPTGEN_CORE_RELAY_MAX_AGE_SECONDS] (default: %(default)s)",
     )
@@ -153,34 +153,34 @@ def add_arguments(
     group.add_argument(
         "--sse-retry-ms",
         type=int,
-        default=int(_env(env, "SSE_RETRY_MS", "3000")),
+        default=_env(env, "SSE_RETRY_MS", "3000"),
         help="reconnection delay announced to SSE clients [SCRIPTGEN_SSE_RETRY_MS]"
         " (default: %(default)s)",
     )
     group.add_argument(
         "--ping-interval-seconds",
         type=float,
-        default=float(_env(env, "PING_INTERVAL_SECONDS", "15")),
+        default=_env(env, "PING_INTERVAL_SECONDS", "15"),
         help="idle time after which an SSE stream gets a ': ping' comment"
         " [SCRIPTGEN_PING_INTERVAL_SECONDS] (default: %(default)s)",
     )
     group.add_argument(
         "--first-event-wait-seconds",
         type=float,
-        default=float(_env(env, "FIRST_EVENT_WAIT_SECONDS", "5")),
+        default=_env(env, "FIRST_EVENT_WAIT_SECONDS", "5"),
         help="how long an SSE request waits for its first event before answering"
         " [SCRIPTGEN_FIRST_EVENT_WAIT_SECONDS] (default: %(default)s)",
     )
     group.add_argument(
         "--max-body-bytes",
         type=int,
-        default=int(_env(env, "MAX_BODY_BYTES", str(1024 * 1024))),
+        default=_env(env, "MAX_BODY_BYTES", str(1024 * 1024)),
         help="largest request body accepted [SCRIPTGEN_MAX_BODY_BYTES] (default: %(default)s)",
     )
     group.add_argument(
         "--unary-deadline-seconds",
         type=float,
-        default=float(_env(env, "UNARY_DEADLINE_SECONDS", "10")),
+        default=_env(env, "UNARY_DEADLINE_SECONDS", "10"),
         help="deadline of unary calls to the core [SCRIPTGEN_UNARY_DEADLINE_SECONDS]"
         " (default: %(default)s)",
     )
@@ -193,21 +193,21 @@ def add_arguments(
     group.add_argument(
         "--drain-seconds",
         type=float,
-        default=float(_env(env, "DRAIN_SECONDS", "5")),
+        default=_env(env, "DRAIN_SECONDS", "5"),
         help="on stop, time open HTTP requests get to finish [SCRIPTGEN_DRAIN_SECONDS]"
         " (default: %(default)s)",
     )
     group.add_argument(
         "--listen-backlog",
         type=int,
-        default=int(_env(env, "LISTEN_BACKLOG", str(DEFAULT_LISTEN_BACKLOG))),
+        default=_env(env, "LISTEN_BACKLOG", str(DEFAULT_LISTEN_BACKLOG)),
         help=f"connections queued for accepting, 1..{MAX_LISTEN_BACKLOG} (the kernel caps it at"
         " net.core.somaxconn) [SCRIPTGEN_LISTEN_BACKLOG] (default: %(default)s)",
     )
     group.add_argument(
         "--gateway-max-streams",
         type=int,
-        default=int(_env(env, "GATEWAY_MAX_STREAMS", "0")),
+        default=_env(env, "GATEWAY_MAX_STREAMS", "0"),
         help="SSE streams one gateway process serves at once; more get 429 with Retry-After,"
         " 0 for no limit [SCRIPTGEN_GATEWAY_MAX_STREAMS] (default: %(default)s)",
     )

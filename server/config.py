@@ -335,28 +335,28 @@ def add_arguments(
     group.add_argument(
         "--synthetic-first-token-seconds",
         type=float,
-        default=float(_env(env, "SYNTHETIC_FIRST_TOKEN_SECONDS", "0.3")),
+        default=_env(env, "SYNTHETIC_FIRST_TOKEN_SECONDS", "0.3"),
         help="synthetic writer: delay before the first token"
         " [SCRIPTGEN_SYNTHETIC_FIRST_TOKEN_SECONDS] (default: %(default)s)",
     )
     group.add_argument(
         "--synthetic-tokens-per-second",
         type=float,
-        default=float(_env(env, "SYNTHETIC_TOKENS_PER_SECOND", "40")),
+        default=_env(env, "SYNTHETIC_TOKENS_PER_SECOND", "40"),
         help="synthetic writer: tokens per second, 0 for unlimited"
         " [SCRIPTGEN_SYNTHETIC_TOKENS_PER_SECOND] (default: %(default)s)",
     )
     group.add_argument(
         "--synthetic-tokens-per-chunk",
         type=int,
-        default=int(_env(env, "SYNTHETIC_TOKENS_PER_CHUNK", "1")),
+        default=_env(env, "SYNTHETIC_TOKENS_PER_CHUNK", "1"),
         help="synthetic writer: tokens per streamed chunk"
         " [SCRIPTGEN_SYNTHETIC_TOKENS_PER_CHUNK] (default: %(default)s)",
     )
     group.add_argument(
         "--synthetic-unpaced-chunk-tokens",
         type=int,
-        default=int(_env(env, "SYNTHETIC_UNPACED_CHUNK_TOKENS", "256")),
+        default=_env(env, "SYNTHETIC_UNPACED_CHUNK_TOKENS", "256"),
         help="synthetic writer at unlimited pace: tokens per chunk after the first; 1 streams"
         " token by token like a model [SCRIPTGEN_SYNTHETIC_UNPACED_CHUNK_TOKENS]"
         " (default: %(default)s)",
@@ -364,7 +364,7 @@ def add_arguments(
     group.add_argument(
         "--synthetic-episode-minutes",
         type=int,
-        default=int(_env(env, "SYNTHETIC_EPISODE_MINUTES", "0")),
+        default=_env(env, "SYNTHETIC_EPISODE_MINUTES", "0"),
         help="synthetic writer: episode length when the project sets none, about three"
         " scenes a minute; 0 for a four-scene demo"
         " [SCRIPTGEN_SYNTHETIC_EPISODE_MINUTES] (default: %(default)s)",
@@ -372,7 +372,7 @@ def add_arguments(
     group.add_argument(
         "--delta-window-ms",
         type=float,
-        default=float(_env(env, "DELTA_WINDOW_MS", "100")),
+        default=_env(env, "DELTA_WINDOW_MS", "100"),
         help="join model text arriving within this window into one TextDelta (the first"
         " chunk goes out at once); 0 sends one delta per chunk [SCRIPTGEN_DELTA_WINDOW_MS]"
         " (default: %(default)s)",
@@ -380,7 +380,7 @@ def add_arguments(
     group.add_argument(
         "--provider-workers",
         type=int,
-        default=int(_env(env, "PROVIDER_WORKERS", "0")),
+        default=_env(env, "PROVIDER_WORKERS", "0"),
         help="worker processes for the OpenAI, Anthropic and local model calls (0-16), so they"
         " run on other CPUs than the core; 0 runs them in the core"
         " [SCRIPTGEN_PROVIDER_WORKERS] (default: %(default)s)",
@@ -388,42 +388,42 @@ def add_arguments(
     group.add_argument(
         "--max-streams",
         type=int,
-        default=int(_env(env, "MAX_STREAMS", "0")),
+        default=_env(env, "MAX_STREAMS", "0"),
         help="event streams served at once; more are refused with RESOURCE_EXHAUSTED,"
         " 0 for no limit [SCRIPTGEN_MAX_STREAMS] (default: %(default)s)",
     )
     group.add_argument(
         "--heartbeat-seconds",
         type=float,
-        default=float(_env(env, "HEARTBEAT_SECONDS", "10")),
+        default=_env(env, "HEARTBEAT_SECONDS", "10"),
         help="idle time after which a job appends a Heartbeat [SCRIPTGEN_HEARTBEAT_SECONDS]"
         " (default: %(default)s)",
     )
     group.add_argument(
         "--shutdown-grace-seconds",
         type=float,
-        default=float(_env(env, "SHUTDOWN_GRACE_SECONDS", "20")),
+        default=_env(env, "SHUTDOWN_GRACE_SECONDS", "20"),
         help="on SIGTERM, time running jobs get to finish [SCRIPTGEN_SHUTDOWN_GRACE_SECONDS]"
         " (default: %(default)s)",
     )
     group.add_argument(
         "--max-connection-age-seconds",
         type=float,
-        default=float(_env(env, "MAX_CONNECTION_AGE_SECONDS", "0")),
+        default=_env(env, "MAX_CONNECTION_AGE_SECONDS", "0"),
         help="ask clients to reconnect after this long, so balancing clients find new cores;"
         " 0 never [SCRIPTGEN_MAX_CONNECTION_AGE_SECONDS] (default: %(default)s)",
     )
     group.add_argument(
         "--max-connection-age-grace-seconds",
         type=float,
-        default=float(_env(env, "MAX_CONNECTION_AGE_GRACE_SECONDS", "3600")),
+        default=_env(env, "MAX_CONNECTION_AGE_GRACE_SECONDS", "3600"),
         help="how long streams on a connection asked to reconnect may still run"
         " [SCRIPTGEN_MAX_CONNECTION_AGE_GRACE_SECONDS] (default: %(default)s)",
     )
     group.add_argument(
         "--min-free-disk-mb",
         type=float,
-        default=float(_env(env, "MIN_FREE_DISK_MB", "32")),
+        default=_env(env, "MIN_FREE_DISK_MB", "32"),
         help="readiness turns NOT_SERVING while the disk of local state (SQLite, embedded"
         " Chroma) has less free; 0: unchecked [SCRIPTGEN_MIN_FREE_DISK_MB] (default: %(default)s)",
     )
@@ -482,7 +482,7 @@ def _add_redis_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]
         group.add_argument(
             f"--{flag}",
             type=float,
-            default=float(_env(env, name, default)),
+            default=_env(env, name, default),
             help=f"{text} [SCRIPTGEN_{name}] (default: %(default)s)",
         )
 

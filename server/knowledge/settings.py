@@ -127,21 +127,21 @@ def add_knowledge_arguments(parser: argparse.ArgumentParser, env: Mapping[str, s
     group.add_argument(
         "--openai-embedding-dimensions",
         type=int,
-        default=int(env.get("SCRIPTGEN_OPENAI_EMBEDDING_DIMENSIONS", "0")),
+        default=env.get("SCRIPTGEN_OPENAI_EMBEDDING_DIMENSIONS", "0"),
         help="vector length asked of the embedding model, 0 for its own"
         " [SCRIPTGEN_OPENAI_EMBEDDING_DIMENSIONS] (default: %(default)s)",
     )
     group.add_argument(
         "--knowledge-max-documents",
         type=int,
-        default=int(env.get("SCRIPTGEN_KNOWLEDGE_MAX_DOCUMENTS", str(DEFAULT_MAX_DOCUMENTS))),
+        default=env.get("SCRIPTGEN_KNOWLEDGE_MAX_DOCUMENTS", str(DEFAULT_MAX_DOCUMENTS)),
         help="most knowledge documents per project [SCRIPTGEN_KNOWLEDGE_MAX_DOCUMENTS]"
         " (default: %(default)s)",
     )
     group.add_argument(
         "--knowledge-timeout-seconds",
         type=float,
-        default=float(env.get("SCRIPTGEN_KNOWLEDGE_TIMEOUT_SECONDS", "30")),
+        default=env.get("SCRIPTGEN_KNOWLEDGE_TIMEOUT_SECONDS", "30"),
         help="longest wait for Chroma or the embedder [SCRIPTGEN_KNOWLEDGE_TIMEOUT_SECONDS]"
         " (default: %(default)s)",
     )

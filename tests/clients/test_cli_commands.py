@@ -307,3 +307,31 @@ def test_short_names_become_full_resource_names(
 def test_malformed_names_are_usage_errors(parse: Callable[[str], str], typed: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse(typed)
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "flag"),
+    [
+        ("server", "SCRIPTGEN_MAX_STREAMS", "--max-streams"),
+        ("server", "SCRIPTGEN_PROVIDER_WORKERS", "--provider-workers"),
+        ("server", "SCRIPTGEN_HEARTBEAT_SECONDS", "--heartbeat-seconds"),
+        ("server", "SCRIPTGEN_KNOWLEDGE_TIMEOUT_SECONDS", "--knowledge-timeout-seconds"),
+        ("gateway", "SCRIPTGEN_GATEWAY_WORKERS", "--workers"),
+        ("serve", "SCRIPTGEN_MAX_STREAMS", "--max-streams"),
+    ],
+)
+def test_a_variable_that_is_no_number_is_a_usage_error_naming_its_flag(
+    command: str,
+    variable: str,
+    flag: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bad number in the environment is refused as the flag would be, not a traceback."""
+    monkeypatch.setenv(variable, "soon")
+    with pytest.raises(SystemExit) as raised:
+        main([command])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: invalid" in err and "'soon'" in err
+    assert "Traceback" not in err

@@ -100,7 +100,7 @@ def gateway_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(environ.get("SCRIPTGEN_GATEWAY_WORKERS", "1")),
+        default=environ.get("SCRIPTGEN_GATEWAY_WORKERS", "1"),
         help="gateway processes sharing the HTTP port (SO_REUSEPORT), e.g. one per CPU"
         " [SCRIPTGEN_GATEWAY_WORKERS] (default: %(default)s)",
     )
