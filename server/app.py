@@ -283,9 +283,11 @@ class Core:
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
+        # The provider workers first: nothing calls a model after the drain, and a store
+        # that fails to close must not leave them running.
+        await self.providers.aclose()
         await self.store.close()
         await self.knowledge.close()
-        await self.providers.aclose()
         await self.jobs.close()
         log.info("core stopped")
 

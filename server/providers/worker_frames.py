@@ -7,7 +7,9 @@ it is, its second the call's number where it has one:
 
 | frame                                            | from   | means                        |
 |--------------------------------------------------|--------|------------------------------|
+| `["config", pickled]`                            | core   | the providers' configuration |
 | `["ready"]`                                      | worker | providers built; calls taken |
+| `["fatal", message]`                             | worker | they could not be; it ends   |
 | `["call", id, provider, model, window, prompt]`  | core   | start a model call           |
 | `["cancel", id]`                                 | core   | stop that call, send nothing |
 | `["text", id, text]`                             | worker | the next piece of its text   |
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -34,6 +37,8 @@ from scriptgen.v1 import project_pb2
 
 from server.providers.base import Brief, Prompt
 from server.providers.errors import ProviderFailure
+
+log = logging.getLogger(__name__)
 
 #: A line longer than this is no frame of ours: the connection is given up.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -143,8 +148,15 @@ class FrameProtocol(asyncio.Protocol):
             self.transport.abort()
             return
         on_frame = self._on_frame
-        for line in lines:
-            on_frame(orjson.loads(line))
+        try:
+            for line in lines:
+                on_frame(orjson.loads(line))
+        except Exception:
+            # No frame of ours, or one its handler could not take: this end cannot trust
+            # what follows, so the connection goes (a worker exits, the core starts another).
+            log.exception("a frame could not be read; closing the connection")
+            assert self.transport is not None
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._on_lost(exc)

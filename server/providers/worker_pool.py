@@ -135,7 +135,9 @@ class _Link:
             raise RuntimeError(
                 f"provider worker {self.index} did not start within {STARTUP_SECONDS:.0f}s"
             ) from None
-        self.serving = not self.lost
+        if self.lost:  # it exited right after `ready`: a start that failed, retried as one
+            raise RuntimeError(f"provider worker {self.index} exited")
+        self.serving = True
 
     def on_frame(self, frame: Frame) -> None:
         kind = frame[0]
@@ -156,6 +158,11 @@ class _Link:
         elif kind == "ready":
             if not self.ready.done():
                 self.ready.set_result(None)
+        elif kind == "fatal":
+            if not self.ready.done():
+                self.ready.set_exception(
+                    RuntimeError(f"provider worker {self.index} could not start: {frame[1]}")
+                )
         else:
             log.warning("provider worker %d sent an unknown frame %r", self.index, kind)
 
@@ -207,7 +214,9 @@ class ProviderWorkers:
         self._next_id = 0
         self._closing = False
         self._restarts: set[asyncio.Task[None]] = set()
+        #: Per worker index: the pause before its last start, and when it last started.
         self._pauses: dict[int, float] = {}
+        self._started: dict[int, float] = {}
         self.restarted = 0
         #: Called once for each worker started again (the core counts them in a metric).
         self.on_restart: Callable[[], None] = lambda: None
@@ -234,6 +243,8 @@ class ProviderWorkers:
         if failed:
             await self.close()
             raise failed[0]
+        now = asyncio.get_running_loop().time()
+        self._started = dict.fromkeys(range(self._count), now)
         log.info("started %d provider workers", self._count)
 
     def open(self, provider: str, model: str, window: float, prompt: Prompt) -> _Call:
@@ -271,10 +282,19 @@ class ProviderWorkers:
         task.add_done_callback(self._restarts.discard)
 
     async def _restart(self, old: _Link) -> None:
-        pause = self._pauses.get(old.index, RESTART_PAUSE_SECONDS)
+        loop = asyncio.get_running_loop()
+        lived = loop.time() - self._started.get(old.index, float("-inf"))
+        # One that lived a while starts again soon; one that keeps dying waits ever longer.
+        pause = (
+            RESTART_PAUSE_SECONDS
+            if lived > MAX_RESTART_PAUSE_SECONDS
+            else min(MAX_RESTART_PAUSE_SECONDS, 2 * self._pauses.get(old.index, 0.0))
+        )
+        pause = max(pause, RESTART_PAUSE_SECONDS)
         with contextlib.suppress(Exception):
             await old.stop()
         while not self._closing:
+            self._pauses[old.index] = pause
             await asyncio.sleep(pause)
             if self._closing:
                 return
@@ -288,17 +308,13 @@ class ProviderWorkers:
                     await link.stop()
                 pause = min(MAX_RESTART_PAUSE_SECONDS, pause * 2)
                 continue
+            self._started[old.index] = loop.time()
             self.restarted += 1
             self.on_restart()
-            # A worker that dies soon after starting waits longer next time.
-            self._pauses[old.index] = min(MAX_RESTART_PAUSE_SECONDS, pause * 2)
-            asyncio.get_running_loop().call_later(
-                MAX_RESTART_PAUSE_SECONDS, self._pauses.pop, old.index, None
-            )
             return
 
     async def close(self) -> None:
-        """Stop every worker (their calls end as cancelled)."""
+        """Stop every worker; calls still running end as `connection` failures."""
         self._closing = True
         for task in list(self._restarts):
             task.cancel()

@@ -97,7 +97,13 @@ class Worker:
             if task is not None:
                 task.cancel()
         elif kind == "config":
-            self._configure(pickle.loads(base64.b64decode(frame[1])))
+            try:
+                self._configure(pickle.loads(base64.b64decode(frame[1])))
+            except Exception as error:
+                # Said to the core, whose start fails with it; then this worker ends.
+                log.exception("provider worker: the providers could not be built")
+                self._writer().send(["fatal", f"{type(error).__name__}: {error}"])
+                self._writer().close()
         else:
             log.warning("provider worker: unknown frame %r", kind)
 

@@ -35,7 +35,7 @@ from server.providers.body_pacing import paced_reads
 from server.providers.errors import ProviderFailure
 from server.providers.factory import StageProviders
 from server.providers.factory import build_providers as build_stage_providers
-from server.providers.worker_pool import OffloadedProvider
+from server.providers.worker_pool import STARTUP_SECONDS, OffloadedProvider, _Link
 from tests.conftest import fast_core_config
 from tests.gateway.conftest import eventually, sample
 from tests.standins.llm_standin import LlmStandin, Reply
@@ -160,6 +160,39 @@ async def test_a_worker_that_dies_fails_its_calls_and_is_replaced(
     assert workers.pids() != [pid]
     standin.openai[:] = [Reply(text=TEXT)]
     assert "".join(await _read(stages.plan[0], TokenUsage(), paced=False)) == TEXT
+
+
+async def test_a_frame_the_worker_cannot_read_ends_it_and_another_starts(
+    stages: StageProviders, standin: LlmStandin
+) -> None:
+    """A worker never goes on after a frame it could not read, and never lingers."""
+    workers = stages.workers
+    assert workers is not None
+    (pid,) = workers.pids()
+    (link,) = workers._links
+    assert link.protocol.transport is not None
+    link.protocol.transport.write(b'["call", 1]\n')  # a frame its handler cannot take
+    await eventually(lambda: workers.restarted == 1 and workers.live == 1, "a worker again", 30)
+    gone = psutil.wait_procs([psutil.Process(pid)], timeout=10)[0] if psutil.pid_exists(pid) else []
+    assert not psutil.pid_exists(pid) or [p.pid for p in gone] == [pid]
+    standin.openai[:] = [Reply(text=TEXT)]
+    assert "".join(await _read(stages.plan[0], TokenUsage(), paced=False)) == TEXT
+
+
+async def test_a_worker_given_a_config_it_cannot_use_exits_at_once(
+    stages: StageProviders,
+) -> None:
+    """The config frame is read as the worker's loop starts: what it cannot take ends it
+    then and there, and its start fails, rather than a worker left waiting."""
+    workers = stages.workers
+    assert workers is not None
+    link = _Link(workers, 1)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="provider worker 1 could not start: AssertionError"):
+        await link.start("no configuration")  # type: ignore[arg-type]
+    assert time.monotonic() - started < STARTUP_SECONDS / 2
+    assert link.process is not None
+    await asyncio.wait_for(link.process.wait(), 10)
 
 
 async def test_after_close_calls_fail_at_once_and_no_worker_is_left(
