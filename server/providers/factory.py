@@ -72,25 +72,11 @@ def build_providers(
     worker processes (`server.providers.worker_pool`), started by `StageProviders.start`;
     `window_seconds` is the delta window their paced calls are read by.
     """
-    if workers > 0 and any(name != "synthetic" for name in config.chain):
-        pool = ProviderWorkers(config, workers, window_seconds)
-        offloaded: dict[tuple[str, str], Provider] = {}
-
-        def offload(route: Route) -> Provider:
-            key = (route.provider, route.model)
-            if key not in offloaded:
-                offloaded[key] = (
-                    SyntheticProvider(synthetic)
-                    if route.provider == "synthetic"
-                    else OffloadedProvider(route.provider, route.model, pool)
-                )
-            return offloaded[key]
-
-        return StageProviders(
-            [offload(route) for route in config.plan.routes],
-            [offload(route) for route in config.write.routes],
-            workers=pool,
-        )
+    pool = (
+        ProviderWorkers(config, workers, window_seconds)
+        if workers > 0 and any(name != "synthetic" for name in config.chain)
+        else None
+    )
     clients: dict[str, openai.AsyncOpenAI | anthropic.AsyncAnthropic] = {}
     built: dict[tuple[str, str], Provider] = {}
     max_tokens = config.router.max_output_tokens
@@ -125,6 +111,8 @@ def build_providers(
         provider: Provider
         if route.provider == "synthetic":
             provider = SyntheticProvider(synthetic)
+        elif pool is not None:
+            provider = OffloadedProvider(route.provider, route.model, pool)
         elif route.provider == "local":
             local = client_of(config.provider("local"))
             assert isinstance(local, openai.AsyncOpenAI)
@@ -143,7 +131,7 @@ def build_providers(
     def chain(routes: Sequence[Route]) -> list[Provider]:
         return [provider_of(route) for route in routes]
 
-    stages = StageProviders(chain(config.plan.routes), chain(config.write.routes))
+    stages = StageProviders(chain(config.plan.routes), chain(config.write.routes), workers=pool)
     for client in clients.values():
         prime_platform(client)
     stages.clients.extend(clients.values())
