@@ -12,6 +12,7 @@ import pytest
 from scriptgen import Client
 from scriptgen.cli import main, run
 from scriptgen.cli._names import episode_name, generation_name, project_name
+from scriptgen.cli._options import EnvSwitch
 from scriptgen.v1 import generation_pb2, project_pb2
 
 #: Runs `scriptgen ARGS...` and returns (exit status, stdout, stderr).
@@ -318,6 +319,7 @@ def test_malformed_names_are_usage_errors(parse: Callable[[str], str], typed: st
         ("server", "SCRIPTGEN_KNOWLEDGE_TIMEOUT_SECONDS", "--knowledge-timeout-seconds"),
         ("gateway", "SCRIPTGEN_GATEWAY_WORKERS", "--workers"),
         ("serve", "SCRIPTGEN_MAX_STREAMS", "--max-streams"),
+        ("projects list", "SCRIPTGEN_DEADLINE", "--deadline"),
     ],
 )
 def test_a_variable_that_is_no_number_is_a_usage_error_naming_its_flag(
@@ -330,8 +332,51 @@ def test_a_variable_that_is_no_number_is_a_usage_error_naming_its_flag(
     """A bad number in the environment is refused as the flag would be, not a traceback."""
     monkeypatch.setenv(variable, "soon")
     with pytest.raises(SystemExit) as raised:
-        main([command])
+        main(command.split())
     assert raised.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {flag}: invalid" in err and "'soon'" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "flag"),
+    [
+        ("projects list", "SCRIPTGEN_JSON", "--json"),
+        ("generate p --title T", "SCRIPTGEN_DETACH", "--detach"),
+        ("generate p --title T", "SCRIPTGEN_QUIET", "--quiet"),
+        ("gateway", "SCRIPTGEN_REUSE_PORT", "--reuse-port"),
+        ("backup list", "SCRIPTGEN_JSON", "--json"),
+    ],
+)
+def test_a_switch_variable_that_is_no_switch_is_a_usage_error_naming_it(
+    command: str,
+    variable: str,
+    flag: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`SCRIPTGEN_JSON=ture` was taken for off without a word; now it is refused."""
+    monkeypatch.setenv(variable, "ture")
+    with pytest.raises(SystemExit) as raised:
+        main(command.split())
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {variable}='ture' is not a switch" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("text", "on"),
+    [
+        *[("1", True), ("TRUE", True), (" yes ", True), ("On", True)],
+        *[("", False), ("0", False), ("false", False), ("No", False), ("off", False)],
+    ],
+)
+def test_switch_variables_take_the_usual_words_in_any_case(text: str, on: bool) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--json", action=EnvSwitch, variable="SCRIPTGEN_JSON", environ={"SCRIPTGEN_JSON": text}
+    )
+    assert parser.parse_args([]).json is on
+    assert parser.parse_args(["--json"]).json is True  # the flag itself is always on

@@ -13,20 +13,65 @@ from scriptgen._config import DEFAULT_TARGET, ClientConfig
 #: What a command runs once its flags are parsed; returns the exit status.
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
-_TRUE = {"1", "true", "yes", "on"}
+#: What a `SCRIPTGEN_*` switch may be set to (any case); unset or empty is off.
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
 #: Where `scriptgen serve` saves its local key in the data dir (server.auth.local_key).
 LOCAL_KEY_FILE = "local-api-key"
 
 
-def env_flag(environ: Mapping[str, str], name: str) -> bool:
-    """Whether `SCRIPTGEN_{name}` is set to a true value."""
-    return environ.get(f"SCRIPTGEN_{name}", "").strip().lower() in _TRUE
+def switch_value(variable: str) -> Callable[[str], bool]:
+    """The parser of `variable`'s value as a switch: 1/true/yes/on or 0/false/no/off in any
+    case, empty for off; anything else is an error that names the variable."""
+
+    def parse(text: str) -> bool:
+        value = text.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise argparse.ArgumentTypeError(
+            f"{variable}={text!r} is not a switch: use 1, true, yes or on; 0, false, no or off"
+        )
+
+    return parse
 
 
-def env_float(environ: Mapping[str, str], name: str, default: float) -> float:
-    """`SCRIPTGEN_{name}` as a number, or `default` when unset."""
-    raw = environ.get(f"SCRIPTGEN_{name}", "").strip()
-    return float(raw) if raw else default
+class EnvSwitch(argparse.Action):
+    """A flag without a value (as `store_true`) whose default is a `SCRIPTGEN_*` variable.
+
+    The default is the variable's text, which argparse parses with `switch_value` once the
+    command line is read: a value that is not a switch (`SCRIPTGEN_JSON=ture`) is a usage
+    error naming the flag and the variable (exit status 2), where `in ("1", "true")` took
+    it for off without a word.
+    """
+
+    def __init__(
+        self,
+        option_strings: list[str],
+        dest: str,
+        *,
+        variable: str,
+        environ: Mapping[str, str],
+        help: str | None = None,
+    ) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=environ.get(variable, ""),
+            type=switch_value(variable),
+            help=help,
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, True)
 
 
 def client_parent(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -42,7 +87,8 @@ def client_parent(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--deadline",
         type=float,
         metavar="SECONDS",
-        default=env_float(environ, "DEADLINE", 10.0),
+        # Text, so argparse says which flag a bad SCRIPTGEN_DEADLINE belongs to.
+        default=environ.get("SCRIPTGEN_DEADLINE") or "10",
         help="deadline of each call [SCRIPTGEN_DEADLINE] (default: %(default)s)",
     )
     group.add_argument(
@@ -58,8 +104,9 @@ def client_parent(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--json",
-        action="store_true",
-        default=env_flag(environ, "JSON"),
+        action=EnvSwitch,
+        variable="SCRIPTGEN_JSON",
+        environ=environ,
         help="machine-readable output: proto3 JSON [SCRIPTGEN_JSON=1]",
     )
     return parent

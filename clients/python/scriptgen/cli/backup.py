@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scriptgen.cli._options import ConfigurationError, set_command
+from scriptgen.cli._options import ConfigurationError, EnvSwitch, set_command
 from scriptgen.cli._output import note, out, print_error, print_table
 
 if TYPE_CHECKING:
@@ -45,8 +45,9 @@ def backup_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument(
         "--json",
-        action="store_true",
-        default=environ.get("SCRIPTGEN_JSON", "") in ("1", "true"),
+        action=EnvSwitch,
+        variable="SCRIPTGEN_JSON",
+        environ=environ,
         help="machine-readable output [SCRIPTGEN_JSON=1]",
     )
     output.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

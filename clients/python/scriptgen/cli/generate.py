@@ -17,7 +17,7 @@ from scriptgen._client import Client
 from scriptgen._errors import ScriptgenError
 from scriptgen._stream import GenerationStream
 from scriptgen.cli._names import project_name
-from scriptgen.cli._options import client_parent, connect, env_flag, set_command
+from scriptgen.cli._options import EnvSwitch, client_parent, connect, set_command
 from scriptgen.cli._output import error_line, note
 from scriptgen.cli._reporting import EventReporter
 
@@ -47,8 +47,9 @@ def register(
     )
     generate.add_argument(
         "--detach",
-        action="store_true",
-        default=env_flag(environ, "DETACH"),
+        action=EnvSwitch,
+        variable="SCRIPTGEN_DETACH",
+        environ=environ,
         help="keep the job running when this command stops [SCRIPTGEN_DETACH=1]",
     )
     generate.add_argument(
@@ -72,8 +73,9 @@ def register(
     )
     generate.add_argument(
         "--quiet",
-        action="store_true",
-        default=env_flag(environ, "QUIET"),
+        action=EnvSwitch,
+        variable="SCRIPTGEN_QUIET",
+        environ=environ,
         help="no stages or progress on stderr [SCRIPTGEN_QUIET=1]",
     )
     set_command(generate, run)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from scriptgen._errors import ScriptgenError
 from scriptgen.cli._loop import add_event_loop_argument
-from scriptgen.cli._options import ConfigurationError, set_command
+from scriptgen.cli._options import ConfigurationError, EnvSwitch, set_command
 from scriptgen.cli._output import out
 
 if TYPE_CHECKING:
@@ -106,8 +106,9 @@ def gateway_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--reuse-port",
-        action="store_true",
-        default=environ.get("SCRIPTGEN_REUSE_PORT", "") in ("1", "true"),
+        action=EnvSwitch,
+        variable="SCRIPTGEN_REUSE_PORT",
+        environ=environ,
         help="listen with SO_REUSEPORT, sharing the port with other gateway processes"
         " [SCRIPTGEN_REUSE_PORT]",
     )
