@@ -11,10 +11,12 @@ OpenAI embedder's client are primed when they are built.
 
 from __future__ import annotations
 
-import anthropic
-import anthropic._base_client
-import openai
-import openai._base_client
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
 
 
 def prime_platform(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> None:
@@ -23,7 +25,6 @@ def prime_platform(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> Non
     version without the attribute, is left as it is."""
     if getattr(client, "_platform", False) is not None:
         return
-    if isinstance(client, anthropic.AsyncAnthropic):
-        client._platform = anthropic._base_client.get_platform()
-    else:
-        client._platform = openai._base_client.get_platform()
+    # The client's own SDK (`openai` or `anthropic`), already imported since it made the client.
+    sdk = type(client).__module__.partition(".")[0]
+    client._platform = importlib.import_module(f"{sdk}._base_client").get_platform()

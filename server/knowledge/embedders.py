@@ -15,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Sequence
-from typing import Any, Final
-
-import openai
+from typing import TYPE_CHECKING, Any, Final
 
 from server.errors import Unavailable
 from server.knowledge.embedding import Embedder
 from server.knowledge.hashing import HashingEmbedder
 from server.knowledge.settings import OPENAI_DIMENSIONS, KnowledgeConfig
 from server.sdk_platform import prime_platform
+
+if TYPE_CHECKING:
+    import openai
 
 _OPENAI_BATCH: Final = 256
 MINILM_DIMENSION: Final = 384
@@ -49,7 +50,10 @@ class OpenAIEmbedder:
         # Only ask for another size than the model's own (and only then rely on the API
         # supporting `dimensions`).
         self._requested = dimension if dimension and dimension != native else None
-        self._client = openai.AsyncOpenAI(
+        import openai  # here: a core of another embedder does not load the SDK (~0.6 s)
+
+        self._errors: type[Exception] = openai.OpenAIError
+        self._client: openai.AsyncOpenAI = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url or None,
             max_retries=2,
@@ -81,7 +85,7 @@ class OpenAIEmbedder:
                         encoding_format="float",
                         dimensions=self._requested,
                     )
-            except openai.OpenAIError as error:
+            except self._errors as error:
                 raise Unavailable(
                     f"the embedding service failed: {type(error).__name__}",
                     reason="KNOWLEDGE_UNAVAILABLE",

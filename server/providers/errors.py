@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import email.utils
 import json
+import sys
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
 
-import anthropic
-import openai
 import pydantic
+
+if TYPE_CHECKING:
+    import openai
+
+#: The SDKs whose exceptions `classify` knows. It looks only at those this process has
+#: imported (an exception can only come from one of them), so that a core or a provider
+#: worker loads just the SDKs its providers use: `anthropic` alone is ~3,700 modules.
+_SDKS = ("openai", "anthropic")
 
 RETRYABLE_KINDS = frozenset(
     {
@@ -90,22 +98,31 @@ def _status_kind(status: int) -> str:
     return "bad_request"
 
 
+def _sdk_classes(name: str) -> tuple[type[Exception], ...]:
+    """The exception class `name` of each SDK in `_SDKS` that this process imported."""
+    return tuple(
+        getattr(module, name) for sdk in _SDKS if (module := sys.modules.get(sdk)) is not None
+    )
+
+
 def classify(provider: str, error: Exception) -> ProviderFailure:
     """Translate an SDK exception (OpenAI or Anthropic) into a ProviderFailure."""
     if isinstance(error, ProviderFailure):
         return error
-    if isinstance(error, openai.APIStatusError | anthropic.APIStatusError):
+    if isinstance(error, _sdk_classes("APIStatusError")):
+        # Both SDKs' status errors have the same shape; typed as OpenAI's.
+        status = cast("openai.APIStatusError", error)
         return ProviderFailure(
             provider,
-            _status_kind(error.status_code),
-            f"HTTP {error.status_code}",
-            retry_after=retry_after(error.response.headers),
+            _status_kind(status.status_code),
+            f"HTTP {status.status_code}",
+            retry_after=retry_after(status.response.headers),
         )
-    if isinstance(error, openai.APITimeoutError | anthropic.APITimeoutError):
+    if isinstance(error, _sdk_classes("APITimeoutError")):
         return ProviderFailure(provider, "timeout", "the HTTP request timed out")
-    if isinstance(error, openai.APIConnectionError | anthropic.APIConnectionError):
+    if isinstance(error, _sdk_classes("APIConnectionError")):
         return ProviderFailure(provider, "connection", "the connection failed")
-    if isinstance(error, openai.APIError | anthropic.APIError):
+    if isinstance(error, _sdk_classes("APIError")):
         # An `error` event inside a stream, e.g. Anthropic's overloaded_error.
         return ProviderFailure(provider, "server_error", str(error) or type(error).__name__)
     if isinstance(error, json.JSONDecodeError | pydantic.ValidationError | ValueError):

@@ -1,22 +1,27 @@
-"""Builds the configured providers: one SDK client per provider, one Provider per stage route."""
+"""Builds the configured providers: one SDK client per provider, one Provider per stage route.
+
+An SDK is imported when a provider of it is built, not before: a core (or a provider
+worker) whose chains name only the synthetic writer and OpenAI never loads `anthropic`
+(~3,700 modules, ~1.3 s and ~45 MiB here), and one of the synthetic writer alone loads
+neither SDK.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import anthropic
-import openai
+from typing import TYPE_CHECKING, TypeGuard, cast
 
 from server.config import ProviderConfig, ProvidersConfig, Route, SyntheticConfig
-from server.providers.anthropic_messages import AnthropicMessagesProvider
 from server.providers.base import Provider
 from server.providers.http_transport import sdk_transport
-from server.providers.local import local_client, local_provider
-from server.providers.openai_chat import OpenAIChatProvider
 from server.providers.synthetic import SyntheticProvider
 from server.providers.worker_pool import OffloadedProvider, ProviderWorkers
 from server.sdk_platform import prime_platform
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
 
 #: The SDKs' own HTTP timeout: only a backstop, the router times every token.
 SDK_TIMEOUT_SECONDS = 600.0
@@ -85,8 +90,12 @@ def build_providers(
         if settings.name not in clients:
             base_url = settings.base_url or None
             if settings.name == "local":
+                from server.providers.local import local_client
+
                 clients[settings.name] = local_client(settings, timeout=SDK_TIMEOUT_SECONDS)
             elif settings.name == "anthropic":
+                import anthropic
+
                 clients[settings.name] = anthropic.AsyncAnthropic(
                     api_key=settings.api_key,
                     base_url=base_url,
@@ -95,6 +104,8 @@ def build_providers(
                     http_client=anthropic.DefaultAioHttpClient(transport=sdk_transport()),
                 )
             else:
+                import openai
+
                 clients[settings.name] = openai.AsyncOpenAI(
                     api_key=settings.api_key or "local",
                     base_url=base_url,
@@ -114,17 +125,24 @@ def build_providers(
         elif pool is not None:
             provider = OffloadedProvider(route.provider, route.model, pool)
         elif route.provider == "local":
-            local = client_of(config.provider("local"))
-            assert isinstance(local, openai.AsyncOpenAI)
+            from server.providers.local import local_provider
+
+            local = _openai(client_of(config.provider("local")))
             provider = local_provider(local, route.model, max_output_tokens=max_tokens)
         else:
             client = client_of(config.provider(route.provider))
-            if isinstance(client, anthropic.AsyncAnthropic):
+            if _is_anthropic(client):
+                from server.providers.anthropic_messages import AnthropicMessagesProvider
+
                 provider = AnthropicMessagesProvider(
                     client, route.model, max_output_tokens=max_tokens
                 )
             else:
-                provider = OpenAIChatProvider(client, route.model, max_output_tokens=max_tokens)
+                from server.providers.openai_chat import OpenAIChatProvider
+
+                provider = OpenAIChatProvider(
+                    _openai(client), route.model, max_output_tokens=max_tokens
+                )
         built[key] = provider
         return provider
 
@@ -136,3 +154,16 @@ def build_providers(
         prime_platform(client)
     stages.clients.extend(clients.values())
     return stages
+
+
+def _is_anthropic(
+    client: openai.AsyncOpenAI | anthropic.AsyncAnthropic,
+) -> TypeGuard[anthropic.AsyncAnthropic]:
+    """Whether `client` is the `anthropic` SDK's (told without importing either SDK)."""
+    return type(client).__module__.partition(".")[0] == "anthropic"
+
+
+def _openai(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> openai.AsyncOpenAI:
+    """`client`, which `client_of` made with the `openai` SDK (every client but Anthropic's)."""
+    assert not _is_anthropic(client)
+    return cast("openai.AsyncOpenAI", client)
