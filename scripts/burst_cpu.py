@@ -15,6 +15,11 @@ RUN_SHARE of a CPU (the load tool's sends and the gateway's parsing come first).
 load tool is among them, the burst begins at the first of those steps in which it used
 more than LEAD_SHARE: the gateway workers' own start-up, which may end just before the
 load tool starts sending, is not the burst.
+With `--by gateway` the gateway's processes mark the burst instead of the core: their
+first step above GATEWAY_BURST_SHARE after the same pause. Use it when the core runs
+provider workers (`--server-arg=--provider-workers=N`): the core waits idle for its
+workers' start-up and then finishes its own, and that last busy step, not the burst, is
+what the core's rule finds.
 The report is each process's CPU milliseconds over
 `--window` seconds from there, and the steps themselves as a table. Linux only.
 
@@ -41,6 +46,15 @@ SCAN_SECONDS = 0.5
 BURST_SHARE = 0.5
 QUIET_SECONDS = 0.3
 IDLE_SHARE = 0.1
+#: With `--by gateway`: the share of a CPU the gateway's processes together use in the
+#: burst's first step of theirs (they parse the starts; the core's share is the larger).
+GATEWAY_BURST_SHARE = 0.3
+#: The roles of the processes whose first busy step after a pause marks the burst, and the
+#: share of a CPU that step takes, by `--by`.
+LEADS: dict[str, tuple[tuple[str, ...], float]] = {
+    "core": (("core", "core+gateway"), BURST_SHARE),
+    "gateway": (("gateway", "gateway child", "core+gateway"), GATEWAY_BURST_SHARE),
+}
 #: The share of a CPU that all processes together use in a step of the burst, at least.
 RUN_SHARE = 0.3
 #: The share of a CPU that the load tool and its clients use in a step of the burst's lead
@@ -119,8 +133,11 @@ def _role(command: str) -> str:
     return command.split()[-1][:16]
 
 
-def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, object]:
-    """Each process's CPU over `window` seconds from the burst's first step."""
+def burst(
+    names: dict[int, str], samples: Samples, window: float, by: str = "core"
+) -> dict[str, object]:
+    """Each process's CPU over `window` seconds from the burst's first step, the burst found
+    by the processes `by` names (`LEADS`)."""
     times = [when for when, _ in samples]
 
     def used(pid: int, start: float, end: float) -> float:
@@ -130,9 +147,10 @@ def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, o
         # A thread that exits takes its time out of the sum: never less than nothing.
         return 0.0 if a is None or b is None else max(0.0, (b - a) / 1e6)
 
-    cores = [pid for pid, command in names.items() if _role(command) in ("core", "core+gateway")]
+    roles, burst_share = LEADS[by]
+    cores = [pid for pid, command in names.items() if _role(command) in roles]
     if not cores or not samples:
-        raise SystemExit("no core process was seen")
+        raise SystemExit(f"no {by} process was seen")
 
     def share(step: float, pids: Sequence[int] = cores) -> float:
         return sum(used(pid, step, step + STEP_SECONDS) for pid in pids) / (STEP_SECONDS * 1000)
@@ -146,7 +164,7 @@ def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, o
     step = min(next((t for t, seen in samples if pid in seen), times[-1]) for pid in cores)
     while step + STEP_SECONDS < times[-1]:
         now = share(step)
-        if quiet >= QUIET_SECONDS and now > BURST_SHARE:
+        if quiet >= QUIET_SECONDS and now > burst_share:
             begin = step
             while share(begin - STEP_SECONDS, list(names)) > RUN_SHARE:
                 begin -= STEP_SECONDS
@@ -163,7 +181,9 @@ def burst(names: dict[int, str], samples: Samples, window: float) -> dict[str, o
             quiet = quiet + STEP_SECONDS if now < IDLE_SHARE else 0.0
         step += STEP_SECONDS
     if begin is None:
-        raise SystemExit("no burst: the core never used half a CPU for 25 ms after a pause")
+        raise SystemExit(
+            f"no burst: the {by} never used {burst_share:.0%} of a CPU for 25 ms after a pause"
+        )
     pids = sorted(names)
     rows = []
     for k in range(round(window / STEP_SECONDS)):
@@ -199,11 +219,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to sample")
     parser.add_argument("--window", type=float, default=0.5, help="seconds of burst reported")
     parser.add_argument("--json", type=Path, help="write the report here as well")
+    parser.add_argument(
+        "--by",
+        choices=sorted(LEADS),
+        default="core",
+        help="whose first busy step after a pause marks the burst (gateway: for a core"
+        " with provider workers)",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 600 or not 0 < args.window <= 10:
         parser.error("--seconds must be in (0, 600] and --window in (0, 10]")
     names, samples = sample(args.seconds)
-    report = burst(names, samples, args.window)
+    report = burst(names, samples, args.window, args.by)
     _print(report)
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1))

@@ -82,6 +82,35 @@ def test_both_modes_alternate_run_by_run_with_their_flags(
     assert "coalesced/naive" in capsys.readouterr().out
 
 
+def test_extra_server_and_gateway_flags_go_to_every_run_after_the_modes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[list[str]] = []
+
+    def fake_run(command: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    status = bench.main(
+        [
+            *("--runs", "1", "--out", str(tmp_path), "--only", "sse-openai-200"),
+            *("--mode", "coalesced", "--server-arg=--provider-workers=2"),
+            "--gateway-arg=--listen-backlog=2048",
+        ]
+    )
+    assert status == 0
+    (command,) = commands
+    assert [a for a in command if a.startswith("--server-arg")] == [
+        "--server-arg=--provider-workers=1",
+        "--server-arg=--provider-workers=2",  # the later flag wins in argparse
+    ]
+    assert [a for a in command if a.startswith("--gateway-arg")] == [
+        "--gateway-arg=--workers=2",
+        "--gateway-arg=--listen-backlog=2048",
+    ]
+
+
 def test_side_by_side_shows_each_mode_and_the_ratio() -> None:
     lines = side_by_side(
         {

@@ -91,6 +91,34 @@ def test_the_gateways_start_up_just_before_the_load_is_not_counted_as_the_burst(
     assert steps[0][2] == pytest.approx(0.4 * step_ms, abs=0.5)  # the tool's first send
 
 
+def test_by_the_gateway_a_cores_late_start_up_is_not_the_burst() -> None:
+    """A core with a provider worker waits idle for it, then finishes its own start-up:
+    the core's rule takes that for the burst; the gateway's does not."""
+    start_up = [1.0] * 8
+    waits_for_its_worker = [0.0] * 16
+    finishes = [0.9, 0.9]  # after the worker's `ready`
+    pause = [0.0] * 16
+    lead = [0.0, 0.0]
+    work = [1.0] * 12
+    tail = [0.0] * 30
+    shares = {
+        1: start_up + waits_for_its_worker + finishes + pause + lead + work + tail,  # the core
+        2: [0.0] * 42 + [0.5, 0.5] + [0.2] * 12 + tail,  # a gateway worker
+        3: [0.0] * 41 + [0.4] * 3 + [0.1] * 12 + tail,  # the load tool
+    }
+    names = {1: CORE, 2: GATEWAY, 3: TOOL}
+    step_ms = STEP_SECONDS * 1000
+    by_core = _cpu_by_pid(burst(names, _samples(shares), window=0.5))
+    assert by_core[1] < 12 * step_ms / 2  # the start-up's two steps and a little of the work
+    report = burst(names, _samples(shares), window=0.5, by="gateway")
+    cpu = _cpu_by_pid(report)
+    assert cpu[1] == pytest.approx(12 * step_ms, abs=2.5)
+    assert cpu[2] == pytest.approx((2 * 0.5 + 12 * 0.2) * step_ms, abs=2.5)
+    steps = report["steps_ms"]
+    assert isinstance(steps, list)
+    assert steps[0][2] == pytest.approx(0.4 * step_ms, abs=0.5)  # the tool's first send
+
+
 def test_no_burst_is_an_error_not_a_report() -> None:
     shares = {1: [1.0] * 8 + [0.0] * 40}  # start-up, then nothing
     with pytest.raises(SystemExit, match="no burst"):

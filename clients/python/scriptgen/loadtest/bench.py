@@ -272,6 +272,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds per run instead of each scenario's own (a shorter sweep)",
     )
     parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a flag for the core in every run, after the mode's (e.g."
+        " --server-arg=--provider-workers=2); repeatable",
+    )
+    parser.add_argument(
+        "--gateway-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a flag for the gateway in every run, after the mode's; repeatable",
+    )
+    parser.add_argument(
         "--summarize", action="store_true", help="only print the medians of the JSON in --out"
     )
     args = parser.parse_args(argv)
@@ -285,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for mode in modes:
                 stem = args.out / f"{name}-{mode}-{run}"
                 if not args.summarize:
-                    failed = _run(name, mode, run, stem, args.duration) or failed
+                    extra = (tuple(args.server_arg), tuple(args.gateway_arg))
+                    failed = _run(name, mode, run, stem, args.duration, extra) or failed
                 if stem.with_suffix(".json").exists():
                     documents[mode].append(json.loads(stem.with_suffix(".json").read_text()))
         runs = ", ".join(f"{len(documents[mode])} {mode}" for mode in modes)
@@ -304,9 +320,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _run(name: str, mode: str, run: int, stem: Path, duration: float | None = None) -> bool:
-    """One run of `name` in `mode`; True when the load tool could not run it."""
-    server_args, gateway_args = MODES[mode]
+def _run(
+    name: str,
+    mode: str,
+    run: int,
+    stem: Path,
+    duration: float | None = None,
+    extra: tuple[Sequence[str], Sequence[str]] = ((), ()),
+) -> bool:
+    """One run of `name` in `mode`, with `extra` server and gateway flags after the mode's;
+    True when the load tool could not run it."""
+    server_args, gateway_args = (
+        (*MODES[mode][0], *extra[0]),
+        (*MODES[mode][1], *extra[1]),
+    )
     arguments = [
         *shlex.split(SCENARIOS[name]),
         *(f"--server-arg={flag}" for flag in server_args),
