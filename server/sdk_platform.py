@@ -12,6 +12,7 @@ OpenAI embedder's client are primed when they are built.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ def prime_platform(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> Non
     version without the attribute, is left as it is."""
     if getattr(client, "_platform", False) is not None:
         return
-    # The client's own SDK (`openai` or `anthropic`), already imported since it made the client.
-    sdk = type(client).__module__.partition(".")[0]
+    # The client's own SDK, by its class: the process imported that SDK to make the client,
+    # and need not import the other.
+    anthropic_sdk = sys.modules.get("anthropic")
+    is_anthropic = anthropic_sdk is not None and isinstance(client, anthropic_sdk.AsyncAnthropic)
+    sdk = "anthropic" if is_anthropic else "openai"
     client._platform = importlib.import_module(f"{sdk}._base_client").get_platform()

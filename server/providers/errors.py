@@ -100,9 +100,8 @@ def _status_kind(status: int) -> str:
 
 def _sdk_classes(name: str) -> tuple[type[Exception], ...]:
     """The exception class `name` of each SDK in `_SDKS` that this process imported."""
-    return tuple(
-        getattr(module, name) for sdk in _SDKS if (module := sys.modules.get(sdk)) is not None
-    )
+    found = (getattr(sys.modules.get(sdk), name, None) for sdk in _SDKS)
+    return tuple(value for value in found if isinstance(value, type))
 
 
 def classify(provider: str, error: Exception) -> ProviderFailure:

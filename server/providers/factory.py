@@ -8,6 +8,7 @@ neither SDK.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeGuard, cast
@@ -159,8 +160,10 @@ def build_providers(
 def _is_anthropic(
     client: openai.AsyncOpenAI | anthropic.AsyncAnthropic,
 ) -> TypeGuard[anthropic.AsyncAnthropic]:
-    """Whether `client` is the `anthropic` SDK's (told without importing either SDK)."""
-    return type(client).__module__.partition(".")[0] == "anthropic"
+    """Whether `client` is an `anthropic` SDK client (without importing the SDK: a process
+    that has not imported it has none)."""
+    sdk = sys.modules.get("anthropic")
+    return sdk is not None and isinstance(client, sdk.AsyncAnthropic)
 
 
 def _openai(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> openai.AsyncOpenAI:

@@ -347,6 +347,9 @@ def test_a_variable_that_is_no_number_is_a_usage_error_naming_its_flag(
         ("generate p --title T", "SCRIPTGEN_QUIET", "--quiet"),
         ("gateway", "SCRIPTGEN_REUSE_PORT", "--reuse-port"),
         ("backup list", "SCRIPTGEN_JSON", "--json"),
+        ("backup list", "SCRIPTGEN_QUIET", "--quiet"),
+        ("keys list", "SCRIPTGEN_JSON", "--json"),
+        ("generations follow g1", "SCRIPTGEN_QUIET", "--quiet"),
     ],
 )
 def test_a_switch_variable_that_is_no_switch_is_a_usage_error_naming_it(

@@ -5,6 +5,7 @@ Each check runs in a fresh interpreter: this test process has imported everythin
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -82,3 +83,16 @@ def test_a_failure_of_a_loaded_sdk_is_classified_without_the_other() -> None:
         """
     )
     assert loaded["anthropic"] is False
+
+
+def test_the_knowledge_packages_names_are_its_modules_names() -> None:
+    import server.knowledge as knowledge
+
+    assert set(knowledge._HOMES) == set(knowledge.__all__)
+    for name in knowledge.__all__:
+        home = importlib.import_module(f"server.knowledge.{knowledge._HOMES[name]}")
+        assert getattr(knowledge, name) is getattr(home, name)
+    assert set(knowledge.__all__) <= set(dir(knowledge))
+    misspelt = "HashingEmbeder"  # mypy refuses `knowledge.HashingEmbeder` itself
+    with pytest.raises(AttributeError, match="no attribute 'HashingEmbeder'"):
+        getattr(knowledge, misspelt)

@@ -88,7 +88,7 @@ def client_parent(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         # Text, so argparse says which flag a bad SCRIPTGEN_DEADLINE belongs to.
-        default=environ.get("SCRIPTGEN_DEADLINE") or "10",
+        default=(environ.get("SCRIPTGEN_DEADLINE") or "").strip() or "10",
         help="deadline of each call [SCRIPTGEN_DEADLINE] (default: %(default)s)",
     )
     group.add_argument(

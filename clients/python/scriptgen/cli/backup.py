@@ -50,7 +50,13 @@ def backup_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         environ=environ,
         help="machine-readable output [SCRIPTGEN_JSON=1]",
     )
-    output.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    output.add_argument(
+        "--quiet",
+        action=EnvSwitch,
+        variable="SCRIPTGEN_QUIET",
+        environ=environ,
+        help="no progress lines on stderr [SCRIPTGEN_QUIET=1]",
+    )
 
     parser = argparse.ArgumentParser(
         prog="scriptgen backup", description=__doc__, formatter_class=argparse.RawTextHelpFormatter

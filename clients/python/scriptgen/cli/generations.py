@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 
 from scriptgen.cli._names import generation_name, project_name
-from scriptgen.cli._options import client_parent, connect, set_command
+from scriptgen.cli._options import EnvSwitch, client_parent, connect, set_command
 from scriptgen.cli._output import out, print_json, print_json_list, print_table, timestamp
 from scriptgen.cli._reporting import EventReporter
 from scriptgen.v1 import generation_pb2
@@ -41,7 +41,13 @@ def register(
     follow.add_argument(
         "--after", type=int, default=0, metavar="SEQUENCE", help="skip events up to this one"
     )
-    follow.add_argument("--quiet", action="store_true", help="no stages or progress on stderr")
+    follow.add_argument(
+        "--quiet",
+        action=EnvSwitch,
+        variable="SCRIPTGEN_QUIET",
+        environ=environ,
+        help="no stages or progress on stderr [SCRIPTGEN_QUIET=1]",
+    )
     set_command(follow, _follow)
 
     cancel = actions.add_parser("cancel", parents=[parent], help="cancel a job")

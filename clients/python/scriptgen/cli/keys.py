@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scriptgen.cli._options import ConfigurationError, set_command
+from scriptgen.cli._options import ConfigurationError, EnvSwitch, set_command
 from scriptgen.cli._output import note, out, print_table
 
 if TYPE_CHECKING:
@@ -63,7 +63,13 @@ def register(
 
     listing = actions.add_parser("list", parents=[store], help="list keys (never their secrets)")
     listing.add_argument("--tenant", default="", help="only this tenant's keys")
-    listing.add_argument("--json", action="store_true", help="one JSON object per key")
+    listing.add_argument(
+        "--json",
+        action=EnvSwitch,
+        variable="SCRIPTGEN_JSON",
+        environ=environ,
+        help="one JSON object per key [SCRIPTGEN_JSON=1]",
+    )
     set_command(listing, _list)
 
     revoke = actions.add_parser("revoke", parents=[store], help="revoke a key by its id")
