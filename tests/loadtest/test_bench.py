@@ -49,16 +49,22 @@ def test_the_mode_flags_are_flags_the_servers_have() -> None:
     assert "--delta-window-ms=0" in MODES["naive"][0]
 
 
-def test_both_modes_alternate_run_by_run_with_their_flags(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    commands: list[list[str]] = []
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The load tool's command lines that `bench.main` runs, each answered with success."""
+    ran: list[list[str]] = []
 
     def fake_run(command: list[str], check: bool) -> subprocess.CompletedProcess[str]:
-        commands.append(command)
+        ran.append(command)
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(subprocess, "run", fake_run)
+    return ran
+
+
+def test_both_modes_alternate_run_by_run_with_their_flags(
+    tmp_path: Path, commands: list[list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
     status = bench.main(
         ["--runs", "2", "--out", str(tmp_path), "--only", "sse-openai-200", "--duration", "30"]
     )
@@ -83,15 +89,8 @@ def test_both_modes_alternate_run_by_run_with_their_flags(
 
 
 def test_extra_server_and_gateway_flags_go_to_every_run_after_the_modes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, commands: list[list[str]]
 ) -> None:
-    commands: list[list[str]] = []
-
-    def fake_run(command: list[str], check: bool) -> subprocess.CompletedProcess[str]:
-        commands.append(command)
-        return subprocess.CompletedProcess(command, 0)
-
-    monkeypatch.setattr(subprocess, "run", fake_run)
     status = bench.main(
         [
             *("--runs", "1", "--out", str(tmp_path), "--only", "sse-openai-200"),
