@@ -15,6 +15,8 @@ it is, its second the call's number where it has one:
 | `["text", id, text]`                             | worker | the next piece of its text   |
 | `["end", id, input, output, reported]`           | worker | the call ended, with usage   |
 | `["fail", id, provider, kind, message, retry]`   | worker | a ProviderFailure            |
+| `["ping", n]`                                    | core   | the heartbeat                |
+| `["pong", n]`                                    | worker | its answer: the loop turns   |
 
 `window` is the delta window of the stage that called (0: texts as they are read): the
 worker then reads the model's body once per window, as the core would

@@ -15,6 +15,11 @@ What stays in the core: the router (timeouts, retries, fallbacks, breakers, metr
 which sees an offloaded provider as any other. Cancelling the stream sends `cancel`
 and the worker closes the HTTP stream.
 
+A worker that answers nothing, not even the core's `ping` every HEARTBEAT_SECONDS,
+for WEDGED_SECONDS (stopped, or stuck in a call that never yields its loop) is killed:
+its socket staying open, it would otherwise keep its calls hanging until the router's
+timeouts, and take new ones. A busy worker answers within a turn of its loop.
+
 A worker that exits fails its calls as a `connection` ProviderFailure (retryable: the
 router tries again, on another worker or on this one once back) and is started again
 after a pause that doubles while it keeps failing (`RESTART_PAUSE_SECONDS` up to
@@ -55,6 +60,10 @@ WORKER_MODULE: Final = "server.providers.worker_process"
 STARTUP_SECONDS: Final = 30.0
 #: How long a stopping worker gets to close its calls before it is killed.
 STOP_SECONDS: Final = 5.0
+#: How often the core pings each worker, and how long a worker may answer nothing (no
+#: frame at all) before it is taken for wedged and killed.
+HEARTBEAT_SECONDS = 2.0
+WEDGED_SECONDS = 10.0
 RESTART_PAUSE_SECONDS: Final = 0.5
 MAX_RESTART_PAUSE_SECONDS: Final = 10.0
 
@@ -105,6 +114,10 @@ class _Link:
         #: Ready and not lost: it takes calls.
         self.serving = False
         self.lost = False
+        #: When a frame last came from the worker, and the timer of the next heartbeat.
+        self._heard = 0.0
+        self._beat: asyncio.TimerHandle | None = None
+        self._pings = 0
 
     async def start(self, config: ProvidersConfig) -> None:
         loop = asyncio.get_running_loop()
@@ -138,8 +151,32 @@ class _Link:
         if self.lost:  # it exited right after `ready`: a start that failed, retried as one
             raise RuntimeError(f"provider worker {self.index} exited")
         self.serving = True
+        self._heard = loop.time()
+        self._beat = loop.call_later(HEARTBEAT_SECONDS, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        """Ping the worker; kill it if it answered nothing for WEDGED_SECONDS."""
+        self._beat = None
+        if self.lost:
+            return
+        loop = asyncio.get_running_loop()
+        silent = loop.time() - self._heard
+        if silent > WEDGED_SECONDS:
+            log.warning(
+                "provider worker %d answered nothing for %.1fs; killing it",
+                self.index,
+                silent,
+            )
+            if self.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()  # its socket closes: on_lost fails its calls
+            return
+        self._pings += 1
+        self.send(["ping", self._pings])
+        self._beat = loop.call_later(HEARTBEAT_SECONDS, self._heartbeat)
 
     def on_frame(self, frame: Frame) -> None:
+        self._heard = asyncio.get_running_loop().time()
         kind = frame[0]
         if kind == "text":
             call = self.calls.get(frame[1])
@@ -155,6 +192,8 @@ class _Link:
                     if kind == "end"
                     else failure_of(frame)
                 )
+        elif kind == "pong":
+            pass  # heard: that is all a pong is for
         elif kind == "ready":
             if not self.ready.done():
                 self.ready.set_result(None)
@@ -170,6 +209,9 @@ class _Link:
         was_serving = self.serving
         self.lost = True
         self.serving = False
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
         if not self.ready.done():
             self.ready.set_exception(RuntimeError(f"provider worker {self.index} exited"))
             self.ready.exception()  # retrieved: start() raises its own
@@ -188,6 +230,9 @@ class _Link:
 
     async def stop(self) -> None:
         """Close the socket (the worker cancels its calls and exits); kill it if it lingers."""
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
         if self.protocol.writer is not None:
             self.protocol.writer.close()
         process = self.process

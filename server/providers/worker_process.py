@@ -9,7 +9,8 @@ clients over the core's aiohttp transport) and answers `ready`. Then each `call`
 runs one provider call in a task of its own, its text sent back as `text` frames and
 its end as `end` (with the usage the provider reported) or `fail` (the
 ProviderFailure, its kind and Retry-After as they were); `cancel` cancels that task,
-which closes the model's HTTP stream. The frames are `server.providers.worker_frames`.
+which closes the model's HTTP stream. Each `ping` is answered by a `pong`: the core
+kills a worker that answers nothing for long. The frames are `server.providers.worker_frames`.
 
 A call made with a delta window has its body read once per window, on the same clock
 grid as the core's coalescer (`server.jobs.coalescer`, whose cut logic it runs), and
@@ -92,6 +93,8 @@ class Worker:
             self._calls[call] = self._loop.create_task(
                 self._run(call, str(provider), str(model), float(window), prompt)
             )
+        elif kind == "ping":
+            self._send(["pong", frame[1]])  # the core's heartbeat: this loop still turns
         elif kind == "cancel":
             task = self._calls.pop(frame[1], None)
             if task is not None:

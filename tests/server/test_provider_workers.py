@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from server.config import (
     build_providers,
     from_arguments,
 )
+from server.providers import worker_pool
 from server.providers.base import Brief, Prompt, Provider, TokenUsage
 from server.providers.body_pacing import paced_reads
 from server.providers.errors import ProviderFailure
@@ -290,3 +292,42 @@ async def test_the_core_starts_counts_and_stops_its_workers(
     finally:
         await core.stop(grace=0.0)
     assert not [pid for pid in running if psutil.pid_exists(pid)]
+
+
+async def test_a_wedged_worker_is_killed_its_calls_fail_and_another_starts(
+    stages: StageProviders, standin: LlmStandin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopped worker keeps its socket open: only the heartbeat finds it out."""
+    monkeypatch.setattr(worker_pool, "HEARTBEAT_SECONDS", 0.1)
+    monkeypatch.setattr(worker_pool, "WEDGED_SECONDS", 1.0)
+    workers = stages.workers
+    assert workers is not None
+    (link,) = workers._links
+    (first,) = workers.pids()
+    assert link._beat is not None
+    link._beat.cancel()
+    link._heartbeat()  # the next beats come at the patched pace
+    await asyncio.sleep(1.5)  # a live worker answers every ping, idle or not: left alone
+    assert (workers.restarted, workers.pids()) == (0, [first])
+    standin.openai[:] = [Reply(hang_seconds=60)]
+    hanging = asyncio.ensure_future(_read(stages.plan[0], TokenUsage(), paced=False))
+    await eventually(lambda: len(standin.of("openai")) == 1, "the request", 10)
+    (pid,) = workers.pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ProviderFailure) as caught:
+            await asyncio.wait_for(hanging, 10)
+        assert (caught.value.provider, caught.value.kind) == ("openai", "connection")
+        await eventually(lambda: not psutil.pid_exists(pid) or _zombie(pid), "killed", 10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: workers.restarted == 1 and workers.live == 1, "a worker again", 30)
+    standin.openai[:] = [Reply(text=TEXT)]
+    assert "".join(await _read(stages.plan[0], TokenUsage(), paced=False)) == TEXT
+
+
+def _zombie(pid: int) -> bool:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    return True
