@@ -117,6 +117,7 @@ class _Link:
         #: When a frame last came from the worker, and the timer of the next heartbeat.
         self._heard = 0.0
         self._beat: asyncio.TimerHandle | None = None
+        self._beat_due = 0.0
         self._pings = 0
 
     async def start(self, config: ProvidersConfig) -> None:
@@ -152,16 +153,26 @@ class _Link:
             raise RuntimeError(f"provider worker {self.index} exited")
         self.serving = True
         self._heard = loop.time()
-        self._beat = loop.call_later(HEARTBEAT_SECONDS, self._heartbeat)
+        self._schedule_beat(loop)
+
+    def _schedule_beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._beat_due = loop.time() + HEARTBEAT_SECONDS
+        self._beat = loop.call_at(self._beat_due, self._heartbeat)
 
     def _heartbeat(self) -> None:
-        """Ping the worker; kill it if it answered nothing for WEDGED_SECONDS."""
+        """Ping the worker; kill it if it answered nothing for WEDGED_SECONDS.
+
+        A beat that comes late means the core's own loop stood still, and the worker's
+        answers may be waiting unread in the socket (uvloop runs due timers before it
+        polls): that beat only pings, and the next one judges."""
         self._beat = None
         if self.lost:
             return
         loop = asyncio.get_running_loop()
-        silent = loop.time() - self._heard
-        if silent > WEDGED_SECONDS:
+        now = loop.time()
+        silent = now - self._heard
+        on_time = now - self._beat_due < HEARTBEAT_SECONDS
+        if on_time and silent > WEDGED_SECONDS:
             log.warning(
                 "provider worker %d answered nothing for %.1fs; killing it",
                 self.index,
@@ -173,7 +184,7 @@ class _Link:
             return
         self._pings += 1
         self.send(["ping", self._pings])
-        self._beat = loop.call_later(HEARTBEAT_SECONDS, self._heartbeat)
+        self._schedule_beat(loop)
 
     def on_frame(self, frame: Frame) -> None:
         self._heard = asyncio.get_running_loop().time()

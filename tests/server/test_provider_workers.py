@@ -331,3 +331,23 @@ def _zombie(pid: int) -> bool:
     with contextlib.suppress(psutil.NoSuchProcess):
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     return True
+
+
+async def test_a_core_that_stood_still_does_not_take_its_worker_for_wedged(
+    stages: StageProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core's loop blocked past WEDGED_SECONDS: the worker's pongs wait unread in the
+    socket, and the late beat must not kill a worker that answered."""
+    monkeypatch.setattr(worker_pool, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(worker_pool, "WEDGED_SECONDS", 0.5)
+    workers = stages.workers
+    assert workers is not None
+    (link,) = workers._links
+    (first,) = workers.pids()
+    assert link._beat is not None
+    link._beat.cancel()
+    link._heartbeat()
+    await asyncio.sleep(0.3)  # a ping out, its pong back
+    time.sleep(1.5)  # noqa: ASYNC251  # the core stands still: a blocking call, a long GC
+    await asyncio.sleep(1.0)
+    assert (workers.restarted, workers.pids()) == (0, [first])
