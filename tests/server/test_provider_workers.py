@@ -37,7 +37,12 @@ from server.providers.body_pacing import paced_reads
 from server.providers.errors import ProviderFailure
 from server.providers.factory import StageProviders
 from server.providers.factory import build_providers as build_stage_providers
-from server.providers.worker_pool import STARTUP_SECONDS, OffloadedProvider, _Link
+from server.providers.worker_pool import (
+    STARTUP_SECONDS,
+    OffloadedProvider,
+    ProviderWorkers,
+    _Link,
+)
 from tests.conftest import fast_core_config
 from tests.gateway.conftest import eventually, sample
 from tests.standins.llm_standin import LlmStandin, Reply
@@ -294,19 +299,28 @@ async def test_the_core_starts_counts_and_stops_its_workers(
     assert not [pid for pid in running if psutil.pid_exists(pid)]
 
 
+def _quick_heartbeat(
+    stages: StageProviders, monkeypatch: pytest.MonkeyPatch, beat: float, wedged: float
+) -> tuple[ProviderWorkers, int]:
+    """The one worker's heartbeat at `beat` seconds, wedged after `wedged`; the pool and the
+    worker's pid."""
+    monkeypatch.setattr(worker_pool, "HEARTBEAT_SECONDS", beat)
+    monkeypatch.setattr(worker_pool, "WEDGED_SECONDS", wedged)
+    workers = stages.workers
+    assert workers is not None
+    (link,) = workers._links
+    (pid,) = workers.pids()
+    assert link._beat is not None
+    link._beat.cancel()
+    link._heartbeat()  # the next beats come at the patched pace
+    return workers, pid
+
+
 async def test_a_wedged_worker_is_killed_its_calls_fail_and_another_starts(
     stages: StageProviders, standin: LlmStandin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stopped worker keeps its socket open: only the heartbeat finds it out."""
-    monkeypatch.setattr(worker_pool, "HEARTBEAT_SECONDS", 0.1)
-    monkeypatch.setattr(worker_pool, "WEDGED_SECONDS", 1.0)
-    workers = stages.workers
-    assert workers is not None
-    (link,) = workers._links
-    (first,) = workers.pids()
-    assert link._beat is not None
-    link._beat.cancel()
-    link._heartbeat()  # the next beats come at the patched pace
+    workers, first = _quick_heartbeat(stages, monkeypatch, beat=0.1, wedged=1.0)
     await asyncio.sleep(1.5)  # a live worker answers every ping, idle or not: left alone
     assert (workers.restarted, workers.pids()) == (0, [first])
     standin.openai[:] = [Reply(hang_seconds=60)]
@@ -338,15 +352,7 @@ async def test_a_core_that_stood_still_does_not_take_its_worker_for_wedged(
 ) -> None:
     """The core's loop blocked past WEDGED_SECONDS: the worker's pongs wait unread in the
     socket, and the late beat must not kill a worker that answered."""
-    monkeypatch.setattr(worker_pool, "HEARTBEAT_SECONDS", 0.2)
-    monkeypatch.setattr(worker_pool, "WEDGED_SECONDS", 0.5)
-    workers = stages.workers
-    assert workers is not None
-    (link,) = workers._links
-    (first,) = workers.pids()
-    assert link._beat is not None
-    link._beat.cancel()
-    link._heartbeat()
+    workers, first = _quick_heartbeat(stages, monkeypatch, beat=0.2, wedged=0.5)
     await asyncio.sleep(0.3)  # a ping out, its pong back
     time.sleep(1.5)  # noqa: ASYNC251  # the core stands still: a blocking call, a long GC
     await asyncio.sleep(1.0)
