@@ -15,8 +15,8 @@ What stays in the core: the router (timeouts, retries, fallbacks, breakers, metr
 which sees an offloaded provider as any other. Cancelling the stream sends `cancel`
 and the worker closes the HTTP stream.
 
-A worker that answers nothing, not even the core's `ping` every HEARTBEAT_SECONDS,
-for WEDGED_SECONDS (stopped, or stuck in a call that never yields its loop) is killed:
+A worker that answers none of the core's pings (one every HEARTBEAT_SECONDS) for
+WEDGED_SECONDS (stopped, or stuck in a call that never yields its loop) is killed:
 its socket staying open, it would otherwise keep its calls hanging until the router's
 timeouts, and take new ones. A busy worker answers within a turn of its loop.
 
@@ -60,8 +60,8 @@ WORKER_MODULE: Final = "server.providers.worker_process"
 STARTUP_SECONDS: Final = 30.0
 #: How long a stopping worker gets to close its calls before it is killed.
 STOP_SECONDS: Final = 5.0
-#: How often the core pings each worker, and how long a worker may answer nothing (no
-#: frame at all) before it is taken for wedged and killed.
+#: How often the core pings each worker, and how long a worker may leave its pings
+#: unanswered before it is taken for wedged and killed.
 HEARTBEAT_SECONDS = 2.0
 WEDGED_SECONDS = 10.0
 RESTART_PAUSE_SECONDS: Final = 0.5
@@ -114,7 +114,7 @@ class _Link:
         #: Ready and not lost: it takes calls.
         self.serving = False
         self.lost = False
-        #: When a frame last came from the worker, and the timer of the next heartbeat.
+        #: When the worker last answered a ping (or became ready), and the next heartbeat.
         self._heard = 0.0
         self._beat: asyncio.TimerHandle | None = None
         self._beat_due = 0.0
@@ -160,7 +160,7 @@ class _Link:
         self._beat = loop.call_at(self._beat_due, self._heartbeat)
 
     def _heartbeat(self) -> None:
-        """Ping the worker; kill it if it answered nothing for WEDGED_SECONDS.
+        """Ping the worker; kill it if it answered no ping for WEDGED_SECONDS.
 
         A beat that comes late means the core's own loop stood still, and the worker's
         answers may be waiting unread in the socket (uvloop runs due timers before it
@@ -174,7 +174,7 @@ class _Link:
         on_time = now - self._beat_due < HEARTBEAT_SECONDS
         if on_time and silent > WEDGED_SECONDS:
             log.warning(
-                "provider worker %d answered nothing for %.1fs; killing it",
+                "provider worker %d answered no ping for %.1fs; killing it",
                 self.index,
                 silent,
             )
@@ -187,7 +187,6 @@ class _Link:
         self._schedule_beat(loop)
 
     def on_frame(self, frame: Frame) -> None:
-        self._heard = asyncio.get_running_loop().time()
         kind = frame[0]
         if kind == "text":
             call = self.calls.get(frame[1])
@@ -204,7 +203,9 @@ class _Link:
                     else failure_of(frame)
                 )
         elif kind == "pong":
-            pass  # heard: that is all a pong is for
+            # A worker whose loop turns answers each ping within a turn, however busy: only
+            # pongs are timed, so the text frames' path does no work for the heartbeat.
+            self._heard = asyncio.get_running_loop().time()
         elif kind == "ready":
             if not self.ready.done():
                 self.ready.set_result(None)
