@@ -13,11 +13,20 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 if TYPE_CHECKING:
     import anthropic
     import openai
+
+
+def is_anthropic(
+    client: openai.AsyncOpenAI | anthropic.AsyncAnthropic,
+) -> TypeGuard[anthropic.AsyncAnthropic]:
+    """Whether `client` is an `anthropic` SDK client, told by its class without importing
+    the SDK: a process that made such a client imported it, and one that did not has none."""
+    sdk = sys.modules.get("anthropic")
+    return sdk is not None and isinstance(client, sdk.AsyncAnthropic)
 
 
 def prime_platform(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> None:
@@ -26,9 +35,5 @@ def prime_platform(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> Non
     version without the attribute, is left as it is."""
     if getattr(client, "_platform", False) is not None:
         return
-    # The client's own SDK, by its class: the process imported that SDK to make the client,
-    # and need not import the other.
-    anthropic_sdk = sys.modules.get("anthropic")
-    is_anthropic = anthropic_sdk is not None and isinstance(client, anthropic_sdk.AsyncAnthropic)
-    sdk = "anthropic" if is_anthropic else "openai"
+    sdk = "anthropic" if is_anthropic(client) else "openai"  # the other need not load
     client._platform = importlib.import_module(f"{sdk}._base_client").get_platform()

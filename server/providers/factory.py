@@ -8,17 +8,16 @@ neither SDK.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeGuard, cast
+from typing import TYPE_CHECKING, cast
 
 from server.config import ProviderConfig, ProvidersConfig, Route, SyntheticConfig
 from server.providers.base import Provider
 from server.providers.http_transport import sdk_transport
 from server.providers.synthetic import SyntheticProvider
 from server.providers.worker_pool import OffloadedProvider, ProviderWorkers
-from server.sdk_platform import prime_platform
+from server.sdk_platform import is_anthropic, prime_platform
 
 if TYPE_CHECKING:
     import anthropic
@@ -132,7 +131,7 @@ def build_providers(
             provider = local_provider(local, route.model, max_output_tokens=max_tokens)
         else:
             client = client_of(config.provider(route.provider))
-            if _is_anthropic(client):
+            if is_anthropic(client):
                 from server.providers.anthropic_messages import AnthropicMessagesProvider
 
                 provider = AnthropicMessagesProvider(
@@ -157,16 +156,7 @@ def build_providers(
     return stages
 
 
-def _is_anthropic(
-    client: openai.AsyncOpenAI | anthropic.AsyncAnthropic,
-) -> TypeGuard[anthropic.AsyncAnthropic]:
-    """Whether `client` is an `anthropic` SDK client (without importing the SDK: a process
-    that has not imported it has none)."""
-    sdk = sys.modules.get("anthropic")
-    return sdk is not None and isinstance(client, sdk.AsyncAnthropic)
-
-
 def _openai(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> openai.AsyncOpenAI:
     """`client`, which `client_of` made with the `openai` SDK (every client but Anthropic's)."""
-    assert not _is_anthropic(client)
+    assert not is_anthropic(client)
     return cast("openai.AsyncOpenAI", client)
