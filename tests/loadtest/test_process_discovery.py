@@ -3,8 +3,10 @@
 `scriptgen gateway --workers 2` listens on one port from two processes (SO_REUSEPORT)
 under a supervisor that only holds the port. The tool finds both by the port, the core
 behind them, and `--server-pid` of the supervisor brings its workers; each process is named
-by its role. The first tests read roles off command lines and a made-up connection table;
-the last two run a real core and a real two-worker gateway.
+by its role. A core's provider workers come with it, and one the core starts during the run
+is measured from its start. The first tests read roles off command lines and a made-up
+connection table; the last ones run a real core and a real two-worker gateway, and a real
+core whose provider worker is killed mid-run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from scriptgen.loadtest import (
     LoadTestError,
     Protocol,
     _discovery,
+    _processes,
+    parse_grpc_target,
     parse_http_target,
     run_load,
 )
@@ -40,6 +44,8 @@ from scriptgen.loadtest._discovery import (
     named_servers,
     role_of,
 )
+from scriptgen.loadtest._processes import ProcessSampler
+from scriptgen.loadtest._standin import OpenAIStandin, Pace
 
 from tests.replicas.cluster import CORE_LINE, GATEWAY_LINE, SCRIPTGEN, Process, spawn
 
@@ -298,6 +304,70 @@ async def test_a_named_supervisor_brings_its_workers_and_each_is_measured_once(
         if p.pid in workers
     ]
     assert sum(during) > 0, "the workers did the gateway's work, and it was counted"
+
+
+async def test_a_cores_provider_workers_are_measured_and_one_started_mid_run_from_its_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setattr(_processes, "RESCAN_SECONDS", 0.3)
+    sampling = asyncio.Event()
+    start = ProcessSampler.start
+
+    def start_and_say(sampler: ProcessSampler) -> None:
+        start(sampler)
+        sampling.set()
+
+    monkeypatch.setattr(ProcessSampler, "start", start_and_say)
+    standin = OpenAIStandin(Pace(first_token_seconds=0.0, tokens_per_second=40.0, tokens=120))
+    url = await standin.start()
+    try:
+        core = await spawn(
+            "server",
+            "--grpc-address=127.0.0.1:0",
+            "--auth=disabled",
+            "--metrics-address=off",
+            f"--data-dir={tmp_path / 'core'}",
+            "--plan-providers=synthetic",
+            "--write-providers=openai",
+            f"--openai-base-url={url}",
+            "--provider-workers=1",
+            # The calls cut by the kill are tried again once the next worker is up.
+            "--provider-max-attempts=6",
+            "--provider-backoff-seconds=0.5",
+            "--shutdown-grace-seconds=0.5",
+            pattern=CORE_LINE,
+        )
+        try:
+            (first,) = [child.pid for child in psutil.Process(core.child.pid).children()]
+            config = LoadConfig(
+                target=parse_grpc_target(core.address),
+                protocol=Protocol.GRPC,
+                streams=2,
+                duration_seconds=60.0,
+                sample_interval_seconds=0.1,
+            )
+
+            async def kill_the_worker() -> None:
+                await sampling.wait()
+                await asyncio.sleep(0.3)
+                psutil.Process(first).kill()
+
+            killer = asyncio.create_task(kill_the_worker())
+            report = await run_load(config)
+            await killer
+        finally:
+            await core.stop()
+    finally:
+        await standin.stop()
+    workers = [process for process in report.processes if process.role == "core worker"]
+    assert [process.pid for process in workers][:1] == [first], "found with its core"
+    # … and the one started in its place, named by its own command line, not its parent's.
+    assert len(workers) == 2, report.processes
+    replacement = workers[1]
+    # Counted from its start: the ~1 s of importing the SDK before it was found is in.
+    assert (replacement.samples[0].cpu_seconds, replacement.samples[0].rss_bytes) == (0.0, 0)
+    assert replacement.samples[-1].cpu_seconds > 0.3
 
 
 async def test_a_server_pid_must_name_a_process(capsys: pytest.CaptureFixture[str]) -> None:

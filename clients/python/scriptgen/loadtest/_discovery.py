@@ -3,7 +3,8 @@
 For a target the tool did not start, the servers are found by the target's port: every
 process listening on it at the target's address (several when they share the port with
 SO_REUSEPORT, as the workers of `scriptgen gateway --workers N` do), then the loopback
-servers those processes are connected to, one hop (a gateway's core). Processes that hand
+servers those processes are connected to, one hop (a gateway's core), and the processes
+those scriptgen servers started (a core's provider workers). Processes that hand
 one inherited socket to their workers (gunicorn, a PostgreSQL postmaster) show as one of
 them; name such servers with `--server-pid`, which brings each named process and those it
 started. Only processes this user may see are found: as another user, a server's sockets
@@ -123,6 +124,13 @@ def named_servers(pids: Iterable[int], known: Iterable[int] = ()) -> list[tuple[
                 found.append((child, child_role))
                 skipped.add(child)
     return found
+
+
+def servers_with_workers(processes: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Those of `processes` (pid, role) that are scriptgen servers, whose children are their
+    workers (a core's provider workers, a gateway supervisor's workers)."""
+    parents = set(_SUBCOMMAND_ROLES.values())
+    return [(pid, role) for pid, role in processes if role in parents]
 
 
 def children_of(processes: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:

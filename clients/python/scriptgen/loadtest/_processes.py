@@ -1,13 +1,28 @@
 """CPU time and memory of the server processes, and how busy the machine was, sampled in a
-thread during a run."""
+thread during a run.
+
+The processes the servers start during the run are measured too: every RESCAN_SECONDS
+the sampler looks for new children of the servers it follows (a provider worker the
+core started in place of one that exited, a gateway worker its supervisor restarted),
+and counts each from its start, not from when it was found.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psutil
+
+from scriptgen.loadtest._discovery import children_of
+
+#: How often the followed servers' children are looked for again (a scan of /proc).
+RESCAN_SECONDS = 2.0
+#: A child younger than this is left for the next scan: just forked, it may not have run
+#: its own program yet, and would be named by its parent's command line.
+SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,23 +65,37 @@ def describe(pid: int, role: str) -> WatchedProcess:
 
 
 class ProcessSampler:
-    """Samples every watched process every `interval` seconds until stopped."""
+    """Samples every watched process every `interval` seconds until stopped, and watches
+    the processes that those of `parents` (pid, role) start meanwhile."""
 
-    def __init__(self, processes: list[WatchedProcess], interval: float) -> None:
+    def __init__(
+        self,
+        processes: list[WatchedProcess],
+        interval: float,
+        parents: Sequence[tuple[int, str]] = (),
+    ) -> None:
         self.processes = processes
         self._interval = interval
         self._handles: dict[int, psutil.Process] = {}
+        self._parents = list(parents)
+        self._known = {process.pid for process in processes}
+        self._scanned = float("-inf")
+        self._began = float("inf")
         self.machine: list[MachineSample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loadtest-sampler", daemon=True)
 
     def watch(self, process: WatchedProcess) -> None:
         """Add a process (e.g. a client worker) while sampling."""
+        self._known.add(process.pid)
         self.processes.append(process)
 
     def sample(self) -> None:
         """Take one reading of every watched process, and of the machine, now."""
         self.machine.append(machine_sample())
+        if self._parents and time.monotonic() - self._scanned >= RESCAN_SECONDS:
+            self._scanned = time.monotonic()
+            self._adopt_children()
         for process in list(self.processes):
             handle = self._handles.get(process.pid)
             try:
@@ -79,7 +108,23 @@ class ProcessSampler:
                 continue  # it ended; its last reading stands
             process.samples.append(ProcessSample(time.monotonic(), cpu.user + cpu.system, rss))
 
+    def _adopt_children(self) -> None:
+        """Watch the followed servers' children not watched yet; one started since sampling
+        began gets a first reading of nothing at its start, so all its CPU counts."""
+        for pid, role in children_of(self._parents):
+            if pid in self._known:
+                continue
+            born = _started_at(pid)
+            if born is None or time.monotonic() - born < SETTLE_SECONDS:
+                continue
+            self._known.add(pid)
+            process = describe(pid, role)
+            if born > self._began:
+                process.samples.append(ProcessSample(born, 0.0, 0))
+            self.processes.append(process)
+
     def start(self) -> None:
+        self._began = time.monotonic()
         self.sample()
         self._thread.start()
 
@@ -92,6 +137,15 @@ class ProcessSampler:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.sample()
+
+
+def _started_at(pid: int) -> float | None:
+    """When `pid` started, on the monotonic clock; None when it is gone."""
+    try:
+        created = psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+    return time.monotonic() - max(0.0, time.time() - created)
 
 
 def machine_sample() -> MachineSample:

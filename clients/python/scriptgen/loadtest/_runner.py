@@ -19,7 +19,12 @@ from scriptgen._client import Client
 from scriptgen._errors import ScriptgenError
 from scriptgen._heap import freeze_startup_heap, thaw_heap
 from scriptgen.loadtest._config import LoadConfig, LoadTestError, Protocol, Target, check_bounds
-from scriptgen.loadtest._discovery import discover_servers, named_servers
+from scriptgen.loadtest._discovery import (
+    children_of,
+    discover_servers,
+    named_servers,
+    servers_with_workers,
+)
 from scriptgen.loadtest._processes import ProcessSampler, WatchedProcess, describe
 from scriptgen.loadtest._records import StreamPlan, StreamRecord, WorkerResult
 from scriptgen.loadtest._report import HoldWindow, LoadReport, build_report, time_speed_loop
@@ -67,8 +72,17 @@ async def run_load(config: LoadConfig, progress: Progress = _quiet) -> LoadRepor
             assert config.target is not None
             target = config.target
             found = discover_servers(target.host, target.port)
+            known = {pid for pid, _ in found}
+            found += [c for c in children_of(servers_with_workers(found)) if c[0] not in known]
         found += named_servers(config.server_pids, known=(pid for pid, _ in found))
         processes = [describe(pid, role) for pid, role in found]
+        # Workers these start during the run are measured too (one restarted, say).
+        parents = list(
+            dict.fromkeys(
+                servers_with_workers(found)
+                + [(pid, role) for pid, role in found if pid in config.server_pids]
+            )
+        )
         progress(f"creating {config.projects} project(s) on {target}")
         try:
             async with asyncio.timeout(config.setup_timeout_seconds):
@@ -81,7 +95,7 @@ async def run_load(config: LoadConfig, progress: Progress = _quiet) -> LoadRepor
         plans = _plans(config, projects)
         progress("reading the machine's speed")
         speed = time_speed_loop()  # the servers are idle now; this loop has the tool's CPU
-        sampler = ProcessSampler(processes, config.sample_interval_seconds)
+        sampler = ProcessSampler(processes, config.sample_interval_seconds, parents)
         sampler.start()
         stack.callback(sampler.stop)
         counters = new_counters()
