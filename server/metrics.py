@@ -87,7 +87,7 @@ class CoreMetrics:
         self.provider_requests = Counter(
             "scriptgen_provider_requests",
             "Calls to language-model providers, by provider and outcome"
-            " (ok, rate_limited, server_error, timeout, connection, malformed,"
+            " (ok, rate_limited, server_error, timeout, connection, worker_lost, malformed,"
             " first_token_timeout, idle_timeout, deadline, bad_request, auth, cancelled).",
             ["provider", "outcome"],
             registry=self.registry,

@@ -6,12 +6,17 @@
 | server_error         | yes       | HTTP 5xx, 408, 409, Anthropic `overloaded_error`  |
 | timeout              | yes       | the SDK's HTTP timeout                            |
 | connection           | yes       | refused, reset or cut connections                 |
+| worker_lost          | yes       | the call's provider worker exited (core)          |
 | malformed            | yes       | a chunk the SDK cannot parse                      |
 | first_token_timeout  | yes       | no token within the first-token timeout (router)  |
 | idle_timeout         | yes       | silence between tokens too long (router)          |
 | deadline             | no        | the caller's deadline passed (router)             |
 | bad_request          | no        | other 4xx: 400, 404, 413, 422 …                   |
 | auth                 | no        | 401, 403                                          |
+
+`worker_lost` is the core's own failure, not the provider's: the router calls the same
+provider again at once, from the text already delivered, without charging its breaker
+(`server.providers.router`).
 """
 
 from __future__ import annotations
@@ -39,11 +44,16 @@ RETRYABLE_KINDS = frozenset(
         "server_error",
         "timeout",
         "connection",
+        "worker_lost",
         "malformed",
         "first_token_timeout",
         "idle_timeout",
     }
 )
+
+
+#: A provider worker exited with the call in it (`server.providers.worker_pool`).
+WORKER_LOST = "worker_lost"
 
 
 class ProviderFailure(Exception):

@@ -7,6 +7,12 @@ auth) moves to the next provider at once. After text was delivered, a failure
 moves to the next provider, which is asked to continue the partial text; the
 overlap is trimmed so the concatenated chunks never repeat or drop text.
 
+A `worker_lost` failure (the core's provider worker exited mid-call) is the core's,
+not the provider's: the same provider is called again at once, from the text already
+delivered and with the overlap trimmed the same way, up to max_attempts times per
+provider, and its breaker is not charged; the pool has the call wait for the worker
+started in its place.
+
 Each provider has a circuit breaker; an open breaker is skipped. Every
 attempt is bounded by the time to first token, the idle time between tokens
 and the caller's deadline; each ends the attempt (closing its HTTP stream)
@@ -28,7 +34,7 @@ from server.errors import DeadlineExceeded, Unavailable
 from server.metrics import CoreMetrics
 from server.providers.base import Prompt, Provider, TokenUsage
 from server.providers.breaker import BreakerState, CircuitBreaker
-from server.providers.errors import ProviderFailure
+from server.providers.errors import WORKER_LOST, ProviderFailure
 from server.providers.overlap import OverlapTrimmer
 from server.providers.retry import Backoff
 from server.providers.synthetic import token_count
@@ -119,6 +125,7 @@ class ProviderRouter:
         for provider in chain:
             breaker = self.breakers[provider.name]
             attempt = 0
+            workers_lost = 0
             while breaker.allow():
                 if failed is not None:
                     await self._switch(failed, provider.name, len("".join(delivered)), on_switch)
@@ -133,8 +140,12 @@ class ProviderRouter:
                             delivered.append(chunk)
                             yield chunk
                 except ProviderFailure as failure:
-                    breaker.record_failure()
                     log.warning("%s stage: %s", stage, failure)
+                    if failure.kind == WORKER_LOST and workers_lost < self._config.max_attempts:
+                        workers_lost += 1
+                        breaker.release()  # no verdict on the provider
+                        continue  # from what was delivered, on the worker in its place
+                    breaker.record_failure()
                     if failure.kind == "deadline":
                         raise DeadlineExceeded(
                             "the call's deadline passed while the model was writing"

@@ -20,11 +20,15 @@ WEDGED_SECONDS (stopped, or stuck in a call that never yields its loop) is kille
 its socket staying open, it would otherwise keep its calls hanging until the router's
 timeouts, and take new ones. A busy worker answers within a turn of its loop.
 
-A worker that exits fails its calls as a `connection` ProviderFailure (retryable: the
-router tries again, on another worker or on this one once back) and is started again
-after a pause that doubles while it keeps failing (`RESTART_PAUSE_SECONDS` up to
-`MAX_RESTART_PAUSE_SECONDS`). A call made while no worker runs fails the same way at
-once. The workers' CPU is the core's: the load tool counts them as `core worker`.
+A worker that exits fails its calls as `worker_lost` ProviderFailures, and is started
+again after a pause that doubles while it keeps failing (`RESTART_PAUSE_SECONDS` up to
+`MAX_RESTART_PAUSE_SECONDS`). The router calls the same provider again at once for each,
+from the text already delivered and without charging its breaker: the provider did not
+fail, this process did. A call made while no worker serves but one is being started waits
+for it, up to WORKER_WAIT_SECONDS (and the router's first-token timeout), so that one
+worker's exit costs its calls a restart's wait, not their jobs. With none coming (the
+pool closing, or that wait over) the call fails at once as a `connection` failure. The
+workers' CPU is the core's: the load tool counts them as `core worker`.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from server import logs
 from server.config import MAX_PROVIDER_WORKERS, ProvidersConfig
 from server.providers.base import Prompt, TokenUsage
 from server.providers.body_pacing import current_pacing
-from server.providers.errors import ProviderFailure
+from server.providers.errors import WORKER_LOST, ProviderFailure
 from server.providers.worker_frames import (
     Frame,
     FrameProtocol,
@@ -66,6 +70,9 @@ HEARTBEAT_SECONDS = 2.0
 WEDGED_SECONDS = 10.0
 RESTART_PAUSE_SECONDS: Final = 0.5
 MAX_RESTART_PAUSE_SECONDS: Final = 10.0
+#: How long a call waits for a worker while none serves and one is being started: a
+#: restart's pause and start (~1 s of importing the SDK here, more on a busy machine).
+WORKER_WAIT_SECONDS = 15.0
 
 _Usage = tuple[int, int, bool]
 _Item = str | _Usage | ProviderFailure
@@ -231,7 +238,7 @@ class _Link:
         self.calls.clear()
         for call in calls:
             call.ended = True
-            call.push(ProviderFailure(call.provider, "connection", "the provider worker exited"))
+            call.push(ProviderFailure(call.provider, WORKER_LOST, "the provider worker exited"))
         if was_serving:  # one that failed to start is its starter's to retry
             self._pool.lost(self)
 
@@ -277,6 +284,8 @@ class ProviderWorkers:
         self.restarted = 0
         #: Called once for each worker started again (the core counts them in a metric).
         self.on_restart: Callable[[], None] = lambda: None
+        #: Set (and replaced) when a worker starts serving again: calls waiting for one.
+        self._serving_again: asyncio.Future[None] | None = None
 
     @property
     def live(self) -> int:
@@ -304,11 +313,21 @@ class ProviderWorkers:
         self._started = dict.fromkeys(range(self._count), now)
         log.info("started %d provider workers", self._count)
 
-    def open(self, provider: str, model: str, window: float, prompt: Prompt) -> _Call:
-        """Send a call to the least busy worker; its items come on the returned _Call."""
+    async def open(self, provider: str, model: str, window: float, prompt: Prompt) -> _Call:
+        """Send a call to the least busy worker; its items come on the returned _Call.
+
+        With no worker serving but one being started, waits for it (WORKER_WAIT_SECONDS)."""
+        live = [link for link in self._links if link.serving]
+        if not live and self._restarts and not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WORKER_WAIT_SECONDS):
+                    while not live and self._restarts and not self._closing:
+                        if self._serving_again is None:
+                            self._serving_again = asyncio.get_running_loop().create_future()
+                        await asyncio.shield(self._serving_again)
+                        live = [link for link in self._links if link.serving]
         self._next_id += 1
         call_id = self._next_id
-        live = [link for link in self._links if link.serving]
         if not live:
             call = _Call(call_id, provider, None)
             call.ended = True
@@ -337,6 +356,7 @@ class ProviderWorkers:
         task = asyncio.get_running_loop().create_task(self._restart(link))
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
+        task.add_done_callback(lambda _: self._wake_waiting())
 
     async def _restart(self, old: _Link) -> None:
         loop = asyncio.get_running_loop()
@@ -368,7 +388,14 @@ class ProviderWorkers:
             self._started[old.index] = loop.time()
             self.restarted += 1
             self.on_restart()
+            self._wake_waiting()
             return
+
+    def _wake_waiting(self) -> None:
+        """Calls waiting for a worker look again (one serves, or none is coming)."""
+        waiting, self._serving_again = self._serving_again, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
 
     async def close(self) -> None:
         """Stop every worker; calls still running end as `connection` failures."""
@@ -376,6 +403,7 @@ class ProviderWorkers:
         for task in list(self._restarts):
             task.cancel()
         await asyncio.gather(*self._restarts, return_exceptions=True)
+        self._wake_waiting()
         await asyncio.gather(*(link.stop() for link in self._links), return_exceptions=True)
 
 
@@ -400,7 +428,7 @@ class OffloadedProvider:
         # A paced stage (the write stage's coalescer) gets its text by the window; others,
         # such as the plan's collected outline, as the worker reads it.
         window = workers.window_seconds if current_pacing() is not None else 0.0
-        call = workers.open(self._name, self._model, window, prompt)
+        call = await workers.open(self._name, self._model, window, prompt)
         try:
             while True:
                 item = await call.next()

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,12 +32,15 @@ from server.config import (
     build_providers,
     from_arguments,
 )
+from server.metrics import CoreMetrics
 from server.providers import worker_pool
 from server.providers.base import Brief, Prompt, Provider, TokenUsage
 from server.providers.body_pacing import paced_reads
+from server.providers.breaker import BreakerState
 from server.providers.errors import ProviderFailure
 from server.providers.factory import StageProviders
 from server.providers.factory import build_providers as build_stage_providers
+from server.providers.router import ProviderRouter
 from server.providers.worker_pool import (
     STARTUP_SECONDS,
     OffloadedProvider,
@@ -149,7 +153,7 @@ async def test_failures_keep_their_kind_and_retry_after(
     assert caught.value.retry_after == retry_after
 
 
-async def test_a_worker_that_dies_fails_its_calls_and_is_replaced(
+async def test_a_worker_that_dies_fails_its_calls_and_the_next_call_waits_for_its_successor(
     stages: StageProviders, standin: LlmStandin
 ) -> None:
     workers = stages.workers
@@ -161,12 +165,59 @@ async def test_a_worker_that_dies_fails_its_calls_and_is_replaced(
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(ProviderFailure) as caught:
         await asyncio.wait_for(hanging, 10)
-    assert (caught.value.provider, caught.value.kind) == ("openai", "connection")
+    assert (caught.value.provider, caught.value.kind) == ("openai", "worker_lost")
     assert caught.value.retryable
-    await eventually(lambda: workers.restarted == 1 and workers.live == 1, "a worker again", 30)
-    assert workers.pids() != [pid]
+    # Made while no worker serves (the next one pauses, then imports the SDK): it waits.
+    assert workers.live == 0
     standin.openai[:] = [Reply(text=TEXT)]
     assert "".join(await _read(stages.plan[0], TokenUsage(), paced=False)) == TEXT
+    assert workers.restarted == 1 and workers.live == 1
+    assert workers.pids() != [pid]
+
+
+async def test_a_worker_lost_mid_call_costs_the_stream_nothing(
+    stages: StageProviders, standin: LlmStandin
+) -> None:
+    """The router calls the same provider again from the delivered text, which the next
+    worker's call continues (restarting a little before the cut, trimmed), and the
+    provider's breaker is not charged: the text is the model's, whole and once."""
+
+    def continuation(body: dict[str, object]) -> str:
+        messages = body["messages"]
+        assert isinstance(messages, list)
+        # The delivered text as the assistant's, then the instruction to go on.
+        partial = str(messages[-2]["content"])
+        assert messages[-2]["role"] == "assistant" and TEXT.startswith(partial)
+        return TEXT[len(partial) - 10 :]
+
+    standin.openai[:] = [
+        Reply(text=TEXT, chunk_chars=6, chunk_delay=0.03),
+        Reply(text=continuation, chunk_chars=6),
+    ]
+    workers = stages.workers
+    assert workers is not None
+    metrics = CoreMetrics()
+    router = ProviderRouter(["openai"], RouterConfig(max_attempts=1), metrics)
+    delivered: list[str] = []
+
+    async def write() -> None:
+        stream = router.stream("plan", PROMPT, [stages.plan[0]], {})
+        async with aclosing(stream):
+            async for chunk in stream:
+                delivered.append(chunk)
+
+    writing = asyncio.ensure_future(write())
+    await eventually(lambda: len("".join(delivered)) >= 60, "some text", 10)
+    (pid,) = workers.pids()
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.wait_for(writing, 30)
+    assert "".join(delivered) == TEXT
+    assert len(standin.of("openai")) == 2
+    breaker = router.breakers["openai"]
+    assert (breaker.state, breaker._failures) == (BreakerState.CLOSED, 0)
+    requests = metrics.provider_requests.labels
+    assert requests("openai", "worker_lost")._value.get() == 1
+    assert requests("openai", "ok")._value.get() == 1
 
 
 async def test_a_frame_the_worker_cannot_read_ends_it_and_another_starts(
@@ -331,7 +382,7 @@ async def test_a_wedged_worker_is_killed_its_calls_fail_and_another_starts(
     try:
         with pytest.raises(ProviderFailure) as caught:
             await asyncio.wait_for(hanging, 10)
-        assert (caught.value.provider, caught.value.kind) == ("openai", "connection")
+        assert (caught.value.provider, caught.value.kind) == ("openai", "worker_lost")
         await eventually(lambda: not psutil.pid_exists(pid) or _zombie(pid), "killed", 10)
     finally:
         with contextlib.suppress(ProcessLookupError):
