@@ -8,10 +8,11 @@ moves to the next provider, which is asked to continue the partial text; the
 overlap is trimmed so the concatenated chunks never repeat or drop text.
 
 A `worker_lost` failure (the core's provider worker exited mid-call) is the core's,
-not the provider's: the same provider is called again at once, from the text already
-delivered and with the overlap trimmed the same way, up to max_attempts times per
-provider, and its breaker is not charged; the pool has the call wait for the worker
-started in its place.
+not the provider's: its breaker is not charged, and the same provider is called again
+at once, from the text already delivered and with the overlap trimmed the same way
+(the pool has the call wait for the worker started in its place). A call lost with
+WORKER_LOSSES_PER_CALL workers already moves to the next provider instead: it may be
+what ends them.
 
 Each provider has a circuit breaker; an open breaker is skipped. Every
 attempt is bounded by the time to first token, the idle time between tokens
@@ -40,6 +41,10 @@ from server.providers.retry import Backoff
 from server.providers.synthetic import token_count
 
 log = logging.getLogger(__name__)
+#: Workers one stage call may lose and still go on with the same provider; at each loss
+#: after these it moves to the next provider, so that a call that ends every worker it
+#: runs on ends at most this many plus one per offloaded provider of its chain.
+WORKER_LOSSES_PER_CALL = 2
 
 #: Called before a provider takes over from one that failed: (from, to, reason, offset).
 SwitchListener = Callable[[str, str, str, int], Awaitable[None]]
@@ -122,11 +127,13 @@ class ProviderRouter:
         """
         delivered: list[str] = []
         failed: tuple[str, str] | None = None
+        workers_lost = 0
         for provider in chain:
             breaker = self.breakers[provider.name]
             attempt = 0
-            workers_lost = 0
+            lost: tuple[str, str] | None = None
             while breaker.allow():
+                lost = None
                 if failed is not None:
                     await self._switch(failed, provider.name, len("".join(delivered)), on_switch)
                     failed = None
@@ -141,10 +148,15 @@ class ProviderRouter:
                             yield chunk
                 except ProviderFailure as failure:
                     log.warning("%s stage: %s", stage, failure)
-                    if failure.kind == WORKER_LOST and workers_lost < self._config.max_attempts:
+                    if failure.kind == WORKER_LOST:
+                        breaker.release()  # the core's failure: no verdict on the provider
                         workers_lost += 1
-                        breaker.release()  # no verdict on the provider
-                        continue  # from what was delivered, on the worker in its place
+                        lost = (provider.name, failure.kind)
+                        if workers_lost <= WORKER_LOSSES_PER_CALL:
+                            continue  # from what was delivered, on the worker in its place
+                        # A call present at every loss may be what ends its workers.
+                        failed = lost
+                        break
                     breaker.record_failure()
                     if failure.kind == "deadline":
                         raise DeadlineExceeded(
@@ -171,7 +183,11 @@ class ProviderRouter:
                 breaker.record_success()
                 return
             else:
-                if failed is None or failed[0] != provider.name:
+                if lost is not None and failed is None:
+                    # Its breaker opened (other calls) while this one waited on a worker: the
+                    # next provider takes over, announced as any switch.
+                    failed = lost
+                elif failed is None or failed[0] != provider.name:
                     log.info("%s stage: skipping %s, its breaker is open", stage, provider.name)
         raise Unavailable(
             "no language-model provider could write this; retry later",

@@ -27,8 +27,8 @@ from the text already delivered and without charging its breaker: the provider d
 fail, this process did. A call made while no worker serves but one is being started waits
 for it, up to WORKER_WAIT_SECONDS (and the router's first-token timeout), so that one
 worker's exit costs its calls a restart's wait, not their jobs. With none coming (the
-pool closing, or that wait over) the call fails at once as a `connection` failure. The
-workers' CPU is the core's: the load tool counts them as `core worker`.
+pool closing, or that wait over) the call fails as `worker_lost` too. The workers' CPU
+is the core's: the load tool counts them as `core worker`.
 """
 
 from __future__ import annotations
@@ -331,7 +331,7 @@ class ProviderWorkers:
         if not live:
             call = _Call(call_id, provider, None)
             call.ended = True
-            call.push(ProviderFailure(provider, "connection", "no provider worker is running"))
+            call.push(ProviderFailure(provider, WORKER_LOST, "no provider worker is running"))
             return call
         link = min(live, key=lambda candidate: len(candidate.calls))
         call = _Call(call_id, provider, link)
@@ -398,7 +398,7 @@ class ProviderWorkers:
             waiting.set_result(None)
 
     async def close(self) -> None:
-        """Stop every worker; calls still running end as `connection` failures."""
+        """Stop every worker; calls still running end as `worker_lost` failures."""
         self._closing = True
         for task in list(self._restarts):
             task.cancel()

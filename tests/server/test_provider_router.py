@@ -17,10 +17,11 @@ from server.config import RouterConfig
 from server.errors import DeadlineExceeded, Unavailable
 from server.metrics import CoreMetrics
 from server.providers.anthropic_messages import AnthropicMessagesProvider
-from server.providers.base import Brief, Prompt, Provider
-from server.providers.breaker import BreakerState
+from server.providers.base import Brief, Prompt, Provider, TokenUsage
+from server.providers.breaker import BreakerState, CircuitBreaker
+from server.providers.errors import WORKER_LOST, ProviderFailure
 from server.providers.openai_chat import OpenAIChatProvider
-from server.providers.router import ProviderRouter, UsageTotal
+from server.providers.router import WORKER_LOSSES_PER_CALL, ProviderRouter, UsageTotal
 from server.providers.synthetic import tokens
 from tests.standins.llm_standin import LlmStandin, Reply, core_anthropic_client, core_openai_client
 
@@ -416,3 +417,56 @@ async def test_a_changed_base_url_sends_the_next_request_to_it(standin: LlmStand
         await client.close()
         await second.stop()
     assert len(standin.of("openai")) == 1 and len(second.of("openai")) == 1
+
+
+class _LosesItsWorker:
+    """A provider whose calls end as a provider worker's exit would end them (`worker_lost`),
+    after `text` on the first call; it can open its own breaker first, as other calls
+    failing meanwhile would."""
+
+    name = "openai"
+    model = "gpt-test"
+
+    def __init__(self, text: str = "", open_breaker: CircuitBreaker | None = None) -> None:
+        self._text = text
+        self._open_breaker = open_breaker
+        self.partials: list[str] = []
+
+    async def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
+        self.partials.append(prompt.partial)
+        if self._text and len(self.partials) == 1:
+            yield self._text
+        if self._open_breaker is not None:
+            while self._open_breaker.allow():
+                self._open_breaker.record_failure()
+        raise ProviderFailure(self.name, WORKER_LOST, "the provider worker exited")
+
+
+async def test_a_call_that_keeps_losing_workers_moves_on_without_charging_the_breaker(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    """A call that may be what ends its workers ends at most WORKER_LOSSES_PER_CALL + 1."""
+    standin.anthropic = [Reply(text=lambda body: SCRIPT[len(body["messages"][-1]["content"]) :])]
+    losing = _LosesItsWorker(text=SCRIPT[:12])
+    router = make_router()
+    switches: list[tuple[str, str, str, int]] = []
+    chunks = await collect(router, [losing, sdk_providers[1]], switches=switches)
+    assert "".join(chunks) == SCRIPT
+    assert losing.partials == ["", SCRIPT[:12], SCRIPT[:12]]
+    assert len(losing.partials) == WORKER_LOSSES_PER_CALL + 1
+    assert switches == [("openai", "anthropic", WORKER_LOST, 12)]
+    breaker = router.breakers["openai"]
+    assert (breaker.state, breaker._failures) == (BreakerState.CLOSED, 0)
+
+
+async def test_a_breaker_opened_while_a_call_lost_its_worker_is_a_switch(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    standin.anthropic = [Reply(text=SCRIPT)]
+    router = make_router()
+    losing = _LosesItsWorker(open_breaker=router.breakers["openai"])
+    switches: list[tuple[str, str, str, int]] = []
+    chunks = await collect(router, [losing, sdk_providers[1]], switches=switches)
+    assert "".join(chunks) == SCRIPT
+    assert len(losing.partials) == 1
+    assert switches == [("openai", "anthropic", WORKER_LOST, 0)]

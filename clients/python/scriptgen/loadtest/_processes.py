@@ -4,11 +4,13 @@ thread during a run.
 The processes the servers start during the run are measured too: every RESCAN_SECONDS
 the sampler looks for new children of the servers it follows (a provider worker the
 core started in place of one that exited, a gateway worker its supervisor restarted),
-and counts each from its start, not from when it was found.
+at most MAX_CHILDREN in a run, and counts each one's CPU from its start, not from when it
+was found (its memory from when it was found).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from scriptgen.loadtest._discovery import children_of
+from scriptgen.loadtest._discovery import MAX_CHILDREN, children_of
 
 #: How often the followed servers' children are looked for again (a scan of /proc).
 RESCAN_SECONDS = 2.0
@@ -79,8 +81,11 @@ class ProcessSampler:
         self._handles: dict[int, psutil.Process] = {}
         self._parents = list(parents)
         self._known = {process.pid for process in processes}
+        self._adopted = 0
         self._scanned = float("-inf")
         self._began = float("inf")
+        #: `sample` runs on the sampler's thread and, at the start and end, the caller's.
+        self._lock = threading.Lock()
         self.machine: list[MachineSample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loadtest-sampler", daemon=True)
@@ -92,6 +97,10 @@ class ProcessSampler:
 
     def sample(self) -> None:
         """Take one reading of every watched process, and of the machine, now."""
+        with self._lock:
+            self._sample()
+
+    def _sample(self) -> None:
         self.machine.append(machine_sample())
         if self._parents and time.monotonic() - self._scanned >= RESCAN_SECONDS:
             self._scanned = time.monotonic()
@@ -110,17 +119,24 @@ class ProcessSampler:
 
     def _adopt_children(self) -> None:
         """Watch the followed servers' children not watched yet; one started since sampling
-        began gets a first reading of nothing at its start, so all its CPU counts."""
+        began gets a first reading of no CPU at its start (with the memory it has when
+        found), so that all its CPU counts."""
         for pid, role in children_of(self._parents):
-            if pid in self._known:
+            if pid in self._known or self._adopted >= MAX_CHILDREN:
                 continue
-            born = _started_at(pid)
-            if born is None or time.monotonic() - born < SETTLE_SECONDS:
+            age = _age_seconds(pid)
+            if age is None or age < SETTLE_SECONDS:
+                continue
+            try:
+                rss = psutil.Process(pid).memory_info().rss
+            except (psutil.Error, OSError):
                 continue
             self._known.add(pid)
+            self._adopted += 1
             process = describe(pid, role)
+            born = time.monotonic() - age
             if born > self._began:
-                process.samples.append(ProcessSample(born, 0.0, 0))
+                process.samples.append(ProcessSample(born, 0.0, rss))
             self.processes.append(process)
 
     def start(self) -> None:
@@ -139,13 +155,27 @@ class ProcessSampler:
             self.sample()
 
 
-def _started_at(pid: int) -> float | None:
-    """When `pid` started, on the monotonic clock; None when it is gone."""
+def _age_seconds(pid: int) -> float | None:
+    """How long ago `pid` started; None when it is gone.
+
+    On Linux from its start in clock ticks since boot (/proc/PID/stat) against the boot
+    clock: psutil's `create_time` adds that to a boot time in whole seconds, and so may be
+    up to a second off."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        ticks = int(fields[19])  # field 22, `starttime`; the fields after `comm` begin at 3
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / _CLOCK_TICKS)
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
     try:
         created = psutil.Process(pid).create_time()
     except (psutil.Error, OSError):
         return None
-    return time.monotonic() - max(0.0, time.time() - created)
+    return max(0.0, time.time() - created)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def machine_sample() -> MachineSample:
