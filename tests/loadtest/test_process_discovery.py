@@ -360,6 +360,8 @@ async def test_a_cores_provider_workers_are_measured_and_one_started_mid_run_fro
             await core.stop()
     finally:
         await standin.stop()
+    # The kill cost the jobs only a wait: their calls went on on the next worker.
+    assert report.outcomes == {"completed": 2}, report.errors
     workers = [process for process in report.processes if process.role == "core worker"]
     assert [process.pid for process in workers][:1] == [first], "found with its core"
     # … and the one started in its place, named by its own command line, not its parent's.
