@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from scriptgen.cli import run
 from scriptgen.loadtest import count_tokens
 from scriptgen.loadtest._standin import OpenAIStandin, Pace, screenplay
@@ -61,6 +62,51 @@ async def test_the_sdk_reads_one_token_per_chunk_then_the_finish_and_the_usage(
     assert texts == screenplay(80)
     assert finish == ["stop"]
     assert usage is not None and usage.completion_tokens == len(texts)
+
+
+async def _reply_to(url: str, messages: list[ChatCompletionMessageParam]) -> tuple[list[str], int]:
+    """The texts of the stand-in's reply to `messages`, and the completion tokens it counted."""
+    async with openai.AsyncOpenAI(api_key="k", base_url=url, max_retries=0) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-standin",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        texts: list[str] = []
+        counted = -1
+        async with stream:
+            async for chunk in stream:
+                counted = chunk.usage.completion_tokens if chunk.usage else counted
+                texts += [c.delta.content for c in chunk.choices if c.delta.content]
+    return texts, counted
+
+
+@pytest.mark.parametrize(
+    ("partial", "resumed_at"),
+    [
+        (lambda tokens: "".join(tokens[:25]), 25),  # cut between tokens: the next one on
+        (lambda tokens: "".join(tokens[:25]) + tokens[25][:2], 25),  # inside one: it again
+        (lambda tokens: "".join(tokens), -1),  # all of it: nothing left
+        (lambda tokens: "Something else entirely.", 0),  # not its text: from the start
+    ],
+    ids=["between-tokens", "inside-a-token", "whole", "not-its-text"],
+)
+async def test_a_continuation_gets_the_rest_of_the_reply(
+    standin_url: str, partial: Callable[[list[str]], str], resumed_at: int
+) -> None:
+    """As the core asks after a provider worker exited: the partial, then "go on"."""
+    tokens = screenplay(80)
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "You write screenplays."},
+        {"role": "user", "content": "Write."},
+        {"role": "assistant", "content": partial(tokens)},
+        {"role": "user", "content": "Continue exactly where you stopped."},
+    ]
+    texts, counted = await _reply_to(standin_url, messages)
+    resumed_at = len(tokens) if resumed_at < 0 else resumed_at
+    assert texts == tokens[resumed_at:]
+    assert counted == len(tokens) - resumed_at
 
 
 async def test_tokens_are_paced_from_the_first_token_on() -> None:

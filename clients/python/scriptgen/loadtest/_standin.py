@@ -8,6 +8,10 @@ It prints `OpenAI stand-in http://127.0.0.1:PORT/v1` once it listens, then answe
 when usage was asked for), a last chunk with `finish_reason`, the usage chunk,
 `data: [DONE]`. The text is a Fountain screenplay whose tokens are the load
 tool's (`\\S+\\s*|\\s+`), so a run's token counts are the stand-in's chunks.
+A continuation — the messages end with the assistant's partial reply and an instruction
+to go on, as the core sends after a provider worker exited mid-call — gets the rest of
+the reply after the whole tokens of that partial (from its start when the partial is not
+the stand-in's text), as a model would go on.
 Pacing is by absolute schedule per stream: the first token at `--ttft`, token k at
 `ttft + k / rate`; tokens that fall due together go out in one write. Every
 frame is encoded once. What is left per token is a timer, a loop step and a write
@@ -104,15 +108,21 @@ class _Frames:
         self.tokens = [
             _frame(chunk(choice({"content": token}), obfuscation="xyz")) for token in tokens
         ]
-        end = _frame(chunk(choice({}, "stop"), obfuscation="x"))
-        if include_usage:
-            usage = {
-                "prompt_tokens": 11,
-                "completion_tokens": len(tokens),
-                "total_tokens": 11 + len(tokens),
-            }
-            end += _frame(chunk([], usage=usage, obfuscation="x"))
-        self.end = end + b"data: [DONE]\n\n"
+
+        def end(completion_tokens: int) -> bytes:
+            frames = _frame(chunk(choice({}, "stop"), obfuscation="x"))
+            if include_usage:
+                usage = {
+                    "prompt_tokens": 11,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": 11 + completion_tokens,
+                }
+                frames += _frame(chunk([], usage=usage, obfuscation="x"))
+            return frames + b"data: [DONE]\n\n"
+
+        self.end = end(len(tokens))
+        #: The end of a continuation's reply, which sends fewer tokens (made when asked).
+        self.end_after = end
 
 
 class OpenAIStandin:
@@ -148,12 +158,33 @@ class OpenAIStandin:
             self._frames[key] = _Frames(key[0], self._tokens, usage)
         return self._frames[key]
 
+    def _resume_at(self, body: dict[str, Any]) -> int:
+        """The token a reply starts at: 0, or for a continuation the first token its partial
+        reply does not hold whole (a token cut inside comes again, as a model restarts it)."""
+        messages = body.get("messages")
+        if not isinstance(messages, list) or len(messages) < 2:
+            return 0
+        partial = messages[-2]
+        if not isinstance(partial, dict) or partial.get("role") != "assistant":
+            return 0
+        text = partial.get("content")
+        if not isinstance(text, str):
+            return 0
+        offset = 0
+        for index, token in enumerate(self._tokens):
+            if not text.startswith(token, offset):
+                # The partial must end inside this token, or it is not the stand-in's text.
+                return index if token.startswith(text[offset:]) else 0
+            offset += len(token)
+        return len(self._tokens) if offset == len(text) else 0
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if not body.get("stream"):
             error = {"error": {"message": "the stand-in only streams", "type": "invalid_request"}}
             return web.json_response(error, status=400)
         frames = self._frames_of(body)
+        first = self._resume_at(body)
         pace = self._pace
         start = time.monotonic() + pace.first_token_seconds
         response = web.StreamResponse(
@@ -165,8 +196,9 @@ class OpenAIStandin:
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):
             await response.write(frames.start)
+            tokens = frames.tokens[first:] if first else frames.tokens
             sent = 0
-            total = len(frames.tokens)
+            total = len(tokens)
             while sent < total:
                 now = time.monotonic()
                 if now < start:
@@ -179,9 +211,9 @@ class OpenAIStandin:
                     wait = start - now if sent == 0 else start + sent / pace.tokens_per_second - now
                     await asyncio.sleep(max(0.0, wait))
                     continue
-                await response.write(b"".join(frames.tokens[sent:due]))
+                await response.write(b"".join(tokens[sent:due]))
                 sent = due
-            await response.write(frames.end)
+            await response.write(frames.end_after(total) if first else frames.end)
             await response.write_eof()
         return response
 
