@@ -25,7 +25,7 @@ again after a pause that doubles while it keeps failing (`RESTART_PAUSE_SECONDS`
 `MAX_RESTART_PAUSE_SECONDS`). The router calls the same provider again at once for each,
 from the text already delivered and without charging its breaker: the provider did not
 fail, this process did. A call made while no worker serves but one is being started waits
-for it, up to WORKER_WAIT_SECONDS (and the router's first-token timeout), so that one
+for it, up to WORKER_WAIT_SECONDS (and within the router's first-token timeout), so that one
 worker's exit costs its calls a restart's wait, not their jobs. With none coming (the
 pool closing, or that wait over) the call fails as `worker_lost` too. The workers' CPU
 is the core's: the load tool counts them as `core worker`.
@@ -72,7 +72,10 @@ RESTART_PAUSE_SECONDS: Final = 0.5
 MAX_RESTART_PAUSE_SECONDS: Final = 10.0
 #: How long a call waits for a worker while none serves and one is being started: a
 #: restart's pause and start (~1 s of importing the SDK here, more on a busy machine).
+#: Never more than FIRST_TOKEN_SHARE of the router's first-token timeout, so that the
+#: wait ends as the core's `worker_lost` before the router times the provider out.
 WORKER_WAIT_SECONDS = 15.0
+FIRST_TOKEN_SHARE = 0.8
 
 _Usage = tuple[int, int, bool]
 _Item = str | _Usage | ProviderFailure
@@ -319,8 +322,11 @@ class ProviderWorkers:
         With no worker serving but one being started, waits for it (WORKER_WAIT_SECONDS)."""
         live = [link for link in self._links if link.serving]
         if not live and self._restarts and not self._closing:
+            first_token = self._config.router.first_token_timeout_seconds
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(WORKER_WAIT_SECONDS):
+                async with asyncio.timeout(
+                    min(WORKER_WAIT_SECONDS, FIRST_TOKEN_SHARE * first_token)
+                ):
                     while not live and self._restarts and not self._closing:
                         if self._serving_again is None:
                             self._serving_again = asyncio.get_running_loop().create_future()

@@ -32,6 +32,7 @@ from server.config import (
     build_providers,
     from_arguments,
 )
+from server.errors import Unavailable
 from server.metrics import CoreMetrics
 from server.providers import worker_pool
 from server.providers.base import Brief, Prompt, Provider, TokenUsage
@@ -40,7 +41,7 @@ from server.providers.breaker import BreakerState
 from server.providers.errors import ProviderFailure
 from server.providers.factory import StageProviders
 from server.providers.factory import build_providers as build_stage_providers
-from server.providers.router import ProviderRouter
+from server.providers.router import WORKER_LOSSES_PER_CALL, ProviderRouter
 from server.providers.worker_pool import (
     STARTUP_SECONDS,
     OffloadedProvider,
@@ -67,8 +68,8 @@ class Window:
         return None
 
 
-@pytest.fixture
-async def stages(standin: LlmStandin) -> AsyncIterator[StageProviders]:
+@contextlib.asynccontextmanager
+async def _stages(standin: LlmStandin, router: RouterConfig) -> AsyncIterator[StageProviders]:
     """OpenAI on the plan stage and Anthropic on the write stage, both in one worker."""
     config = build_providers(
         plan_chain="openai",
@@ -79,7 +80,7 @@ async def stages(standin: LlmStandin) -> AsyncIterator[StageProviders]:
         anthropic_api_key="test",
         anthropic_base_url=standin.url,
         anthropic_model="claude-test",
-        router=RouterConfig(max_attempts=1),
+        router=router,
     )
     built = build_stage_providers(config, SyntheticConfig(), workers=1, window_seconds=0.05)
     await built.start()
@@ -87,6 +88,12 @@ async def stages(standin: LlmStandin) -> AsyncIterator[StageProviders]:
         yield built
     finally:
         await built.aclose()
+
+
+@pytest.fixture
+async def stages(standin: LlmStandin) -> AsyncIterator[StageProviders]:
+    async with _stages(standin, RouterConfig(max_attempts=1)) as built:
+        yield built
 
 
 def _both(stages: StageProviders) -> list[Provider]:
@@ -218,6 +225,35 @@ async def test_a_worker_lost_mid_call_costs_the_stream_nothing(
     requests = metrics.provider_requests.labels
     assert requests("openai", "worker_lost")._value.get() == 1
     assert requests("openai", "ok")._value.get() == 1
+
+
+async def test_waiting_for_a_worker_ends_before_the_first_token_timeout_as_the_cores_failure(
+    standin: LlmStandin,
+) -> None:
+    """A wait for the next worker longer than the router allows the first token is not the
+    provider's fault: it ends as `worker_lost` (not charged) before the router's timeout."""
+    router_config = RouterConfig(max_attempts=1, first_token_timeout_seconds=0.5)
+    async with _stages(standin, router_config) as stages:
+        workers = stages.workers
+        assert workers is not None
+        (pid,) = workers.pids()
+        os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: workers.live == 0, "the worker gone", 10)
+        metrics = CoreMetrics()
+        router = ProviderRouter(["openai"], router_config, metrics)
+
+        async def write() -> None:
+            stream = router.stream("plan", PROMPT, [stages.plan[0]], {})
+            async with aclosing(stream):
+                async for _ in stream:
+                    pass
+
+        with pytest.raises(Unavailable):
+            await write()
+        requests = metrics.provider_requests.labels
+        assert requests("openai", "worker_lost")._value.get() == WORKER_LOSSES_PER_CALL + 1
+        assert requests("openai", "first_token_timeout")._value.get() == 0
+        assert router.breakers["openai"]._failures == 0
 
 
 async def test_a_frame_the_worker_cannot_read_ends_it_and_another_starts(
