@@ -113,8 +113,8 @@ class CoreMetrics:
         )
         self.provider_worker_restarts = Counter(
             "scriptgen_provider_worker_restarts",
-            "Provider worker processes started again after one exited; their calls failed"
-            " as connection failures.",
+            "Provider worker processes started again after one exited; its calls went on"
+            " on the next (outcome worker_lost).",
             registry=self.registry,
         )
         #: Observed before every piece of text, on the loop's thread: a lock-free histogram.
