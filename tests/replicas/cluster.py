@@ -30,13 +30,22 @@ class Process:
     drain: asyncio.Task[None] | None = None
 
     async def stop(self, signum: int = signal.SIGTERM, within: float = 30) -> int:
-        """Send `signum` and wait for the exit status."""
+        """Send `signum` and wait for the exit status; one that does not exit within
+        `within` seconds is an AssertionError with the end of its output (then killed)."""
         if self.child.returncode is None:
             self.child.send_signal(signum)
-        async with asyncio.timeout(within):
-            code = await self.child.wait()
-            if self.drain is not None:
-                await self.drain
+        try:
+            async with asyncio.timeout(within):
+                code = await self.child.wait()
+                if self.drain is not None:
+                    await self.drain
+        except TimeoutError:
+            if self.child.returncode is None:
+                self.child.kill()
+            tail = "".join(self.output[-40:])
+            raise AssertionError(
+                f"scriptgen did not exit within {within:g}s of signal {signum}:\n{tail}"
+            ) from None
         return code
 
 
