@@ -135,6 +135,9 @@ def test_cpu_per_token_and_idle_memory_add_up_core_and_every_gateway_process() -
     assert FIGURES["gateway us CPU/token"](run) == pytest.approx(50.0)
     assert FIGURES["core+gateway us CPU/token"](run) == pytest.approx(150.0)
     assert FIGURES["core+gateway KiB/idle stream"](run) == pytest.approx(30.0)
+    assert FIGURES["processes started mid-run"](run) == 0.0
+    run["processes"].append({"role": "core worker", "cpu_seconds": 1.0, "started_during_run": True})
+    assert FIGURES["processes started mid-run"](run) == 1.0
 
 
 def test_medians_read_nested_figures_and_skip_missing_ones() -> None:

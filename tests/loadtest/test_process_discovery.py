@@ -35,6 +35,7 @@ from scriptgen.loadtest import (
     parse_grpc_target,
     parse_http_target,
     run_load,
+    summary,
 )
 from scriptgen.loadtest._config import is_loopback_address
 from scriptgen.loadtest._discovery import (
@@ -367,6 +368,11 @@ async def test_a_cores_provider_workers_are_measured_and_one_started_mid_run_fro
     # … and the one started in its place, named by its own command line, not its parent's.
     assert len(workers) == 2, report.processes
     replacement = workers[1]
+    assert [p.started_during_run for p in workers] == [False, True]
+    figures = {f["pid"]: f for f in report.process_figures()}
+    assert figures[replacement.pid]["started_during_run"] is True
+    assert "started_during_run" not in figures[first]
+    assert f"core worker {replacement.pid} (started during the run): CPU" in summary(report)
     # Its CPU counted from its start: the ~1 s of importing the SDK before it was found is in
     # (its memory from when it was found: no growth per stream is made up).
     birth, found = replacement.samples[:2]

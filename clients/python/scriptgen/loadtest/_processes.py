@@ -55,6 +55,8 @@ class WatchedProcess:
     role: str
     command: str = ""
     samples: list[ProcessSample] = field(default_factory=list)
+    #: Started by a server while sampling (a worker in place of one that exited).
+    started_during_run: bool = False
 
 
 def describe(pid: int, role: str) -> WatchedProcess:
@@ -136,6 +138,7 @@ class ProcessSampler:
             process = describe(pid, role)
             born = time.monotonic() - age
             if born > self._began:
+                process.started_during_run = True
                 process.samples.append(ProcessSample(born, 0.0, rss))
             self.processes.append(process)
 

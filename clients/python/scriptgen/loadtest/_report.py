@@ -282,6 +282,8 @@ def _process_figures(
     first = before[-1] if before else (samples[0] if samples else None)
     last = during[-1] if during else (samples[-1] if samples else None)
     figures: dict[str, Any] = {"pid": process.pid, "role": process.role, "command": process.command}
+    if process.started_during_run:
+        figures["started_during_run"] = True
     if first is None or last is None:
         return figures
     wall = max(1e-9, last.time - first.time)
@@ -473,8 +475,10 @@ def summary(report: LoadReport) -> str:
         if "cpu_seconds" not in figures:
             lines.append(f"process {figures['role']} {figures['pid']}: no samples")
             continue
+        started = " (started during the run)" if figures.get("started_during_run") else ""
         line = (
-            f"process {figures['role']} {figures['pid']}: CPU {figures['cpu_seconds']:.2f} s"
+            f"process {figures['role']} {figures['pid']}{started}:"
+            f" CPU {figures['cpu_seconds']:.2f} s"
             f" (mean {figures['cpu_percent_mean']:.0f}%, peak {figures['cpu_percent_peak']:.0f}%),"
             f" RSS {_mib(figures['rss_before_bytes'])} → peak {_mib(figures['rss_peak_bytes'])}"
         )

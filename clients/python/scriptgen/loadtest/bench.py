@@ -199,6 +199,13 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "gateway peak RSS MiB": lambda d: _mib(per_role("gateway", "rss_peak_bytes")(d)),
     "core us CPU/token": _per_token(per_role("core", "cpu_seconds")),
     "gateway us CPU/token": _per_token(per_role("gateway", "cpu_seconds")),
+    # A worker a server started during the run (one exited): the run's figures include
+    # the restart; its CPU counts, and its peak RSS adds to its predecessor's.
+    "processes started mid-run": lambda d: (
+        float(sum(1 for p in d["processes"] if p.get("started_during_run")))
+        if "processes" in d
+        else None
+    ),
     "machine speed loop s": figure("machine.speed_loop_seconds"),
     "machine CPU busy % mean": figure("machine.cpu_during_run.busy_percent_mean"),
     "machine CPU busy % peak": figure("machine.cpu_during_run.busy_percent_peak"),
