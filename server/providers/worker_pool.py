@@ -21,14 +21,15 @@ its socket staying open, it would otherwise keep its calls hanging until the rou
 timeouts, and take new ones. A busy worker answers within a turn of its loop.
 
 A worker that exits fails its calls as `worker_lost` ProviderFailures, and is started
-again after a pause that doubles while it keeps failing (`RESTART_PAUSE_SECONDS` up to
-`MAX_RESTART_PAUSE_SECONDS`). The router calls the same provider again at once for each,
-from the text already delivered and without charging its breaker: the provider did not
-fail, this process did. A call made while no worker serves but one is being started waits
-for it, up to WORKER_WAIT_SECONDS (and within the router's first-token timeout), so that one
-worker's exit costs its calls a restart's wait, not their jobs. With none coming (the
-pool closing, or that wait over) the call fails as `worker_lost` too. The workers' CPU
-is the core's: the load tool counts them as `core worker`.
+again: at once when it had run for MAX_RESTART_PAUSE_SECONDS, else after a pause that
+doubles while it keeps failing (`RESTART_PAUSE_SECONDS` up to `MAX_RESTART_PAUSE_SECONDS`).
+The router calls the same provider again at once for each, from the text already
+delivered and without charging its breaker: the provider did not fail, this process did.
+A call made while no worker serves but one is being started waits for it, up to
+WORKER_WAIT_SECONDS (and within the router's first-token timeout), so that one worker's
+exit costs its calls a restart's wait, not their jobs. With none coming (the pool
+closing, or that wait over) the call fails as `worker_lost` too. The workers' CPU is the
+core's: the load tool counts them as `core worker`.
 """
 
 from __future__ import annotations
@@ -367,13 +368,13 @@ class ProviderWorkers:
     async def _restart(self, old: _Link) -> None:
         loop = asyncio.get_running_loop()
         lived = loop.time() - self._started.get(old.index, float("-inf"))
-        # One that lived a while starts again soon; one that keeps dying waits ever longer.
+        # One that lived a while starts again at once (its calls wait for it); one that keeps
+        # dying waits ever longer.
         pause = (
-            RESTART_PAUSE_SECONDS
+            0.0
             if lived > MAX_RESTART_PAUSE_SECONDS
-            else min(MAX_RESTART_PAUSE_SECONDS, 2 * self._pauses.get(old.index, 0.0))
+            else self._longer(self._pauses.get(old.index, 0.0))
         )
-        pause = max(pause, RESTART_PAUSE_SECONDS)
         with contextlib.suppress(Exception):
             await old.stop()
         while not self._closing:
@@ -389,13 +390,18 @@ class ProviderWorkers:
                 log.warning("provider worker %d did not start: %s", old.index, error)
                 with contextlib.suppress(Exception):
                     await link.stop()
-                pause = min(MAX_RESTART_PAUSE_SECONDS, pause * 2)
+                pause = self._longer(pause)
                 continue
             self._started[old.index] = loop.time()
             self.restarted += 1
             self.on_restart()
             self._wake_waiting()
             return
+
+    @staticmethod
+    def _longer(pause: float) -> float:
+        """The pause after `pause` for a worker that failed again: double, within bounds."""
+        return min(MAX_RESTART_PAUSE_SECONDS, max(RESTART_PAUSE_SECONDS, 2 * pause))
 
     def _wake_waiting(self) -> None:
         """Calls waiting for a worker look again (one serves, or none is coming)."""

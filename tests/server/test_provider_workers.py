@@ -256,6 +256,20 @@ async def test_waiting_for_a_worker_ends_before_the_first_token_timeout_as_the_c
         assert router.breakers["openai"]._failures == 0
 
 
+async def test_a_worker_that_ran_a_while_is_started_again_at_once(
+    stages: StageProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its calls wait for the next one: no pause first (one that keeps dying gets one)."""
+    monkeypatch.setattr(worker_pool, "MAX_RESTART_PAUSE_SECONDS", 0.2)  # "a while"
+    monkeypatch.setattr(worker_pool, "RESTART_PAUSE_SECONDS", 30.0)  # a pause would show
+    workers = stages.workers
+    assert workers is not None
+    await asyncio.sleep(0.3)
+    (pid,) = workers.pids()
+    os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: workers.restarted == 1 and workers.live == 1, "a worker again", 20)
+
+
 async def test_a_frame_the_worker_cannot_read_ends_it_and_another_starts(
     stages: StageProviders, standin: LlmStandin
 ) -> None:
