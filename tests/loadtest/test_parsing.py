@@ -8,7 +8,13 @@ import pytest
 from scriptgen.loadtest import count_tokens
 from scriptgen.loadtest._records import Outcome, StreamRecord
 from scriptgen.loadtest._sse import SseParser
-from scriptgen.loadtest._stats import distribution, inter_token_latencies, stream_rate, timeline
+from scriptgen.loadtest._stats import (
+    distribution,
+    inter_token_latencies,
+    longest_gap,
+    stream_rate,
+    timeline,
+)
 
 DELTA = b'id: 5\nevent: delta\ndata: {"sequence":"5","textDelta":{"text":"INT. KITCHEN\\n\\n"}}\n\n'
 
@@ -75,6 +81,10 @@ def test_inter_token_latency_is_per_token() -> None:
     gaps = inter_token_latencies(record)
     assert [round(g, 6) for g in gaps] == [0.1, 0.1, 0.1, 0.1]
     assert stream_rate(record) == pytest.approx(10.0)  # 4 tokens after the first in 0.4 s
+    # The 0.3 s wait before the last delta: per token it reads as 0.1 s, as a stall 0.3 s.
+    assert longest_gap(record) == pytest.approx(0.3)
+    record.delta_times = record.delta_times[:1]
+    assert longest_gap(record) is None
 
 
 def test_distribution_uses_nearest_rank() -> None:

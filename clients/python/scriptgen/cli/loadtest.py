@@ -14,7 +14,8 @@ and idle once all have their first event, to measure memory per idle stream
 
 Measured: time to first event and to first token (from the request being sent),
 inter-token latency (gap between deltas divided by the tokens they carry, one
-sample per token), tokens per second in total and per stream, errors by kind,
+sample per token), each stream's longest gap between deltas (a stall), tokens
+per second in total and per stream, errors by kind,
 and CPU and RSS of every server process (sampled). An external target's
 processes are found by its port: every process listening on it (the workers of
 a gateway started with --workers) and the loopback servers they are connected

@@ -23,6 +23,7 @@ from scriptgen.loadtest._stats import (
     TimelinePoint,
     distribution,
     inter_token_latencies,
+    longest_gap,
     stream_rate,
     timeline,
 )
@@ -68,6 +69,8 @@ class LoadReport:
     #: and indexing stages, which the reader waits out after the text.
     last_token_to_completed: Distribution
     inter_token_latency: Distribution
+    #: Each stream's longest wait between two deltas (one sample per stream): a stall.
+    longest_delta_gap: Distribution
     #: From the request to its failure, for streams that ended in an error (e.g. refused).
     time_to_error: Distribution
     stream_tokens_per_second: Distribution
@@ -152,6 +155,7 @@ class LoadReport:
                 "write_stage_to_first_token": self.write_to_first_token.scaled(_MS),
                 "last_token_to_completed": self.last_token_to_completed.scaled(_MS),
                 "inter_token_latency": self.inter_token_latency.scaled(_MS),
+                "longest_gap_between_deltas": self.longest_delta_gap.scaled(_MS),
                 "time_to_error": self.time_to_error.scaled(_MS),
             },
             "throughput": {
@@ -365,6 +369,7 @@ def build_report(
         if r.outcome is Outcome.ERROR and r.sent is not None and r.ended is not None
     ]
     rates = [rate for r in records if (rate := stream_rate(r)) is not None]
+    gaps = [gap for r in records if (gap := longest_gap(r)) is not None]
     delta_times = [r.delta_times for r in records if r.delta_times]
     tokens = sum(r.tokens for r in records)
     first_delta = min((times[0] for times in delta_times), default=0.0)
@@ -390,6 +395,7 @@ def build_report(
         write_to_first_token=distribution(write_ttft),
         last_token_to_completed=distribution(finishing),
         inter_token_latency=distribution(itl),
+        longest_delta_gap=distribution(gaps),
         time_to_error=distribution(refusals),
         stream_tokens_per_second=distribution(rates),
         tokens_delivered=tokens,
@@ -452,6 +458,7 @@ def summary(report: LoadReport) -> str:
         ("write stage → token", report.write_to_first_token),
         ("last token → completed", report.last_token_to_completed),
         ("inter-token latency", report.inter_token_latency),
+        ("longest gap per stream", report.longest_delta_gap),
         ("time to error", report.time_to_error),
     ):
         if dist.count:

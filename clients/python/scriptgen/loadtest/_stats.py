@@ -70,6 +70,15 @@ def inter_token_latencies(record: StreamRecord) -> list[float]:
     return samples
 
 
+def longest_gap(record: StreamRecord) -> float | None:
+    """A stream's longest wait between two deltas, in seconds (None with fewer than 2): a
+    stall that the per-token latency spreads over the tokens of the delta that ends it."""
+    times = record.delta_times
+    if len(times) < 2:
+        return None
+    return max(times[i] - times[i - 1] for i in range(1, len(times)))
+
+
 def stream_rate(record: StreamRecord) -> float | None:
     """Tokens per second between a stream's first and last delta (None with fewer than 2)."""
     if len(record.delta_times) < 2:

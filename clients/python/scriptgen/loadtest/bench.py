@@ -190,6 +190,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "ITL p50 ms": latency("inter_token_latency", "p50"),
     "ITL p95 ms": latency("inter_token_latency", "p95"),
     "ITL p99 ms": latency("inter_token_latency", "p99"),
+    "longest gap max ms": latency("longest_gap_between_deltas", "max"),
     "tok/s total": figure("throughput.delivered_tokens_per_second"),
     "tok/s peak": figure("throughput.peak_tokens_per_second"),
     "tok/s per stream p50": figure("throughput.stream_tokens_per_second.p50"),
