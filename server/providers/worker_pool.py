@@ -170,6 +170,11 @@ class _Link:
         self._beat_due = loop.time() + HEARTBEAT_SECONDS
         self._beat = loop.call_at(self._beat_due, self._heartbeat)
 
+    def _stop_beat(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
+
     def _heartbeat(self) -> None:
         """Ping the worker; kill it if it answered no ping for WEDGED_SECONDS.
 
@@ -232,9 +237,7 @@ class _Link:
         was_serving = self.serving
         self.lost = True
         self.serving = False
-        if self._beat is not None:
-            self._beat.cancel()
-            self._beat = None
+        self._stop_beat()
         if not self.ready.done():
             self.ready.set_exception(RuntimeError(f"provider worker {self.index} exited"))
             self.ready.exception()  # retrieved: start() raises its own
@@ -253,9 +256,7 @@ class _Link:
 
     async def stop(self) -> None:
         """Close the socket (the worker cancels its calls and exits); kill it if it lingers."""
-        if self._beat is not None:
-            self._beat.cancel()
-            self._beat = None
+        self._stop_beat()
         if self.protocol.writer is not None:
             self.protocol.writer.close()
         process = self.process
@@ -294,7 +295,10 @@ class ProviderWorkers:
     @property
     def live(self) -> int:
         """Workers running and ready now."""
-        return sum(1 for link in self._links if link.serving)
+        return len(self._serving())
+
+    def _serving(self) -> list[_Link]:
+        return [link for link in self._links if link.serving]
 
     def pids(self) -> list[int]:
         """The process ids of the workers running now."""
@@ -321,7 +325,7 @@ class ProviderWorkers:
         """Send a call to the least busy worker; its items come on the returned _Call.
 
         With no worker serving but one being started, waits for it (WORKER_WAIT_SECONDS)."""
-        live = [link for link in self._links if link.serving]
+        live = self._serving()
         if not live and self._restarts and not self._closing:
             first_token = self._config.router.first_token_timeout_seconds
             with contextlib.suppress(TimeoutError):
@@ -332,7 +336,7 @@ class ProviderWorkers:
                         if self._serving_again is None:
                             self._serving_again = asyncio.get_running_loop().create_future()
                         await asyncio.shield(self._serving_again)
-                        live = [link for link in self._links if link.serving]
+                        live = self._serving()
         self._next_id += 1
         call_id = self._next_id
         if not live:

@@ -130,9 +130,11 @@ class ProcessSampler:
             if age is None or age < SETTLE_SECONDS:
                 continue
             try:
-                rss = psutil.Process(pid).memory_info().rss
+                handle = psutil.Process(pid)
+                rss = handle.memory_info().rss
             except (psutil.Error, OSError):
                 continue
+            self._handles[pid] = handle  # the readings that follow use it too
             self._known.add(pid)
             self._adopted += 1
             process = describe(pid, role)
