@@ -140,6 +140,21 @@ def test_cpu_per_token_and_idle_memory_add_up_core_and_every_gateway_process() -
     assert FIGURES["processes started mid-run"](run) == 1.0
 
 
+def test_peak_memory_is_the_roles_own_and_else_the_sum_of_its_processes_peaks() -> None:
+    run: dict[str, Any] = {
+        "processes": [
+            {"role": "core", "rss_peak_bytes": 100 * 2**20},
+            {"role": "core worker", "rss_peak_bytes": 50 * 2**20},
+            {"role": "core worker", "rss_peak_bytes": 60 * 2**20, "started_during_run": True},
+            {"role": "gateway", "rss_peak_bytes": 30 * 2**20},
+        ],
+    }
+    assert FIGURES["core peak RSS MiB"](run) == pytest.approx(210.0)  # an older report
+    run["roles"] = {"core": {"rss_peak_bytes": 160 * 2**20}}
+    assert FIGURES["core peak RSS MiB"](run) == pytest.approx(160.0)
+    assert FIGURES["gateway peak RSS MiB"](run) == pytest.approx(30.0)
+
+
 def test_medians_read_nested_figures_and_skip_missing_ones() -> None:
     runs: list[dict[str, Any]] = [
         {

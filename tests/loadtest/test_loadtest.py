@@ -26,8 +26,8 @@ from scriptgen.loadtest import (
     summary,
     write_chart,
 )
-from scriptgen.loadtest._processes import MachineSample
-from scriptgen.loadtest._report import _machine_figures
+from scriptgen.loadtest._processes import MachineSample, ProcessSample, WatchedProcess
+from scriptgen.loadtest._report import _machine_figures, _role_figures
 
 from server import Core, SyntheticConfig
 from tests.conftest import fast_core_config
@@ -313,6 +313,25 @@ def test_machine_figures_are_shares_of_every_cpu_over_the_measured_phase() -> No
         "steal_percent_mean": 2.5,
     }
     assert _machine_figures(samples, start=20.0, end=30.0) == {}  # nothing measured then
+
+
+def test_a_roles_peak_memory_is_what_its_processes_held_in_one_pass() -> None:
+    def process(role: str, readings: list[tuple[int, int]]) -> WatchedProcess:
+        watched = WatchedProcess(pid=len(role), role=role)
+        watched.samples = [ProcessSample(float(sweep), 0.0, rss, sweep) for sweep, rss in readings]
+        return watched
+
+    processes = [
+        process("core", [(0, 100), (1, 110), (2, 100), (3, 105), (4, 100)]),
+        process("core worker", [(0, 50), (1, 55)]),  # exited after the second pass …
+        process("core worker", [(2, 1), (3, 70), (4, 60)]),  # … and this one took its place
+        process("gateway", [(0, 40), (1, 40), (2, 40), (3, 40), (4, 900)]),
+        process("gateway worker", [(0, 20), (1, 30), (2, 20), (3, 20), (4, 20)]),
+    ]
+    # The gateway's 900 came after the measured phase (end + 1 s).
+    figures = _role_figures(processes, start=0.0, end=2.5)
+    assert figures == {"core": {"rss_peak_bytes": 175}, "gateway": {"rss_peak_bytes": 70}}
+    assert _role_figures(processes, start=10.0, end=12.0) == {}
 
 
 def test_machine_peak_counts_the_measured_phase_to_its_last_reading() -> None:

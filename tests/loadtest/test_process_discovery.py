@@ -380,6 +380,14 @@ async def test_a_cores_provider_workers_are_measured_and_one_started_mid_run_fro
     assert 0 < birth.rss_bytes <= found.rss_bytes + 4 * 2**20, "read as it was found"
     assert found.time - birth.time >= _processes.SETTLE_SECONDS
     assert replacement.samples[-1].cpu_seconds > 0.3
+    # The core's memory with its workers is what they held at one moment: the exited worker
+    # and the one started in its place never ran together (each holds ~100 MiB).
+    peaks = [
+        figures[p.pid]["rss_peak_bytes"] for p in report.processes if p.role.startswith("core")
+    ]
+    together = report.to_json()["roles"]["core"]["rss_peak_bytes"]
+    assert max(peaks) < together < sum(peaks) - min(peaks) / 2
+    assert f"core processes together: RSS peak {together / 2**20:.1f} MiB" in summary(report)
 
 
 async def test_a_server_pid_must_name_a_process(capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,11 +29,14 @@ SETTLE_SECONDS = 0.5
 
 @dataclass(frozen=True, slots=True)
 class ProcessSample:
-    """One reading: monotonic time, CPU seconds used so far (user + system), RSS bytes."""
+    """One reading: monotonic time, CPU seconds used so far (user + system), RSS bytes, and
+    the sampler's pass it was taken in (readings of one pass are of one moment; -1: made up,
+    as a child's start)."""
 
     time: float
     cpu_seconds: float
     rss_bytes: int
+    sweep: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,8 @@ class ProcessSampler:
         self._adopted = 0
         self._scanned = float("-inf")
         self._began = float("inf")
+        #: Passes over the watched processes so far (`ProcessSample.sweep`).
+        self._sweeps = 0
         #: `sample` runs on the sampler's thread and, at the start and end, the caller's.
         self._lock = threading.Lock()
         self.machine: list[MachineSample] = []
@@ -103,6 +108,8 @@ class ProcessSampler:
             self._sample()
 
     def _sample(self) -> None:
+        sweep = self._sweeps
+        self._sweeps += 1
         self.machine.append(machine_sample())
         if self._parents and time.monotonic() - self._scanned >= RESCAN_SECONDS:
             self._scanned = time.monotonic()
@@ -117,7 +124,9 @@ class ProcessSampler:
                     rss = handle.memory_info().rss
             except (psutil.Error, OSError):
                 continue  # it ended; its last reading stands
-            process.samples.append(ProcessSample(time.monotonic(), cpu.user + cpu.system, rss))
+            process.samples.append(
+                ProcessSample(time.monotonic(), cpu.user + cpu.system, rss, sweep)
+            )
 
     def _adopt_children(self) -> None:
         """Watch the followed servers' children not watched yet; one started since sampling

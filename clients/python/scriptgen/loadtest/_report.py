@@ -105,6 +105,11 @@ class LoadReport:
             _process_figures(process, self.start, self.end, self.hold) for process in self.processes
         ]
 
+    def role_figures(self) -> dict[str, dict[str, int]]:
+        """Memory of each role's processes together (`gateway` with its workers, `core` with
+        its provider workers): the most they held at one moment of the measured phase."""
+        return _role_figures(self.processes, self.start, self.end)
+
     def machine_figures(self) -> dict[str, Any]:
         """How busy all of the machine's CPUs were over the measured phase (100 = all busy)."""
         return _machine_figures(self.machine_samples, self.start, self.end)
@@ -172,6 +177,7 @@ class LoadReport:
                 "match": self.completed_tokens == self.saved_episode_tokens,
             },
             "processes": figures,
+            "roles": self.role_figures(),
             "client_workers": [
                 {
                     "pid": w.pid,
@@ -322,6 +328,27 @@ def _process_figures(
                 (rss_held - first.rss_bytes) / hold.open_streams
             )
     return figures
+
+
+def _role_figures(
+    processes: Sequence[WatchedProcess], start: float, end: float
+) -> dict[str, dict[str, int]]:
+    """Per role (its first word: a `gateway worker` is the gateway's), the peak over the
+    sampler's passes in the measured phase of the RSS its processes held in one pass. A
+    sum of each process's own peak would count a worker that exited and the one started in
+    its place as if both had run at once."""
+    totals: dict[str, dict[int, int]] = {}
+    for process in processes:
+        role = process.role.split(" ")[0]
+        by_sweep = totals.setdefault(role, {})
+        for sample in process.samples:
+            if sample.sweep >= 0 and start <= sample.time <= end + 1.0:
+                by_sweep[sample.sweep] = by_sweep.get(sample.sweep, 0) + sample.rss_bytes
+    return {
+        role: {"rss_peak_bytes": max(by_sweep.values())}
+        for role, by_sweep in sorted(totals.items())
+        if by_sweep
+    }
 
 
 def build_report(
@@ -492,6 +519,11 @@ def summary(report: LoadReport) -> str:
         if "hold_bytes_per_stream" in figures:
             line += f", {figures['hold_bytes_per_stream'] / 1024:.1f} KiB per idle stream"
         lines.append(line)
+    counts = Counter(process.role.split(" ")[0] for process in report.processes)
+    for role, figures in report.role_figures().items():
+        if counts[role] > 1:
+            peak = _mib(figures["rss_peak_bytes"])
+            lines.append(f"{role} processes together: RSS peak {peak} at one moment")
     box = report.machine_figures()
     if box:
         lines.append(

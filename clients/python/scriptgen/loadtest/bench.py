@@ -143,6 +143,17 @@ def per_role(role: str, key: str) -> Callable[[dict[str, Any]], float | None]:
     return read
 
 
+def role_peak_rss(role: str) -> Callable[[dict[str, Any]], float | None]:
+    """The most memory `role`'s processes held at one moment (the report's `roles`); for a
+    report from before it had them, the sum of each process's own peak."""
+
+    def read(document: dict[str, Any]) -> float | None:
+        peak = document.get("roles", {}).get(role, {}).get("rss_peak_bytes")
+        return float(peak) if peak is not None else per_role(role, "rss_peak_bytes")(document)
+
+    return read
+
+
 def _both(
     *reads: Callable[[dict[str, Any]], float | None],
 ) -> Callable[[dict[str, Any]], float | None]:
@@ -195,13 +206,13 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "tok/s peak": figure("throughput.peak_tokens_per_second"),
     "tok/s per stream p50": figure("throughput.stream_tokens_per_second.p50"),
     "core CPU s": per_role("core", "cpu_seconds"),
-    "core peak RSS MiB": lambda d: _mib(per_role("core", "rss_peak_bytes")(d)),
+    "core peak RSS MiB": lambda d: _mib(role_peak_rss("core")(d)),
     "gateway CPU s": per_role("gateway", "cpu_seconds"),
-    "gateway peak RSS MiB": lambda d: _mib(per_role("gateway", "rss_peak_bytes")(d)),
+    "gateway peak RSS MiB": lambda d: _mib(role_peak_rss("gateway")(d)),
     "core us CPU/token": _per_token(per_role("core", "cpu_seconds")),
     "gateway us CPU/token": _per_token(per_role("gateway", "cpu_seconds")),
     # A worker a server started during the run (one exited): the run's figures include
-    # the restart; its CPU counts, and its peak RSS adds to its predecessor's.
+    # the restart; its CPU counts, and its memory counts while it and the others ran.
     "processes started mid-run": lambda d: (
         float(sum(1 for p in d["processes"] if p.get("started_during_run")))
         if "processes" in d
