@@ -9,6 +9,7 @@ closes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,6 +52,9 @@ from server.storage_probes import local_storage_probes
 from server.store import build_project_store
 
 log = logging.getLogger(__name__)
+#: At shutdown, how long each part of the core (its provider workers, store, knowledge,
+#: job log) gets to close before the core goes on without it.
+CLOSE_SECONDS = 5.0
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -272,7 +276,7 @@ class Core:
         if self._relay is not None:
             self._relay.shut_down()  # gateways' Relay calls end with their last stream
         await self.runner.drain(grace_seconds)
-        await self.runner.stop_watching()
+        await _closing("the job watch", self.runner.stop_watching())
         # A process that starts cores again (tests, embedding) must not keep every dead one.
         thaw_heap()
         # Jobs have ended, so open streams are delivering their last events; give them a moment.
@@ -281,14 +285,13 @@ class Core:
         self._loop_lag.stop()
         self._stop_draining()
         if self._metrics_runner is not None:
-            await self._metrics_runner.cleanup()
+            await _closing("the metrics endpoint", self._metrics_runner.cleanup())
             self._metrics_runner = None
-        # The provider workers first: nothing calls a model after the drain, and a store
-        # that fails to close must not leave them running.
-        await self.providers.aclose()
-        await self.store.close()
-        await self.knowledge.close()
-        await self.jobs.close()
+        # The provider workers first: nothing calls a model after the drain.
+        await _closing("the provider workers", self.providers.aclose())
+        await _closing("the project store", self.store.close())
+        await _closing("story knowledge", self.knowledge.close())
+        await _closing("the job log", self.jobs.close())
         log.info("core stopped")
 
     def _stop_draining(self) -> None:
@@ -300,6 +303,18 @@ class Core:
         """Block until the server stops."""
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+async def _closing(what: str, closing: Awaitable[None]) -> None:
+    """Await one part's closing at shutdown, for at most CLOSE_SECONDS: a part that fails
+    or hangs (a database gone away) is logged and the others are closed all the same."""
+    try:
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await closing
+    except TimeoutError:
+        log.error("shutdown: closing %s took more than %gs; going on", what, CLOSE_SECONDS)
+    except Exception:
+        log.exception("shutdown: closing %s failed; going on", what)
 
 
 __all__ = ["Core"]

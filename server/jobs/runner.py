@@ -59,6 +59,11 @@ CANCEL_WAIT_SECONDS = 5.0
 #: `asyncio.wait_for`, in a library, returns a result that came with the cancellation).
 RECANCEL_AFTER_SECONDS = 1.0
 CANCEL_ATTEMPTS = 5
+#: At shutdown, how long the jobs still running after the grace get, all together, to end:
+#: their cancellations (CANCEL_ATTEMPTS times RECANCEL_AFTER_SECONDS at most) and a save or
+#: terminal event already under way. Past it the core stops without them; with Redis,
+#: the next core to meet one after its lease lapses ends it (JOB_OWNER_LOST).
+SHUTDOWN_CANCEL_SECONDS = 10.0
 _ENDED_STATES = frozenset(
     {
         generation_pb2.GENERATION_STATE_SUCCEEDED,
@@ -522,8 +527,31 @@ class JobRunner:
                     if tasks:
                         await asyncio.wait(tasks)
         remaining = list(self._jobs.values())
-        if remaining:
-            log.info("cancelling %d jobs still running at shutdown", len(remaining))
-            await asyncio.gather(
-                *(self._cancel(job, "the server is shutting down") for job in remaining)
+        if not remaining:
+            return
+        log.info("cancelling %d jobs still running at shutdown", len(remaining))
+        try:
+            async with asyncio.timeout(SHUTDOWN_CANCEL_SECONDS):
+                await asyncio.gather(
+                    *(self._cancel(job, "the server is shutting down") for job in remaining)
+                )
+        except TimeoutError:
+            stuck = [job for job in remaining if job.task is None or not job.task.done()]
+            log.error(
+                "shutdown: %d jobs did not end within %gs of their cancellation; stopping"
+                " without them: %s",
+                len(stuck),
+                SHUTDOWN_CANCEL_SECONDS,
+                ", ".join(f"{job.generation.name} ({_stage(job)})" for job in stuck),
             )
+
+
+def _stage(job: _Job) -> str:
+    """Where a job stands, for a shutdown that cannot wait for it."""
+    if job.task is None:
+        return "not started"
+    if job.ending:
+        return "writing its end"
+    if job.pipeline.state.committed:
+        return "saving its episode"
+    return "running"

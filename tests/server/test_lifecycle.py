@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -17,7 +18,8 @@ from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client.parser import text_string_to_metric_families
 from scriptgen.v1 import generation_service_pb2
 
-from server import Core, SyntheticConfig
+from server import Core, SyntheticConfig, app
+from server.jobs.backends import JobBackends
 from tests.conftest import fast_core_config
 from tests.server.rpc import connect, error_info, health_check, health_watch, read, reflection_info
 
@@ -130,6 +132,41 @@ async def test_jobs_that_finish_within_the_grace_period_complete(tmp_path: Path)
         await asyncio.wait_for(core.stop(), 15)
         events = await stream
     assert events[-1].HasField("completed")
+
+
+async def test_a_part_that_hangs_or_fails_to_close_does_not_keep_the_core_from_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(app, "CLOSE_SECONDS", 0.3)
+    caplog.set_level(logging.INFO, logger="server.app")
+    core = Core(fast_core_config(tmp_path / "core"))
+    await core.start()
+    closed: list[str] = []
+    store_close, knowledge_close = core.store.close, core.knowledge.close
+    jobs_close = JobBackends.close
+
+    async def store_hangs() -> None:
+        await store_close()  # closed for real, then hangs as a database gone away would
+        await asyncio.sleep(3600)
+
+    async def knowledge_fails() -> None:
+        await knowledge_close()  # closed for real (its threads end), then fails
+        raise OSError("the knowledge folder is gone")
+
+    async def jobs_closes(backends: JobBackends) -> None:
+        await jobs_close(backends)
+        closed.append("jobs")
+
+    monkeypatch.setattr(core.store, "close", store_hangs)
+    monkeypatch.setattr(core.knowledge, "close", knowledge_fails)
+    monkeypatch.setattr(JobBackends, "close", jobs_closes)  # a frozen dataclass
+    async with asyncio.timeout(5):
+        await core.stop()
+    assert closed == ["jobs"]  # the parts after those were closed all the same
+    assert "shutdown: closing the project store took more than 0.3s; going on" in caplog.text
+    assert "shutdown: closing story knowledge failed; going on" in caplog.text
+    assert "the knowledge folder is gone" in caplog.text
+    assert "core stopped" in caplog.text
 
 
 async def test_an_empty_generation_name_is_invalid(core_target: str) -> None:

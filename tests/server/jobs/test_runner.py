@@ -18,6 +18,7 @@ from server import Core
 from server.errors import Unavailable
 from server.events import MemoryEventLog
 from server.jobs import JobRunner
+from server.jobs import runner as runner_module
 from server.jobs.registry import MemoryJobRegistry
 from server.jobs.runner import CANCEL_ATTEMPTS, RECANCEL_AFTER_SECONDS
 from tests.server.rpc import connect, read
@@ -187,3 +188,39 @@ async def test_drain_waits_for_a_job_still_being_started(core: Core) -> None:
     assert runner.running == 0  # drained: not started after the drain was over
     kinds = await _kinds(log, name)
     assert [k for k in kinds if k in TERMINAL] == ["completed"]
+
+
+class StuckEndLog(QueuedHookLog):
+    """An in-memory log on which a job's `cancelled` event hangs until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def append(self, event: generation_pb2.GenerationEvent) -> None:
+        if event.HasField("cancelled"):
+            await self.release.wait()
+        await super().append(event)
+
+
+async def test_shutdown_stops_waiting_for_a_job_stuck_writing_its_end(
+    core: Core, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(runner_module, "SHUTDOWN_CANCEL_SECONDS", 0.5)
+    log = StuckEndLog()
+    runner = _runner(core, log)
+    name = await runner.start(await _request(core))
+    began = asyncio.get_running_loop().time()
+    # No grace: the job is cancelled at once, and its end never gets into the log.
+    async with asyncio.timeout(RECANCEL_AFTER_SECONDS + 5):
+        await runner.drain(grace_seconds=0.0)
+    # The bound (0.5 s), with room for a slow machine: not forever.
+    assert asyncio.get_running_loop().time() - began < 0.5 + 1.0
+    assert runner.running == 1
+    assert "shutdown: 1 jobs did not end within 0.5s of their cancellation" in caplog.text
+    assert f"{name} (writing its end)" in caplog.text
+    log.release.set()  # the log comes back: the job still writes its one end
+    async with asyncio.timeout(5):
+        kinds = await _kinds(log, name)
+    assert [k for k in kinds if k in TERMINAL] == ["cancelled"]
+    assert runner.running == 0
