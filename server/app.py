@@ -2,9 +2,10 @@
 
 Start and stop are explicit so tests run real cores on port 0. Stopping is
 graceful: health turns NOT_SERVING first, new jobs are refused, running jobs
-get the grace period to finish and are then cancelled (each still ends with
-its terminal event), open streams deliver those events, then the listener
-closes.
+get the grace period to finish and are then cancelled (each ends with its
+terminal event, unless it cannot end within SHUTDOWN_CANCEL_SECONDS), open
+streams deliver those events, then the listener and the parts close, each
+wait bounded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 from grpc import aio
@@ -38,6 +39,7 @@ from server.config import CoreConfig
 from server.health import CoreHealth
 from server.jobs import JobRunner
 from server.jobs.backends import build_job_backends
+from server.jobs.runner import SHUTDOWN_CANCEL_SECONDS
 from server.knowledge import build_knowledge_base
 from server.limits import transport_message_max
 from server.metrics import CoreMetrics
@@ -52,9 +54,19 @@ from server.storage_probes import local_storage_probes
 from server.store import build_project_store
 
 log = logging.getLogger(__name__)
-#: At shutdown, how long each part of the core (its provider workers, store, knowledge,
-#: job log) gets to close before the core goes on without it.
+#: At shutdown, how long the parts of the core (its provider workers, store, knowledge,
+#: job log, metrics endpoint) get to close, all together; one cut short is cancelled and
+#: gets CLOSE_CLEANUP_SECONDS more (a provider worker is killed then). The job watch, stopped
+#: before them, gets the same.
 CLOSE_SECONDS = 5.0
+CLOSE_CLEANUP_SECONDS = 1.0
+#: Once the jobs have ended, how long open streams get to deliver their last events.
+STREAMS_SECONDS = 5.0
+#: The longest a stop takes after the grace: the jobs' cancellation, the job watch, the
+#: streams, the parts. A deployment's termination grace covers preStop + grace + this.
+AFTER_GRACE_SECONDS = (
+    SHUTDOWN_CANCEL_SECONDS + 2 * (CLOSE_SECONDS + CLOSE_CLEANUP_SECONDS) + STREAMS_SECONDS
+)
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -276,22 +288,24 @@ class Core:
         if self._relay is not None:
             self._relay.shut_down()  # gateways' Relay calls end with their last stream
         await self.runner.drain(grace_seconds)
-        await _closing("the job watch", self.runner.stop_watching())
+        await _close({"the job watch": self.runner.stop_watching()})
         # A process that starts cores again (tests, embedding) must not keep every dead one.
         thaw_heap()
         # Jobs have ended, so open streams are delivering their last events; give them a moment.
-        await self._server.stop(grace=min(5.0, max(grace_seconds, 0.5)))
+        await self._server.stop(grace=min(STREAMS_SECONDS, max(grace_seconds, 0.5)))
         self._server = None
         self._loop_lag.stop()
         self._stop_draining()
+        parts = {
+            "the provider workers": self.providers.aclose(),
+            "the project store": self.store.close(),
+            "story knowledge": self.knowledge.close(),
+            "the job log": self.jobs.close(),
+        }
         if self._metrics_runner is not None:
-            await _closing("the metrics endpoint", self._metrics_runner.cleanup())
+            parts["the metrics endpoint"] = self._metrics_runner.cleanup()
             self._metrics_runner = None
-        # The provider workers first: nothing calls a model after the drain.
-        await _closing("the provider workers", self.providers.aclose())
-        await _closing("the project store", self.store.close())
-        await _closing("story knowledge", self.knowledge.close())
-        await _closing("the job log", self.jobs.close())
+        await _close(parts)
         log.info("core stopped")
 
     def _stop_draining(self) -> None:
@@ -305,16 +319,29 @@ class Core:
             await self._server.wait_for_termination()
 
 
-async def _closing(what: str, closing: Awaitable[None]) -> None:
-    """Await one part's closing at shutdown, for at most CLOSE_SECONDS: a part that fails
-    or hangs (a database gone away) is logged and the others are closed all the same."""
-    try:
-        async with asyncio.timeout(CLOSE_SECONDS):
-            await closing
-    except TimeoutError:
-        log.error("shutdown: closing %s took more than %gs; going on", what, CLOSE_SECONDS)
-    except Exception:
-        log.exception("shutdown: closing %s failed; going on", what)
+async def _close(parts: Mapping[str, Awaitable[None]]) -> None:
+    """Close the parts (name: its closing) together, for at most CLOSE_SECONDS: one that
+    fails or hangs (a database gone away) is logged, and the others close all the same.
+    One cut short is cancelled and gets CLOSE_CLEANUP_SECONDS to clean up; a part that
+    ignores its cancellation is left behind."""
+    names = {asyncio.ensure_future(closing): what for what, closing in parts.items()}
+    _, late = await asyncio.wait(names, timeout=CLOSE_SECONDS)
+    for task in late:
+        log.error("shutdown: closing %s took more than %gs; going on", names[task], CLOSE_SECONDS)
+        task.cancel()
+    if late:
+        await asyncio.wait(late, timeout=CLOSE_CLEANUP_SECONDS)
+    for task, what in names.items():
+        if task in late:
+            task.add_done_callback(_outcome_read)  # whenever it ends
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("shutdown: closing %s failed; going on", what, exc_info=task.exception())
+
+
+def _outcome_read(task: asyncio.Future[None]) -> None:
+    """Read a late close's outcome, so that it is not reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 __all__ = ["Core"]

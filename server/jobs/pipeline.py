@@ -13,7 +13,8 @@
   quality report, provider usage and the exact prompts sent (prompt snapshot);
 * index: embed the saved episode into the story knowledge for later episodes.
   The episode is saved by then, so a failure here is reported in a Progress
-  event and the job still completes.
+  event and the job still completes; so does a job whose indexing is dropped at
+  shutdown (`skip_indexing`).
 
 Model calls go through the provider router, each stage along its own chain.
 Nothing on this path touches the database until the save stage stores the
@@ -22,6 +23,7 @@ whole episode at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
@@ -113,6 +115,14 @@ class Pipeline:
         self._delta_window = delta_window_seconds
         self._deltas: DeltaCoalescer | None = None
         self.state = PipelineState()
+        #: Set at shutdown (`skip_indexing`): the saved episode is not indexed, or no longer.
+        self._skip_index = asyncio.Event()
+
+    def skip_indexing(self) -> None:
+        """Index no more (shutdown): a job that has saved its episode completes at once,
+        its episode not indexed, as when indexing fails (later episodes miss it in
+        retrieval); it never ends as if nothing had been saved."""
+        self._skip_index.set()
 
     async def _stage(self, stage: generation_pb2.Stage.ValueType) -> None:
         self.state.stage = stage
@@ -302,7 +312,11 @@ class Pipeline:
             )
             return
         try:
-            await self._knowledge.index_episode(self._project_id, episode)
+            if not await self._indexed(episode):
+                await self._progress(
+                    generation_pb2.STAGE_INDEX, 1.0, "not indexed: the server is shutting down"
+                )
+                return
         except Exception as error:
             # The episode is saved; later episodes just miss it in retrieval. Say so, go on.
             log.warning("%s: indexing %s failed: %s", self._generation, episode.name, error)
@@ -312,6 +326,26 @@ class Pipeline:
             return
         await self._progress(generation_pb2.STAGE_INDEX, 1.0, f"indexed {episode.name}")
 
+    async def _indexed(self, episode: project_pb2.Episode) -> bool:
+        """Index `episode`; False when `skip_indexing` came first (the indexing is dropped)."""
+        assert self._knowledge is not None
+        if self._skip_index.is_set():
+            return False
+        indexing = asyncio.ensure_future(self._knowledge.index_episode(self._project_id, episode))
+        skipping = asyncio.ensure_future(self._skip_index.wait())
+        try:
+            await asyncio.wait((indexing, skipping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            skipping.cancel()
+            if not indexing.done():
+                # Skipped, or this job was cancelled: the indexing ends on its own, unawaited.
+                indexing.add_done_callback(_dropped)
+                indexing.cancel()
+        if not indexing.done():
+            return False
+        indexing.result()  # its error, if it failed
+        return True
+
     async def run(self) -> GenerationEvent.Completed:
         """Run every stage; the Completed payload of the saved episode."""
         outline = await self._plan()
@@ -320,3 +354,10 @@ class Pipeline:
         episode = await self._save(outline, script, quality)
         await self._index(episode)
         return GenerationEvent.Completed(episode=episode, usage=episode.usage, quality=quality)
+
+
+def _dropped(task: asyncio.Future[None]) -> None:
+    """The outcome of an indexing nobody waits for any more, read so that it is not
+    reported as never retrieved."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("an indexing dropped at shutdown failed: %s", task.exception())

@@ -2,7 +2,9 @@
 
 A job's task belongs to the runner, not to the call that started it: a caller
 that goes away leaves the job running, and any number of readers follow its
-event log. Every job ends with exactly one terminal event, whatever happens.
+event log. Every job ends with exactly one terminal event, whatever happens: its
+own, or, when its core stopped without writing it (killed, or a shutdown that could
+not wait for it), one written by the next core to meet it (`end_orphan`; with Redis).
 """
 
 from __future__ import annotations
@@ -530,16 +532,20 @@ class JobRunner:
         if not remaining:
             return
         log.info("cancelling %d jobs still running at shutdown", len(remaining))
-        try:
+        for job in remaining:
+            # One that has saved its episode completes without indexing it, not cancelled.
+            job.pipeline.skip_indexing()
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_CANCEL_SECONDS):
                 await asyncio.gather(
                     *(self._cancel(job, "the server is shutting down") for job in remaining)
                 )
-        except TimeoutError:
-            stuck = [job for job in remaining if job.task is None or not job.task.done()]
+        # Past the bound, or given up on after CANCEL_ATTEMPTS cancellations.
+        stuck = [job for job in remaining if job.task is None or not job.task.done()]
+        if stuck:
             log.error(
-                "shutdown: %d jobs did not end within %gs of their cancellation; stopping"
-                " without them: %s",
+                "shutdown: %d jobs did not end after their cancellation (waited up to %gs);"
+                " stopping without them: %s",
                 len(stuck),
                 SHUTDOWN_CANCEL_SECONDS,
                 ", ".join(f"{job.generation.name} ({_stage(job)})" for job in stuck),
@@ -552,6 +558,9 @@ def _stage(job: _Job) -> str:
         return "not started"
     if job.ending:
         return "writing its end"
-    if job.pipeline.state.committed:
+    stage = job.pipeline.state.stage
+    if stage == generation_pb2.STAGE_SAVE:
         return "saving its episode"
+    if stage == generation_pb2.STAGE_INDEX:
+        return "indexing its episode"
     return "running"

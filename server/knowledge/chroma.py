@@ -187,6 +187,8 @@ class ChromaCollection:
         """`function` on a worker thread; `probe`: on the probe's own thread, so a
         readiness probe does not queue behind the jobs' reads and writes. `on_begin` is
         called on that thread just before `function`, once the call has its thread."""
+        if self._closed:  # no new pool once closed: its threads would hold up the exit
+            raise Unavailable("story knowledge is closed", reason="KNOWLEDGE_UNAVAILABLE")
         if probe:
             if self._probe_executor is None:
                 self._probe_executor = ThreadPoolExecutor(
@@ -419,20 +421,30 @@ class ChromaCollection:
         await self._run(collection.delete, ids=list(ids))
 
     async def close(self) -> None:
-        """Close the client and the thread pool."""
+        """Close the client and the thread pools."""
         self._closed = True
         client, self._client, self._collection = self._client, None, None
-        executor, self._executor = self._executor, None
-        if client is not None and executor is not None:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await asyncio.get_running_loop().run_in_executor(executor, close_client, client)
-            except (*_OUTAGES, RuntimeError):
-                log.warning("story knowledge: closing the Chroma client failed", exc_info=True)
-        probe, self._probe_executor = self._probe_executor, None
-        for pool in (executor, probe):
+        executor = self._executor
+        try:
+            if client is not None and executor is not None:
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await asyncio.get_running_loop().run_in_executor(
+                            executor, close_client, client
+                        )
+                except (*_OUTAGES, RuntimeError):
+                    log.warning("story knowledge: closing the Chroma client failed", exc_info=True)
+        finally:
+            self.abandon()  # also when the close itself is cut short
+
+    def abandon(self) -> None:
+        """Take no more calls and drop the queued ones, without waiting for any: a call
+        stuck on a dead server must not hold up shutdown."""
+        self._closed = True
+        pools = (self._executor, self._probe_executor)
+        self._executor = self._probe_executor = None
+        for pool in pools:
             if pool is not None:
-                # A call stuck on a dead server must not hold up shutdown.
                 pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -193,9 +193,13 @@ class ChromaKnowledgeBase:
             log.warning("story knowledge: Chroma is not reachable yet; connecting on first use")
 
     async def close(self) -> None:
-        await self._episodes.close()
-        await self.collection.close()
-        await self.embedder.close()
+        try:
+            await self._episodes.close()
+            await self.collection.close()
+            await self.embedder.close()
+        finally:
+            # A close cut short (the core's limit at shutdown) still ends Chroma's pools.
+            self.collection.abandon()
 
     async def ping(self) -> None:
         await self.collection.heartbeat()

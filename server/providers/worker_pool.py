@@ -265,8 +265,14 @@ class _Link:
         try:
             await asyncio.wait_for(process.wait(), STOP_SECONDS)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            pass
+        finally:
+            # Also when the stop itself is cut short (the core's own close limit): a worker
+            # ignores SIGTERM and must not outlive its core.
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        if process.returncode is None:
             await process.wait()
 
 

@@ -13,7 +13,7 @@ import kubernetes_validate  # type: ignore[import-untyped]  # no py.typed marker
 import pytest
 import yaml
 
-from server.jobs.runner import SHUTDOWN_CANCEL_SECONDS
+from server.app import AFTER_GRACE_SECONDS
 from tests.deploy.manifests import (
     KUSTOMIZATIONS,
     Manifest,
@@ -258,10 +258,10 @@ def test_core_has_native_grpc_probes_and_drains_within_its_grace(
         assert main[probe]["grpc"].get("service", "") == ""
     pre_stop = main["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    # preStop, then the job drain, the cancellation of the jobs left (a save under way
-    # included), then up to 5 s for streams to deliver their last events.
+    # preStop, then the job drain, then the rest of the stop, each wait of it bounded: the
+    # cancellation of the jobs left, the streams' last events, the parts' closing.
     grace = _seconds(variables["SCRIPTGEN_SHUTDOWN_GRACE_SECONDS"])
-    needed = float(pre_stop[1]) + grace + SHUTDOWN_CANCEL_SECONDS + 5
+    needed = float(pre_stop[1]) + grace + AFTER_GRACE_SECONDS
     assert pod_spec(core)["terminationGracePeriodSeconds"] > needed
     liveness = main["livenessProbe"]
     assert liveness["periodSeconds"] * liveness["failureThreshold"] > needed

@@ -318,6 +318,25 @@ async def test_after_close_calls_fail_at_once_and_no_worker_is_left(
     assert time.monotonic() - started < 1.0
 
 
+async def test_a_close_cut_short_still_kills_a_worker_that_does_not_exit(
+    stages: StageProviders,
+) -> None:
+    """The core's close limit at shutdown cancels the close before its own wait for the
+    worker is over: a stopped worker, which never exits by itself, is killed all the same."""
+    workers = stages.workers
+    assert workers is not None
+    (pid,) = workers.pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):  # well within the close's own STOP_SECONDS
+                await stages.aclose()
+        await eventually(lambda: not psutil.pid_exists(pid) or _zombie(pid), "killed", 5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_a_worker_does_not_outlive_its_core() -> None:
     """A core killed outright: its worker sees the socket close and exits."""
     script = textwrap.dedent(

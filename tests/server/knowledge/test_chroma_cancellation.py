@@ -12,8 +12,13 @@ import asyncio
 import threading
 import time
 
+import pytest
+
+from server.errors import Unavailable
 from server.knowledge import HashingEmbedder
 from server.knowledge.chroma import ChromaCollection
+from tests.gateway.conftest import eventually
+from tests.server.knowledge.conftest import KnowledgeFactory
 
 #: Longest a step of the test waits for the worker thread, in seconds.
 _WAIT_SECONDS = 10.0
@@ -51,3 +56,30 @@ async def test_a_call_cancelled_as_it_returns_is_cancelled() -> None:
         )
     finally:
         await collection.close()
+
+
+async def test_a_close_cut_short_still_ends_chromas_threads(
+    make_knowledge: KnowledgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core's close limit at shutdown may cancel the close while saved episodes are
+    still being written: Chroma's pools end all the same (their threads would otherwise
+    hold up the process's exit), and the knowledge base takes no more calls."""
+    knowledge = await make_knowledge()
+    await knowledge.retrieve("p", "Minsu", token_budget=100)
+    assert _chroma_threads(), "the calls ran on Chroma's pool"
+
+    async def writes_never_end() -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(knowledge._episodes, "close", writes_never_end)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await knowledge.close()
+    await eventually(lambda: not _chroma_threads(), "Chroma's threads ended", _WAIT_SECONDS)
+    with pytest.raises(Unavailable, match="closed"):
+        await knowledge.retrieve("p", "Minsu", token_budget=100)
+    assert not _chroma_threads(), "no pool started again"
+
+
+def _chroma_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("chroma") and t.is_alive()]

@@ -148,8 +148,10 @@ def role_peak_rss(role: str) -> Callable[[dict[str, Any]], float | None]:
     report from before it had them, the sum of each process's own peak."""
 
     def read(document: dict[str, Any]) -> float | None:
-        peak = document.get("roles", {}).get(role, {}).get("rss_peak_bytes")
-        return float(peak) if peak is not None else per_role(role, "rss_peak_bytes")(document)
+        if "roles" not in document:
+            return per_role(role, "rss_peak_bytes")(document)
+        peak = document["roles"].get(role, {}).get("rss_peak_bytes")
+        return None if peak is None else float(peak)
 
     return read
 
