@@ -325,14 +325,23 @@ async def _close(parts: Mapping[str, Awaitable[None]]) -> None:
     One cut short is cancelled and gets CLOSE_CLEANUP_SECONDS to clean up; a part that
     ignores its cancellation is left behind."""
     names = {asyncio.ensure_future(closing): what for what, closing in parts.items()}
-    _, late = await asyncio.wait(names, timeout=CLOSE_SECONDS)
-    for task in late:
-        log.error("shutdown: closing %s took more than %gs; going on", names[task], CLOSE_SECONDS)
-        task.cancel()
-    if late:
-        await asyncio.wait(late, timeout=CLOSE_CLEANUP_SECONDS)
+    try:
+        _, late = await asyncio.wait(names, timeout=CLOSE_SECONDS)
+        for task in late:
+            log.error(
+                "shutdown: closing %s took more than %gs; going on", names[task], CLOSE_SECONDS
+            )
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=CLOSE_CLEANUP_SECONDS)
+    except BaseException:
+        # The stop itself was cancelled: the parts' closes are too, and left to end.
+        for task in names:
+            task.cancel()
+            task.add_done_callback(_outcome_read)
+        raise
     for task, what in names.items():
-        if task in late:
+        if not task.done():
             task.add_done_callback(_outcome_read)  # whenever it ends
         elif not task.cancelled() and task.exception() is not None:
             log.error("shutdown: closing %s failed; going on", what, exc_info=task.exception())

@@ -312,16 +312,17 @@ class Pipeline:
             )
             return
         try:
-            if not await self._indexed(episode):
-                await self._progress(
-                    generation_pb2.STAGE_INDEX, 1.0, "not indexed: the server is shutting down"
-                )
-                return
+            indexed = await self._indexed(episode)
         except Exception as error:
             # The episode is saved; later episodes just miss it in retrieval. Say so, go on.
             log.warning("%s: indexing %s failed: %s", self._generation, episode.name, error)
             await self._progress(
                 generation_pb2.STAGE_INDEX, 1.0, f"not indexed: {error or type(error).__name__}"
+            )
+            return
+        if not indexed:
+            await self._progress(
+                generation_pb2.STAGE_INDEX, 1.0, "not indexed: the server is shutting down"
             )
             return
         await self._progress(generation_pb2.STAGE_INDEX, 1.0, f"indexed {episode.name}")
@@ -335,13 +336,13 @@ class Pipeline:
         skipping = asyncio.ensure_future(self._skip_index.wait())
         try:
             await asyncio.wait((indexing, skipping), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            _drop(indexing)  # this job was cancelled
+            raise
         finally:
             skipping.cancel()
-            if not indexing.done():
-                # Skipped, or this job was cancelled: the indexing ends on its own, unawaited.
-                indexing.add_done_callback(_dropped)
-                indexing.cancel()
         if not indexing.done():
+            _drop(indexing)  # skipped
             return False
         indexing.result()  # its error, if it failed
         return True
@@ -356,8 +357,13 @@ class Pipeline:
         return GenerationEvent.Completed(episode=episode, usage=episode.usage, quality=quality)
 
 
-def _dropped(task: asyncio.Future[None]) -> None:
-    """The outcome of an indexing nobody waits for any more, read so that it is not
-    reported as never retrieved."""
-    if not task.cancelled() and task.exception() is not None:
-        log.info("an indexing dropped at shutdown failed: %s", task.exception())
+def _drop(indexing: asyncio.Future[None]) -> None:
+    """Cancel an indexing nobody waits for any more; its outcome is still read (it may have
+    failed in the same turn), so that it is not reported as never retrieved."""
+    indexing.add_done_callback(_dropped)
+    indexing.cancel()
+
+
+def _dropped(indexing: asyncio.Future[None]) -> None:
+    if not indexing.cancelled() and indexing.exception() is not None:
+        log.info("an indexing that was dropped had failed: %s", indexing.exception())

@@ -66,6 +66,9 @@ CANCEL_ATTEMPTS = 5
 #: terminal event already under way. Past it the core stops without them; with Redis,
 #: the next core to meet one after its lease lapses ends it (JOB_OWNER_LOST).
 SHUTDOWN_CANCEL_SECONDS = 10.0
+#: … of which a job indexing its saved episode gets this long to finish it; then the
+#: indexing is dropped and the job completes without it (`Pipeline.skip_indexing`).
+SHUTDOWN_INDEX_SECONDS = 3.0
 _ENDED_STATES = frozenset(
     {
         generation_pb2.GENERATION_STATE_SUCCEEDED,
@@ -532,16 +535,24 @@ class JobRunner:
         if not remaining:
             return
         log.info("cancelling %d jobs still running at shutdown", len(remaining))
-        for job in remaining:
-            # One that has saved its episode completes without indexing it, not cancelled.
-            job.pipeline.skip_indexing()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SHUTDOWN_CANCEL_SECONDS):
-                await asyncio.gather(
-                    *(self._cancel(job, "the server is shutting down") for job in remaining)
-                )
+        # One that has saved its episode completes, not cancelled: its indexing gets a while.
+        skip = asyncio.get_running_loop().call_later(
+            SHUTDOWN_INDEX_SECONDS, _skip_indexing, remaining
+        )
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SHUTDOWN_CANCEL_SECONDS):
+                    await asyncio.gather(
+                        *(self._cancel(job, "the server is shutting down") for job in remaining)
+                    )
+        finally:
+            skip.cancel()
         # Past the bound, or given up on after CANCEL_ATTEMPTS cancellations.
-        stuck = [job for job in remaining if job.task is None or not job.task.done()]
+        stuck = [
+            job
+            for job in remaining
+            if job.generation.name in self._jobs and (job.task is None or not job.task.done())
+        ]
         if stuck:
             log.error(
                 "shutdown: %d jobs did not end after their cancellation (waited up to %gs);"
@@ -550,6 +561,11 @@ class JobRunner:
                 SHUTDOWN_CANCEL_SECONDS,
                 ", ".join(f"{job.generation.name} ({_stage(job)})" for job in stuck),
             )
+
+
+def _skip_indexing(jobs: list[_Job]) -> None:
+    for job in jobs:
+        job.pipeline.skip_indexing()
 
 
 def _stage(job: _Job) -> str:

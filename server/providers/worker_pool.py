@@ -63,8 +63,10 @@ log = logging.getLogger(__name__)
 WORKER_MODULE: Final = "server.providers.worker_process"
 #: How long a worker may take to import the SDKs and answer `ready`.
 STARTUP_SECONDS: Final = 30.0
-#: How long a stopping worker gets to close its calls before it is killed.
-STOP_SECONDS: Final = 5.0
+#: How long a stopping worker gets to close its calls before it is killed: under the
+#: core's limit for closing its parts at shutdown (`server.app.CLOSE_SECONDS`), so that a
+#: lingering worker is killed by its own stop, which then goes on to close the clients.
+STOP_SECONDS: Final = 3.0
 #: How often the core pings each worker, and how long a worker may leave its pings
 #: unanswered before it is taken for wedged and killed.
 HEARTBEAT_SECONDS = 2.0
