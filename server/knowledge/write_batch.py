@@ -201,6 +201,17 @@ class GroupWriter:
                     # a timeout, which is no measure of the loop's time it took.
                     rest = (loop.time() - began) * self._rest_share
                     await asyncio.sleep(min(rest, MAX_REST_SECONDS))
+        except BaseException:
+            # Cut short (a Chroma call cancelled under it as the knowledge base was abandoned
+            # at shutdown, or the writer itself cancelled): its callers get an error rather
+            # than a wait for ever.
+            cut = Unavailable(
+                "story knowledge's write was cut short", reason="KNOWLEDGE_UNAVAILABLE"
+            )
+            for item in (*self._writing, *self._waiting):
+                _settle(item, cut)
+            self._waiting.clear()
+            raise
         finally:
             self._writer = None
             self._writing = []

@@ -305,6 +305,31 @@ async def test_close_fails_what_is_queued_and_finishes_the_write_in_progress(
         await knowledge.index_episode("shut", _episode(3))
 
 
+async def test_a_write_cut_short_fails_its_callers_and_those_queued_instead_of_leaving_them(
+    knowledge: ChromaKnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a Chroma call cancelled under the writer does (its pool shut down at shutdown)."""
+    upsert = knowledge.collection.upsert
+    writing = asyncio.Event()
+
+    async def cut_short(*args: Any, **kwargs: Any) -> None:
+        writing.set()
+        await asyncio.sleep(0.1)  # the second episode queues meanwhile
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(knowledge.collection, "upsert", cut_short)
+    first = asyncio.create_task(knowledge.index_episode("cut", _episode(1)))
+    await writing.wait()
+    queued = asyncio.create_task(knowledge.index_episode("cut", _episode(2)))
+    async with asyncio.timeout(10):
+        for call in (first, queued):
+            with pytest.raises(Unavailable, match="cut short"):
+                await call
+    monkeypatch.setattr(knowledge.collection, "upsert", upsert)
+    await knowledge.index_episode("cut", _episode(3))  # a writer again
+    assert await _records(knowledge, "cut", 3)
+
+
 async def test_an_unreachable_chroma_fails_each_batch_once_not_each_episode() -> None:
     with throwaway_chroma() as server:
         knowledge = ChromaKnowledgeBase(
