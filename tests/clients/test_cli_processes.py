@@ -370,3 +370,50 @@ async def test_a_bad_ca_file_at_start_is_one_error_line_and_exit_1(
     )
     # "CERTIFICATE": the TLS library's own words about the bundle.
     await _one_start_error_line(process, "CERTIFICATE")
+
+
+_EXIT_SCRIPT = """
+import sys, threading, time
+import scriptgen.cli as cli
+from scriptgen.cli import _exit
+
+_exit.EXIT_WAIT_SECONDS = 0.5
+
+async def stopped_leaving_a_thread(command, args):
+    # What a pool's worker still running a call on a dead server is to the exit.
+    if sys.argv[1] == "stuck":
+        threading.Thread(target=time.sleep, args=(3600,), name="stuck-call").start()
+    return 0
+
+cli._execute = stopped_leaving_a_thread
+sys.exit(cli.main([sys.argv[2], "--grpc-address=127.0.0.1:0", "--data-dir=" + sys.argv[3]]))
+"""
+
+
+@pytest.mark.parametrize("threads", ["stuck", "none"])
+async def test_a_server_process_exits_even_when_a_thread_does_not_end(
+    threads: str, tmp_path: Path
+) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _EXIT_SCRIPT,
+        threads,
+        "server",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(30):  # not the 3600 s the thread would hold it
+            _, stderr = await child.communicate()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    assert child.returncode == 0
+    said = stderr.decode()
+    if threads == "stuck":
+        assert "1 threads still ran 0.5s later (stuck-call); exiting without them" in said
+    else:
+        assert "exiting without them" not in said

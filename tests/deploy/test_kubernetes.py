@@ -12,6 +12,7 @@ from typing import Any
 import kubernetes_validate  # type: ignore[import-untyped]  # no py.typed marker
 import pytest
 import yaml
+from scriptgen.cli._exit import EXIT_WAIT_SECONDS
 
 from server.app import AFTER_GRACE_SECONDS
 from tests.deploy.manifests import (
@@ -259,9 +260,10 @@ def test_core_has_native_grpc_probes_and_drains_within_its_grace(
     pre_stop = main["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     # preStop, then the job drain, then the rest of the stop, each wait of it bounded: the
-    # cancellation of the jobs left, the streams' last events, the parts' closing.
+    # cancellation of the jobs left, the streams' last events, the parts' closing, and the
+    # process's wait for its threads.
     grace = _seconds(variables["SCRIPTGEN_SHUTDOWN_GRACE_SECONDS"])
-    needed = float(pre_stop[1]) + grace + AFTER_GRACE_SECONDS
+    needed = float(pre_stop[1]) + grace + AFTER_GRACE_SECONDS + EXIT_WAIT_SECONDS
     assert pod_spec(core)["terminationGracePeriodSeconds"] > needed
     liveness = main["livenessProbe"]
     assert liveness["periodSeconds"] * liveness["failureThreshold"] > needed
@@ -280,7 +282,8 @@ def test_gateway_is_probed_on_readyz_and_healthz_and_drains_within_its_grace(
     assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
     pre_stop = main["lifecycle"]["preStop"]["exec"]["command"]
-    needed = float(pre_stop[1]) + _seconds(variables["SCRIPTGEN_DRAIN_SECONDS"])
+    # preStop, the streams' drain, then the process's wait for its threads.
+    needed = float(pre_stop[1]) + _seconds(variables["SCRIPTGEN_DRAIN_SECONDS"]) + EXIT_WAIT_SECONDS
     assert pod_spec(gateway)["terminationGracePeriodSeconds"] > needed
 
 

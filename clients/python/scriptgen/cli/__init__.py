@@ -35,6 +35,7 @@ from scriptgen.cli import (
     projects,
     serve,
 )
+from scriptgen.cli._exit import bound_exit
 from scriptgen.cli._loop import loop_factory
 from scriptgen.cli._options import Command, ConfigurationError
 from scriptgen.cli._output import print_error
@@ -114,7 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Server commands pick their loop (`--event-loop`, uvloop by default), the load tool runs
         # on uvloop where installed; others on asyncio's.
         with asyncio.Runner(loop_factory=loop_factory(getattr(args, "event_loop", None))) as runner:
-            return runner.run(_execute(command, args))
+            status = runner.run(_execute(command, args))
+            if hasattr(args, "event_loop"):
+                # A server command: its servers have stopped; the runner's close and the
+                # interpreter's exit wait for threads, and a stuck one must not hold them.
+                bound_exit(status)
+            return status
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
