@@ -11,12 +11,15 @@ import re
 import signal
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from scriptgen import Client, ClientConfig
+from scriptgen.cli import main
+from scriptgen.cli._exit import EXIT_TIMER_NAME
 from scriptgen.v1 import generation_pb2
 
 SCRIPTGEN = str(Path(sys.executable).with_name("scriptgen"))
@@ -381,12 +384,15 @@ _exit.EXIT_WAIT_SECONDS = 0.5
 
 async def stopped_leaving_a_thread(command, args):
     # What a pool's worker still running a call on a dead server is to the exit.
-    if sys.argv[1] == "stuck":
+    if threads == "stuck":
         threading.Thread(target=time.sleep, args=(3600,), name="stuck-call").start()
     return 0
 
 cli._execute = stopped_leaving_a_thread
-sys.exit(cli.main([sys.argv[2], "--grpc-address=127.0.0.1:0", "--data-dir=" + sys.argv[3]]))
+threads, command, data_dir = sys.argv[1:]
+# The process's own command line, as the `scriptgen` script passes it: main() reads sys.argv.
+sys.argv = ["scriptgen", command, "--grpc-address=127.0.0.1:0", "--data-dir=" + data_dir]
+sys.exit(cli.main())
 """
 
 
@@ -417,3 +423,13 @@ async def test_a_server_process_exits_even_when_a_thread_does_not_end(
         assert "1 threads still ran 0.5s later (stuck-call); exiting without them" in said
     else:
         assert "exiting without them" not in said
+
+
+def test_main_called_with_arguments_of_its_own_does_not_bound_the_callers_exit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Only the process's own command (no `argv`) is bounded: a test or an embedding that
+    calls `main` must not be ended 10 s later."""
+    assert main(["gateway", "--http-address=127.0.0.1:0", "--worker-name=a"]) == 2
+    assert EXIT_TIMER_NAME not in [thread.name for thread in threading.enumerate()]
+    assert "invalid configuration" in capsys.readouterr().err

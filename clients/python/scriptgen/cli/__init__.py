@@ -109,15 +109,19 @@ async def run(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line `argv` (default: sys.argv[1:]); returns the exit status."""
+    """Run the command line `argv` (default: sys.argv[1:]); returns the exit status.
+
+    Without `argv` this is the process's own command (the `scriptgen` script, `python -m
+    scriptgen`): a server command's exit is then bounded (`_exit.bound_exit`), which would
+    end a process that only called `main` (tests, embedding) with arguments of its own."""
     command, args = _parse(argv, os.environ)
     try:
         # Server commands pick their loop (`--event-loop`, uvloop by default), the load tool runs
         # on uvloop where installed; others on asyncio's.
         with asyncio.Runner(loop_factory=loop_factory(getattr(args, "event_loop", None))) as runner:
             status = runner.run(_execute(command, args))
-            if hasattr(args, "event_loop"):
-                # A server command: its servers have stopped; the runner's close and the
+            if argv is None and hasattr(args, "event_loop"):
+                # A server process: its servers have stopped; the runner's close and the
                 # interpreter's exit wait for threads, and a stuck one must not hold them.
                 bound_exit(status)
             return status

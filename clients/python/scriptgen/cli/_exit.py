@@ -15,6 +15,8 @@ import threading
 
 #: How long a server process's exit may wait for its threads once its servers have stopped.
 EXIT_WAIT_SECONDS = 10.0
+#: The name of the thread that ends the process once the wait is over.
+EXIT_TIMER_NAME = "scriptgen exit wait"
 
 
 def bound_exit(status: int, wait_seconds: float | None = None) -> threading.Timer:
@@ -37,6 +39,7 @@ def bound_exit(status: int, wait_seconds: float | None = None) -> threading.Time
         os._exit(status)
 
     timer = threading.Timer(wait_seconds, leave)
+    timer.name = EXIT_TIMER_NAME
     timer.daemon = True
     timer.start()
     return timer
