@@ -41,6 +41,7 @@ from server.jobs import JobRunner
 from server.jobs.backends import build_job_backends
 from server.jobs.runner import SHUTDOWN_CANCEL_SECONDS
 from server.knowledge import build_knowledge_base
+from server.left_tasks import leave
 from server.limits import transport_message_max
 from server.metrics import CoreMetrics
 from server.providers.factory import build_providers
@@ -336,21 +337,15 @@ async def _close(parts: Mapping[str, Awaitable[None]]) -> None:
             await asyncio.wait(late, timeout=CLOSE_CLEANUP_SECONDS)
     except BaseException:
         # The stop itself was cancelled: the parts' closes are too, and left to end.
-        for task in names:
+        for task, what in names.items():
             task.cancel()
-            task.add_done_callback(_outcome_read)
+            leave(task, f"closing {what}")
         raise
     for task, what in names.items():
         if not task.done():
-            task.add_done_callback(_outcome_read)  # whenever it ends
+            leave(task, f"closing {what}")
         elif not task.cancelled() and task.exception() is not None:
             log.error("shutdown: closing %s failed; going on", what, exc_info=task.exception())
-
-
-def _outcome_read(task: asyncio.Future[None]) -> None:
-    """Read a late close's outcome, so that it is not reported as never retrieved."""
-    if not task.cancelled():
-        task.exception()
 
 
 __all__ = ["Core"]

@@ -36,6 +36,7 @@ from server.errors import FailedPrecondition
 from server.jobs.coalescer import DeltaCoalescer
 from server.jobs.emitter import JobEvents
 from server.jobs.story_context import ContextBudget, KnowledgeBase, gather
+from server.left_tasks import leave
 from server.metrics import CoreMetrics
 from server.providers.base import Brief, Prompt, Provider
 from server.providers.body_pacing import paced_reads
@@ -358,12 +359,6 @@ class Pipeline:
 
 
 def _drop(indexing: asyncio.Future[None]) -> None:
-    """Cancel an indexing nobody waits for any more; its outcome is still read (it may have
-    failed in the same turn), so that it is not reported as never retrieved."""
-    indexing.add_done_callback(_dropped)
+    """Cancel an indexing nobody waits for any more (its outcome is still read)."""
+    leave(indexing, "an indexing dropped")
     indexing.cancel()
-
-
-def _dropped(indexing: asyncio.Future[None]) -> None:
-    if not indexing.cancelled() and indexing.exception() is not None:
-        log.info("an indexing that was dropped had failed: %s", indexing.exception())

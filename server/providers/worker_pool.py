@@ -265,9 +265,8 @@ class _Link:
         if process is None:
             return
         try:
-            await asyncio.wait_for(process.wait(), STOP_SECONDS)
-        except TimeoutError:
-            pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), STOP_SECONDS)
         finally:
             # Also when the stop itself is cut short (the core's own close limit): a worker
             # ignores SIGTERM and must not outlive its core.
