@@ -24,6 +24,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
 
+import orjson
+
 #: The id of the request being served (empty outside one).
 REQUEST_ID: ContextVar[str] = ContextVar("scriptgen_request_id", default="")
 #: The generation the current work is about (empty when none).
@@ -108,15 +110,15 @@ _SECRET_MARKS = (
     "_token",  # access_token, refresh_token
     "://",
 )
+#: The marks as one search of the lower-cased text (~0.4 µs, against ~0.7 µs for the 11).
+_SECRET_MARK = re.compile("|".join(re.escape(mark) for mark in _SECRET_MARKS))
 
 
 def redact(text: str) -> str:
     """`text` with API keys, job tokens, provider keys, credentials and URL passwords
     replaced by `[redacted]`."""
-    if text.isascii():
-        lowered = text.lower()
-        if not any(mark in lowered for mark in _SECRET_MARKS):
-            return text
+    if text.isascii() and _SECRET_MARK.search(text.lower()) is None:
+        return text
     return _SECRETS.sub(_replace, text)
 
 
@@ -155,14 +157,36 @@ class RedactingFilter(logging.Filter):
 
 
 _TRACEBACKS = logging.Formatter()
+#: Dataclasses and datetimes are written as `str()` gives them, as `json.dumps(default=str)`
+#: did: orjson's own encoding of a dataclass would write the fields its repr hides
+#: (configuration secrets are `repr=False`).
+_ORJSON_AS_JSON = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 class JsonFormatter(logging.Formatter):
-    """A record as one JSON line: time, level, logger, message, ids, extra fields."""
+    """A record as one JSON line: time, level, logger, message, ids, extra fields.
+
+    Encoded by orjson (~0.4 µs a line, against ~6.5 µs for `json.dumps`); what orjson
+    cannot encode (an integer beyond 64 bits) goes through `json.dumps` as before.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: The last whole second written and its ISO 8601 text, made once per second.
+        self._second = datetime.fromtimestamp(0, UTC)
+        self._second_text = self._second.isoformat()[:19]
+
+    def _time(self, created: float) -> str:
+        """`created` as `isoformat(timespec="milliseconds")` of UTC gives it (~1 µs, not ~2.6)."""
+        moment = datetime.fromtimestamp(created, UTC)
+        second = moment.replace(microsecond=0)
+        if second != self._second:
+            self._second, self._second_text = second, second.isoformat()[:19]
+        return f"{self._second_text}.{moment.microsecond // 1000:03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -184,7 +208,10 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        try:
+            return orjson.dumps(entry, default=str, option=_ORJSON_AS_JSON).decode()
+        except orjson.JSONEncodeError:
+            return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -220,11 +247,13 @@ def configure(log_format: str = "json", level: str = "INFO", stream: IO[str] | N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # No line names its thread or process: these are not looked up for every record
-    # (the logging HOWTO's "Optimization" section).
+    # No line names its thread or process, or the file and line of its call: these are not
+    # looked up for every record (the logging HOWTO's "Optimization" section; without a
+    # source file, `stack_info=True` gives no stack, which no call here asks for).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    logging._srcfile = None
     # A library logger's own level decides what reaches the handler (the root's level does
     # not filter what propagates up to it): never below the root's.
     warnings_up = max(logging.WARNING, root.level)

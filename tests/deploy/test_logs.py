@@ -5,10 +5,12 @@ the SDKs' HTTP client writes its per-request lines only at debug level."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -150,3 +152,33 @@ def test_lines_follow_sys_stderr_even_after_the_one_before_was_closed(
             root.removeHandler(handler)
         root.setLevel(level)
     assert json.loads(second.getvalue())["message"] == "to the second"
+
+
+def test_times_and_values_are_written_as_json_dumps_wrote_them() -> None:
+    """The formatter's cached second and orjson change nothing in a line: the time is
+    `isoformat(timespec="milliseconds")` in UTC across second boundaries, and values orjson
+    would write otherwise (a dataclass, a datetime, an integer beyond 64 bits) are written
+    as before, the first two by `str()`."""
+
+    @dataclasses.dataclass
+    class Settings:
+        url: str
+        key: str = dataclasses.field(default="sk-hidden", repr=False)
+
+    formatter = logs.JsonFormatter()
+    moments = (0.0, 1.0, 59.9995, 1_765_090_000.0004, 1_765_090_000.9999, 1_765_090_001.5)
+    for created in (*moments, *reversed(moments)):
+        record = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
+        record.created = created
+        line = json.loads(formatter.format(record))
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert line["time"] == expected, created
+    record = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
+    when = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    record.__dict__.update(settings=Settings("redis://x"), when=when, ok="é")
+    line = json.loads(formatter.format(record))
+    assert line["settings"] == str(Settings("redis://x")) and "sk-hidden" not in line["settings"]
+    assert line["when"] == str(when) and line["ok"] == "é"
+    record = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
+    record.__dict__.update(big=2**70)  # orjson refuses it: the line goes through json.dumps
+    assert json.loads(formatter.format(record))["big"] == 2**70
