@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import io
 import json
 import logging
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -155,15 +157,35 @@ def test_lines_follow_sys_stderr_even_after_the_one_before_was_closed(
 
 
 def test_times_and_values_are_written_as_json_dumps_wrote_them() -> None:
-    """The formatter's cached second and orjson change nothing in a line: the time is
-    `isoformat(timespec="milliseconds")` in UTC across second boundaries, and values orjson
-    would write otherwise (a dataclass, a datetime, an integer beyond 64 bits) are written
-    as before, the first two by `str()`."""
+    """The formatter's cached second and orjson change nothing in a line's values: the time
+    is `isoformat(timespec="milliseconds")` in UTC across second boundaries, and values orjson
+    would write otherwise are written as `json.dumps(default=str)` wrote them. A dataclass and
+    an Enum by `str()`, not by the fields a repr hides or a value the redacting filter never
+    saw; a float or tuple subclass, a datetime, NaN, an integer beyond 64 bits as before."""
 
     @dataclasses.dataclass
     class Settings:
         url: str
         key: str = dataclasses.field(default="sk-hidden", repr=False)
+
+    class Backend(enum.Enum):
+        CACHE = "redis://:hunter2@cache:6379/0"
+
+    class Point(NamedTuple):
+        x: int
+        y: int
+
+    class Ratio(float):
+        pass
+
+    for value in (Backend.CACHE, Point(1, 2), Ratio(0.25), math.nan, -math.inf, 2**70):
+        record = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
+        record.__dict__.update(value=value, plain="x")
+        written = logs.JsonFormatter().format(record)
+        assert json.loads(written)["value"] == json.loads(json.dumps(value, default=str)) or (
+            value != value and "NaN" in written
+        ), value
+    assert "hunter2" not in logs.redact(str(Backend.CACHE))  # what the filter checks: clean
 
     formatter = logs.JsonFormatter()
     moments = (0.0, 1.0, 59.9995, 1_765_090_000.0004, 1_765_090_000.9999, 1_765_090_001.5)
@@ -179,6 +201,3 @@ def test_times_and_values_are_written_as_json_dumps_wrote_them() -> None:
     line = json.loads(formatter.format(record))
     assert line["settings"] == str(Settings("redis://x")) and "sk-hidden" not in line["settings"]
     assert line["when"] == str(when) and line["ok"] == "é"
-    record = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
-    record.__dict__.update(big=2**70)  # orjson refuses it: the line goes through json.dumps
-    assert json.loads(formatter.format(record))["big"] == 2**70

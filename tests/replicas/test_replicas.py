@@ -221,7 +221,16 @@ async def test_a_gateway_spreads_calls_over_every_core_its_target_names(
 
 
 def _created(core: Process) -> int:
-    return sum('"method": "CreateProject"' in line for line in core.output)
+    return sum(_call_line(line).get("method") == "CreateProject" for line in core.output)
+
+
+def _call_line(line: str) -> dict[str, object]:
+    """A core's JSON log line as a dict; {} for any other output."""
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 async def test_a_killed_cores_job_is_ended_for_its_readers_on_another_core(
