@@ -160,15 +160,19 @@ class RedactingFilter(logging.Filter):
 _TRACEBACKS = logging.Formatter()
 
 
+#: The plain types themselves, without their subclasses.
+_EXACTLY_PLAIN = frozenset(_PLAIN)
+
+
 def _orjson_writes_as_json_does(value: object) -> bool:
-    """Whether orjson writes `value` as `json.dumps(default=str)` does: exactly a str, int,
-    bool, None or finite float. Anything else takes `json.dumps`: orjson writes an Enum by its
-    value (`str()`, which the redacting filter checked, names the member) and a dataclass by
-    its fields (its repr hides configuration secrets), and a float or tuple subclass by `str()`."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return True
-    return isinstance(value, float) and kind is float and math.isfinite(value)
+    """Whether orjson writes `value` as `json.dumps(default=str)` does: exactly one of the
+    plain types, a float only when finite. Anything else takes `json.dumps`: orjson writes an
+    Enum by its value (`str()`, which the redacting filter checked, names the member) and a
+    dataclass by its fields (its repr hides configuration secrets), and a float or tuple
+    subclass by `str()`."""
+    if type(value) not in _EXACTLY_PLAIN:
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 class JsonFormatter(logging.Formatter):
