@@ -25,16 +25,21 @@ Only loopback targets are accepted (127.0.0.0/8, ::1, localhost). Runs are
 bounded: at most 5000 streams, --duration at most 3600 s (streams still open
 then are cut, which is not an error), --setup-timeout for everything before.
 Exit status 0 when every stream completed or was cut, 1 when any failed or
-the run could not be set up. The flags have no SCRIPTGEN_* variables: a load
-run is always spelled out. BENCHMARKS.md lists the documented scenarios.
+the run could not be set up. SIGTERM and SIGHUP end a run as Ctrl-C does: the
+servers it started are stopped before it exits (status 128 + the signal). The
+flags have no SCRIPTGEN_* variables: a load run is always spelled out.
+BENCHMARKS.md lists the documented scenarios.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -193,12 +198,49 @@ def register(
     set_command(parser, run)
 
 
+#: Signals that end a run as Ctrl-C does (its servers stopped first): `kill`, `timeout`, a
+#: CI job's cancellation, a closed terminal.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[list[signal.Signals]]:
+    """While in it, STOP_SIGNALS cancel the current task (once: a second signal does not cut
+    short the stopping of the servers); the list names the signal that came."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    came: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        if not came and task is not None:
+            came.append(signum)
+            task.cancel()
+
+    installed = []
+    for signum in STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop, signum)
+            installed.append(signum)
+    try:
+        yield came
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
 async def run(args: argparse.Namespace) -> int:
     """Build the run from the flags, run it, print and write the report."""
     from scriptgen import loadtest
 
     config = _config(args)
-    report = await loadtest.run_load(config, progress=_progress(bool(args.quiet)))
+    with _stopped_by_signals() as came:
+        try:
+            report = await loadtest.run_load(config, progress=_progress(bool(args.quiet)))
+        except asyncio.CancelledError:
+            if not came:
+                raise
+            note(f"loadtest: stopped by {came[0].name}; no report")
+            return 128 + came[0].value
     out(loadtest.summary(report))
     if args.json is not None:
         report.write_json(args.json)

@@ -7,19 +7,27 @@ vendors' API keys: the run uses the synthetic writer with the pace given
 here, an in-memory event log and SQLite in a temporary folder. With the
 OpenAI stand-in, a third process (`_standin.py`) streams at that pace instead
 and the core writes through the `openai` SDK pointed at it, with a dummy key.
+
+They never outlive the load tool. It stops them when the run ends, fails or is
+interrupted (SIGINT, SIGTERM, SIGHUP: `scriptgen loadtest`); a tool killed outright
+(SIGKILL, the OOM killer) cannot, so on Linux each is started with the kernel's
+parent-death signal (`PR_SET_PDEATHSIG`): SIGTERM when the tool's thread that
+started it ends, and a server stops on SIGTERM. Left running, a server kept its
+jobs and its CPU, and every later run on the box measured less than it should.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +54,8 @@ _CHUNK_FLAG = "--synthetic-tokens-per-chunk"
 _AUTH_FLAG = "--auth"
 _DROPPED = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
 _TRACEBACK = "Traceback (most recent call last)"
+#: prctl(2)'s option that sets the signal a process gets when its parent thread ends.
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +125,22 @@ async def _server_help() -> str:
     return output.decode(errors="replace")
 
 
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the child sent SIGTERM when this thread ends; None where
+    the kernel has no such signal (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
+    parent = os.getpid()
+
+    def stop_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)  # the tool died between the fork and the prctl: no signal will come
+
+    return stop_with_parent
+
+
 async def _start(
     command: list[str], log: Path, environment: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
@@ -124,6 +150,7 @@ async def _start(
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=environment if environment is not None else _environment(),
+            preexec_fn=_parent_death_signal(),
         )
 
 
