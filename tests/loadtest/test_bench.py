@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,11 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The load tool's command lines that `bench.main` runs, each answered with success."""
     ran: list[list[str]] = []
 
-    def fake_run(command: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+    def fake_run(
+        command: list[str], check: bool, preexec_fn: object
+    ) -> subprocess.CompletedProcess[str]:
+        # Each run is stopped with `make bench` (its parent-death signal, on Linux).
+        assert (preexec_fn is not None) == sys.platform.startswith("linux")
         ran.append(command)
         return subprocess.CompletedProcess(command, 0)
 

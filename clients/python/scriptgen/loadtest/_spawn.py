@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from scriptgen.loadtest._config import (
     Target,
 )
 from scriptgen.loadtest._discovery import STANDIN_MODULE, children_of
+from scriptgen.loadtest._lifetime import parent_death_signal
 
 _GRPC_LINE = re.compile(r"(?m)^\s+gRPC\s+(\S+):(\d+)")
 _HTTP_LINE = re.compile(r"(?m)^\s+HTTP\s+http://(\S+):(\d+)/")
@@ -54,8 +54,6 @@ _CHUNK_FLAG = "--synthetic-tokens-per-chunk"
 _AUTH_FLAG = "--auth"
 _DROPPED = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
 _TRACEBACK = "Traceback (most recent call last)"
-#: prctl(2)'s option that sets the signal a process gets when its parent thread ends.
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,22 +123,6 @@ async def _server_help() -> str:
     return output.decode(errors="replace")
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A `preexec_fn` that has the child sent SIGTERM when this thread ends; None where
-    the kernel has no such signal (not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
-    parent = os.getpid()
-
-    def stop_with_parent() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)  # the tool died between the fork and the prctl: no signal will come
-
-    return stop_with_parent
-
-
 async def _start(
     command: list[str], log: Path, environment: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
@@ -150,7 +132,7 @@ async def _start(
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=environment if environment is not None else _environment(),
-            preexec_fn=_parent_death_signal(),
+            preexec_fn=parent_death_signal(),
         )
 
 

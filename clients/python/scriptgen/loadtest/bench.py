@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from scriptgen.loadtest._lifetime import parent_death_signal
+
 #: How each mode starts the servers: extra flags of `scriptgen server` and `scriptgen gateway`.
 MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "naive": (
@@ -381,7 +383,11 @@ def run_loadtest(arguments: Sequence[str], stem: Path, label: str) -> bool:
     ]
     print(f"== {label}: scriptgen loadtest {shlex.join(arguments)}")
     sys.stdout.flush()
-    return subprocess.run(command, check=False).returncode in (0, 1)
+    # Stopped with this process (SIGTERM when it ends): the tool then stops its servers.
+    return subprocess.run(command, check=False, preexec_fn=parent_death_signal()).returncode in (
+        0,
+        1,
+    )
 
 
 if __name__ == "__main__":
