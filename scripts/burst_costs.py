@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import openai
+from scriptgen.loadtest._lifetime import parent_death_signal
 from scriptgen.v1 import generation_pb2, project_pb2
 
 from server.providers.base import Brief, Prompt, TokenUsage
@@ -66,7 +67,9 @@ async def sdk(jobs: int, base_url: str) -> None:
 def _with_standin(jobs: int) -> None:
     command = [sys.executable, "-m", "scriptgen.loadtest._standin", "--ttft", "0"]
     command += ["--tokens-per-second", "30", "--tokens", "40"]
-    standin = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    standin = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, preexec_fn=parent_death_signal()
+    )
     try:
         assert standin.stdout is not None
         found = re.search(r"(http://\S+/v1)", standin.stdout.readline())

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 from grpc import aio
+from scriptgen.loadtest._lifetime import parent_death_signal
 
 _METHOD = "/scriptgen.memory.Probe/Hold"
 
@@ -122,6 +123,7 @@ def main() -> int:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=parent_death_signal(),
     )
     assert server.stdin is not None and server.stdout is not None
     try:

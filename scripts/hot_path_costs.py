@@ -46,6 +46,7 @@ from typing import Any, cast
 import grpc.aio
 import openai
 import uvloop
+from scriptgen.loadtest._lifetime import parent_death_signal
 from scriptgen.v1 import generation_pb2, generation_service_pb2, project_pb2
 
 from gateway.sse import EventRelay
@@ -251,6 +252,7 @@ def _standin() -> str:
             ],
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=parent_death_signal(),
         )
         assert process.stdout is not None
         _STANDIN.append((process, process.stdout.readline().split()[-1]))

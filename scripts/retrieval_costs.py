@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 import psutil
 from scriptgen.cli._args import at_least_one, not_negative
+from scriptgen.loadtest._lifetime import parent_death_signal
 from scriptgen.v1 import project_pb2
 
 import server.knowledge
@@ -127,6 +128,7 @@ def _chroma_server() -> Iterator[tuple[str, psutil.Process]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        preexec_fn=parent_death_signal(),
     )
     url = f"http://127.0.0.1:{port}"
     try:

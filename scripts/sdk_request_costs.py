@@ -40,6 +40,7 @@ import uvloop
 from scriptgen._heap import freeze_startup_heap
 from scriptgen.cli._args import at_least_one
 from scriptgen.loadtest._config import SyntheticPace
+from scriptgen.loadtest._lifetime import parent_death_signal
 from scriptgen.loadtest._spawn import standin_command
 from scriptgen.v1 import generation_pb2, project_pb2
 
@@ -166,6 +167,7 @@ def main() -> None:
         standin_command(SyntheticPace(first_token_seconds=0.0, tokens_per_second=30.0), 50),
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=parent_death_signal(),
     )
     try:
         assert standin.stdout is not None

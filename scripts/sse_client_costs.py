@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import uvloop
 from aiohttp import web
+from scriptgen.loadtest._lifetime import parent_death_signal
 from scriptgen.loadtest._records import StreamRecord
 from scriptgen.loadtest._sse import SseParser, SseTarget, resolve, run_sse_stream
 
@@ -125,7 +126,10 @@ def main() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(port)])
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--port", str(port)],
+        preexec_fn=parent_death_signal(),
+    )
     try:
         _wait_for(port, server)
         uvloop.run(_measure(port, args.streams, args.runs))

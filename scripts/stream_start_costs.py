@@ -39,6 +39,7 @@ import aiohttp
 import uvloop
 from scriptgen.cli._args import at_least_one
 from scriptgen.loadtest._config import Protocol, SyntheticPace
+from scriptgen.loadtest._lifetime import parent_death_signal
 from scriptgen.loadtest._spawn import spawned_servers
 from scriptgen.loadtest._sse import SseTarget
 
@@ -221,7 +222,11 @@ uvloop.run(main())
 
 async def measure_floor(streams: int, runs: int) -> None:
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _FLOOR_SERVER, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-c",
+        _FLOOR_SERVER,
+        stdout=asyncio.subprocess.PIPE,
+        preexec_fn=parent_death_signal(),
     )
     try:
         assert server.stdout is not None
