@@ -1,25 +1,30 @@
-"""A load run that is stopped from outside leaves no server running.
+"""A load run that is stopped from outside leaves no process running.
 
-`scriptgen loadtest --spawn` in its own process, as an operator or CI runs it, is
-sent SIGTERM or SIGKILL once its servers serve; every process it started must
-end: after SIGTERM before the tool exits (and its temporary folder goes with
-them), after SIGKILL by the kernel's parent-death signal. A server left behind
-kept its jobs and its CPU, and every later run on the box measured less.
+`scriptgen loadtest` in its own process, as an operator or CI runs it, is sent
+SIGTERM, SIGHUP or SIGKILL once it measures; every process it started must end:
+after SIGTERM or SIGHUP before the tool exits (its temporary folder goes with
+them), even when a second signal comes during the stop; after SIGKILL by the
+kernel's parent-death signal, client workers included. A server or client left
+behind kept its load on the box, and every later run measured less.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from scriptgen.loadtest._lifetime import uninterrupted
 
+from server import Core, SyntheticConfig
+from tests.conftest import fast_core_config
 from tests.sharing import MACHINE
 
 pytestmark = MACHINE
@@ -29,53 +34,83 @@ _MEASURING = re.compile(rb"streams had a first event")
 _DATA_DIR = re.compile(r"--data-dir=(\S+)")
 
 
-async def _started_run() -> tuple[asyncio.subprocess.Process, list[psutil.Process]]:
-    """A spawned SSE run with a client worker, long enough to be stopped from outside,
-    once it measures; with every process it started."""
-    tool = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scriptgen",
-        "loadtest",
-        "--spawn",
-        "--streams=3",
-        "--workers=1",
-        "--ttft=0.2",
-        "--tokens-per-second=5",
-        "--duration=300",
-        "--sample-interval=0.2",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert tool.stderr is not None
-    async with asyncio.timeout(90):
-        while not _MEASURING.search(line := await tool.stderr.readline()):
-            assert line, "the load tool ended before it measured"
-    started = psutil.Process(tool.pid).children(recursive=True)
-    assert {"scriptgen server", "scriptgen gateway"} <= {_role(p) for p in started}
-    return tool, started
+class Run:
+    """A load run in its own process and what it started, once it measures."""
+
+    def __init__(self, tool: asyncio.subprocess.Process) -> None:
+        self.tool = tool
+        self.tool_process = psutil.Process(tool.pid)
+        self.started: list[psutil.Process] = []
+
+    def of_role(self, role: str) -> list[psutil.Process]:
+        return [p for p in self.started if _role(p) == role]
+
+    async def exit_status(self) -> tuple[int, bytes]:
+        """The tool's exit status and the rest of its stderr."""
+        assert self.tool.stderr is not None
+        async with asyncio.timeout(40):
+            rest = await self.tool.stderr.read()
+            return await self.tool.wait(), rest
 
 
-def _role(process: psutil.Process) -> str:
-    """`scriptgen server`, `scriptgen gateway`, or the command of another child (the client
-    worker and multiprocessing's resource tracker, which end once the tool is gone)."""
-    command = process.cmdline()
-    return " ".join(command[2:4]) if command[1:3] == ["-m", "scriptgen"] else " ".join(command)
-
-
-@contextlib.asynccontextmanager
-async def _cleaned(processes: list[psutil.Process]) -> AsyncIterator[None]:
-    """Whatever the test finds, nothing it started outlives it."""
-    try:
-        yield
-    finally:
-        for process in processes:
+@pytest.fixture
+def runs() -> Iterator[list[Run]]:
+    """Runs a test starts; whatever it finds, none outlives it (killed at teardown)."""
+    started: list[Run] = []
+    yield started
+    for run in started:
+        for process in [run.tool_process, *run.started]:
             with contextlib.suppress(psutil.Error):
                 process.kill()
 
 
+StartRun = Callable[..., Awaitable[Run]]
+
+
+@pytest.fixture
+def start_run(runs: list[Run]) -> StartRun:
+    """Start `scriptgen loadtest` with these flags; the run once it measures."""
+
+    async def start(*flags: str) -> Run:
+        tool = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "scriptgen",
+            "loadtest",
+            "--streams=3",
+            "--workers=1",
+            "--duration=300",
+            "--sample-interval=0.2",
+            *flags,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        run = Run(tool)
+        runs.append(run)
+        assert tool.stderr is not None
+        async with asyncio.timeout(50):
+            while not _MEASURING.search(line := await tool.stderr.readline()):
+                assert line, "the load tool ended before it measured"
+        run.started = psutil.Process(tool.pid).children(recursive=True)
+        return run
+
+    return start
+
+
+def _role(process: psutil.Process) -> str:
+    """`scriptgen server` or `scriptgen gateway` (with their own workers), `client` (the
+    tool's client worker), or the command of another child (multiprocessing's resource
+    tracker, which ends once the tool is gone)."""
+    command = process.cmdline()
+    if command[1:3] == ["-m", "scriptgen"]:
+        return " ".join(command[2:4])
+    if "--multiprocessing-fork" in command:
+        return "client"
+    return " ".join(command)
+
+
 def _alive(processes: list[psutil.Process]) -> list[str]:
-    return [f"{process.pid} {process.cmdline()}" for process in processes if _running(process)]
+    return [f"{process.pid} {_role(process)}" for process in processes if _running(process)]
 
 
 def _running(process: psutil.Process) -> bool:
@@ -85,37 +120,90 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
+async def _gone(processes: list[psutil.Process], within: float) -> list[str]:
+    await asyncio.to_thread(psutil.wait_procs, processes, timeout=within)
+    return _alive(processes)
+
+
+SPAWNED = ("--spawn", "--ttft=0.2", "--tokens-per-second=5")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 async def test_a_stop_signal_stops_the_servers_before_the_tool_exits(
-    signum: signal.Signals,
+    start_run: StartRun, signum: signal.Signals
 ) -> None:
-    tool, started = await _started_run()
-    servers = [p for p in started if _role(p).startswith("scriptgen ")]
-    async with _cleaned(started):
-        core = next(p for p in servers if _role(p) == "scriptgen server")
-        found = _DATA_DIR.search(" ".join(core.cmdline()))
-        assert found is not None
-        folder = Path(found.group(1)).parent
-        assert folder.is_dir()
-        tool.send_signal(signum)
-        assert tool.stderr is not None
-        async with asyncio.timeout(60):
-            rest = await tool.stderr.read()
-            status = await tool.wait()
-        assert status == 128 + signum, rest.decode(errors="replace")
-        assert f"stopped by {signum.name}".encode() in rest
-        assert b"leaked" not in rest  # the client worker's shared counters were released
-        assert _alive(servers) == []
-        assert not folder.exists()
-        await asyncio.to_thread(psutil.wait_procs, started, timeout=15)
-        assert _alive(started) == []
+    run = await start_run(*SPAWNED)
+    servers = run.of_role("scriptgen server") + run.of_role("scriptgen gateway")
+    [core] = run.of_role("scriptgen server")
+    found = _DATA_DIR.search(" ".join(core.cmdline()))
+    assert found is not None
+    folder = Path(found.group(1)).parent
+    assert folder.is_dir()
+    run.tool.send_signal(signum)
+    status, rest = await run.exit_status()
+    assert status == 128 + signum, rest.decode(errors="replace")
+    assert f"stopped by {signum.name}".encode() in rest
+    assert b"leaked" not in rest  # the client worker's shared counters were released
+    assert _alive(servers) == []
+    assert not folder.exists()
+    assert await _gone(run.started, within=15) == []
 
 
-async def test_sigkill_of_the_tool_still_ends_every_server() -> None:
-    tool, started = await _started_run()
-    async with _cleaned(started):
-        tool.kill()
-        assert await tool.wait() == -signal.SIGKILL
-        # Each gets SIGTERM from the kernel and stops as a server does.
-        await asyncio.to_thread(psutil.wait_procs, started, timeout=30)
-        assert _alive(started) == []
+async def test_a_second_signal_does_not_cut_the_stop_short(start_run: StartRun) -> None:
+    run = await start_run(*SPAWNED)
+    servers = run.of_role("scriptgen server") + run.of_role("scriptgen gateway")
+    run.tool.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)  # the stop is under way: the gateway is stopping
+    run.tool.send_signal(signal.SIGHUP)
+    status, rest = await run.exit_status()
+    assert status == 128 + signal.SIGTERM, rest.decode(errors="replace")
+    assert _alive(servers) == []
+
+
+async def test_sigkill_of_the_tool_still_ends_every_server(start_run: StartRun) -> None:
+    run = await start_run(*SPAWNED)
+    run.tool.kill()
+    assert await run.tool.wait() == -signal.SIGKILL
+    # Each gets SIGTERM from the kernel and stops as a server does.
+    assert await _gone(run.started, within=30) == []
+
+
+async def test_sigkill_of_the_tool_ends_its_client_workers_against_a_running_target(
+    start_run: StartRun, tmp_path: Path
+) -> None:
+    # A core whose first tokens come after a minute: the workers' streams stay open.
+    idle = dataclasses.replace(
+        fast_core_config(tmp_path), synthetic=SyntheticConfig(first_token_seconds=60.0)
+    )
+    core = Core(idle)
+    await core.start()
+    try:
+        run = await start_run(f"--target-grpc=127.0.0.1:{core.grpc_port}")
+        clients = run.of_role("client")
+        assert clients
+        run.tool.kill()
+        # The core (in this process) still serves: only the parent-death signal ends them.
+        assert await _gone(clients, within=10) == []
+    finally:
+        await core.stop()
+
+
+async def test_uninterrupted_work_finishes_before_the_cancellation_is_raised() -> None:
+    finished: list[str] = []
+
+    async def stopping() -> None:
+        await asyncio.sleep(0.2)
+        finished.append("stopped")
+
+    async def stopper() -> None:
+        await uninterrupted(stopping())
+        finished.append("after")  # never: the cancellation is raised once it is done
+
+    task = asyncio.create_task(stopper())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    task.cancel()  # a second one changes nothing
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished == ["stopped"]

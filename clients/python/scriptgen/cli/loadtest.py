@@ -204,20 +204,25 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def _stopped_by_signals() -> Iterator[list[signal.Signals]]:
-    """While in it, STOP_SIGNALS cancel the current task (once: a second signal does not cut
-    short the stopping of the servers); the list names the signal that came."""
+def _stopped_by_signals(install: bool) -> Iterator[list[signal.Signals]]:
+    """While in it, STOP_SIGNALS cancel the current task, once: not after another signal
+    or Ctrl-C began the stop (the servers' stopping is not cut short either way,
+    `loadtest._lifetime.uninterrupted`). The list names the signal that came.
+
+    Only when `install`: the process's own command. A caller of `run` in its own process
+    (a test, an embedding) keeps its handlers, which removing ours would reset."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     came: list[signal.Signals] = []
 
     def stop(signum: signal.Signals) -> None:
-        if not came and task is not None:
-            came.append(signum)
-            task.cancel()
+        if came or task is None or task.cancelling():
+            return
+        came.append(signum)
+        task.cancel()
 
     installed = []
-    for signum in STOP_SIGNALS:
+    for signum in STOP_SIGNALS if install else ():
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop, signum)
             installed.append(signum)
@@ -226,6 +231,9 @@ def _stopped_by_signals() -> Iterator[list[signal.Signals]]:
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
+            if came:
+                # Stopping: another stop signal must not end the process before it reports.
+                signal.signal(signum, signal.SIG_IGN)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -233,7 +241,7 @@ async def run(args: argparse.Namespace) -> int:
     from scriptgen import loadtest
 
     config = _config(args)
-    with _stopped_by_signals() as came:
+    with _stopped_by_signals(install=_from_shell()) as came:
         try:
             report = await loadtest.run_load(config, progress=_progress(bool(args.quiet)))
         except asyncio.CancelledError:
@@ -248,6 +256,10 @@ async def run(args: argparse.Namespace) -> int:
     if args.chart is not None:
         loadtest.write_chart(report, args.chart)
         note(f"wrote {args.chart}")
+    if came:
+        # The signal came as the run was ending, and its last wait did not see it.
+        note(f"loadtest: stopped by {came[0].name} as the run ended")
+        return 128 + came[0].value
     return 1 if report.error_count else 0
 
 

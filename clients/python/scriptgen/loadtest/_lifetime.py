@@ -1,34 +1,85 @@
 """Processes the load tool starts end with it, even when it is killed outright.
 
-`parent_death_signal()` is a `preexec_fn` for the servers, stand-ins and load runs the
-tool and `make bench` start: on Linux the kernel sends the child SIGTERM when the
-thread that started it ends (`PR_SET_PDEATHSIG`, prctl(2)), however that happens
-(SIGKILL, the OOM killer), and each of them stops on SIGTERM. Elsewhere it is None.
+* `parent_death_signal()` is a `preexec_fn` for the servers, stand-ins and load runs
+  the tool and `make bench` start, and `die_with_parent(pid)` the same called in a
+  child of its own (a client worker process, which multiprocessing starts): on Linux
+  the kernel sends the child SIGTERM when the thread that started it ends
+  (`PR_SET_PDEATHSIG`, prctl(2)), however that happens (SIGKILL, the OOM killer), and
+  each of them stops on SIGTERM. Where the kernel has no such signal, or refuses it
+  (a sandbox), nothing is set.
+* `uninterrupted(work)` runs the stopping of those processes to its end even when the
+  tool is cancelled meanwhile (a second signal): a stop cut short left servers running.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import functools
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-#: prctl(2)'s option that sets the signal a process gets when its parent thread ends.
+T = TypeVar("T")
+
+#: prctl(2)'s options that set and read the signal a process gets when its parent thread ends.
 _PR_SET_PDEATHSIG = 1
+_PR_GET_PDEATHSIG = 2
+
+
+def _find_prctl() -> Any:
+    """libc's prctl when this kernel lets this process use the parent-death signal, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    current = ctypes.c_int(0)
+    if prctl(_PR_GET_PDEATHSIG, ctypes.addressof(current), 0, 0, 0) != 0:
+        return None  # refused (seccomp): the processes then end only when stopped
+    return prctl
+
+
+#: Looked up once, in the parent: a child between fork and exec only calls it.
+_PRCTL = _find_prctl()
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child of `parent`: SIGTERM when the thread that started it ends; exits at once
+    if `parent` is gone already (it died before the signal was set, so none would come)."""
+    if _PRCTL is None:
+        return
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def parent_death_signal() -> Callable[[], None] | None:
     """A `preexec_fn` that has the child sent SIGTERM when this thread ends; None where
-    the kernel has no such signal (not Linux)."""
-    if not sys.platform.startswith("linux"):
+    that cannot be set."""
+    if _PRCTL is None:
         return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
-    parent = os.getpid()
+    return functools.partial(die_with_parent, os.getpid())
 
-    def stop_with_parent() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)  # the tool died between the fork and the prctl: no signal will come
 
-    return stop_with_parent
+async def uninterrupted(work: Awaitable[T]) -> T:
+    """`work`'s result, awaited to its end even if this task is cancelled meanwhile; the
+    cancellation is raised once `work` is done."""
+    task = asyncio.ensure_future(work)
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                interrupted = True  # this task was cancelled, not `work`: keep waiting
+    if interrupted:
+        if not task.cancelled() and task.exception() is not None:
+            raise asyncio.CancelledError() from task.exception()
+        raise asyncio.CancelledError()
+    return task.result()

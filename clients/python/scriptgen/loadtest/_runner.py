@@ -25,6 +25,7 @@ from scriptgen.loadtest._discovery import (
     named_servers,
     servers_with_workers,
 )
+from scriptgen.loadtest._lifetime import uninterrupted
 from scriptgen.loadtest._processes import ProcessSampler, WatchedProcess, describe
 from scriptgen.loadtest._records import StreamPlan, StreamRecord, WorkerResult
 from scriptgen.loadtest._report import HoldWindow, LoadReport, build_report, time_speed_loop
@@ -42,6 +43,8 @@ Progress = Callable[[str], None]
 
 #: Time after the common start for streams to close once cut, and for workers to report.
 _WRAP_UP_SECONDS = 60.0
+#: How long the client workers may take to exit once a run is over or stopped.
+WORKER_EXIT_SECONDS = 5.0
 
 
 def _quiet(_: str) -> None:
@@ -239,7 +242,7 @@ async def _run_in_workers(
             parent_end, child_end = context.Pipe()
             child = context.Process(
                 target=worker_main,
-                args=(child_end, WorkerJob(target, share), counters),
+                args=(child_end, WorkerJob(target, share), counters, os.getpid()),
                 name="scriptgen-loadtest-worker",
                 daemon=True,
             )
@@ -263,12 +266,24 @@ async def _run_in_workers(
     finally:
         for link in links:
             link.close()
-        for child in children:
-            await asyncio.to_thread(child.join, 5)
-            if child.is_alive():
-                child.kill()
+        # Done by now after a run; still running when it failed or was stopped.
+        await uninterrupted(_end_workers(children))
     records = sorted((r for result in results for r in result.records), key=lambda r: r.index)
     return start, records, results, hold
+
+
+async def _end_workers(children: list[Any]) -> None:
+    """Wait for the client workers to exit, together, WORKER_EXIT_SECONDS at most from when
+    they were told to (SIGTERM to those still running); SIGKILL to any left."""
+    for child in children:
+        if child.is_alive():
+            child.terminate()
+    deadline = time.monotonic() + WORKER_EXIT_SECONDS
+    for child in children:
+        await asyncio.to_thread(child.join, max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            await asyncio.to_thread(child.join, 1)
 
 
 async def _receive(link: multiprocessing.connection.Connection) -> Any:

@@ -43,7 +43,7 @@ from scriptgen.loadtest._config import (
     Target,
 )
 from scriptgen.loadtest._discovery import STANDIN_MODULE, children_of
-from scriptgen.loadtest._lifetime import parent_death_signal
+from scriptgen.loadtest._lifetime import parent_death_signal, uninterrupted
 
 _GRPC_LINE = re.compile(r"(?m)^\s+gRPC\s+(\S+):(\d+)")
 _HTTP_LINE = re.compile(r"(?m)^\s+HTTP\s+http://(\S+):(\d+)/")
@@ -118,6 +118,7 @@ async def _server_help() -> str:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=_environment(),
+        preexec_fn=parent_death_signal(),
     )
     output, _ = await process.communicate()
     return output.decode(errors="replace")
@@ -234,6 +235,17 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
+async def _stop_all(started: Sequence[asyncio.subprocess.Process]) -> None:
+    """Stop the processes, the last started first, each in turn; to the end even if the
+    tool is cancelled meanwhile (a second signal), which is raised after."""
+
+    async def in_turn() -> None:
+        for process in reversed(started):
+            await _stop(process)
+
+    await uninterrupted(in_turn())
+
+
 @asynccontextmanager
 async def spawned_servers(
     protocol: Protocol,
@@ -296,18 +308,15 @@ async def spawned_servers(
                     processes.append((gateway.pid, "gateway"))
                 processes += children_of(processes) + standin
         except TimeoutError:
-            for process in reversed(started):
-                await _stop(process)
+            await _stop_all(started)
             logs = await asyncio.to_thread(_log_tails, folder)
             raise LoadTestError(
                 f"the servers were not ready within --setup-timeout {ready_within:g} s{logs}"
             ) from None
         except BaseException:
-            for process in reversed(started):
-                await _stop(process)
+            await _stop_all(started)
             raise
         try:
             yield SpawnedServers(target, tuple(processes), folder)
         finally:
-            for process in reversed(started):
-                await _stop(process)
+            await _stop_all(started)

@@ -30,6 +30,7 @@ from scriptgen._heap import freeze_startup_heap
 from scriptgen.cli._loop import default_event_loop, loop_factory
 from scriptgen.loadtest._config import Protocol, Target
 from scriptgen.loadtest._grpc import run_grpc_stream
+from scriptgen.loadtest._lifetime import die_with_parent
 from scriptgen.loadtest._records import Outcome, StreamPlan, StreamRecord, WorkerResult
 from scriptgen.loadtest._sse import resolve, run_sse_stream
 from scriptgen.v1 import generation_service_pb2_grpc
@@ -152,9 +153,14 @@ async def run_streams(
 
 
 def worker_main(
-    connection: multiprocessing.connection.Connection, job: WorkerJob, counters: Counters
+    connection: multiprocessing.connection.Connection,
+    job: WorkerJob,
+    counters: Counters,
+    parent: int,
 ) -> None:
-    """A client worker process: say ready, wait for the start, run, send a WorkerResult."""
+    """A client worker process of the tool `parent`: say ready, wait for the start, run,
+    send a WorkerResult. It ends with the tool, however the tool ends."""
+    die_with_parent(parent)
     # The tool's own full collections would land in its streams' latencies, as the servers'.
     freeze_startup_heap()
     connection.send(os.getpid())

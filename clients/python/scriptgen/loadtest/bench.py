@@ -384,10 +384,8 @@ def run_loadtest(arguments: Sequence[str], stem: Path, label: str) -> bool:
     print(f"== {label}: scriptgen loadtest {shlex.join(arguments)}")
     sys.stdout.flush()
     # Stopped with this process (SIGTERM when it ends): the tool then stops its servers.
-    return subprocess.run(command, check=False, preexec_fn=parent_death_signal()).returncode in (
-        0,
-        1,
-    )
+    status = subprocess.run(command, check=False, preexec_fn=parent_death_signal()).returncode
+    return status in (0, 1)
 
 
 if __name__ == "__main__":
