@@ -25,8 +25,8 @@ Only loopback targets are accepted (127.0.0.0/8, ::1, localhost). Runs are
 bounded: at most 5000 streams, --duration at most 3600 s (streams still open
 then are cut, which is not an error), --setup-timeout for everything before.
 Exit status 0 when every stream completed or was cut, 1 when any failed or
-the run could not be set up. SIGTERM and SIGHUP end a run as Ctrl-C does: the
-servers it started are stopped before it exits (status 128 + the signal). The
+the run could not be set up. Ctrl-C, SIGTERM and SIGHUP end a run: the servers
+it started are stopped before it exits (status 128 + the signal). The
 flags have no SCRIPTGEN_* variables: a load run is always spelled out.
 BENCHMARKS.md lists the documented scenarios.
 """
@@ -198,15 +198,16 @@ def register(
     set_command(parser, run)
 
 
-#: Signals that end a run as Ctrl-C does (its servers stopped first): `kill`, `timeout`, a
-#: CI job's cancellation, a closed terminal.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: Signals that end a run, its servers stopped first: Ctrl-C, `kill`, `timeout`, a CI job's
+#: cancellation, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
 def _stopped_by_signals(install: bool) -> Iterator[list[signal.Signals]]:
-    """While in it, STOP_SIGNALS cancel the current task, once: not after another signal
-    or Ctrl-C began the stop (the servers' stopping is not cut short either way,
+    """While in it, the first of STOP_SIGNALS cancels the current task; later ones are
+    ignored, during the stop and after it, so that a second Ctrl-C does not cut short the
+    stopping of the servers (which a cancellation does not either,
     `loadtest._lifetime.uninterrupted`). The list names the signal that came.
 
     Only when `install`: the process's own command. A caller of `run` in its own process
@@ -229,11 +230,15 @@ def _stopped_by_signals(install: bool) -> Iterator[list[signal.Signals]]:
     try:
         yield came
     finally:
+        # Stopping: another stop signal must not end the process before it exits; held back
+        # while the handlers give way to SIG_IGN, so none lands on the default action between.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, installed) if came else None
         for signum in installed:
             loop.remove_signal_handler(signum)
             if came:
-                # Stopping: another stop signal must not end the process before it reports.
                 signal.signal(signum, signal.SIG_IGN)
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 async def run(args: argparse.Namespace) -> int:

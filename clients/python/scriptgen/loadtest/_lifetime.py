@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import os
@@ -69,16 +70,15 @@ def parent_death_signal() -> Callable[[], None] | None:
 
 async def uninterrupted(work: Awaitable[T]) -> T:
     """`work`'s result, awaited to its end even if this task is cancelled meanwhile; the
-    cancellation is raised once `work` is done."""
+    cancellation (any that came while waiting, even in the turn `work` ended) is raised
+    once `work` is done."""
+    current = asyncio.current_task()
+    before = current.cancelling() if current is not None else 0
     task = asyncio.ensure_future(work)
-    interrupted = False
     while not task.done():
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.done():
-                interrupted = True  # this task was cancelled, not `work`: keep waiting
-    if interrupted:
+    if current is not None and current.cancelling() > before:
         if not task.cancelled() and task.exception() is not None:
             raise asyncio.CancelledError() from task.exception()
         raise asyncio.CancelledError()

@@ -237,6 +237,7 @@ async def _run_in_workers(
     context = multiprocessing.get_context("spawn")
     links: list[multiprocessing.connection.Connection] = []
     children: list[Any] = []
+    finished = False
     try:
         for share in split_plans(plans, config.workers):
             parent_end, child_end = context.Pipe()
@@ -263,24 +264,27 @@ async def _run_in_workers(
         async with asyncio.timeout_at(deadline + _WRAP_UP_SECONDS):
             hold = await _control(config, counters, start, deadline, progress)
             results: list[WorkerResult] = [await _receive(link) for link in links]
+        finished = True
     finally:
         for link in links:
             link.close()
-        # Done by now after a run; still running when it failed or was stopped.
-        await uninterrupted(_end_workers(children))
+        await uninterrupted(_end_workers(children, finished=finished))
     records = sorted((r for result in results for r in result.records), key=lambda r: r.index)
     return start, records, results, hold
 
 
-async def _end_workers(children: list[Any]) -> None:
-    """Wait for the client workers to exit, together, WORKER_EXIT_SECONDS at most from when
-    they were told to (SIGTERM to those still running); SIGKILL to any left."""
-    for child in children:
-        if child.is_alive():
-            child.terminate()
+async def _end_workers(children: list[Any], *, finished: bool) -> None:
+    """Wait for the client workers to exit, together, WORKER_EXIT_SECONDS at most: after a
+    run (`finished`: each sent its result) on their own; when it failed or was stopped,
+    told at once (SIGTERM). Any still running then is killed."""
+    if not finished:
+        for child in children:
+            if child.is_alive():
+                child.terminate()
     deadline = time.monotonic() + WORKER_EXIT_SECONDS
     for child in children:
         await asyncio.to_thread(child.join, max(0.0, deadline - time.monotonic()))
+    for child in children:
         if child.is_alive():
             child.kill()
             await asyncio.to_thread(child.join, 1)
