@@ -50,7 +50,7 @@ from scriptgen.cli._output import note, out
 
 if TYPE_CHECKING:
     # Loaded only when the command runs, so other commands start fast.
-    from scriptgen.loadtest import LoadConfig
+    from scriptgen.loadtest import LoadConfig, LoadReport
 
 
 def register(
@@ -246,14 +246,15 @@ async def run(args: argparse.Namespace) -> int:
     from scriptgen import loadtest
 
     config = _config(args)
+    report: LoadReport | None = None
     with _stopped_by_signals(install=_from_shell()) as came:
         try:
             report = await loadtest.run_load(config, progress=_progress(bool(args.quiet)))
         except asyncio.CancelledError:
             if not came:
                 raise
-            note(f"loadtest: stopped by {came[0].name}; no report")
-            return 128 + came[0].value
+    if report is None:
+        return _stopped(came[0], "; no report")
     out(loadtest.summary(report))
     if args.json is not None:
         report.write_json(args.json)
@@ -263,9 +264,14 @@ async def run(args: argparse.Namespace) -> int:
         note(f"wrote {args.chart}")
     if came:
         # The signal came as the run was ending, and its last wait did not see it.
-        note(f"loadtest: stopped by {came[0].name} as the run ended")
-        return 128 + came[0].value
+        return _stopped(came[0], " as the run ended")
     return 1 if report.error_count else 0
+
+
+def _stopped(signum: signal.Signals, how: str) -> int:
+    """Say which signal stopped the run; the exit status a shell gives a death by it."""
+    note(f"loadtest: stopped by {signum.name}{how}")
+    return 128 + signum.value
 
 
 def _progress(quiet: bool) -> Callable[[str], None]:

@@ -44,7 +44,7 @@ Progress = Callable[[str], None]
 #: Time after the common start for streams to close once cut, and for workers to report.
 _WRAP_UP_SECONDS = 60.0
 #: How long the client workers may take to exit once a run is over or stopped.
-WORKER_EXIT_SECONDS = 5.0
+_WORKER_EXIT_SECONDS = 5.0
 
 
 def _quiet(_: str) -> None:
@@ -274,14 +274,14 @@ async def _run_in_workers(
 
 
 async def _end_workers(children: list[Any], *, finished: bool) -> None:
-    """Wait for the client workers to exit, together, WORKER_EXIT_SECONDS at most: after a
+    """Wait for the client workers to exit, together, _WORKER_EXIT_SECONDS at most: after a
     run (`finished`: each sent its result) on their own; when it failed or was stopped,
     told at once (SIGTERM). Any still running then is killed."""
     if not finished:
         for child in children:
             if child.is_alive():
                 child.terminate()
-    deadline = time.monotonic() + WORKER_EXIT_SECONDS
+    deadline = time.monotonic() + _WORKER_EXIT_SECONDS
     for child in children:
         await asyncio.to_thread(child.join, max(0.0, deadline - time.monotonic()))
     for child in children:
