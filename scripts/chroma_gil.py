@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 import chromadb
+from scriptgen.loadtest._lifetime import interrupt_on_sigterm
 
 RECORDS = 12
 DIMENSION = 1024
@@ -27,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="chroma_gil.py")
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
+    interrupt_on_sigterm()  # a `kill` removes the temporary folders too
     with tempfile.TemporaryDirectory(prefix="chroma-gil-") as folder:
         client = chromadb.PersistentClient(path=folder)
         collection = client.get_or_create_collection(

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import uvloop
 from scriptgen.cli._args import at_least_one, not_negative
+from scriptgen.loadtest._lifetime import interrupt_on_sigterm
 from scriptgen.loadtest._standin import screenplay
 from scriptgen.v1 import project_pb2
 
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--rest-share", type=float, default=EMBEDDED_REST_SHARE)
     parser.add_argument("--existing", type=not_negative, default=0)
     args = parser.parse_args()
+    interrupt_on_sigterm()  # a `kill` removes the temporary folders too
     if args.rest_share < 0:
         parser.error(f"--rest-share must be at least 0, not {args.rest_share}")
     results = []

@@ -45,7 +45,7 @@ from typing import Any
 import httpx
 import psutil
 from scriptgen.cli._args import at_least_one, not_negative
-from scriptgen.loadtest._lifetime import parent_death_signal
+from scriptgen.loadtest._lifetime import interrupt_on_sigterm, parent_death_signal
 from scriptgen.v1 import project_pb2
 
 import server.knowledge
@@ -221,6 +221,7 @@ def main() -> None:
         help="embedded Chroma in a temporary folder, as a core without SCRIPTGEN_CHROMA_URL",
     )
     args = parser.parse_args()
+    interrupt_on_sigterm()  # a `kill` removes the temporary folders too
     _count_responses()
     if args.embedded:
         with tempfile.TemporaryDirectory(prefix="retrieval-costs-") as folder:

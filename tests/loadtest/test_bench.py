@@ -55,15 +55,18 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The load tool's command lines that `bench.main` runs, each answered with success."""
     ran: list[list[str]] = []
 
-    def fake_run(
-        command: list[str], check: bool, preexec_fn: object
-    ) -> subprocess.CompletedProcess[str]:
-        # Each run is stopped with `make bench` (its parent-death signal, on Linux).
-        assert (preexec_fn is not None) == sys.platform.startswith("linux")
-        ran.append(command)
-        return subprocess.CompletedProcess(command, 0)
+    class FakeTool:
+        """A load run that succeeds at once."""
 
-    monkeypatch.setattr(subprocess, "run", fake_run)
+        def __init__(self, command: list[str], preexec_fn: object) -> None:
+            # Each run is stopped with `make bench` (its parent-death signal, on Linux).
+            assert (preexec_fn is not None) == sys.platform.startswith("linux")
+            ran.append(command)
+
+        def wait(self, timeout: float | None = None) -> int:
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakeTool)
     return ran
 
 

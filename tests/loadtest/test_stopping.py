@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -235,3 +237,80 @@ async def test_uninterrupted_raises_a_cancellation_that_came_as_the_work_ended()
     task.cancel()  # ...and the cancel lands in that same turn
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_ctrl_c_of_make_bench_lets_the_run_stop_its_servers_and_folder(
+    tmp_path: Path,
+) -> None:
+    # As a terminal's Ctrl-C: SIGINT to the whole process group, bench and tool alike.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    environment = {**os.environ, "TMPDIR": str(scratch)}
+    out = tmp_path / "out"
+    bench = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scriptgen.loadtest.bench",
+        "--mode=coalesced",
+        "--runs=2",
+        "--only=sse-single-stream",
+        "--duration=300",
+        f"--out={out}",
+        env=environment,
+        start_new_session=True,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    bench_process = psutil.Process(bench.pid)
+    started: list[psutil.Process] = []
+    try:
+        async with asyncio.timeout(60):
+            while not any(_role(p) == "scriptgen gateway" for p in started):
+                await asyncio.sleep(0.2)
+                started = bench_process.children(recursive=True)
+        # The tool's folder (the servers' data) exists while it runs.
+        assert [p.name for p in scratch.iterdir()]
+        await asyncio.sleep(1.0)
+        started = bench_process.children(recursive=True)
+        os.killpg(bench.pid, signal.SIGINT)
+        async with asyncio.timeout(70):
+            output, errors = await bench.communicate()
+        assert bench.returncode == 128 + signal.SIGINT, errors.decode(errors="replace")
+        assert b"bench: stopped by SIGINT" in errors
+        assert b"loadtest: stopped by SIGINT" in errors  # the tool's own stop, not a kill
+        assert output.count(b"== sse-single-stream") == 1  # no further run began
+        assert await _gone(started, within=15) == []
+        assert list(scratch.iterdir()) == []
+    finally:
+        for process in [bench_process, *started]:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+
+
+def test_a_measuring_script_sent_sigterm_removes_its_temporary_folder(tmp_path: Path) -> None:
+    # As `scripts/*_costs.py` do: the helper once, then a folder held by `with`.
+    script = (
+        "import sys, tempfile, time\n"
+        "from scriptgen.loadtest._lifetime import interrupt_on_sigterm\n"
+        "interrupt_on_sigterm()\n"
+        "with tempfile.TemporaryDirectory() as folder:\n"
+        "    print(folder, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as child:
+        try:
+            assert child.stdout is not None
+            folder = Path(child.stdout.readline().decode().strip())
+            assert folder.is_dir()
+            child.send_signal(signal.SIGTERM)
+            _, errors = child.communicate(timeout=30)
+            assert child.returncode == -signal.SIGINT  # ended as by Ctrl-C, through its `with`
+            assert b"KeyboardInterrupt" in errors
+            assert not folder.exists()
+        finally:
+            child.kill()

@@ -9,6 +9,8 @@
   (a sandbox), nothing is set.
 * `uninterrupted(work)` runs the stopping of those processes to its end even when the
   tool is cancelled meanwhile (a second signal): a stop cut short left servers running.
+* `interrupt_on_sigterm()` makes SIGTERM end a measuring script as Ctrl-C does, through
+  its `finally` and `with` blocks (its temporary folders, its servers), not at once.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def parent_death_signal() -> Callable[[], None] | None:
     if _PRCTL is None:
         return None
     return functools.partial(die_with_parent, os.getpid())
+
+
+def interrupt_on_sigterm() -> None:
+    """From now on SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 async def uninterrupted(work: Awaitable[T]) -> T:

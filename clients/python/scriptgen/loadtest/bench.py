@@ -10,13 +10,19 @@ started from (a TextDelta per token, asyncio loops, one gateway process),
 `coalesced` the servers' current defaults. With both, the runs alternate between the
 modes, so a change in the machine's load hits both alike, and the table at the
 end has each figure's median (min - max) per mode and their ratio.
+
+Ctrl-C stops the sweep: the run in progress stops its servers and removes its
+temporary folder (the load tool's own stop, waited for up to `STOP_SECONDS`), no
+further run starts, and the command exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -314,6 +320,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _sweep(args)
+    except KeyboardInterrupt:
+        print("bench: stopped by SIGINT; no medians", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """Every chosen scenario's runs in every chosen mode, then their medians; 1 when a run
+    could not be made."""
     names = args.only or list(SCENARIOS)
     modes = list(MODES) if args.mode == "both" else [args.mode]
     failed = False
@@ -384,8 +400,34 @@ def run_loadtest(arguments: Sequence[str], stem: Path, label: str) -> bool:
     print(f"== {label}: scriptgen loadtest {shlex.join(arguments)}")
     sys.stdout.flush()
     # Stopped with this process (SIGTERM when it ends): the tool then stops its servers.
-    status = subprocess.run(command, check=False, preexec_fn=parent_death_signal()).returncode
+    tool = subprocess.Popen(command, preexec_fn=parent_death_signal())
+    try:
+        status = tool.wait()
+    except KeyboardInterrupt:
+        _stop(tool)
+        raise
     return status in (0, 1)
+
+
+#: How long a stopped run may take to stop its servers before it is killed.
+STOP_SECONDS = 60.0
+
+
+def _stop(tool: subprocess.Popen[bytes]) -> None:
+    """Let a run that Ctrl-C reached stop as it does, its servers and folder included.
+
+    A terminal's Ctrl-C reaches the tool too (one process group); a SIGINT sent to this
+    process alone is passed on, and the tool ignores the second. `subprocess.run` would
+    have killed it 0.25 s later, in the middle of that stop. Later Ctrl-Cs are ignored
+    here as in the tool, so none cuts the wait short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(ProcessLookupError):
+        tool.send_signal(signal.SIGINT)
+    try:
+        tool.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        tool.kill()  # its servers end by the parent-death signal
+        tool.wait()
 
 
 if __name__ == "__main__":
