@@ -122,16 +122,17 @@ def _chroma_server() -> Iterator[tuple[str, psutil.Process]]:
     """A throwaway `chroma run`: its URL and its process."""
     binary = Path(sys.executable).parent / "chroma"
     folder = tempfile.mkdtemp(prefix="retrieval-costs-")
-    port = _free_port()
-    process = subprocess.Popen(
-        [str(binary), "run", "--path", folder, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
-        preexec_fn=parent_death_signal(),
-    )
-    url = f"http://127.0.0.1:{port}"
+    process: subprocess.Popen[bytes] | None = None
     try:
+        port = _free_port()
+        process = subprocess.Popen(
+            [str(binary), "run", "--path", folder, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+            preexec_fn=parent_death_signal(),
+        )
+        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -144,9 +145,16 @@ def _chroma_server() -> Iterator[tuple[str, psutil.Process]]:
             time.sleep(0.1)
         yield url, psutil.Process(process.pid)
     finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _measure(

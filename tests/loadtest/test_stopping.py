@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,7 +105,10 @@ def _role(process: psutil.Process) -> str:
     """`scriptgen server` or `scriptgen gateway` (with their own workers), `client` (the
     tool's client worker), or the command of another child (multiprocessing's resource
     tracker, which ends once the tool is gone)."""
-    command = process.cmdline()
+    try:
+        command = process.cmdline()
+    except psutil.Error:
+        return "gone"
     if command[1:3] == ["-m", "scriptgen"]:
         return " ".join(command[2:4])
     if "--multiprocessing-fork" in command:
@@ -171,11 +175,16 @@ async def test_a_second_signal_does_not_cut_the_stop_short(
 
 async def test_sigkill_of_the_tool_still_ends_every_server(start_run: StartRun) -> None:
     run = await start_run(*SPAWNED)
+    [core] = run.of_role("scriptgen server")
+    found = _DATA_DIR.search(" ".join(core.cmdline()))
+    assert found is not None
     run.tool.kill()
     # Each gets SIGTERM from the kernel and stops as a server does.
     assert await _gone(run.started, within=30) == []
     status, _ = await run.exit_status()
     assert status == -signal.SIGKILL
+    # Only the folder stays, which nobody was left to remove.
+    await asyncio.to_thread(shutil.rmtree, Path(found.group(1)).parent)
 
 
 async def test_sigkill_of_the_tool_ends_its_client_workers_against_a_running_target(
@@ -196,6 +205,30 @@ async def test_sigkill_of_the_tool_ends_its_client_workers_against_a_running_tar
         assert await _gone(clients, within=10) == []
         status, _ = await run.exit_status()
         assert status == -signal.SIGKILL
+    finally:
+        await core.stop()
+
+
+async def test_client_workers_leave_a_terminals_ctrl_c_to_the_tool(
+    start_run: StartRun, tmp_path: Path
+) -> None:
+    idle = dataclasses.replace(
+        fast_core_config(tmp_path), synthetic=SyntheticConfig(first_token_seconds=60.0)
+    )
+    core = Core(idle)
+    await core.start()
+    try:
+        run = await start_run(f"--target-grpc=127.0.0.1:{core.grpc_port}")
+        clients = run.of_role("client")
+        assert clients
+        for client in clients:
+            client.send_signal(signal.SIGINT)  # as the terminal's Ctrl-C reaches the group
+        assert await _gone(clients, within=1.0) == [f"{c.pid} client" for c in clients]
+        run.tool.send_signal(signal.SIGINT)  # the tool's share of it: the run stops
+        status, rest = await run.exit_status()
+        assert status == 128 + signal.SIGINT, rest.decode(errors="replace")
+        assert b"Traceback" not in rest
+        assert _alive(clients) == []
     finally:
         await core.stop()
 
@@ -239,52 +272,80 @@ async def test_uninterrupted_raises_a_cancellation_that_came_as_the_work_ended()
         await task
 
 
-async def test_ctrl_c_of_make_bench_lets_the_run_stop_its_servers_and_folder(
-    tmp_path: Path,
+def _descendants(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+@pytest.mark.parametrize(
+    ("to", "signum"),
+    [("group", signal.SIGINT), ("bench", signal.SIGTERM)],
+    ids=["ctrl-c-in-a-terminal", "sigterm-to-bench-alone"],
+)
+async def test_a_stopped_make_bench_lets_the_run_stop_its_servers_and_folder(
+    tmp_path: Path, to: str, signum: signal.Signals
 ) -> None:
-    # As a terminal's Ctrl-C: SIGINT to the whole process group, bench and tool alike.
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    environment = {**os.environ, "TMPDIR": str(scratch)}
-    out = tmp_path / "out"
     bench = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "scriptgen.loadtest.bench",
-        "--mode=coalesced",
+        "--mode=coalesced",  # a gateway of two workers, with its metrics folder in TMPDIR
         "--runs=2",
         "--only=sse-single-stream",
         "--duration=300",
-        f"--out={out}",
-        env=environment,
-        start_new_session=True,
+        f"--out={tmp_path / 'out'}",
+        env={**os.environ, "TMPDIR": str(scratch)},
+        start_new_session=True,  # a process group of its own, as a terminal's job is
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     bench_process = psutil.Process(bench.pid)
-    started: list[psutil.Process] = []
+    started: set[psutil.Process] = set()
     try:
-        async with asyncio.timeout(60):
-            while not any(_role(p) == "scriptgen gateway" for p in started):
+        # multiprocessing's resource tracker starts as the streams are about to begin.
+        async with asyncio.timeout(90):
+            while not any("resource_tracker" in _role(p) for p in started):
                 await asyncio.sleep(0.2)
-                started = bench_process.children(recursive=True)
-        # The tool's folder (the servers' data) exists while it runs.
-        assert [p.name for p in scratch.iterdir()]
-        await asyncio.sleep(1.0)
-        started = bench_process.children(recursive=True)
-        os.killpg(bench.pid, signal.SIGINT)
+                started.update(_descendants(bench_process))
+        await asyncio.sleep(1.0)  # the run measures
+        started.update(_descendants(bench_process))
+        roles = sorted(_role(p) for p in started)
+        assert roles.count("scriptgen gateway") == 3, roles  # the supervisor and two workers
+        assert [p.name for p in scratch.iterdir()]  # the tool's folder, the gateway's
+        if to == "group":
+            os.killpg(bench.pid, signum)
+        else:
+            bench.send_signal(signum)
         async with asyncio.timeout(70):
             output, errors = await bench.communicate()
-        assert bench.returncode == 128 + signal.SIGINT, errors.decode(errors="replace")
-        assert b"bench: stopped by SIGINT" in errors
-        assert b"loadtest: stopped by SIGINT" in errors  # the tool's own stop, not a kill
+        shown = errors.decode(errors="replace")
+        assert bench.returncode == 128 + signum, shown
+        assert f"bench: stopped by {signum.name}" in shown
+        assert f"loadtest: stopped by {signum.name}" in shown  # the tool's own stop
         assert output.count(b"== sse-single-stream") == 1  # no further run began
-        assert await _gone(started, within=15) == []
-        assert list(scratch.iterdir()) == []
+        assert await _gone(list(started), within=15) == []
+        assert list(scratch.iterdir()) == [], shown
     finally:
         for process in [bench_process, *started]:
             with contextlib.suppress(psutil.Error):
                 process.kill()
+
+
+async def test_the_spawned_servers_hear_no_signal_sent_to_the_tools_process_group(
+    start_run: StartRun,
+) -> None:
+    run = await start_run(*SPAWNED)
+    servers = run.of_role("scriptgen server") + run.of_role("scriptgen gateway")
+    tool_group = os.getpgid(run.tool.pid)
+    assert servers
+    assert all(os.getpgid(server.pid) != tool_group for server in servers)
+    run.tool.send_signal(signal.SIGTERM)
+    status, rest = await run.exit_status()
+    assert status == 128 + signal.SIGTERM, rest.decode(errors="replace")
 
 
 def test_a_measuring_script_sent_sigterm_removes_its_temporary_folder(tmp_path: Path) -> None:

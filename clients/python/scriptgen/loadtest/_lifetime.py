@@ -71,8 +71,14 @@ def parent_death_signal() -> Callable[[], None] | None:
 
 
 def interrupt_on_sigterm() -> None:
-    """From now on SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    """From now on SIGTERM is taken as Ctrl-C: SIGINT is raised in its place, so whatever
+    handles SIGINT (an asyncio Runner cancels its main task; otherwise KeyboardInterrupt)
+    handles it."""
+    signal.signal(signal.SIGTERM, _as_interrupt)
+
+
+def _as_interrupt(signum: int, frame: object) -> None:
+    signal.raise_signal(signal.SIGINT)
 
 
 async def uninterrupted(work: Awaitable[T]) -> T:

@@ -17,6 +17,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import resource
+import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -161,6 +162,10 @@ def worker_main(
     """A client worker process of the tool `parent`: say ready, wait for the start, run,
     send a WorkerResult. It ends with the tool, however the tool ends."""
     die_with_parent(parent)
+    # A terminal's Ctrl-C or hang-up reaches the whole process group: the tool, which ends
+    # the workers itself (SIGTERM, as the parent-death signal does), says when.
+    for ignored in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(ignored, signal.SIG_IGN)
     # The tool's own full collections would land in its streams' latencies, as the servers'.
     freeze_startup_heap()
     connection.send(os.getpid())

@@ -11,9 +11,10 @@ started from (a TextDelta per token, asyncio loops, one gateway process),
 modes, so a change in the machine's load hits both alike, and the table at the
 end has each figure's median (min - max) per mode and their ratio.
 
-Ctrl-C stops the sweep: the run in progress stops its servers and removes its
-temporary folder (the load tool's own stop, waited for up to `STOP_SECONDS`), no
-further run starts, and the command exits with status 130.
+Ctrl-C (or SIGTERM, SIGHUP) stops the sweep: the run in progress stops its servers
+and removes its temporary folder (the load tool's own stop, waited for up to
+`STOP_SECONDS`), no further run starts, and the command exits with status 128 + the
+signal.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -321,10 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        return _sweep(args)
-    except KeyboardInterrupt:
-        print("bench: stopped by SIGINT; no medians", file=sys.stderr)
-        return 128 + signal.SIGINT
+        with _stop_signals():
+            return _sweep(args)
+    except Stopped as stopped:
+        print(f"bench: stopped by {stopped.signum.name}; no medians", file=sys.stderr)
+        return 128 + stopped.signum
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -403,26 +405,52 @@ def run_loadtest(arguments: Sequence[str], stem: Path, label: str) -> bool:
     tool = subprocess.Popen(command, preexec_fn=parent_death_signal())
     try:
         status = tool.wait()
-    except KeyboardInterrupt:
-        _stop(tool)
+    except Stopped as stopped:
+        _stop(tool, stopped.signum)
         raise
     return status in (0, 1)
 
 
+#: Signals that stop the sweep: Ctrl-C, `kill`, `make` stopped, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: How long a stopped run may take to stop its servers before it is killed.
 STOP_SECONDS = 60.0
 
 
-def _stop(tool: subprocess.Popen[bytes]) -> None:
-    """Let a run that Ctrl-C reached stop as it does, its servers and folder included.
+class Stopped(Exception):
+    """One of STOP_SIGNALS came."""
 
-    A terminal's Ctrl-C reaches the tool too (one process group); a SIGINT sent to this
+    def __init__(self, signum: signal.Signals) -> None:
+        super().__init__(signum.name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum))
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """While in it, each of STOP_SIGNALS raises Stopped; the handlers before are restored."""
+    before = {signum: signal.signal(signum, _raise_stopped) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def _stop(tool: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    """Let a run stop as it does on `signum`, its servers and folder included.
+
+    A terminal's Ctrl-C reaches the tool too (one process group); a signal sent to this
     process alone is passed on, and the tool ignores the second. `subprocess.run` would
-    have killed it 0.25 s later, in the middle of that stop. Later Ctrl-Cs are ignored
-    here as in the tool, so none cuts the wait short."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    have killed it 0.25 s after a Ctrl-C, in the middle of that stop. Later stop signals
+    are ignored here as in the tool, so none cuts the wait short."""
+    for held in STOP_SIGNALS:
+        signal.signal(held, signal.SIG_IGN)
     with contextlib.suppress(ProcessLookupError):
-        tool.send_signal(signal.SIGINT)
+        tool.send_signal(signum)
     try:
         tool.wait(timeout=STOP_SECONDS)
     except subprocess.TimeoutExpired:
