@@ -343,6 +343,9 @@ async def test_the_spawned_servers_hear_no_signal_sent_to_the_tools_process_grou
     tool_group = os.getpgid(run.tool.pid)
     assert servers
     assert all(os.getpgid(server.pid) != tool_group for server in servers)
+    # The tool's session still: a session of its own would be an autogroup of its own, and
+    # change how the kernel shares the CPUs out between what a run measures.
+    assert {os.getsid(server.pid) for server in servers} == {os.getsid(run.tool.pid)}
     run.tool.send_signal(signal.SIGTERM)
     status, rest = await run.exit_status()
     assert status == 128 + signal.SIGTERM, rest.decode(errors="replace")

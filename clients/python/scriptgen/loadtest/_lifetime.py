@@ -62,12 +62,24 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def parent_death_signal() -> Callable[[], None] | None:
+def parent_death_signal(*, own_group: bool = False) -> Callable[[], None] | None:
     """A `preexec_fn` that has the child sent SIGTERM when this thread ends; None where
-    that cannot be set."""
-    if _PRCTL is None:
+    that cannot be set and nothing else is asked.
+
+    With `own_group` the child also leads a process group of its own, so a terminal's
+    Ctrl-C (sent to the foreground group) reaches the parent alone, which stops the child
+    when it chooses. A group, not a session: with the kernel's autogroup scheduling (on
+    here) a session of its own would also give the child a CPU share of its own, and
+    change how the box's CPUs are shared out in the runs it measures."""
+    if _PRCTL is None and not own_group:
         return None
-    return functools.partial(die_with_parent, os.getpid())
+    return functools.partial(_start_child, os.getpid(), own_group)
+
+
+def _start_child(parent: int, own_group: bool) -> None:
+    if own_group:
+        os.setpgid(0, 0)
+    die_with_parent(parent)
 
 
 def interrupt_on_sigterm() -> None:

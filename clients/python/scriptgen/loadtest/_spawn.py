@@ -133,12 +133,10 @@ async def _start(
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=environment if environment is not None else _environment(),
-            preexec_fn=parent_death_signal(),
-            # A session (so a process group) of its own: a terminal's Ctrl-C reaches the tool
-            # alone, which stops each server in turn (SIGTERM) and waits for it. A server
-            # signalled with the tool would begin its own stop, and the tool's SIGTERM then
-            # cut it short. (uvloop takes no `process_group`.)
-            start_new_session=True,
+            # A process group of its own: a terminal's Ctrl-C reaches the tool alone, which
+            # stops each server in turn (SIGTERM) and waits for it. A server signalled with
+            # the tool would begin its own stop, and the tool's SIGTERM then cut it short.
+            preexec_fn=parent_death_signal(own_group=True),
         )
 
 
