@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,16 @@ from typing import Any
 
 import pytest
 from scriptgen.cli import build_parser, serve
-from scriptgen.loadtest import LoadConfig, ModelProvider, bench, check_bounds
-from scriptgen.loadtest.bench import FIGURES, MODES, SCENARIOS, medians, side_by_side
+from scriptgen.loadtest import LoadConfig, ModelProvider, bench, capacity, check_bounds
+from scriptgen.loadtest.bench import (
+    FIGURES,
+    MODES,
+    SCENARIOS,
+    STOP_SIGNALS,
+    medians,
+    side_by_side,
+    stop_signals,
+)
 
 
 def test_every_scenario_is_a_valid_spawned_run_in_every_mode() -> None:
@@ -197,3 +206,59 @@ def test_every_scenarios_server_and_gateway_flags_are_flags_the_servers_have() -
         assert isinstance(config, LoadConfig), name
         server.parse_args(list(config.server_args))
         gateway.parse_args(list(config.gateway_args))
+
+
+class StoppedTool:
+    """A load run during which a stop signal comes to the sweep: its wait is interrupted
+    as the sweep's signal handler interrupts it, then the run stops as asked."""
+
+    def __init__(self, command: list[str], preexec_fn: object) -> None:
+        self.signals: list[signal.Signals] = []
+        self.waits = 0
+        STARTED.append(self)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.waits += 1
+        if self.waits == 1:
+            # What the sweep's handler raises on SIGTERM (the real signal: test_stopping.py).
+            raise bench.Stopped(signal.SIGTERM)
+        return 128 + self.signals[-1]
+
+    def send_signal(self, signum: signal.Signals) -> None:
+        self.signals.append(signum)
+
+    def kill(self) -> None:  # pragma: no cover - only when the stop takes too long
+        raise AssertionError("a run that stops in time is not killed")
+
+
+STARTED: list[StoppedTool] = []
+
+
+@pytest.mark.parametrize("sweep", ["bench", "capacity"])
+def test_a_stopped_sweep_passes_the_signal_on_waits_for_the_run_and_starts_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sweep: str
+) -> None:
+    STARTED.clear()
+    monkeypatch.setattr(subprocess, "Popen", StoppedTool)
+    before = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    if sweep == "bench":
+        status = bench.main(["--runs", "2", "--out", str(tmp_path), "--only", "sse-burst-200"])
+    else:
+        status = capacity.main(["--levels", "100,200", "--out", str(tmp_path)])
+    assert status == 128 + signal.SIGTERM
+    [tool] = STARTED  # no second run
+    assert tool.signals == [signal.SIGTERM]
+    assert tool.waits == 2  # it was waited for after the signal
+    # The sweep's handlers are gone again (a test process keeps its own).
+    assert {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} == before
+
+
+def test_a_signal_the_sweep_was_started_ignoring_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -75,7 +75,11 @@ StartRun = Callable[..., Awaitable[Run]]
 def start_run(runs: list[Run]) -> StartRun:
     """Start `scriptgen loadtest` with these flags; the run once it measures."""
 
-    async def start(*flags: str) -> Run:
+    async def start(*flags: str, ignoring: tuple[signal.Signals, ...] = ()) -> Run:
+        def ignore() -> None:
+            for signum in ignoring:
+                signal.signal(signum, signal.SIG_IGN)  # as `nohup` starts it
+
         tool = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -88,6 +92,7 @@ def start_run(runs: list[Run]) -> StartRun:
             *flags,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=ignore if ignoring else None,
         )
         run = Run(tool)
         runs.append(run)
@@ -171,6 +176,15 @@ async def test_a_second_signal_does_not_cut_the_stop_short(
     status, rest = await run.exit_status()
     assert status == 128 + signal.SIGTERM, rest.decode(errors="replace")
     assert _alive([core]) == []
+
+
+async def test_a_tool_started_under_nohup_goes_on_after_a_hang_up(start_run: StartRun) -> None:
+    run = await start_run(*SPAWNED, ignoring=(signal.SIGHUP,))
+    run.tool.send_signal(signal.SIGHUP)
+    assert await _gone([run.tool_process], within=2.0) == [f"{run.tool.pid} scriptgen loadtest"]
+    run.tool.send_signal(signal.SIGTERM)
+    status, rest = await run.exit_status()
+    assert status == 128 + signal.SIGTERM, rest.decode(errors="replace")
 
 
 async def test_sigkill_of_the_tool_still_ends_every_server(start_run: StartRun) -> None:
@@ -311,7 +325,7 @@ async def test_a_stopped_make_bench_lets_the_run_stop_its_servers_and_folder(
             while not any("resource_tracker" in _role(p) for p in started):
                 await asyncio.sleep(0.2)
                 started.update(_descendants(bench_process))
-        await asyncio.sleep(1.0)  # the run measures
+        await asyncio.sleep(1.0)  # its streams start
         started.update(_descendants(bench_process))
         roles = sorted(_role(p) for p in started)
         assert roles.count("scriptgen gateway") == 3, roles  # the supervisor and two workers
@@ -351,11 +365,17 @@ async def test_the_spawned_servers_hear_no_signal_sent_to_the_tools_process_grou
     assert status == 128 + signal.SIGTERM, rest.decode(errors="replace")
 
 
-def test_a_measuring_script_sent_sigterm_removes_its_temporary_folder(tmp_path: Path) -> None:
-    # As `scripts/*_costs.py` do: the helper once, then a folder held by `with`.
+@pytest.mark.parametrize("sigint", ["handled", "ignored"])
+def test_a_measuring_script_sent_sigterm_removes_its_temporary_folder(
+    tmp_path: Path, sigint: str
+) -> None:
+    # As `scripts/*_costs.py` do: the helper once, then a folder held by `with`. A script
+    # started in the background of a shell script starts with SIGINT ignored.
+    ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if sigint == "ignored" else ""
     script = (
-        "import sys, tempfile, time\n"
+        "import signal, sys, tempfile, time\n"
         "from scriptgen.loadtest._lifetime import interrupt_on_sigterm\n"
+        f"{ignore}"
         "interrupt_on_sigterm()\n"
         "with tempfile.TemporaryDirectory() as folder:\n"
         "    print(folder, flush=True)\n"

@@ -224,6 +224,8 @@ def _stopped_by_signals(install: bool) -> Iterator[list[signal.Signals]]:
 
     installed = []
     for signum in STOP_SIGNALS if install else ():
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue  # started ignoring it (`nohup`: SIGHUP): it stays ignored
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop, signum)
             installed.append(signum)

@@ -90,6 +90,10 @@ def interrupt_on_sigterm() -> None:
 
 
 def _as_interrupt(signum: int, frame: object) -> None:
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        # SIGINT would be lost (started ignoring it: `cmd &` in a shell script) or would
+        # kill the process before its `finally` blocks: the interrupt is raised here.
+        raise KeyboardInterrupt
     signal.raise_signal(signal.SIGINT)
 
 

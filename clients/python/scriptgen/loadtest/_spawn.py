@@ -130,6 +130,7 @@ async def _start(
     with log.open("wb") as sink:
         return await asyncio.create_subprocess_exec(
             *command,
+            stdin=subprocess.DEVNULL,  # in a background group, a read of the terminal stops it
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=environment if environment is not None else _environment(),
@@ -225,16 +226,22 @@ async def _gateway_ready(base_url: str) -> None:
             await asyncio.sleep(0.1)
 
 
+#: How long a server may take to stop on SIGTERM: longer than a gateway gives its workers
+#: (`cli/_workers.py`, 20 s) and a core its jobs (`--shutdown-grace-seconds`).
+_STOP_SECONDS = 30.0
+
+
 async def _stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(signal.SIGTERM)
     try:
-        await asyncio.wait_for(process.wait(), 15)
+        await asyncio.wait_for(process.wait(), _STOP_SECONDS)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
+        # Its group: a gateway's workers and a core's provider workers go with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
 
 

@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        with _stop_signals():
+        with stop_signals():
             return _sweep(args)
     except Stopped as stopped:
         print(f"bench: stopped by {stopped.signum.name}; no medians", file=sys.stderr)
@@ -402,16 +402,19 @@ def run_loadtest(arguments: Sequence[str], stem: Path, label: str) -> bool:
     print(f"== {label}: scriptgen loadtest {shlex.join(arguments)}")
     sys.stdout.flush()
     # Stopped with this process (SIGTERM when it ends): the tool then stops its servers.
-    tool = subprocess.Popen(command, preexec_fn=parent_death_signal())
+    tool: subprocess.Popen[bytes] | None = None
     try:
+        tool = subprocess.Popen(command, preexec_fn=parent_death_signal())
         status = tool.wait()
-    except Stopped as stopped:
-        _stop(tool, stopped.signum)
+    except (Stopped, KeyboardInterrupt) as stopped:
+        if tool is not None:
+            _stop(tool, stopped.signum if isinstance(stopped, Stopped) else signal.SIGINT)
+        # Else it stopped as it started: the tool, if it began, gets the parent-death signal.
         raise
     return status in (0, 1)
 
 
-#: Signals that stop the sweep: Ctrl-C, `kill`, `make` stopped, a closed terminal.
+#: Signals that stop a sweep: Ctrl-C, `kill` (or `make` stopped by one), a closed terminal.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: How long a stopped run may take to stop its servers before it is killed.
 STOP_SECONDS = 60.0
@@ -426,13 +429,25 @@ class Stopped(Exception):
 
 
 def _raise_stopped(signum: int, frame: object) -> None:
+    # From here every stop signal is ignored, so none cuts short the wait for the run's own
+    # stop; held back while the handlers give way, so none lands on one half-changed.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    for ignored in STOP_SIGNALS:
+        signal.signal(ignored, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
     raise Stopped(signal.Signals(signum))
 
 
 @contextlib.contextmanager
-def _stop_signals() -> Iterator[None]:
-    """While in it, each of STOP_SIGNALS raises Stopped; the handlers before are restored."""
-    before = {signum: signal.signal(signum, _raise_stopped) for signum in STOP_SIGNALS}
+def stop_signals() -> Iterator[None]:
+    """While in it, the first of STOP_SIGNALS raises Stopped and later ones are ignored;
+    the handlers before are restored after. A signal this process was started ignoring
+    (`nohup`: SIGHUP) stays ignored."""
+    before = {
+        signum: signal.signal(signum, _raise_stopped)
+        for signum in STOP_SIGNALS
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:
@@ -445,10 +460,9 @@ def _stop(tool: subprocess.Popen[bytes], signum: signal.Signals) -> None:
 
     A terminal's Ctrl-C reaches the tool too (one process group); a signal sent to this
     process alone is passed on, and the tool ignores the second. `subprocess.run` would
-    have killed it 0.25 s after a Ctrl-C, in the middle of that stop. Later stop signals
-    are ignored here as in the tool, so none cuts the wait short."""
-    for held in STOP_SIGNALS:
-        signal.signal(held, signal.SIG_IGN)
+    have killed it 0.25 s after a Ctrl-C, in the middle of that stop."""
+    for ignored in STOP_SIGNALS:
+        signal.signal(ignored, signal.SIG_IGN)  # set already, unless a KeyboardInterrupt
     with contextlib.suppress(ProcessLookupError):
         tool.send_signal(signum)
     try:

@@ -35,11 +35,13 @@ from typing import Any
 
 from scriptgen.loadtest.bench import (
     LONG_EPISODES,
+    Stopped,
     error_count,
     figure,
     latency,
     per_role,
     run_loadtest,
+    stop_signals,
 )
 
 DEFAULT_LEVELS = (250, 500, 1000, 1500, 2000, 2500, 3000)
@@ -223,6 +225,17 @@ def sweep(args: argparse.Namespace, criteria: Criteria) -> tuple[int, list[Level
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Ctrl-C (or SIGTERM, SIGHUP) stops it as it stops `make bench`: the run in progress
+    stops its servers, then the command exits with 128 + the signal."""
+    try:
+        with stop_signals():
+            return _main(argv)
+    except Stopped as stopped:
+        print(f"capacity: stopped by {stopped.signum.name}; no result", file=sys.stderr)
+        return 128 + stopped.signum
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scriptgen.loadtest.capacity")
     parser.add_argument("--protocol", choices=["grpc", "sse"], default="grpc")
     parser.add_argument(
