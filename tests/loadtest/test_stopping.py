@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -201,50 +201,47 @@ async def test_sigkill_of_the_tool_still_ends_every_server(start_run: StartRun) 
     await asyncio.to_thread(shutil.rmtree, Path(found.group(1)).parent)
 
 
-async def test_sigkill_of_the_tool_ends_its_client_workers_against_a_running_target(
-    start_run: StartRun, tmp_path: Path
-) -> None:
-    # A core whose first tokens come after a minute: the workers' streams stay open.
+@pytest.fixture
+async def idle_core(tmp_path: Path) -> AsyncIterator[Core]:
+    """A core in this process whose first tokens come after a minute: streams stay open."""
     idle = dataclasses.replace(
         fast_core_config(tmp_path), synthetic=SyntheticConfig(first_token_seconds=60.0)
     )
     core = Core(idle)
     await core.start()
     try:
-        run = await start_run(f"--target-grpc=127.0.0.1:{core.grpc_port}")
-        clients = run.of_role("client")
-        assert clients
-        run.tool.kill()
-        # The core (in this process) still serves: only the parent-death signal ends them.
-        assert await _gone(clients, within=10) == []
-        status, _ = await run.exit_status()
-        assert status == -signal.SIGKILL
+        yield core
     finally:
         await core.stop()
+
+
+async def test_sigkill_of_the_tool_ends_its_client_workers_against_a_running_target(
+    start_run: StartRun, idle_core: Core
+) -> None:
+    run = await start_run(f"--target-grpc=127.0.0.1:{idle_core.grpc_port}")
+    clients = run.of_role("client")
+    assert clients
+    run.tool.kill()
+    # The core (in this process) still serves: only the parent-death signal ends them.
+    assert await _gone(clients, within=10) == []
+    status, _ = await run.exit_status()
+    assert status == -signal.SIGKILL
 
 
 async def test_client_workers_leave_a_terminals_ctrl_c_to_the_tool(
-    start_run: StartRun, tmp_path: Path
+    start_run: StartRun, idle_core: Core
 ) -> None:
-    idle = dataclasses.replace(
-        fast_core_config(tmp_path), synthetic=SyntheticConfig(first_token_seconds=60.0)
-    )
-    core = Core(idle)
-    await core.start()
-    try:
-        run = await start_run(f"--target-grpc=127.0.0.1:{core.grpc_port}")
-        clients = run.of_role("client")
-        assert clients
-        for client in clients:
-            client.send_signal(signal.SIGINT)  # as the terminal's Ctrl-C reaches the group
-        assert await _gone(clients, within=1.0) == [f"{c.pid} client" for c in clients]
-        run.tool.send_signal(signal.SIGINT)  # the tool's share of it: the run stops
-        status, rest = await run.exit_status()
-        assert status == 128 + signal.SIGINT, rest.decode(errors="replace")
-        assert b"Traceback" not in rest
-        assert _alive(clients) == []
-    finally:
-        await core.stop()
+    run = await start_run(f"--target-grpc=127.0.0.1:{idle_core.grpc_port}")
+    clients = run.of_role("client")
+    assert clients
+    for client in clients:
+        client.send_signal(signal.SIGINT)  # as the terminal's Ctrl-C reaches the group
+    assert await _gone(clients, within=1.0) == [f"{c.pid} client" for c in clients]
+    run.tool.send_signal(signal.SIGINT)  # the tool's share of it: the run stops
+    status, rest = await run.exit_status()
+    assert status == 128 + signal.SIGINT, rest.decode(errors="replace")
+    assert b"Traceback" not in rest
+    assert _alive(clients) == []
 
 
 async def test_uninterrupted_work_finishes_before_the_cancellation_is_raised() -> None:

@@ -321,12 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        with stop_signals():
-            return _sweep(args)
-    except Stopped as stopped:
-        print(f"bench: stopped by {stopped.signum.name}; no medians", file=sys.stderr)
-        return 128 + stopped.signum
+    return until_stopped("bench", "no medians", lambda: _sweep(args))
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -436,6 +431,17 @@ def _raise_stopped(signum: int, frame: object) -> None:
         signal.signal(ignored, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, held)
     raise Stopped(signal.Signals(signum))
+
+
+def until_stopped(command: str, lost: str, sweep: Callable[[], int]) -> int:
+    """`sweep()`'s exit status; if one of STOP_SIGNALS came, 128 + the signal, said on
+    stderr with what is `lost` (the run in progress stopped as `run_loadtest` stops it)."""
+    try:
+        with stop_signals():
+            return sweep()
+    except Stopped as stopped:
+        print(f"{command}: stopped by {stopped.signum.name}; {lost}", file=sys.stderr)
+        return 128 + stopped.signum
 
 
 @contextlib.contextmanager

@@ -35,13 +35,12 @@ from typing import Any
 
 from scriptgen.loadtest.bench import (
     LONG_EPISODES,
-    Stopped,
     error_count,
     figure,
     latency,
     per_role,
     run_loadtest,
-    stop_signals,
+    until_stopped,
 )
 
 DEFAULT_LEVELS = (250, 500, 1000, 1500, 2000, 2500, 3000)
@@ -227,12 +226,7 @@ def sweep(args: argparse.Namespace, criteria: Criteria) -> tuple[int, list[Level
 def main(argv: Sequence[str] | None = None) -> int:
     """Ctrl-C (or SIGTERM, SIGHUP) stops it as it stops `make bench`: the run in progress
     stops its servers, then the command exits with 128 + the signal."""
-    try:
-        with stop_signals():
-            return _main(argv)
-    except Stopped as stopped:
-        print(f"capacity: stopped by {stopped.signum.name}; no result", file=sys.stderr)
-        return 128 + stopped.signum
+    return until_stopped("capacity", "no result", lambda: _main(argv))
 
 
 def _main(argv: Sequence[str] | None) -> int:
