@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +122,8 @@ def _chroma_server() -> Iterator[tuple[str, psutil.Process]]:
     """A throwaway `chroma run`: its URL and its process."""
     binary = Path(sys.executable).parent / "chroma"
     folder = tempfile.mkdtemp(prefix="retrieval-costs-")
-    process: subprocess.Popen[bytes] | None = None
-    try:
+    with ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, folder, ignore_errors=True)  # however the rest ends
         port = _free_port()
         process = subprocess.Popen(
             [str(binary), "run", "--path", folder, "--host", "127.0.0.1", "--port", str(port)],
@@ -132,6 +132,7 @@ def _chroma_server() -> Iterator[tuple[str, psutil.Process]]:
             env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
             preexec_fn=parent_death_signal(),
         )
+        cleanup.callback(_end, process)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
@@ -144,17 +145,16 @@ def _chroma_server() -> Iterator[tuple[str, psutil.Process]]:
                 raise SystemExit("chroma run did not start")
             time.sleep(0.1)
         yield url, psutil.Process(process.pid)
-    finally:
-        try:
-            if process is not None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, 10 s to exit, then SIGKILL."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 async def _measure(

@@ -424,13 +424,17 @@ class Stopped(Exception):
 
 
 def _raise_stopped(signum: int, frame: object) -> None:
-    # From here every stop signal is ignored, so none cuts short the wait for the run's own
-    # stop; held back while the handlers give way, so none lands on one half-changed.
+    _ignore_stop_signals()
+    raise Stopped(signal.Signals(signum))
+
+
+def _ignore_stop_signals() -> None:
+    """From here every stop signal is ignored, so none cuts short the wait for the run's
+    own stop; held back while the handlers give way, so none lands on one half-changed."""
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     for ignored in STOP_SIGNALS:
         signal.signal(ignored, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, held)
-    raise Stopped(signal.Signals(signum))
 
 
 def until_stopped(command: str, lost: str, sweep: Callable[[], int]) -> int:
@@ -467,8 +471,7 @@ def _stop(tool: subprocess.Popen[bytes], signum: signal.Signals) -> None:
     A terminal's Ctrl-C reaches the tool too (one process group); a signal sent to this
     process alone is passed on, and the tool ignores the second. `subprocess.run` would
     have killed it 0.25 s after a Ctrl-C, in the middle of that stop."""
-    for ignored in STOP_SIGNALS:
-        signal.signal(ignored, signal.SIG_IGN)  # set already, unless a KeyboardInterrupt
+    _ignore_stop_signals()  # done already, unless a KeyboardInterrupt came
     with contextlib.suppress(ProcessLookupError):
         tool.send_signal(signum)
     try:
