@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 
 from scriptgen.v1 import generation_pb2, project_pb2
@@ -10,6 +12,7 @@ from server import SyntheticConfig
 from server.providers.base import Brief, Prompt, TokenUsage
 from server.providers.synthetic import (
     UNPACED_CHUNK_TOKENS,
+    UNPACED_TURN_TOKENS,
     SyntheticProvider,
     tokens,
     write_screenplay,
@@ -70,6 +73,29 @@ async def test_unpaced_writing_can_stream_token_by_token_like_a_model() -> None:
     config = SyntheticConfig(first_token_seconds=0.0, tokens_per_second=0.0, unpaced_chunk_tokens=1)
     chunks, _ = await _chunks(config)
     assert chunks == tokens(write_screenplay(BRIEF))
+
+
+async def test_unpaced_streams_hand_over_a_turns_worth_of_chunks_then_let_the_others_run() -> None:
+    # One token per chunk, as a model's are, but not one turn of the loop per token: each
+    # stream takes UNPACED_TURN_TOKENS chunks per turn, after its first token alone.
+    config = SyntheticConfig(first_token_seconds=0.0, tokens_per_second=0.0, unpaced_chunk_tokens=1)
+    order: list[str] = []
+
+    async def write(name: str) -> str:
+        text = []
+        async for chunk in SyntheticProvider(config).stream(_prompt(), TokenUsage()):
+            order.append(name)
+            text.append(chunk)
+        return "".join(text)
+
+    texts = await asyncio.gather(write("a"), write("b"))
+    assert texts == [write_screenplay(BRIEF)] * 2
+    runs = [len(list(run)) for _, run in itertools.groupby(order)]
+    count = len(tokens(write_screenplay(BRIEF)))
+    assert count > 4 * UNPACED_TURN_TOKENS
+    assert runs[:2] == [1, 1]  # each stream's first token goes out alone, at once
+    assert max(runs) == UNPACED_TURN_TOKENS
+    assert all(run == UNPACED_TURN_TOKENS for run in runs[2:-2]), runs
 
 
 async def test_a_continuation_picks_up_after_the_partial_text() -> None:
