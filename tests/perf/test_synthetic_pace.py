@@ -89,7 +89,7 @@ async def test_unpaced_streams_hand_over_a_turns_worth_of_chunks_then_let_the_ot
         return "".join(text)
 
     texts = await asyncio.gather(write("a"), write("b"))
-    assert texts == [write_screenplay(BRIEF)] * 2
+    assert list(texts) == [write_screenplay(BRIEF)] * 2
     runs = [len(list(run)) for _, run in itertools.groupby(order)]
     count = len(tokens(write_screenplay(BRIEF)))
     assert count > 4 * UNPACED_TURN_TOKENS
