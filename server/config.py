@@ -50,7 +50,9 @@ class SyntheticConfig:
     #: Episode length in minutes when the project sets none; 0: a short demo of four scenes.
     episode_minutes: int = 0
     #: Unlimited pace (tokens_per_second 0): tokens per chunk after the first. 256 hands the
-    #: relay large chunks (cheap for the writer); 1 is a model's one token per chunk.
+    #: relay large chunks (cheap for the writer); 1 is a model's one token per chunk. A
+    #: stream hands over at most 32 tokens' worth of chunks per turn of the loop (one chunk
+    #: when a chunk is larger: `synthetic.UNPACED_TURN_TOKENS`).
     unpaced_chunk_tokens: int = 256
 
 
@@ -358,7 +360,8 @@ def add_arguments(
         type=int,
         default=_env(env, "SYNTHETIC_UNPACED_CHUNK_TOKENS", "256"),
         help="synthetic writer at unlimited pace: tokens per chunk after the first; 1 streams"
-        " token by token like a model [SCRIPTGEN_SYNTHETIC_UNPACED_CHUNK_TOKENS]"
+        " token by token like a model, 32 tokens per turn of the event loop"
+        " [SCRIPTGEN_SYNTHETIC_UNPACED_CHUNK_TOKENS]"
         " (default: %(default)s)",
     )
     group.add_argument(

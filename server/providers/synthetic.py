@@ -201,12 +201,11 @@ def token_count(text: str) -> int:
 #: Tokens per chunk after the first when the pace is unlimited (tokens_per_second 0): large
 #: chunks keep the writer cheap, so a peak-relay run measures the relay, not the generator.
 UNPACED_CHUNK_TOKENS = SyntheticConfig().unpaced_chunk_tokens
-#: Tokens an unpaced stream hands over per turn of the event loop, in chunks of
-#: `unpaced_chunk_tokens` (or one chunk, when that is larger). A model's tokens reach the
-#: core many per read of its body, one read per delta cut (`body_pacing`), and go on
-#: without a turn of the loop between them; a turn per one-token chunk cost the core's loop
-#: more than the relay's own work (BENCHMARKS.md, session 37). Few enough that a turn of
-#: many such streams stays short.
+#: Tokens an unpaced stream hands over per turn of the event loop at most: as many whole
+#: chunks as fit (one chunk when a chunk is larger). A model's tokens reach the core many
+#: per read of its body, one read per delta cut (`body_pacing`), and go on without a turn
+#: of the loop between them; a turn per one-token chunk cost the core's loop more than the
+#: relay's own work (BENCHMARKS.md, session 37).
 UNPACED_TURN_TOKENS = 32
 
 
@@ -251,7 +250,7 @@ class SyntheticProvider:
         if rate <= 0:
             # The first chunk is as small as a paced one (a model's first token comes alone).
             step = max(per_chunk, self._config.unpaced_chunk_tokens)
-            turn = max(step, UNPACED_TURN_TOKENS)
+            turn = step * max(1, UNPACED_TURN_TOKENS // step)
             turn_ends = per_chunk  # the first chunk goes alone, as before any other
             index = 0
             while index < count:

@@ -75,10 +75,9 @@ async def test_unpaced_writing_can_stream_token_by_token_like_a_model() -> None:
     assert chunks == tokens(write_screenplay(BRIEF))
 
 
-async def test_unpaced_streams_hand_over_a_turns_worth_of_chunks_then_let_the_others_run() -> None:
-    # One token per chunk, as a model's are, but not one turn of the loop per token: each
-    # stream takes UNPACED_TURN_TOKENS chunks per turn, after its first token alone.
-    config = SyntheticConfig(first_token_seconds=0.0, tokens_per_second=0.0, unpaced_chunk_tokens=1)
+async def _chunks_per_turn(config: SyntheticConfig) -> list[int]:
+    """Two unpaced streams written at once: how many chunks each handed over in a row
+    before the other ran, with the texts checked whole."""
     order: list[str] = []
 
     async def write(name: str) -> str:
@@ -89,13 +88,31 @@ async def test_unpaced_streams_hand_over_a_turns_worth_of_chunks_then_let_the_ot
         return "".join(text)
 
     texts = await asyncio.gather(write("a"), write("b"))
-    assert list(texts) == [write_screenplay(BRIEF)] * 2
-    runs = [len(list(run)) for _, run in itertools.groupby(order)]
-    count = len(tokens(write_screenplay(BRIEF)))
-    assert count > 4 * UNPACED_TURN_TOKENS
+    assert list(texts) == [write_screenplay(BRIEF, config.episode_minutes)] * 2
+    return [len(list(run)) for _, run in itertools.groupby(order)]
+
+
+async def test_unpaced_streams_hand_over_a_turns_worth_of_chunks_then_let_the_others_run() -> None:
+    # One token per chunk, as a model's are, but not one turn of the loop per token: each
+    # stream takes UNPACED_TURN_TOKENS chunks per turn, after its first token alone.
+    config = SyntheticConfig(first_token_seconds=0.0, tokens_per_second=0.0, unpaced_chunk_tokens=1)
+    runs = await _chunks_per_turn(config)
+    assert len(tokens(write_screenplay(BRIEF))) > 4 * UNPACED_TURN_TOKENS
     assert runs[:2] == [1, 1]  # each stream's first token goes out alone, at once
     assert max(runs) == UNPACED_TURN_TOKENS
     assert all(run == UNPACED_TURN_TOKENS for run in runs[2:-2]), runs
+
+
+async def test_a_turn_holds_whole_chunks_up_to_its_tokens_and_a_large_chunk_alone() -> None:
+    # 5-token chunks: six of them (30 tokens) per turn, never a seventh (35).
+    five = SyntheticConfig(first_token_seconds=0.0, tokens_per_second=0.0, unpaced_chunk_tokens=5)
+    runs = await _chunks_per_turn(five)
+    assert runs[:2] == [1, 1]
+    assert max(runs) == UNPACED_TURN_TOKENS // 5
+    assert all(run == UNPACED_TURN_TOKENS // 5 for run in runs[2:-2]), runs
+    # The default, chunks larger than a turn: one chunk per turn, as ever.
+    large = SyntheticConfig(first_token_seconds=0.0, tokens_per_second=0.0, episode_minutes=10)
+    assert set(await _chunks_per_turn(large)) == {1}
 
 
 async def test_a_continuation_picks_up_after_the_partial_text() -> None:
