@@ -15,7 +15,8 @@ default):
 * write-chunks: the write stage's loop over the provider router, fed by the synthetic
   writer at no pace and one token per chunk (the per-token peak relay's writer):
   `inter_token_clock`, `DeltaCoalescer` (100 ms) → the in-memory log, 200 streams of a
-  20-minute episode; the writer's own yields to the loop are in the figure;
+  20-minute episode; the writer's own yields to the loop are in the figure (one per
+  32 chunks since session 37, one per chunk before);
 * provider, provider-unpaced: the real provider path's reading side, 200 streams x
   150 tokens from the OpenAI stand-in (`scriptgen.loadtest._standin`, its own
   process, 30 tokens/s per stream): the `openai` SDK over the core's HTTP
