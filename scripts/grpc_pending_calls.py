@@ -90,15 +90,20 @@ async def pending_calls(
         preexec_fn=parent_death_signal(),
     )
     server = aio.server(options=options)
-    health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    busy = asyncio.create_task(_keep_busy(busy_seconds))
+    busy: asyncio.Task[None] | None = None
     try:
+        health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        busy = asyncio.create_task(_keep_busy(busy_seconds))
         output, _ = await client.communicate(f"127.0.0.1:{port}\n".encode())
     finally:
-        busy.cancel()
+        if busy is not None:
+            busy.cancel()
         await server.stop(None)
+        if client.returncode is None:  # the server failed to start, or this was cancelled
+            client.kill()
+            await client.wait()
     if client.returncode != 0:
         raise RuntimeError(f"the client failed with status {client.returncode}")
     ended: dict[str, list[float]] = json.loads(output)

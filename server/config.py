@@ -195,7 +195,7 @@ class CoreConfig:
     #: (server.providers.worker_pool).
     provider_workers: int = 0
     #: Event streams (GenerateScript, StreamGenerationEvents) this core serves at once;
-    #: more are refused at once with RESOURCE_EXHAUSTED (TOO_MANY_STREAMS); 0: no limit.
+    #: more are refused at once with RESOURCE_EXHAUSTED (OVER_CAPACITY); 0: no limit.
     max_streams: int = 0
     #: Redis URL for the shared event log, job registry and coordination; empty: in memory.
     #: Not in the repr: it may carry a password (`redis://:password@host`).

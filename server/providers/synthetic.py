@@ -203,9 +203,9 @@ def token_count(text: str) -> int:
 UNPACED_CHUNK_TOKENS = SyntheticConfig().unpaced_chunk_tokens
 #: Tokens an unpaced stream hands over per turn of the event loop at most: as many whole
 #: chunks as fit (one chunk when a chunk is larger). A model's tokens reach the core many
-#: per read of its body, one read per delta cut (`body_pacing`), and go on without a turn
-#: of the loop between them; a turn per one-token chunk cost the core's loop more than the
-#: relay's own work (BENCHMARKS.md, session 37).
+#: per read of its body, one read per delta cut (`body_pacing`) or per worker frame, and
+#: go on without a turn of the loop between them; a turn per one-token chunk was about a
+#: third of the write stage's CPU per chunk (BENCHMARKS.md, session 37).
 UNPACED_TURN_TOKENS = 32
 
 

@@ -1,6 +1,6 @@
 """scripts/grpc_pending_calls.py: calls a busy grpc.aio server did not take in time end
-CANCELLED, by gRPC, once they waited its unrequested time (README, "Streams, jobs and
-shutdown"; BENCHMARKS.md, session 37)."""
+CANCELLED, by gRPC, once they waited its unrequested time (README, "Authentication,
+tenants and limits"; BENCHMARKS.md, session 37)."""
 
 from __future__ import annotations
 
