@@ -31,7 +31,8 @@ def test_calls_left_waiting_past_the_unrequested_time_end_cancelled() -> None:
     assert answered[0] + cancelled[0] == 200, printed
     # At 40 ms a turn the server takes at most ~25 calls a second: most wait out the second.
     assert cancelled[0] > 100, printed
-    assert cancelled[1] >= 1.0, printed  # none before its time in gRPC's queue was up
+    # None before its time in gRPC's queue was up (0.9: gRPC reads a clock it caches).
+    assert cancelled[1] >= 0.9, printed
     assert cancelled[2] < 10.0, printed  # and not at the default 30 s
 
 
