@@ -37,7 +37,6 @@ from scriptgen.loadtest._lifetime import parent_death_signal
 #: JSON line: each status code -> the seconds at which its calls ended.
 _CLIENT = """
 import asyncio, collections, json, sys, time
-import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
