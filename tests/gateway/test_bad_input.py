@@ -87,6 +87,31 @@ async def test_wrong_types_are_named(client: Client, body: dict[str, Any], field
     assert set(await _violations(response, "INVALID_FIELD")) == {field}
 
 
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"\\ud800": 1}', "project"),
+        (b'{"title": "X", "tone": "a\\udfff"}', "project.tone"),
+        (b'{"title": "X", "createTime": "\\ud800"}', "project.createTime"),
+        (b'{"title": "X", "nested": {"deeper": ["ok", "\\ud83d"]}}', "project.nested.deeper[1]"),
+    ],
+)
+async def test_a_lone_surrogate_is_named(client: Client, raw: bytes, field: str) -> None:
+    response = await client.post(
+        "/v1/projects", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert set(await _violations(response, "MALFORMED_BODY")) == {field}
+
+
+async def test_a_surrogate_pair_is_text(client: Client) -> None:
+    raw = b'{"title": "Night \\ud83d\\ude00 Shift"}'
+    response = await client.post(
+        "/v1/projects", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 201, await response.text()
+    assert (await response.json())["title"] == "Night \U0001f600 Shift"
+
+
 async def test_wrong_types_in_a_generation_request(client: Client, project: str) -> None:
     response = await client.post(
         f"/v1/{project}/generations", json={"title": "Pilot", "detach": "yes"}
