@@ -248,6 +248,13 @@ def field_names(body: Mapping[str, Any], descriptor: Descriptor) -> list[str]:
 
 def parse_message(body: Mapping[str, Any], message: _M, *, path: str = "") -> _M:
     """Fill `message` from a JSON object; `path` prefixes field names in violations."""
+    if _fill_plain(body, message):
+        return message
+    return parse_walked(body, message, path=path)
+
+
+def parse_walked(body: Mapping[str, Any], message: _M, *, path: str = "") -> _M:
+    """`parse_message` for any body: walked for violations, then json_format."""
     violations: dict[str, str] = {}
     _walk(body, cast(Descriptor, message.DESCRIPTOR), path, violations)
     if violations:
@@ -263,6 +270,46 @@ def parse_message(body: Mapping[str, Any], message: _M, *, path: str = "") -> _M
             Reason.INVALID_FIELD, "The request body is invalid.", {path or "body": str(error)}
         ) from None
     return message
+
+
+#: Per message type, its plain fields by JSON and proto name: singular strings and bools
+#: outside any oneof, whose JSON value is set as it is (see `_fill_plain`).
+_PLAIN_FIELDS: dict[Descriptor, dict[str, tuple[str, type]]] = {}
+_PLAIN_TYPES: Final = {FieldDescriptor.TYPE_STRING: str, FieldDescriptor.TYPE_BOOL: bool}
+
+
+def _plain_fields(descriptor: Descriptor) -> dict[str, tuple[str, type]]:
+    plain = _PLAIN_FIELDS.get(descriptor)
+    if plain is None:
+        plain = {}
+        for field in descriptor.fields:
+            kind = _PLAIN_TYPES.get(field.type)
+            if kind is not None and not field.is_repeated and field.containing_oneof is None:
+                plain[field.json_name] = plain[field.name] = (field.name, kind)
+        _PLAIN_FIELDS[descriptor] = plain
+    return plain
+
+
+def _fill_plain(body: Mapping[str, Any], message: Message) -> bool:
+    """Fill `message` when every key of `body` names a plain field once, with a value of its
+    type (a string or a bool): what json_format would do, without its walk (about a tenth
+    of the time; most request bodies are such). False, with `message` left empty, for any
+    other body: the full path then fills it or names what is wrong."""
+    plain = _plain_fields(cast(Descriptor, message.DESCRIPTOR))
+    seen: set[str] = set()
+    try:
+        for key, value in body.items():
+            found = plain.get(key)
+            if found is None or type(value) is not found[1] or found[0] in seen:
+                break
+            seen.add(found[0])
+            setattr(message, found[0], value)
+        else:
+            return True
+    except (ValueError, TypeError):  # e.g. a lone surrogate, which no string field holds
+        pass
+    message.Clear()
+    return False
 
 
 def _field(descriptor: Descriptor, key: str) -> FieldDescriptor | None:
@@ -301,7 +348,19 @@ def _is_enum_value(value: Any, field: FieldDescriptor) -> bool:
 
 
 def _is_enum_scalar(value: Any) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+    if isinstance(value, str):
+        # A lone surrogate (JSON's "\ud800") names no value, and json_format's lookup of
+        # one fails with SystemError rather than ParseError.
+        return value.isascii() or _encodable(value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_nested_message(field: FieldDescriptor) -> bool:

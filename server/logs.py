@@ -23,9 +23,10 @@ import uuid
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
+from google.protobuf.message import Message
 
 #: The id of the request being served (empty outside one).
 REQUEST_ID: ContextVar[str] = ContextVar("scriptgen_request_id", default="")
@@ -321,14 +322,34 @@ def bind_request(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
 
 def generation_of(message: object) -> str:
     """The generation a request or response names (`name`, `generation`, `event.generation`)."""
-    for candidate in (
-        getattr(message, "name", ""),
-        getattr(message, "generation", ""),
-        getattr(getattr(message, "event", None), "generation", ""),
-    ):
+    fields = _NAMING_FIELDS.get(type(message))
+    if fields is None:
+        # Which of the fields a message type has is found once per type (a missing
+        # attribute's lookup raises, and every call of every method asks); other objects
+        # are looked at whole each time.
+        fields = tuple(path for path in _NAMING_PATHS if _has_path(message, path))
+        if isinstance(message, Message):
+            _NAMING_FIELDS[type(message)] = fields
+    for path in fields:
+        candidate: object = message
+        for attribute in path:
+            candidate = getattr(candidate, attribute, "")
         if isinstance(candidate, str) and candidate.startswith(_GENERATION_PREFIX):
             return candidate
     return ""
+
+
+#: Where a message may name its generation, in the order looked at.
+_NAMING_PATHS: Final = (("name",), ("generation",), ("event", "generation"))
+_NAMING_FIELDS: dict[type, tuple[tuple[str, ...], ...]] = {}
+
+
+def _has_path(message: object, path: tuple[str, ...]) -> bool:
+    for attribute in path:
+        if not hasattr(message, attribute):
+            return False
+        message = getattr(message, attribute)
+    return True
 
 
 def log_call(method: str, code: str, started: float, generation: str = "") -> None:

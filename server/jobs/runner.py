@@ -45,7 +45,7 @@ from server.metrics import CoreMetrics
 from server.providers.base import Brief, Provider
 from server.providers.factory import StageProviders
 from server.providers.router import ProviderRouter
-from server.providers.selection import DISABLED_KEY, RequestRouting
+from server.providers.selection import DEFAULT_ROUTING, DISABLED_KEY, RequestRouting
 from server.ratelimit.budget import TokenBudget
 from server.store.base import ProjectStore
 
@@ -96,9 +96,22 @@ class _Job:
 
 
 def _now() -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.GetCurrentTime()
-    return stamp
+    # Timestamp.GetCurrentTime() goes through datetime (~3 µs); the same microsecond-grain
+    # time set directly, as JobEvents stamps its events.
+    micros = time.time_ns() // 1000
+    return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chains:
+    """The provider chains one kind of request gets, worked out once per kind."""
+
+    plan: tuple[Provider, ...]
+    write: tuple[Provider, ...]
+    #: Every provider of either chain, in chain order, each once (the `queued` event's).
+    providers: tuple[str, ...]
+    #: The same names sorted, for the circuit breakers' check.
+    breakers: tuple[str, ...]
 
 
 def _fingerprint(request: generation_service_pb2.GenerateScriptRequest) -> str:
@@ -149,6 +162,8 @@ class JobRunner:
         self._providers = providers
         self._metrics = metrics
         self._jobs: dict[str, _Job] = {}
+        #: The provider chains of each kind of routing seen (see `_chains`).
+        self._routed: dict[RequestRouting, _Chains] = {}
         self._accepting = True
         self._notice_logged = False
         #: Arrivals of new jobs: pipelines wait for a burst of them to be started.
@@ -190,21 +205,31 @@ class JobRunner:
         """Jobs running in this core now."""
         return len(self._jobs)
 
-    def _chains(self, routing: RequestRouting) -> tuple[list[Provider], list[Provider]]:
-        chains: list[list[Provider]] = []
-        for stage, chain in (("plan", self._providers.plan), ("write", self._providers.write)):
-            names = routing.narrow([p.name for p in chain])
-            if not names:
-                raise invalid(DISABLED_KEY, f"leaves the {stage} stage no provider")
-            by_name = {p.name: p for p in chain}
-            chains.append([by_name[name] for name in names])
-        if not self._router.usable(sorted({p.name for chain in chains for p in chain})):
+    def _chains(self, routing: RequestRouting) -> _Chains:
+        # The chains depend only on the request's routing, of which there are a few kinds
+        # (providers x flags): each is worked out once. The breakers are checked every time.
+        chains = self._routed.get(routing)
+        if chains is None:
+            chains = self._routed[routing] = self._narrowed(routing)
+        if not self._router.usable(chains.breakers):
             raise Unavailable(
                 "every language-model provider is failing (circuit breakers open); retry later",
                 reason="PROVIDERS_UNAVAILABLE",
                 retry_after=max(1.0, self._router.seconds_until_change() or 1.0),
             )
-        return chains[0], chains[1]
+        return chains
+
+    def _narrowed(self, routing: RequestRouting) -> _Chains:
+        chains: list[tuple[Provider, ...]] = []
+        for stage, chain in (("plan", self._providers.plan), ("write", self._providers.write)):
+            names = routing.narrow([p.name for p in chain])
+            if not names:
+                raise invalid(DISABLED_KEY, f"leaves the {stage} stage no provider")
+            by_name = {p.name: p for p in chain}
+            chains.append(tuple(by_name[name] for name in names))
+        plan, write = chains
+        providers = tuple(dict.fromkeys(p.name for p in (*plan, *write)))
+        return _Chains(plan, write, providers, tuple(sorted(providers)))
 
     async def start(
         self,
@@ -225,7 +250,8 @@ class JobRunner:
         # Pipelines wait while starts are in progress (server.jobs.arrivals).
         with self.arrivals.starting():
             project_id = validate(request)
-            plan_chain, write_chain = self._chains(routing or RequestRouting())
+            routing = routing or DEFAULT_ROUTING
+            chains = self._chains(routing)
             if not self._accepting:
                 raise Unavailable(
                     "the core is shutting down; retry on another", reason="SHUTTING_DOWN"
@@ -285,22 +311,18 @@ class JobRunner:
                 brief=brief,
                 generation=generation.name,
                 router=self._router,
-                plan_chain=plan_chain,
-                write_chain=write_chain,
+                plan_chain=chains.plan,
+                write_chain=chains.write,
                 store=self._store,
                 events=events,
                 metrics=self._metrics,
                 deadline=deadline,
                 knowledge=self.knowledge,
-                polish="polish" in (routing or RequestRouting()).flags,
+                polish="polish" in routing.flags,
                 delta_window_seconds=self._config.delta_window_seconds,
             )
             job = _Job(generation, events, pipeline)
-            providers: list[str] = []
-            for provider in (*plan_chain, *write_chain):
-                if provider.name not in providers:
-                    providers.append(provider.name)
-            notice = SYNTHETIC_NOTICE if providers == ["synthetic"] else ""
+            notice = SYNTHETIC_NOTICE if chains.providers == ("synthetic",) else ""
             # Registered before `queued` is in the log: a reader who sees it may cancel at once,
             # and must find the job here (a cancel before the task exists waits for it).
             self._jobs[generation.name] = job
@@ -309,7 +331,7 @@ class JobRunner:
                 await events.emit(
                     "queued",
                     GenerationEvent.Queued(
-                        parent=request.parent, providers=providers, notice=notice
+                        parent=request.parent, providers=chains.providers, notice=notice
                     ),
                 )
             except BaseException:

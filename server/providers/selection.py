@@ -49,6 +49,11 @@ class RequestRouting:
         return names
 
 
+#: A call that asks nothing of the router.
+DEFAULT_ROUTING = RequestRouting()
+_ROUTING_KEYS = frozenset({PREFERRED_KEY, DISABLED_KEY, FLAGS_KEY})
+
+
 def _split(value: str) -> list[str]:
     return [part.strip().lower() for part in value.split(",") if part.strip()]
 
@@ -70,9 +75,11 @@ def parse_metadata(
     """Read the routing keys of a call's metadata; InvalidArgument names a bad key."""
     values: dict[str, list[str]] = {}
     for key, value in metadata:
-        if key in (PREFERRED_KEY, DISABLED_KEY, FLAGS_KEY):
+        if key in _ROUTING_KEYS:
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
             values.setdefault(key, []).append(text)
+    if not values:
+        return DEFAULT_ROUTING  # most calls: every job start of a plain caller
     preferred = _split(",".join(values.get(PREFERRED_KEY, [])))
     if len(preferred) > 1:
         raise invalid(PREFERRED_KEY, "name one provider")
