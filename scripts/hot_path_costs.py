@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/hot_path_costs.py [--runs 11] [--only MEASURE] ...
 
-MEASURE is one of events, relay, cuts, write-chunks, provider, provider-unpaced (all by
-default):
+MEASURE is one of events, relay, cuts, write-chunks, provider, provider-unpaced, starts
+(all by default):
 
 * events: `JobEvents.emit` of a text delta → the in-memory event log → one
   follower per job reading it (`follow_encoded`), 500 jobs x 60 events;
@@ -23,6 +23,11 @@ default):
   transport → `OpenAIChatProvider` → `DeltaCoalescer` (100 ms) → the in-memory
   log; the body read once per cut (`server.providers.body_pacing`), or as every
   token comes. The request's CPU is in the figure too.
+* starts: a core in-process (SQLite and embedded defaults, synthetic writer, auth off),
+  500 `GenerationServicer.GenerateScript` calls begun at once on one project, each to its
+  first response (`queued`), after a warm-up burst: the core's own work of a job start,
+  without gRPC or the Relay call around it (the whole core per start, those included, is
+  `scripts/stream_start_costs.py`'s).
 
 Each line prints the median (and every run) of the process's CPU microseconds per
 event or chunk; every run starts after a full garbage collection. To compare with an
@@ -39,9 +44,11 @@ import gc
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from contextlib import aclosing, nullcontext
+from pathlib import Path
 from typing import Any, cast
 
 import grpc.aio
@@ -49,9 +56,12 @@ import openai
 import uvloop
 from scriptgen.loadtest._lifetime import parent_death_signal
 from scriptgen.v1 import generation_pb2, generation_service_pb2, project_pb2
+from scriptgen.v1.generation_service_pb2 import GenerateScriptResponse
 
 from gateway.sse import EventRelay
-from server.config import RouterConfig, SyntheticConfig
+from server.app import Core
+from server.auth import AuthConfig
+from server.config import CoreConfig, RouterConfig, SyntheticConfig
 from server.events.memory import MemoryEventLog
 from server.jobs.coalescer import DeltaCoalescer
 from server.jobs.emitter import JobEvents
@@ -65,6 +75,9 @@ from server.providers.synthetic import SyntheticProvider, write_screenplay
 
 STREAMS = 500
 EVENTS = 60
+#: The starts measure: a burst of this many job starts at once, as `sse-burst-200` is the
+#: gateway's (but on one project, as the load tool's streams are).
+START_STREAMS = 500
 #: The write-chunks measure: 200 streams of a 20-minute episode (~2,800 one-token chunks each).
 WRITE_STREAMS = 200
 WRITE_MINUTES = 20
@@ -301,6 +314,72 @@ async def provider_unpaced() -> float:
     return await provider_per_token(paced=False)
 
 
+class _StartContext:
+    """What GenerateScript uses of a call's context: no metadata, no deadline."""
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    def time_remaining(self) -> None:
+        return None
+
+    async def send_initial_metadata(self, metadata: object) -> None:
+        return None
+
+    def set_trailing_metadata(self, metadata: object) -> None:
+        return None
+
+    async def abort(self, code: object, details: str = "", trailing_metadata: object = ()) -> None:
+        raise RuntimeError(details)
+
+
+async def _start_burst(core: Core, parent: str) -> float:
+    """START_STREAMS GenerateScript calls at once, each to its first response; CPU µs each.
+    Their streams are closed and their jobs cancelled after."""
+    servicer = core.generation_servicer
+    assert servicer is not None
+    requests = [
+        generation_service_pb2.GenerateScriptRequest(parent=parent, title=f"Episode {index}")
+        for index in range(START_STREAMS)
+    ]
+    context = cast(Any, _StartContext())
+    # The method is an async generator (the servicer's type says only AsyncIterator).
+    streams = [
+        cast(AsyncGenerator[bytes, None], servicer.GenerateScript(request, context))
+        for request in requests
+    ]
+    started = time.process_time()
+    firsts = await asyncio.gather(*(anext(stream) for stream in streams))
+    spent = time.process_time() - started
+    assert all(firsts)
+    for stream in streams:
+        await stream.aclose()
+    for first in firsts:
+        await core.runner.cancel(GenerateScriptResponse.FromString(first).event.generation)
+    return 1e6 * spent / START_STREAMS
+
+
+async def starts() -> float:
+    with tempfile.TemporaryDirectory() as data_dir:
+        config = CoreConfig(
+            data_dir=Path(data_dir),
+            grpc_address="127.0.0.1:0",
+            metrics_address=None,
+            synthetic=SyntheticConfig(first_token_seconds=60.0, tokens_per_second=30.0),
+            auth=AuthConfig(enabled=False),
+        )
+        core = Core(config)
+        await core.start()
+        try:
+            project = await core.store.create_project("bench", project_pb2.Project(title="Bench"))
+            await _start_burst(core, project.name)  # warms the core up; not counted
+            await asyncio.sleep(0.5)  # the cancelled jobs end
+            gc.collect()
+            return await _start_burst(core, project.name)
+        finally:
+            await core.stop()
+
+
 MEASURES: dict[str, tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = {
     "events": ("µs CPU per event, emit → in-memory log → follower", events_per_event),
     "relay": ("µs CPU per event, gateway relay pump → SSE writer", relay_per_event),
@@ -308,6 +387,7 @@ MEASURES: dict[str, tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = {
     "write-chunks": ("µs CPU per chunk, token-per-chunk writer → router → coalescer", write_chunks),
     "provider": ("µs CPU per token, stand-in body read once per cut", provider_paced),
     "provider-unpaced": ("µs CPU per token, stand-in body read per token", provider_unpaced),
+    "starts": ("µs CPU per job start, GenerateScript to its first response", starts),
 }
 
 

@@ -129,6 +129,8 @@ class Core:
         self.grpc_port = 0
         self.metrics_port: int | None = None
         self._relay: RelayServicer | None = None
+        #: GenerationService's servicer, once the server is built (in-process measures call it).
+        self.generation_servicer: GenerationServicer | None = None
         self._loop_lag = LoopLagMonitor(self.metrics.event_loop_lag)
 
     async def start(self) -> None:
@@ -202,6 +204,7 @@ class Core:
             admission=StreamAdmission(self.config.max_streams, self.metrics),
         )
         generation_service_pb2_grpc.add_GenerationServiceServicer_to_server(generations, server)
+        self.generation_servicer = generations
         # The gateway's streams, many per call; internal, so not offered by reflection.
         self._relay = RelayServicer(generations)
         relay_service_pb2_grpc.add_RelayServiceServicer_to_server(self._relay, server)
