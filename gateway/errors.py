@@ -209,12 +209,14 @@ class ApiError(Exception):
         if violations:
             bad_request = error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=field, description=text)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=_shown(field), description=_shown(text)
+                    )
                     for field, text in violations.items()
                 ]
             )
             details.append(_pack(bad_request))
-        return cls(grpc.StatusCode.INVALID_ARGUMENT, message, details)
+        return cls(grpc.StatusCode.INVALID_ARGUMENT, _shown(message), details)
 
     @classmethod
     def gateway(
@@ -291,3 +293,11 @@ def _detail_json(detail: any_pb2.Any) -> dict[str, Any]:
     except (TypeError, json_format.Error):
         # A detail type this process does not know still reaches the client, opaquely.
         return {"@type": detail.type_url, "value": base64.b64encode(detail.value).decode()}
+
+
+def _shown(text: str) -> str:
+    """`text` as it can be sent: a lone UTF-16 surrogate (from a JSON `\\uD800` escape in
+    a key or value the error quotes) is written as its escape, as no UTF-8 holds it."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

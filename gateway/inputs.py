@@ -35,9 +35,8 @@ def path_id(request: web.Request, name: str) -> str:
     return value
 
 
-async def json_object(request: web.Request, max_bytes: int, *, path: str = "") -> dict[str, Any]:
-    """The body as a JSON object; an empty body is `{}`. `path` prefixes field names in
-    violations, as `codec.parse_message`'s does."""
+async def json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is `{}`."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise _too_large(max_bytes)
     raw = bytearray()
@@ -70,40 +69,7 @@ async def json_object(request: web.Request, max_bytes: int, *, path: str = "") -
             "The request body must be a JSON object.",
             {"body": f"Must be a JSON object, not {type(body).__name__}."},
         )
-    # Only a `\uXXXX` escape can give a string a lone surrogate (raw UTF-8 cannot).
-    if b"\\u" in raw and (where := _lone_surrogate(body, path)) is not None:
-        raise ApiError.invalid(
-            Reason.MALFORMED_BODY,
-            "The request body holds a lone UTF-16 surrogate, which is not text.",
-            {where or "body": "Must not hold an unpaired \\uD800-\\uDFFF escape."},
-        )
     return body
-
-
-def _lone_surrogate(value: Any, path: str) -> str | None:
-    """The path of the first key or string in `value` with a lone surrogate; None if none."""
-    if isinstance(value, str):
-        return None if _is_text(value) else path
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else key
-            if not _is_text(key):
-                return path or "body"  # the key itself cannot be shown
-            if (found := _lone_surrogate(item, where)) is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if (found := _lone_surrogate(item, f"{path}[{index}]")) is not None:
-                return found
-    return None
-
-
-def _is_text(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _is_json(content_type: str) -> bool:

@@ -51,7 +51,7 @@ async def add_knowledge_document(request: web.Request) -> web.StreamResponse:
     query = Query(request)
     document_id = query.text("documentId") or ""
     query.finish()
-    body = await json_object(request, request.app[state.CONFIG].max_body_bytes, path="document")
+    body = await json_object(request, request.app[state.CONFIG].max_body_bytes)
     document = parse_message(body, knowledge_pb2.KnowledgeDocument(), path="document")
     reply = await request.app[state.CORE].projects.AddKnowledgeDocument(
         project_service_pb2.AddKnowledgeDocumentRequest(

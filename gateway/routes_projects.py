@@ -68,7 +68,7 @@ async def create_project(request: web.Request) -> web.StreamResponse:
     project_id = query.text("projectId") or ""
     query.finish()
     request_id = idempotency_key(request)
-    body = await json_object(request, request.app[state.CONFIG].max_body_bytes, path="project")
+    body = await json_object(request, request.app[state.CONFIG].max_body_bytes)
     project = parse_message(body, project_pb2.Project(), path="project")
     reply = await request.app[state.CORE].projects.CreateProject(
         project_service_pb2.CreateProjectRequest(
@@ -112,7 +112,7 @@ async def update_project(request: web.Request) -> web.StreamResponse:
     query = Query(request)
     mask_param = query.text("updateMask")
     query.finish()
-    body = await json_object(request, request.app[state.CONFIG].max_body_bytes, path="project")
+    body = await json_object(request, request.app[state.CONFIG].max_body_bytes)
     project = parse_message(body, project_pb2.Project(), path="project")
     if project.name and project.name != name:
         raise ApiError.invalid(

@@ -351,11 +351,12 @@ async def _start_burst(core: Core, parent: str) -> float:
     started = time.process_time()
     firsts = await asyncio.gather(*(anext(stream) for stream in streams))
     spent = time.process_time() - started
-    assert all(firsts)
+    events = [GenerateScriptResponse.FromString(first).event for first in firsts]
+    assert all(event.WhichOneof("kind") == "queued" for event in events)
     for stream in streams:
         await stream.aclose()
-    for first in firsts:
-        await core.runner.cancel(GenerateScriptResponse.FromString(first).event.generation)
+    for event in events:
+        await core.runner.cancel(event.generation)
     return 1e6 * spent / START_STREAMS
 
 

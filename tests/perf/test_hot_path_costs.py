@@ -27,6 +27,7 @@ def test_the_starts_measure_prints_cpu_per_job_start() -> None:
         r"^starts: µs CPU per job start, .*: median ([\d.]+) \(([\d.]+)\)$", printed, re.M
     )
     assert found, printed
-    # Every start's first response was checked; a start costs tens to hundreds of µs.
+    # Every start's first response was checked to be its `queued` event; a start costs
+    # tens to hundreds of µs.
     for figure in found.groups():
         assert 5 < float(figure) < 20_000, printed

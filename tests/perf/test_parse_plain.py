@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import empty_pb2
+import pytest
+from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
 from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scriptgen.v1 import generation_service_pb2, knowledge_pb2, project_pb2, project_service_pb2
+from scriptgen.v1 import (
+    generation_service_pb2,
+    knowledge_pb2,
+    project_pb2,
+    project_service_pb2,
+    relay_service_pb2,
+)
 
-from gateway.codec import parse_message, parse_walked
+from gateway.codec import _fill_plain, parse_message, parse_walked
 from gateway.errors import ApiError
 
 _TYPES: list[type[Message]] = [
@@ -21,6 +28,8 @@ _TYPES: list[type[Message]] = [
     project_service_pb2.DeleteProjectRequest,
     knowledge_pb2.KnowledgeDocument,
     empty_pb2.Empty,
+    relay_service_pb2.RelayOpen,  # a oneof of messages beside plain fields
+    relay_service_pb2.RelayHeaders,
 ]
 
 
@@ -61,17 +70,37 @@ def test_a_quick_fill_matches_the_walked_path(data: st.DataObject) -> None:
     assert _outcome(parse_message, body, kind) == _outcome(parse_walked, body, kind)
 
 
-def test_plain_bodies_are_filled_as_json_format_fills_them() -> None:
+def test_plain_bodies_take_the_quick_fill_and_match_json_format() -> None:
     request = generation_service_pb2.GenerateScriptRequest
     body = {"title": "Pilot", "requestId": "r-1", "detach": True, "description": ""}
-    assert parse_message(body, request()) == parse_walked(body, request())
-    assert parse_message(body, request()).request_id == "r-1"
+    quick = request()
+    assert _fill_plain(body, quick)
+    assert quick == parse_walked(body, request()) and quick.request_id == "r-1"
+    assert _fill_plain({"title": "X", "tone": "calm"}, project_pb2.Project())
 
 
-def test_one_field_under_both_names_goes_the_walked_path() -> None:
-    body = {"requestId": "a", "request_id": "b"}
-    request = generation_service_pb2.GenerateScriptRequest
-    assert _outcome(parse_message, body, request) == _outcome(parse_walked, body, request)
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"title": 1},  # not a string
+        {"detach": 1},  # an int is not a bool
+        {"title": "\ud800"},  # not text
+        {"requestId": "a", "request_id": "b"},  # one field twice
+        {"title": "X", "unknown": "y"},
+        {"parent": None},
+    ],
+)
+def test_other_bodies_take_the_walked_path_and_leave_the_message_alone(
+    body: dict[str, Any],
+) -> None:
+    message = generation_service_pb2.GenerateScriptRequest(title="kept")
+    assert not _fill_plain(body, message)
+    assert message == generation_service_pb2.GenerateScriptRequest(title="kept")
+
+
+def test_well_known_types_are_never_filled_plainly() -> None:
+    assert not _fill_plain({"value": "x"}, wrappers_pb2.StringValue())
+    assert not _fill_plain({"typeUrl": "x"}, any_pb2.Any())
 
 
 def test_a_lone_surrogate_is_named_as_before() -> None:
