@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from scriptgen.v1 import generation_pb2
 
 from gateway.errors import ApiError, Reason
+from gateway.inputs import is_text
 
 _M = TypeVar("_M", bound=Message)
 
@@ -277,23 +278,25 @@ _PLAIN_FIELDS: dict[Descriptor, dict[str, tuple[str, type]]] = {}
 _PLAIN_TYPES: Final = {FieldDescriptor.TYPE_STRING: str, FieldDescriptor.TYPE_BOOL: bool}
 
 
-def _plain_fields(descriptor: Descriptor) -> dict[str, tuple[str, type]]:
+def _plain_fields(descriptor: Descriptor) -> dict[str, tuple[str, type]] | None:
+    """The plain fields of a message type; None for a well-known type (wrappers, Any,
+    Timestamp …), whose JSON forms are its own (json_format refuses even `{}` for some)."""
+    if descriptor.full_name.startswith(_WELL_KNOWN_PREFIX):
+        return None
     plain = _PLAIN_FIELDS.get(descriptor)
     if plain is None:
         plain = {}
-        # Well-known types (wrappers, Any, Timestamp …) have JSON forms of their own.
-        if not descriptor.full_name.startswith(_WELL_KNOWN_PREFIX):
-            kinds = {field.name: _plain_kind(field) for field in descriptor.fields}
-            for field in descriptor.fields:
-                if (kind := kinds[field.name]) is not None:
-                    plain[field.name] = (field.name, kind)
-            # json_format looks a key up by JSON name first: a JSON name that is another
-            # field's proto name names the field whose JSON name it is.
-            for field in descriptor.fields:
-                if (kind := kinds[field.name]) is not None:
-                    plain[field.json_name] = (field.name, kind)
-                else:
-                    plain.pop(field.json_name, None)
+        kinds = {field.name: _plain_kind(field) for field in descriptor.fields}
+        for field in descriptor.fields:
+            if (kind := kinds[field.name]) is not None:
+                plain[field.name] = (field.name, kind)
+        # json_format looks a key up by JSON name first: a JSON name that is another
+        # field's proto name names the field whose JSON name it is.
+        for field in descriptor.fields:
+            if (kind := kinds[field.name]) is not None:
+                plain[field.json_name] = (field.name, kind)
+            else:
+                plain.pop(field.json_name, None)
         _PLAIN_FIELDS[descriptor] = plain
     return plain
 
@@ -309,6 +312,8 @@ def _fill_plain(body: Mapping[str, Any], message: Message) -> bool:
     (a twentieth of the time; most request bodies are such). False, with `message`
     untouched, for any other body: the walked path then fills it or names what is wrong."""
     plain = _plain_fields(cast(Descriptor, message.DESCRIPTOR))
+    if plain is None:
+        return False
     values: dict[str, str | bool] = {}
     for key, value in body.items():
         found = plain.get(key)
@@ -316,7 +321,7 @@ def _fill_plain(body: Mapping[str, Any], message: Message) -> bool:
             return False
         # The exact type: a str or bool subclass, or an int for a bool, goes the walked path.
         if found[1] is str:
-            if value.__class__ is not str or not (value.isascii() or _encodable(value)):
+            if value.__class__ is not str or not is_text(value):
                 return False  # not a string, or not text (a lone surrogate)
         elif value.__class__ is not bool:
             return False
@@ -365,16 +370,8 @@ def _is_enum_scalar(value: Any) -> bool:
     if isinstance(value, str):
         # A lone surrogate (JSON's "\ud800") names no value, and json_format's lookup of
         # one fails with SystemError rather than ParseError.
-        return value.isascii() or _encodable(value)
+        return is_text(value)
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _is_nested_message(field: FieldDescriptor) -> bool:

@@ -111,6 +111,10 @@ class Query:
         if len(values) > 1:
             self._violations[name] = "Must be given at most once."
             return None
+        if values and not is_text(values[0]):
+            # Bytes that are not UTF-8 come as lone surrogates (aiohttp's surrogateescape).
+            self._violations[name] = "Must be UTF-8 text."
+            return None
         return values[0] if values else None
 
     def text(self, name: str) -> str | None:
@@ -170,6 +174,18 @@ def after_sequence(request: web.Request, query: Query) -> int:
         f"Invalid {field} {raw!r}.",
         {field: "Must be the non-negative integer id of an event."},
     )
+
+
+def is_text(value: str) -> bool:
+    """Whether `value` can be sent as UTF-8: it holds no lone surrogate (which a JSON
+    `\\uD800` escape, or a byte that is not UTF-8 in a URL or header, becomes)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def header_value(request: web.Request, name: str) -> str | None:

@@ -81,10 +81,10 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
             value = header_value(request, name)
             if value is not None:
                 metadata.append((name, value))
+        # Checked by the core, which owns auth; the gateway only passes it on.
+        authorization = credentials(request)
     except ApiError as error:
         return _error_response(error)
-    # Checked by the core, which owns auth; the gateway only passes it on.
-    authorization = credentials(request)
     if authorization is not None:
         metadata.append(("authorization", authorization))
     request[state.CALL_METADATA] = tuple(metadata)

@@ -22,6 +22,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from gateway import state
+from gateway.errors import ApiError, Reason
 
 #: The one route where `?access_token=` (a job token) may stand in for the header.
 EVENTS_ROUTE: Final = "/v1/generations/{generation}/events"
@@ -46,9 +47,17 @@ SECURITY_HEADERS: Final = {
 
 
 def credentials(request: web.Request) -> str | None:
-    """The `authorization` value to forward: the header, else an events-route access_token."""
+    """The `authorization` value to forward: the header, else an events-route access_token;
+    ApiError (400) for a header that is not printable ASCII."""
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is not None:
+        # Sent on as gRPC metadata, which holds printable ASCII only.
+        if not (header.isascii() and header.isprintable()):
+            raise ApiError.invalid(
+                Reason.INVALID_HEADER,
+                "Invalid Authorization header.",
+                {"Authorization": "Must be printable ASCII."},
+            )
         return header.strip()[:_MAX_CREDENTIALS] or None
     resource = request.match_info.route.resource
     if resource is not None and resource.canonical == EVENTS_ROUTE and request.method == "GET":

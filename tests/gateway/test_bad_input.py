@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -220,3 +222,49 @@ async def test_invalid_last_event_id(client: Client, value: str) -> None:
 async def test_invalid_forwarded_header(client: Client) -> None:
     response = await client.get("/v1/projects", headers={"x-preferred-provider": "a\tb"})
     assert set(await _violations(response, "INVALID_HEADER")) == {"x-preferred-provider"}
+
+
+async def _raw(client: Client, head: bytes) -> tuple[int, dict[str, Any]]:
+    """Send `head` (a request line and headers, no body) as bytes; the answer's status and
+    JSON. aiohttp's client would percent-encode what these tests need sent raw."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(head + b"Host: test\r\nConnection: close\r\n\r\n")
+        answer = await reader.read()
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    body = rest.split(b"\r\n\r\n", 1)[1]
+    return int(status_line.split()[1]), json.loads(body) if body else {}
+
+
+@pytest.mark.parametrize(
+    ("target", "field"),
+    [
+        # Bytes that are not UTF-8 reach a handler as lone surrogates (aiohttp decodes the
+        # request line with surrogateescape).
+        (b"/v1/projects?pageToken=\xff\xfe", "pageToken"),
+        (b"/v1/projects?pageSize=10&colour\xff=red", "colour\\udcff"),
+    ],
+)
+async def test_query_bytes_that_are_not_text_are_named(
+    client: Client, target: bytes, field: str
+) -> None:
+    status, answer = await _raw(client, b"GET " + target + b" HTTP/1.1\r\n")
+    assert status == 400, answer
+    violations = answer["error"]["details"][1]["fieldViolations"]
+    assert {violation["field"] for violation in violations} == {field}
+
+
+@pytest.mark.parametrize(
+    "value", [b"Bearer \xff\xfe", "Bearer caf\u00e9".encode(), b"Bearer a\x7fb"]
+)
+async def test_an_authorization_header_that_is_not_printable_ascii_is_named(
+    client: Client, value: bytes
+) -> None:
+    status, answer = await _raw(
+        client, b"GET /v1/projects HTTP/1.1\r\nAuthorization: " + value + b"\r\n"
+    )
+    assert status == 400, answer
+    violations = answer["error"]["details"][1]["fieldViolations"]
+    assert {violation["field"] for violation in violations} == {"Authorization"}

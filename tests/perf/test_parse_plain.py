@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
+from google.protobuf import (
+    any_pb2,
+    descriptor_pb2,
+    descriptor_pool,
+    empty_pb2,
+    message_factory,
+    wrappers_pb2,
+)
 from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -101,6 +108,48 @@ def test_other_bodies_take_the_walked_path_and_leave_the_message_alone(
 def test_well_known_types_are_never_filled_plainly() -> None:
     assert not _fill_plain({"value": "x"}, wrappers_pb2.StringValue())
     assert not _fill_plain({"typeUrl": "x"}, any_pb2.Any())
+    assert not _fill_plain({}, wrappers_pb2.StringValue())  # json_format refuses `{}` here
+
+
+def _message_type(name: str, *fields: tuple[str, int, str]) -> type[Message]:
+    """A message type made here: (field name, type, JSON name) each, in number order."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name=f"{name}.proto", package="plain_test", syntax="proto3"
+    )
+    message = file.message_type.add(name=name)
+    for number, (field, kind, json_name) in enumerate(fields, start=1):
+        message.field.add(
+            name=field, number=number, type=kind, label=_OPTIONAL, json_name=json_name
+        )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"plain_test.{name}"))
+
+
+_STRING = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
+_INT32 = descriptor_pb2.FieldDescriptorProto.TYPE_INT32
+_OPTIONAL = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        # `b` is field a's JSON name and field b's proto name: json_format takes field a.
+        _message_type("Both", ("a", _STRING, "b"), ("b", _STRING, "bee")),
+        # `s` is an int field's JSON name and a string field's proto name.
+        _message_type("Mixed", ("n", _INT32, "s"), ("s", _STRING, "ess")),
+    ],
+)
+def test_a_json_name_that_is_another_fields_name_names_its_own_field(
+    kind: type[Message],
+) -> None:
+    for body in ({"b": "x"}, {"s": "x"}, {"bee": "y"}, {"ess": "y"}, {"s": 3}):
+        assert _outcome(parse_message, body, kind) == _outcome(parse_walked, body, kind)
+    if kind.DESCRIPTOR.name == "Both":
+        filled = kind()
+        assert _fill_plain({"b": "x"}, filled) and filled.a == "x"
+    else:
+        assert not _fill_plain({"s": "x"}, kind())
 
 
 def test_a_lone_surrogate_is_named_as_before() -> None:
