@@ -111,10 +111,6 @@ class Query:
         if len(values) > 1:
             self._violations[name] = "Must be given at most once."
             return None
-        if values and not is_text(values[0]):
-            # Bytes that are not UTF-8 come as lone surrogates (aiohttp's surrogateescape).
-            self._violations[name] = "Must be UTF-8 text."
-            return None
         return values[0] if values else None
 
     def text(self, name: str) -> str | None:

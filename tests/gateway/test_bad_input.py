@@ -225,8 +225,8 @@ async def test_invalid_forwarded_header(client: Client) -> None:
 
 
 async def _raw(client: Client, head: bytes) -> tuple[int, dict[str, Any]]:
-    """Send `head` (a request line and headers, no body) as bytes; the answer's status and
-    JSON. aiohttp's client would percent-encode what these tests need sent raw."""
+    """Send `head` (a request line and headers, no body) as bytes; the answer's status and,
+    when it is JSON, its body. aiohttp's client would encode what these tests send raw."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
         writer.write(head + b"Host: test\r\nConnection: close\r\n\r\n")
@@ -234,31 +234,27 @@ async def _raw(client: Client, head: bytes) -> tuple[int, dict[str, Any]]:
     finally:
         writer.close()
     status_line, _, rest = answer.partition(b"\r\n")
-    body = rest.split(b"\r\n\r\n", 1)[1]
-    return int(status_line.split()[1]), json.loads(body) if body else {}
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    is_json = b"application/json" in headers.lower()
+    return int(status_line.split()[1]), json.loads(body) if is_json else {}
 
 
 @pytest.mark.parametrize(
-    ("target", "field"),
+    "target",
     [
-        # Bytes that are not UTF-8 reach a handler as lone surrogates (aiohttp decodes the
-        # request line with surrogateescape).
-        (b"/v1/projects?pageToken=\xff\xfe", "pageToken"),
-        (b"/v1/projects?pageSize=10&colour\xff=red", "colour\\udcff"),
+        b"/v1/projects?pageToken=\xff\xfe",  # bytes that are not UTF-8: llhttp refuses them
+        b"/v1/projects?colour\xff=red",
+        b"/v1/projects?pageToken=%FF%FE",  # percent-encoded: decoded as U+FFFD
+        b"/v1/projects?pageToken=%ED%A0%80",  # a surrogate's UTF-8 bytes, percent-encoded
     ],
 )
-async def test_query_bytes_that_are_not_text_are_named(
-    client: Client, target: bytes, field: str
-) -> None:
-    status, answer = await _raw(client, b"GET " + target + b" HTTP/1.1\r\n")
-    assert status == 400, answer
-    violations = answer["error"]["details"][1]["fieldViolations"]
-    assert {violation["field"] for violation in violations} == {field}
+async def test_query_bytes_that_are_not_text_are_a_400(client: Client, target: bytes) -> None:
+    status, _ = await _raw(client, b"GET " + target + b" HTTP/1.1\r\n")
+    assert status == 400
 
 
-@pytest.mark.parametrize(
-    "value", [b"Bearer \xff\xfe", "Bearer caf\u00e9".encode(), b"Bearer a\x7fb"]
-)
+# (A control character in a header is refused by llhttp before any handler.)
+@pytest.mark.parametrize("value", [b"Bearer \xff\xfe", "Bearer caf\u00e9".encode()])
 async def test_an_authorization_header_that_is_not_printable_ascii_is_named(
     client: Client, value: bytes
 ) -> None:
