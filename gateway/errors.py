@@ -297,8 +297,8 @@ def _detail_json(detail: any_pb2.Any) -> dict[str, Any]:
 
 def _shown(text: str) -> str:
     """`text` as it can be sent: a lone UTF-16 surrogate in a key or value the error quotes
-    (from a JSON `\\uD800` escape, or a byte of a URL that is not UTF-8) is written as its
-    escape, as no UTF-8 holds it. Any other text is returned as it is."""
+    (from a JSON `\\uD800` escape) is written as its escape, as no UTF-8 holds it. Any
+    other text is returned as it is."""
     if text.isascii():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -174,7 +174,7 @@ def after_sequence(request: web.Request, query: Query) -> int:
 
 def is_text(value: str) -> bool:
     """Whether `value` can be sent as UTF-8: it holds no lone surrogate (which a JSON
-    `\\uD800` escape, or a byte that is not UTF-8 in a URL or header, becomes)."""
+    `\\uD800` escape becomes)."""
     if value.isascii():
         return True
     try:
