@@ -108,10 +108,9 @@ class _Chains:
 
     plan: tuple[Provider, ...]
     write: tuple[Provider, ...]
-    #: Every provider of either chain, in chain order, each once (the `queued` event's).
+    #: Every provider of either chain, in chain order, each once (the `queued` event's, and
+    #: the circuit breakers' check).
     providers: tuple[str, ...]
-    #: The same names sorted, for the circuit breakers' check.
-    breakers: tuple[str, ...]
 
 
 def _fingerprint(request: generation_service_pb2.GenerateScriptRequest) -> str:
@@ -211,7 +210,7 @@ class JobRunner:
         chains = self._routed.get(routing)
         if chains is None:
             chains = self._routed[routing] = self._narrowed(routing)
-        if not self._router.usable(chains.breakers):
+        if not self._router.usable(chains.providers):
             raise Unavailable(
                 "every language-model provider is failing (circuit breakers open); retry later",
                 reason="PROVIDERS_UNAVAILABLE",
@@ -229,7 +228,7 @@ class JobRunner:
             chains.append(tuple(by_name[name] for name in names))
         plan, write = chains
         providers = tuple(dict.fromkeys(p.name for p in (*plan, *write)))
-        return _Chains(plan, write, providers, tuple(sorted(providers)))
+        return _Chains(plan, write, providers)
 
     async def start(
         self,
