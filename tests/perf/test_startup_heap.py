@@ -1,10 +1,12 @@
-"""Serving processes keep their start-up heap out of garbage collections, and give it back
-on stop."""
+"""Serving processes keep their start-up heap out of garbage collections and collect their
+young objects less often, and give both back on stop."""
 
 from __future__ import annotations
 
 import gc
 from pathlib import Path
+
+from scriptgen._heap import YOUNG_THRESHOLD
 
 from gateway import GatewayConfig, GatewayServer
 from server import Core
@@ -13,14 +15,19 @@ from tests.conftest import fast_core_config
 
 async def test_the_start_up_heap_is_frozen_while_the_core_serves(tmp_path: Path) -> None:
     assert gc.get_freeze_count() == 0
+    before = gc.get_threshold()
+    assert before[0] < YOUNG_THRESHOLD
     core = Core(fast_core_config(tmp_path / "core"))
     await core.start()
     try:
         # Everything alive at start (modules, stores, gRPC): not walked by any collection.
         assert gc.get_freeze_count() > 10_000
+        # Young objects collected less often; the older generations' ratios kept.
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:])
     finally:
         await core.stop()
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before
 
 
 async def test_the_start_up_heap_is_frozen_while_the_gateway_serves() -> None:
@@ -30,9 +37,11 @@ async def test_the_start_up_heap_is_frozen_while_the_gateway_serves() -> None:
     await server.start()
     try:
         assert gc.get_freeze_count() > 10_000
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
     finally:
         await server.stop()
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold()[0] < YOUNG_THRESHOLD
 
 
 async def test_a_stopping_gateway_leaves_a_serving_cores_heap_frozen(tmp_path: Path) -> None:
@@ -46,6 +55,8 @@ async def test_a_stopping_gateway_leaves_a_serving_cores_heap_frozen(tmp_path: P
         await gateway.start()
         await gateway.stop()
         assert gc.get_freeze_count() > 10_000  # the core still serves: still frozen
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
     finally:
         await core.stop()
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold()[0] < YOUNG_THRESHOLD
