@@ -96,9 +96,9 @@ def test_both_modes_alternate_run_by_run_with_their_flags(
     ]
     assert "--server-arg=--delta-window-ms=0" in commands[0]
     assert "--gateway-arg=--workers=1" in commands[0]
-    # The coalesced mode runs as deployed: the core's model calls in one provider worker.
+    # The coalesced mode runs as deployed: the core's model calls in two provider workers.
     assert [a for a in commands[1] if a.startswith("--server-arg")] == [
-        "--server-arg=--provider-workers=1"
+        "--server-arg=--provider-workers=2"
     ]
     assert "--gateway-arg=--workers=2" in commands[1]
     assert "--provider" in commands[0]
@@ -111,15 +111,15 @@ def test_extra_server_and_gateway_flags_go_to_every_run_after_the_modes(
     status = bench.main(
         [
             *("--runs", "1", "--out", str(tmp_path), "--only", "sse-openai-200"),
-            *("--mode", "coalesced", "--server-arg=--provider-workers=2"),
+            *("--mode", "coalesced", "--server-arg=--provider-workers=1"),
             "--gateway-arg=--listen-backlog=2048",
         ]
     )
     assert status == 0
     (command,) = commands
     assert [a for a in command if a.startswith("--server-arg")] == [
-        "--server-arg=--provider-workers=1",
-        "--server-arg=--provider-workers=2",  # the later flag wins in argparse
+        "--server-arg=--provider-workers=2",
+        "--server-arg=--provider-workers=1",  # the later flag wins in argparse
     ]
     assert [a for a in command if a.startswith("--gateway-arg")] == [
         "--gateway-arg=--workers=2",

@@ -41,10 +41,11 @@ MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     # The servers' defaults (TextDeltas coalesced by --delta-window-ms, uvloop), one
     # gateway process per CPU of this 2-core machine class, and the core's model calls in
-    # one provider worker, so they run on its second CPU, as deployed
-    # (deploy/k8s/base/core-deployment.yaml). A core of the synthetic writer alone starts
-    # no worker.
-    "coalesced": (("--provider-workers=1",), ("--workers=2",)),
+    # two provider workers, one per CPU, as deployed (deploy/k8s/base/core-deployment.yaml):
+    # in a burst of 200 real provider jobs one worker's requests were the longest step,
+    # while the other CPU idled (BENCHMARKS.md, session 39). A core of the synthetic writer
+    # alone starts no worker.
+    "coalesced": (("--provider-workers=2",), ("--workers=2",)),
 }
 
 #: Episodes of a realistic length (20 minutes, about 2,800 tokens): a 30 tok/s stream then
