@@ -65,7 +65,7 @@ pytest: $(STAMP)
 # per-token relay, coalesced, or both side by side with their ratio; each run is capped by its
 # scenario's --duration, 1620 s for all 13). One scenario:
 # make bench BENCH_ARGS='--only sse-openai-200'; another core or gateway flag in every run:
-# BENCH_ARGS='--server-arg=--provider-workers=2'. Not part of `make test`.
+# BENCH_ARGS='--server-arg=--provider-workers=1'. Not part of `make test`.
 BENCH_RUNS ?= 3
 BENCH_MODE ?= both
 BENCH_OUT ?= $(or $(TMPDIR),/tmp)/scriptgen-bench

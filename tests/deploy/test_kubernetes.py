@@ -423,9 +423,9 @@ def _mebibytes(quantity: str) -> float:
 def test_core_runs_its_provider_workers_within_its_limits(
     built: tuple[str, list[Manifest]],
 ) -> None:
-    """A provider worker per CPU of the pod's limit (~100-160 MiB each; a burst's requests
-    spread over both CPUs, BENCHMARKS.md, session 39) beside a core that peaks near 200-300
-    MiB under the real provider load (session 30)."""
+    """No more provider workers than CPUs in the pod's limit (~100-160 MiB each; two on two
+    CPUs spread a burst's requests over both, BENCHMARKS.md, session 39) beside a core that
+    peaks near 200-300 MiB under the real provider load (session 30)."""
     _, manifests = built
     main = container(find(manifests, "Deployment", "scriptgen-core"), "core")
     workers = int(env(main)["SCRIPTGEN_PROVIDER_WORKERS"])

@@ -9,16 +9,20 @@ waits out before its first events go out. Frozen once serving has begun, they ar
 never walked again; what is allocated afterwards is collected as usual.
 
 What is allocated afterwards is mostly what a stream lives on (its task, coroutine
-frames, futures, protobuf messages), alive for the stream's whole life. Python's
-default collects the youngest generation every 700 net container allocations,
-so in a burst of stream starts each of these objects is walked again and again
-before it reaches the oldest generation (a core spent ~0.15 ms per collection
-of the youngest generation and ~1 ms per collection of the middle one, tens of
-each per burst of 200 jobs). Serving processes collect the youngest generation
-every YOUNG_THRESHOLD allocations instead: in a burst of 1000 new streams the
-core spent ~27 % less CPU per stream start (BENCHMARKS.md, session 39). Cyclic
-garbage waits longer to be freed: at most YOUNG_THRESHOLD container objects
-(a few MiB) in between.
+frames, futures, protobuf messages), alive for the stream's whole life. CPython
+3.11's default collects the youngest generation every 700 net container
+allocations, so in a burst of stream starts these objects are walked again and
+again on their way to the oldest generation (a core spent ~0.15 ms per young
+collection and ~1 ms per middle one, tens of them in a burst of 200 jobs).
+Serving processes collect the youngest generation every YOUNG_THRESHOLD
+allocations instead; the older generations keep their ratios to it, so they too
+run ~70x less often. In bursts of 1000 new streams the core spent 15-27 % less
+CPU per stream start (BENCHMARKS.md, session 39). Outside bursts, collections
+cost under 1 % of a core's CPU with the default, so there is little to gain
+there; session 8 measured more CPU per token with a 20,000 threshold, and
+session 39's runs of the real provider path leaned the same way (see there).
+The price is memory: cyclic garbage waits for these rarer collections (the
+servers make little of it: a few objects per young collection with the default).
 
 Freezes nest: a core and a gateway in one process (`scriptgen serve`, tests)
 each freeze, and the heap is given back (and the thresholds restored) only when
@@ -31,7 +35,8 @@ from __future__ import annotations
 import gc
 
 #: Net container allocations between collections of the youngest generation while serving
-#: (Python's default is 700); the older generations keep their default ratios.
+#: (CPython 3.11's default is 700); the older generations keep their ratios to it (10 and
+#: 10 by default), so they run as much less often.
 YOUNG_THRESHOLD = 50_000
 
 _depth = 0

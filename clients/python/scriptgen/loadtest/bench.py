@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         metavar="FLAG",
         help="a flag for the core in every run, after the mode's (e.g."
-        " --server-arg=--provider-workers=2); repeatable",
+        " --server-arg=--provider-workers=1); repeatable",
     )
     parser.add_argument(
         "--gateway-arg",
