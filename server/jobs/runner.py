@@ -54,7 +54,8 @@ GenerationEvent = generation_pb2.GenerationEvent
 SYNTHETIC_NOTICE = (
     "No language-model provider is configured: the offline synthetic writer writes this episode."
 )
-#: How long CancelGeneration waits for a job on another core to reach its terminal event.
+#: How long CancelGeneration waits for a job to reach its terminal event: one on another
+#: core, or one of this core that was already saving its episode (it is not cut short).
 CANCEL_WAIT_SECONDS = 5.0
 #: How long a cancelled job of this core gets to stop before it is cancelled again, and how
 #: many times it is: a cancellation can be swallowed on the way (Python 3.11's
@@ -430,13 +431,15 @@ class JobRunner:
     ) -> generation_pb2.Generation:
         """Cancel a job wherever it runs; the job after that took effect.
 
-        A job of this core is cancelled at once. A job of another core gets a
-        cancel request and up to CANCEL_WAIT_SECONDS to reach its terminal
-        event; a job whose core is gone is ended here. An ended job is
+        A job of this core is cancelled at once; one already saving its episode
+        is not cut short, and gets up to CANCEL_WAIT_SECONDS to complete (past
+        them it comes back RUNNING, and completes later). A job of another core
+        gets a cancel request and up to CANCEL_WAIT_SECONDS to reach its
+        terminal event; a job whose core is gone is ended here. An ended job is
         returned unchanged.
         """
         job = self._jobs.get(name)
-        if job is not None and await self._cancel(job, reason):
+        if job is not None and await self._cancel(job, reason, committed_wait=CANCEL_WAIT_SECONDS):
             return await self._registry.get(name)
         record = await self._registry.get(name)
         if record.state in _ENDED_STATES or await self._log.ended(name):
@@ -498,9 +501,11 @@ class JobRunner:
             return True
         return False
 
-    async def _cancel(self, job: _Job, reason: str) -> bool:
+    async def _cancel(self, job: _Job, reason: str, *, committed_wait: float | None = None) -> bool:
         """Cancel a job of this core and wait for its end; False if it never got a task.
 
+        A job that began saving (or is writing its end) is let finish: waited for up to
+        `committed_wait` seconds (None: as long as it takes; the caller bounds it).
         asyncio.wait, not shield: neither the caller's cancellation nor the job's is
         swallowed here.
         """
@@ -513,7 +518,7 @@ class JobRunner:
             if job.pipeline.state.committed or job.ending:
                 # Saving began (the episode is, or is being, stored), or the job is writing
                 # its end: let it finish rather than cut that short.
-                await asyncio.wait((task,))
+                await asyncio.wait((task,), timeout=committed_wait)
                 break
             if attempts == CANCEL_ATTEMPTS:
                 log.error(

@@ -278,3 +278,50 @@ async def test_at_shutdown_a_job_indexing_its_saved_episode_completes(
     notes = [e.progress.message for e in events if e.WhichOneof("kind") == "progress"]
     assert any(n.startswith(note) for n in notes), notes
     assert [e.name for e in episodes.episodes] == [events[-1].completed.episode.name]
+
+
+@pytest.mark.parametrize(
+    ("index_seconds", "wait_seconds", "answered"),
+    [
+        (2.0, 0.3, generation_pb2.GENERATION_STATE_RUNNING),
+        (0.3, 5.0, generation_pb2.GENERATION_STATE_SUCCEEDED),
+    ],
+    ids=["slow-index-answers-running", "quick-index-answers-succeeded"],
+)
+async def test_a_cancel_of_a_job_saving_its_episode_waits_a_bounded_time(
+    core: Core,
+    monkeypatch: pytest.MonkeyPatch,
+    index_seconds: float,
+    wait_seconds: float,
+    answered: generation_pb2.GenerationState.ValueType,
+) -> None:
+    """A job that has saved its episode is not cut short by a cancel. CancelGeneration waits
+    up to CANCEL_WAIT_SECONDS for it: the job SUCCEEDED, or RUNNING past the wait (it then
+    completes all the same) — never an answer held as long as indexing takes."""
+    monkeypatch.setattr(runner_module, "CANCEL_WAIT_SECONDS", wait_seconds)
+    knowledge = SlowIndexKnowledge(index_seconds)
+    core.runner.knowledge = knowledge  # type: ignore[assignment]
+    async with connect(f"127.0.0.1:{core.grpc_port}") as rpc:
+        project = await rpc.create_project()
+        call = rpc.generations.GenerateScript(
+            gs.GenerateScriptRequest(parent=project.name, title="Saved", detach=True)
+        )
+        first = await read(call)
+        assert first is not None
+        name = first.event.generation
+        async with asyncio.timeout(30):
+            await knowledge.indexing.wait()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        response = await rpc.generations.CancelGeneration(gs.CancelGenerationRequest(name=name))
+        waited = loop.time() - began
+        assert response.generation.state == answered
+        # Answered after the job ended or the wait ran out, whichever came first.
+        assert waited < min(index_seconds, wait_seconds) + 1.5
+        events = [first.event]
+        while (message := await read(call)) is not None:
+            events.append(message.event)
+        job = await rpc.generations.GetGeneration(gs.GetGenerationRequest(name=name))
+    kinds = [e.WhichOneof("kind") for e in events]
+    assert [k for k in kinds if k in TERMINAL] == ["completed"]
+    assert job.generation.state == generation_pb2.GENERATION_STATE_SUCCEEDED
