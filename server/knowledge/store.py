@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -57,6 +58,7 @@ from server.knowledge.chroma import (
 )
 from server.knowledge.chunking import DEFAULT_CHUNK_TOKENS, split
 from server.knowledge.embedding import Embedder
+from server.knowledge.index_retries import IndexRetries
 from server.knowledge.text import estimate_tokens, keyword_terms
 from server.knowledge.write_batch import MAX_BATCH_RECORDS, GroupWriter
 from server.shared_reads import QueuedReads, SharedReads
@@ -159,6 +161,8 @@ class ChromaKnowledgeBase:
             where=where,
             adopt=self.adopt_legacy,
         )
+        #: Saved episodes whose indexing met Chroma unavailable, indexed again later.
+        self._retries = IndexRetries()
         #: Saved episodes' records, written to Chroma in batches.
         self._episodes = GroupWriter(
             self.collection, max_records=batch_records, rest_share=batch_rest_share
@@ -194,6 +198,7 @@ class ChromaKnowledgeBase:
 
     async def close(self) -> None:
         try:
+            await self._retries.close()
             await self._episodes.close()
             await self.collection.close()
             await self.embedder.close()
@@ -402,15 +407,36 @@ class ChromaKnowledgeBase:
         await self.collection.delete(where_all(tenant=tenant, project=project_id, source=source))
 
     async def delete_project(self, project_id: str, *, tenant: str | None = None) -> None:
+        owner = (tenant_in_scope(tenant), project_id)
+        self._retries.drop(lambda key: isinstance(key, tuple) and key[:2] == owner)
         await self._episodes.flush()  # an episode of it still queued must not come after
-        await self.collection.delete(where_all(tenant=tenant_in_scope(tenant), project=project_id))
+        await self.collection.delete(where_all(tenant=owner[0], project=project_id))
 
     # Episodes
 
     async def index_episode(
         self, project_id: str, episode: project_pb2.Episode, *, tenant: str | None = None
     ) -> None:
+        """Index a saved episode; when Chroma is unavailable, it is indexed again later in the
+        background (`index_retries`) and the Unavailable raised says so."""
         tenant = tenant_in_scope(tenant)
+        key = (tenant, project_id, episode.number)
+        self._retries.drop(lambda pending: pending == key)  # an older try must not come after
+        try:
+            await self._index_episode(tenant, project_id, episode)
+        except Unavailable as error:
+            retry = functools.partial(self._index_episode, tenant, project_id, episode)
+            if not self._retries.add(key, episode.name or str(key), retry):
+                raise
+            raise Unavailable(
+                f"{error.message}; it is indexed again in the background",
+                reason=error.reason,
+                retry_after=error.retry_after_seconds,
+            ) from error
+
+    async def _index_episode(
+        self, tenant: str, project_id: str, episode: project_pb2.Episode
+    ) -> None:
         source = records.episode_source(project_id, episode.number)
         title = records.episode_title(episode)
         chunks = split(episode.script, self.chunk_tokens)
@@ -462,6 +488,8 @@ class ChromaKnowledgeBase:
         self, project_id: str, number: int, *, tenant: str | None = None
     ) -> None:
         source = records.episode_source(project_id, number)
+        key = (tenant_in_scope(tenant), project_id, number)
+        self._retries.drop(lambda pending: pending == key)
         await self._episodes.flush()  # an index of it still queued must not come after
         await self.collection.delete(
             where_all(tenant=tenant_in_scope(tenant), project=project_id, source=source)
