@@ -48,7 +48,9 @@ QUIET_SECONDS = 0.3
 IDLE_SHARE = 0.1
 #: With `--by gateway`: the share of a CPU the gateway's processes together use in the
 #: burst's first step of theirs (they parse the starts; the core's share is the larger).
-GATEWAY_BURST_SHARE = 0.3
+#: 0.3 until session 40, when two gateway workers' first step of a 200-stream burst used
+#: less than that and no burst was found.
+GATEWAY_BURST_SHARE = 0.15
 #: The roles of the processes whose first busy step after a pause marks the burst, and the
 #: share of a CPU that step takes, by `--by`.
 LEADS: dict[str, tuple[tuple[str, ...], float]] = {
