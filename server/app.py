@@ -41,6 +41,7 @@ from server.jobs import JobRunner
 from server.jobs.backends import build_job_backends
 from server.jobs.runner import SHUTDOWN_CANCEL_SECONDS
 from server.knowledge import build_knowledge_base
+from server.knowledge.factory import saved_episodes
 from server.left_tasks import leave
 from server.limits import transport_message_max
 from server.metrics import CoreMetrics
@@ -83,7 +84,9 @@ class Core:
         self.metrics = CoreMetrics()
         self.metrics.jobs_capacity.set(config.max_running_jobs)
         self.store = build_project_store(config.database_url, config.data_dir)
-        self.knowledge = build_knowledge_base(config, owners=self.store.first_owner)
+        self.knowledge = build_knowledge_base(
+            config, owners=self.store.first_owner, saved=saved_episodes(self.store)
+        )
         self.jobs = build_job_backends(config)
         self.event_log = self.jobs.event_log
         self.registry = self.jobs.registry

@@ -1,31 +1,37 @@
-"""Saved episodes whose indexing Chroma refused, indexed again later in the background.
+"""Saved episodes whose indexing met Chroma down, indexed again later in the background.
 
 An episode is saved before it is indexed (`server.jobs.pipeline`), so a job whose
 indexing fails still completes, and later plans' retrieval misses the episode.
-When the failure is Chroma's unavailability (unreachable, timed out, closed:
-`Unavailable`), which passes, the episode is queued here and indexed again
-after each of RETRY_DELAYS_SECONDS in turn (5 s, 30 s, 2 min, 10 min, 30 min
-from the failure before); past the last it is given up, with an error logged.
-Another failure would come again, and is not retried.
+When the failure passes by itself — Chroma (or the embedding service) not reached,
+or not in time (`transient`) — the episode is queued here and indexed again after
+each of RETRY_DELAYS_SECONDS in turn (5 s, 30 s, 2 min, 10 min, 30 min from the
+failure before); past the last it is given up, with an error logged. Another
+failure (a record Chroma refuses) would come again, and is not retried.
 
-One retry runs at a time, oldest due first, so an outage's backlog does not
-come back as a burst. At most MAX_PENDING episodes wait (the one due last is
-dropped past it, logged). An episode indexed or forgotten meanwhile, or its
-project deleted, leaves the queue (`drop`); a retry under way for it is
-cancelled, so it never writes after the forget's delete. The queue lives in
-this process: retries still waiting when the knowledge base closes are lost,
-logged by name.
+One retry runs at a time, oldest due first, so an outage's backlog does not come
+back as a burst (a backlog therefore slips behind the schedule). At most
+MAX_PENDING episodes wait; one more is not queued (logged). The caller's attempt
+decides whether the episode is still wanted (`ChromaKnowledgeBase` asks the
+project store whether it is still saved, as the job saved it: another replica may
+have deleted it). Forgetting an episode or deleting its project here takes its
+retries out first (`take`, cancelling the one under way, whose write then ends
+before the delete's), and puts them back if the delete fails (`restore`). The
+queue lives in this process and carries no context of the call that queued it:
+retries still waiting when the knowledge base closes are lost, logged by name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Final
+
+import httpx
 
 from server.errors import Unavailable
 from server.left_tasks import leave
@@ -36,85 +42,151 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS_SECONDS: Final[tuple[float, ...]] = (5.0, 30.0, 120.0, 600.0, 1800.0)
 #: Episodes waiting for a retry, at most.
 MAX_PENDING: Final = 10_000
+#: Causes of an Unavailable that pass by themselves: a service not reached, or not in time.
+TRANSIENT_CAUSES: Final = (httpx.TransportError, OSError, TimeoutError)
 
-Attempt = Callable[[], Awaitable[None]]
+#: One try: True when indexed, False when the episode is no longer wanted (not saved any more).
+Attempt = Callable[[], Awaitable[bool]]
+#: Which keys a `take` or a `drop` is for.
+Match = Callable[[Hashable], bool]
 
 
-@dataclass(slots=True)
-class _Pending:
+def transient(error: BaseException) -> bool:
+    """Whether `error` is an Unavailable caused (anywhere down its `__cause__` chain) by a
+    service not reached or not answering in time."""
+    if not isinstance(error, Unavailable):
+        return False
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, TRANSIENT_CAUSES):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return False
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """One episode waiting to be indexed again."""
+
+    key: Hashable
     name: str
     attempt: Attempt
     due: float
+    #: Failed tries so far (the first one, the index stage's, included).
     failures: int
+    #: Taken out while its try was under way: that try's outcome is not kept.
+    taken: bool = False
 
 
 class IndexRetries:
-    """Indexings to try again, keyed by what they index (`drop` takes a key or a filter)."""
+    """Indexings to try again, keyed by what they index."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        retryable: Callable[[BaseException], bool] = transient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._retryable = retryable
         self._clock = clock
-        self._pending: dict[Hashable, _Pending] = {}
+        self._pending: dict[Hashable, Pending] = {}
         self._runner: asyncio.Task[None] | None = None
-        self._current: tuple[Hashable, asyncio.Future[None]] | None = None
+        self._current: tuple[Pending, asyncio.Future[bool]] | None = None
         self._wake = asyncio.Event()
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._pending)
+        """Episodes waiting, the one being tried included."""
+        current = self._current is not None and not self._current[0].taken
+        return len(self._pending) + int(current)
+
+    def retryable(self, error: BaseException) -> bool:
+        """Whether a failure like `error` is worth trying again later."""
+        return self._retryable(error)
 
     def add(self, key: Hashable, name: str, attempt: Attempt) -> bool:
-        """Try `attempt` again after the first delay (it failed once); whether it was queued
-        (not when closed). `name` says which episode in the log."""
+        """Try `attempt` again after the first delay (its first try failed); whether it was
+        queued (not when closed or full). `name` says which episode in the log."""
         if self._closed:
             return False
-        self._pending[key] = _Pending(name, attempt, self._clock() + RETRY_DELAYS_SECONDS[0], 1)
-        if len(self._pending) > MAX_PENDING:
-            last = max(self._pending, key=lambda k: self._pending[k].due)
-            log.error("story knowledge: too many indexings to retry; gave up %s", last)
-            del self._pending[last]
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name="scriptgen-index-retries")
-        self._wake.set()
-        return key in self._pending
+        if key not in self._pending and len(self._pending) >= MAX_PENDING:
+            log.error(
+                "story knowledge: %d indexings wait already; %s not retried", MAX_PENDING, name
+            )
+            return False
+        due = self._clock() + RETRY_DELAYS_SECONDS[0]
+        self._put(Pending(key, name, attempt, due, failures=1))
+        return True
 
-    def drop(self, match: Callable[[Hashable], bool]) -> None:
-        """Forget every retry whose key `match`es, and cancel the one under way if it does."""
-        for key in [key for key in self._pending if match(key)]:
-            del self._pending[key]
-        if self._current is not None and match(self._current[0]):
-            self._current[1].cancel()
+    def take(self, match: Match) -> list[Pending]:
+        """Take out every retry whose key `match`es; the one under way is cancelled (its write,
+        if begun, still ends before any write queued after this)."""
+        taken = [pending for key, pending in self._pending.items() if match(key)]
+        for pending in taken:
+            del self._pending[pending.key]
+        if self._current is not None and match(self._current[0].key):
+            current, attempt = self._current
+            current.taken = True
+            attempt.cancel()
+            taken.append(current)
+        return taken
+
+    def restore(self, taken: Sequence[Pending]) -> None:
+        """Put back what `take` took (the delete it was for failed), each due after its next
+        delay; not one that was queued again meanwhile."""
+        for pending in taken:
+            if self._closed or pending.key in self._pending:
+                continue
+            pending.taken = False
+            delay = RETRY_DELAYS_SECONDS[min(pending.failures, len(RETRY_DELAYS_SECONDS)) - 1]
+            pending.due = self._clock() + delay
+            self._put(pending)
 
     async def close(self) -> None:
         """Stop retrying; what still waits is lost (logged)."""
         self._closed = True
-        if self._pending:
+        lost = [*self._pending.values()]
+        if self._current is not None and not self._current[0].taken:
+            lost.append(self._current[0])
+        self._pending.clear()
+        if lost:
             log.warning(
                 "story knowledge: %d episodes not indexed, their retries dropped at shutdown: %s",
-                len(self._pending),
-                ", ".join(p.name for p in self._pending.values()),
+                len(lost),
+                ", ".join(pending.name for pending in lost),
             )
-            self._pending.clear()
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+            await asyncio.wait([runner])  # not suppress(): a cancelled close stays cancelled
+
+    def _put(self, pending: Pending) -> None:
+        self._pending[pending.key] = pending
+        if self._runner is None or self._runner.done():
+            self._wake = asyncio.Event()  # of the running loop, as the runner is
+            # A context of its own: not that of the call whose job queued the first retry.
+            self._runner = asyncio.get_running_loop().create_task(
+                self._run(), name="scriptgen-index-retries", context=contextvars.Context()
+            )
+        self._wake.set()
 
     async def _run(self) -> None:
         while self._pending:
-            key = min(self._pending, key=lambda k: self._pending[k].due)
-            wait = self._pending[key].due - self._clock()
+            pending = min(self._pending.values(), key=lambda p: p.due)
+            wait = pending.due - self._clock()
             if wait > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
-                        await self._wake.wait()  # an earlier one may have come
+                        await self._wake.wait()  # one due sooner may have come
                 continue
-            await self._retry(key, self._pending.pop(key))
+            del self._pending[pending.key]
+            await self._retry(pending)
 
-    async def _retry(self, key: Hashable, pending: _Pending) -> None:
+    async def _retry(self, pending: Pending) -> None:
         attempt = asyncio.ensure_future(pending.attempt())
-        self._current = (key, attempt)
+        self._current = (pending, attempt)
         try:
             await asyncio.wait((attempt,))
         except asyncio.CancelledError:
@@ -123,16 +195,17 @@ class IndexRetries:
             raise
         finally:
             self._current = None
-        if attempt.cancelled():
-            return  # dropped meanwhile (the episode forgotten, its project deleted)
+        if pending.taken or attempt.cancelled():
+            return  # taken out meanwhile (the episode forgotten, its project deleted)
         error = attempt.exception()
         if error is None:
-            log.info("story knowledge: indexed %s on retry %d", pending.name, pending.failures)
+            if attempt.result():
+                log.info("story knowledge: indexed %s on retry %d", pending.name, pending.failures)
+            else:
+                log.info("story knowledge: %s is no longer saved; not indexed", pending.name)
             return
-        if not isinstance(error, Unavailable):
-            log.error(
-                "story knowledge: indexing %s failed again, not retried: %s", pending.name, error
-            )
+        if not self._retryable(error):
+            log.error("story knowledge: indexing %s failed, not retried: %s", pending.name, error)
             return
         if pending.failures >= len(RETRY_DELAYS_SECONDS):
             log.error(
@@ -142,8 +215,8 @@ class IndexRetries:
                 error,
             )
             return
-        if key in self._pending or self._closed:
-            return  # indexed anew meanwhile (a newer attempt waits), or closing
+        if pending.key in self._pending or self._closed:
+            return  # queued anew meanwhile, or closing
         pending.due = self._clock() + RETRY_DELAYS_SECONDS[pending.failures]
         pending.failures += 1
-        self._pending[key] = pending
+        self._pending[pending.key] = pending

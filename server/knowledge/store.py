@@ -92,6 +92,24 @@ EMPTY_PROJECTS_KEPT: Final = 100_000
 #: The tenant of the oldest project with an id, None when there is none
 #: (`ProjectStore.first_owner`).
 Owners = Callable[[str], Awaitable[str | None]]
+#: The generation (job) that saved episode N of a tenant's project, None when it is not
+#: saved (any more): asked before an indexing retry (`factory.saved_episodes`).
+Saved = Callable[[str, str, int], Awaitable[str | None]]
+
+
+def _indexed_fields(episode: project_pb2.Episode) -> project_pb2.Episode:
+    """What indexing reads of an episode (and its identity): a waiting retry keeps no
+    prompt snapshot, usage or quality report."""
+    return project_pb2.Episode(
+        name=episode.name,
+        number=episode.number,
+        title=episode.title,
+        outline=episode.outline,
+        script=episode.script,
+        cast=episode.cast,
+        generation=episode.generation,
+        create_time=episode.create_time if episode.HasField("create_time") else None,
+    )
 
 
 def passage_cost(passage: Passage) -> int:
@@ -146,6 +164,7 @@ class ChromaKnowledgeBase:
         where: str = "Chroma",
         start_without_chroma: bool = False,
         owners: Owners | None = None,
+        saved: Saved | None = None,
         sole_writer: bool = False,
         batch_records: int = MAX_BATCH_RECORDS,
         batch_rest_share: float = 0.0,
@@ -161,8 +180,10 @@ class ChromaKnowledgeBase:
             where=where,
             adopt=self.adopt_legacy,
         )
-        #: Saved episodes whose indexing met Chroma unavailable, indexed again later.
+        #: Saved episodes whose indexing met Chroma down, indexed again later; `saved` says
+        #: whether one still is (None: always indexed).
         self._retries = IndexRetries()
+        self._saved = saved
         #: Saved episodes' records, written to Chroma in batches.
         self._episodes = GroupWriter(
             self.collection, max_records=batch_records, rest_share=batch_rest_share
@@ -408,9 +429,13 @@ class ChromaKnowledgeBase:
 
     async def delete_project(self, project_id: str, *, tenant: str | None = None) -> None:
         owner = (tenant_in_scope(tenant), project_id)
-        self._retries.drop(lambda key: isinstance(key, tuple) and key[:2] == owner)
-        await self._episodes.flush()  # an episode of it still queued must not come after
-        await self.collection.delete(where_all(tenant=owner[0], project=project_id))
+        retries = self._retries.take(lambda key: isinstance(key, tuple) and key[:2] == owner)
+        try:
+            await self._episodes.flush()  # an episode of it still queued must not come after
+            await self.collection.delete(where_all(tenant=owner[0], project=project_id))
+        except BaseException:
+            self._retries.restore(retries)  # the project stays: its episodes still to be indexed
+            raise
 
     # Episodes
 
@@ -421,11 +446,14 @@ class ChromaKnowledgeBase:
         background (`index_retries`) and the Unavailable raised says so."""
         tenant = tenant_in_scope(tenant)
         key = (tenant, project_id, episode.number)
-        self._retries.drop(lambda pending: pending == key)  # an older try must not come after
+        self._retries.take(lambda pending: pending == key)  # an older try must not come after
         try:
             await self._index_episode(tenant, project_id, episode)
         except Unavailable as error:
-            retry = functools.partial(self._index_episode, tenant, project_id, episode)
+            if not self._retries.retryable(error):
+                raise
+            kept = _indexed_fields(episode)
+            retry = functools.partial(self._index_again, tenant, project_id, kept)
             if not self._retries.add(key, episode.name or str(key), retry):
                 raise
             raise Unavailable(
@@ -433,6 +461,18 @@ class ChromaKnowledgeBase:
                 reason=error.reason,
                 retry_after=error.retry_after_seconds,
             ) from error
+
+    async def _index_again(
+        self, tenant: str, project_id: str, episode: project_pb2.Episode
+    ) -> bool:
+        """A retry: index the episode if it is still saved as the job saved it (another
+        replica may have deleted it, or its project, meanwhile); whether it was indexed."""
+        if self._saved is not None:
+            generation = await self._saved(tenant, project_id, episode.number)
+            if generation is None or generation != episode.generation:
+                return False
+        await self._index_episode(tenant, project_id, episode)
+        return True
 
     async def _index_episode(
         self, tenant: str, project_id: str, episode: project_pb2.Episode
@@ -489,11 +529,15 @@ class ChromaKnowledgeBase:
     ) -> None:
         source = records.episode_source(project_id, number)
         key = (tenant_in_scope(tenant), project_id, number)
-        self._retries.drop(lambda pending: pending == key)
-        await self._episodes.flush()  # an index of it still queued must not come after
-        await self.collection.delete(
-            where_all(tenant=tenant_in_scope(tenant), project=project_id, source=source)
-        )
+        retries = self._retries.take(lambda pending: pending == key)
+        try:
+            await self._episodes.flush()  # an index of it still queued must not come after
+            await self.collection.delete(
+                where_all(tenant=key[0], project=project_id, source=source)
+            )
+        except BaseException:
+            self._retries.restore(retries)  # the episode stays saved: still to be indexed
+            raise
 
     # Retrieval
 

@@ -1,6 +1,6 @@
 """An episode whose indexing met Chroma down is indexed again once Chroma is back.
 
-The first two tests stop and start a real `chroma run` server; the rest drive
+The first three tests stop and start a real `chroma run` server; the rest drive
 `IndexRetries` itself with attempts that fail as told.
 """
 
@@ -9,20 +9,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from scriptgen.v1 import project_pb2
 
 from server.errors import Unavailable
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder, index_retries
 from server.knowledge.chroma import server_client
-from server.knowledge.index_retries import IndexRetries
+from server.knowledge.index_retries import IndexRetries, transient
 from tests.backends.chroma import ChromaServer
 from tests.gateway.conftest import eventually
 
 #: Retries fast enough for a test, as many as in production.
 FAST_DELAYS = (0.05,) * len(index_retries.RETRY_DELAYS_SECONDS)
-#: … and for an outage of a real server, which takes a few seconds to start again.
-OUTAGE_DELAYS = (0.2, 1.0, 3.0, 10.0, 20.0)
+#: … and for an outage of a real server, which takes a few seconds to start again. The first
+#: delay leaves the test time to call what it calls during the outage before a retry.
+OUTAGE_DELAYS = (1.0, 1.0, 3.0, 10.0, 20.0)
+#: Which job saved each episode, by (tenant, project, number): the project store as another
+#: replica may change it.
+Saved = dict[tuple[str, str, int], str]
 
 
 @pytest.fixture(autouse=True)
@@ -30,144 +35,215 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index_retries, "RETRY_DELAYS_SECONDS", FAST_DELAYS)
 
 
-def _episode(number: int, project: str = "night") -> project_pb2.Episode:
+def _episode(number: int, project: str = "night", generation: str = "") -> project_pb2.Episode:
     return project_pb2.Episode(
         name=f"projects/{project}/episodes/{number}",
         number=number,
         title=f"Night {number}",
         script=f"INT. WARD - NIGHT\n\nMinsu checks the pager, night {number}.\n",
         cast=["MINSU"],
+        generation=generation or f"generations/{project}{number}",
     )
 
 
 @pytest.fixture
 async def outage(
     monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[ChromaServer, ChromaKnowledgeBase]]:
+) -> AsyncIterator[tuple[ChromaServer, ChromaKnowledgeBase, Saved]]:
     monkeypatch.setattr(index_retries, "RETRY_DELAYS_SECONDS", OUTAGE_DELAYS)
+    store: Saved = {}
+
+    async def saved(tenant: str, project_id: str, number: int) -> str | None:
+        return store.get((tenant, project_id, number))
+
     server = ChromaServer()
     server.start()
     knowledge = ChromaKnowledgeBase(
-        server_client(server.url), HashingEmbedder(), timeout_seconds=5.0
+        server_client(server.url), HashingEmbedder(), timeout_seconds=5.0, saved=saved
     )
     try:
         await knowledge.open()
-        yield server, knowledge
+        yield server, knowledge, store
     finally:
         await knowledge.close()
         server.close()
 
 
-async def _sources(knowledge: ChromaKnowledgeBase, project: str = "night") -> set[str]:
-    passages = await knowledge.retrieve(project, "Minsu pager night", token_budget=5000)
+async def _sources(
+    knowledge: ChromaKnowledgeBase, project: str = "night", tenant: str = "t1"
+) -> set[str]:
+    passages = await knowledge.retrieve(
+        project, "Minsu pager night", token_budget=5000, tenant=tenant
+    )
     return {passage.source for passage in passages}
 
 
-async def _indexed_within(knowledge: ChromaKnowledgeBase, source: str, seconds: float) -> None:
-    """Wait until retrieval finds `source` (a retry indexed it); fail after `seconds`."""
-    for _ in range(int(seconds / 0.1)):
-        if source in await _sources(knowledge):
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"{source} was not indexed again within {seconds:g} s")
+async def _settled(knowledge: ChromaKnowledgeBase, seconds: float = 40.0) -> None:
+    """Wait until no retry waits or runs; fail after `seconds`."""
+    await eventually(lambda: len(knowledge._retries) == 0, "the retries to end", seconds)
+
+
+async def _index_in_outage(
+    knowledge: ChromaKnowledgeBase, store: Saved, tenant: str, project: str, number: int
+) -> None:
+    episode = _episode(number, project)
+    store[(tenant, project, number)] = episode.generation
+    with pytest.raises(Unavailable) as raised:
+        await knowledge.index_episode(project, episode, tenant=tenant)
+    assert raised.value.reason == "KNOWLEDGE_UNAVAILABLE"
+    assert raised.value.message.endswith("it is indexed again in the background")
 
 
 async def test_an_episode_indexed_while_chroma_is_down_is_indexed_when_it_is_back(
-    outage: tuple[ChromaServer, ChromaKnowledgeBase],
+    outage: tuple[ChromaServer, ChromaKnowledgeBase, Saved],
 ) -> None:
-    server, knowledge = outage
+    server, knowledge, store = outage
     server.stop()
-    with pytest.raises(Unavailable) as raised:
-        await knowledge.index_episode("night", _episode(1))
-    assert raised.value.reason == "KNOWLEDGE_UNAVAILABLE"
-    assert raised.value.message.endswith("it is indexed again in the background")
-    await asyncio.sleep(0.5)  # a retry or two, into the outage still
-    server.start()
-    await _indexed_within(knowledge, "projects/night/episodes/1", 30)
-    assert len(knowledge._retries) == 0
-
-
-async def test_an_episode_forgotten_during_the_outage_is_not_indexed_after_it(
-    outage: tuple[ChromaServer, ChromaKnowledgeBase],
-) -> None:
-    """Forgetting an episode, or deleting its project, drops its retry (their own deletes
-    meet the outage too, and are asked again by their callers)."""
-    server, knowledge = outage
-    server.stop()
-    for project, number in (("night", 2), ("night", 3), ("other", 1)):
-        with pytest.raises(Unavailable):
-            await knowledge.index_episode(project, _episode(number, project))
-    assert len(knowledge._retries) == 3
-    with pytest.raises(Unavailable):
-        await knowledge.forget_episode("night", 2)
-    with pytest.raises(Unavailable):
-        await knowledge.delete_project("other")
+    await _index_in_outage(knowledge, store, "t1", "night", 1)
     assert len(knowledge._retries) == 1
+    await asyncio.sleep(1.5)  # a retry into the outage still
     server.start()
-    await _indexed_within(knowledge, "projects/night/episodes/3", 30)
-    await asyncio.sleep(1.5)  # well past the dropped ones' next retries, had they been kept
-    assert "projects/night/episodes/2" not in await _sources(knowledge)
-    assert await _sources(knowledge, "other") == set()
+    await _settled(knowledge)
+    assert "projects/night/episodes/1" in await _sources(knowledge)
 
 
-async def test_unavailable_is_retried_each_delay_then_given_up(
+async def test_a_retry_indexes_only_what_is_still_saved_as_its_job_saved_it(
+    outage: tuple[ChromaServer, ChromaKnowledgeBase, Saved],
+) -> None:
+    """Another replica may delete an episode or its project during the outage, or the number
+    may hold another job's episode by then; each tenant's retry indexes into its own tenant."""
+    server, knowledge, store = outage
+    server.stop()
+    for tenant, project, number in (
+        ("t1", "night", 2),
+        ("t1", "night", 3),
+        ("t1", "night", 4),
+        ("t1", "other", 1),
+        ("t2", "night", 2),
+    ):
+        await _index_in_outage(knowledge, store, tenant, project, number)
+    del store[("t1", "night", 2)]  # deleted by another replica
+    del store[("t1", "other", 1)]  # its project deleted by another replica
+    store[("t1", "night", 4)] = "generations/another-job"  # the number saved anew
+    server.start()
+    await _settled(knowledge)
+    assert await _sources(knowledge, "night", "t1") == {"projects/night/episodes/3"}
+    assert await _sources(knowledge, "other", "t1") == set()
+    assert await _sources(knowledge, "night", "t2") == {"projects/night/episodes/2"}
+
+
+async def test_a_forget_that_fails_keeps_the_retry_and_one_that_succeeds_drops_it(
+    outage: tuple[ChromaServer, ChromaKnowledgeBase, Saved],
+) -> None:
+    server, knowledge, store = outage
+    server.stop()
+    await _index_in_outage(knowledge, store, "t1", "night", 5)
+    await _index_in_outage(knowledge, store, "t1", "gone", 1)
+    with pytest.raises(Unavailable):
+        await knowledge.forget_episode("night", 5, tenant="t1")  # its delete meets the outage
+    with pytest.raises(Unavailable):
+        await knowledge.delete_project("gone", tenant="t1")
+    assert len(knowledge._retries) == 2  # both still to be indexed: they stay saved
+    server.start()
+    await knowledge.forget_episode("night", 5, tenant="t1")
+    await knowledge.delete_project("gone", tenant="t1")
+    # The store still has them (a DeleteEpisode removes them there after the knowledge), so
+    # only the forget's and the delete's own taking of the retries keeps them out.
+    assert len(knowledge._retries) == 0
+    await asyncio.sleep(2.5)  # past both retries' next tries, had they been kept
+    assert "projects/night/episodes/5" not in await _sources(knowledge)
+    assert await _sources(knowledge, "gone") == set()
+
+
+def _down(cause: BaseException) -> Unavailable:
+    error = Unavailable("Chroma is down", reason="KNOWLEDGE_UNAVAILABLE")
+    error.__cause__ = cause
+    return error
+
+
+def test_only_a_service_not_reached_or_not_in_time_is_transient() -> None:
+    assert transient(_down(httpx.ConnectError("refused")))
+    assert transient(_down(TimeoutError()))
+    assert transient(_down(_down(OSError("reset"))))  # down the chain
+    assert not transient(_down(ValueError("a record of the wrong dimension")))
+    assert not transient(Unavailable("story knowledge is closed", reason="KNOWLEDGE_UNAVAILABLE"))
+    assert not transient(OSError("not an Unavailable"))
+
+
+async def test_a_transient_failure_is_retried_each_delay_then_given_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     retries = IndexRetries()
     attempts = 0
 
-    async def down() -> None:
+    async def down() -> bool:
         nonlocal attempts
         attempts += 1
-        raise Unavailable("Chroma is down", reason="KNOWLEDGE_UNAVAILABLE")
+        raise _down(OSError("connection refused"))
 
     assert retries.add("e1", "episode 1", down)
     await eventually(lambda: "gave up" in caplog.text, "the retries to give up")
-    assert attempts == len(FAST_DELAYS)
+    assert attempts == len(FAST_DELAYS)  # one retry after each delay
     assert f"gave up indexing episode 1 after {len(FAST_DELAYS)} retries" in caplog.text
+    assert len(retries) == 0
     await retries.close()
 
 
-async def test_another_error_is_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+async def test_another_failure_is_not_retried(caplog: pytest.LogCaptureFixture) -> None:
     retries = IndexRetries()
     attempts = 0
 
-    async def broken() -> None:
+    async def refused() -> bool:
         nonlocal attempts
         attempts += 1
-        raise ValueError("a record Chroma refuses")
+        raise _down(ValueError("a record Chroma refuses"))
 
-    retries.add("e1", "episode 1", broken)
+    retries.add("e1", "episode 1", refused)
     await eventually(lambda: "not retried" in caplog.text, "the failed retry")
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.3)  # past every later delay
     assert attempts == 1
-    assert "indexing episode 1 failed again, not retried" in caplog.text
+    assert len(retries) == 0
     await retries.close()
 
 
-async def test_a_drop_cancels_the_retry_under_way_and_close_stops_the_rest(
+async def test_take_cancels_the_try_under_way_and_restore_puts_it_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     retries = IndexRetries()
+    tries = 0
     began = asyncio.Event()
-    finished: list[str] = []
+    cancelled = asyncio.Event()
 
-    async def slow() -> None:
+    async def slow() -> bool:
+        nonlocal tries
+        tries += 1
         began.set()
-        await asyncio.sleep(3600)
-        finished.append("slow")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return True
 
-    async def quick() -> None:
-        raise Unavailable("Chroma is down", reason="KNOWLEDGE_UNAVAILABLE")
+    async def down() -> bool:
+        raise _down(OSError("connection refused"))
 
     retries.add(("t", "night", 1), "episode 1", slow)
     async with asyncio.timeout(10):
         await began.wait()
-    retries.drop(lambda key: key == ("t", "night", 1))
-    retries.add(("t", "night", 2), "episode 2", quick)
-    await asyncio.sleep(0)
-    assert len(retries) == 1 and finished == []
+    assert len(retries) == 1  # the one under way counts
+    taken = retries.take(lambda key: key == ("t", "night", 1))
+    assert [pending.name for pending in taken] == ["episode 1"]
+    async with asyncio.timeout(10):
+        await cancelled.wait()
+    assert len(retries) == 0
+    retries.restore(taken)  # the delete it was taken for failed
+    began.clear()
+    async with asyncio.timeout(10):
+        await began.wait()
+    assert tries == 2
+    retries.add(("t", "night", 2), "episode 2", down)
     await retries.close()
     assert len(retries) == 0
-    assert "1 episodes not indexed, their retries dropped at shutdown: episode 2" in caplog.text
-    assert not retries.add(("t", "night", 3), "episode 3", quick)
+    assert "2 episodes not indexed, their retries dropped at shutdown" in caplog.text
+    assert not retries.add(("t", "night", 3), "episode 3", down)
