@@ -40,7 +40,7 @@ from server.health import CoreHealth
 from server.jobs import JobRunner
 from server.jobs.backends import build_job_backends
 from server.jobs.runner import SHUTDOWN_CANCEL_SECONDS
-from server.knowledge import build_knowledge_base
+from server.knowledge import ChromaKnowledgeBase, build_knowledge_base
 from server.knowledge.factory import saved_episodes
 from server.left_tasks import leave
 from server.limits import transport_message_max
@@ -87,6 +87,11 @@ class Core:
         self.knowledge = build_knowledge_base(
             config, owners=self.store.first_owner, saved=saved_episodes(self.store)
         )
+        if isinstance(self.knowledge, ChromaKnowledgeBase):
+            knowledge = self.knowledge
+            self.metrics.knowledge_index_retries.set_function(
+                lambda: knowledge.waiting_index_retries
+            )
         self.jobs = build_job_backends(config)
         self.event_log = self.jobs.event_log
         self.registry = self.jobs.registry

@@ -111,6 +111,12 @@ class CoreMetrics:
             " model calls run in the core).",
             registry=self.registry,
         )
+        self.knowledge_index_retries = Gauge(
+            "scriptgen_knowledge_index_retries",
+            "Saved episodes waiting to be indexed again in story knowledge after Chroma was"
+            " down (this core; server/knowledge/index_retries.py).",
+            registry=self.registry,
+        )
         self.provider_worker_restarts = Counter(
             "scriptgen_provider_worker_restarts",
             "Provider worker processes started again after one exited; its calls went on"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from scriptgen.v1 import project_pb2
+
 from server.errors import NotFound
 from server.knowledge.base import KnowledgeStore
 from server.knowledge.chroma import embedded_client, server_client
@@ -25,14 +27,13 @@ CHROMA_DIRECTORY = "chroma"
 
 
 def saved_episodes(store: ProjectStore) -> Saved:
-    """Which job saved a tenant's episode, as `store` has it now (None: not saved)."""
+    """A tenant's episode as `store` has it now (None: not saved)."""
 
-    async def saved(tenant: str, project_id: str, number: int) -> str | None:
+    async def saved(tenant: str, project_id: str, number: int) -> project_pb2.Episode | None:
         try:
-            episode = await store.get_episode(project_id, number, tenant=tenant)
+            return await store.get_episode(project_id, number, tenant=tenant)
         except NotFound:
             return None
-        return episode.generation
 
     return saved
 

@@ -8,16 +8,20 @@ each of RETRY_DELAYS_SECONDS in turn (5 s, 30 s, 2 min, 10 min, 30 min from the
 failure before); past the last it is given up, with an error logged. Another
 failure (a record Chroma refuses) would come again, and is not retried.
 
+What is worth retrying is the owner's call (`ChromaKnowledgeBase` also retries a
+project store that was unavailable when a retry read it).
+
 One retry runs at a time, oldest due first, so an outage's backlog does not come
 back as a burst (a backlog therefore slips behind the schedule). At most
 MAX_PENDING episodes wait; one more is not queued (logged). The caller's attempt
-decides whether the episode is still wanted (`ChromaKnowledgeBase` asks the
-project store whether it is still saved, as the job saved it: another replica may
-have deleted it). Forgetting an episode or deleting its project here takes its
-retries out first (`take`, cancelling the one under way, whose write then ends
-before the delete's), and puts them back if the delete fails (`restore`). The
-queue lives in this process and carries no context of the call that queued it:
-retries still waiting when the knowledge base closes are lost, logged by name.
+decides whether the episode is still wanted (`ChromaKnowledgeBase` reads it from
+the project store, before and after its write: another replica may have deleted
+it). Forgetting an episode or deleting its project here takes its retries out
+first (`take`, cancelling the one under way, whose write then ends before the
+delete's), and puts them back if the delete fails (`restore`). The queue lives in
+this process and carries no context of the call that queued it: retries still
+waiting when the knowledge base closes are lost, logged (the first LOGGED_NAMES by
+name).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -42,6 +47,8 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS_SECONDS: Final[tuple[float, ...]] = (5.0, 30.0, 120.0, 600.0, 1800.0)
 #: Episodes waiting for a retry, at most.
 MAX_PENDING: Final = 10_000
+#: Episodes named in the shutdown's log line at most (the rest are counted).
+LOGGED_NAMES: Final = 20
 #: Causes of an Unavailable that pass by themselves: a service not reached, or not in time.
 TRANSIENT_CAUSES: Final = (httpx.TransportError, OSError, TimeoutError)
 
@@ -52,8 +59,10 @@ Match = Callable[[Hashable], bool]
 
 
 def transient(error: BaseException) -> bool:
-    """Whether `error` is an Unavailable caused (anywhere down its `__cause__` chain) by a
-    service not reached or not answering in time."""
+    """Whether `error` is an Unavailable caused by a service not reached or not answering in
+    time, anywhere down its chain of causes: `__cause__`, or the exception being handled when
+    it was raised (`__context__`): chromadb's client raises a ValueError while handling the
+    connection error it met, without `from`."""
     if not isinstance(error, Unavailable):
         return False
     seen: set[int] = set()
@@ -62,7 +71,7 @@ def transient(error: BaseException) -> bool:
         if isinstance(cause, TRANSIENT_CAUSES):
             return True
         seen.add(id(cause))
-        cause = cause.__cause__
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     return False
 
 
@@ -78,6 +87,8 @@ class Pending:
     failures: int
     #: Taken out while its try was under way: that try's outcome is not kept.
     taken: bool = False
+    #: A copy taken out of a try under way (cancelled): put back, it is due after a delay anew.
+    cut_short: bool = False
 
 
 class IndexRetries:
@@ -127,20 +138,22 @@ class IndexRetries:
             del self._pending[pending.key]
         if self._current is not None and match(self._current[0].key):
             current, attempt = self._current
-            current.taken = True
+            current.taken = True  # the runner drops it, whatever its try's outcome
             attempt.cancel()
-            taken.append(current)
+            taken.append(dataclasses.replace(current, taken=False, cut_short=True))
         return taken
 
     def restore(self, taken: Sequence[Pending]) -> None:
-        """Put back what `take` took (the delete it was for failed), each due after its next
-        delay; not one that was queued again meanwhile."""
+        """Put back what `take` took (the delete it was for failed): each waits for the time it
+        was due, and the try `take` cut short for its next delay anew; not one queued again
+        meanwhile."""
         for pending in taken:
             if self._closed or pending.key in self._pending:
                 continue
-            pending.taken = False
-            delay = RETRY_DELAYS_SECONDS[min(pending.failures, len(RETRY_DELAYS_SECONDS)) - 1]
-            pending.due = self._clock() + delay
+            if pending.cut_short:
+                delay = RETRY_DELAYS_SECONDS[min(pending.failures, len(RETRY_DELAYS_SECONDS)) - 1]
+                pending.due = self._clock() + delay
+                pending.cut_short = False
             self._put(pending)
 
     async def close(self) -> None:
@@ -151,10 +164,13 @@ class IndexRetries:
             lost.append(self._current[0])
         self._pending.clear()
         if lost:
+            names = ", ".join(pending.name for pending in lost[:LOGGED_NAMES])
+            more = f" and {len(lost) - LOGGED_NAMES} more" if len(lost) > LOGGED_NAMES else ""
             log.warning(
-                "story knowledge: %d episodes not indexed, their retries dropped at shutdown: %s",
+                "story knowledge: %d episodes not indexed, their retries dropped at shutdown: %s%s",
                 len(lost),
-                ", ".join(pending.name for pending in lost),
+                names,
+                more,
             )
         runner, self._runner = self._runner, None
         if runner is not None:
@@ -182,7 +198,10 @@ class IndexRetries:
                         await self._wake.wait()  # one due sooner may have come
                 continue
             del self._pending[pending.key]
-            await self._retry(pending)
+            try:
+                await self._retry(pending)
+            except Exception:  # a fault of this module: the other retries still go on
+                log.exception("story knowledge: retrying the indexing of %s failed", pending.name)
 
     async def _retry(self, pending: Pending) -> None:
         attempt = asyncio.ensure_future(pending.attempt())
@@ -195,8 +214,11 @@ class IndexRetries:
             raise
         finally:
             self._current = None
-        if pending.taken or attempt.cancelled():
+        if pending.taken:
             return  # taken out meanwhile (the episode forgotten, its project deleted)
+        if attempt.cancelled():
+            log.warning("story knowledge: the indexing retry of %s was cancelled", pending.name)
+            return
         error = attempt.exception()
         if error is None:
             if attempt.result():

@@ -58,7 +58,7 @@ from server.knowledge.chroma import (
 )
 from server.knowledge.chunking import DEFAULT_CHUNK_TOKENS, split
 from server.knowledge.embedding import Embedder
-from server.knowledge.index_retries import IndexRetries
+from server.knowledge.index_retries import IndexRetries, transient
 from server.knowledge.text import estimate_tokens, keyword_terms
 from server.knowledge.write_batch import MAX_BATCH_RECORDS, GroupWriter
 from server.shared_reads import QueuedReads, SharedReads
@@ -86,15 +86,26 @@ PASSAGE_OVERHEAD_TOKENS: Final = 12
 #: tenant has it (tenant ids start with a letter), so nobody sees them.
 ORPHANED: Final = ""
 
+#: The reason of the project store's Unavailable (`server.store.records.store_unavailable`).
+_STORE_UNAVAILABLE: Final = "STORE_UNAVAILABLE"
+
 #: Projects remembered as empty, at most (then forgotten all at once, and probed again).
 EMPTY_PROJECTS_KEPT: Final = 100_000
 
 #: The tenant of the oldest project with an id, None when there is none
 #: (`ProjectStore.first_owner`).
 Owners = Callable[[str], Awaitable[str | None]]
-#: The generation (job) that saved episode N of a tenant's project, None when it is not
-#: saved (any more): asked before an indexing retry (`factory.saved_episodes`).
-Saved = Callable[[str, str, int], Awaitable[str | None]]
+#: Episode N of a tenant's project as the project store has it, None when it is not saved
+#: (any more): read by an indexing retry (`factory.saved_episodes`).
+Saved = Callable[[str, str, int], Awaitable[project_pb2.Episode | None]]
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    """An indexing retry's failure that passes: Chroma or the embedding service not reached
+    or not in time (`index_retries.transient`), or the project store unavailable."""
+    return transient(error) or (
+        isinstance(error, Unavailable) and error.reason == _STORE_UNAVAILABLE
+    )
 
 
 def _indexed_fields(episode: project_pb2.Episode) -> project_pb2.Episode:
@@ -182,7 +193,7 @@ class ChromaKnowledgeBase:
         )
         #: Saved episodes whose indexing met Chroma down, indexed again later; `saved` says
         #: whether one still is (None: always indexed).
-        self._retries = IndexRetries()
+        self._retries = IndexRetries(_worth_retrying)
         self._saved = saved
         #: Saved episodes' records, written to Chroma in batches.
         self._episodes = GroupWriter(
@@ -207,6 +218,11 @@ class ChromaKnowledgeBase:
         self._probes: SharedReads[tuple[str, str, int], bool] = SharedReads()
         #: … and, with a Chroma server, those not begun yet (other cores write too).
         self._queued_probes: QueuedReads[tuple[str, str], bool] = QueuedReads()
+
+    @property
+    def waiting_index_retries(self) -> int:
+        """Saved episodes waiting to be indexed again (`index_retries`), the one under way too."""
+        return len(self._retries)
 
     async def open(self) -> None:
         try:
@@ -452,8 +468,12 @@ class ChromaKnowledgeBase:
         except Unavailable as error:
             if not self._retries.retryable(error):
                 raise
-            kept = _indexed_fields(episode)
-            retry = functools.partial(self._index_again, tenant, project_id, kept)
+            # With a project store, the retry reads the episode there: nothing is kept but its
+            # identity (up to MAX_PENDING of them wait).
+            kept = None if self._saved is not None else _indexed_fields(episode)
+            retry = functools.partial(
+                self._index_again, tenant, project_id, episode.number, episode.generation, kept
+            )
             if not self._retries.add(key, episode.name or str(key), retry):
                 raise
             raise Unavailable(
@@ -463,15 +483,33 @@ class ChromaKnowledgeBase:
             ) from error
 
     async def _index_again(
-        self, tenant: str, project_id: str, episode: project_pb2.Episode
+        self,
+        tenant: str,
+        project_id: str,
+        number: int,
+        generation: str,
+        kept: project_pb2.Episode | None,
     ) -> bool:
-        """A retry: index the episode if it is still saved as the job saved it (another
-        replica may have deleted it, or its project, meanwhile); whether it was indexed."""
-        if self._saved is not None:
-            generation = await self._saved(tenant, project_id, episode.number)
-            if generation is None or generation != episode.generation:
-                return False
+        """A retry: index the episode as the project store has it, if it is still the one its
+        job saved (another replica may have deleted it, or its project, meanwhile); whether it
+        was indexed. Asked again once written: a replica deletes an episode's knowledge before
+        the episode, so one deleted while this wrote has its records taken out again. Without
+        a project store (`saved` None) the copy `kept` is indexed."""
+        if self._saved is None:
+            assert kept is not None
+            await self._index_episode(tenant, project_id, kept)
+            return True
+        episode = await self._saved(tenant, project_id, number)
+        if episode is None or episode.generation != generation:
+            return False
         await self._index_episode(tenant, project_id, episode)
+        still = await self._saved(tenant, project_id, number)
+        if still is None or still.generation != generation:
+            source = records.episode_source(project_id, number)
+            await self.collection.delete(
+                where_all(tenant=tenant, project=project_id, source=source)
+            )
+            return False
         return True
 
     async def _index_episode(

@@ -7,27 +7,29 @@ The first three tests stop and start a real `chroma run` server; the rest drive
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from scriptgen.v1 import project_pb2
 
+from server import Core
 from server.errors import Unavailable
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder, index_retries
 from server.knowledge.chroma import server_client
 from server.knowledge.index_retries import IndexRetries, transient
 from tests.backends.chroma import ChromaServer
-from tests.gateway.conftest import eventually
+from tests.gateway.conftest import eventually, sample
 
 #: Retries fast enough for a test, as many as in production.
 FAST_DELAYS = (0.05,) * len(index_retries.RETRY_DELAYS_SECONDS)
 #: … and for an outage of a real server, which takes a few seconds to start again. The first
 #: delay leaves the test time to call what it calls during the outage before a retry.
 OUTAGE_DELAYS = (1.0, 1.0, 3.0, 10.0, 20.0)
-#: Which job saved each episode, by (tenant, project, number): the project store as another
-#: replica may change it.
-Saved = dict[tuple[str, str, int], str]
+#: The episodes saved, by (tenant, project, number): the project store as another replica may
+#: change it.
+Saved = dict[tuple[str, str, int], project_pb2.Episode]
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +55,7 @@ async def outage(
     monkeypatch.setattr(index_retries, "RETRY_DELAYS_SECONDS", OUTAGE_DELAYS)
     store: Saved = {}
 
-    async def saved(tenant: str, project_id: str, number: int) -> str | None:
+    async def saved(tenant: str, project_id: str, number: int) -> project_pb2.Episode | None:
         return store.get((tenant, project_id, number))
 
     server = ChromaServer()
@@ -87,7 +89,7 @@ async def _index_in_outage(
     knowledge: ChromaKnowledgeBase, store: Saved, tenant: str, project: str, number: int
 ) -> None:
     episode = _episode(number, project)
-    store[(tenant, project, number)] = episode.generation
+    store[(tenant, project, number)] = episode
     with pytest.raises(Unavailable) as raised:
         await knowledge.index_episode(project, episode, tenant=tenant)
     assert raised.value.reason == "KNOWLEDGE_UNAVAILABLE"
@@ -124,7 +126,7 @@ async def test_a_retry_indexes_only_what_is_still_saved_as_its_job_saved_it(
         await _index_in_outage(knowledge, store, tenant, project, number)
     del store[("t1", "night", 2)]  # deleted by another replica
     del store[("t1", "other", 1)]  # its project deleted by another replica
-    store[("t1", "night", 4)] = "generations/another-job"  # the number saved anew
+    store[("t1", "night", 4)] = _episode(4, generation="generations/another-job")  # saved anew
     server.start()
     await _settled(knowledge)
     assert await _sources(knowledge, "night", "t1") == {"projects/night/episodes/3"}
@@ -247,3 +249,156 @@ async def test_take_cancels_the_try_under_way_and_restore_puts_it_back(
     assert len(retries) == 0
     assert "2 episodes not indexed, their retries dropped at shutdown" in caplog.text
     assert not retries.add(("t", "night", 3), "episode 3", down)
+
+
+async def test_a_core_exports_how_many_episodes_wait_to_be_indexed_again(core: Core) -> None:
+    knowledge = core.knowledge
+    assert isinstance(knowledge, ChromaKnowledgeBase)
+    began = asyncio.Event()
+
+    async def slow() -> bool:
+        began.set()
+        await asyncio.sleep(3600)
+        return True
+
+    assert sample(core, "scriptgen_knowledge_index_retries") == 0
+    knowledge._retries.add(("t", "night", 1), "episode 1", slow)
+    knowledge._retries.add(("t", "night", 2), "episode 2", slow)
+    assert sample(core, "scriptgen_knowledge_index_retries") == 2
+    async with asyncio.timeout(10):
+        await began.wait()  # one under way counts too
+    assert sample(core, "scriptgen_knowledge_index_retries") == 2
+    knowledge._retries.take(lambda key: True)
+    assert sample(core, "scriptgen_knowledge_index_retries") == 0
+
+
+async def test_a_core_that_never_reached_chroma_retries_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A core started before its Chroma server (`start_without_chroma`) meets chromadb's own
+    error for a server never reached, which only carries the connection error as its context."""
+    monkeypatch.setattr(index_retries, "RETRY_DELAYS_SECONDS", OUTAGE_DELAYS)
+    server = ChromaServer()
+    knowledge = ChromaKnowledgeBase(
+        server_client(server.url),
+        HashingEmbedder(),
+        timeout_seconds=5.0,
+        start_without_chroma=True,
+    )
+    try:
+        await knowledge.open()
+        await _index_in_outage(knowledge, {}, "t1", "night", 1)
+        server.start()
+        await _settled(knowledge)
+        assert "projects/night/episodes/1" in await _sources(knowledge)
+    finally:
+        await knowledge.close()
+        server.close()
+
+
+async def test_a_project_store_down_at_a_retry_is_retried_later(
+    outage: tuple[ChromaServer, ChromaKnowledgeBase, Saved],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, knowledge, store = outage
+    reads = 0
+    original = knowledge._saved
+    assert original is not None
+
+    async def store_down_once(tenant: str, project: str, number: int) -> project_pb2.Episode | None:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            raise Unavailable("the project store is down", reason="STORE_UNAVAILABLE")
+        return await original(tenant, project, number)
+
+    monkeypatch.setattr(knowledge, "_saved", store_down_once)
+    server.stop()
+    await _index_in_outage(knowledge, store, "t1", "night", 1)
+    server.start()
+    await _settled(knowledge)
+    assert reads >= 2
+    assert "projects/night/episodes/1" in await _sources(knowledge)
+    assert "not retried" not in caplog.text
+
+
+async def test_an_episode_deleted_while_its_retry_writes_is_taken_out_again(
+    outage: tuple[ChromaServer, ChromaKnowledgeBase, Saved],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another replica deletes an episode's knowledge, then the episode: a retry that read it
+    saved before and wrote after the knowledge's delete finds it gone once written."""
+    server, knowledge, store = outage
+    original = knowledge._saved
+    assert original is not None
+    reads = 0
+
+    async def deleted_after_first_read(
+        tenant: str, project: str, number: int
+    ) -> project_pb2.Episode | None:
+        nonlocal reads
+        reads += 1
+        episode = await original(tenant, project, number)
+        store.clear()  # gone from the store from now on
+        return episode
+
+    monkeypatch.setattr(knowledge, "_saved", deleted_after_first_read)
+    server.stop()
+    await _index_in_outage(knowledge, store, "t1", "night", 1)
+    server.start()
+    await _settled(knowledge)
+    assert reads == 2  # before its write, and after it
+    assert await _sources(knowledge) == set()
+
+
+async def test_a_take_in_a_tries_last_turn_is_not_lost() -> None:
+    """Taken after its try failed but before the runner looked: not queued again."""
+    retries = IndexRetries()
+    tries = 0
+    key = ("t", "night", 1)
+
+    async def fails_then_taken() -> bool:
+        nonlocal tries
+        tries += 1
+        asyncio.get_running_loop().call_soon(retries.take, lambda k: k == key)
+        raise _down(OSError("connection refused"))
+
+    retries.add(key, "episode 1", fails_then_taken)
+    await eventually(lambda: tries == 1, "the first retry")
+    await asyncio.sleep(0.3)  # past every later delay
+    assert tries == 1
+    assert len(retries) == 0
+    await retries.close()
+
+
+async def test_a_retry_runs_in_a_context_of_its_own() -> None:
+    caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+    seen: list[str] = []
+    retries = IndexRetries()
+
+    async def attempt() -> bool:
+        seen.append(caller.get())
+        return True
+
+    caller.set("the request that queued it")
+    retries.add("e1", "episode 1", attempt)
+    await eventually(lambda: seen != [], "the retry")
+    assert seen == [""]
+    await retries.close()
+
+
+async def test_restore_keeps_a_waiting_retry_when_it_was_due() -> None:
+    now = [100.0]
+    retries = IndexRetries(clock=lambda: now[0])
+
+    async def down() -> bool:
+        raise _down(OSError("connection refused"))
+
+    retries.add("e1", "episode 1", down)
+    now[0] = 101.0
+    taken = retries.take(lambda key: key == "e1")
+    assert [pending.due for pending in taken] == [100.0 + FAST_DELAYS[0]]
+    retries.restore(taken)
+    assert [pending.due for pending in retries._pending.values()] == [100.0 + FAST_DELAYS[0]]
+    await retries.close()
