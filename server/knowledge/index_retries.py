@@ -71,7 +71,12 @@ def transient(error: BaseException) -> bool:
         if isinstance(cause, TRANSIENT_CAUSES):
             return True
         seen.add(id(cause))
-        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+        if cause.__cause__ is not None or isinstance(cause, Unavailable):
+            # Not an Unavailable's context: an error re-raised from a future takes the one
+            # its awaiting code was handling as its context (a batch's, for one write alone).
+            cause = cause.__cause__
+        else:
+            cause = None if cause.__suppress_context__ else cause.__context__
     return False
 
 
@@ -136,7 +141,7 @@ class IndexRetries:
         taken = [pending for key, pending in self._pending.items() if match(key)]
         for pending in taken:
             del self._pending[pending.key]
-        if self._current is not None and match(self._current[0].key):
+        if self._current is not None and not self._current[0].taken and match(self._current[0].key):
             current, attempt = self._current
             current.taken = True  # the runner drops it, whatever its try's outcome
             attempt.cancel()
@@ -147,9 +152,12 @@ class IndexRetries:
         """Put back what `take` took (the delete it was for failed): each waits for the time it
         was due, and the try `take` cut short for its next delay anew; not one queued again
         meanwhile."""
+        trying = self._current[0] if self._current is not None else None
         for pending in taken:
             if self._closed or pending.key in self._pending:
                 continue
+            if trying is not None and not trying.taken and trying.key == pending.key:
+                continue  # tried anew meanwhile
             if pending.cut_short:
                 delay = RETRY_DELAYS_SECONDS[min(pending.failures, len(RETRY_DELAYS_SECONDS)) - 1]
                 pending.due = self._clock() + delay
@@ -214,6 +222,8 @@ class IndexRetries:
             raise
         finally:
             self._current = None
+        if not attempt.cancelled():
+            attempt.exception()  # read, so that asyncio does not log it as never retrieved
         if pending.taken:
             return  # taken out meanwhile (the episode forgotten, its project deleted)
         if attempt.cancelled():

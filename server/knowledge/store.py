@@ -471,9 +471,7 @@ class ChromaKnowledgeBase:
             # With a project store, the retry reads the episode there: nothing is kept but its
             # identity (up to MAX_PENDING of them wait).
             kept = None if self._saved is not None else _indexed_fields(episode)
-            retry = functools.partial(
-                self._index_again, tenant, project_id, episode.number, episode.generation, kept
-            )
+            retry = functools.partial(self._index_again, tenant, project_id, episode.number, kept)
             if not self._retries.add(key, episode.name or str(key), retry):
                 raise
             raise Unavailable(
@@ -483,34 +481,39 @@ class ChromaKnowledgeBase:
             ) from error
 
     async def _index_again(
-        self,
-        tenant: str,
-        project_id: str,
-        number: int,
-        generation: str,
-        kept: project_pb2.Episode | None,
+        self, tenant: str, project_id: str, number: int, kept: project_pb2.Episode | None
     ) -> bool:
-        """A retry: index the episode as the project store has it, if it is still the one its
-        job saved (another replica may have deleted it, or its project, meanwhile); whether it
-        was indexed. Asked again once written: a replica deletes an episode's knowledge before
-        the episode, so one deleted while this wrote has its records taken out again. Without
-        a project store (`saved` None) the copy `kept` is indexed."""
+        """A retry: make story knowledge hold episode `number` as the project store has it now;
+        whether it is still saved. Another replica may have deleted it, or its project,
+        meanwhile; it deletes an episode's knowledge before the episode, so the store is read
+        again once this has written, and records written for an episode gone by then are taken
+        out again (as are those a try before this one wrote, if it got that far). Without a
+        project store (`saved` None) the copy `kept` is indexed."""
         if self._saved is None:
             assert kept is not None
             await self._index_episode(tenant, project_id, kept)
             return True
         episode = await self._saved(tenant, project_id, number)
-        if episode is None or episode.generation != generation:
+        if episode is None:
+            await self._forget_source(tenant, project_id, number)
             return False
         await self._index_episode(tenant, project_id, episode)
         still = await self._saved(tenant, project_id, number)
-        if still is None or still.generation != generation:
-            source = records.episode_source(project_id, number)
-            await self.collection.delete(
-                where_all(tenant=tenant, project=project_id, source=source)
-            )
+        if still is None:
+            await self._forget_source(tenant, project_id, number)
             return False
+        if still.generation != episode.generation:
+            await self._index_episode(tenant, project_id, still)  # the number saved anew
         return True
+
+    async def _forget_source(self, tenant: str, project_id: str, number: int) -> None:
+        """Take an episode's records out, in turn with the other writes of episodes (a
+        replacement by nothing: `GroupWriter` deletes what the source held)."""
+        source = records.episode_source(project_id, number)
+        with self._writing(tenant, project_id):
+            await self._episodes.replace(
+                source, {"tenant": tenant, "project": project_id}, [], [], [], []
+            )
 
     async def _index_episode(
         self, tenant: str, project_id: str, episode: project_pb2.Episode

@@ -112,8 +112,9 @@ async def test_an_episode_indexed_while_chroma_is_down_is_indexed_when_it_is_bac
 async def test_a_retry_indexes_only_what_is_still_saved_as_its_job_saved_it(
     outage: tuple[ChromaServer, ChromaKnowledgeBase, Saved],
 ) -> None:
-    """Another replica may delete an episode or its project during the outage, or the number
-    may hold another job's episode by then; each tenant's retry indexes into its own tenant."""
+    """Another replica may delete an episode or its project during the outage (not indexed),
+    or the number may hold another job's episode by then (that one is indexed: knowledge holds
+    what the store holds); each tenant's retry indexes into its own tenant."""
     server, knowledge, store = outage
     server.stop()
     for tenant, project, number in (
@@ -129,7 +130,10 @@ async def test_a_retry_indexes_only_what_is_still_saved_as_its_job_saved_it(
     store[("t1", "night", 4)] = _episode(4, generation="generations/another-job")  # saved anew
     server.start()
     await _settled(knowledge)
-    assert await _sources(knowledge, "night", "t1") == {"projects/night/episodes/3"}
+    assert await _sources(knowledge, "night", "t1") == {
+        "projects/night/episodes/3",
+        "projects/night/episodes/4",
+    }
     assert await _sources(knowledge, "other", "t1") == set()
     assert await _sources(knowledge, "night", "t2") == {"projects/night/episodes/2"}
 
@@ -170,6 +174,15 @@ def test_only_a_service_not_reached_or_not_in_time_is_transient() -> None:
     assert not transient(_down(ValueError("a record of the wrong dimension")))
     assert not transient(Unavailable("story knowledge is closed", reason="KNOWLEDGE_UNAVAILABLE"))
     assert not transient(OSError("not an Unavailable"))
+    # chromadb's error for a server never reached: raised while handling the connection's.
+    never_reached = ValueError("Could not connect to a Chroma server")
+    never_reached.__context__ = httpx.ConnectError("refused")
+    assert transient(_down(never_reached))
+    # A record refused, re-raised where a batch's outage was being handled: that context is
+    # the batch's, not this error's.
+    refused = _down(ValueError("a record of the wrong dimension"))
+    refused.__context__ = _down(OSError("reset"))
+    assert not transient(refused)
 
 
 async def test_a_transient_failure_is_retried_each_delay_then_given_up(
@@ -343,12 +356,21 @@ async def test_an_episode_deleted_while_its_retry_writes_is_taken_out_again(
         store.clear()  # gone from the store from now on
         return episode
 
+    written: list[int] = []
+    index = knowledge._index_episode
+
+    async def counted(tenant: str, project: str, episode: project_pb2.Episode) -> None:
+        await index(tenant, project, episode)
+        written.append(episode.number)
+
     monkeypatch.setattr(knowledge, "_saved", deleted_after_first_read)
     server.stop()
     await _index_in_outage(knowledge, store, "t1", "night", 1)
+    monkeypatch.setattr(knowledge, "_index_episode", counted)
     server.start()
     await _settled(knowledge)
     assert reads == 2  # before its write, and after it
+    assert written == [1]  # the retry did write, before it found the episode gone
     assert await _sources(knowledge) == set()
 
 
