@@ -5,8 +5,10 @@ what its source held that they did not overwrite. In that order an upsert that
 Chroma refuses leaves the source's old records whole, where a delete made first
 had already taken them; and a reader meets the old records, or the new ones
 (beside old ones until their delete, or for good if that delete fails), never
-none. Today only a newly numbered episode is indexed, whose source holds nothing;
-the order matters for a source indexed again. Chroma pays a fixed price per write, whatever it
+none. A job indexes a newly numbered episode, whose source holds nothing; the order
+matters for a source indexed again, as an indexing retry may (`index_retries`), and a
+replacement by no records deletes what its source holds (a retry's episode found
+deleted). Chroma pays a fixed price per write, whatever it
 carries (embedded: ~12 ms of CPU per upsert, with a delete ~15 ms; a Chroma
 server: a request each), so 200 episodes finishing together cost ~30 ms of CPU
 each, one after another on Chroma's threads, and the last waited seconds for
@@ -55,10 +57,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import httpx
-
 from server.errors import Unavailable
 from server.knowledge.chroma import ChromaCollection, Metadata, MetadataValue
+from server.knowledge.index_retries import transient
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,6 @@ MAX_REST_SECONDS: Final = 1.0
 #: Records read at most per page when a batch looks up what its sources hold: Chroma refuses
 #: a read of more than ~32,000 records ("too many SQL variables", embedded and server alike).
 READ_PAGE_RECORDS: Final = 5000
-#: Causes of a failed write that every replacement in the batch would meet alone too.
-_UNREACHABLE: Final = (httpx.TransportError, OSError, TimeoutError)
 
 
 @dataclass(slots=True, eq=False)
@@ -244,7 +243,8 @@ class GroupWriter:
         try:
             await self._write(batch)
         except Exception as error:
-            if len(batch) == 1 or isinstance(error.__cause__, _UNREACHABLE):
+            # Chroma not reached, or not in time: each replacement would meet that alone too.
+            if len(batch) == 1 or transient(error):
                 for item in batch:
                     _settle(item, error)
                 return False

@@ -17,7 +17,7 @@ from server.errors import Unavailable
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder
 from server.knowledge.chroma import Metadata, Record, server_client, where_all
 from server.knowledge.write_batch import GroupWriter
-from tests.backends.chroma import throwaway_chroma
+from tests.backends.chroma import ChromaServer, throwaway_chroma
 from tests.server.knowledge.conftest import KnowledgeFactory
 
 TENANT = "default"
@@ -346,3 +346,26 @@ async def test_an_unreachable_chroma_fails_each_batch_once_not_each_episode() ->
             assert _writer(knowledge).writes == 1, "one failed write, not retried one by one"
         finally:
             await knowledge.close()
+
+
+async def test_a_chroma_never_reached_fails_each_batch_once_too() -> None:
+    """chromadb's error for a server never reached carries the connection error only as the
+    exception it was raised while handling (not `from`): still one failed write per batch."""
+    server = ChromaServer()  # never started
+    knowledge = ChromaKnowledgeBase(
+        server_client(server.url),
+        HashingEmbedder(),
+        timeout_seconds=5.0,
+        start_without_chroma=True,
+    )
+    await knowledge.open()
+    try:
+        outcomes = await asyncio.gather(
+            *(knowledge.index_episode("never", _episode(n)) for n in range(1, 11)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(outcome, Unavailable) for outcome in outcomes)
+        assert _writer(knowledge).writes == 1, "one failed write, not retried one by one"
+    finally:
+        await knowledge.close()
+        server.close()
