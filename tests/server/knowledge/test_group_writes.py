@@ -338,14 +338,18 @@ async def test_an_unreachable_chroma_fails_each_batch_once_not_each_episode() ->
         await knowledge.open()
         try:
             server.stop()
-            outcomes = await asyncio.gather(
-                *(knowledge.index_episode("down", _episode(n)) for n in range(1, 11)),
-                return_exceptions=True,
-            )
-            assert all(isinstance(outcome, Unavailable) for outcome in outcomes)
-            assert _writer(knowledge).writes == 1, "one failed write, not retried one by one"
+            await _ten_episodes_fail_in_one_write(knowledge, "down")
         finally:
             await knowledge.close()
+
+
+async def _ten_episodes_fail_in_one_write(knowledge: ChromaKnowledgeBase, project: str) -> None:
+    outcomes = await asyncio.gather(
+        *(knowledge.index_episode(project, _episode(n)) for n in range(1, 11)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(outcome, Unavailable) for outcome in outcomes)
+    assert _writer(knowledge).writes == 1, "one failed write, not retried one by one"
 
 
 async def test_a_chroma_never_reached_fails_each_batch_once_too() -> None:
@@ -360,12 +364,7 @@ async def test_a_chroma_never_reached_fails_each_batch_once_too() -> None:
     )
     await knowledge.open()
     try:
-        outcomes = await asyncio.gather(
-            *(knowledge.index_episode("never", _episode(n)) for n in range(1, 11)),
-            return_exceptions=True,
-        )
-        assert all(isinstance(outcome, Unavailable) for outcome in outcomes)
-        assert _writer(knowledge).writes == 1, "one failed write, not retried one by one"
+        await _ten_episodes_fail_in_one_write(knowledge, "never")
     finally:
         await knowledge.close()
         server.close()
