@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.backends.redis import free_port
+from tests.backends.ports import free_port
 
 #: Longest wait for a started Chroma to answer its heartbeat, in seconds.
 _START_SECONDS = 30.0

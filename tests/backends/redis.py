@@ -23,16 +23,10 @@ import pytest
 from redis import Redis as SyncRedis
 
 from server.events import RedisConnection, open_redis
+from tests.backends.ports import free_port
 
 #: Longest wait for a started redis-server to answer PING, in seconds.
 _START_SECONDS = 10.0
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def answers(host: str, port: int, timeout: float = 0.3) -> bool:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from scriptgen.cli import build_parser, serve
+from scriptgen.cli.loadtest import STOP_SIGNALS
 from scriptgen.loadtest import LoadConfig, ModelProvider, bench, capacity, check_bounds
 from scriptgen.loadtest.bench import (
     FIGURES,
     MODES,
     SCENARIOS,
-    STOP_SIGNALS,
     medians,
     side_by_side,
     stop_signals,

@@ -9,7 +9,7 @@ from server.errors import Unavailable
 from server.knowledge import ChromaKnowledgeBase, HashingEmbedder
 from server.knowledge.chroma import server_client
 from tests.backends.chroma import ChromaServer
-from tests.backends.redis import free_port
+from tests.backends.ports import free_port
 
 
 async def test_a_core_starts_before_chroma_and_connects_when_it_comes_up() -> None:

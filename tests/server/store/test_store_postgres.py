@@ -8,7 +8,8 @@ import pytest
 from server.errors import Unavailable
 from server.store import PostgresProjectStore
 from server.store.postgres import redact
-from tests.backends.postgres import free_port, fresh_database
+from tests.backends.ports import free_port
+from tests.backends.postgres import fresh_database
 
 
 async def test_an_unreachable_database_is_unavailable_at_open() -> None:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from scriptgen.cli.loadtest import STOP_SIGNALS  # a sweep stops on the load tool's signals
 from scriptgen.loadtest._lifetime import parent_death_signal
 
 #: How each mode starts the servers: extra flags of `scriptgen server` and `scriptgen gateway`.
@@ -410,8 +411,6 @@ def run_loadtest(arguments: Sequence[str], stem: Path, label: str) -> bool:
     return status in (0, 1)
 
 
-#: Signals that stop a sweep: Ctrl-C, `kill` (or `make` stopped by one), a closed terminal.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: How long a stopped run may take to stop its servers before it is killed.
 STOP_SECONDS = 60.0
 
