@@ -32,7 +32,7 @@ import contextvars
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -164,6 +164,17 @@ class IndexRetries:
                 pending.cut_short = False
             self._put(pending)
 
+    @contextlib.contextmanager
+    def taken_out(self, match: Match) -> Iterator[None]:
+        """Around a delete of what the retries `match`ing would index: they are taken out
+        first (`take`), and put back if the delete fails (`restore`)."""
+        taken = self.take(match)
+        try:
+            yield
+        except BaseException:
+            self.restore(taken)
+            raise
+
     async def close(self) -> None:
         """Stop retrying; what still waits is lost (logged)."""
         self._closed = True
@@ -222,14 +233,14 @@ class IndexRetries:
             raise
         finally:
             self._current = None
-        if not attempt.cancelled():
-            attempt.exception()  # read, so that asyncio does not log it as never retrieved
+        cancelled = attempt.cancelled()
+        # Read whatever happens next, so that asyncio never logs it as not retrieved.
+        error = None if cancelled else attempt.exception()
         if pending.taken:
             return  # taken out meanwhile (the episode forgotten, its project deleted)
-        if attempt.cancelled():
+        if cancelled:
             log.warning("story knowledge: the indexing retry of %s was cancelled", pending.name)
             return
-        error = attempt.exception()
         if error is None:
             if attempt.result():
                 log.info("story knowledge: indexed %s on retry %d", pending.name, pending.failures)

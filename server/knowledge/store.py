@@ -445,13 +445,10 @@ class ChromaKnowledgeBase:
 
     async def delete_project(self, project_id: str, *, tenant: str | None = None) -> None:
         owner = (tenant_in_scope(tenant), project_id)
-        retries = self._retries.take(lambda key: isinstance(key, tuple) and key[:2] == owner)
-        try:
+        # Should the delete fail, the project stays: its episodes are still to be indexed.
+        with self._retries.taken_out(lambda key: isinstance(key, tuple) and key[:2] == owner):
             await self._episodes.flush()  # an episode of it still queued must not come after
             await self.collection.delete(where_all(tenant=owner[0], project=project_id))
-        except BaseException:
-            self._retries.restore(retries)  # the project stays: its episodes still to be indexed
-            raise
 
     # Episodes
 
@@ -570,15 +567,12 @@ class ChromaKnowledgeBase:
     ) -> None:
         source = records.episode_source(project_id, number)
         key = (tenant_in_scope(tenant), project_id, number)
-        retries = self._retries.take(lambda pending: pending == key)
-        try:
+        # Should the delete fail, the episode stays saved: it is still to be indexed.
+        with self._retries.taken_out(lambda pending: pending == key):
             await self._episodes.flush()  # an index of it still queued must not come after
             await self.collection.delete(
                 where_all(tenant=key[0], project=project_id, source=source)
             )
-        except BaseException:
-            self._retries.restore(retries)  # the episode stays saved: still to be indexed
-            raise
 
     # Retrieval
 
