@@ -51,6 +51,8 @@ from scriptgen.loadtest._standin import OpenAIStandin, Pace
 from tests.replicas.cluster import CORE_LINE, GATEWAY_LINE, SCRIPTGEN, Process, spawn
 
 PYTHON = sys.executable
+#: Streams of the supervisor test: enough gateway work for its workers' CPU to show.
+STREAMS = 20
 
 
 @pytest.mark.parametrize(
@@ -285,13 +287,15 @@ async def test_a_named_supervisor_brings_its_workers_and_each_is_measured_once(
     config = LoadConfig(
         target=parse_http_target(servers.gateway.address),
         protocol=Protocol.SSE,
-        streams=2,
+        # Enough for the workers' CPU to pass the clock ticks it is read in (10 ms): two
+        # streams' work was sometimes less, and read as nothing.
+        streams=STREAMS,
         duration_seconds=30.0,
         sample_interval_seconds=0.1,
         server_pids=(supervisor,),
     )
     report = await run_load(config)
-    assert report.outcomes == {"completed": 2}
+    assert report.outcomes == {"completed": STREAMS}
     roles = {process.pid: process.role for process in report.processes}
     assert len(roles) == len(report.processes), "no process is listed twice"
     assert roles == {
