@@ -1,16 +1,19 @@
-"""Client: every RPC against a real core, pagination, deadlines, retries on UNAVAILABLE."""
+"""Client: every RPC against a real core, pagination, deadlines, retries on UNAVAILABLE,
+idempotent project creation, following ended jobs, calls after close."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import time
+from datetime import timedelta
 
 import grpc
 import pytest
 import scriptgen
 from scriptgen import (
     Client,
+    ClientClosedError,
     ClientConfig,
     DeadlineExceededError,
     FailedPreconditionError,
@@ -22,6 +25,7 @@ from scriptgen import (
 from scriptgen.v1 import generation_pb2, project_pb2
 
 from server import Core
+from tests.clients.conftest import TEST_RETRY
 from tests.clients.tcp_proxy import TcpProxy
 
 
@@ -241,11 +245,129 @@ async def test_unavailable_gives_up_after_the_retry_policy(unused_tcp_port: int)
 
 async def test_calls_with_side_effects_are_not_retried(unused_tcp_port: int) -> None:
     retry = RetryPolicy(max_attempts=50, initial_backoff=0.2, max_backoff=0.2)
-    started = time.monotonic()
     async with Client(f"127.0.0.1:{unused_tcp_port}", ClientConfig(retry=retry)) as client:
-        with pytest.raises(UnavailableError):
-            await client.create_project(title="Never sent twice")
-    assert time.monotonic() - started < 0.2 * 2
+        for call in (
+            client.update_project(project_pb2.Project(name="projects/x", title="T"), ["title"]),
+            client.delete_project("projects/x"),
+            client.create_project(title="Without a key", request_id=""),
+        ):
+            started = time.monotonic()
+            with pytest.raises(UnavailableError):
+                await call
+            assert time.monotonic() - started < 0.2 * 2
+
+
+async def test_create_project_is_retried_under_its_request_id_and_creates_one_project(
+    core: Core, client: Client
+) -> None:
+    proxy = TcpProxy("127.0.0.1", core.grpc_port)
+    await proxy.start()
+    config = ClientConfig(retry=TEST_RETRY, max_reconnect_backoff=0.3)
+    try:
+        async with Client(proxy.target, config) as proxied:
+            await proxied.list_projects()  # the link is up
+            proxy.stall()  # the request goes through; its answer is held back
+            creating = asyncio.create_task(proxied.create_project(title="Only Once"))
+            async with asyncio.timeout(10):
+                while not (await client.list_projects()).projects:  # noqa: ASYNC110 (polls the core)
+                    await asyncio.sleep(0.05)
+            assert not creating.done()
+            await proxy.sever()  # the answer is lost: UNAVAILABLE, and the call is tried again
+            proxy.flow()
+            async with asyncio.timeout(10):
+                created = await creating
+    finally:
+        await proxy.stop()
+    assert proxy.connections >= 2
+    page = await client.list_projects()
+    assert [project.name for project in page.projects] == [created.name]
+    assert created.title == "Only Once"
+
+
+async def test_follow_from_an_ended_jobs_last_sequence_ends_at_once(
+    client: Client, project: project_pb2.Project
+) -> None:
+    async with client.generate(project.name, "Pilot") as stream:
+        await stream.collect()
+    job = await client.get_generation(stream.name)
+    assert job.last_sequence == stream.last_sequence
+    started = time.monotonic()
+    async with client.follow(job.name, after_sequence=job.last_sequence) as tail:
+        assert [event async for event in tail] == []
+    assert tail.finished
+    assert tail.resumes == 0
+    assert time.monotonic() - started < 2
+
+
+async def test_collect_of_a_follow_after_sequence_0_holds_the_rest_of_the_script(
+    client: Client, project: project_pb2.Project
+) -> None:
+    async with client.generate(project.name, "Pilot") as stream:
+        events = [event async for event in stream]
+    deltas = [event for event in events if event.WhichOneof("kind") == "text_delta"]
+    assert len(deltas) >= 2
+    after = deltas[0].sequence  # the rest starts with a delta at an offset past 0
+    async with client.follow(stream.name, after_sequence=after) as tail:
+        result = await tail.collect()
+    rest = "".join(delta.text_delta.text for delta in deltas[1:])
+    assert deltas[1].text_delta.offset > 0
+    assert result.outcome == "completed"
+    assert result.script == rest
+    assert result.episode is not None
+    assert result.episode.script.endswith(rest)
+    assert result.event_count == len(events) - after
+
+
+async def test_calls_after_close_raise_client_closed_error(core_target: str) -> None:
+    client = Client(core_target)
+    await client.list_projects()
+    await client.close()
+    with pytest.raises(ClientClosedError):
+        await client.get_project("projects/x")
+    with pytest.raises(ClientClosedError):
+        await client.generate("projects/x", "Pilot").collect()
+    with pytest.raises(ClientClosedError):
+        await anext(client.follow("generations/x"))
+
+
+async def test_closing_the_client_during_a_unary_call_raises_client_closed_error(
+    core: Core,
+) -> None:
+    proxy = TcpProxy("127.0.0.1", core.grpc_port)
+    await proxy.start()
+    try:
+        client = Client(proxy.target)
+        await client.list_projects()
+        proxy.stall()  # the next answer never comes
+        listing = asyncio.create_task(client.list_projects())
+        await asyncio.sleep(0.1)
+        await client.close()
+        with pytest.raises(ClientClosedError):
+            async with asyncio.timeout(5):
+                await listing
+    finally:
+        await proxy.stop()
+
+
+async def test_closing_the_client_under_a_reading_stream_raises_client_closed_error(
+    slow_target: str,
+) -> None:
+    client = Client(slow_target, ClientConfig(retry=TEST_RETRY))
+    project = await client.create_project(title="Cut Short")
+    stream = client.generate(project.name, "Pilot")
+    await anext(stream)
+
+    async def read_on() -> None:
+        async for _ in stream:
+            pass
+
+    reader = asyncio.create_task(read_on())
+    await asyncio.sleep(0.05)
+    await client.close()
+    with pytest.raises(ClientClosedError):
+        async with asyncio.timeout(5):
+            await reader
+    assert stream.finished
 
 
 async def test_metadata_from_the_config_is_sent(core_target: str) -> None:
@@ -264,9 +386,23 @@ def test_retry_backoff_grows_within_bounds_and_jitter() -> None:
     assert RetryPolicy(jitter=0).backoff(1) == RetryPolicy().initial_backoff
 
 
+def test_retry_delay_is_the_longer_of_backoff_and_retry_info_within_max_retry_delay() -> None:
+    policy = RetryPolicy(initial_backoff=0.1, jitter=0, max_retry_delay=2.0)
+    assert policy.retry_delay(1) == 0.1
+    assert policy.retry_delay(1, timedelta(seconds=1.5)) == 1.5
+    assert policy.retry_delay(1, timedelta(milliseconds=10)) == 0.1
+    assert policy.retry_delay(1, timedelta(seconds=2.5)) is None
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_attempts": 0}, {"initial_backoff": -1}, {"multiplier": 0.5}, {"jitter": 2}],
+    [
+        {"max_attempts": 0},
+        {"initial_backoff": -1},
+        {"multiplier": 0.5},
+        {"jitter": 2},
+        {"max_retry_delay": -1},
+    ],
 )
 def test_retry_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must"):
@@ -279,6 +415,11 @@ def test_retry_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
 def test_client_config_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be positive"):
         ClientConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_root_certificates_need_tls() -> None:
+    with pytest.raises(ValueError, match="tls=True"):
+        ClientConfig(root_certificates=b"-----BEGIN CERTIFICATE-----")
 
 
 def test_client_config_channel_options_carry_the_message_size() -> None:

@@ -20,7 +20,11 @@ from scriptgen import (
     ResourceExhaustedError,
     RPCError,
     ScriptgenError,
+    ScriptMismatchError,
+    SequenceGapError,
     ServerError,
+    StreamError,
+    StreamInterruptedError,
 )
 from scriptgen.v1 import project_pb2
 
@@ -154,3 +158,25 @@ def test_errors_survive_pickling() -> None:
     assert type(error) is NotFoundError
     assert error.reason == "PROJECT_NOT_FOUND"
     assert str(error) == "NOT_FOUND: gone"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        StreamError("events of another job", generation="generations/g1", last_sequence=4),
+        StreamInterruptedError("link lost", generation="generations/g2", last_sequence=9),
+        SequenceGapError(generation="generations/g3", last_sequence=2, received=5),
+        ScriptMismatchError("delta 7 starts at 3", generation="generations/g4", last_sequence=6),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_stream_errors_survive_pickling(error: StreamError) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert copy.args == error.args
+    assert copy.generation == error.generation
+    assert copy.last_sequence == error.last_sequence
+    if isinstance(error, SequenceGapError):
+        assert isinstance(copy, SequenceGapError)
+        assert copy.received == error.received == 5

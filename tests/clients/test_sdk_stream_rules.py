@@ -1,25 +1,33 @@
 """GenerationStream's promises against a real gRPC server that misbehaves on purpose:
 duplicates are dropped, a clean end before the terminal event resumes from the last
-sequence, a gap raises SequenceGapError, errors come out typed."""
+sequence, a gap raises SequenceGapError, errors come out typed, refusals the server
+explains are retried no sooner than their RetryInfo asks."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 from scriptgen import (
+    ERROR_DOMAIN,
     Client,
     ClientConfig,
     GenerationStream,
     NotFoundError,
+    ResourceExhaustedError,
     RetryPolicy,
     ScriptAssembler,
     ScriptMismatchError,
     SequenceGapError,
     StreamInterruptedError,
+    UnavailableError,
 )
 from scriptgen.v1 import generation_pb2, generation_service_pb2, generation_service_pb2_grpc
 
@@ -43,6 +51,30 @@ def _event(sequence: int, kind: str, text: str = "", offset: int = 0) -> Event:
     return event
 
 
+def refusal(
+    code: grpc.StatusCode, reason: str | None = None, retry_seconds: float | None = None
+) -> tuple[grpc.StatusCode, bytes]:
+    """An abort as the core sends one: `grpc-status-details-bin` with ErrorInfo and RetryInfo."""
+    status = status_pb2.Status(code=code.value[0], message=f"refused ({reason})")
+    if reason is not None:
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
+    if retry_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=retry_seconds))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return code, status.SerializeToString()
+
+
+Refusal = tuple[grpc.StatusCode, bytes]
+
+
+async def _abort(context: Context, refused: Refusal) -> None:
+    code, details = refused
+    await context.abort(
+        code, "refused on purpose", trailing_metadata=(("grpc-status-details-bin", details),)
+    )
+
+
 #: The whole job: queued, three deltas spelling the script, completed.
 JOB_EVENTS = [
     _event(1, "queued"),
@@ -63,11 +95,20 @@ class ScriptedGenerations(generation_service_pb2_grpc.GenerationServiceServicer)
         self.overlap = overlap
         self.generate_calls = 0
         self.resume_requests: list[tuple[str, int]] = []
+        self.get_calls = 0
+        #: Refusals the next calls of each kind end with, in order (then they answer).
+        self.generate_refusals: list[Refusal] = []
+        self.resume_refusals: list[Refusal] = []
+        self.get_refusals: list[Refusal] = []
+        #: What GetGeneration answers once its refusals are used up (None: UNIMPLEMENTED).
+        self.generation: generation_pb2.Generation | None = None
 
     async def GenerateScript(  # noqa: N802 - gRPC names servicer methods after RPCs
         self, request: generation_service_pb2.GenerateScriptRequest, context: Context
     ) -> AsyncIterator[generation_service_pb2.GenerateScriptResponse]:
         self.generate_calls += 1
+        if self.generate_refusals:
+            await _abort(context, self.generate_refusals.pop(0))
         for event in self.first_call:
             yield generation_service_pb2.GenerateScriptResponse(event=event)
 
@@ -75,6 +116,8 @@ class ScriptedGenerations(generation_service_pb2_grpc.GenerationServiceServicer)
         self, request: generation_service_pb2.StreamGenerationEventsRequest, context: Context
     ) -> AsyncIterator[generation_service_pb2.StreamGenerationEventsResponse]:
         self.resume_requests.append((request.name, request.after_sequence))
+        if self.resume_refusals:
+            await _abort(context, self.resume_refusals.pop(0))
         if request.name != JOB:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} not found")
         start = max(0, request.after_sequence - self.overlap)
@@ -84,7 +127,12 @@ class ScriptedGenerations(generation_service_pb2_grpc.GenerationServiceServicer)
     async def GetGeneration(  # noqa: N802 - gRPC names servicer methods after RPCs
         self, request: generation_service_pb2.GetGenerationRequest, context: Context
     ) -> generation_service_pb2.GetGenerationResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
+        self.get_calls += 1
+        if self.get_refusals:
+            await _abort(context, self.get_refusals.pop(0))
+        if self.generation is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
+        return generation_service_pb2.GetGenerationResponse(generation=self.generation)
 
     async def ListGenerations(  # noqa: N802 - gRPC names servicer methods after RPCs
         self, request: generation_service_pb2.ListGenerationsRequest, context: Context
@@ -206,3 +254,192 @@ def test_the_result_of_an_unfinished_job_is_an_error() -> None:
     assert not assembler.finished
     with pytest.raises(ValueError, match="not ended"):
         assembler.result()
+
+
+def _retrying(attempts: int, **policy: float) -> ClientConfig:
+    return ClientConfig(
+        retry=RetryPolicy(max_attempts=attempts, initial_backoff=0.01, max_backoff=0.02, **policy)
+    )
+
+
+async def test_an_explained_unavailable_on_resume_waits_its_retry_info_then_resumes(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.first_call = JOB_EVENTS[:3]
+    unavailable = refusal(grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", retry_seconds=0.3)
+    servicer.resume_refusals = [unavailable, unavailable]
+    async with Client(client.target, _retrying(5)) as patient:
+        started = time.monotonic()
+        async with patient.generate("projects/p", "Pilot") as stream:
+            sequences = [event.sequence async for event in stream]
+        elapsed = time.monotonic() - started
+    assert sequences == [1, 2, 3, 4, 5, 6]
+    assert servicer.resume_requests == [(JOB, 3)] * 3
+    assert elapsed >= 0.6, "each retry waited the 0.3 s the server asked for, not 10 ms"
+
+
+async def test_resuming_that_gives_up_on_an_explained_unavailable_keeps_the_typed_cause(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.first_call = JOB_EVENTS[:3]
+    servicer.resume_refusals = [
+        refusal(grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", retry_seconds=0.05)
+    ] * 10
+    stream = client.generate("projects/p", "Pilot")
+    with pytest.raises(StreamInterruptedError) as raised:
+        await _drain(stream, [])
+    assert raised.value.generation == JOB
+    assert raised.value.last_sequence == 3
+    cause = raised.value.__cause__
+    assert isinstance(cause, UnavailableError)
+    assert cause.reason == "SHUTTING_DOWN"
+    assert cause.retry_delay == timedelta(milliseconds=50)
+    assert isinstance(cause.__cause__, grpc.aio.AioRpcError)
+
+
+async def test_an_explained_unavailable_before_the_first_event_is_raised_typed(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.generate_refusals = [
+        refusal(grpc.StatusCode.UNAVAILABLE, "PROVIDERS_UNAVAILABLE", retry_seconds=0.2)
+    ] * 10
+    started = time.monotonic()
+    stream = client.generate("projects/p", "Pilot", request_id="pilot-1")
+    with pytest.raises(UnavailableError) as raised:
+        await _drain(stream, [])
+    elapsed = time.monotonic() - started
+    assert raised.value.reason == "PROVIDERS_UNAVAILABLE"
+    assert raised.value.retry_delay == timedelta(seconds=0.2)
+    assert servicer.generate_calls == 3  # the retry policy's max_attempts
+    assert elapsed >= 0.4, "two waits of the server's 0.2 s"
+    assert stream.finished
+
+
+async def test_a_retry_info_beyond_max_retry_delay_ends_the_retries_at_once(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.generate_refusals = [
+        refusal(grpc.StatusCode.UNAVAILABLE, "PROVIDERS_UNAVAILABLE", retry_seconds=30)
+    ]
+    async with Client(client.target, _retrying(5, max_retry_delay=1.0)) as impatient:
+        started = time.monotonic()
+        with pytest.raises(UnavailableError) as raised:
+            await _drain(impatient.generate("projects/p", "Pilot"), [])
+    assert time.monotonic() - started < 1.0
+    assert raised.value.retry_delay == timedelta(seconds=30)
+    assert servicer.generate_calls == 1
+
+
+async def test_a_retry_info_past_the_stream_deadline_ends_the_retries_at_once(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.generate_refusals = [
+        refusal(grpc.StatusCode.UNAVAILABLE, "PROVIDERS_UNAVAILABLE", retry_seconds=5)
+    ]
+    started = time.monotonic()
+    with pytest.raises(UnavailableError):
+        await _drain(client.generate("projects/p", "Pilot", deadline=1.0), [])
+    assert time.monotonic() - started < 1.0
+    assert servicer.generate_calls == 1
+
+
+async def test_resource_exhausted_on_a_resume_is_retried_but_not_on_the_first_call(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.first_call = JOB_EVENTS[:3]
+    servicer.resume_refusals = [
+        refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS", retry_seconds=0.3)
+    ]
+    started = time.monotonic()
+    sequences: list[int] = []
+    await _drain(client.generate("projects/p", "Pilot"), sequences)
+    assert sequences == [1, 2, 3, 4, 5, 6]
+    assert len(servicer.resume_requests) == 2
+    assert time.monotonic() - started >= 0.3
+
+    servicer.generate_refusals = [
+        refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "OVER_CAPACITY", retry_seconds=0.3)
+    ]
+    calls_before = servicer.generate_calls
+    with pytest.raises(ResourceExhaustedError) as raised:
+        await _drain(client.generate("projects/p", "Pilot"), [])
+    assert raised.value.reason == "OVER_CAPACITY"
+    assert servicer.generate_calls == calls_before + 1
+
+
+async def test_following_an_ended_job_from_its_last_sequence_ends_without_retries(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.generation = generation_pb2.Generation(
+        name=JOB, state=generation_pb2.GENERATION_STATE_SUCCEEDED, last_sequence=6
+    )
+    async with client.follow(JOB, after_sequence=6) as stream:
+        assert [event async for event in stream] == []
+    assert stream.finished
+    assert stream.resumes == 0
+    assert servicer.resume_requests == [(JOB, 6)]
+    assert servicer.get_calls == 1
+
+
+async def test_unary_retries_wait_the_servers_retry_info(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.generation = generation_pb2.Generation(name=JOB)
+    servicer.get_refusals = [
+        refusal(grpc.StatusCode.UNAVAILABLE, "STORE_UNAVAILABLE", retry_seconds=0.3)
+    ] * 2
+    started = time.monotonic()
+    job = await client.get_generation(JOB)
+    assert job.name == JOB
+    assert servicer.get_calls == 3
+    assert time.monotonic() - started >= 0.6, "two waits of 0.3 s, not of 10 ms"
+
+
+async def test_a_unary_retry_info_past_the_deadline_is_raised_at_once(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.generation = generation_pb2.Generation(name=JOB)
+    servicer.get_refusals = [
+        refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", retry_seconds=3)
+    ]
+    started = time.monotonic()
+    with pytest.raises(ResourceExhaustedError) as raised:
+        await client.get_generation(JOB, deadline=1.0)
+    assert time.monotonic() - started < 1.0
+    assert raised.value.reason == "RATE_LIMITED"
+    assert servicer.get_calls == 1
+
+
+async def test_malformed_status_details_are_ignored(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.get_refusals = [(grpc.StatusCode.NOT_FOUND, b"\xff\xff\xff not a Status")]
+    with pytest.raises(NotFoundError) as raised:
+        await client.get_generation(JOB)
+    assert raised.value.status is None
+    assert raised.value.details == []
+    assert raised.value.reason is None
+
+
+async def test_a_detail_whose_bytes_do_not_parse_is_kept_packed(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    status = status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0], message="gone")
+    broken = any_pb2.Any(type_url="type.googleapis.com/google.rpc.ErrorInfo", value=b"\xff\xff\xff")
+    status.details.append(broken)
+    servicer.get_refusals = [(grpc.StatusCode.NOT_FOUND, status.SerializeToString())]
+    with pytest.raises(NotFoundError) as raised:
+        await client.get_generation(JOB)
+    assert raised.value.details == [broken]
+    assert raised.value.reason is None

@@ -15,7 +15,8 @@ import grpc.aio
 from google.protobuf import field_mask_pb2
 
 from scriptgen._config import ClientConfig
-from scriptgen._errors import RPCError
+from scriptgen._connection import call_metadata, open_channel
+from scriptgen._errors import ClientClosedError, RPCError
 from scriptgen._stream import GenerationStream
 from scriptgen.v1 import (
     generation_pb2,
@@ -30,6 +31,9 @@ from scriptgen.v1 import (
 if TYPE_CHECKING:
     from scriptgen.v1.generation_service_pb2_grpc import GenerationServiceAsyncStub
     from scriptgen.v1.project_service_pb2_grpc import ProjectServiceAsyncStub
+
+#: A RESOURCE_EXHAUSTED reason that refused the call before any work: safe to retry.
+_RATE_LIMITED = "RATE_LIMITED"
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -53,10 +57,18 @@ class Client:
                     ...
 
     Every unary call has a deadline (`ClientConfig.deadline`, or `deadline=`
-    seconds per call). Idempotent calls (get, list, cancel) are retried on
-    UNAVAILABLE following `ClientConfig.retry`; calls with side effects are
-    not, so a lost response never turns into a second project. Failures
-    raise the typed errors of `scriptgen.RPCError`.
+    seconds per call). Idempotent calls (get, list, cancel, and
+    `create_project`, which sends an idempotency key) are retried on
+    UNAVAILABLE and on RESOURCE_EXHAUSTED `RATE_LIMITED`, following
+    `ClientConfig.retry` and waiting at least as long as the server's
+    RetryInfo asks. The other calls with side effects (update, delete, add a
+    knowledge document) are not retried, so a lost response never turns into
+    a second change. Failures raise the typed errors of `scriptgen.RPCError`;
+    a call after `close()` raises `ClientClosedError`.
+
+    The API key is `ClientConfig.api_key`, or else the `SCRIPTGEN_API_KEY`
+    environment variable; it is sent as `authorization: Bearer <key>` and kept
+    out of `config.metadata`. With `ClientConfig.tls` the channel uses TLS.
 
     Create and use a client inside the event loop that runs it: its gRPC
     channel belongs to that loop.
@@ -66,13 +78,10 @@ class Client:
         config = config or ClientConfig()
         if target is not None:
             config = replace(config, target=target)
-        if config.api_key:
-            config = replace(
-                config,
-                metadata=(*config.metadata, ("authorization", f"Bearer {config.api_key}")),
-            )
+        config, self._metadata = call_metadata(config)
         self._config = config
-        self._channel = grpc.aio.insecure_channel(config.target, options=config.channel_options())
+        self._closed = False
+        self._channel = open_channel(config)
         self._projects: ProjectServiceAsyncStub = project_service_pb2_grpc.ProjectServiceStub(
             self._channel
         )
@@ -82,7 +91,7 @@ class Client:
 
     @property
     def config(self) -> ClientConfig:
-        """The settings in effect, target included."""
+        """The settings in effect, target and API key (from the environment, too) included."""
         return self._config
 
     @property
@@ -102,7 +111,8 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel; calls still in flight are cancelled."""
+        """Close the channel; calls still in flight are cancelled, later ones refused."""
+        self._closed = True
         await self._channel.close()
 
     # Projects
@@ -121,9 +131,17 @@ class Client:
         target_episode_minutes: int | None = None,
         status: project_pb2.ProjectStatus.ValueType | None = None,
         project_id: str = "",
+        request_id: str | None = None,
         deadline: float | None = None,
     ) -> project_pb2.Project:
-        """Create a project from `project` and/or the keyword fields (keywords win)."""
+        """Create a project from `project` and/or the keyword fields (keywords win).
+
+        `request_id` is the idempotency key: the core answers a repeat of the
+        same request with the same key with the project the first one created.
+        A random one is chosen when none is given, so the call is retried like
+        a read (UNAVAILABLE, RATE_LIMITED) without risking a second project;
+        `request_id=""` sends none, and the call is then not retried.
+        """
         draft = project_pb2.Project()
         if project is not None:
             draft.CopyFrom(project)
@@ -145,11 +163,14 @@ class Client:
             draft.target_episode_minutes = target_episode_minutes
         if status is not None:
             draft.status = status
+        key = uuid.uuid4().hex if request_id is None else request_id
         response = await self._unary(
             self._projects.CreateProject,
-            project_service_pb2.CreateProjectRequest(project=draft, project_id=project_id),
+            project_service_pb2.CreateProjectRequest(
+                project=draft, project_id=project_id, request_id=key
+            ),
             deadline=deadline,
-            idempotent=False,
+            idempotent=bool(key),
         )
         return response.project
 
@@ -408,19 +429,24 @@ class Client:
             self._config,
             request=request,
             deadline=deadline,
-            metadata=tuple(routing),
+            metadata=(*self._metadata, *routing),
         )
 
     def follow(
         self, name: str, after_sequence: int = 0, *, deadline: float | None = None
     ) -> GenerationStream:
-        """Stream the events of job `name` after `after_sequence`: replay, then live."""
+        """Stream the events of job `name` after `after_sequence`: replay, then live.
+
+        Following a job that has already ended from its last sequence ends at
+        once, without an event.
+        """
         return GenerationStream(
             self._generations,
             self._config,
             generation=name,
             after_sequence=after_sequence,
             deadline=deadline,
+            metadata=self._metadata,
         )
 
     async def get_generation(
@@ -487,20 +513,27 @@ class Client:
         policy = self._config.retry
         failures = 0
         while True:
+            if self._closed:
+                raise ClientClosedError("the client is closed")
             remaining = max(0.0, expiry - time.monotonic())
             try:
-                return await method(request, timeout=remaining, metadata=self._config.metadata)
-            except grpc.aio.AioRpcError as error:
+                return await method(request, timeout=remaining, metadata=self._metadata)
+            except grpc.aio.UsageError as closed:
+                raise ClientClosedError(f"the client is closed: {closed}") from closed
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed and task is not None and not task.cancelling():
+                    # close() cancelled the call; the caller itself was not cancelled.
+                    raise ClientClosedError("the client was closed during the call") from None
+                raise
+            except grpc.aio.AioRpcError as raw:
+                error = RPCError.from_call(raw)
                 failures += 1
-                retry = (
-                    idempotent
-                    and error.code() == grpc.StatusCode.UNAVAILABLE
-                    and failures < policy.max_attempts
-                )
-                delay = policy.backoff(failures)
-                # Sleeping past the deadline would only turn UNAVAILABLE into a vaguer error.
-                if not retry or time.monotonic() + delay >= expiry:
-                    raise RPCError.from_call(error) from error
+                delay = policy.retry_delay(failures, error.retry_delay)
+                retry = idempotent and _retryable(error) and failures < policy.max_attempts
+                # Sleeping past the deadline would only turn the error into a vaguer one.
+                if not retry or delay is None or time.monotonic() + delay >= expiry:
+                    raise error from raw
             await asyncio.sleep(delay)
 
     @staticmethod
@@ -512,3 +545,11 @@ class Client:
             token = page.next_page_token
             if not token:
                 return
+
+
+def _retryable(error: RPCError) -> bool:
+    """Whether an idempotent call that failed with `error` may be tried again."""
+    if error.code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    # A rate limit refuses the call before the server does anything for it.
+    return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == _RATE_LIMITED

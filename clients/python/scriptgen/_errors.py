@@ -13,9 +13,10 @@
     │   ├── UnavailableError         UNAVAILABLE (after the retry policy gave up)
     │   ├── CallCancelledError       CANCELLED
     │   └── ServerError              INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS
-    └── StreamError                  an event stream broke its promises
-        ├── SequenceGapError         an event arrived out of order; events were lost
-        └── StreamInterruptedError   the link broke and resuming gave up
+    ├── StreamError                  an event stream broke its promises
+    │   ├── SequenceGapError         an event arrived out of order; events were lost
+    │   └── StreamInterruptedError   the link broke and resuming gave up
+    └── ClientClosedError            a call on a `Client` after `close()`
 
 A failed generation job is not an exception while streaming: it is the
 job's terminal `failed` event. `RPCError.from_status` turns its
@@ -31,6 +32,7 @@ from typing import TypeVar
 import grpc
 import grpc.aio
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import error_details_pb2, status_pb2
 
@@ -67,15 +69,20 @@ def decode_details(details: Iterable[any_pb2.Any]) -> list[ProtoMessage]:
     """Unpack the Any-packed details of a google.rpc.Status.
 
     Known google.rpc detail types come back as their own messages; anything
-    else is kept as the `Any` so nothing the server said is dropped.
+    else, or a known type whose bytes do not parse, is kept as the `Any` so
+    nothing the server said is dropped.
     """
     decoded: list[ProtoMessage] = []
     for packed in details:
         for detail_type in _DETAIL_TYPES:
             if packed.TypeName() == detail_type.DESCRIPTOR.full_name:
                 detail = detail_type()
-                packed.Unpack(detail)
-                decoded.append(detail)
+                try:
+                    packed.Unpack(detail)
+                except DecodeError:
+                    decoded.append(packed)
+                else:
+                    decoded.append(detail)
                 break
         else:
             decoded.append(packed)
@@ -118,13 +125,20 @@ class RPCError(ScriptgenError):
 
     @staticmethod
     def from_call(error: grpc.aio.AioRpcError) -> RPCError:
-        """The typed error for a failed call, decoding `grpc-status-details-bin`."""
+        """The typed error for a failed call, decoding `grpc-status-details-bin`.
+
+        Details that do not parse as a google.rpc.Status are ignored: the code
+        and message of the call still say what happened.
+        """
         code = error.code()
         message = error.details() or ""
         status: status_pb2.Status | None = None
         for key, value in error.trailing_metadata() or ():
             if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-                parsed = status_pb2.Status.FromString(value)
+                try:
+                    parsed = status_pb2.Status.FromString(value)
+                except DecodeError:
+                    break
                 # The status proto wins only if it tells the same story as the call.
                 if parsed.code == code.value[0]:
                     status = parsed
@@ -257,6 +271,12 @@ _ERROR_TYPES: dict[grpc.StatusCode, type[RPCError]] = {
 }
 
 
+def _unpickled_stream_error(error_type: type[StreamError], args: tuple[object, ...]) -> StreamError:
+    # BaseException.__new__ keeps `args` (the message); pickle then restores the
+    # attributes (generation, last_sequence, ...) from the instance's __dict__.
+    return error_type.__new__(error_type, *args)
+
+
 class StreamError(ScriptgenError):
     """An event stream could not keep its promise of every event exactly once, in order."""
 
@@ -266,6 +286,10 @@ class StreamError(ScriptgenError):
         self.generation = generation
         #: Sequence of the last event handed to the caller (0 if none).
         self.last_sequence = last_sequence
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # The keyword-only __init__ cannot take back `args`, as Exception's own reduce expects.
+        return (_unpickled_stream_error, (type(self), self.args), self.__dict__)
 
 
 class SequenceGapError(StreamError):
@@ -284,6 +308,14 @@ class SequenceGapError(StreamError):
 class StreamInterruptedError(StreamError):
     """The link broke and every resume allowed by the retry policy failed.
 
-    The job itself is likely still running; `follow(generation, last_sequence)`
-    picks it up again later. The last failure is the `__cause__`.
+    The link is not the job: a job started with `detach=True` keeps running;
+    one that is not is cancelled by the core once nobody has followed it for
+    its abandon time (`SCRIPTGEN_ABANDON_AFTER_SECONDS`, 30 s by default), so
+    `follow(generation, last_sequence)` soon after picks it up again. The last
+    failure is the `__cause__`: the call's typed `RPCError` when a call failed,
+    a `TimeoutError` for a silent link, None for a stream that ended early.
     """
+
+
+class ClientClosedError(ScriptgenError):
+    """A call was made on a `Client` (or a stream of it) after the client was closed."""
