@@ -24,6 +24,7 @@ from server import limits
 from server.auth.records import DEFAULT_TENANT
 from server.config import CoreConfig
 from server.errors import (
+    AlreadyExists,
     DataLoss,
     FailedPrecondition,
     FieldViolation,
@@ -84,6 +85,9 @@ class _Job:
     generation: generation_pb2.Generation
     events: JobEvents
     pipeline: Pipeline
+    #: Who started the job and a hash of their request: a repeat of it finds the job here.
+    tenant: str = DEFAULT_TENANT
+    fingerprint: str = ""
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     cancel_reason: str = ""
@@ -162,6 +166,8 @@ class JobRunner:
         self._providers = providers
         self._metrics = metrics
         self._jobs: dict[str, _Job] = {}
+        #: The running jobs started with a request_id, by (tenant, request_id).
+        self._by_request: dict[tuple[str, str], _Job] = {}
         #: The provider chains of each kind of routing seen (see `_chains`).
         self._routed: dict[RequestRouting, _Chains] = {}
         self._accepting = True
@@ -251,6 +257,13 @@ class JobRunner:
         with self.arrivals.starting():
             project_id = validate(request)
             routing = routing or DEFAULT_ROUTING
+            owner = tenant or DEFAULT_TENANT
+            fingerprint = _fingerprint(request)
+            # A repeat of a request whose job runs here (a client resuming before its first
+            # event) is that job, whatever the limits on new jobs say now.
+            running = self._running_for(request.request_id, owner, fingerprint)
+            if running is not None:
+                return running
             chains = self._chains(routing)
             if not self._accepting:
                 raise Unavailable(
@@ -284,9 +297,7 @@ class JobRunner:
             # Claimed first, so no other core takes the new job for one whose core is gone.
             await self.coordination.claim(generation.name)
             try:
-                stored = await self._registry.create(
-                    generation, _fingerprint(request), tenant=tenant or DEFAULT_TENANT
-                )
+                stored = await self._registry.create(generation, fingerprint, tenant=owner)
             except BaseException:
                 await self.coordination.release(generation.name)
                 raise
@@ -321,11 +332,11 @@ class JobRunner:
                 polish="polish" in routing.flags,
                 delta_window_seconds=self._config.delta_window_seconds,
             )
-            job = _Job(generation, events, pipeline)
+            job = _Job(generation, events, pipeline, tenant=owner, fingerprint=fingerprint)
             notice = SYNTHETIC_NOTICE if chains.providers == ("synthetic",) else ""
             # Registered before `queued` is in the log: a reader who sees it may cancel at once,
             # and must find the job here (a cancel before the task exists waits for it).
-            self._jobs[generation.name] = job
+            self._register(job)
             self._metrics.jobs_active.inc()
             try:
                 await events.emit(
@@ -335,7 +346,7 @@ class JobRunner:
                     ),
                 )
             except BaseException:
-                self._jobs.pop(generation.name, None)
+                self._forget(job)
                 self._metrics.jobs_active.dec()
                 try:
                     with contextlib.suppress(ServiceError):
@@ -350,6 +361,36 @@ class JobRunner:
                 log.info("%s: %s", generation.name, notice)
             job.task = asyncio.create_task(self._run(job), name=f"job {generation.name}")
             return generation.name
+
+    def _register(self, job: _Job) -> None:
+        self._jobs[job.generation.name] = job
+        if job.generation.request_id:
+            self._by_request[(job.tenant, job.generation.request_id)] = job
+
+    def _forget(self, job: _Job) -> None:
+        self._jobs.pop(job.generation.name, None)
+        key = (job.tenant, job.generation.request_id)
+        if self._by_request.get(key) is job:
+            del self._by_request[key]
+
+    def _running_for(self, request_id: str, tenant: str, fingerprint: str) -> str | None:
+        """The job of this core that `request_id` started for `tenant`, if it still runs.
+
+        Only the jobs running here are asked, not the registry, so a core refusing new
+        jobs (full, or shutting down) answers a flood of them without a registry call.
+        A repeat whose job ended or runs on another core meets the limits; once admitted,
+        the registry answers it with that job. A different request with the key is
+        ALREADY_EXISTS, as the registry would answer it.
+        """
+        job = self._by_request.get((tenant, request_id)) if request_id else None
+        if job is None:
+            return None
+        if job.fingerprint != fingerprint:
+            raise AlreadyExists(
+                f"request_id {request_id!r} was used for a different request",
+                reason="REQUEST_ID_REUSED",
+            )
+        return job.generation.name
 
     async def _set_state(self, job: _Job, state: generation_pb2.GenerationState.ValueType) -> None:
         job.generation.state = state
@@ -396,7 +437,7 @@ class JobRunner:
             self._log.writer_done(job.generation.name)
             with contextlib.suppress(ServiceError):
                 await job.events.settle_budget()
-            self._jobs.pop(job.generation.name, None)
+            self._forget(job)
             with contextlib.suppress(ServiceError):
                 await self.coordination.release(job.generation.name)
             self._metrics.jobs_active.dec()
