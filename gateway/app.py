@@ -43,6 +43,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[state.CONFIG] = config
     app[state.METRICS] = GatewayMetrics.create()
     app[state.RELAYS] = set()
+    app[state.STOPPING] = state.Stopping()
     app[SLOTS] = StreamSlots(config.max_streams)
     app.add_routes(project_routes)
     app.add_routes(knowledge_routes)
@@ -141,7 +142,9 @@ async def _worker_metrics(app: web.Application) -> AsyncIterator[None]:
 
 async def _drain_streams(app: web.Application) -> None:
     # End open event streams cleanly so EventSource clients reconnect (with
-    # Last-Event-ID) to another gateway instead of waiting out the drain.
+    # Last-Event-ID) to another gateway instead of waiting out the drain. A stream
+    # whose request is still being read now is ended as it opens (gateway.sse).
+    app[state.STOPPING].drain()
     relays = app[state.RELAYS]
     for relay in list(relays):
         relay.drain()

@@ -61,8 +61,13 @@ class GatewayConfig:
     #: First and longest pause between attempts to re-watch the core's health.
     readiness_backoff_seconds: float = 0.2
     readiness_backoff_max_seconds: float = 5.0
-    #: On stop, how long open requests get to finish before they are cancelled.
+    #: On stop, how long open requests get to finish before they are cancelled (those
+    #: cancelled then get as long again to end).
     drain_seconds: float = 5.0
+    #: On stop, how long `/readyz` answers 503 while requests are still served, before the
+    #: listener closes: load balancers that probe readiness stop sending new requests
+    #: first. 0 (the default) for Kubernetes, whose preStop hook waits instead.
+    stop_delay_seconds: float = 0.0
     #: Largest gRPC message accepted from the core, in bytes.
     max_message_bytes: int = 4 * 1024 * 1024
     #: SSE streams this process serves at once; more get 429 with Retry-After; 0: no limit.
@@ -194,8 +199,15 @@ def add_arguments(
         "--drain-seconds",
         type=float,
         default=_env(env, "DRAIN_SECONDS", "5"),
-        help="on stop, time open HTTP requests get to finish [SCRIPTGEN_DRAIN_SECONDS]"
-        " (default: %(default)s)",
+        help="on stop, time open HTTP requests get to finish, 0..3600; those still open are"
+        " then cancelled [SCRIPTGEN_DRAIN_SECONDS] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--stop-delay-seconds",
+        type=float,
+        default=_env(env, "STOP_DELAY_SECONDS", "0"),
+        help="on stop, time /readyz answers 503 while requests are still served, before the"
+        " listener closes, 0..3600 [SCRIPTGEN_STOP_DELAY_SECONDS] (default: %(default)s)",
     )
     group.add_argument(
         "--listen-backlog",
@@ -220,13 +232,22 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
         core_load_balancing=str(namespace.core_load_balancing),
         core_relay_calls=_relay_calls(str(namespace.core_relay_calls)),
         core_relay_max_age_seconds=_relay_max_age(float(namespace.core_relay_max_age_seconds)),
-        http_address=str(namespace.http_address),
-        sse_retry_ms=int(namespace.sse_retry_ms),
-        ping_interval_seconds=float(namespace.ping_interval_seconds),
-        first_event_wait_seconds=float(namespace.first_event_wait_seconds),
-        max_body_bytes=int(namespace.max_body_bytes),
-        unary_deadline_seconds=float(namespace.unary_deadline_seconds),
-        drain_seconds=float(namespace.drain_seconds),
+        http_address=_http_address(str(namespace.http_address)),
+        sse_retry_ms=int(_within("--sse-retry-ms", int(namespace.sse_retry_ms), 0, 3_600_000)),
+        ping_interval_seconds=_within(
+            "--ping-interval-seconds", float(namespace.ping_interval_seconds), 0.1, 3600
+        ),
+        first_event_wait_seconds=_within(
+            "--first-event-wait-seconds", float(namespace.first_event_wait_seconds), 0, 3600
+        ),
+        max_body_bytes=int(_within("--max-body-bytes", int(namespace.max_body_bytes), 1, 1024**3)),
+        unary_deadline_seconds=_within(
+            "--unary-deadline-seconds", float(namespace.unary_deadline_seconds), 0.1, 3600
+        ),
+        drain_seconds=_within("--drain-seconds", float(namespace.drain_seconds), 0, 3600),
+        stop_delay_seconds=_within(
+            "--stop-delay-seconds", float(namespace.stop_delay_seconds), 0, 3600
+        ),
         max_streams=max(0, int(namespace.gateway_max_streams)),
         cors_origins=_origins(str(namespace.cors_origins)),
         listen_backlog=_backlog(int(namespace.listen_backlog)),
@@ -253,6 +274,24 @@ def _relay_max_age(value: float) -> float:
     if not value > 0:
         raise ValueError(f"--core-relay-max-age-seconds must be above 0, not {value}")
     return value
+
+
+def _within(flag: str, value: float, low: float, high: float) -> float:
+    """`value` when it is within low..high (NaN never is); else a ValueError naming `flag`."""
+    if not low <= value <= high:
+        raise ValueError(f"{flag} must be {low:g}..{high:g}, not {value:g}")
+    return value
+
+
+def _http_address(address: str) -> str:
+    """`--http-address`: host:port with a port of 0..65535 (0 picks a free one)."""
+    _, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or len(port) > 5 or int(port) > 65535:
+        raise ValueError(
+            f"--http-address (SCRIPTGEN_HTTP_ADDRESS) must be host:port with a port of"
+            f" 0..65535, not {address!r}"
+        )
+    return address
 
 
 def _backlog(value: int) -> int:

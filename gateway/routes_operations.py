@@ -21,7 +21,9 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.StreamResponse:
     """200 while the core's health watch says SERVING (and, beyond loopback, the core
-    requires API keys: gateway.open_core), else 503."""
+    requires API keys: gateway.open_core), else 503; 503 too once this process stops."""
+    if request.app[state.STOPPING].announced:
+        return web.json_response({"status": "stopping"}, status=503, headers={"Retry-After": "1"})
     guard = request.app.get(GUARD)
     if request.app[state.READINESS].ready and (guard is None or guard.allows):
         return web.json_response({"status": "ready"})

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from scriptgen._heap import freeze_startup_heap, thaw_heap
 
+from gateway import state
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.http_errors import GatewayRunner
@@ -55,7 +58,16 @@ class GatewayServer:
         return self._port
 
     async def stop(self) -> None:
+        """Stop: `/readyz` answers 503 for `stop_delay_seconds` while requests are still
+        served; then the listener closes, event streams end cleanly (`drain_seconds` for
+        open requests to finish, as long again for those cancelled then to end), and the
+        channel to the core closes."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            await runner.cleanup()
-            thaw_heap()
+            runner.app[state.STOPPING].announce()
+            try:
+                if self._config.stop_delay_seconds > 0:
+                    await asyncio.sleep(self._config.stop_delay_seconds)
+            finally:
+                await runner.cleanup()
+                thaw_heap()

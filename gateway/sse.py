@@ -13,6 +13,12 @@ not one of the job's events), then a clean end. A stream with nothing to send
 reconnecting. The upstream call is cancelled whenever the response ends, in
 particular when the client goes away.
 
+When the gateway stops, every stream ends cleanly after what it holds, with a
+`retry:` spread over 0.5-1.5 times the usual delay, so its EventSource clients
+reconnect (with `Last-Event-ID`) to another gateway, and not all in one instant.
+A stream that had nothing yet still answers 200 (a 204 would stop EventSource for
+good); a new job's stream waits for the job's first event, which names it.
+
 The hot path: each event is converted to JSON once (`codec.event_json`), and
 every frame that is ready when the writer wakes goes out in one write.
 """
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -59,6 +66,12 @@ PING: Final = b": ping\n\n"
 
 def retry_frame(retry_ms: int) -> bytes:
     return f"retry: {retry_ms}\n\n".encode()
+
+
+def drain_retry_frame(retry_ms: int) -> bytes:
+    """The `retry:` a stream ends with when the gateway stops: 0.5-1.5 times `retry_ms`, so
+    the clients of a stopping gateway do not all reconnect to the next in one instant."""
+    return retry_frame(round(retry_ms * random.uniform(0.5, 1.5)))
 
 
 def event_frame(event: generation_pb2.GenerationEvent) -> bytes:
@@ -255,6 +268,7 @@ async def _write_events(
     started: float,
     first_event: _Observer,
     *,
+    retry_ms: int,
     opening: bytes = b"",
 ) -> None:
     """Write the stream's frames until its end; what is ready together goes in one write.
@@ -286,6 +300,8 @@ async def _write_events(
                     frames.append(PING)
                 ping_due = True
             else:
+                if next_item is _Signal.DRAIN:
+                    frames.append(drain_retry_frame(retry_ms))
                 ended = True
                 break
             next_item = relay.ready()
@@ -314,13 +330,19 @@ async def relay_events(
     relay = EventRelay(call)
     relays = request.app[state.RELAYS]
     relays.add(relay)
+    if request.app[state.STOPPING].draining:
+        relay.drain()  # opened after the drain began: ends as the others did
     try:
         first = await relay.next(config.first_event_wait_seconds)
+        if first is _Signal.DRAIN and not generation:
+            # A new job: its first event names it, so the client can follow it elsewhere.
+            first = await relay.next(config.first_event_wait_seconds)
+            relay.drain()
         if isinstance(first, ApiError):
             raise first
-        if first in (_Signal.END, _Signal.DRAIN):
+        if first is _Signal.END:
             return web.Response(status=204)
-        if first is not _Signal.IDLE:
+        if isinstance(first, generation_pb2.GenerationEvent):
             # An event came, so the initial metadata did too: this does not wait.
             with contextlib.suppress(grpc.aio.AioRpcError):
                 rate_limits.take(request, await call.initial_metadata())
@@ -342,6 +364,7 @@ async def relay_events(
                 config.ping_interval_seconds,
                 started,
                 metrics.time_to_first_event.labels(route=route),
+                retry_ms=config.sse_retry_ms,
                 opening=retry_frame(config.sse_retry_ms),
             )
             await response.write_eof()

@@ -45,6 +45,30 @@ WORKER_METRICS = web.AppKey("worker_metrics", WorkerMetrics)
 #: Event streams open right now, so shutdown can end them cleanly.
 RELAYS: web.AppKey[set[EventRelay]] = web.AppKey("relays")
 
+
+class Stopping:
+    """How far this process's stop has come (gateway.server.GatewayServer.stop).
+
+    Announced: `/readyz` answers 503, so load balancers stop sending new requests, while
+    the process still serves what comes (`--stop-delay-seconds`). Draining: the listener
+    is closed and every event stream, one opened late included, ends after what it holds.
+    """
+
+    __slots__ = ("announced", "draining")
+
+    def __init__(self) -> None:
+        self.announced = False
+        self.draining = False
+
+    def announce(self) -> None:
+        self.announced = True
+
+    def drain(self) -> None:
+        self.announced = self.draining = True
+
+
+STOPPING = web.AppKey("stopping", Stopping)
+
 REQUEST_ID = web.RequestKey("request_id", str)
 #: The id of the request being answered, for log lines of code that has no `request`
 #: at hand (error decoding; an SSE relay's task, which inherits it).

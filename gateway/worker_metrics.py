@@ -43,7 +43,8 @@ WRITE_SECONDS: Final = 2.0
 WORKER_LABEL: Final = "worker"
 #: What a worker's name may be: a file name in the folder and a label value.
 WORKER_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SUFFIX: Final = ".prom"
+#: What a worker's file in the shared folder ends with.
+SUFFIX: Final = ".prom"
 
 
 class WorkerMetrics:
@@ -63,7 +64,7 @@ class WorkerMetrics:
         self._directory = directory
         self._name = name
         self._write_seconds = write_seconds
-        self._file = directory / f"{name}{_SUFFIX}"
+        self._file = directory / f"{name}{SUFFIX}"
         self._timer: asyncio.TimerHandle | None = None
         self._lock = threading.Lock()
         self._stopped = False
@@ -98,7 +99,7 @@ class WorkerMetrics:
         with self._lock:
             exposition = generate_latest(self._registry)
             if not self._stopped:
-                partial = self._directory / f".{self._name}{_SUFFIX}.tmp"
+                partial = self._directory / f".{self._name}{SUFFIX}.tmp"
                 partial.write_bytes(exposition)
                 os.replace(partial, self._file)
         return exposition
@@ -116,8 +117,8 @@ class WorkerMetrics:
             log.warning("gateway worker metrics: could not write %s: %s", self._file, error)
             own = generate_latest(self._registry)
         sources: list[tuple[str, str]] = [(self._name, own.decode())]
-        for path in sorted(self._directory.glob(f"*{_SUFFIX}")):
-            name = path.name[: -len(_SUFFIX)]
+        for path in sorted(self._directory.glob(f"*{SUFFIX}")):
+            name = path.name[: -len(SUFFIX)]
             if name == self._name or name.startswith("."):
                 continue
             try:

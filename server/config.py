@@ -617,12 +617,17 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
     """
     check_database_url(str(namespace.database_url))
     auth = auth_from_arguments(namespace)
-    check_disabled_auth(auth, str(namespace.grpc_address))
+    grpc_address = _address("--grpc-address (SCRIPTGEN_GRPC_ADDRESS)", namespace.grpc_address)
+    check_disabled_auth(auth, grpc_address)
     metrics = str(namespace.metrics_address)
     return CoreConfig(
         data_dir=Path(namespace.data_dir),
-        grpc_address=str(namespace.grpc_address),
-        metrics_address=None if metrics.lower() in {"", "off", "none"} else metrics,
+        grpc_address=grpc_address,
+        metrics_address=(
+            None
+            if metrics.lower() in {"", "off", "none"}
+            else _address("--metrics-address (SCRIPTGEN_METRICS_ADDRESS)", metrics)
+        ),
         database_url=str(namespace.database_url),
         synthetic=SyntheticConfig(
             first_token_seconds=float(namespace.synthetic_first_token_seconds),
@@ -642,7 +647,7 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
             0.0, float(namespace.max_connection_age_grace_seconds)
         ),
         min_free_disk_mb=max(0.0, float(namespace.min_free_disk_mb)),
-        redis_url=str(namespace.redis_url),
+        redis_url=_redis_url(str(namespace.redis_url)),
         redis_key_prefix=str(namespace.redis_key_prefix),
         redis_retry_seconds=float(namespace.redis_retry_seconds),
         event_retention_seconds=float(namespace.event_retention_seconds),
@@ -653,6 +658,28 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
         knowledge=knowledge_from_arguments(namespace),
         auth=auth,
     )
+
+
+def _address(flag: str, value: object) -> str:
+    """A listen address, host:port with a port of 0..65535 (0: a free one); else ValueError."""
+    address = str(value)
+    _, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or len(port) > 5 or int(port) > 65535:
+        raise ValueError(f"{flag} must be host:port with a port of 0..65535, not {address!r}")
+    return address
+
+
+#: URL schemes redis-py connects with.
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(url: str) -> str:
+    if url and not url.lower().startswith(REDIS_SCHEMES):
+        raise ValueError(
+            "--redis-url (SCRIPTGEN_REDIS_URL) must start with redis://, rediss:// or unix://"
+            " (e.g. redis://127.0.0.1:6379/0)"
+        )
+    return url
 
 
 def _provider_workers(count: int) -> int:

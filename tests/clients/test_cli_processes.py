@@ -306,6 +306,11 @@ async def test_generate_into_a_closed_pipe_exits_quietly(
     [
         (["server", "--write-providers", "bogus"], "unknown provider 'bogus'"),
         (["server", "--database-url", "mysql://db/x"], "database URL"),
+        (["server", "--redis-url", "localhost:6379"], "--redis-url"),
+        (["serve", "--http-address", "localhost"], "--http-address"),
+        (["serve", "--http-address", "127.0.0.1:99999"], "--http-address"),
+        (["serve", "--ping-interval-seconds", "0"], "--ping-interval-seconds"),
+        (["serve", "--drain-seconds", "nan"], "--drain-seconds"),
     ],
 )
 async def test_a_bad_configuration_is_one_error_line_and_exit_2(

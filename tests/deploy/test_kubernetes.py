@@ -282,8 +282,10 @@ def test_gateway_is_probed_on_readyz_and_healthz_and_drains_within_its_grace(
     assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
     pre_stop = main["lifecycle"]["preStop"]["exec"]["command"]
-    # preStop, the streams' drain, then the process's wait for its threads.
-    needed = float(pre_stop[1]) + _seconds(variables["SCRIPTGEN_DRAIN_SECONDS"]) + EXIT_WAIT_SECONDS
+    # preStop, the requests' drain and the wait for those cancelled then to end (each
+    # SCRIPTGEN_DRAIN_SECONDS), then the process's wait for its threads.
+    drain = _seconds(variables["SCRIPTGEN_DRAIN_SECONDS"])
+    needed = float(pre_stop[1]) + 2 * drain + EXIT_WAIT_SECONDS
     assert pod_spec(gateway)["terminationGracePeriodSeconds"] > needed
 
 

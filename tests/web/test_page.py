@@ -3,6 +3,7 @@ cancel and resume after a cut connection, the episode reader and exports, errors
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import pytest
 from httpx_sse import aconnect_sse
 from playwright.async_api import Page, Route, expect
 
-from tests.web.conftest import screenshot
+from tests.web.conftest import WAIT_MS, screenshot
 from tests.web.proxy import CuttableProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -377,3 +378,34 @@ async def test_stream_reopens_itself_when_the_browser_gives_up(
         if re.match(rf"get /v1/{generation}/events\?lasteventid=[1-9][0-9]* ", head)
     ]
     assert reopened, "the page did not reopen the stream after the last event it saw"
+
+
+async def test_the_gateways_own_failed_event_is_a_lost_link_not_the_jobs_end(
+    page: Page, api: httpx.AsyncClient, proxy: CuttableProxy
+) -> None:
+    """A `failed` event without a sequence is the gateway's (its link to the core broke,
+    gateway/sse.py): the job may run on elsewhere, so the page asks it and reopens."""
+    await open_page(page)
+    await create_project(page, "Core Restart")
+    generation = await start_episode(page, "Pilot")
+    await wait_for_length_above(page, 40)
+    answered = asyncio.Event()
+
+    async def link_lost(route: Route) -> None:
+        status = {"code": 14, "status": "UNAVAILABLE", "message": "The core went away."}
+        payload = {"generation": generation, "failed": {"status": status}}
+        await route.fulfill(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            body=f"retry: 500\n\nevent: failed\ndata: {json.dumps(payload)}\n\n",
+        )
+        answered.set()
+
+    await page.route("**/events*", link_lost, times=1)
+    proxy.cut()
+    await asyncio.wait_for(answered.wait(), WAIT_MS / 1000)
+    proxy.restore()
+
+    await expect(page.locator("#live")).to_have_attribute("data-state", "completed")
+    script = await saved_script(api, generation)
+    assert await page.locator("#script-source").text_content() == script

@@ -4,7 +4,8 @@
 // Last-Event-ID, so the gateway replays only what was missed. Events are still
 // checked by sequence, and script text by its offset in Unicode code points, so a
 // replayed event or an overlapping delta can never repeat text. When the browser
-// gives up (an HTTP error on reconnect, or 204 after the last event), the job's
+// gives up (an HTTP error on reconnect, or 204 after the last event), or the gateway
+// reports its link to the core broken (a `failed` without a sequence), the job's
 // state decides: reopen after the last sequence seen, or finish. Asking for the
 // job also renews the eventsUrl's job token, which may have expired meanwhile.
 
@@ -83,6 +84,14 @@ export class GenerationFollower {
     if (sequence > 0) {
       if (sequence <= this.lastSequence) return; // already seen before a reconnect
       this.lastSequence = sequence;
+    } else if (name === "failed") {
+      // The gateway's own `failed` (no sequence): its link to the core broke, not the job,
+      // which may still run on another core. Ask the job what became of it.
+      this.source.close();
+      this.source = null;
+      this.handlers.onConnection("reconnecting");
+      this.reopenSoon(this.backoff());
+      return;
     }
     if (name === "delta") this.text(event.textDelta || {});
     else this.handlers.onEvent(name, event);

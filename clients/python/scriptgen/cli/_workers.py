@@ -5,12 +5,16 @@ One Python process streams on one core. The gateway holds no state of its own
 listen on the same address with SO_REUSEPORT and the kernel spreads new
 connections over them. This supervisor reserves the port (so port 0 resolves
 once, for all), starts the workers as `scriptgen gateway --workers 1
---reuse-port` with the same flags, waits until one answers `/healthz`, and on
-SIGINT/SIGTERM stops them all; if one worker dies, the others are stopped too
-and the exit status is 1. The workers share their metrics through a temporary
-folder of the supervisor's (`--worker-metrics-dir`, each `--worker-name` its
-number), so a scrape of `/metrics`, which reaches one of them, answers for all
-(`gateway.worker_metrics`); the folder goes when they stop.
+--reuse-port` with the same flags, waits until each has started (its metrics file
+is in the shared folder, see below) and one answers `/healthz`, and on
+SIGINT/SIGTERM stops them all, together, within the time a worker's own stop may
+take (`worker_stop_seconds`; one that outlasts it is killed); if one worker dies,
+the others are stopped too. The exit status is 1 when a worker died before it was
+asked to stop or did not stop cleanly (a nonzero status, or killed), else 0.
+The workers share their metrics through a temporary folder of the supervisor's
+(`--worker-metrics-dir`, each `--worker-name` its number), so a scrape of
+`/metrics`, which reaches one of them, answers for all (`gateway.worker_metrics`);
+the folder goes when they stop.
 """
 
 from __future__ import annotations
@@ -24,12 +28,34 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+from gateway.worker_metrics import SUFFIX as METRICS_SUFFIX
+from scriptgen.cli._exit import EXIT_WAIT_SECONDS
+
+if TYPE_CHECKING:
+    from gateway import GatewayConfig
 
 #: How long the workers get to listen before the start counts as failed, in seconds.
 START_SECONDS = 30.0
 MAX_WORKERS = 64
+#: Beyond its own bound, how long a stopping worker may take to be reaped.
+STOP_MARGIN_SECONDS = 5.0
+
+
+def worker_stop_seconds(settings: GatewayConfig) -> float:
+    """The longest a worker's stop takes with `settings`: readiness turned 503 for the stop
+    delay, open requests' drain, as long again for those cancelled then, and the exit's wait
+    for its threads (gateway.server.GatewayServer.stop, scriptgen.cli._exit)."""
+    return (
+        settings.stop_delay_seconds
+        + 2 * settings.drain_seconds
+        + EXIT_WAIT_SECONDS
+        + STOP_MARGIN_SECONDS
+    )
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -66,27 +92,38 @@ def worker_command(
     ]
 
 
-async def _healthy(url: str, workers: Sequence[asyncio.subprocess.Process]) -> None:
+async def _healthy(
+    url: str, workers: Sequence[asyncio.subprocess.Process], started: Sequence[Path]
+) -> None:
+    """Return once every worker has written its metrics file (it has started: it takes stop
+    signals by then) and one of them answers `url`."""
     async with aiohttp.ClientSession() as session:
         while True:
             if any(worker.returncode is not None for worker in workers):
                 raise RuntimeError("a gateway worker exited while starting")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
+            if all(path.exists() for path in started):
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
             await asyncio.sleep(0.1)
 
 
-async def _stop(workers: Sequence[asyncio.subprocess.Process]) -> None:
+async def _stop(workers: Sequence[asyncio.subprocess.Process], wait_seconds: float) -> None:
+    """SIGTERM to every worker still running, then one wait of `wait_seconds` for them all;
+    SIGKILL for any still there after it."""
     for worker in workers:
         if worker.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 worker.send_signal(signal.SIGTERM)
+    waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
+    try:
+        await asyncio.wait(waits, timeout=wait_seconds)
+    finally:
+        for wait in waits:
+            wait.cancel()
     for worker in workers:
-        try:
-            await asyncio.wait_for(worker.wait(), 20)
-        except TimeoutError:
+        if worker.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 worker.kill()
             await worker.wait()
@@ -95,7 +132,15 @@ async def _stop(workers: Sequence[asyncio.subprocess.Process]) -> None:
 class GatewayWorkers:
     """The running workers of one supervisor."""
 
-    def __init__(self, arguments: Sequence[str], host: str, port: int, count: int) -> None:
+    def __init__(
+        self,
+        arguments: Sequence[str],
+        host: str,
+        port: int,
+        count: int,
+        *,
+        stop_seconds: float = EXIT_WAIT_SECONDS + STOP_MARGIN_SECONDS,
+    ) -> None:
         if not 2 <= count <= MAX_WORKERS:
             raise ValueError(f"--workers must be 2..{MAX_WORKERS} for a supervisor")
         self._arguments = list(arguments)
@@ -103,6 +148,7 @@ class GatewayWorkers:
         self._holder = reserve_port(host, port)
         self.port = int(self._holder.getsockname()[1])
         self._count = count
+        self._stop_seconds = stop_seconds
         self._workers: list[asyncio.subprocess.Process] = []
         self._metrics_dir = ""
 
@@ -124,8 +170,12 @@ class GatewayWorkers:
             host = f"[{self._host}]" if ":" in self._host else self._host
             if host in ("0.0.0.0", "[::]"):
                 host = "127.0.0.1"
+            started = [
+                Path(self._metrics_dir) / f"{number}{METRICS_SUFFIX}"
+                for number in range(1, self._count + 1)
+            ]
             async with asyncio.timeout(START_SECONDS):
-                await _healthy(f"http://{host}:{self.port}/healthz", self._workers)
+                await _healthy(f"http://{host}:{self.port}/healthz", self._workers, started)
         except BaseException:
             await self.stop()
             raise
@@ -140,12 +190,13 @@ class GatewayWorkers:
                 wait.cancel()
 
     async def stop(self) -> int:
-        """Stop every worker; 0 when all were still running until asked to stop."""
+        """Stop every worker; 0 when each ran until asked to stop and then stopped cleanly."""
         died = any(worker.returncode is not None for worker in self._workers)
         try:
-            await _stop(self._workers)
+            await _stop(self._workers, self._stop_seconds)
         finally:
             self._holder.close()
             if self._metrics_dir:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
-        return 1 if died else 0
+        failed = any(worker.returncode != 0 for worker in self._workers)
+        return 1 if died or failed else 0

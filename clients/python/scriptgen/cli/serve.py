@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from scriptgen._errors import ScriptgenError
 from scriptgen.cli._loop import add_event_loop_argument
 from scriptgen.cli._options import ConfigurationError, EnvSwitch, set_command
 from scriptgen.cli._output import out
+from scriptgen.cli._signals import StopSignals
 
 if TYPE_CHECKING:
     from gateway import GatewayConfig, GatewayServer
@@ -143,24 +143,6 @@ def _print_endpoints(
     out("Press Ctrl-C to stop.")
 
 
-async def _until_stopped() -> None:
-    """Wait for SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue  # not the main thread, or no signals here: wait for cancellation
-        installed.append(signum)
-    try:
-        await stop.wait()
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-
-
 class StartupError(ScriptgenError):
     """The core or the gateway could not start, e.g. because its address is taken."""
 
@@ -261,18 +243,20 @@ async def _serve(args: argparse.Namespace) -> int:
     _check_address_free("gateway", gateway_settings.http_host, gateway_settings.http_port)
     # Entered core first, so the gateway stops first: no new HTTP stream reaches a
     # core that is draining.
-    async with _running_core(core_settings) as core:
-        core_target = f"{local_host(core_settings.grpc_address)}:{core.grpc_port}"
-        gateway_settings = replace(gateway_settings, core_target=core_target)
-        async with _running_gateway(gateway_settings) as gateway:
-            _print_endpoints(
-                grpc=core_target,
-                http=f"http://{local_host(gateway_settings.http_address)}:{gateway.port}/",
-                metrics=_metrics_url(core_settings.metrics_address, core.metrics_port),
-            )
-            await _print_local_key(core, core_settings)
-            await _until_stopped()
-            out("scriptgen: stopping")
+    with StopSignals() as signals:
+        async with _running_core(core_settings) as core:
+            core_target = f"{local_host(core_settings.grpc_address)}:{core.grpc_port}"
+            gateway_settings = replace(gateway_settings, core_target=core_target)
+            async with _running_gateway(gateway_settings) as gateway:
+                signals.arm()
+                _print_endpoints(
+                    grpc=core_target,
+                    http=f"http://{local_host(gateway_settings.http_address)}:{gateway.port}/",
+                    metrics=_metrics_url(core_settings.metrics_address, core.metrics_port),
+                )
+                await _print_local_key(core, core_settings)
+                await signals.wait()
+                out("scriptgen: stopping")
     return 0
 
 
@@ -296,13 +280,15 @@ async def _server(args: argparse.Namespace) -> int:
 
     _configure_logs(args)
     settings = configured(core_config.from_arguments, args)
-    async with _running_core(settings) as core:
-        _print_endpoints(
-            grpc=f"{local_host(settings.grpc_address)}:{core.grpc_port}",
-            metrics=_metrics_url(settings.metrics_address, core.metrics_port),
-        )
-        await _until_stopped()
-        out("scriptgen: stopping")
+    with StopSignals() as signals:
+        async with _running_core(settings) as core:
+            signals.arm()
+            _print_endpoints(
+                grpc=f"{local_host(settings.grpc_address)}:{core.grpc_port}",
+                metrics=_metrics_url(settings.metrics_address, core.metrics_port),
+            )
+            await signals.wait()
+            out("scriptgen: stopping")
     return 0
 
 
@@ -320,10 +306,12 @@ async def _gateway(args: argparse.Namespace) -> int:
     )
     if args.workers != 1:
         return await _gateway_workers(args, settings)
-    async with _running_gateway(settings) as gateway:
-        _print_endpoints(http=f"http://{local_host(settings.http_address)}:{gateway.port}/")
-        await _until_stopped()
-        out("scriptgen: stopping")
+    with StopSignals() as signals:
+        signals.arm()  # a gateway's start cannot hang: a signal meanwhile ends it cleanly
+        async with _running_gateway(settings) as gateway:
+            _print_endpoints(http=f"http://{local_host(settings.http_address)}:{gateway.port}/")
+            await signals.wait()
+            out("scriptgen: stopping")
     return 0
 
 
@@ -348,7 +336,7 @@ def _check_worker_flags(args: argparse.Namespace) -> None:
 
 
 async def _gateway_workers(args: argparse.Namespace, settings: GatewayConfig) -> int:
-    from scriptgen.cli._workers import GatewayWorkers
+    from scriptgen.cli._workers import GatewayWorkers, worker_stop_seconds
 
     try:
         workers = GatewayWorkers(
@@ -356,6 +344,7 @@ async def _gateway_workers(args: argparse.Namespace, settings: GatewayConfig) ->
             settings.http_host,
             settings.http_port,
             int(args.workers),
+            stop_seconds=worker_stop_seconds(settings),
         )
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
@@ -365,18 +354,20 @@ async def _gateway_workers(args: argparse.Namespace, settings: GatewayConfig) ->
         await workers.start()
     except (OSError, RuntimeError, TimeoutError) as error:
         raise StartupError(f"the gateway workers could not start: {error}") from error
-    host = local_host(settings.http_address)
-    _print_endpoints(http=f"http://{host}:{workers.port}/")
-    out(f"  workers  {args.workers} (pids {' '.join(map(str, workers.pids))})")
-    stop = asyncio.ensure_future(_until_stopped())
-    died = asyncio.ensure_future(workers.wait_any())
-    try:
-        await asyncio.wait({stop, died}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-        died.cancel()
-        out("scriptgen: stopping")
-        status = await workers.stop()
+    with StopSignals() as signals:
+        signals.arm()
+        host = local_host(settings.http_address)
+        _print_endpoints(http=f"http://{host}:{workers.port}/")
+        out(f"  workers  {args.workers} (pids {' '.join(map(str, workers.pids))})")
+        stop = asyncio.ensure_future(signals.wait())
+        died = asyncio.ensure_future(workers.wait_any())
+        try:
+            await asyncio.wait({stop, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            died.cancel()
+            out("scriptgen: stopping")
+            status = await workers.stop()
     return status
 
 
