@@ -37,6 +37,14 @@ async def _project(http: httpx.AsyncClient) -> str:
     return name
 
 
+async def _thinking_job(http: httpx.AsyncClient) -> str:
+    """A detached job of a new project, on a core whose writer thinks before it writes."""
+    project = await _project(http)
+    started = await http.post(f"/v1/{project}/generations", json={"title": "Pilot", "detach": True})
+    name: str = started.json()["generation"]["name"]
+    return name
+
+
 async def test_a_stream_still_waiting_for_its_first_event_ends_with_200_and_a_spread_retry(
     start_core: CoreFactory,
 ) -> None:
@@ -46,11 +54,7 @@ async def test_a_stream_still_waiting_for_its_first_event_ends_with_200_and_a_sp
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
-            project = await _project(http)
-            started = await http.post(
-                f"/v1/{project}/generations", json={"title": "Pilot", "detach": True}
-            )
-            generation = started.json()["generation"]["name"]
+            generation = await _thinking_job(http)
             job = (await http.get(f"/v1/{generation}")).json()
             follow = asyncio.create_task(
                 http.get(
@@ -81,11 +85,7 @@ async def test_the_retries_of_drained_streams_are_spread(start_core: CoreFactory
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
-            project = await _project(http)
-            started = await http.post(
-                f"/v1/{project}/generations", json={"title": "Pilot", "detach": True}
-            )
-            generation = started.json()["generation"]["name"]
+            generation = await _thinking_job(http)
             follows = [asyncio.create_task(http.get(f"/v1/{generation}/events")) for _ in range(8)]
             await asyncio.sleep(0.5)
             await server.stop()
