@@ -42,6 +42,9 @@ REQUEST_ID_MAX = 100
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 1000
 EPISODE_NUMBER_MAX = 2**31 - 1
+#: Digits of EPISODE_NUMBER_MAX; more (past leading zeros) are out of range before int()
+#: is asked, which refuses text of over 4300 digits with a ValueError.
+_EPISODE_NUMBER_DIGITS = len(str(EPISODE_NUMBER_MAX))
 #: The transport's receive limit is this many times the documented message limit.
 TRANSPORT_MESSAGE_FACTOR = 4
 
@@ -154,7 +157,8 @@ def episode_name(field: str, name: str) -> EpisodeName:
         raise invalid(field, problem)
     if not _ID.fullmatch(parts[1]) or not parts[3].isascii() or not parts[3].isdigit():
         raise invalid(field, problem)
-    number = int(parts[3])
+    digits = parts[3].lstrip("0")
+    number = int(digits) if 0 < len(digits) <= _EPISODE_NUMBER_DIGITS else 0
     if not 1 <= number <= EPISODE_NUMBER_MAX:
-        raise invalid(field, problem)
+        raise invalid(field, f"{problem}, its number 1..{EPISODE_NUMBER_MAX}")
     return EpisodeName(parts[1], number)
