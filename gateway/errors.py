@@ -93,7 +93,8 @@ DEFAULT_RETRY_AFTER_SECONDS = 1
 class Reason(enum.StrEnum):
     """Stable `ErrorInfo.reason` values of errors the gateway decides itself."""
 
-    #: The body is not JSON, not a JSON object, or too large.
+    #: The body is not JSON, not a JSON object, too large, or not what its
+    #: Content-Encoding says.
     MALFORMED_BODY = "MALFORMED_BODY"
     #: A body field is unknown or has the wrong type.
     INVALID_FIELD = "INVALID_FIELD"
@@ -124,6 +125,8 @@ class Reason(enum.StrEnum):
     #: The request is not valid HTTP: a URL or header line over the limit, too many
     #: headers, bytes that are not HTTP (gateway.http_errors).
     MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    #: A CORS preflight from an origin SCRIPTGEN_CORS_ORIGINS does not list (403).
+    ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"
 
 
 def http_status(code: grpc.StatusCode) -> int:

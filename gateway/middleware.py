@@ -15,13 +15,17 @@ from gateway import state
 from gateway.access_log import log_request
 from gateway.codec import json_response
 from gateway.errors import ApiError, Reason
-from gateway.inputs import header_value
+from gateway.inputs import (
+    REQUEST_ID_HEADER,
+    check_single_valued_headers,
+    client_request_id,
+    header_value,
+)
 from gateway.rate_limits import begin as begin_rate_limit_state
 from gateway.security import credentials
 
 _log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "X-Request-Id"
 #: Headers passed through to the core, which narrows its provider chain by them.
 FORWARDED_HEADERS = ("x-preferred-provider", "x-disabled-providers", "x-feature-flags")
 #: The status recorded for a request whose client went away before the answer.
@@ -64,19 +68,25 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give the request an id (the client's, if usable), the metadata calls carry, and a
     rate-limit state for the X-RateLimit-* the core reports."""
-    client_id = request.headers.get(REQUEST_ID_HEADER)
+    refused: ApiError | None = None
     try:
-        request_id = header_value(request, REQUEST_ID_HEADER) or uuid.uuid4().hex
-    except ApiError:
-        # An unusable client id is replaced rather than refused: it is only a label.
-        request_id = uuid.uuid4().hex
-        _log.debug("replaced unusable request id %r", client_id)
+        client_id = client_request_id(request)
+    except ApiError as error:
+        refused, client_id = error, None
+    if client_id is None and refused is None and REQUEST_ID_HEADER in request.headers:
+        # An unusable client id (empty, not printable ASCII) is replaced rather than refused:
+        # it is only a label.
+        _log.debug("replaced unusable request id %r", request.headers[REQUEST_ID_HEADER])
+    request_id = client_id or uuid.uuid4().hex
     request[state.REQUEST_ID] = request_id
     state.CURRENT_REQUEST_ID.set(request_id)
     # Filled by the calls made for this request: X-RateLimit-* on its answer.
     begin_rate_limit_state(request)
     metadata: list[tuple[str, str]] = [("x-request-id", request_id)]
     try:
+        if refused is not None:
+            raise refused
+        check_single_valued_headers(request)
         for name in FORWARDED_HEADERS:
             value = header_value(request, name)
             if value is not None:

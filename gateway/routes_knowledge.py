@@ -10,7 +10,7 @@ from scriptgen.v1 import knowledge_pb2, project_service_pb2
 from gateway import state
 from gateway.codec import json_response, parse_message
 from gateway.errors import ApiError, Reason
-from gateway.inputs import Query, json_object, path_id
+from gateway.inputs import Query, json_object, parse_integer, path_id
 
 routes = web.RouteTableDef()
 
@@ -32,8 +32,9 @@ def _kind(raw: str | None) -> knowledge_pb2.KnowledgeKind.ValueType:
     """`kind=`: an enum name, its short form (`character-profile`) or its number."""
     if raw is None or raw == "":
         return knowledge_pb2.KNOWLEDGE_KIND_UNSPECIFIED
-    if raw.isascii() and raw.isdigit() and int(raw) in knowledge_pb2.KnowledgeKind.values():
-        return knowledge_pb2.KnowledgeKind.ValueType(int(raw))
+    number = parse_integer(raw)
+    if number is not None and number in knowledge_pb2.KnowledgeKind.values():
+        return knowledge_pb2.KnowledgeKind.ValueType(number)
     name = raw.upper().replace("-", "_")
     for candidate in (name, _KIND_PREFIX + name):
         if candidate in knowledge_pb2.KnowledgeKind.keys():  # noqa: SIM118 - an enum wrapper

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from typing import Final
 
+import grpc
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from gateway import state
+from gateway.codec import json_response
 from gateway.errors import ApiError, Reason
+from gateway.inputs import single_header
 
 #: The one route where `?access_token=` (a job token) may stand in for the header.
 EVENTS_ROUTE: Final = "/v1/generations/{generation}/events"
@@ -48,8 +51,8 @@ SECURITY_HEADERS: Final = {
 
 def credentials(request: web.Request) -> str | None:
     """The `authorization` value to forward: the header, else an events-route access_token;
-    ApiError (400) for a header that is not printable ASCII."""
-    header = request.headers.get(hdrs.AUTHORIZATION)
+    ApiError (400) for a header that is not printable ASCII, or repeated with another value."""
+    header = single_header(request, hdrs.AUTHORIZATION)
     if header is not None:
         # Sent on as gRPC metadata, which holds printable ASCII only.
         if not (header.isascii() and header.isprintable()):
@@ -76,14 +79,22 @@ def _allowed_origin(request: web.Request) -> str | None:
 
 @web.middleware
 async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer preflights of allowed origins; other origins get no CORS headers at all."""
+    """Answer preflights of allowed origins; other origins get a 403 JSON error
+    (ORIGIN_NOT_ALLOWED) and no CORS headers at all."""
     if (
         request.method == hdrs.METH_OPTIONS
         and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
     ):
         origin = _allowed_origin(request)
         if origin is None:
-            return web.Response(status=403, headers={"Vary": "Origin"})
+            refusal = ApiError.gateway(
+                grpc.StatusCode.PERMISSION_DENIED,
+                Reason.ORIGIN_NOT_ALLOWED,
+                "Cross-origin requests from this origin are not allowed.",
+            )
+            return json_response(
+                refusal.body(), status=refusal.http_status, headers={"Vary": "Origin"}
+            )
         return web.Response(
             status=204,
             headers={

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import logging
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway import create_app
-from tests.gateway.conftest import gateway_config
+from tests.gateway.conftest import gateway_config, serve_gateway
 
 Client = TestClient[Any, Any]
 
@@ -126,6 +129,81 @@ async def test_wrong_types_in_a_generation_request(client: Client, project: str)
     assert set(await _violations(response, "INVALID_FIELD")) == {"detach"}
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_is_not_its_content_encoding_is_named(
+    core_target: str, encoding: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serve_gateway(core_target) as http:
+        response = await http.post(
+            "/v1/projects",
+            content=b'{"title": "Night Shift"}',  # not compressed at all
+            headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+        )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["status"] == "INVALID_ARGUMENT"
+    by_type = {detail["@type"].rsplit("/", 1)[1]: detail for detail in error["details"]}
+    assert by_type["google.rpc.ErrorInfo"]["reason"] == "MALFORMED_BODY"
+    fields = [v["field"] for v in by_type["google.rpc.BadRequest"]["fieldViolations"]]
+    assert fields == ["body"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_an_encoding_the_gateway_cannot_decode_is_a_json_400(
+    core_target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`br` without the Brotli package: aiohttp refuses it with the headers, before any
+    route (gateway.http_errors answers it) — a 400, not a traceback."""
+    async with serve_gateway(core_target) as http:
+        response = await http.post(
+            "/v1/projects",
+            content=b'{"title": "Night Shift"}',
+            headers={"Content-Type": "application/json", "Content-Encoding": "br"},
+        )
+    # Where Brotli is installed, the body (not compressed) is a MALFORMED_BODY instead.
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compressed_body_is_read(client: Client, encoding: str) -> None:
+    raw = b'{"title": "Night Shift"}'
+    response = await client.post(
+        "/v1/projects",
+        data=gzip.compress(raw) if encoding == "gzip" else zlib.compress(raw),
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    assert response.status == 201, await response.text()
+
+
+async def test_a_body_cut_short_by_a_leaving_client_is_no_internal_error(
+    core_target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fewer bytes than Content-Length, then the client closes: nothing logs a 500."""
+    async with serve_gateway(core_target) as http:
+        with caplog.at_level(logging.DEBUG):
+            _, writer = await asyncio.open_connection(http.base_url.host, http.base_url.port)
+            writer.write(
+                b"POST /v1/projects HTTP/1.1\r\nHost: test\r\n"
+                b"Content-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"title": "Ni'
+            )
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the handler is waiting for the rest of the body
+            writer.close()
+            await writer.wait_closed()
+            for _ in range(100):
+                if any(r.name == "scriptgen.gateway.access" for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+        (access,) = [r for r in caplog.records if r.name == "scriptgen.gateway.access"]
+        assert access.getMessage() == "POST /v1/projects 499"  # the client closed
+        problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+        assert not problems, [r.getMessage() for r in problems]
+        assert (await http.get("/v1/projects")).status_code == 200
+
+
 @pytest.mark.parametrize("declared_length", [True, False], ids=["content-length", "chunked"])
 async def test_body_too_large(core_target: str, declared_length: bool) -> None:
     limit = 1000
@@ -182,6 +260,10 @@ async def test_resource_ids_the_core_rejects_are_400_too(client: Client, project
         ("pageSize=ten", "pageSize"),
         ("page_size=1.5", "pageSize"),
         ("pageSize=99999999999", "pageSize"),
+        # More digits than int() takes (4300): out of range, not a ValueError.
+        ("pageSize=" + "9" * 5000, "pageSize"),
+        ("pageSize=-" + "9" * 5000, "pageSize"),
+        ("pageSize=1_000", "pageSize"),
         ("pageSize=1&page_size=2", "pageSize"),
         ("pageSize=2&colour=red", "colour"),
     ],
@@ -209,7 +291,9 @@ async def test_invalid_boolean_query_parameter(client: Client, project: str) -> 
     assert set(await _violations(response, "INVALID_QUERY_PARAMETER")) == {"force"}
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "9" * 30, "١٢"])
+@pytest.mark.parametrize(
+    "value", ["abc", "-1", "-0", "1.5", "9" * 30, "١٢", "9" * 5000, "0" * 5000 + "1" * 20]
+)
 async def test_invalid_last_event_id(client: Client, value: str) -> None:
     by_header = await client.get(
         "/v1/generations/g1/events", headers={"Last-Event-ID": value.encode().decode("latin-1")}
@@ -217,6 +301,21 @@ async def test_invalid_last_event_id(client: Client, value: str) -> None:
     assert set(await _violations(by_header, "INVALID_HEADER")) == {"Last-Event-ID"}
     by_query = await client.get("/v1/generations/g1/events", params={"lastEventId": value})
     assert set(await _violations(by_query, "INVALID_QUERY_PARAMETER")) == {"lastEventId"}
+
+
+@pytest.mark.parametrize("value", ["0" * 5000 + "7", "7"])
+async def test_leading_zeros_do_not_count_as_digits(client: Client, value: str) -> None:
+    """A Last-Event-ID is a number; only its significant digits are bounded."""
+    response = await client.get("/v1/generations/g1/events", headers={"Last-Event-ID": value})
+    assert response.status == 404, await response.text()  # read as 7: no such job
+
+
+@pytest.mark.parametrize("kind", ["9" * 5000, "-" + "9" * 5000, "99"])
+async def test_a_knowledge_kind_of_many_digits_is_named(
+    client: Client, project: str, kind: str
+) -> None:
+    response = await client.get(f"/v1/{project}/knowledge", params={"kind": kind})
+    assert set(await _violations(response, "INVALID_QUERY_PARAMETER")) == {"kind"}
 
 
 async def test_invalid_forwarded_header(client: Client) -> None:

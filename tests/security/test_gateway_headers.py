@@ -84,6 +84,16 @@ async def test_a_preflight_of_another_origin_is_refused(http: httpx.AsyncClient)
     )
     assert answer.status_code == 403
     assert not [name for name in answer.headers if name.lower().startswith("access-control-")]
+    # The usual JSON error, so a tool (or a person with curl) reads why.
+    assert answer.headers["content-type"].startswith("application/json")
+    error = answer.json()["error"]
+    assert (error["code"], error["status"]) == (403, "PERMISSION_DENIED")
+    assert "origin" in error["message"].lower()
+    (info,) = [d for d in error["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
+    assert (info["reason"], info["domain"]) == ("ORIGIN_NOT_ALLOWED", "scriptgen.dev")
+    for name, value in HARDENING.items():
+        assert answer.headers[name] == value, name
+    assert "origin" in _vary(answer)
 
 
 async def test_the_page_carries_its_csp_and_the_hardening_headers(http: httpx.AsyncClient) -> None:
