@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import pytest
 from scriptgen import Client
@@ -373,3 +374,75 @@ def test_switch_variables_take_the_usual_words_in_any_case(text: str, on: bool) 
     )
     assert parser.parse_args([]).json is on
     assert parser.parse_args(["--json"]).json is True  # the flag itself is always on
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        ("projects list --page-size 3000000000", "--page-size"),
+        ("projects list --page-size 1001", "--page-size"),
+        ("episodes list p1 --page-size -1", "--page-size"),
+        ("generations list --page-size 3000000000", "--page-size"),
+        ("knowledge list p1 --page-size 3000000000", "--page-size"),
+        ("projects create --title T --minutes 3000000000", "--minutes"),
+        ("projects update p1 --minutes 181", "--minutes"),
+        ("projects update p1 --minutes -1", "--minutes"),
+        ("generations follow g1 --after 9223372036854775808", "--after"),
+        ("generations follow g1 --after -1", "--after"),
+        ("projects list --deadline 0", "--deadline"),
+        ("projects list --deadline -5", "--deadline"),
+        ("projects list --deadline nan", "--deadline"),
+        ("projects list --deadline inf", "--deadline"),
+        ("projects list --deadline 1e300", "--deadline"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], command: str, flag: str
+) -> None:
+    """Refused before any call: not a traceback from protobuf (a page size of 3000000000
+    is no int32) or from the client's own checks (`--deadline 0`)."""
+    with pytest.raises(SystemExit) as raised:
+        main([*command.split(), "--target", "127.0.0.1:1"])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("scriptgen ")  # argparse's one error line
+
+
+@pytest.mark.parametrize("deadline", ["0", "nan", "-1"])
+def test_a_deadline_variable_out_of_range_is_a_usage_error_naming_its_flag(
+    deadline: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCRIPTGEN_DEADLINE", deadline)
+    with pytest.raises(SystemExit) as raised:
+        main(["projects", "list", "--target", "127.0.0.1:1"])
+    assert raised.value.code == 2
+    assert "argument --deadline: must be more than 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--requests", "3000000000"),
+        ("--window-seconds", "-1"),
+        ("--max-streams", "2147483648"),
+        ("--daily-tokens", "9223372036854775808"),
+    ],
+)
+def test_tenant_limits_out_of_range_are_usage_errors(
+    flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["keys", "limits", "acme", flag, value, "--data-dir", str(tmp_path)])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: must be between 0 and " in err, err
+    assert "Traceback" not in err
+
+
+async def test_numbers_in_range_still_reach_the_core(scriptgen: Run) -> None:
+    status, _, err = await scriptgen("projects", "create", "--title", "T", "--minutes", "180")
+    assert (status, err) == (0, "")
+    status, _, err = await scriptgen("projects", "list", "--page-size", "1000", "--deadline", "5")
+    assert (status, err) == (0, "")

@@ -9,6 +9,7 @@ from typing import Any
 
 from scriptgen._client import Client
 from scriptgen._config import DEFAULT_TARGET, ClientConfig
+from scriptgen.cli._args import deadline_seconds
 
 #: What a command runs once its flags are parsed; returns the exit status.
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -85,11 +86,12 @@ def client_parent(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--deadline",
-        type=float,
+        type=deadline_seconds,
         metavar="SECONDS",
         # Text, so argparse says which flag a bad SCRIPTGEN_DEADLINE belongs to.
         default=(environ.get("SCRIPTGEN_DEADLINE") or "").strip() or "10",
-        help="deadline of each call [SCRIPTGEN_DEADLINE] (default: %(default)s)",
+        help="deadline of each call, more than 0 and at most 86400 [SCRIPTGEN_DEADLINE]"
+        " (default: %(default)s)",
     )
     group.add_argument(
         "--api-key",

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from scriptgen.cli._args import page_size
 from scriptgen.cli._names import episode_name, project_name
 from scriptgen.cli._options import client_parent, connect, set_command
 from scriptgen.cli._output import note, out, print_json, print_json_list, print_table, timestamp
@@ -31,7 +32,9 @@ def register(
 
     listing = actions.add_parser("list", parents=[parent], help="list a project's episodes")
     listing.add_argument("project", type=project_name, help="projects/ID or ID")
-    listing.add_argument("--page-size", type=int, default=0, help="episodes per call")
+    listing.add_argument(
+        "--page-size", type=page_size, default=0, help="episodes per call (0: 50, at most 1000)"
+    )
     set_command(listing, _list)
 
     show = actions.add_parser(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
+from scriptgen.cli._args import page_size, sequence
 from scriptgen.cli._names import generation_name, project_name
 from scriptgen.cli._options import EnvSwitch, client_parent, connect, set_command
 from scriptgen.cli._output import out, print_json, print_json_list, print_table, timestamp
@@ -27,7 +28,9 @@ def register(
 
     listing = actions.add_parser("list", parents=[parent], help="list jobs, newest first")
     listing.add_argument("--project", type=project_name, help="only this project's jobs")
-    listing.add_argument("--page-size", type=int, default=0, help="jobs per call")
+    listing.add_argument(
+        "--page-size", type=page_size, default=0, help="jobs per call (0: 50, at most 1000)"
+    )
     set_command(listing, _list)
 
     show = actions.add_parser("show", parents=[parent], help="show one job")
@@ -39,7 +42,7 @@ def register(
     )
     follow.add_argument("generation", type=generation_name, help="generations/ID or ID")
     follow.add_argument(
-        "--after", type=int, default=0, metavar="SEQUENCE", help="skip events up to this one"
+        "--after", type=sequence, default=0, metavar="SEQUENCE", help="skip events up to this one"
     )
     follow.add_argument(
         "--quiet",

@@ -14,8 +14,9 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+from scriptgen.cli._args import integer_in
 from scriptgen.cli._options import ConfigurationError, EnvSwitch, set_command
 from scriptgen.cli._output import note, out, print_table
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from server.store.base import ProjectStore
 
 _DEFAULT_DATA_DIR = "scriptgen-data"
+_INT32_MAX: Final = 2**31 - 1
+_INT64_MAX: Final = 2**63 - 1
 
 
 def _store_flags(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -80,13 +83,14 @@ def register(
         "limits", parents=[store], help="show or set a tenant's limits (0: the core's default)"
     )
     limits.add_argument("tenant")
-    for flag, text in (
-        ("--requests", "calls per key per window"),
-        ("--window-seconds", "the rate-limit window"),
-        ("--max-streams", "event streams open at once"),
-        ("--daily-tokens", "tokens per UTC day"),
+    # The stores keep the first three as 32-bit integers (PostgreSQL INTEGER), tokens as 64.
+    for flag, text, maximum in (
+        ("--requests", "calls per key per window", _INT32_MAX),
+        ("--window-seconds", "the rate-limit window", _INT32_MAX),
+        ("--max-streams", "event streams open at once", _INT32_MAX),
+        ("--daily-tokens", "tokens per UTC day", _INT64_MAX),
     ):
-        limits.add_argument(flag, type=int, default=None, help=text)
+        limits.add_argument(flag, type=integer_in(0, maximum), default=None, help=text)
     set_command(limits, _limits)
 
 
@@ -189,8 +193,6 @@ async def _limits(args: argparse.Namespace) -> int:
         "max_streams": args.max_streams,
         "daily_tokens": args.daily_tokens,
     }
-    if any(value is not None and value < 0 for value in changes.values()):
-        raise ConfigurationError("limits must not be negative (0: the core's default)")
     async with _opened(args) as store:
         current = await store.get_tenant_limits(tenant)
         if any(value is not None for value in changes.values()):

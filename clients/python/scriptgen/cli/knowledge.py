@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from scriptgen._errors import ScriptgenError
+from scriptgen.cli._args import page_size
 from scriptgen.cli._names import project_name
 from scriptgen.cli._options import client_parent, connect, set_command
 from scriptgen.cli._output import note, out, print_json, print_json_list, print_table, timestamp
@@ -92,7 +93,9 @@ def register(
     listing = actions.add_parser("list", parents=[parent], help="list a project's documents")
     listing.add_argument("project", type=project_name, help="projects/ID or ID")
     listing.add_argument("--kind", type=knowledge_kind, help="only documents of this kind")
-    listing.add_argument("--page-size", type=int, default=0, help="documents per call")
+    listing.add_argument(
+        "--page-size", type=page_size, default=0, help="documents per call (0: 50, at most 1000)"
+    )
     set_command(listing, _list)
 
     show = actions.add_parser(

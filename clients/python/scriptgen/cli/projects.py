@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
+from scriptgen.cli._args import episode_minutes, page_size
 from scriptgen.cli._names import project_name
 from scriptgen.cli._options import client_parent, connect, set_command
 from scriptgen.cli._output import note, out, print_json, print_json_list, print_table, timestamp
@@ -92,7 +93,9 @@ def register(
     set_command(create, _create)
 
     listing = actions.add_parser("list", parents=[parent], help="list projects, newest first")
-    listing.add_argument("--page-size", type=int, default=0, help="projects per call")
+    listing.add_argument(
+        "--page-size", type=page_size, default=0, help="projects per call (0: 50, at most 1000)"
+    )
     set_command(listing, _list)
 
     show = actions.add_parser("show", parents=[parent], help="show one project")
@@ -125,8 +128,8 @@ def _add_field_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--minutes",
         dest="target_episode_minutes",
-        type=int,
-        help="target running time of an episode; 0 for the type's default",
+        type=episode_minutes,
+        help="target running time of an episode, at most 180; 0 for the type's default",
     )
     parser.add_argument(
         "--status",
