@@ -199,7 +199,7 @@ def add_arguments(
         "--drain-seconds",
         type=float,
         default=_env(env, "DRAIN_SECONDS", "5"),
-        help="on stop, time open HTTP requests get to finish, 0..3600; those still open are"
+        help="on stop, time open HTTP requests get to finish, 0.1..3600; those still open are"
         " then cancelled [SCRIPTGEN_DRAIN_SECONDS] (default: %(default)s)",
     )
     group.add_argument(
@@ -244,7 +244,8 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
         unary_deadline_seconds=_within(
             "--unary-deadline-seconds", float(namespace.unary_deadline_seconds), 0.1, 3600
         ),
-        drain_seconds=_within("--drain-seconds", float(namespace.drain_seconds), 0, 3600),
+        # aiohttp reads a drain of 0 as no bound at all.
+        drain_seconds=_within("--drain-seconds", float(namespace.drain_seconds), 0.1, 3600),
         stop_delay_seconds=_within(
             "--stop-delay-seconds", float(namespace.stop_delay_seconds), 0, 3600
         ),

@@ -20,6 +20,7 @@ class GatewayServer:
         self._config = config
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self._stopping: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         # Its connections answer requests aiohttp cannot parse in JSON (gateway.http_errors).
@@ -61,13 +62,20 @@ class GatewayServer:
         """Stop: `/readyz` answers 503 for `stop_delay_seconds` while requests are still
         served; then the listener closes, event streams end cleanly (`drain_seconds` for
         open requests to finish, as long again for those cancelled then to end), and the
-        channel to the core closes."""
-        if self._runner is not None:
+        channel to the core closes.
+
+        The stop runs in a task of its own: a second call waits for the first one's, and a
+        caller cancelled meanwhile leaves it to finish (the app's cleanup still runs)."""
+        if self._stopping is None:
+            if self._runner is None:
+                return
             runner, self._runner = self._runner, None
-            runner.app[state.STOPPING].announce()
-            try:
-                if self._config.stop_delay_seconds > 0:
-                    await asyncio.sleep(self._config.stop_delay_seconds)
-            finally:
-                await runner.cleanup()
-                thaw_heap()
+            self._stopping = asyncio.ensure_future(self._stop(runner))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, runner: web.AppRunner) -> None:
+        runner.app[state.STOPPING].announce()
+        if self._config.stop_delay_seconds > 0:
+            await asyncio.sleep(self._config.stop_delay_seconds)
+        await runner.cleanup()
+        thaw_heap()

@@ -17,7 +17,9 @@ When the gateway stops, every stream ends cleanly after what it holds, with a
 `retry:` spread over 0.5-1.5 times the usual delay, so its EventSource clients
 reconnect (with `Last-Event-ID`) to another gateway, and not all in one instant.
 A stream that had nothing yet still answers 200 (a 204 would stop EventSource for
-good); a new job's stream waits for the job's first event, which names it.
+good); a new job's stream waits for the job's first event, which names it, for half
+the drain at most (then it ends with the `retry:` alone: a client that sent an
+`Idempotency-Key` repeats the request elsewhere and is answered with the same job).
 
 The hot path: each event is converted to JSON once (`codec.event_json`), and
 every frame that is ready when the writer wakes goes out in one write.
@@ -335,8 +337,9 @@ async def relay_events(
     try:
         first = await relay.next(config.first_event_wait_seconds)
         if first is _Signal.DRAIN and not generation:
-            # A new job: its first event names it, so the client can follow it elsewhere.
-            first = await relay.next(config.first_event_wait_seconds)
+            # A new job: its first event names it, so the client can follow it elsewhere. Half
+            # the drain at most, so the answer is written before aiohttp cancels the handler.
+            first = await relay.next(min(config.first_event_wait_seconds, config.drain_seconds / 2))
             relay.drain()
         if isinstance(first, ApiError):
             raise first

@@ -43,6 +43,13 @@ def fast_core_config(data_dir: Path) -> CoreConfig:
     )
 
 
+@pytest.fixture(autouse=True)
+def no_api_key_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK reads SCRIPTGEN_API_KEY when a config names no key: a developer's exported
+    key must not reach the tests' clients (tests that want it set it themselves)."""
+    monkeypatch.delenv("SCRIPTGEN_API_KEY", raising=False)
+
+
 @pytest.fixture
 async def core(tmp_path: Path) -> AsyncIterator[Core]:
     """A running core, stopped after the test."""

@@ -168,6 +168,8 @@ class JobRunner:
         self._jobs: dict[str, _Job] = {}
         #: The running jobs started with a request_id, by (tenant, request_id).
         self._by_request: dict[tuple[str, str], _Job] = {}
+        #: Starts under way, by (tenant, request_id): a repeat waits for the first.
+        self._starting: dict[tuple[str, str], asyncio.Future[None]] = {}
         #: The provider chains of each kind of routing seen (see `_chains`).
         self._routed: dict[RequestRouting, _Chains] = {}
         self._accepting = True
@@ -252,7 +254,34 @@ class JobRunner:
         instant, from the caller's gRPC deadline) bounds the model calls.
         `tenant` owns the job (its project must be the tenant's); `budget`
         counts the job's text deltas against the tenant's daily tokens.
+
+        A repeat of a request_id whose start is still under way here (a client whose link
+        broke mid-start) waits for that start, then is answered as a repeat of its job.
         """
+        key = (tenant or DEFAULT_TENANT, request.request_id)
+        mine: asyncio.Future[None] | None = None
+        if request.request_id:
+            first = self._starting.get(key)
+            if first is not None:
+                await asyncio.wait({first})  # its job, if it started, is running now
+            else:
+                mine = self._starting[key] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._start(request, routing, deadline, tenant=tenant, budget=budget)
+        finally:
+            if mine is not None:
+                del self._starting[key]
+                mine.set_result(None)
+
+    async def _start(
+        self,
+        request: generation_service_pb2.GenerateScriptRequest,
+        routing: RequestRouting | None,
+        deadline: float | None,
+        *,
+        tenant: str | None,
+        budget: TokenBudget | None,
+    ) -> str:
         # Pipelines wait while starts are in progress (server.jobs.arrivals).
         with self.arrivals.starting():
             project_id = validate(request)

@@ -100,8 +100,9 @@ async def test_the_key_comes_from_scriptgen_api_key_when_the_config_has_none(
 async def test_rate_limited_reads_wait_the_retry_info_and_writes_are_not_retried(
     tmp_path: Path,
 ) -> None:
-    # Two calls a second: the bucket holds two, and one comes back every 0.5 s.
-    tight = LimitDefaults(requests_per_window=2, window_seconds=1, max_streams=10)
+    # Two calls in 4 s: the bucket holds two, and one comes back every 2 s (slow enough
+    # that three calls in a row meet an empty bucket even on a loaded machine).
+    tight = LimitDefaults(requests_per_window=2, window_seconds=4, max_streams=10)
     core = await _keyed_core(tmp_path / "tight-core", tight)
     try:
         key = await _key(core)
@@ -112,7 +113,7 @@ async def test_rate_limited_reads_wait_the_retry_info_and_writes_are_not_retried
             page = await client.list_projects()  # refused RATE_LIMITED, then tried again
             waited = time.monotonic() - started
             assert list(page.projects) == []
-            assert waited >= 0.3, "the retry waited for the core's RetryInfo, not 0.1 s"
+            assert waited >= 1.0, "the retry waited for the core's RetryInfo, not 0.1 s"
             started = time.monotonic()
             with pytest.raises(ResourceExhaustedError) as raised:
                 await client.delete_project("projects/nowhere")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from scriptgen import (
@@ -17,7 +18,7 @@ from scriptgen import (
     RetryPolicy,
     UnavailableError,
 )
-from scriptgen.v1 import generation_pb2
+from scriptgen.v1 import generation_pb2, generation_service_pb2
 
 from server import Core, SyntheticConfig
 from tests.clients.conftest import TEST_RETRY
@@ -110,7 +111,10 @@ async def test_a_resume_refused_over_capacity_waits_for_the_slot_and_goes_on(
     core = await start_core(SLOW, max_streams=1)
     proxy = TcpProxy("127.0.0.1", core.grpc_port)
     await proxy.start()
-    config = ClientConfig(retry=TEST_RETRY, stream_idle_timeout=5.0, max_reconnect_backoff=0.3)
+    # Patient enough to outlast the link's absence and the refusals on a loaded machine
+    # (up to ~20 s below), where TEST_RETRY gives up after ~8 s.
+    patient = RetryPolicy(max_attempts=100, initial_backoff=0.05, max_backoff=0.3)
+    config = ClientConfig(retry=patient, stream_idle_timeout=5.0, max_reconnect_backoff=0.3)
     refused = "scriptgen_rate_limit_rejections_total"  # OVER_CAPACITY counts here
     events: list[generation_pb2.GenerationEvent] = []
     try:
@@ -148,3 +152,30 @@ async def test_a_resume_refused_over_capacity_waits_for_the_slot_and_goes_on(
         await proxy.stop()
     _assert_whole(events)
     assert stream.resumes >= 2
+
+
+async def test_a_repeat_during_its_first_start_waits_for_it_even_as_the_core_stops(
+    core: Core, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first GenerateScript is still starting (its project read held back) when its
+    # repeat comes and the core stops taking new jobs: the repeat is that job, not refused.
+    project = await client.create_project(title="Half Open")
+    read_project = core.store.get_project
+    release = asyncio.Event()
+
+    async def held_back(*args: Any, **kwargs: Any) -> Any:
+        await release.wait()
+        return await read_project(*args, **kwargs)
+
+    monkeypatch.setattr(core.store, "get_project", held_back)
+    request = generation_service_pb2.GenerateScriptRequest(
+        parent=project.name, title="Pilot", request_id="pilot-1"
+    )
+    first = asyncio.create_task(core.runner.start(request))
+    await asyncio.sleep(0.1)
+    core.runner.stop_accepting()
+    repeat = asyncio.create_task(core.runner.start(request))
+    await asyncio.sleep(0.1)
+    assert not repeat.done(), "the repeat waits for its first start"
+    release.set()
+    assert await repeat == await first

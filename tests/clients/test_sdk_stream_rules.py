@@ -5,6 +5,7 @@ explains are retried no sooner than their RetryInfo asks."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -18,6 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from scriptgen import (
     ERROR_DOMAIN,
     Client,
+    ClientClosedError,
     ClientConfig,
     GenerationStream,
     NotFoundError,
@@ -102,6 +104,11 @@ class ScriptedGenerations(generation_service_pb2_grpc.GenerationServiceServicer)
         self.get_refusals: list[Refusal] = []
         #: What GetGeneration answers once its refusals are used up (None: UNIMPLEMENTED).
         self.generation: generation_pb2.Generation | None = None
+        #: How many of the next StreamGenerationEvents calls end at once, with no event.
+        self.empty_resumes = 0
+        #: Seconds GetGeneration takes to answer, and set once it has been asked.
+        self.get_seconds = 0.0
+        self.get_asked = asyncio.Event()
 
     async def GenerateScript(  # noqa: N802 - gRPC names servicer methods after RPCs
         self, request: generation_service_pb2.GenerateScriptRequest, context: Context
@@ -120,6 +127,9 @@ class ScriptedGenerations(generation_service_pb2_grpc.GenerationServiceServicer)
             await _abort(context, self.resume_refusals.pop(0))
         if request.name != JOB:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} not found")
+        if self.empty_resumes:
+            self.empty_resumes -= 1
+            return
         start = max(0, request.after_sequence - self.overlap)
         for event in JOB_EVENTS[start:]:
             yield generation_service_pb2.StreamGenerationEventsResponse(event=event)
@@ -128,6 +138,8 @@ class ScriptedGenerations(generation_service_pb2_grpc.GenerationServiceServicer)
         self, request: generation_service_pb2.GetGenerationRequest, context: Context
     ) -> generation_service_pb2.GetGenerationResponse:
         self.get_calls += 1
+        self.get_asked.set()
+        await asyncio.sleep(self.get_seconds)
         if self.get_refusals:
             await _abort(context, self.get_refusals.pop(0))
         if self.generation is None:
@@ -386,6 +398,59 @@ async def test_following_an_ended_job_from_its_last_sequence_ends_without_retrie
     assert stream.resumes == 0
     assert servicer.resume_requests == [(JOB, 6)]
     assert servicer.get_calls == 1
+
+
+async def test_an_empty_resume_of_a_stream_that_handed_out_events_resumes_again(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    # The job's record already says it ended (a core writes its state just before its
+    # terminal event), but this stream has handed out events and not the terminal one:
+    # an empty re-opened call is a broken link, not the end.
+    servicer, client = scripted
+    servicer.first_call = JOB_EVENTS[:3]
+    servicer.empty_resumes = 1
+    servicer.generation = generation_pb2.Generation(
+        name=JOB, state=generation_pb2.GENERATION_STATE_SUCCEEDED, last_sequence=3
+    )
+    sequences: list[int] = []
+    await _drain(client.generate("projects/p", "Pilot"), sequences)
+    assert sequences == [1, 2, 3, 4, 5, 6]
+    assert servicer.resume_requests == [(JOB, 3), (JOB, 3)]
+    assert servicer.get_calls == 0
+
+
+async def test_closing_the_client_while_a_stream_asks_for_its_job_raises_client_closed(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    servicer, client = scripted
+    servicer.generation = generation_pb2.Generation(
+        name=JOB, state=generation_pb2.GENERATION_STATE_SUCCEEDED, last_sequence=6
+    )
+    servicer.get_seconds = 5.0
+    stream = client.follow(JOB, after_sequence=6)
+    reading = asyncio.create_task(_drain(stream, []))
+    async with asyncio.timeout(5):
+        await servicer.get_asked.wait()
+    await client.close()
+    with pytest.raises(ClientClosedError):
+        await reading
+    assert stream.finished
+
+
+async def test_resource_exhausted_before_the_first_event_is_raised_on_a_repeat_too(
+    scripted: tuple[ScriptedGenerations, Client],
+) -> None:
+    # The first GenerateScript broke before any event; its repeat is refused for a full
+    # core: no job of this stream holds a slot there, so the refusal is the caller's.
+    servicer, client = scripted
+    servicer.generate_refusals = [
+        refusal(grpc.StatusCode.UNAVAILABLE),
+        refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_JOBS", retry_seconds=0.3),
+    ]
+    with pytest.raises(ResourceExhaustedError) as raised:
+        await _drain(client.generate("projects/p", "Pilot"), [])
+    assert raised.value.reason == "TOO_MANY_JOBS"
+    assert servicer.generate_calls == 2
 
 
 async def test_unary_retries_wait_the_servers_retry_info(

@@ -25,6 +25,9 @@ from tests.gateway.frames import split_blocks
 SSE = {"Accept": "text/event-stream"}
 #: The tests' `sse_retry_ms` (tests.gateway.conftest.gateway_config).
 RETRY_MS = 1500
+#: A writer that thinks for 30 s before its first token; with heartbeats 30 s apart too, a
+#: reader of its job waits for its next event for the whole test.
+THINKING = SyntheticConfig(first_token_seconds=30.0, tokens_per_second=0.0)
 
 
 def _retries(body: str) -> list[int]:
@@ -49,7 +52,7 @@ async def test_a_stream_still_waiting_for_its_first_event_ends_with_200_and_a_sp
     start_core: CoreFactory,
 ) -> None:
     # The writer thinks for 30 s: a reader resuming at the job's last event waits.
-    core = await start_core(SyntheticConfig(first_token_seconds=30.0, tokens_per_second=0.0))
+    core = await start_core(THINKING, heartbeat_seconds=30.0)
     server = GatewayServer(gateway_config(f"127.0.0.1:{core.grpc_port}", drain_seconds=5.0))
     await server.start()
     try:
@@ -80,7 +83,7 @@ async def test_a_stream_still_waiting_for_its_first_event_ends_with_200_and_a_sp
 
 
 async def test_the_retries_of_drained_streams_are_spread(start_core: CoreFactory) -> None:
-    core = await start_core(SyntheticConfig(first_token_seconds=30.0, tokens_per_second=0.0))
+    core = await start_core(THINKING, heartbeat_seconds=30.0)
     server = GatewayServer(gateway_config(f"127.0.0.1:{core.grpc_port}", drain_seconds=5.0))
     await server.start()
     try:
@@ -104,7 +107,7 @@ async def test_a_new_jobs_stream_draining_before_its_first_event_answers_with_th
     # The core's answers are held back (a TCP proxy stalls them) while the gateway begins
     # to stop: the new job's stream waits for its first event, which names the job, so the
     # client can follow it on another gateway; then it ends.
-    core = await start_core(SyntheticConfig(first_token_seconds=30.0, tokens_per_second=0.0))
+    core = await start_core(THINKING, heartbeat_seconds=30.0)
     proxy = TcpProxy("127.0.0.1", core.grpc_port)
     await proxy.start()
     server = GatewayServer(gateway_config(proxy.target, drain_seconds=5.0))

@@ -115,6 +115,9 @@ class Client:
         self._closed = True
         await self._channel.close()
 
+    def _is_closed(self) -> bool:
+        return self._closed
+
     # Projects
 
     async def create_project(
@@ -430,6 +433,7 @@ class Client:
             request=request,
             deadline=deadline,
             metadata=(*self._metadata, *routing),
+            closed=self._is_closed,
         )
 
     def follow(
@@ -447,6 +451,7 @@ class Client:
             after_sequence=after_sequence,
             deadline=deadline,
             metadata=self._metadata,
+            closed=self._is_closed,
         )
 
     async def get_generation(

@@ -107,6 +107,13 @@ class ClientConfig:
             raise ValueError("max_message_bytes must be positive")
         if self.root_certificates is not None and not self.tls:
             raise ValueError("root_certificates must come with tls=True")
+        if self.root_certificates is not None and not isinstance(self.root_certificates, bytes):
+            raise ValueError("root_certificates must be PEM bytes, e.g. Path(...).read_bytes()")
+        if self.api_key and not (
+            self.api_key.isprintable() and self.api_key.strip() == self.api_key
+        ):
+            # A header cannot carry it; said here, not at the first call.
+            raise ValueError("api_key must be printable, without surrounding whitespace")
 
     def channel_options(self) -> list[tuple[str, int]]:
         """gRPC channel arguments derived from this config."""

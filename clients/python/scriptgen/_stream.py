@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
@@ -105,6 +106,7 @@ class GenerationStream:
         after_sequence: int = 0,
         deadline: float | None = None,
         metadata: _Metadata = (),
+        closed: Callable[[], bool] = lambda: False,
     ) -> None:
         if request is None and not generation:
             raise ValueError("either a GenerateScript request or a generation name is needed")
@@ -115,7 +117,12 @@ class GenerationStream:
         self._request = request
         self._name = generation
         self._last_sequence = after_sequence
+        #: Where the stream began: only a stream that has handed out nothing since may take
+        #: an empty end for a job that had ended before it (`_ended_before_us`).
+        self._first_sequence = after_sequence
         self._metadata = metadata
+        #: Whether the client was closed (its calls are then cancelled under the stream).
+        self._client_closed = closed
         self._deadline = None if deadline is None else time.monotonic() + deadline
         self._call: _EventCall | None = None
         #: Calls opened so far: a RESOURCE_EXHAUSTED of the first is final.
@@ -280,7 +287,8 @@ class GenerationStream:
             task = asyncio.current_task()
             if task is None or task.cancelling():
                 raise  # the caller is being cancelled
-            # gRPC cancelled the call under us (the client was closed): the re-open says.
+            self._raise_if_closed()
+            # gRPC cancelled the call under us: resume as for any broken link.
             raise _LinkBrokenError("the call was cancelled") from None
         except grpc.aio.AioRpcError as raw:
             error = RPCError.from_call(raw)
@@ -295,7 +303,12 @@ class GenerationStream:
         ):
             self._received += 1
             return response.event
-        if self._name and self._received == 0 and await self._ended_before_us():
+        if (
+            self._name
+            and self._received == 0
+            and self._last_sequence == self._first_sequence
+            and await self._ended_before_us()
+        ):
             return None
         # A clean end before the terminal event: the server went away politely.
         raise _LinkBrokenError("the stream ended before the job's terminal event")
@@ -303,11 +316,14 @@ class GenerationStream:
     def _resumable(self, error: RPCError) -> bool:
         if error.code == grpc.StatusCode.UNAVAILABLE:
             return True
-        # Re-opened after a broken link, the dead call may still hold a slot on the server.
+        # Re-opened after a broken link to a job it knows, the dead call may still hold a slot
+        # on the server. Before the first event no job may hold one: a refusal then (e.g.
+        # TOO_MANY_JOBS) is the caller's to handle, as on the first call.
         return (
             error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
             and error.retry_delay is not None
             and self._calls > 1
+            and bool(self._name)
         )
 
     async def _ended_before_us(self) -> bool:
@@ -324,12 +340,24 @@ class GenerationStream:
         except grpc.aio.UsageError as closed:
             self._end()
             raise ClientClosedError(f"the client is closed: {closed}") from closed
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the caller is being cancelled
+            self._raise_if_closed()
+            return False
         except grpc.aio.AioRpcError:
             return False  # resume as for any early end; the re-opened call tells the rest
         job = response.generation
         return job.state in _ENDED_STATES and job.last_sequence <= self._last_sequence
 
+    def _raise_if_closed(self) -> None:
+        if self._client_closed():
+            self._end()
+            raise ClientClosedError("the client was closed while the stream was open") from None
+
     async def _pause_before_resume(self, broken: _LinkBrokenError) -> None:
+        self._raise_if_closed()
         self._failures += 1
         policy = self._config.retry
         error = broken.error

@@ -41,7 +41,7 @@ export class GenerationFollower {
     this.ended = false;
     this.source = null;
     this.retryTimer = null;
-    this.failures = 0; // reopen attempts since the stream last opened
+    this.failures = 0; // reopen attempts since the last new event
     this.onOnline = () => this.reopenSoon(0);
   }
 
@@ -63,17 +63,15 @@ export class GenerationFollower {
     if (this.source) this.source.close();
     const source = new EventSource(url);
     this.source = source;
-    source.addEventListener("open", () => {
-      this.failures = 0;
-      this.handlers.onConnection("open");
-    });
+    source.addEventListener("open", () => this.handlers.onConnection("open"));
     source.addEventListener("error", () => this.lost(source));
     for (const name of EVENT_NAMES) {
-      source.addEventListener(name, (message) => this.receive(name, message));
+      source.addEventListener(name, (message) => this.receive(name, message, source));
     }
   }
 
-  receive(name, message) {
+  receive(name, message, source) {
+    if (source !== this.source) return; // an older stream's, closed since
     let event;
     try {
       event = JSON.parse(message.data);
@@ -84,6 +82,7 @@ export class GenerationFollower {
     if (sequence > 0) {
       if (sequence <= this.lastSequence) return; // already seen before a reconnect
       this.lastSequence = sequence;
+      this.failures = 0; // progress: the next reopen, if any, is at once
     } else if (name === "failed") {
       // The gateway's own `failed` (no sequence): its link to the core broke, not the job,
       // which may still run on another core. Ask the job what became of it.

@@ -11,12 +11,42 @@ without their last events. Every wait of a stop is bounded (the drain, then the 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+from collections.abc import Sequence
 from types import TracebackType
 
 #: The signals that ask a server command to stop.
 SERVER_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def is_own_command(name: str) -> bool:
+    """Whether this process is the `scriptgen <name>` command, not a caller of it in its own
+    process (a test, an embedding), whose signal handlers must be left as they were."""
+    return name in sys.argv[1:2] and os.path.basename(sys.argv[0]) in {
+        "scriptgen",
+        "__main__.py",
+    }
+
+
+def give_way(
+    loop: asyncio.AbstractEventLoop, installed: Sequence[signal.Signals], *, ignore: bool
+) -> None:
+    """Remove the loop's handlers of `installed`; with `ignore` (a stop is under way), leave
+    those signals ignored, held back meanwhile so that none meets its default action (the
+    process's death, or KeyboardInterrupt) in between: the exit after a stop still waits
+    for threads (`scriptgen.cli._exit`), and a repeat must not cut that short either."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, installed) if ignore else None
+    try:
+        for signum in installed:
+            if not loop.is_closed():
+                loop.remove_signal_handler(signum)
+            if ignore:
+                signal.signal(signum, signal.SIG_IGN)
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 class StopSignals:
@@ -29,7 +59,9 @@ class StopSignals:
     ends it cleanly once it has.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, own_process: bool = False) -> None:
+        #: The process's own command: once a stop came, its signals stay ignored to the exit.
+        self._own_process = own_process
         self._requested = asyncio.Event()
         self._installed: list[signal.Signals] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,10 +100,10 @@ class StopSignals:
         sys.stderr.flush()
 
     def close(self) -> None:
-        """Give the signals back to their default handlers."""
-        if self._loop is not None and not self._loop.is_closed():
-            for signum in self._installed:
-                self._loop.remove_signal_handler(signum)
+        """Give the signals back: to their default handlers, or, in the process's own
+        command once a stop came, to SIG_IGN until the process exits."""
+        if self._loop is not None:
+            give_way(self._loop, self._installed, ignore=self._own_process and self.requested)
         self._installed.clear()
 
     def __enter__(self) -> StopSignals:

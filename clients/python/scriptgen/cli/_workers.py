@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 #: How long the workers get to listen before the start counts as failed, in seconds.
 START_SECONDS = 30.0
+#: How long the start waits for every worker's metrics file before one answer will do.
+ALL_STARTED_SECONDS = 10.0
 MAX_WORKERS = 64
 #: Beyond its own bound, how long a stopping worker may take to be reaped.
 STOP_MARGIN_SECONDS = 5.0
@@ -95,17 +97,23 @@ def worker_command(
 async def _healthy(
     url: str, workers: Sequence[asyncio.subprocess.Process], started: Sequence[Path]
 ) -> None:
-    """Return once every worker has written its metrics file (it has started: it takes stop
-    signals by then) and one of them answers `url`."""
+    """Return once one worker answers `url` and every worker has started: its metrics file
+    is in the shared folder (it takes stop signals by then). A worker that could not write
+    its file (the write is retried, and only logged) is waited for ALL_STARTED_SECONDS."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
     async with aiohttp.ClientSession() as session:
         while True:
             if any(worker.returncode is not None for worker in workers):
                 raise RuntimeError("a gateway worker exited while starting")
-            if all(path.exists() for path in started):
+            waited = loop.time() - began
+            if waited > ALL_STARTED_SECONDS or all(path.exists() for path in started):
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     async with session.get(url) as response:
                         if response.status == 200:
                             return
+            if waited > START_SECONDS:
+                raise RuntimeError(f"no gateway worker answered {url} within {START_SECONDS:g}s")
             await asyncio.sleep(0.1)
 
 
@@ -118,7 +126,8 @@ async def _stop(workers: Sequence[asyncio.subprocess.Process], wait_seconds: flo
                 worker.send_signal(signal.SIGTERM)
     waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
     try:
-        await asyncio.wait(waits, timeout=wait_seconds)
+        if waits:
+            await asyncio.wait(waits, timeout=wait_seconds)
     finally:
         for wait in waits:
             wait.cancel()
@@ -174,8 +183,7 @@ class GatewayWorkers:
                 Path(self._metrics_dir) / f"{number}{METRICS_SUFFIX}"
                 for number in range(1, self._count + 1)
             ]
-            async with asyncio.timeout(START_SECONDS):
-                await _healthy(f"http://{host}:{self.port}/healthz", self._workers, started)
+            await _healthy(f"http://{host}:{self.port}/healthz", self._workers, started)
         except BaseException:
             await self.stop()
             raise
@@ -189,9 +197,13 @@ class GatewayWorkers:
             for wait in waits:
                 wait.cancel()
 
-    async def stop(self) -> int:
-        """Stop every worker; 0 when each ran until asked to stop and then stopped cleanly."""
-        died = any(worker.returncode is not None for worker in self._workers)
+    async def stop(self, *, asked: bool = True) -> int:
+        """Stop every worker; 0 when each ran until the stop and then ended cleanly.
+
+        `asked`: the supervisor was asked to stop (a signal), so a worker already gone ended
+        on the same request (Ctrl-C reaches every process of the terminal's group), not by a
+        fault of its own; its status still counts."""
+        died = not asked and any(worker.returncode is not None for worker in self._workers)
         try:
             await _stop(self._workers, self._stop_seconds)
         finally:

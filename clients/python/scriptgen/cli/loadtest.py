@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -47,6 +46,7 @@ from scriptgen.cli._args import at_least_one
 from scriptgen.cli._loop import default_event_loop
 from scriptgen.cli._options import set_command
 from scriptgen.cli._output import note, out
+from scriptgen.cli._signals import give_way, is_own_command
 
 if TYPE_CHECKING:
     # Loaded only when the command runs, so other commands start fast.
@@ -232,15 +232,8 @@ def _stopped_by_signals(install: bool) -> Iterator[list[signal.Signals]]:
     try:
         yield came
     finally:
-        # Stopping: another stop signal must not end the process before it exits; held back
-        # while the handlers give way to SIG_IGN, so none lands on the default action between.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, installed) if came else None
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-            if came:
-                signal.signal(signum, signal.SIG_IGN)
-        if held is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        # Stopping: another stop signal must not end the process before it exits.
+        give_way(loop, installed, ignore=bool(came))
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -347,8 +340,5 @@ def _config(args: argparse.Namespace) -> LoadConfig:
 
 
 def _from_shell() -> bool:
-    """Whether this process is the `scriptgen` command (not a test calling `run`)."""
-    return "loadtest" in sys.argv[1:2] and os.path.basename(sys.argv[0]) in {
-        "scriptgen",
-        "__main__.py",
-    }
+    """Whether this process is the `scriptgen loadtest` command (not a test calling `run`)."""
+    return is_own_command("loadtest")

@@ -24,7 +24,7 @@ from scriptgen._errors import ScriptgenError
 from scriptgen.cli._loop import add_event_loop_argument
 from scriptgen.cli._options import ConfigurationError, EnvSwitch, set_command
 from scriptgen.cli._output import out
-from scriptgen.cli._signals import StopSignals
+from scriptgen.cli._signals import StopSignals, is_own_command
 
 if TYPE_CHECKING:
     from gateway import GatewayConfig, GatewayServer
@@ -243,7 +243,7 @@ async def _serve(args: argparse.Namespace) -> int:
     _check_address_free("gateway", gateway_settings.http_host, gateway_settings.http_port)
     # Entered core first, so the gateway stops first: no new HTTP stream reaches a
     # core that is draining.
-    with StopSignals() as signals:
+    with StopSignals(own_process=is_own_command("serve")) as signals:
         async with _running_core(core_settings) as core:
             core_target = f"{local_host(core_settings.grpc_address)}:{core.grpc_port}"
             gateway_settings = replace(gateway_settings, core_target=core_target)
@@ -280,7 +280,7 @@ async def _server(args: argparse.Namespace) -> int:
 
     _configure_logs(args)
     settings = configured(core_config.from_arguments, args)
-    with StopSignals() as signals:
+    with StopSignals(own_process=is_own_command("server")) as signals:
         async with _running_core(settings) as core:
             signals.arm()
             _print_endpoints(
@@ -306,7 +306,7 @@ async def _gateway(args: argparse.Namespace) -> int:
     )
     if args.workers != 1:
         return await _gateway_workers(args, settings)
-    with StopSignals() as signals:
+    with StopSignals(own_process=is_own_command("gateway")) as signals:
         signals.arm()  # a gateway's start cannot hang: a signal meanwhile ends it cleanly
         async with _running_gateway(settings) as gateway:
             _print_endpoints(http=f"http://{local_host(settings.http_address)}:{gateway.port}/")
@@ -350,12 +350,13 @@ async def _gateway_workers(args: argparse.Namespace, settings: GatewayConfig) ->
         raise ConfigurationError(str(error)) from None
     except OSError as error:
         raise StartupError(f"the gateway could not start: {error}") from error
-    try:
-        await workers.start()
-    except (OSError, RuntimeError, TimeoutError) as error:
-        raise StartupError(f"the gateway workers could not start: {error}") from error
-    with StopSignals() as signals:
+    with StopSignals(own_process=is_own_command("gateway")) as signals:
+        # Armed first: a stop signal while the workers start is answered once they have.
         signals.arm()
+        try:
+            await workers.start()
+        except (OSError, RuntimeError, TimeoutError) as error:
+            raise StartupError(f"the gateway workers could not start: {error}") from error
         host = local_host(settings.http_address)
         _print_endpoints(http=f"http://{host}:{workers.port}/")
         out(f"  workers  {args.workers} (pids {' '.join(map(str, workers.pids))})")
@@ -367,7 +368,7 @@ async def _gateway_workers(args: argparse.Namespace, settings: GatewayConfig) ->
             stop.cancel()
             died.cancel()
             out("scriptgen: stopping")
-            status = await workers.stop()
+            status = await workers.stop(asked=signals.requested)
     return status
 
 

@@ -227,7 +227,8 @@ async def _gateway_ready(base_url: str) -> None:
 
 
 #: How long a server may take to stop on SIGTERM: longer than a gateway gives its workers
-#: (`cli/_workers.py`, 20 s) and a core its jobs (`--shutdown-grace-seconds`).
+#: (`cli/_workers.worker_stop_seconds`: 17 s with the `--drain-seconds=1` given here) and a
+#: core its jobs (`--shutdown-grace-seconds`).
 _STOP_SECONDS = 30.0
 
 
