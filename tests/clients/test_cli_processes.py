@@ -311,6 +311,7 @@ async def test_generate_into_a_closed_pipe_exits_quietly(
         (["serve", "--http-address", "127.0.0.1:99999"], "--http-address"),
         (["serve", "--ping-interval-seconds", "0"], "--ping-interval-seconds"),
         (["serve", "--drain-seconds", "nan"], "--drain-seconds"),
+        (["serve", "--drain-seconds", "0"], "--drain-seconds"),  # aiohttp: no bound at all
     ],
 )
 async def test_a_bad_configuration_is_one_error_line_and_exit_2(

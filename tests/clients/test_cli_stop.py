@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from scriptgen.cli._workers import _stop
 
 SCRIPTGEN = str(Path(sys.executable).with_name("scriptgen"))
 #: How long each gateway keeps answering `/readyz` 503 before it closes its listener.
@@ -162,3 +163,9 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def test_stopping_a_supervisor_with_no_workers_yet_is_quiet() -> None:
+    # A start that failed before its first worker (no temporary folder, say) stops what it
+    # has: nothing, without an error of its own hiding the start's.
+    await _stop([], 1.0)

@@ -180,3 +180,17 @@ async def test_readiness_turns_503_at_once_and_requests_are_served_during_the_st
                 raise AssertionError("the listener must be closed after the stop")
     finally:
         await server.stop()
+
+
+async def test_a_second_stop_waits_for_the_first(start_core: CoreFactory) -> None:
+    core = await start_core(THINKING)
+    server = GatewayServer(gateway_config(f"127.0.0.1:{core.grpc_port}", stop_delay_seconds=1.0))
+    await server.start()
+    began = time.monotonic()
+    first = asyncio.create_task(server.stop())
+    await asyncio.sleep(0.1)
+    await server.stop()  # e.g. a test's `finally`, or a second signal's path
+    assert time.monotonic() - began >= 1.0
+    assert first.done()
+    first.cancel()  # a caller cancelled after the stop is done changes nothing
+    await server.stop()
