@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
+import httpx2
+
 from server.config import ProviderConfig, ProvidersConfig, Route, SyntheticConfig
 from server.providers.base import Provider
 from server.providers.http_transport import sdk_transport
@@ -23,8 +25,20 @@ if TYPE_CHECKING:
     import anthropic
     import openai
 
-#: The SDKs' own HTTP timeout: only a backstop, the router times every token.
+#: The SDKs' own HTTP timeout for reads, writes and a pooled connection: only a backstop,
+#: the router times every token.
 SDK_TIMEOUT_SECONDS = 600.0
+#: The time a new connection (TCP and TLS) may take: its own limit, far below the
+#: backstop. A host that never answers the SYN would otherwise hold each attempt for the
+#: router's whole first-token timeout (30 s), failing as a slow model; this way it fails
+#: as the `timeout` it is, within seconds, and is retried or failed over as one.
+SDK_CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def sdk_timeout() -> httpx2.Timeout:
+    """The SDK clients' timeout: SDK_CONNECT_TIMEOUT_SECONDS to connect, else the backstop."""
+    return httpx2.Timeout(SDK_TIMEOUT_SECONDS, connect=SDK_CONNECT_TIMEOUT_SECONDS)
+
 
 # Every SDK client sends its requests over aiohttp (the SDKs' `DefaultAioHttpClient`, with
 # `server.providers.http_transport` under it): reading a streamed body through
@@ -92,7 +106,7 @@ def build_providers(
             if settings.name == "local":
                 from server.providers.local import local_client
 
-                clients[settings.name] = local_client(settings, timeout=SDK_TIMEOUT_SECONDS)
+                clients[settings.name] = local_client(settings, timeout=sdk_timeout())
             elif settings.name == "anthropic":
                 import anthropic
 
@@ -100,7 +114,7 @@ def build_providers(
                     api_key=settings.api_key,
                     base_url=base_url,
                     max_retries=0,
-                    timeout=SDK_TIMEOUT_SECONDS,
+                    timeout=sdk_timeout(),
                     http_client=anthropic.DefaultAioHttpClient(transport=sdk_transport()),
                 )
             else:
@@ -110,7 +124,7 @@ def build_providers(
                     api_key=settings.api_key or "local",
                     base_url=base_url,
                     max_retries=0,
-                    timeout=SDK_TIMEOUT_SECONDS,
+                    timeout=sdk_timeout(),
                     http_client=openai.DefaultAioHttpClient(transport=sdk_transport()),
                 )
         return clients[settings.name]

@@ -69,12 +69,16 @@ class OpenAIChatProvider:
         name: str = "openai",
         max_output_tokens: int = 8192,
         include_usage: bool = True,
+        output_cap_field: str = "max_completion_tokens",
     ) -> None:
         self._client = client
         self._model = model
         self._name = name
         self._max_output_tokens = max_output_tokens
         self._include_usage = include_usage
+        #: The request field the output cap goes in: OpenAI's own, or `max_tokens`, which
+        #: OpenAI deprecated but OpenAI-compatible servers read (`local.py`).
+        self._output_cap_field = output_cap_field
         self._base_url: httpx2.URL | None = None
         self._url = ""
 
@@ -100,7 +104,7 @@ class OpenAIChatProvider:
         body: dict[str, Any] = {
             "model": self._model,
             "messages": chat_messages(prompt),
-            "max_completion_tokens": self._max_output_tokens,
+            self._output_cap_field: self._max_output_tokens,
             "stream": True,
         }
         if self._include_usage:

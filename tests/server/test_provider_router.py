@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -13,13 +15,15 @@ import openai
 import pytest
 from scriptgen.v1 import generation_pb2, project_pb2
 
-from server.config import RouterConfig
+from server.config import RouterConfig, SyntheticConfig, build_providers
 from server.errors import DeadlineExceeded, Unavailable
 from server.metrics import CoreMetrics
+from server.providers import factory
 from server.providers.anthropic_messages import AnthropicMessagesProvider
 from server.providers.base import Brief, Prompt, Provider, TokenUsage
 from server.providers.breaker import BreakerState, CircuitBreaker
 from server.providers.errors import WORKER_LOST, ProviderFailure
+from server.providers.factory import build_providers as build_stage_providers
 from server.providers.openai_chat import OpenAIChatProvider
 from server.providers.router import WORKER_LOSSES_PER_CALL, ProviderRouter, UsageTotal
 from server.providers.synthetic import tokens
@@ -157,6 +161,23 @@ async def test_the_openai_request_is_the_one_completions_create_sends(
     # counts, idempotency); what identifies and authorises the call must be the same.
     for header in ("authorization", "content-type", "accept", "user-agent", "x-stainless-lang"):
         assert ours.headers.get(header) == sdks.headers.get(header), header
+
+
+async def test_the_local_provider_sends_its_output_cap_as_max_tokens(standin: LlmStandin) -> None:
+    # Ollama's OpenAI-compatible API (and llama.cpp's, older vLLM's) reads only `max_tokens`.
+    config = build_providers(
+        chain="local", local_base_url=f"{standin.url}/v1", local_model="llama-test"
+    )
+    stages = build_stage_providers(config, SyntheticConfig())
+    standin.openai = [Reply(text=SCRIPT)]
+    try:
+        router = ProviderRouter(["local"], RouterConfig(), CoreMetrics())
+        assert "".join(await collect(router, stages.write, {})) == SCRIPT
+    finally:
+        await stages.aclose()
+    body = standin.of("openai")[0].body
+    assert body["max_tokens"] == RouterConfig().max_output_tokens
+    assert "max_completion_tokens" not in body
 
 
 async def test_the_anthropic_request_is_the_one_messages_create_sends(
@@ -470,3 +491,57 @@ async def test_a_breaker_opened_while_a_call_lost_its_worker_is_a_switch(
     assert "".join(chunks) == SCRIPT
     assert len(losing.partials) == 1
     assert switches == [("openai", "anthropic", WORKER_LOST, 0)]
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose listener's accept queue is full: a new connection's SYN goes unanswered."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    waiting = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        waiting.append(filler)
+    try:
+        yield port
+    finally:
+        for filler in waiting:
+            filler.close()
+        listener.close()
+
+
+async def test_a_connection_that_is_never_accepted_times_out_as_a_connect_timeout(
+    standin: LlmStandin, unanswered_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(factory, "SDK_CONNECT_TIMEOUT_SECONDS", 0.3)
+    config = build_providers(
+        chain="openai,anthropic",
+        openai_api_key="test",
+        openai_base_url=f"http://127.0.0.1:{unanswered_port}/v1",
+        openai_model="gpt-test",
+        anthropic_api_key="test",
+        anthropic_base_url=standin.url,
+        anthropic_model="claude-test",
+    )
+    stages = build_stage_providers(config, SyntheticConfig())
+    standin.anthropic = [Reply(text=SCRIPT)]
+    switches: list[tuple[str, str, str, int]] = []
+    router = make_router(max_attempts=1, first_token_timeout_seconds=10.0)
+    started = time.monotonic()
+    try:
+        assert "".join(await collect(router, stages.write, switches=switches)) == SCRIPT
+    finally:
+        await stages.aclose()
+    assert switches == [("openai", "anthropic", "timeout", 0)]
+    assert time.monotonic() - started < 5.0
+
+
+def test_the_sdk_clients_time_their_connects_apart() -> None:
+    timeout = factory.sdk_timeout()
+    assert timeout.connect == factory.SDK_CONNECT_TIMEOUT_SECONDS < 10
+    assert timeout.read == timeout.write == timeout.pool == factory.SDK_TIMEOUT_SECONDS
