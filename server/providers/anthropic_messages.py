@@ -1,13 +1,23 @@
 """Anthropic Messages streaming, through the official `anthropic` SDK.
 
 A continuation uses Anthropic's assistant prefill: the partial text is the
-last (assistant) message and the model writes what follows it.
+last (assistant) message and the model writes what follows it. Claude 4.6 and
+later models refuse a prefill with a 400 (`invalid_request_error`, "does not
+support assistant message prefill"; Anthropic's migration guide): on that
+answer the call is sent again at once as the OpenAI path sends it, the partial
+as an assistant turn followed by a user turn asking to go on, and the provider
+sends every later continuation of that model so.
 
 As for OpenAI (`openai_chat.py`), the SDK sends the request and raises its
 status errors, and the streamed body is read raw and parsed by `event_stream`
 instead of into a pydantic event per token. What is read is what the SDK's
 `AsyncStream` reads: named events only, `ping` skipped, an `error` event
-raised as `anthropic.APIStatusError` with the response's status.
+raised as `anthropic.APIStatusError` (classified by its `error.type`:
+`errors.classify`), read timeouts and cut connections as the SDK's timeout and
+connection errors. And what it does not: `message_delta`'s `stop_reason` says
+how the text ended (`max_tokens` is `TokenUsage.stop` STOP_OUTPUT_LIMIT, which
+the router continues; `refusal` is a `refused` failure), and a body that ends
+with neither a stop reason nor `message_stop` was cut: a `connection` failure.
 """
 
 from __future__ import annotations
@@ -16,13 +26,20 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 
 import anthropic
+import anyio
 import httpx2
 import orjson
 from anthropic.types import MessageParam
 
-from server.providers.base import Prompt, TokenUsage
-from server.providers.body_pacing import unpaced
-from server.providers.errors import ProviderFailure, classify
+from server.providers.base import (
+    CONTINUE_INSTRUCTION,
+    STOP_END,
+    STOP_OUTPUT_LIMIT,
+    Prompt,
+    TokenUsage,
+)
+from server.providers.body_pacing import read_rest
+from server.providers.errors import REFUSED, ProviderFailure, classify
 from server.providers.event_stream import Event, event_batches
 
 
@@ -36,13 +53,22 @@ def _drop_prefix(text: str, skip: str) -> tuple[str, str]:
     return text[same:], ""
 
 
-def message_list(prompt: Prompt) -> list[MessageParam]:
-    """The messages of `prompt`; a continuation prefills the assistant turn with the partial."""
+def message_list(prompt: Prompt, *, prefill: bool = True) -> list[MessageParam]:
+    """The messages of `prompt`; a continuation prefills the assistant turn with the partial,
+    or (`prefill` False) follows it with a user turn asking to go on."""
     messages: list[MessageParam] = [{"role": "user", "content": prompt.user}]
-    if prompt.partial:
+    if prompt.partial and prefill:
         # The API refuses a prefill that ends in whitespace; the router trims any overlap.
         messages.append({"role": "assistant", "content": prompt.partial.rstrip()})
+    elif prompt.partial:
+        messages.append({"role": "assistant", "content": prompt.partial})
+        messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
     return messages
+
+
+def refuses_prefill(error: Exception) -> bool:
+    """Whether `error` is the 400 of a model that takes no assistant prefill."""
+    return isinstance(error, anthropic.BadRequestError) and "prefill" in str(error).lower()
 
 
 class AnthropicMessagesProvider:
@@ -56,38 +82,50 @@ class AnthropicMessagesProvider:
         self._client = client
         self._model = model
         self._max_output_tokens = max_output_tokens
+        #: Whether the model takes a prefill; False once it answered one with its 400.
+        self.prefills = True
 
     @property
     def model(self) -> str:
         return self._model
 
+    async def _post(self, prompt: Prompt, *, prefill: bool) -> httpx2.Response:
+        # The SDK's generic post, as in openai_chat.py: create's walk of the typed
+        # parameters changes nothing in this body and costs most of the call's CPU.
+        return await self._client.post(
+            "/v1/messages",
+            cast_to=httpx2.Response,
+            content=orjson.dumps(  # JSON bytes, as in openai_chat.py
+                {
+                    "model": self._model,
+                    "system": prompt.system,
+                    "messages": message_list(prompt, prefill=prefill),
+                    "max_tokens": self._max_output_tokens,
+                    "stream": True,
+                }
+            ),
+            stream=True,
+        )
+
     async def stream(self, prompt: Prompt, usage: TokenUsage) -> AsyncIterator[str]:
-        # The prefill lost its trailing whitespace; the model usually writes it again.
-        skip = prompt.partial[len(prompt.partial.rstrip()) :]
+        prefill = self.prefills and bool(prompt.partial)
         # The exit stack closes the HTTP response however the iteration ends, cancellation too.
         async with AsyncExitStack() as stack:
             try:
-                # The SDK's generic post, as in openai_chat.py: create's walk of the typed
-                # parameters changes nothing in this body and costs most of the call's CPU.
-                response = await self._client.post(
-                    "/v1/messages",
-                    cast_to=httpx2.Response,
-                    content=orjson.dumps(  # JSON bytes, as in openai_chat.py
-                        {
-                            "model": self._model,
-                            "system": prompt.system,
-                            "messages": message_list(prompt),
-                            "max_tokens": self._max_output_tokens,
-                            "stream": True,
-                        }
-                    ),
-                    stream=True,
-                )
+                try:
+                    response = await self._post(prompt, prefill=prefill)
+                except Exception as error:
+                    if not (prefill and refuses_prefill(error)):
+                        raise
+                    self.prefills = prefill = False  # for every later continuation too
+                    response = await self._post(prompt, prefill=False)
             except Exception as error:
                 raise classify(self.name, error) from error
+            # A prefill lost its trailing whitespace; the model usually writes it again.
+            skip = prompt.partial[len(prompt.partial.rstrip()) :] if prefill else ""
             stack.push_async_callback(response.aclose)
             try:
-                async for text in _texts(response, usage):
+                async for text in _texts(self.name, response, usage):
                     text, skip = _drop_prefix(text, skip)
                     if text:
                         yield text
@@ -97,25 +135,34 @@ class AnthropicMessagesProvider:
                 raise classify(self.name, error) from error
 
 
-async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[str]:
+async def _texts(name: str, response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[str]:
     """The text deltas of a Messages stream, one piece per read of the body (the deltas that
-    read brought, joined); `usage` from message_start and message_delta."""
-    batches = event_batches(response.aiter_bytes())
-    async for batch in batches:
-        text, failure, stopped = _read_batch(response, batch, usage)
-        if text:
-            yield text  # what came before a failure in the same read is delivered first
-        if failure is not None:
-            raise failure
-        if stopped:
-            with unpaced():  # the end of the body need not wait for a cut
-                async for _ in batches:
-                    pass
-            return
+    read brought, joined); `usage` from message_start and message_delta, and its stop."""
+    body = response.aiter_bytes()
+    try:
+        async for batch in event_batches(body):
+            text, failure, stopped = _read_batch(name, response, batch, usage)
+            if text:
+                yield text  # what came before a failure in the same read is delivered first
+            if failure is not None:
+                raise failure
+            if stopped:
+                await read_rest(body)
+                return
+    except httpx2.TimeoutException as error:
+        raise anthropic.APITimeoutError(request=response.request) from error
+    except (httpx2.RequestError, anyio.EndOfStream) as error:
+        raise anthropic.APIConnectionError(request=response.request) from error
+    if not usage.stop:
+        # Neither a stop reason nor message_stop: the body was cut between two events.
+        raise anthropic.APIConnectionError(
+            message="the stream ended without a stop reason or message_stop",
+            request=response.request,
+        )
 
 
 def _read_batch(
-    response: httpx2.Response, batch: list[Event], usage: TokenUsage
+    name: str, response: httpx2.Response, batch: list[Event], usage: TokenUsage
 ) -> tuple[str, Exception | None, bool]:
     """The text of one read's events, what went wrong in them (after that text), and
     whether `message_stop` came."""
@@ -132,6 +179,7 @@ def _read_batch(
                     message = f"{body}"
                 except ValueError:
                     body, message = event.data, event.data or f"Error code: {response.status_code}"
+                # Classified by the body's error.type (`errors.classify`), not by the 200.
                 raise anthropic.APIStatusError(message, response=response, body=body)
             if not event.data:
                 continue
@@ -151,10 +199,26 @@ def _read_batch(
                 usage.output_tokens = int(reported["output_tokens"])
                 if reported.get("input_tokens") is not None:
                     usage.input_tokens = int(reported["input_tokens"])
+                stop = (payload.get("delta") or {}).get("stop_reason")
+                if stop:
+                    refused = _stop_failure(name, stop)
+                    if refused is not None:
+                        return "".join(texts), refused, False
+                    usage.stop = STOP_OUTPUT_LIMIT if stop == "max_tokens" else STOP_END
     except (KeyError, TypeError, AttributeError) as error:
-        failure: Exception = ValueError(f"an unexpected event shape: {error!r}")
+        failure = ValueError(f"an unexpected event shape: {error!r}")
         failure.__cause__ = error
         return "".join(texts), failure, False
     except Exception as error:  # raised by the caller once the text before it is delivered
         return "".join(texts), error, False
     return "".join(texts), None, False
+
+
+def _stop_failure(name: str, stop: str) -> ProviderFailure | None:
+    """The failure a stop reason is, if it is one."""
+    if stop == "refusal":
+        return ProviderFailure(name, REFUSED, "the model refused to go on (stop_reason refusal)")
+    if stop == "model_context_window_exceeded":
+        # The prompt and the text filled the model's context: the same request cannot go on.
+        return ProviderFailure(name, "bad_request", "the model's context window is full")
+    return None

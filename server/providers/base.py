@@ -39,13 +39,27 @@ class Prompt:
     partial: str = ""
 
 
+#: How a model's text ended (`TokenUsage.stop`). The model ended it itself: OpenAI's
+#: `stop`, Anthropic's `end_turn` or `stop_sequence`.
+STOP_END = "end"
+#: The text was cut at the request's output cap (OpenAI's `length`, Anthropic's `max_tokens`):
+#: what came is sound but unfinished, and the router asks the same provider for the rest.
+STOP_OUTPUT_LIMIT = "output_limit"
+
+
 @dataclass(slots=True)
 class TokenUsage:
-    """Tokens one provider call spent, as the provider reported them (if it did)."""
+    """What one provider call spent, as the provider reported it (if it did), and how its
+    text ended."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     reported: bool = False
+    #: STOP_END or STOP_OUTPUT_LIMIT once the API said how the text ended; "" when it did
+    #: not say (the synthetic writer), taken as STOP_END. A refusal or a content filter is
+    #: no stop but a `refused` ProviderFailure, and a stream that ends without saying is a
+    #: `connection` one.
+    stop: str = ""
 
 
 class Provider(Protocol):
@@ -53,7 +67,7 @@ class Provider(Protocol):
 
     `stream` raises `server.providers.errors.ProviderFailure` for anything that
     goes wrong on the provider's side, and fills `usage` when the API reports
-    token counts. Cancelling the iteration closes the HTTP stream.
+    token counts and how the text ended. Cancelling the iteration closes the HTTP stream.
     """
 
     @property

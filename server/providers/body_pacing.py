@@ -21,8 +21,9 @@ text has ended reads the rest of its body `unpaced()`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
 from typing import Protocol
 
@@ -33,6 +34,10 @@ READ_LEAD_SECONDS = 0.006
 MIN_HOLD_SECONDS = 0.004
 #: No hold is longer than this, whatever the consumer asks.
 MAX_HOLD_SECONDS = 1.0
+#: How long the rest of a body is read once its text has ended (the usage chunk, the end
+#: marker's blank line): a body read to its end leaves its connection for the next request,
+#: but a server that keeps it open longer must not hold the call (its text is complete).
+REST_OF_BODY_SECONDS = 1.0
 
 
 class ReadPacing(Protocol):
@@ -67,3 +72,13 @@ def current_pacing() -> ReadPacing | None:
     """The pacing of the provider call running now, if any (looked up at each read, in the
     task that reads)."""
     return _PACING.get()
+
+
+async def read_rest(body: AsyncIterator[bytes]) -> None:
+    """Read what is left of a body whose text has ended, as it comes and for
+    REST_OF_BODY_SECONDS at most. Nothing that goes wrong meanwhile concerns the text: the
+    caller closes the response after, and an unfinished body closes its connection."""
+    with unpaced(), suppress(Exception):
+        async with asyncio.timeout(REST_OF_BODY_SECONDS):
+            async for _ in body:
+                pass  # HTTP/1.1 reuses the connection once the body is read to its end

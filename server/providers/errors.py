@@ -1,22 +1,32 @@
 """Provider failures: one exception type, classified so the router knows what to do next.
 
-| kind                 | retryable | from                                              |
-|----------------------|-----------|---------------------------------------------------|
-| rate_limited         | yes       | HTTP 429 (Retry-After honoured)                   |
-| server_error         | yes       | HTTP 5xx, 408, 409, Anthropic `overloaded_error`  |
-| timeout              | yes       | the SDK's HTTP timeout                            |
-| connection           | yes       | refused, reset or cut connections                 |
-| worker_lost          | yes       | the call's provider worker exited (core)          |
-| malformed            | yes       | a chunk the SDK cannot parse                      |
-| first_token_timeout  | yes       | no token within the first-token timeout (router)  |
-| idle_timeout         | yes       | silence between tokens too long (router)          |
-| deadline             | no        | the caller's deadline passed (router)             |
-| bad_request          | no        | other 4xx: 400, 404, 413, 422 …                   |
-| auth                 | no        | 401, 403                                          |
+| kind                 | retryable | breaker | from                                       |
+|----------------------|-----------|---------|--------------------------------------------|
+| rate_limited         | yes       | charged | HTTP 429 (Retry-After honoured), Anthropic |
+|                      |           |         | `rate_limit_error` event                   |
+| overloaded           | yes       | charged | HTTP 529, Anthropic `overloaded_error`     |
+| server_error         | yes       | charged | HTTP 5xx, 408, 409, other error events     |
+| timeout              | yes       | charged | the SDK's HTTP timeout (connect or read)   |
+| connection           | yes       | charged | refused, reset or cut connections; a       |
+|                      |           |         | stream that ends without its end marker    |
+| worker_lost          | yes       | no      | the call's provider worker exited (core)   |
+| malformed            | yes       | charged | a chunk the SDK cannot parse               |
+| first_token_timeout  | yes       | charged | no token within the first-token timeout    |
+| idle_timeout         | yes       | charged | silence between tokens too long (router)   |
+| deadline             | no        | no      | the caller's deadline passed (router)      |
+| bad_request          | no        | no      | other 4xx: 400, 404, 413, 422 …; Anthropic |
+|                      |           |         | `invalid_request_error` event              |
+| refused              | no        | no      | OpenAI `content_filter` or a refusal,      |
+|                      |           |         | Anthropic `refusal`                        |
+| auth                 | no        | charged | 401, 403, Anthropic `authentication_error` |
+|                      |           |         | or `permission_error` event                |
 
 `worker_lost` is the core's own failure, not the provider's: the router calls the same
 provider again at once, from the text already delivered, without charging its breaker
-(`server.providers.router`).
+(`server.providers.router`). `bad_request` and `deadline` are the caller's (a prompt too
+long, a short gRPC deadline) and `refused` is a verdict on the text, not on the
+provider's health: they release the breaker instead of charging it, so that one
+caller's requests cannot take a provider out of every other caller's chains.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ _SDKS = ("openai", "anthropic")
 RETRYABLE_KINDS = frozenset(
     {
         "rate_limited",
+        "overloaded",
         "server_error",
         "timeout",
         "connection",
@@ -54,6 +65,26 @@ RETRYABLE_KINDS = frozenset(
 
 #: A provider worker exited with the call in it (`server.providers.worker_pool`).
 WORKER_LOST = "worker_lost"
+#: The model declined to write, or the provider's filter cut its text.
+REFUSED = "refused"
+
+#: Failures that say nothing about the provider's health: its breaker is released.
+UNCHARGED_KINDS = frozenset({WORKER_LOST, "bad_request", "deadline", REFUSED})
+
+#: The kind of an `error` event inside a stream that began 200 OK, by its `error.type`
+#: (Anthropic's error types; an OpenAI error chunk's `type` where it matches one).
+_STREAM_ERROR_KINDS = {
+    "overloaded_error": "overloaded",
+    "rate_limit_error": "rate_limited",
+    "invalid_request_error": "bad_request",
+    "request_too_large": "bad_request",
+    "not_found_error": "bad_request",
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "billing_error": "auth",
+    "timeout_error": "timeout",
+    "api_error": "server_error",
+}
 
 
 class ProviderFailure(Exception):
@@ -96,16 +127,31 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _status_kind(status: int) -> str:
+def _status_kind(status: int, body: object) -> str:
     if status < 400:
-        return "server_error"  # an error event inside a stream that began 200 OK
+        return _stream_error_kind(body)  # an error event inside a stream that began 200 OK
     if status == 429:
         return "rate_limited"
+    if status == 529:
+        return "overloaded"
     if status in (401, 403):
         return "auth"
     if status >= 500 or status in (408, 409):
         return "server_error"
     return "bad_request"
+
+
+def _stream_error_type(body: object) -> str:
+    """The `type` of an error event's body (`{"type": "error", "error": {"type": …}}`, or
+    the `error` object alone); "" when it has none."""
+    error = body.get("error", body) if isinstance(body, Mapping) else None
+    kind = error.get("type") if isinstance(error, Mapping) else None
+    return kind if isinstance(kind, str) else ""
+
+
+def _stream_error_kind(body: object) -> str:
+    """The kind of an error event; `server_error` when its type is not known."""
+    return _STREAM_ERROR_KINDS.get(_stream_error_type(body), "server_error")
 
 
 def _sdk_classes(name: str) -> tuple[type[Exception], ...]:
@@ -121,10 +167,11 @@ def classify(provider: str, error: Exception) -> ProviderFailure:
     if isinstance(error, _sdk_classes("APIStatusError")):
         # Both SDKs' status errors have the same shape; typed as OpenAI's.
         status = cast("openai.APIStatusError", error)
+        code = status.status_code
         return ProviderFailure(
             provider,
-            _status_kind(status.status_code),
-            f"HTTP {status.status_code}",
+            _status_kind(code, status.body),
+            f"HTTP {code}" if code >= 400 else f"error event {_stream_error_type(status.body)!r}",
             retry_after=retry_after(status.response.headers),
         )
     if isinstance(error, _sdk_classes("APITimeoutError")):
@@ -132,8 +179,9 @@ def classify(provider: str, error: Exception) -> ProviderFailure:
     if isinstance(error, _sdk_classes("APIConnectionError")):
         return ProviderFailure(provider, "connection", "the connection failed")
     if isinstance(error, _sdk_classes("APIError")):
-        # An `error` event inside a stream, e.g. Anthropic's overloaded_error.
-        return ProviderFailure(provider, "server_error", str(error) or type(error).__name__)
+        # An `error` chunk inside an OpenAI stream.
+        kind = _stream_error_kind(cast("openai.APIError", error).body)
+        return ProviderFailure(provider, kind, str(error) or type(error).__name__)
     if isinstance(error, json.JSONDecodeError | pydantic.ValidationError | ValueError):
         return ProviderFailure(provider, "malformed", "the stream sent a chunk it cannot parse")
     return ProviderFailure(provider, "connection", f"{type(error).__name__}: {error}")

@@ -9,8 +9,16 @@ by `event_stream` into dicts: the SDK's `AsyncStream` builds a pydantic
 `ChatCompletionChunk` per token, which cost more CPU than everything else on
 the path together. What is read is what `AsyncStream` reads: every event's
 JSON, an `error` object in it raises `openai.APIError`, `[DONE]` ends the text
-(the rest of the body is drained so the connection can be reused), and read
-timeouts and cut connections raise the SDK's timeout and connection errors.
+(the rest of the body is drained so the connection can be reused, for a second at
+most: `body_pacing.read_rest`), and read timeouts and cut connections raise the
+SDK's timeout and connection errors.
+
+Stricter than `AsyncStream`, which takes whatever ends the body for the end of the
+text: the choice's `finish_reason` says how the text ended (`length`, cut at the
+output cap, is `TokenUsage.stop` STOP_OUTPUT_LIMIT, which the router continues;
+`content_filter`, or a `delta.refusal`, is a `refused` failure), and a body that
+ends with neither a finish reason nor `[DONE]` was cut: a `connection` failure,
+continued elsewhere from the text already delivered.
 
 The request goes through the client's generic `post` (the SDK's documented way
 to any endpoint), answered by the raw streamed response: base URL, key, headers,
@@ -40,9 +48,15 @@ import openai
 import orjson
 from openai.types.chat import ChatCompletionMessageParam
 
-from server.providers.base import CONTINUE_INSTRUCTION, Prompt, TokenUsage
-from server.providers.body_pacing import unpaced
-from server.providers.errors import ProviderFailure, classify
+from server.providers.base import (
+    CONTINUE_INSTRUCTION,
+    STOP_END,
+    STOP_OUTPUT_LIMIT,
+    Prompt,
+    TokenUsage,
+)
+from server.providers.body_pacing import read_rest
+from server.providers.errors import REFUSED, ProviderFailure, classify
 from server.providers.event_stream import Event, event_batches
 
 
@@ -127,7 +141,7 @@ class OpenAIChatProvider:
                 raise classify(self._name, error) from error
             stack.push_async_callback(response.aclose)
             try:
-                async for text in _texts(response, usage):
+                async for text in _texts(self._name, response, usage):
                     yield text
             except ProviderFailure:
                 raise
@@ -135,21 +149,19 @@ class OpenAIChatProvider:
                 raise classify(self._name, error) from error
 
 
-async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[str]:
+async def _texts(name: str, response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[str]:
     """The text of a Chat Completions stream, one piece per read of the body (the chunks
-    that read brought, joined); `usage` from its usage chunk."""
+    that read brought, joined); `usage` from its usage chunk and finish reason."""
     body = response.aiter_bytes()
     try:
         async for batch in event_batches(body):
-            text, failure, done = _read_batch(response, batch, usage)
+            text, failure, done = _read_batch(name, response, batch, usage)
             if text:
                 yield text  # what came before a failure in the same read is delivered first
             if failure is not None:
                 raise failure
             if done:
-                with unpaced():  # the end of the body need not wait for a cut
-                    async for _ in body:
-                        pass  # HTTP/1.1 reuses the connection once the body is read to its end
+                await read_rest(body)
                 return
     except httpx2.TimeoutException as error:
         raise openai.APITimeoutError(request=response.request) from error
@@ -157,10 +169,15 @@ async def _texts(response: httpx2.Response, usage: TokenUsage) -> AsyncIterator[
         raise openai.APIConnectionError(request=response.request) from error
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"an unexpected chunk shape: {error!r}") from error
+    if not usage.stop:
+        # Neither a finish reason nor [DONE]: the body was cut between two chunks.
+        raise openai.APIConnectionError(
+            message="the stream ended without a finish reason or [DONE]", request=response.request
+        )
 
 
 def _read_batch(
-    response: httpx2.Response, batch: list[Event], usage: TokenUsage
+    name: str, response: httpx2.Response, batch: list[Event], usage: TokenUsage
 ) -> tuple[str, Exception | None, bool]:
     """The text of one read's chunks, what went wrong in them (after that text), and whether
     `[DONE]` came."""
@@ -181,9 +198,19 @@ def _read_batch(
                 usage.reported = True
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta")
-                text = delta.get("content") if delta else None
-                if text:
-                    texts.append(text)
+                if delta:
+                    text = delta.get("content")
+                    if text:
+                        texts.append(text)
+                    if delta.get("refusal"):
+                        refusal = f"the model refused: {str(delta['refusal'])[:200]}"
+                        return "".join(texts), ProviderFailure(name, REFUSED, refusal), False
+                finish = choice.get("finish_reason")
+                if finish:
+                    if finish == "content_filter":
+                        filtered = "the provider's content filter cut the text"
+                        return "".join(texts), ProviderFailure(name, REFUSED, filtered), False
+                    usage.stop = STOP_OUTPUT_LIMIT if finish == "length" else STOP_END
     except Exception as error:  # raised by the caller once the text before it is delivered
         return "".join(texts), error, False
     return "".join(texts), None, False

@@ -3,9 +3,20 @@
 Before the first token of an attempt, retryable failures (429, 5xx, timeouts,
 connection errors, malformed chunks) are retried on the same provider with
 backoff and jitter, honouring Retry-After; a non-retryable one (bad request,
-auth) moves to the next provider at once. After text was delivered, a failure
-moves to the next provider, which is asked to continue the partial text; the
-overlap is trimmed so the concatenated chunks never repeat or drop text.
+auth, a refusal) moves to the next provider at once, and so does a Retry-After
+longer than the longest backoff. After text was delivered, a failure moves to
+the next provider, which is asked to continue the partial text; the overlap is
+trimmed so the concatenated chunks never repeat or drop text.
+
+A text that stopped at the request's output cap (`TokenUsage.stop`
+STOP_OUTPUT_LIMIT) is not finished: the same provider is called again to continue
+it, the overlap trimmed the same way, up to MAX_CONTINUATIONS times per stage call.
+
+A refusal (`refused`: a content filter, or the model declining) moves to the next
+provider, which applies its own policy to the same request: providers' filters
+differ and misfire on fiction (a screenplay's violence), and the chain's
+providers are the ones the operator accepts for every text. It is never
+retried on the provider that refused.
 
 A `worker_lost` failure (the core's provider worker exited mid-call) is the core's,
 not the provider's: its breaker is not charged, and the same provider is called again
@@ -17,7 +28,9 @@ what ends them.
 Each provider has a circuit breaker; an open breaker is skipped. Every
 attempt is bounded by the time to first token, the idle time between tokens
 and the caller's deadline; each ends the attempt (closing its HTTP stream)
-and counts as a failure.
+and counts as a failure. What the caller caused (a bad request, its own
+deadline) and refusals do not charge the breaker (`errors.UNCHARGED_KINDS`):
+they release it, as a cancelled call does.
 """
 
 from __future__ import annotations
@@ -33,9 +46,9 @@ from dataclasses import dataclass, replace
 from server.config import RouterConfig
 from server.errors import DeadlineExceeded, Unavailable
 from server.metrics import CoreMetrics
-from server.providers.base import Prompt, Provider, TokenUsage
+from server.providers.base import STOP_OUTPUT_LIMIT, Prompt, Provider, TokenUsage
 from server.providers.breaker import BreakerState, CircuitBreaker
-from server.providers.errors import WORKER_LOST, ProviderFailure
+from server.providers.errors import UNCHARGED_KINDS, WORKER_LOST, ProviderFailure
 from server.providers.overlap import OverlapTrimmer
 from server.providers.retry import Backoff
 from server.providers.synthetic import token_count
@@ -45,6 +58,11 @@ log = logging.getLogger(__name__)
 #: after these it moves to the next provider, so that a call that ends every worker it
 #: runs on ends at most this many plus one per offloaded provider of its chain.
 WORKER_LOSSES_PER_CALL = 2
+#: Calls one stage call may add on the same provider when a model's text stops at the
+#: request's output cap (`max_output_tokens`): each asks for the rest of the text so far.
+#: A text still cut after these ends there (logged): a model that runs on that long is
+#: more likely looping than writing, and each call costs a full output cap.
+MAX_CONTINUATIONS = 3
 
 #: Called before a provider takes over from one that failed: (from, to, reason, offset).
 SwitchListener = Callable[[str, str, str, int], Awaitable[None]]
@@ -128,18 +146,21 @@ class ProviderRouter:
         delivered: list[str] = []
         failed: tuple[str, str] | None = None
         workers_lost = 0
+        continuations = 0
         for provider in chain:
             breaker = self.breakers[provider.name]
             attempt = 0
-            lost: tuple[str, str] | None = None
+            #: Why this provider was to go on with the call when its breaker stopped it.
+            unfinished: tuple[str, str] | None = None
             while breaker.allow():
-                lost = None
+                unfinished = None
                 if failed is not None:
                     await self._switch(failed, provider.name, len("".join(delivered)), on_switch)
                     failed = None
                 produced = len(delivered)
+                spent = TokenUsage()
                 attempt_stream = self._attempt(
-                    stage, provider, prompt, "".join(delivered), usage, deadline
+                    stage, provider, prompt, "".join(delivered), spent, usage, deadline
                 )
                 try:
                     async with aclosing(attempt_stream):
@@ -151,13 +172,16 @@ class ProviderRouter:
                     if failure.kind == WORKER_LOST:
                         breaker.release()  # the core's failure: no verdict on the provider
                         workers_lost += 1
-                        lost = (provider.name, failure.kind)
+                        unfinished = (provider.name, failure.kind)
                         if workers_lost <= WORKER_LOSSES_PER_CALL:
                             continue  # from what was delivered, on the worker in its place
                         # A call present at every loss may be what ends its workers.
-                        failed = lost
+                        failed = unfinished
                         break
-                    breaker.record_failure()
+                    if failure.kind in UNCHARGED_KINDS:
+                        breaker.release()  # the caller's doing, or the text's: not the provider's
+                    else:
+                        breaker.record_failure()
                     if failure.kind == "deadline":
                         raise DeadlineExceeded(
                             "the call's deadline passed while the model was writing"
@@ -171,6 +195,11 @@ class ProviderRouter:
                     if attempt >= self._config.max_attempts:
                         failed = (provider.name, failure.kind)
                         break
+                    if (failure.retry_after or 0.0) > self._backoff.max_seconds:
+                        # It asked for a longer wait than any we make: another provider now,
+                        # rather than a retry it said would come too early.
+                        failed = (provider.name, failure.kind)
+                        break
                     delay = self._backoff.delay(attempt - 1, failure.retry_after, self._rng)
                     if deadline is not None and time.monotonic() + delay >= deadline:
                         failed = (provider.name, failure.kind)
@@ -181,12 +210,26 @@ class ProviderRouter:
                     breaker.release()
                     raise
                 breaker.record_success()
-                return
+                if spent.stop != STOP_OUTPUT_LIMIT:
+                    return
+                if continuations >= MAX_CONTINUATIONS:
+                    log.warning(
+                        "%s stage: %s stopped at its output cap %d times; the text ends there",
+                        stage,
+                        provider.name,
+                        continuations + 1,
+                    )
+                    return
+                # Cut at the output cap: the same provider writes the rest, as a new call.
+                continuations += 1
+                attempt = 0
+                unfinished = (provider.name, STOP_OUTPUT_LIMIT)
             else:
-                if lost is not None and failed is None:
-                    # Its breaker opened (other calls) while this one waited on a worker: the
-                    # next provider takes over, announced as any switch.
-                    failed = lost
+                if unfinished is not None and failed is None:
+                    # Its breaker opened (other calls) while this call was to go on with it
+                    # (after a lost worker, or to write on past the output cap): the next
+                    # provider takes over, announced as any switch.
+                    failed = unfinished
                 elif failed is None or failed[0] != provider.name:
                     log.info("%s stage: skipping %s, its breaker is open", stage, provider.name)
         raise Unavailable(
@@ -209,14 +252,15 @@ class ProviderRouter:
         provider: Provider,
         prompt: Prompt,
         delivered: str,
+        spent: TokenUsage,
         usage: dict[tuple[str, str], UsageTotal],
         deadline: float | None,
     ) -> AsyncGenerator[str, None]:
-        """One call to one provider, bounded by the timeouts; yields deliverable text."""
+        """One call to one provider, bounded by the timeouts; yields deliverable text. `spent`
+        gets what the provider reported, how its text ended among it."""
         call_prompt = replace(prompt, partial=delivered) if delivered else prompt
         # Only a continuation can repeat delivered text: a first call's chunks go as they are.
         trimmer = OverlapTrimmer(delivered) if delivered else None
-        spent = TokenUsage()
         raw: list[str] = []
         outcome = "cancelled"
         started = time.monotonic()
@@ -268,7 +312,7 @@ class ProviderRouter:
             if close is not None:
                 await close()
             self._metrics.provider_requests.labels(provider.name, outcome).inc()
-            self._account(call_prompt, provider, spent, "".join(raw), usage)
+            self._account(call_prompt, provider, spent, "".join(raw), usage, outcome == "ok")
 
     def _account(
         self,
@@ -277,12 +321,17 @@ class ProviderRouter:
         spent: TokenUsage,
         output: str,
         usage: dict[tuple[str, str], UsageTotal],
+        finished: bool,
     ) -> None:
         if not spent.reported:
             if not output:
                 return  # nothing came back: nothing known to be spent
             spent.input_tokens = token_count(prompt.system + prompt.user + prompt.partial)
             spent.output_tokens = token_count(output)
+        elif not finished:
+            # A cut stream's count is the one reported before the cut (Anthropic's
+            # message_start says 1): the text that came says more.
+            spent.output_tokens = max(spent.output_tokens, token_count(output))
         total = usage.setdefault(
             (provider.name, provider.model), UsageTotal(provider.name, provider.model)
         )

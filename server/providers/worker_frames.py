@@ -13,7 +13,7 @@ it is, its second the call's number where it has one:
 | `["call", id, provider, model, window, prompt]`  | core   | start a model call           |
 | `["cancel", id]`                                 | core   | stop that call, send nothing |
 | `["text", id, text]`                             | worker | the next piece of its text   |
-| `["end", id, input, output, reported]`           | worker | the call ended, with usage   |
+| `["end", id, input, output, reported, stop]`     | worker | its end: usage, how it ended |
 | `["fail", id, provider, kind, message, retry]`   | worker | a ProviderFailure            |
 | `["ping", n]`                                    | core   | the heartbeat                |
 | `["pong", n]`                                    | worker | its answer: the loop turns   |

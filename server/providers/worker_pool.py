@@ -80,7 +80,7 @@ MAX_RESTART_PAUSE_SECONDS: Final = 10.0
 WORKER_WAIT_SECONDS = 15.0
 FIRST_TOKEN_SHARE = 0.8
 
-_Usage = tuple[int, int, bool]
+_Usage = tuple[int, int, bool, str]  # usage as reported, and how the text ended
 _Item = str | _Usage | ProviderFailure
 
 
@@ -216,7 +216,7 @@ class _Link:
             if call is not None:
                 call.ended = True
                 call.push(
-                    (int(frame[2]), int(frame[3]), bool(frame[4]))
+                    (int(frame[2]), int(frame[3]), bool(frame[4]), str(frame[5]))
                     if kind == "end"
                     else failure_of(frame)
                 )
@@ -461,7 +461,7 @@ class OffloadedProvider:
                     raise item
                 else:
                     assert isinstance(item, tuple)
-                    usage.input_tokens, usage.output_tokens, usage.reported = item
+                    usage.input_tokens, usage.output_tokens, usage.reported, usage.stop = item
                     return
         finally:
             workers.close_call(call)

@@ -7,8 +7,8 @@ as file descriptor N and sends the providers' configuration as the first frame; 
 worker builds the same providers the core would (`server.providers.factory`: the SDK
 clients over the core's aiohttp transport) and answers `ready`. Then each `call` frame
 runs one provider call in a task of its own, its text sent back as `text` frames and
-its end as `end` (with the usage the provider reported) or `fail` (the
-ProviderFailure, its kind and Retry-After as they were); `cancel` cancels that task,
+its end as `end` (with the usage the provider reported and how its text ended) or
+`fail` (the ProviderFailure, its kind and Retry-After as they were); `cancel` cancels that task,
 which closes the model's HTTP stream. Each `ping` is answered by a `pong`: the core
 kills a worker that answers nothing for long. The frames are `server.providers.worker_frames`.
 
@@ -143,7 +143,9 @@ class Worker:
                 close = getattr(stream, "aclose", None)
                 if close is not None:
                     await close()  # the HTTP stream, however the call ended
-            self._send(["end", call, usage.input_tokens, usage.output_tokens, usage.reported])
+            self._send(
+                ["end", call, usage.input_tokens, usage.output_tokens, usage.reported, usage.stop]
+            )
         except ProviderFailure as failure:
             self._send(failure_frame(call, failure))
         except Exception as error:  # what the provider let through, as the router would see it

@@ -35,7 +35,14 @@ from server.config import (
 from server.errors import Unavailable
 from server.metrics import CoreMetrics
 from server.providers import worker_pool
-from server.providers.base import Brief, Prompt, Provider, TokenUsage
+from server.providers.base import (
+    STOP_END,
+    STOP_OUTPUT_LIMIT,
+    Brief,
+    Prompt,
+    Provider,
+    TokenUsage,
+)
 from server.providers.body_pacing import paced_reads
 from server.providers.breaker import BreakerState
 from server.providers.errors import ProviderFailure
@@ -139,6 +146,20 @@ async def test_closing_the_stream_closes_the_model_request(
     assert not record.finished
 
 
+@pytest.mark.parametrize("paced", [False, True], ids=["as-read", "by-window"])
+async def test_how_the_text_ended_comes_back_from_the_worker(
+    stages: StageProviders, standin: LlmStandin, paced: bool
+) -> None:
+    standin.openai[:] = [Reply(text=TEXT, finish="length")]
+    standin.anthropic[:] = [Reply(text=TEXT)]
+    stops = []
+    for provider in _both(stages):
+        usage = TokenUsage()
+        assert "".join(await _read(provider, usage, paced=paced)) == TEXT
+        stops.append(usage.stop)
+    assert stops == [STOP_OUTPUT_LIMIT, STOP_END]
+
+
 @pytest.mark.parametrize(
     ("reply", "kind", "retry_after"),
     [
@@ -147,8 +168,9 @@ async def test_closing_the_stream_closes_the_model_request(
         (Reply(status=503), "server_error", None),
         (Reply(text=TEXT, malformed_after=20), "malformed", None),
         (Reply(text=TEXT, cut_after=20), "connection", None),
+        (Reply(text=TEXT, finish="content_filter"), "refused", None),
     ],
-    ids=["429", "401", "503", "malformed", "cut"],
+    ids=["429", "401", "503", "malformed", "cut", "content-filter"],
 )
 async def test_failures_keep_their_kind_and_retry_after(
     stages: StageProviders, standin: LlmStandin, reply: Reply, kind: str, retry_after: float | None

@@ -3,8 +3,10 @@
 It speaks the exact SSE wire format each official SDK parses, so the real
 `openai.AsyncOpenAI(base_url=f"{url}/v1")` and `anthropic.AsyncAnthropic(base_url=url)`
 talk to it over real HTTP. Each API has a queue of `Reply` scripts (the last
-one repeats): text, pace, and a fault — an HTTP error with Retry-After, a hang
-before the first token, a connection cut mid-stream, or a malformed chunk.
+one repeats): text, pace, how the text ends (finish / stop reason, a refusal, the
+end marker or none, a connection left open after it), and a fault — an HTTP error
+with Retry-After, a hang before the first token, a connection cut mid-stream, a
+body that ends early but cleanly, an error event mid-stream, or a malformed chunk.
 Every request is recorded, including whether the client closed it early.
 """
 
@@ -27,6 +29,16 @@ from server.providers.http_transport import AiohttpTransport
 #: The text of a reply: fixed, or computed from the request body.
 ReplyText = str | Callable[[dict[str, Any]], str]
 
+#: What Anthropic answers a prefill with on Claude 4.6 and later models.
+PREFILL_REFUSAL = {
+    "type": "error",
+    "error": {
+        "type": "invalid_request_error",
+        "message": "This model does not support assistant message prefill. The conversation"
+        " must end with a user message.",
+    },
+}
+
 
 @dataclass
 class Reply:
@@ -46,6 +58,20 @@ class Reply:
     chunk_delay: float = 0.0
     input_tokens: int = 11
     output_tokens: int | None = None  # None: one per chunk sent
+    #: The finish reason (OpenAI) or stop reason (Anthropic) after the text: "" the API's
+    #: usual one (`stop`, `end_turn`), None none at all.
+    finish: str | None = ""
+    #: OpenAI: a `delta.refusal` with this text, sent after the text.
+    refusal: str | None = None
+    #: Whether the end marker (`data: [DONE]`, `message_stop`) ends the stream.
+    end_marker: bool = True
+    #: Seconds the body stays open after the end marker before it ends.
+    linger_seconds: float = 0.0
+    #: End the body cleanly (no finish reason, no end marker) after this many characters.
+    end_after: int | None = None
+    #: Send an error event of `error_type` after this many characters of text, then end.
+    error_after: int | None = None
+    error_type: str = "overloaded_error"
 
 
 @dataclass
@@ -81,6 +107,9 @@ class LlmStandin:
         self.openai: list[Reply] = [Reply()]
         self.anthropic: list[Reply] = [Reply()]
         self.requests: list[Recorded] = []
+        #: Anthropic answers a request ending in an assistant turn (a prefill) with the 400
+        #: of Claude 4.6 and later models, without taking a reply from the queue.
+        self.refuses_prefill = False
         #: Set when a request arrives.
         self.arrived = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -112,19 +141,24 @@ class LlmStandin:
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "openai", self._next(self.openai))
+        return await self._serve(request, "openai", self.openai)
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "anthropic", self._next(self.anthropic))
+        return await self._serve(request, "anthropic", self.anthropic)
 
-    async def _serve(self, request: web.Request, api: str, reply: Reply) -> web.StreamResponse:
+    async def _serve(
+        self, request: web.Request, api: str, queue: list[Reply]
+    ) -> web.StreamResponse:
         body = await request.json()
         headers = {k.lower(): v for k, v in request.headers.items()}
         record = Recorded(api, body, headers, request.raw_path)
         self.requests.append(record)
         self.arrived.set()
         try:
-            return await self._answer(request, api, reply, record)
+            messages = body.get("messages") or [{}]
+            if api == "anthropic" and self.refuses_prefill and messages[-1].get("role") != "user":
+                return web.json_response(PREFILL_REFUSAL, status=400)
+            return await self._answer(request, api, self._next(queue), record)
         finally:
             record.ended.set()
 
@@ -156,6 +190,13 @@ class LlmStandin:
                 if reply.malformed_after is not None and len(record.sent) >= reply.malformed_after:
                     await response.write(frames.malformed())
                     return response
+                if reply.end_after is not None and len(record.sent) >= reply.end_after:
+                    await response.write_eof()
+                    return response
+                if reply.error_after is not None and len(record.sent) >= reply.error_after:
+                    await response.write(frames.error(reply.error_type))
+                    await response.write_eof()
+                    return response
                 await response.write(frames.delta(chunk))
                 record.sent += chunk
                 record.began.set()
@@ -163,6 +204,8 @@ class LlmStandin:
                     return response
             sent_tokens = reply.output_tokens if reply.output_tokens is not None else len(chunks)
             await response.write(frames.end(reply, sent_tokens))
+            if reply.linger_seconds and not await self._wait(request, reply.linger_seconds, record):
+                return response
             await response.write_eof()
             record.finished = True
         except (ConnectionResetError, ConnectionError):
@@ -219,8 +262,15 @@ class _OpenAIFrames:
     def malformed(self) -> bytes:
         return b'data: {"id": "chatcmpl-standin", "choices": [\n\n'
 
+    def error(self, error_type: str) -> bytes:
+        return _sse({"error": {"message": "stand-in fault", "type": error_type, "code": None}})
+
     def end(self, reply: Reply, output_tokens: int) -> bytes:
-        frames = self._chunk({}, "stop")
+        frames = b""
+        if reply.refusal is not None:
+            frames += self._chunk({"refusal": reply.refusal})
+        if reply.finish is not None:
+            frames += self._chunk({}, reply.finish or "stop")
         if (self._body.get("stream_options") or {}).get("include_usage"):
             frames += _sse(
                 {
@@ -236,7 +286,7 @@ class _OpenAIFrames:
                     },
                 }
             )
-        return frames + b"data: [DONE]\n\n"
+        return frames + (b"data: [DONE]\n\n" if reply.end_marker else b"")
 
 
 class _AnthropicFrames:
@@ -282,19 +332,25 @@ class _AnthropicFrames:
     def malformed(self) -> bytes:
         return b'event: content_block_delta\ndata: {"type": "content_block_delta", "ind\n\n'
 
+    def error(self, error_type: str) -> bytes:
+        return _sse(
+            {"type": "error", "error": {"type": error_type, "message": "stand-in fault"}}, "error"
+        )
+
     def end(self, reply: Reply, output_tokens: int) -> bytes:
-        return (
-            _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-            + _sse(
+        frames = _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+        if reply.finish is not None:
+            frames += _sse(
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "delta": {"stop_reason": reply.finish or "end_turn", "stop_sequence": None},
                     "usage": {"output_tokens": output_tokens},
                 },
                 "message_delta",
             )
-            + _sse({"type": "message_stop"}, "message_stop")
-        )
+        if reply.end_marker:
+            frames += _sse({"type": "message_stop"}, "message_stop")
+        return frames
 
 
 @asynccontextmanager
