@@ -9,7 +9,10 @@ an append retried after a lost reply is recognised and not repeated.
 
 Followers in the process that created a job's log read the events it appended
 from memory (`server.events.tails`), not back from Redis; followers of other
-cores' jobs read Redis.
+cores' jobs read Redis. A follower that waited a blocking read's time for
+nothing looks at the log's last event: a log that vanished, or that is behind
+the follower (a failover to a replica that missed recent writes), ends it with
+DATA_LOSS (EVENT_LOG_LOST) rather than leaving it waiting for the log to expire.
 
 Retention: a running job's stream lives `retention + 1 day` (a bound for jobs
 whose every core died); the terminal event cuts that to `retention`
@@ -102,6 +105,23 @@ def _lost(generation: str) -> DataLoss:
     )
 
 
+def _rolled_back(generation: str, position: int, last: int) -> DataLoss:
+    """A log that ends before (or ends differently at) what a follower already has.
+
+    A Redis failover with asynchronous replication can promote a replica that
+    missed the last writes: the log is then shorter than the follower's
+    position, and its job may even be ended there (by another core, as an
+    orphan). Events the follower saw are gone; waiting would last the log's
+    whole retention.
+    """
+    return DataLoss(
+        f"the event log of {generation} lost events this stream already had (it is at"
+        f" {last}, the stream at {position}; a Redis failover lost recent writes?)",
+        reason="EVENT_LOG_LOST",
+        metadata={"last_sequence": str(last)},
+    )
+
+
 class RedisEventLog:
     """Per-job Redis streams; `retention_seconds` after a job's terminal event they expire."""
 
@@ -167,7 +187,8 @@ class RedisEventLog:
         Ends after the terminal event, or once the tail is abandoned. A follower
         that waited a blocking read's time for nothing asks Redis whether the log
         went further than the tail (another core wrote to it; this one has not
-        appended since, so it does not know): then the tail is abandoned.
+        appended since, so it does not know), or fell behind it: then the tail is
+        abandoned.
         """
         position = after_sequence
         while True:
@@ -186,7 +207,9 @@ class RedisEventLog:
                     last, _ = await self._top(generation)
                 except NotFound:
                     raise _lost(generation) from None
-                if last > len(tail.events):
+                if last != len(tail.events):
+                    # Further: another core wrote to it. Shorter: Redis lost writes it had
+                    # acknowledged (a failover); the followers learn it from Redis.
                     self._tails.abandon(generation)
 
     async def _top(self, generation: str) -> tuple[int, bool]:
@@ -241,11 +264,14 @@ class RedisEventLog:
                 )
             _stop_if_cancelled()
             if not reply:
-                # Nothing new for a while: a log that vanished will never end by itself.
-                async with redis_errors():
-                    exists = await self._redis.client.exists(key)
-                if not exists:
-                    raise _lost(generation)
+                # Nothing new for a while: a log that vanished, or that lost the events
+                # this follower already has, will never reach its position by itself.
+                try:
+                    last, ended = await self._top(generation)
+                except NotFound:
+                    raise _lost(generation) from None
+                if last < position or (ended and last == position):
+                    raise _rolled_back(generation, position, last)
                 continue
             for entry_id, fields in _entries(reply):
                 position = _sequence_of(entry_id)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
 
 import pytest
 from google.protobuf.message import Message
+from redis.typing import EncodableT, FieldT
 from scriptgen.v1 import generation_pb2
 
 from server.errors import DataLoss, NotFound
@@ -22,6 +24,7 @@ from server.events import (
     RedisEventLog,
     open_redis,
 )
+from server.events.redis_connection import BLOCK_MILLISECONDS
 
 GenerationEvent = generation_pb2.GenerationEvent
 NAME = "generations/gcontract"
@@ -228,3 +231,56 @@ async def test_a_redis_log_that_vanishes_under_a_follower_is_data_loss(
     assert raised.value.reason == "EVENT_LOG_LOST"
     with pytest.raises(DataLoss):
         await log.append(event(4))
+
+
+async def rewind(connection: RedisConnection, keep: int, *, end_at: int = 0) -> None:
+    """What a failover to a replica that missed the last writes leaves: the first `keep`
+    events, then (`end_at`) a terminal event written there by another core, in one step."""
+    key = connection.key("events", NAME)
+    kept = cast(
+        list[tuple[bytes, dict[FieldT, EncodableT]]],
+        await connection.client.xrange(key, "-", f"{keep}-0"),
+    )
+    async with connection.client.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        for entry_id, fields in kept:
+            pipe.xadd(key, fields, id=entry_id)
+        if end_at:
+            ended = event(end_at, "cancelled").SerializeToString()
+            pipe.xadd(key, {"e": ended, "t": "1"}, id=f"{end_at}-0")
+        pipe.expire(key, 3600)
+        await pipe.execute()
+
+
+@pytest.mark.parametrize(
+    ("follower_core", "keep", "end_at"),
+    [
+        ("another", 3, 0),  # the log is shorter than the follower's position
+        ("another", 3, 4),  # … and was ended there by another core
+        ("another", 4, 5),  # ended at the follower's own position, with another event
+        ("writer", 3, 0),  # a follower reading the writing core's events from memory
+    ],
+)
+async def test_a_redis_log_that_falls_behind_a_waiting_follower_is_data_loss(
+    redis_connection: RedisConnection, follower_core: str, keep: int, end_at: int
+) -> None:
+    writer = RedisEventLog(redis_connection)
+    await write(writer, 5, end=False)
+    follower_log = writer if follower_core == "writer" else RedisEventLog(redis_connection)
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for each in follower_log.follow(NAME, 0):
+            seen.append(each.sequence)
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.2)
+    assert seen == [1, 2, 3, 4, 5]
+    await rewind(redis_connection, keep, end_at=end_at)
+    # Before: the follower waited on empty reads until the log's 24 h expiry.
+    with pytest.raises(DataLoss) as raised:
+        async with asyncio.timeout(3 * BLOCK_MILLISECONDS / 1000 + 1):
+            await follower
+    assert raised.value.reason == "EVENT_LOG_LOST"
+    assert raised.value.metadata == {"last_sequence": str(end_at or keep)}
+    assert seen == [1, 2, 3, 4, 5]
