@@ -10,6 +10,10 @@ its end within one probe period after it cleared (≤ 2 s, plus a probe still
 waiting on a dead dependency). GenerationService is also NOT_SERVING while no
 language-model provider is usable (every circuit breaker open), and SERVING
 again once one half-opens.
+
+`scriptgen.liveness` says only that the process answers: SERVING from start to exit,
+through dependency outages and the stop's drain. Kubernetes' liveness and startup
+probes ask it, so a store outage turns the cores unready, not restarted.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 PROJECT_SERVICE = "scriptgen.v1.ProjectService"
 GENERATION_SERVICE = "scriptgen.v1.GenerationService"
 SERVICES = ("", PROJECT_SERVICE, GENERATION_SERVICE)
+#: The process answers (for liveness probes): SERVING whatever the dependencies' state.
+LIVENESS_SERVICE = "scriptgen.liveness"
 
 
 class Probe(Protocol):
@@ -77,6 +83,7 @@ class CoreHealth:
 
     async def start(self) -> None:
         """Publish SERVING and start probing the dependencies."""
+        await self.servicer.set(LIVENESS_SERVICE, SERVING)
         await self._publish()
         self._probe = asyncio.create_task(self._watch_store(), name="health probe")
         if self._router is not None:
@@ -131,13 +138,16 @@ class CoreHealth:
         return None
 
     async def shut_down(self) -> None:
-        """Turn every service NOT_SERVING for good and stop probing."""
+        """Turn every service NOT_SERVING for good (liveness aside: the process still
+        answers while it drains) and stop probing."""
         self._shutting_down = True
         for task in (self._probe, self._provider_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.servicer.enter_graceful_shutdown()
+        # Not enter_graceful_shutdown(): it would turn liveness NOT_SERVING too. Nothing
+        # publishes after this (the watches are stopped, and _publish reads _shutting_down).
         for service in SERVICES:
+            await self.servicer.set(service, NOT_SERVING)
             self._metrics.serving.labels(service or "all").set(0)

@@ -14,7 +14,10 @@ import pytest
 import yaml
 from scriptgen.cli._exit import EXIT_WAIT_SECONDS
 
+from gateway import GatewayConfig, create_app
 from server.app import AFTER_GRACE_SECONDS
+from server.config import build_providers
+from server.health import LIVENESS_SERVICE
 from tests.deploy.manifests import (
     KUSTOMIZATIONS,
     Manifest,
@@ -255,8 +258,12 @@ def test_core_has_native_grpc_probes_and_drains_within_its_grace(
     assert variables["SCRIPTGEN_METRICS_ADDRESS"] == "0.0.0.0:9464"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert main[probe]["grpc"]["port"] == 50051, probe
-        # service "" (the default): the core's overall health, NOT_SERVING first on SIGTERM.
-        assert main[probe]["grpc"].get("service", "") == ""
+    # Readiness: service "" (the default), the core's overall health, NOT_SERVING while a
+    # store is down and first on SIGTERM. Startup and liveness: the process answers, so a
+    # store outage or a drain never restarts a core.
+    assert main["readinessProbe"]["grpc"].get("service", "") == ""
+    assert main["startupProbe"]["grpc"]["service"] == LIVENESS_SERVICE
+    assert main["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
     pre_stop = main["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     # preStop, then the job drain, then the rest of the stop, each wait of it bounded: the
@@ -265,8 +272,6 @@ def test_core_has_native_grpc_probes_and_drains_within_its_grace(
     grace = _seconds(variables["SCRIPTGEN_SHUTDOWN_GRACE_SECONDS"])
     needed = float(pre_stop[1]) + grace + AFTER_GRACE_SECONDS + EXIT_WAIT_SECONDS
     assert pod_spec(core)["terminationGracePeriodSeconds"] > needed
-    liveness = main["livenessProbe"]
-    assert liveness["periodSeconds"] * liveness["failureThreshold"] > needed
 
 
 def test_gateway_is_probed_on_readyz_and_healthz_and_drains_within_its_grace(
@@ -296,8 +301,43 @@ def test_ingress_is_safe_for_server_sent_events(built: tuple[str, list[Manifest]
     assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == "scriptgen-gateway"
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert {path["backend"]["service"]["name"] for path in paths} == {"scriptgen-gateway"}
+
+
+#: The gateway's routes for the cluster alone: the kubelet's probes and Prometheus' scrapes.
+INTERNAL_ROUTES = {"/healthz", "/readyz", "/metrics"}
+
+
+def _ingress_routes(paths: list[dict[str, Any]], path: str) -> bool:
+    """Whether an Ingress with `paths` sends `path` on (Kubernetes' Exact and Prefix rules:
+    a prefix matches whole path segments)."""
+    for rule in paths:
+        wanted = rule["path"]
+        if rule["pathType"] == "Exact" and path == wanted:
+            return True
+        if rule["pathType"] == "Prefix":
+            prefix = wanted.rstrip("/")
+            if path == prefix or path.startswith(prefix + "/") or prefix == "":
+                return True
+    return False
+
+
+def test_the_ingress_routes_every_public_gateway_path_and_no_internal_one(
+    built: tuple[str, list[Manifest]],
+) -> None:
+    _, manifests = built
+    paths = find(manifests, "Ingress", "scriptgen")["spec"]["rules"][0]["http"]["paths"]
+    app = create_app(GatewayConfig())
+    # Each route's path with its variables filled in, e.g. /v1/projects/p1/episodes/e1.
+    routes = {
+        re.sub(r"\{[^}]+\}", "x1", route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None
+    }
+    assert routes >= INTERNAL_ROUTES
+    for path in sorted(routes):
+        assert _ingress_routes(paths, path) == (path not in INTERNAL_ROUTES), path
 
 
 # --- overlays ----------------------------------------------------------------------------
@@ -337,6 +377,26 @@ def test_prod_shares_stores_and_runs_several_replicas(prod: list[Manifest]) -> N
     assert find(prod, "Ingress", "scriptgen")["spec"]["tls"]
 
 
+def test_prod_writes_with_real_providers_and_will_not_start_without_their_keys(
+    prod: list[Manifest],
+) -> None:
+    chain = find(prod, "ConfigMap", "scriptgen-config")["data"]["SCRIPTGEN_PROVIDERS"]
+    names = [name.strip() for name in chain.split(",")]
+    assert names and "synthetic" not in names
+    variables = env(container(find(prod, "Deployment", "scriptgen-core"), "core"))
+    keys = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+    for name in names:
+        reference = variables[keys[name]]["secretKeyRef"]
+        assert reference["name"] == "scriptgen-secrets"
+        assert reference.get("optional") is False, f"{keys[name]} must be required"
+    # A core missing a named provider's key refuses to start, instead of falling back to
+    # the synthetic writer.
+    with pytest.raises(ValueError, match="is not set up"):
+        build_providers(chain=chain)
+    configured = build_providers(chain=chain, openai_api_key="k", anthropic_api_key="k")
+    assert "synthetic" not in [route.provider for route in configured.write.routes]
+
+
 def test_prod_canary_goes_10_50_100_and_rolls_back_on_latency_or_errors(
     prod: list[Manifest],
 ) -> None:
@@ -365,7 +425,11 @@ def test_prod_backs_up_nightly_with_the_backup_command(prod: list[Manifest]) -> 
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert re.fullmatch(r"\d+ \d+ \* \* \*", cron["spec"]["schedule"])
     backup = container(cron, "backup")
-    assert "scriptgen backup create /backups/" in " ".join(backup["args"]).replace('"', "")
+    script = " ".join(backup["args"]).replace('"', "")
+    assert "scriptgen backup create /backups/" in script
+    # Older backups are pruned only once the new one is verified.
+    verify, prune = script.index("backup verify /backups/"), script.index("backup prune /backups")
+    assert verify < prune and re.search(r"backup prune /backups --keep [1-9]\d*$", script)
     mounts = {m["mountPath"]: m["name"] for m in backup["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(cron)["volumes"]}
     assert volumes[mounts["/backups"]]["persistentVolumeClaim"]["claimName"] == "scriptgen-backups"

@@ -20,6 +20,14 @@ REQUIRED_ALERTS = {
     "ScriptgenAuthFailureSpike",
     "ScriptgenRateLimitRejections",
     "ScriptgenJobBacklog",
+    # What an on-call needs beyond issue 7's list: blind spots and whole-service outages.
+    "ScriptgenTargetDown",
+    "ScriptgenCoresNotServing",
+    "ScriptgenGatewaysNotReady",
+    "ScriptgenGrpcErrorRatioHigh",
+    "ScriptgenJobsFailing",
+    "ScriptgenIndexRetriesWaiting",
+    "ScriptgenBackupStale",
 }
 
 
@@ -61,11 +69,21 @@ def test_every_alert_has_a_severity_and_a_summary() -> None:
             assert rule["annotations"]["summary"], rule["alert"]
 
 
-def test_time_to_first_event_pages_above_half_a_second_for_30_seconds() -> None:
+def test_time_to_first_event_pages_above_half_a_second_for_5_minutes() -> None:
+    # 5 minutes, not 30 s: a burst of new streams lifts the p95 for a minute (BENCHMARKS.md).
     (rule,) = [r for r in _rules() if r.get("alert") == "ScriptgenTimeToFirstEventHigh"]
     assert rule["expr"].endswith("> 0.5")
-    assert rule["for"] == "30s"
+    assert rule["for"] == "5m"
     assert rule["labels"]["severity"] == "critical"
+
+
+def test_every_aggregate_keeps_the_namespace() -> None:
+    # A dev and a prod deployment scraped by one Prometheus must not page for each other.
+    for rule in _rules():
+        for grouping in re.findall(r"\b(?:sum|min|max) by \(([^)]*)\)", rule["expr"]):
+            labels = {label.strip() for label in grouping.split(",")}
+            assert "namespace" in labels, rule.get("alert", rule.get("record"))
+        assert not re.search(r"\bsum\(", rule["expr"]), rule.get("alert", rule.get("record"))
 
 
 def test_recorded_series_used_by_alerts_are_recorded() -> None:

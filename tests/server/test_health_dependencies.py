@@ -10,9 +10,10 @@ from grpc import aio
 from grpc_health.v1 import health_pb2
 
 from server import Core
+from server.health import LIVENESS_SERVICE
 from tests.backends.redis import throwaway_redis
 from tests.conftest import fast_core_config
-from tests.server.rpc import health_watch, read
+from tests.server.rpc import health_check, health_watch, read
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -50,6 +51,11 @@ async def test_a_redis_outage_turns_every_service_not_serving_until_it_returns(
                 redis.stop()
                 for watch in watches.values():
                     assert await _next_status(watch) == NOT_SERVING
+                # Liveness says the process answers, whatever its stores: not restarted.
+                alive = await health_check(channel)(
+                    health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE)
+                )
+                assert alive.status == SERVING
                 redis.start()
                 for watch in watches.values():
                     assert await _next_status(watch) == SERVING

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scriptgen.v1 import generation_service_pb2
 
 from server import Core, SyntheticConfig, app
+from server.health import LIVENESS_SERVICE
 from server.jobs.backends import JobBackends
 from tests.conftest import fast_core_config
 from tests.server.rpc import connect, error_info, health_check, health_watch, read, reflection_info
@@ -204,3 +205,16 @@ async def test_a_taken_port_ends_the_server_process_with_one_error_line(
     assert process.returncode == 1
     assert "cannot listen" in stderr.decode()
     assert "Traceback" not in stderr.decode()
+
+
+async def test_liveness_answers_serving_while_the_core_stops_serving(core: Core) -> None:
+    # A stopping core turns every service NOT_SERVING but still answers; Kubernetes'
+    # liveness probe asks `scriptgen.liveness`, so a draining core is never restarted.
+    async with aio.insecure_channel(f"127.0.0.1:{core.grpc_port}") as channel:
+        check = health_check(channel)
+        alive = health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE)
+        assert (await check(alive)).status == SERVING
+        await core.health.shut_down()
+        overall = await check(health_pb2.HealthCheckRequest(service=""))
+        assert overall.status == NOT_SERVING
+        assert (await check(alive)).status == SERVING
