@@ -6,12 +6,20 @@ metadata (embedder name and dimension), its HNSW configuration, its count, a
 digest per record, and a probe: the ids a similarity query returned when the
 backup was made, asked again after every restore. All calls here block; the
 callers run them in a thread.
+
+Memory stays bounded by a page of records (`_PAGE`), whatever the size of a
+collection: records are written, read back and compared a page at a time,
+and only the probe's pool of vectors (`_PROBE_POOL`) is kept. What grows with
+the corpus is what the manifest holds anyway: an id and a digest per record.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -101,7 +109,8 @@ def export(client: Any, prefix: str, target: Path, progress: Progress) -> list[d
     with target.open("w", encoding="utf-8") as stream:
         for collection in _collections(client, prefix):
             digests: dict[str, str] = {}
-            vectors: dict[str, list[float]] = {}
+            #: The probe's pool: vectors of the first `_PROBE_POOL` ids backed up.
+            pool: dict[str, list[float]] = {}
             # Ids first, then their records: offset pages of a collection being written to
             # could skip a record, a list of ids cannot (one deleted since is left out).
             wanted = sorted(str(i) for i in collection.get(include=[])["ids"])
@@ -110,8 +119,10 @@ def export(client: Any, prefix: str, target: Path, progress: Progress) -> list[d
                     if record["id"] in digests:
                         continue
                     digests[record["id"]] = record_digest(record)
-                    vectors[record["id"]] = record["embedding"]
+                    pool[record["id"]] = record["embedding"]
                     stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+                for later in sorted(pool)[_PROBE_POOL:]:
+                    del pool[later]
                 progress(f"knowledge: {collection.name}: {len(digests)} records")
             # configuration_json: `configuration` warns about the (absent) embedding function.
             hnsw = dict((collection.configuration_json or {}).get("hnsw") or {})
@@ -122,7 +133,7 @@ def export(client: Any, prefix: str, target: Path, progress: Progress) -> list[d
                     "configuration": {"hnsw": {k: hnsw[k] for k in _HNSW_KEYS if k in hnsw}},
                     "count": len(digests),
                     "records": digests,
-                    "probe": _probe(collection, vectors),
+                    "probe": _probe(collection, pool),
                 }
             )
     return entries
@@ -143,7 +154,7 @@ def read_records(source: Path) -> Iterator[dict[str, Any]]:
 
 def check_file(source: Path, entries: list[dict[str, Any]]) -> list[str]:
     """Problems of the knowledge file against the manifest: digests and counts per record."""
-    expected = {entry["name"]: dict(entry["records"]) for entry in entries}
+    expected: dict[str, dict[str, str]] = {entry["name"]: entry["records"] for entry in entries}
     problems: list[str] = []
     seen: dict[str, set[str]] = {name: set() for name in expected}
     try:
@@ -236,37 +247,59 @@ def same_record(restored: dict[str, Any], backed_up: dict[str, Any]) -> bool:
     )
 
 
+def _batched(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(records)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def _pool(collection: Any, backed_up: Iterable[str]) -> dict[str, list[float]]:
+    """The restored vectors of the probe's pool: the first `_PROBE_POOL` ids backed up."""
+    wanted = heapq.nsmallest(_PROBE_POOL, backed_up)
+    return {r["id"]: r["embedding"] for page in _pages(collection, wanted) for r in page}
+
+
 def check_restored(client: Any, entries: list[dict[str, Any]], source: Path) -> list[str]:
     """Problems of restored collections against the backup file: settings, counts, every
-    record (document, metadata, embedding), and the similarity probe."""
-    backed_up: dict[tuple[str, str], dict[str, Any]] = {
-        (str(r["collection"]), str(r["id"])): r for r in read_records(source)
-    }
+    record (document, metadata, embedding), and the similarity probe.
+
+    The file is read a page at a time, and each page's records fetched from Chroma by id
+    and compared, so memory holds one page, not the corpus.
+    """
+    collections = {entry["name"]: client.get_collection(entry["name"]) for entry in entries}
+    differing: Counter[str] = Counter()
+    first_differing: dict[str, str] = {}
+    for batch in _batched(read_records(source), _PAGE):
+        for name, group in itertools.groupby(batch, key=lambda r: str(r["collection"])):
+            if name not in collections:
+                continue  # not in the manifest: check_file names it
+            backed_up = {str(r["id"]): r for r in group}
+            restored = {
+                r["id"]: r for page in _pages(collections[name], list(backed_up)) for r in page
+            }
+            for record_id, original in backed_up.items():
+                again = restored.get(record_id)
+                if again is None or not same_record(again, original):
+                    differing[name] += 1
+                    first_differing[name] = min(first_differing.get(name, record_id), record_id)
     problems: list[str] = []
     for entry in entries:
         name = entry["name"]
-        collection = client.get_collection(name)
+        collection = collections[name]
         if dict(collection.metadata or {}) != entry["metadata"]:
             problems.append(f"Chroma collection {name!r}: metadata differs after restore")
-        vectors: dict[str, list[float]] = {}
-        differing: list[str] = []
-        for page in _pages(collection):
-            for record in page:
-                vectors[record["id"]] = record["embedding"]
-                original = backed_up.get((name, record["id"]))
-                if original is None or not same_record(record, original):
-                    differing.append(record["id"])
-        if len(vectors) != entry["count"] or set(vectors) != set(entry["records"]):
+        # Every backed-up record was found above; the count shows any the backup lacks.
+        count = collection.count()
+        if count != entry["count"]:
             problems.append(
-                f"Chroma collection {name!r}: {len(vectors)} records restored,"
-                f" {entry['count']} backed up"
+                f"Chroma collection {name!r}: {count} records restored, {entry['count']} backed up"
             )
-        if differing:
+        if differing[name]:
             problems.append(
-                f"Chroma collection {name!r}: {len(differing)} records differ after restore,"
-                f" e.g. {sorted(differing)[0]!r}"
+                f"Chroma collection {name!r}: {differing[name]} records differ after restore,"
+                f" e.g. {first_differing[name]!r}"
             )
-        probe = _probe(collection, vectors)
+        probe = _probe(collection, _pool(collection, entry["records"]))
         if probe != entry["probe"]:
             problems.append(
                 f"Chroma collection {name!r}: the similarity query returned {probe!r},"

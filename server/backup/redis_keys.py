@@ -7,15 +7,21 @@ when the original would have; a key already past its expiry is skipped. Keys
 are read with `SCAN`: Redis has no point-in-time read across keys, so a key
 written during the backup may or may not be in it — the project store is the
 backup's point in time.
+
+Keys are dumped, checked and restored a batch (`_BATCH`) at a time as SCAN
+and the file give them, so memory holds one batch of values, not the
+keyspace; what grows with it is the manifest's digest per key (and, on
+restore, the names of the keys restored, to undo them).
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,16 +51,26 @@ def entry_digest(entry: dict[str, Any], version: int = FORMAT_VERSION) -> str:
     return digest({key: entry[key] for key in ("key", "dump", "expire_at_ms")})
 
 
+async def _scanned(client: Redis, prefix: str) -> AsyncIterator[list[bytes]]:
+    """The keys under `prefix`, a batch at a time, as SCAN finds them."""
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=_pattern(prefix), count=_BATCH):
+        batch.append(key)
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 async def dump(url: str, prefix: str, staging: Path, progress: Progress) -> dict[str, Any]:
     """Write every key under `prefix` to `staging/redis.jsonl`; its manifest entry."""
     client = Redis.from_url(url)
     digests: dict[str, str] = {}
     try:
         info = await client.info("server")
-        keys = [key async for key in client.scan_iter(match=_pattern(prefix), count=_BATCH)]
         with (staging / REDIS_FILE).open("w", encoding="ascii") as stream:
-            for start in range(0, len(keys), _BATCH):
-                batch = keys[start : start + _BATCH]
+            async for batch in _scanned(client, prefix):
                 async with client.pipeline(transaction=False) as pipe:
                     for key in batch:
                         pipe.dump(key)
@@ -63,8 +79,9 @@ async def dump(url: str, prefix: str, staging: Path, progress: Progress) -> dict
                 now_ms = int(time.time() * 1000)
                 for index, key in enumerate(batch):
                     value, ttl = answers[2 * index], int(answers[2 * index + 1])
-                    if value is None:
-                        continue  # deleted or expired since SCAN saw it
+                    # Deleted or expired since SCAN saw it; or seen twice (SCAN may repeat a key).
+                    if value is None or _name(key) in digests:
+                        continue
                     entry = {
                         "key": base64.b64encode(key).decode(),
                         "dump": base64.b64encode(value).decode(),
@@ -85,8 +102,8 @@ async def dump(url: str, prefix: str, staging: Path, progress: Progress) -> dict
     }
 
 
-def _entries(source: Path) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
+def _entries(source: Path) -> Iterator[dict[str, Any]]:
+    """The entries of a key file, one at a time; BackupError naming a corrupt line."""
     with source.open(encoding="ascii") as stream:
         for number, line in enumerate(stream, start=1):
             try:
@@ -97,8 +114,13 @@ def _entries(source: Path) -> list[dict[str, Any]]:
                     raise TypeError("expire_at_ms is not a time in milliseconds")
             except (ValueError, KeyError, TypeError) as error:
                 raise BackupError(f"{source.name}: line {number} is corrupt: {error}") from None
-            entries.append(entry)
-    return entries
+            yield entry
+
+
+def _batches(entries: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(entries)
+    while batch := list(itertools.islice(iterator, _BATCH)):
+        yield batch
 
 
 def check_file(source: Path, described: dict[str, Any], version: int = FORMAT_VERSION) -> list[str]:
@@ -106,20 +128,21 @@ def check_file(source: Path, described: dict[str, Any], version: int = FORMAT_VE
 
     `version` is the manifest's format: format 1 left the expiry out of the digests.
     """
+    problems: list[str] = []
+    expected: dict[str, str] = described["keys"]
+    seen: set[str] = set()
     try:
-        entries = _entries(source)
+        for entry in _entries(source):
+            name = _name(base64.b64decode(entry["key"]))
+            seen.add(name)
+            if expected.get(name) != entry_digest(entry, version):
+                problems.append(
+                    f"{source.name}: key {name!r}: digest mismatch or not in the manifest"
+                )
     except BackupError as error:
         return [str(error)]
     except UnicodeDecodeError as error:
         return [f"{source.name}: {error}"]
-    problems: list[str] = []
-    expected: dict[str, str] = described["keys"]
-    seen: set[str] = set()
-    for entry in entries:
-        name = _name(base64.b64decode(entry["key"]))
-        seen.add(name)
-        if expected.get(name) != entry_digest(entry, version):
-            problems.append(f"{source.name}: key {name!r}: digest mismatch or not in the manifest")
     missing = sorted(set(expected) - seen)
     if missing:
         problems.append(f"{source.name}: {len(missing)} keys missing, e.g. {missing[0]!r}")
@@ -130,7 +153,6 @@ async def restore(
     source: Path, described: dict[str, Any], url: str, prefix: str, progress: Progress
 ) -> Callable[[], Awaitable[None]]:
     """RESTORE every key into a Redis with no key under `prefix`; returns how to undo it."""
-    entries = _entries(source)
     client = Redis.from_url(url)
     restored: list[bytes] = []
 
@@ -147,11 +169,11 @@ async def restore(
             raise BackupError(
                 f"Redis already holds {_name(key)!r} under {prefix!r}: restore needs no key there"
             )
-        for start in range(0, len(entries), _BATCH):
+        for entries in _batches(_entries(source)):
             now_ms = int(time.time() * 1000)
             async with client.pipeline(transaction=False) as pipe:
                 batch: list[bytes] = []
-                for entry in entries[start : start + _BATCH]:
+                for entry in entries:
                     expire_at = entry["expire_at_ms"]
                     ttl = 0 if expire_at is None else int(expire_at) - now_ms
                     if expire_at is not None and ttl <= 0:

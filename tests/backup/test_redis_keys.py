@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import tracemalloc
 from pathlib import Path
+from typing import Any, Final
 
 import pytest
 from redis.asyncio import Redis
 
 from server.backup import BackupError, redis_keys
+
+#: Each key's value (an event stream's DUMP, say), and how many keys the two files hold.
+_VALUE_BYTES: Final = 16 * 1024
+_COUNTS: Final = (100, 400)
 
 
 async def test_keys_come_back_with_their_values_and_expiry(
@@ -46,3 +55,33 @@ def test_an_altered_key_is_named(tmp_path: Path) -> None:
     path.write_text('{"key": "c2NyaXB0Z2VuOmE=", "dump": "AAAA", "expire_at_ms": null}\n')
     problems = redis_keys.check_file(path, {"keys": {"scriptgen:a": "0" * 64}, "count": 1})
     assert problems == [f"{path.name}: key 'scriptgen:a': digest mismatch or not in the manifest"]
+
+
+def _key_file(path: Path, count: int) -> dict[str, Any]:
+    """A key file of `count` keys of `_VALUE_BYTES` each, and its manifest entry."""
+    keys: dict[str, str] = {}
+    with path.open("w", encoding="ascii") as stream:
+        for number in range(count):
+            entry = {
+                "key": base64.b64encode(f"scriptgen:events:g{number}".encode()).decode(),
+                "dump": base64.b64encode(os.urandom(_VALUE_BYTES)).decode(),
+                "expire_at_ms": None,
+            }
+            keys[f"scriptgen:events:g{number}"] = redis_keys.entry_digest(entry)
+            stream.write(json.dumps(entry) + "\n")
+    return {"keys": keys, "count": count}
+
+
+def test_checking_a_key_file_holds_one_key_at_a_time(tmp_path: Path) -> None:
+    peaks = []
+    for count in _COUNTS:
+        path = tmp_path / f"{count}.jsonl"
+        described = _key_file(path, count)
+        tracemalloc.start()
+        try:
+            assert redis_keys.check_file(path, described) == []
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    # Less than a tenth of a value more per key: values are not kept, only key names.
+    assert (peaks[1] - peaks[0]) / (_COUNTS[1] - _COUNTS[0]) < _VALUE_BYTES / 10, peaks
