@@ -9,7 +9,8 @@ A project store's tables share one shape (`tables_entry`, checked by
 `compare_tables`): per table its row count, a SHA-256 per row, and the digest
 of those. SQLite keys each row's digest by its primary key (or rowid), so a
 problem names the row; PostgreSQL keeps them as a sorted list (COPY lines
-carry no key), and a problem shows the row's first characters.
+carry no key), and a problem shows the row's first characters — except in
+tables holding secrets (`SECRET_TABLES`), whose values no message shows.
 
 Format 2 added SQLite's per-row digests and Redis keys' expiry in their
 digests; format 1 backups still verify and restore, with the checks they
@@ -40,6 +41,14 @@ Manifest = dict[str, Any]
 Rows = dict[str, list[tuple[str, str]]]
 #: How many rows of each kind of difference a message names.
 _NAMED_ROWS: Final = 3
+#: Tables whose rows hold secrets (the job-token HMAC key, API key hashes): a message
+#: may name their rows by key, never show their values.
+SECRET_TABLES: Final = frozenset({"shared_secrets", "api_keys"})
+
+
+def is_secret(table: str) -> bool:
+    """Whether `table` (`name`, or `schema.name`) holds secrets."""
+    return table.rpartition(".")[2].strip('"') in SECRET_TABLES
 
 
 def canonical(value: object) -> bytes:
@@ -121,7 +130,7 @@ def _compare_listed(where: str, table: str, found: list[tuple[str, str]], want: 
         f" {extra.total()} altered or not in the manifest"
     )
     unexpected = next((text for d, text in found if d in extra), None)
-    if unexpected is not None:
+    if unexpected is not None and not is_secret(table):
         problem += f", e.g. the row beginning {unexpected!r}"
     return [problem]
 

@@ -112,8 +112,7 @@ async def verify_backup(
             redis_keys.check_file, folder / keys["file"], keys, manifest["format"]
         )
     if problems:
-        raise BackupError(
-            f"backup {folder} failed verification:\n  " + "\n  ".join(problems), tuple(problems)
-        )
+        count = f"{len(problems)} problem" + "s" * (len(problems) != 1)
+        raise BackupError(f"backup {folder} failed verification ({count})", tuple(problems))
     progress(f"verify: {folder} is sound")
     return manifest

@@ -254,3 +254,32 @@ async def test_a_later_failure_leaves_the_database_empty_again(
     finally:
         with chroma_client(chroma_url, tmp_path) as client:
             client.delete_collection(f"{chroma_prefix}-beats")
+
+
+async def test_a_secret_row_that_differs_is_named_without_its_value(
+    live: str, tmp_path: Path
+) -> None:
+    """A forged archive whose job-token HMAC key differs: the message never shows a key."""
+    old_key, new_key = "hmac-key-" + "a1" * 20, "hmac-key-" + "b2" * 20
+    backup = tmp_path / "b1"
+    connection = await asyncpg.connect(live)
+    try:
+        await connection.execute(
+            "INSERT INTO shared_secrets (name, value, create_time) VALUES ('job-token', $1, 1)",
+            old_key,
+        )
+        manifest = await create_backup(backup, _stores(tmp_path / "live", live))
+        await connection.execute("UPDATE shared_secrets SET value = $1", new_key)
+    finally:
+        await connection.close()
+    await create_backup(tmp_path / "b2", _stores(tmp_path / "live", live))
+    archive = backup / "database.pgdump"
+    archive.write_bytes((tmp_path / "b2" / "database.pgdump").read_bytes())
+    manifest["files"]["database.pgdump"] = describe_file(archive)
+    write_manifest(backup, manifest)
+
+    with pytest.raises(BackupError) as verified:
+        await verify_backup(backup)
+    message = str(verified.value)
+    assert "table 'public.shared_secrets' holds 1 rows, the manifest 1" in message
+    assert "hmac-key" not in message and "job-token" not in message

@@ -5,6 +5,11 @@ Run where the core's stores are reachable, with the core's own flags and
 covers exactly what the core uses. Progress goes to stderr; results to stdout
 (`--json` for machines). `restore` verifies first and refuses a damaged
 backup, restores only into empty stores, and reports how long it took.
+
+A failure ends with exit status 1 and an error on stderr: its message, then
+the first problems found (a damaged backup may have thousands) and how many
+more; any other failure (a store unreachable or failing mid-way, a full disk)
+in one line, without a traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scriptgen.cli._options import ConfigurationError, EnvSwitch, set_command
-from scriptgen.cli._output import note, out, print_error, print_table
+from scriptgen.cli._output import PROGRAM, note, out, print_table
 
 if TYPE_CHECKING:
     from server.backup import Manifest, Stores
@@ -98,9 +103,23 @@ async def _dispatch(args: argparse.Namespace) -> int:
     try:
         status: int = await args.action(args)
     except BackupError as error:
-        print_error(error)
+        # The message, then its problems (at most SHOWN_PROBLEMS, and how many more).
+        _error(str(error))
+        return 1
+    except (ConfigurationError, BrokenPipeError):
+        raise  # a usage error (exit 2), or nobody left to tell: `scriptgen`'s own handling
+    except Exception as error:
+        # An operator reads this, often from a CronJob's log: one line saying what failed, not
+        # a traceback. E.g. sqlite3.OperationalError (disk full), redis ConnectionError,
+        # asyncpg's errors when PostgreSQL goes away mid-COPY.
+        what = " ".join(str(error).split()) or "no message"
+        _error(f"backup {args.action.__name__.lstrip('_')} failed: {type(error).__name__}: {what}")
         return 1
     return status
+
+
+def _error(text: str) -> None:
+    note(f"{PROGRAM}: error: {text}")
 
 
 def _stores(args: argparse.Namespace) -> Stores:
