@@ -9,6 +9,11 @@ written before it (unless deleted since), and may hold some written after.
 The folder appears only when complete: the backup is written into a hidden
 sibling (`.NAME.partial-…`) and renamed at the end, so a crash leaves no
 folder that `backup list` or `restore` could mistake for a backup.
+
+A project store with episodes but no story knowledge at all is refused
+(saved episodes are indexed into it): that is a wrong data dir, Chroma URL or
+collection prefix far more often than lost knowledge, and a backup without
+it would succeed silently. `allow_empty_knowledge` backs it up anyway.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import platform
 import secrets
 import shutil
 import sqlite3
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -55,8 +61,18 @@ def _check_target(folder: Path) -> None:
         raise BackupError(f"{folder}: already exists and is not empty; choose a new folder")
 
 
-async def create_backup(folder: Path, stores: Stores, progress: Progress = _quiet) -> Manifest:
-    """Back up every configured store into the new folder `folder`; its manifest."""
+async def create_backup(
+    folder: Path,
+    stores: Stores,
+    progress: Progress = _quiet,
+    *,
+    allow_empty_knowledge: bool = False,
+) -> Manifest:
+    """Back up every configured store into the new folder `folder`; its manifest.
+
+    `allow_empty_knowledge`: back up a project store with episodes even when
+    Chroma holds no story knowledge under the configured prefix.
+    """
     _check_target(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.partial-{secrets.token_hex(4)}")
@@ -82,6 +98,8 @@ async def create_backup(folder: Path, stores: Stores, progress: Progress = _quie
         manifest["stores"]["knowledge"] = await asyncio.to_thread(
             _knowledge, stores, staging, progress
         )
+        if not allow_empty_knowledge:
+            _refuse_missing_knowledge(stores, manifest["stores"])
         if stores.redis_url:
             from server.backup import redis_keys
 
@@ -98,6 +116,34 @@ async def create_backup(folder: Path, stores: Stores, progress: Progress = _quie
         raise
     progress(f"backup complete: {folder}")
     return manifest
+
+
+def _episodes(database: Mapping[str, Any]) -> int:
+    """Rows of the project store's episodes table (`episodes`, or `public.episodes`)."""
+    tables: Mapping[str, Any] = database.get("tables", {})
+    return sum(
+        int(described["rows"])
+        for name, described in tables.items()
+        if name.rpartition(".")[2] == "episodes"
+    )
+
+
+def _refuse_missing_knowledge(stores: Stores, described: Mapping[str, Any]) -> None:
+    episodes = _episodes(described["database"])
+    records = sum(int(c["count"]) for c in described["knowledge"]["collections"])
+    if episodes and not records:
+        where = (
+            f"the Chroma server {stores.chroma_url} (SCRIPTGEN_CHROMA_URL)"
+            if stores.chroma_url
+            else f"embedded Chroma in {stores.chroma_path.resolve()} (SCRIPTGEN_DATA_DIR/chroma)"
+        )
+        prefix = f"{stores.chroma_prefix}-* (SCRIPTGEN_CHROMA_COLLECTION_PREFIX)"
+        raise BackupError(
+            f"the project store holds {episodes} episodes, but {where} holds no story"
+            f" knowledge in collections {prefix}: saved episodes are indexed there, so the"
+            " data dir, Chroma URL or prefix is probably wrong; to back up without story"
+            " knowledge, pass --allow-empty-knowledge"
+        )
 
 
 def _seal(staging: Path, folder: Path, manifest: Manifest) -> None:

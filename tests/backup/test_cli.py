@@ -117,3 +117,20 @@ async def test_other_failures_end_in_one_line_not_a_traceback(
         "scriptgen: error: backup create failed: DatabaseError: file is not a database"
     ]
     assert _names(tmp_path) == ["garbage", "live"]
+
+
+async def test_a_backup_without_story_knowledge_needs_the_flag(
+    filled: Filled, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong collection prefix finds no knowledge while the project store has episodes."""
+    live = ["--data-dir", str(filled.config.data_dir), "--chroma-collection-prefix", "typo"]
+    backup = str(tmp_path / "b1")
+    assert await run(["backup", "create", backup, *live, "--quiet"], _ENVIRON) == 1
+    said = capsys.readouterr().err
+    assert "holds 2 episodes" in said and "collections typo-*" in said
+    assert "--allow-empty-knowledge" in said
+    assert _names(tmp_path) == ["live"]
+
+    allowed = [*live, "--allow-empty-knowledge", "--json"]
+    assert await run(["backup", "create", backup, *allowed], _ENVIRON) == 0
+    assert json.loads(capsys.readouterr().out)["knowledge_records"] == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -77,6 +78,21 @@ def _stores(data_dir: Path, url: str) -> Stores:
     return Stores.from_config(replace(fast_core_config(data_dir), database_url=url))
 
 
+def _names(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+def _quiet(_: str) -> None:
+    """Progress nobody listens to."""
+
+
+async def _backup(
+    folder: Path, stores: Stores, progress: Callable[[str], None] = _quiet
+) -> dict[str, Any]:
+    """`create_backup` of a store filled without a core: its episode has no story knowledge."""
+    return await create_backup(folder, stores, progress, allow_empty_knowledge=True)
+
+
 @pytest.fixture
 async def live(postgres_url: str) -> AsyncIterator[str]:
     async with fresh_database(postgres_url) as url:
@@ -110,7 +126,7 @@ async def _contents(url: str) -> list[str]:
 async def test_a_snapshot_round_trips_every_table(live: str, empty: str, tmp_path: Path) -> None:
     progress: list[str] = []
     stores = _stores(tmp_path / "live", live)
-    manifest = await create_backup(tmp_path / "b1", stores, progress.append)
+    manifest = await _backup(tmp_path / "b1", stores, progress.append)
 
     database = manifest["stores"]["database"]
     assert database["kind"] == "postgresql" and database["file"] == "database.pgdump"
@@ -143,7 +159,7 @@ async def test_a_snapshot_round_trips_every_table(live: str, empty: str, tmp_pat
 async def test_restore_refuses_a_database_in_use_and_touches_nothing(
     live: str, tmp_path: Path
 ) -> None:
-    manifest = await create_backup(tmp_path / "b1", _stores(tmp_path / "live", live))
+    manifest = await _backup(tmp_path / "b1", _stores(tmp_path / "live", live))
     with pytest.raises(BackupError, match=r"is not empty \(it holds .*\); restore needs an empty"):
         await restore_backup(tmp_path / "b1", _stores(tmp_path / "restored", live))
     assert tables_entry(await _rows(live)) == manifest["stores"]["database"]["tables"]
@@ -154,7 +170,7 @@ async def test_restore_creates_a_missing_database_and_undo_drops_it(
     live: str, postgres_url: str, tmp_path: Path
 ) -> None:
     backup = tmp_path / "b1"
-    manifest = await create_backup(backup, _stores(tmp_path / "live", live))
+    manifest = await _backup(backup, _stores(tmp_path / "live", live))
     described = manifest["stores"]["database"]
     async with fresh_database(postgres_url) as scratch:
         missing = pg_programs.with_database(scratch, pg_programs.database_name(scratch) + "_new")
@@ -180,7 +196,7 @@ async def test_a_damaged_archive_is_named_and_refused(
     live: str, empty: str, tmp_path: Path, damage: Callable[[Path], None], words: str
 ) -> None:
     backup = tmp_path / "b1"
-    await create_backup(backup, _stores(tmp_path / "live", live))
+    await _backup(backup, _stores(tmp_path / "live", live))
     damage(backup / "database.pgdump")
 
     with pytest.raises(BackupError, match=rf"database\.pgdump: {words}"):
@@ -196,13 +212,13 @@ async def test_an_altered_row_is_named_even_with_a_forged_checksum(
 ) -> None:
     """Another archive (one row changed) passed off under the original's manifest."""
     backup = tmp_path / "b1"
-    manifest = await create_backup(backup, _stores(tmp_path / "live", live))
+    manifest = await _backup(backup, _stores(tmp_path / "live", live))
     connection = await asyncpg.connect(live)
     try:
         await connection.execute("UPDATE projects SET title = 'Day Shift' WHERE id = 'p1'")
     finally:
         await connection.close()
-    await create_backup(tmp_path / "b2", _stores(tmp_path / "live", live))
+    await _backup(tmp_path / "b2", _stores(tmp_path / "live", live))
     archive = backup / "database.pgdump"
     archive.write_bytes((tmp_path / "b2" / "database.pgdump").read_bytes())
     manifest["files"]["database.pgdump"] = describe_file(archive)
@@ -268,11 +284,11 @@ async def test_a_secret_row_that_differs_is_named_without_its_value(
             "INSERT INTO shared_secrets (name, value, create_time) VALUES ('job-token', $1, 1)",
             old_key,
         )
-        manifest = await create_backup(backup, _stores(tmp_path / "live", live))
+        manifest = await _backup(backup, _stores(tmp_path / "live", live))
         await connection.execute("UPDATE shared_secrets SET value = $1", new_key)
     finally:
         await connection.close()
-    await create_backup(tmp_path / "b2", _stores(tmp_path / "live", live))
+    await _backup(tmp_path / "b2", _stores(tmp_path / "live", live))
     archive = backup / "database.pgdump"
     archive.write_bytes((tmp_path / "b2" / "database.pgdump").read_bytes())
     manifest["files"]["database.pgdump"] = describe_file(archive)
@@ -283,3 +299,13 @@ async def test_a_secret_row_that_differs_is_named_without_its_value(
     message = str(verified.value)
     assert "table 'public.shared_secrets' holds 1 rows, the manifest 1" in message
     assert "hmac-key" not in message and "job-token" not in message
+
+
+async def test_episodes_without_story_knowledge_are_refused(live: str, tmp_path: Path) -> None:
+    """PostgreSQL, and embedded Chroma under a data dir that is not the core's."""
+    with pytest.raises(BackupError) as refused:
+        await create_backup(tmp_path / "b1", _stores(tmp_path / "not-the-core's", live))
+    message = str(refused.value)
+    assert "the project store holds 1 episodes, but embedded Chroma in" in message
+    assert "--allow-empty-knowledge" in message
+    assert _names(tmp_path) == []  # nor a partial folder

@@ -71,6 +71,13 @@ def backup_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "create", parents=[stores, output], help="back up every store into the new folder DIR"
     )
     create.add_argument("folder", metavar="DIR", type=Path)
+    create.add_argument(
+        "--allow-empty-knowledge",
+        action="store_true",
+        help="back up even when the project store has episodes but Chroma holds no story\n"
+        "knowledge under the prefix (else refused: the data dir, Chroma URL or prefix\n"
+        "is probably wrong)",
+    )
     create.set_defaults(action=_create)
     verify = actions.add_parser(
         "verify", parents=[output], help="check every file, record and count of a backup"
@@ -168,7 +175,12 @@ def _report(
 async def _create(args: argparse.Namespace) -> int:
     from server.backup import create_backup
 
-    manifest = await create_backup(args.folder, _stores(args), _progress(args))
+    manifest = await create_backup(
+        args.folder,
+        _stores(args),
+        _progress(args),
+        allow_empty_knowledge=args.allow_empty_knowledge,
+    )
     _report(args, "backed up into", args.folder, manifest)
     return 0
 
