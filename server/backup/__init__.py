@@ -4,11 +4,12 @@
     verify_backup(folder)           checksums, integrity_check / pg_restore, record digests, probe
     restore_backup(folder, stores)  verify, then restore into empty stores
     list_backups(root)              the backups in a folder, newest first
+    prune_backups(root, keep)       remove all but the newest `keep` backups
 
 `Stores.from_config(core_config)` names the stores the core itself uses.
 """
 
-from server.backup.catalog import BackupSummary, list_backups
+from server.backup.catalog import BackupSummary, list_backups, prune_backups, unfinished
 from server.backup.create import create_backup
 from server.backup.errors import BackupError
 from server.backup.manifest import MANIFEST_FILE, Manifest, read_manifest
@@ -24,7 +25,9 @@ __all__ = [
     "Stores",
     "create_backup",
     "list_backups",
+    "prune_backups",
     "read_manifest",
     "restore_backup",
+    "unfinished",
     "verify_backup",
 ]

@@ -7,8 +7,10 @@ story knowledge and Redis keys are read after it, so they hold every record
 written before it (unless deleted since), and may hold some written after.
 
 The folder appears only when complete: the backup is written into a hidden
-sibling (`.NAME.partial-…`) and renamed at the end, so a crash leaves no
-folder that `backup list` or `restore` could mistake for a backup.
+sibling (`.NAME.partial-…`, 0700, locked while written) and renamed at the
+end, once every file is 0600 and fsynced, so a crash leaves no folder that
+`backup list` or `restore` could mistake for a backup. Partial folders left
+by interrupted runs are removed by the next `create` (`folders.sweep_partial`).
 
 A project store with episodes but no story knowledge at all is refused
 (saved episodes are indexed into it): that is a wrong data dir, Chroma URL or
@@ -31,7 +33,7 @@ from typing import Any
 
 import chromadb
 
-from server.backup import knowledge, sqlite
+from server.backup import folders, knowledge, sqlite
 from server.backup.errors import BackupError
 from server.backup.knowledge import Progress
 from server.backup.manifest import FORMAT_VERSION, Manifest, describe_file, write_manifest
@@ -75,47 +77,59 @@ async def create_backup(
     """
     _check_target(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".{folder.name}.partial-{secrets.token_hex(4)}")
-    staging.mkdir()
-    try:
-        manifest: Manifest = {
-            "format": FORMAT_VERSION,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "versions": versions(),
-            "stores": {},
-        }
-        # Project store first: it is the point in time the backup is named for.
-        if stores.sqlite_path is not None:
-            manifest["stores"]["database"] = await _sqlite(stores.sqlite_path, staging, progress)
-        else:
-            from server.backup import postgres
-
-            manifest["stores"]["database"] = await postgres.dump(
-                stores.postgres_url, staging, progress
-            )
-        # The recovery point: every write acknowledged before it is in this backup.
-        manifest["recovery_point"] = manifest["stores"]["database"]["snapshot"]["time"]
-        manifest["stores"]["knowledge"] = await asyncio.to_thread(
-            _knowledge, stores, staging, progress
+    for path, age in await asyncio.to_thread(folders.sweep_partial, folder.parent):
+        progress(
+            f"removed {path}: an unfinished backup left by an interrupted run"
+            f" ({age / 3600:.1f} hours untouched)"
         )
-        if not allow_empty_knowledge:
-            _refuse_missing_knowledge(stores, manifest["stores"])
-        if stores.redis_url:
-            from server.backup import redis_keys
-
-            manifest["stores"]["redis"] = await redis_keys.dump(
-                stores.redis_url, stores.redis_prefix, staging, progress
-            )
-        progress("checksums")
-        manifest["files"] = {
-            path.name: describe_file(path) for path in sorted(staging.iterdir()) if path.is_file()
-        }
-        await asyncio.to_thread(_seal, staging, folder, manifest)
+    staging = folder.with_name(folders.partial_name(folder.name, secrets.token_hex(4)))
+    folders.make_private_folder(staging)
+    try:
+        with folders.locked(staging):
+            manifest = await _fill(staging, stores, progress, allow_empty_knowledge)
+            await asyncio.to_thread(_seal, staging, folder, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     progress(f"backup complete: {folder}")
     return manifest
+
+
+async def _fill(
+    staging: Path, stores: Stores, progress: Progress, allow_empty_knowledge: bool
+) -> Manifest:
+    """Write every store's files into `staging`; the manifest describing them."""
+    manifest: Manifest = {
+        "format": FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "stores": {},
+    }
+    # Project store first: it is the point in time the backup is named for.
+    if stores.sqlite_path is not None:
+        manifest["stores"]["database"] = await _sqlite(stores.sqlite_path, staging, progress)
+    else:
+        from server.backup import postgres
+
+        manifest["stores"]["database"] = await postgres.dump(stores.postgres_url, staging, progress)
+    # The recovery point: every write acknowledged before it is in this backup.
+    manifest["recovery_point"] = manifest["stores"]["database"]["snapshot"]["time"]
+    manifest["stores"]["knowledge"] = await asyncio.to_thread(_knowledge, stores, staging, progress)
+    if not allow_empty_knowledge:
+        _refuse_missing_knowledge(stores, manifest["stores"])
+    if stores.redis_url:
+        from server.backup import redis_keys
+
+        manifest["stores"]["redis"] = await redis_keys.dump(
+            stores.redis_url, stores.redis_prefix, staging, progress
+        )
+    progress("checksums")
+    manifest["files"] = await asyncio.to_thread(_describe_files, staging)
+    return manifest
+
+
+def _describe_files(staging: Path) -> dict[str, Any]:
+    return {path.name: describe_file(path) for path in sorted(staging.iterdir()) if path.is_file()}
 
 
 def _episodes(database: Mapping[str, Any]) -> int:
@@ -147,11 +161,13 @@ def _refuse_missing_knowledge(stores: Stores, described: Mapping[str, Any]) -> N
 
 
 def _seal(staging: Path, folder: Path, manifest: Manifest) -> None:
-    """Write the manifest, then make the backup appear under its name in one rename."""
+    """Write the manifest, make everything private and durable, then publish it in one rename."""
     write_manifest(staging, manifest)
+    folders.seal_tree(staging)
     if folder.exists():
         folder.rmdir()  # checked empty before the backup began
     staging.rename(folder)
+    folders.sync_folder(folder.parent)
 
 
 async def _sqlite(source: Path, staging: Path, progress: Progress) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The backup is verified first; a damaged one is refused before anything is
 touched. Local files (the SQLite database, embedded Chroma) are rebuilt in a
-hidden sibling of the data dir and renamed into place last, in one rename;
+hidden sibling of the data dir (0700, its files 0600: they hold secrets),
+fsynced, and renamed into place last, in one rename;
 every remote store restored before a failure is emptied again. Targets must
 be empty: restore never merges into, or overwrites, live data.
 """
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from server.backup import knowledge, sqlite
+from server.backup import folders, knowledge, sqlite
 from server.backup.errors import BackupError
 from server.backup.knowledge import Progress
 from server.backup.manifest import Manifest
@@ -61,7 +62,8 @@ async def restore_backup(folder: Path, stores: Stores, progress: Progress = _qui
         raise BackupError(f"{stores.sqlite_path}: already exists; restore needs an empty database")
 
     staging = data_dir.parent / f".{data_dir.name}.restore-{secrets.token_hex(4)}"
-    staging.mkdir(parents=True)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    folders.make_private_folder(staging)
     undo: list[Undo] = []
     staged_database: Path | None = None
     try:
@@ -103,7 +105,9 @@ async def restore_backup(folder: Path, stores: Stores, progress: Progress = _qui
                     progress,
                 )
             )
-        _put_in_place(staging, data_dir, staged_database, stores.sqlite_path, local_database)
+        await asyncio.to_thread(
+            _put_in_place, staging, data_dir, staged_database, stores.sqlite_path, local_database
+        )
     except BaseException:
         for step in reversed(undo):
             await step()
@@ -119,6 +123,7 @@ def _restore_sqlite(folder: Path, manifest: Manifest, target: Path, progress: Pr
     described = manifest["stores"]["database"]
     progress(f"database: SQLite into {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
+    folders.create_private_file(target)
     shutil.copyfile(folder / described["file"], target)
     problems = sqlite.check(target, described, manifest["format"])
     if problems:
@@ -173,9 +178,14 @@ def _put_in_place(
     database: Path | None,
     local_database: bool,
 ) -> None:
-    """The last step: rename what was rebuilt into place (a rename cannot half-happen)."""
+    """The last step: rename what was rebuilt into place (a rename cannot half-happen).
+
+    Everything is fsynced before the renames, and the folders renamed into after.
+    """
+    folders.seal_tree(staging)
     moved: Path | None = None
     if staged_database is not None and database is not None and not local_database:
+        folders.seal_file(staged_database)
         staged_database.rename(database)
         moved = database
     try:
@@ -189,3 +199,5 @@ def _put_in_place(
         if moved is not None and staged_database is not None:
             moved.rename(staged_database)
         raise
+    for parent in {data_dir.parent, *([] if moved is None else [moved.parent])}:
+        folders.sync_folder(parent)

@@ -1,4 +1,4 @@
-"""`scriptgen backup create|verify|restore|list`: backups of every store, for operators.
+"""`scriptgen backup create|verify|restore|list|prune`: backups of every store, for operators.
 
 Run where the core's stores are reachable, with the core's own flags and
 `SCRIPTGEN_*` variables (data dir, database URL, Chroma, Redis), so the backup
@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scriptgen.cli._args import integer_in
 from scriptgen.cli._options import ConfigurationError, EnvSwitch, set_command
 from scriptgen.cli._output import PROGRAM, note, out, print_table
 
@@ -91,8 +92,8 @@ def backup_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     restore.add_argument("folder", metavar="DIR", type=Path)
     restore.set_defaults(action=_restore)
-    listing = actions.add_parser("list", parents=[output], help="the backups in ROOT, newest first")
-    listing.add_argument(
+    root = argparse.ArgumentParser(add_help=False)
+    root.add_argument(
         "root",
         metavar="ROOT",
         type=Path,
@@ -100,7 +101,21 @@ def backup_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=Path(environ.get("SCRIPTGEN_BACKUP_ROOT", _DEFAULT_ROOT)),
         help="folder holding backups [SCRIPTGEN_BACKUP_ROOT] (default: %(default)s)",
     )
+    listing = actions.add_parser(
+        "list", parents=[root, output], help="the backups in ROOT, newest first"
+    )
     listing.set_defaults(action=_list)
+    prune = actions.add_parser(
+        "prune", parents=[root, output], help="remove all but the newest N backups of ROOT"
+    )
+    prune.add_argument(
+        "--keep",
+        metavar="N",
+        type=integer_in(1, 1_000_000),
+        required=True,
+        help="how many of the newest backups to keep (at least 1)",
+    )
+    prune.set_defaults(action=_prune)
     return parser
 
 
@@ -203,10 +218,37 @@ async def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _note_unfinished(args: argparse.Namespace) -> None:
+    from server.backup import unfinished
+
+    partial = unfinished(args.root)
+    if partial:
+        names = ", ".join(path.name for path in partial)
+        note(
+            f"{len(partial)} unfinished backups in {args.root} (being written, or left by an"
+            f" interrupted run; the next create removes stale ones): {names}"
+        )
+
+
+async def _prune(args: argparse.Namespace) -> int:
+    from server.backup import prune_backups
+
+    removed = prune_backups(args.root, args.keep)
+    if args.json:
+        out(json.dumps({"removed": [str(s.path) for s in removed], "kept": args.keep}))
+    else:
+        for summary in removed:
+            out(f"removed {summary.path} (created {summary.created})")
+        out(f"{len(removed)} backups removed; the newest {args.keep} kept")
+    _note_unfinished(args)
+    return 0
+
+
 async def _list(args: argparse.Namespace) -> int:
     from server.backup import list_backups
 
     found = list_backups(args.root)
+    _note_unfinished(args)
     if args.json:
         out(
             json.dumps(
