@@ -67,8 +67,12 @@ def programs(name: str) -> list[Program]:
     return sorted(found, reverse=True)
 
 
-def program(name: str, server_major: int | None = None) -> Program:
-    """The newest installed `name`; BackupError when none is, or it is older than the server."""
+def program(name: str, server_major: int | None = None, *, archive_version: str = "") -> Program:
+    """The newest installed `name`; BackupError when none is, or it is older than the server
+    or (`archive_version`: the pg_dump that wrote an archive) than the archive.
+
+    Versions compare by major: archives change format only with a major version.
+    """
     found = programs(name)
     if not found:
         raise BackupError(
@@ -81,7 +85,18 @@ def program(name: str, server_major: int | None = None) -> Program:
             f"{name} {newest.version} ({newest.path}) is older than the PostgreSQL {server_major}"
             f" server: install postgresql-client-{server_major} or newer"
         )
+    archive_major = _major(archive_version)
+    if archive_major is not None and newest.major < archive_major:
+        raise BackupError(
+            f"{name} {newest.version} ({newest.path}) is older than pg_dump {archive_version},"
+            f" which wrote the archive: install postgresql-client-{archive_major} or newer"
+        )
     return newest
+
+
+def _major(version: str) -> int | None:
+    found = re.match(r"(\d+)", version)
+    return int(found.group(1)) if found else None
 
 
 def libpq(url: str) -> tuple[str, dict[str, str]]:

@@ -194,6 +194,8 @@ def archive_rows(path: Path) -> Rows:
 def check_archive(path: Path, described: dict[str, Any]) -> list[str]:
     """Problems of an archive against its manifest entry: it parses, and every row's digest."""
     try:
+        # pg_restore reads archives of its own major version and older only.
+        pg_programs.program("pg_restore", archive_version=described.get("pg_dump_version", ""))
         listing = pg_programs.archive_list(path)
         rows = archive_rows(path)
     except BackupError as error:
@@ -262,6 +264,7 @@ async def dump(url: str, staging: Path, progress: Progress) -> dict[str, Any]:
             )
             assert taken is not None
             progress(f"database: snapshot {taken['id']}; pg_dump {pg_dump.version} and digests")
+            schema = await _schema_version(connection)
             command = [
                 pg_dump.path,
                 "--format=custom",
@@ -280,7 +283,7 @@ async def dump(url: str, staging: Path, progress: Progress) -> dict[str, Any]:
     problems = await check(target, {"tables": tables})
     if problems:
         raise BackupError("pg_dump's archive differs from the snapshot", tuple(problems))
-    return {
+    described: dict[str, Any] = {
         "kind": "postgresql",
         "file": DATABASE_FILE,
         "server_version": f"{server.major}.{server.minor}",
@@ -293,6 +296,43 @@ async def dump(url: str, staging: Path, progress: Progress) -> dict[str, Any]:
         },
         "tables": tables,
     }
+    if schema is not None:
+        described["schema_version"] = schema
+    return described
+
+
+async def _schema_version(connection: asyncpg.Connection) -> int | None:
+    """The newest migration applied to the database (in the snapshot), or None."""
+    if await connection.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return None
+    newest = await connection.fetchval("SELECT max(version) FROM schema_migrations")
+    return None if newest is None else int(newest)
+
+
+def archive_schema_version(path: Path) -> int | None:
+    """The newest migration in an archive's `schema_migrations` rows, or None (blocking).
+
+    For manifests written before they recorded it.
+    """
+    restore = pg_programs.program("pg_restore")
+    answer = subprocess.run(
+        [restore.path, "--data-only", "--table=schema_migrations", "--file=-", str(path)],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    if answer.returncode != 0:
+        raise pg_programs.failure(f"{path.name}: pg_restore", answer.stderr)
+    versions: list[int] = []
+    inside = False
+    for line in answer.stdout.splitlines():
+        if inside and line == b"\\.":
+            inside = False
+        elif inside:
+            versions.append(int(line.split(b"\t", 1)[0]))
+        elif _COPY_HEADER.match(line + b"\n"):
+            inside = True
+    return max(versions, default=None)
 
 
 async def _contents(url: str) -> list[str]:
@@ -362,7 +402,9 @@ async def restore(path: Path, described: dict[str, Any], url: str, progress: Pro
             server_major = connection.get_server_version().major
         finally:
             await connection.close()
-        pg_restore = pg_programs.program("pg_restore", server_major)
+        pg_restore = pg_programs.program(
+            "pg_restore", server_major, archive_version=described.get("pg_dump_version", "")
+        )
         libpq_url, environment = pg_programs.libpq(url)
         progress(f"database: pg_restore {pg_restore.version} into {redact(url)}")
         command = [

@@ -1,9 +1,10 @@
 """`restore_backup`: bring a verified backup back into empty stores, all or nothing.
 
 The backup is verified first; a damaged one is refused before anything is
-touched. Local files (the SQLite database, embedded Chroma) are rebuilt in a
-hidden sibling of the data dir (0700, its files 0600: they hold secrets),
-fsynced, and renamed into place last, in one rename;
+touched, and so is one whose project store schema is newer than this
+scriptgen's (`compatibility`). Local files (the SQLite database, embedded
+Chroma) are rebuilt in a hidden sibling of the data dir (0700, its files
+0600: they hold secrets), fsynced, and renamed into place last, in one rename;
 every remote store restored before a failure is emptied again. Targets must
 be empty: restore never merges into, or overwrites, live data.
 """
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from server.backup import folders, knowledge, sqlite
+from server.backup import compatibility, folders, knowledge, sqlite
 from server.backup.errors import BackupError
 from server.backup.knowledge import Progress
 from server.backup.manifest import Manifest
@@ -52,6 +53,7 @@ async def restore_backup(folder: Path, stores: Stores, progress: Progress = _qui
     """Restore the backup in `folder` into the empty stores `stores` names; its manifest."""
     manifest = await verify_backup(folder, progress, knowledge_trial=False)
     _check_kinds(manifest, stores)
+    await compatibility.check_restorable(folder, manifest)
     data_dir = stores.data_dir
     local_database = stores.sqlite_path is not None and stores.sqlite_path.resolve().is_relative_to(
         data_dir.resolve()

@@ -140,7 +140,27 @@ def describe(path: Path) -> dict[str, Any]:
             keys[table] = _key(connection, table)
             rows[table] = _rows(connection, table, keys[table])
         version = connection.execute("PRAGMA user_version").fetchone()[0]
-    return {"user_version": int(version), "tables": tables_entry(rows, keys)}
+        schema = schema_version_of(connection)
+    described: dict[str, Any] = {"user_version": int(version), "tables": tables_entry(rows, keys)}
+    if schema is not None:
+        described["schema_version"] = schema
+    return described
+
+
+def schema_version_of(connection: sqlite3.Connection) -> int | None:
+    """The newest migration applied to a database, or None when it has none."""
+    if not connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone():
+        return None
+    newest = connection.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+    return None if newest is None else int(newest)
+
+
+def schema_version(path: Path) -> int | None:
+    """The newest migration applied to the backed-up database at `path` (blocking)."""
+    with _sound(path) as connection:
+        return schema_version_of(connection)
 
 
 def check(path: Path, expected: dict[str, Any], version: int = FORMAT_VERSION) -> list[str]:

@@ -17,6 +17,7 @@ from scriptgen.v1 import project_pb2
 from server.backup import (
     BackupError,
     Stores,
+    compatibility,
     create_backup,
     pg_programs,
     postgres,
@@ -309,3 +310,41 @@ async def test_episodes_without_story_knowledge_are_refused(live: str, tmp_path:
     assert "the project store holds 1 episodes, but embedded Chroma in" in message
     assert "--allow-empty-knowledge" in message
     assert _names(tmp_path) == []  # nor a partial folder
+
+
+async def test_an_archive_newer_than_pg_restore_is_refused(
+    live: str, empty: str, tmp_path: Path
+) -> None:
+    backup = tmp_path / "b1"
+    manifest = await _backup(backup, _stores(tmp_path / "live", live))
+    newest = pg_programs.program("pg_restore")
+    manifest["stores"]["database"]["pg_dump_version"] = f"{newest.major + 1}.0"
+    write_manifest(backup, manifest)
+
+    refusal = (
+        rf"pg_restore {newest.version} \(.*\) is older than pg_dump {newest.major + 1}\.0,"
+        rf" which wrote the archive: install postgresql-client-{newest.major + 1} or newer"
+    )
+    with pytest.raises(BackupError, match=refusal):
+        await verify_backup(backup)
+    with pytest.raises(BackupError, match=refusal):
+        await restore_backup(backup, _stores(tmp_path / "restored", empty))
+    assert await _contents(empty) == []
+
+
+async def test_a_schema_newer_than_this_scriptgen_is_refused(
+    live: str, empty: str, tmp_path: Path
+) -> None:
+    backup = tmp_path / "b1"
+    manifest = await _backup(backup, _stores(tmp_path / "live", live))
+    ours = compatibility.newest_known("postgres")
+    database = manifest["stores"]["database"]
+    assert database["schema_version"] == ours
+    # Backups made before the manifest recorded it: read from the archive.
+    assert postgres.archive_schema_version(backup / database["file"]) == ours
+
+    database["schema_version"] = ours + 1
+    write_manifest(backup, manifest)
+    with pytest.raises(BackupError, match=rf"schema version {ours + 1}, newer than this"):
+        await restore_backup(backup, _stores(tmp_path / "restored", empty))
+    assert await _contents(empty) == []

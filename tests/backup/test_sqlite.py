@@ -21,6 +21,7 @@ import pytest
 from server.backup import (
     BackupError,
     Stores,
+    compatibility,
     create_backup,
     read_manifest,
     restore_backup,
@@ -239,3 +240,34 @@ async def test_an_unknown_format_gets_a_clear_error(
     write_manifest(backup, manifest)
     with pytest.raises(BackupError, match=r"is not one this version reads \(1, 2\); use the"):
         await verify_backup(backup)
+
+
+async def test_a_schema_newer_than_this_scriptgen_is_refused(
+    filled: Filled, tmp_path: Path
+) -> None:
+    """Recorded in the manifest; read from the database itself in manifests without it."""
+    backup = tmp_path / "b1"
+    manifest = await create_backup(backup, filled.stores)
+    ours = compatibility.newest_known("sqlite")
+    database = manifest["stores"]["database"]
+    assert database["schema_version"] == ours
+    restored = Stores.from_config(filled.elsewhere(tmp_path / "restored"))
+
+    database["schema_version"] = ours + 1
+    _forge(backup, manifest)
+    with pytest.raises(BackupError, match=rf"schema version {ours + 1}, newer than this"):
+        await restore_backup(backup, restored)
+    assert _names(tmp_path) == ["b1", "live"]
+
+    # An older manifest, without the field, of a database a newer scriptgen migrated.
+    del database["schema_version"]
+    _edit(
+        backup / DATABASE,
+        f"INSERT INTO schema_migrations (version, name, applied_time) VALUES ({ours + 2}, 'x', 1)",
+    )
+    database["tables"] = sqlite_backup.describe(backup / DATABASE)["tables"]
+    _forge(backup, manifest)
+    await verify_backup(backup)
+    with pytest.raises(BackupError, match=rf"schema version {ours + 2}, newer than this"):
+        await restore_backup(backup, restored)
+    assert _names(tmp_path) == ["b1", "live"]
