@@ -2,7 +2,12 @@
 
 * Ownership: the core that runs a job holds a lease on it and renews it while
   the job runs. A job whose lease lapsed without a terminal event lost its
-  core (killed, partitioned); any core that meets it ends it (see the runner).
+  core (killed, partitioned); any core that meets it takes the lease over
+  (only one can) and ends it (see the runner). A renewal only extends a lease
+  the core still holds, or takes back one that lapsed while nobody ended the
+  job; a lease another core took is reported lost, and the owner stops the job
+  without writing to it (a core back from a stall does not race the one
+  ending its job).
 * Readers: every open stream of a job is a reader with a short lease, renewed
   while the stream is open, so a reader on a core that died disappears too.
 * Cancel requests: any core may ask; the owner polls for requests on its jobs.
@@ -15,7 +20,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Collection
-from typing import Protocol
+from typing import Protocol, cast
 
 from server.events.redis_connection import RedisConnection, redis_errors
 
@@ -36,11 +41,14 @@ class Coordination(Protocol):
     async def release(self, name: str) -> None:
         """This core no longer runs `name`."""
 
-    async def renew(self, names: Collection[str]) -> None:
-        """Keep this core's leases on `names` alive."""
+    async def renew(self, names: Collection[str]) -> set[str]:
+        """Keep this core's leases on `names` alive; the names whose lease this core lost."""
 
     async def owner_alive(self, name: str) -> bool:
         """Whether some core holds a live lease on `name`."""
+
+    async def take_over(self, name: str) -> bool:
+        """Take the lease of `name` if nobody holds it (to end the job); whether it did."""
 
     async def request_cancel(self, name: str, reason: str) -> None:
         """Ask the owner of `name` to cancel it."""
@@ -78,11 +86,17 @@ class MemoryCoordination:
         self._cancels.pop(name, None)
         self._readers.pop(name, None)
 
-    async def renew(self, names: Collection[str]) -> None:
-        return None
+    async def renew(self, names: Collection[str]) -> set[str]:
+        return set()
 
     async def owner_alive(self, name: str) -> bool:
         return name in self._owned
+
+    async def take_over(self, name: str) -> bool:
+        if name in self._owned:
+            return False
+        self._owned.add(name)
+        return True
 
     async def request_cancel(self, name: str, reason: str) -> None:
         if name in self._owned:
@@ -110,6 +124,40 @@ class MemoryCoordination:
         return {name: len(self._readers.get(name, ())) for name in names}
 
 
+# KEYS: n owner keys, then the n jobs' event logs. ARGV: owner, lease ms.
+# Returns the 1-based indexes of the leases lost: held by another core, or lapsed while
+# the job's log ended (or vanished) without this core.
+_RENEW = """
+local n = #KEYS / 2
+local lost = {}
+for i = 1, n do
+  local holder = redis.call('GET', KEYS[i])
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  elseif holder then
+    lost[#lost + 1] = i
+  else
+    local top = redis.call('XREVRANGE', KEYS[n + i], '+', '-', 'COUNT', 1)
+    local ended = #top > 0 and top[1][2][4] == '1'
+    if ended or redis.call('EXISTS', KEYS[n + i]) == 0 then
+      lost[#lost + 1] = i
+    else
+      redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    end
+  end
+end
+return lost
+"""
+
+# KEYS: owner key, cancel key. ARGV: owner. Only the lease's holder lets it go.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1], KEYS[2])
+end
+return 0
+"""
+
+
 class RedisCoordination:
     """Leases, readers and cancel requests in Redis.
 
@@ -128,6 +176,8 @@ class RedisCoordination:
         self._redis = redis
         self._lease_ms = max(100, int(lease_seconds * 1000))
         self._reader_ms = max(100, int(reader_seconds * 1000))
+        self._renew = redis.client.register_script(_RENEW)
+        self._release = redis.client.register_script(_RELEASE)
 
     async def claim(self, name: str) -> None:
         async with redis_errors():
@@ -137,21 +187,31 @@ class RedisCoordination:
 
     async def release(self, name: str) -> None:
         async with redis_errors():
-            await self._redis.client.delete(
-                self._redis.key("owner", name), self._redis.key("cancel", name)
+            await self._release(
+                keys=[self._redis.key("owner", name), self._redis.key("cancel", name)],
+                args=[self.owner],
             )
 
-    async def renew(self, names: Collection[str]) -> None:
-        if not names:
-            return
-        async with redis_errors(), self._redis.client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.set(self._redis.key("owner", name), self.owner, px=self._lease_ms)
-            await pipe.execute()
+    async def renew(self, names: Collection[str]) -> set[str]:
+        ordered = list(names)
+        if not ordered:
+            return set()
+        keys = [self._redis.key("owner", name) for name in ordered]
+        keys += [self._redis.key("events", name) for name in ordered]
+        async with redis_errors():
+            lost = await self._renew(keys=keys, args=[self.owner, self._lease_ms])
+        return {ordered[int(index) - 1] for index in cast(list[int], lost)}
 
     async def owner_alive(self, name: str) -> bool:
         async with redis_errors():
             return bool(await self._redis.client.exists(self._redis.key("owner", name)))
+
+    async def take_over(self, name: str) -> bool:
+        async with redis_errors():
+            taken = await self._redis.client.set(
+                self._redis.key("owner", name), self.owner, px=self._lease_ms, nx=True
+            )
+        return bool(taken)
 
     async def request_cancel(self, name: str, reason: str) -> None:
         async with redis_errors():

@@ -95,6 +95,9 @@ class _Job:
     failure: str = ""
     #: Set once the stages are over and the job writes its end: not to be cancelled again.
     ending: bool = False
+    #: Another core took the job's lease (it ends the job): if cancelled, this one writes
+    #: nothing more.
+    lost: bool = False
     #: Set when the task began running (or start() gave up and there is none): a task
     #: cancelled before its first step would never run `_run`, so no end, no clean-up.
     begun: asyncio.Event = field(default_factory=asyncio.Event)
@@ -183,6 +186,7 @@ class JobRunner:
             self.cancel,
             abandon_after_seconds=config.abandon_after_seconds,
             lease_seconds=config.owner_lease_seconds,
+            lost=self._lease_lost,
         )
 
     def start_watching(self) -> None:
@@ -439,11 +443,12 @@ class JobRunner:
                 outcome = "succeeded"
             except asyncio.CancelledError:
                 outcome = "cancelled"
-                await self._set_state(job, generation_pb2.GENERATION_STATE_CANCELLED)
-                await job.events.emit(
-                    "cancelled",
-                    GenerationEvent.Cancelled(reason=job.cancel_reason or "cancelled"),
-                )
+                if not job.lost:  # lost: the core holding its lease now writes its end
+                    await self._set_state(job, generation_pb2.GENERATION_STATE_CANCELLED)
+                    await job.events.emit(
+                        "cancelled",
+                        GenerationEvent.Cancelled(reason=job.cancel_reason or "cancelled"),
+                    )
             except (DataLoss, EventLogConflict):
                 raise  # the log cannot take a terminal event: see below
             except ServiceError as error:
@@ -527,15 +532,40 @@ class JobRunner:
                 async for _ in self._log.follow(name, max(0, last - 1)):
                     pass
 
+    def _lease_lost(self, name: str) -> bool:
+        """Another core took the lease of a job of this core; whether to stop the job.
+
+        That core believed this one gone and ends the job, so the job stops here
+        without writing its end (`lost`). One already saving its episode cannot
+        take the save back: it goes on, and its end is refused if the other core's
+        came first.
+        """
+        job = self._jobs.get(name)
+        if job is None or job.lost:
+            return False
+        job.lost = True
+        if job.pipeline.state.committed or job.ending:
+            log.error("%s: another core took its lease while it saved its episode", name)
+            return False
+        log.warning("%s: another core took its lease; stopping it here", name)
+        return True
+
     async def end_orphan(self, name: str, cancel_reason: str = "") -> bool:
         """End a job whose core is gone (no live lease, no terminal event); whether it did.
 
         The job ends with `cancelled` when a cancel was asked for, else with
-        `failed` (UNAVAILABLE, JOB_OWNER_LOST). The log's append refuses a
-        second terminal event, so racing cores end a job once.
+        `failed` (UNAVAILABLE, JOB_OWNER_LOST). This core takes the job's lease
+        first, so of racing cores, and an owner coming back, only one writes.
         """
-        if name in self._jobs or await self.coordination.owner_alive(name):
+        if name in self._jobs or not await self.coordination.take_over(name):
             return False
+        try:
+            return await self._end_taken_over(name, cancel_reason)
+        finally:
+            with contextlib.suppress(ServiceError):
+                await self.coordination.release(name)
+
+    async def _end_taken_over(self, name: str, cancel_reason: str) -> bool:
         status = None
         if cancel_reason:
             kind, state = "cancelled", generation_pb2.GENERATION_STATE_CANCELLED

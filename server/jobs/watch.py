@@ -4,7 +4,9 @@ Every `tick_seconds` (0.2 s) the core that runs jobs asks the coordination
 for cancel requests addressed to them — so a cancel from any replica stops
 the provider call well within a second — and counts each job's readers. A
 job that is not detached and has had no reader for `abandon_after_seconds`
-is cancelled. Leases are renewed every third of their length.
+is cancelled. Leases are renewed every third of their length; a job whose
+lease another core took (it thought this one gone, and ends the job) is
+stopped without a word of its own, unless it is already saving its episode.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.2
 
 
+#: The `cancelled.reason` a job stopped for a lost lease would have had (it writes no end).
+LEASE_LOST_REASON = "this core lost the job's lease: another core ends it"
+
+
 def abandoned_reason(seconds: float) -> str:
     """The `cancelled.reason` of a job nobody followed for `seconds`."""
     return f"abandoned: nobody followed the job for {seconds:g} s and it is not detached"
@@ -37,6 +43,7 @@ class JobWatch:
         running: Callable[[], Mapping[str, bool]],
         cancel: Callable[[str, str], Awaitable[object]],
         *,
+        lost: Callable[[str], bool] = lambda _: True,
         abandon_after_seconds: float,
         lease_seconds: float,
         tick_seconds: float = TICK_SECONDS,
@@ -44,6 +51,8 @@ class JobWatch:
         self._coordination = coordination
         self._running = running
         self._cancel = cancel
+        #: Told of a job whose lease another core took; whether to stop it.
+        self._lost = lost
         self._abandon_after = abandon_after_seconds
         self._renew_every = max(tick_seconds, lease_seconds / 3)
         self._tick = tick_seconds
@@ -77,8 +86,11 @@ class JobWatch:
             now = time.monotonic()
             try:
                 if now - renewed >= self._renew_every:
-                    await self._coordination.renew(list(jobs))
+                    lost = await self._coordination.renew(list(jobs))
                     renewed = now
+                    for name in lost:
+                        if self._lost(name):
+                            self._start_cancel(name, LEASE_LOST_REASON)
                 for name, reason in (await self._coordination.cancel_requests(list(jobs))).items():
                     self._start_cancel(name, reason)
                 if self._abandon_after > 0:
