@@ -66,6 +66,10 @@ DEFAULT_MODELS = {
 }
 
 
+#: The most output tokens a provider's cap may be set to.
+MAX_OUTPUT_TOKENS_LIMIT = 1_000_000
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
     """One language-model provider: how to reach it and which model it runs by default."""
@@ -79,6 +83,12 @@ class ProviderConfig:
     api_key: str = field(default="", repr=False)
     #: Base URL of the API; empty means the SDK's default (the vendor's public API).
     base_url: str = ""
+    #: Largest completion asked of this provider's models; 0: the router's
+    #: `max_output_tokens`. A small local model's context may hold less.
+    max_output_tokens: int = 0
+    #: Ask for usage in the stream's last chunk (`stream_options.include_usage`); off for
+    #: OpenAI-compatible servers that refuse the field (the tokens are then estimated).
+    include_usage: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +267,8 @@ def build_providers(
     local_base_url: str = "",
     local_api_key: str = "",
     local_model: str = DEFAULT_MODELS["local"],
+    local_max_output_tokens: int = 0,
+    local_include_usage: bool = True,
     router: RouterConfig | None = None,
 ) -> ProvidersConfig:
     """Check and assemble provider settings; ValueError names what is wrong.
@@ -273,8 +285,20 @@ def build_providers(
             ProviderConfig("anthropic", anthropic_model, anthropic_api_key, anthropic_base_url)
         )
     if local_base_url:
+        if not 0 <= local_max_output_tokens <= MAX_OUTPUT_TOKENS_LIMIT:
+            raise ValueError(
+                f"--local-max-output-tokens must be 0..{MAX_OUTPUT_TOKENS_LIMIT}"
+                f" (0: --max-output-tokens), not {local_max_output_tokens}"
+            )
         configured.append(
-            ProviderConfig("local", local_model, local_api_key or "local", local_base_url)
+            ProviderConfig(
+                "local",
+                local_model,
+                local_api_key or "local",
+                local_base_url,
+                max_output_tokens=local_max_output_tokens,
+                include_usage=local_include_usage,
+            )
         )
     models = {provider.name: provider.model for provider in configured}
     if not chain.strip():
@@ -593,6 +617,13 @@ def _add_provider_arguments(parser: argparse.ArgumentParser, env: Mapping[str, s
             "8192",
             "largest completion asked of a model",
         ),
+        (
+            "local-max-output-tokens",
+            "LOCAL_MAX_OUTPUT_TOKENS",
+            int,
+            "0",
+            "largest completion asked of the local server's model (0: --max-output-tokens)",
+        ),
     ]
     for flag, name, kind, default, text in number_flags:
         group.add_argument(
@@ -601,6 +632,14 @@ def _add_provider_arguments(parser: argparse.ArgumentParser, env: Mapping[str, s
             default=kind(_env(env, name, default)),
             help=f"{text} [SCRIPTGEN_{name}] (default: %(default)s)",
         )
+    group.add_argument(
+        "--local-without-usage",
+        action="store_const",
+        const="1",
+        default=_env(env, "LOCAL_WITHOUT_USAGE", ""),
+        help="do not ask the local server for usage (stream_options), for servers that refuse"
+        " it; its tokens are then estimated [SCRIPTGEN_LOCAL_WITHOUT_USAGE]",
+    )
     # Keys come from the vendors' usual variables only: never a flag, so never in `ps`.
     parser.set_defaults(
         openai_api_key=env.get("OPENAI_API_KEY", ""),
@@ -682,6 +721,18 @@ def _redis_url(url: str) -> str:
     return url
 
 
+def _switch(name: str, text: str) -> bool:
+    """A SCRIPTGEN_* switch's value (1/true/yes/on, or 0/false/no/off/empty); else ValueError."""
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"", "0", "false", "no", "off"}:
+        return False
+    raise ValueError(
+        f"SCRIPTGEN_{name}={text!r} is not a switch: use 1, true, yes or on; 0, false, no or off"
+    )
+
+
 def _provider_workers(count: int) -> int:
     if not 0 <= count <= MAX_PROVIDER_WORKERS:
         raise ValueError(f"--provider-workers must be 0-{MAX_PROVIDER_WORKERS}, not {count}")
@@ -712,5 +763,7 @@ def _providers_from(namespace: argparse.Namespace) -> ProvidersConfig:
         local_base_url=str(namespace.local_base_url),
         local_api_key=str(namespace.local_api_key),
         local_model=str(namespace.local_model),
+        local_max_output_tokens=int(namespace.local_max_output_tokens),
+        local_include_usage=not _switch("LOCAL_WITHOUT_USAGE", str(namespace.local_without_usage)),
         router=router,
     )

@@ -141,8 +141,13 @@ def build_providers(
         elif route.provider == "local":
             from server.providers.local import local_provider
 
-            local = _openai(client_of(config.provider("local")))
-            provider = local_provider(local, route.model, max_output_tokens=max_tokens)
+            settings = config.provider("local")
+            provider = local_provider(
+                _openai(client_of(settings)),
+                route.model,
+                max_output_tokens=settings.max_output_tokens or max_tokens,
+                include_usage=settings.include_usage,
+            )
         else:
             client = client_of(config.provider(route.provider))
             if is_anthropic(client):

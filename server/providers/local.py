@@ -26,7 +26,7 @@ def local_client(config: ProviderConfig, *, timeout: httpx2.Timeout) -> openai.A
 
 
 def local_provider(
-    client: openai.AsyncOpenAI, model: str, *, max_output_tokens: int
+    client: openai.AsyncOpenAI, model: str, *, max_output_tokens: int, include_usage: bool = True
 ) -> OpenAIChatProvider:
     """A provider named `local`; usage comes from the final chunk where the server sends it.
 
@@ -41,4 +41,5 @@ def local_provider(
         name="local",
         max_output_tokens=max_output_tokens,
         output_cap_field="max_tokens",
+        include_usage=include_usage,
     )

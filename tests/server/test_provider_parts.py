@@ -80,3 +80,23 @@ def test_a_half_open_breaker_lets_one_trial_through() -> None:
     assert breaker.allow() and not breaker.allow()
     breaker.record_failure()
     assert breaker.state == BreakerState.OPEN
+
+
+def test_the_local_providers_own_settings_come_from_flags_and_variables() -> None:
+    environ = {
+        "SCRIPTGEN_LOCAL_BASE_URL": "http://127.0.0.1:11434/v1",
+        "SCRIPTGEN_LOCAL_MAX_OUTPUT_TOKENS": "2048",
+        "SCRIPTGEN_LOCAL_WITHOUT_USAGE": "yes",
+    }
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, environ)
+    local = from_arguments(parser.parse_args([])).providers.provider("local")
+    assert (local.max_output_tokens, local.include_usage) == (2048, False)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, {"SCRIPTGEN_LOCAL_BASE_URL": "http://127.0.0.1:11434/v1"})
+    local = from_arguments(parser.parse_args(["--local-without-usage"])).providers.provider("local")
+    assert (local.max_output_tokens, local.include_usage) == (0, False)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, {"SCRIPTGEN_LOCAL_WITHOUT_USAGE": "sometimes"})
+    with pytest.raises(ValueError, match="SCRIPTGEN_LOCAL_WITHOUT_USAGE"):
+        from_arguments(parser.parse_args([]))

@@ -180,6 +180,34 @@ async def test_the_local_provider_sends_its_output_cap_as_max_tokens(standin: Ll
     assert "max_completion_tokens" not in body
 
 
+async def test_the_local_provider_takes_its_own_output_cap_and_can_go_without_usage(
+    standin: LlmStandin,
+) -> None:
+    # A small local model's context may hold less than the general cap, and some servers
+    # refuse `stream_options`: both are the local provider's own settings.
+    config = build_providers(
+        chain="local",
+        local_base_url=f"{standin.url}/v1",
+        local_model="llama-test",
+        local_max_output_tokens=2048,
+        local_include_usage=False,
+    )
+    stages = build_stage_providers(config, SyntheticConfig())
+    standin.openai = [Reply(text=SCRIPT)]
+    try:
+        router = ProviderRouter(["local"], RouterConfig(), CoreMetrics())
+        assert "".join(await collect(router, stages.write, {})) == SCRIPT
+    finally:
+        await stages.aclose()
+    body = standin.of("openai")[0].body
+    assert body["max_tokens"] == 2048
+    assert "stream_options" not in body
+    with pytest.raises(ValueError, match="--local-max-output-tokens"):
+        build_providers(
+            chain="local", local_base_url=f"{standin.url}/v1", local_max_output_tokens=-1
+        )
+
+
 async def test_the_anthropic_request_is_the_one_messages_create_sends(
     standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
 ) -> None:
