@@ -18,7 +18,6 @@ The in-memory coordination serves one core; the Redis one serves many.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Collection
 from typing import Protocol, cast
 
@@ -158,12 +157,43 @@ return 0
 """
 
 
+# KEYS: the jobs' reader sets. ARGV: lease ms, then per key its count of tokens and them.
+# Scores are Redis's clock (TIME), so cores with skewed clocks agree on who reads.
+_READERS_RENEW = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local lease = tonumber(ARGV[1])
+local at = 2
+for i = 1, #KEYS do
+  local count = tonumber(ARGV[at])
+  for j = 1, count do
+    redis.call('ZADD', KEYS[i], now + lease, ARGV[at + j])
+  end
+  at = at + count + 1
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. now)
+  redis.call('PEXPIRE', KEYS[i], lease * 2)
+end
+return 1
+"""
+
+# KEYS: the jobs' reader sets. Returns each one's live readers, by Redis's clock.
+_READERS_COUNT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local counts = {}
+for i = 1, #KEYS do
+  counts[i] = redis.call('ZCOUNT', KEYS[i], now, '+inf')
+end
+return counts
+"""
+
+
 class RedisCoordination:
     """Leases, readers and cancel requests in Redis.
 
     Keys: `owner:{name}` (the owner's id, expiring after `lease_seconds`),
     `cancel:{name}` (the reason), `readers:{name}` (a sorted set of reader
-    tokens scored by when their lease ends, in ms of the cores' clocks).
+    tokens scored by when their lease ends, in ms of Redis's clock).
     """
 
     def __init__(
@@ -178,6 +208,8 @@ class RedisCoordination:
         self._reader_ms = max(100, int(reader_seconds * 1000))
         self._renew = redis.client.register_script(_RENEW)
         self._release = redis.client.register_script(_RELEASE)
+        self._readers_renew = redis.client.register_script(_READERS_RENEW)
+        self._readers_count = redis.client.register_script(_READERS_COUNT)
 
     async def claim(self, name: str) -> None:
         async with redis_errors():
@@ -233,9 +265,6 @@ class RedisCoordination:
             if reason is not None
         }
 
-    def _now_ms(self) -> int:
-        return int(time.time() * 1000)
-
     async def reader_enter(self, name: str) -> str:
         token = secrets.token_hex(8)
         await self.readers_renew([(name, token)])
@@ -244,16 +273,16 @@ class RedisCoordination:
     async def readers_renew(self, readers: Collection[tuple[str, str]]) -> None:
         if not readers:
             return
-        until = self._now_ms() + self._reader_ms
-        by_job: dict[str, dict[str, int]] = {}
+        by_job: dict[str, list[str]] = {}
         for name, token in readers:
-            by_job.setdefault(name, {})[token] = until
-        async with redis_errors(), self._redis.client.pipeline(transaction=True) as pipe:
-            for name, tokens in by_job.items():
-                key = self._redis.key("readers", name)
-                pipe.zadd(key, tokens)
-                pipe.pexpire(key, self._reader_ms * 2)
-            await pipe.execute()
+            by_job.setdefault(name, []).append(token)
+        args: list[str | int] = [self._reader_ms]
+        for tokens in by_job.values():
+            args += [len(tokens), *tokens]
+        async with redis_errors():
+            await self._readers_renew(
+                keys=[self._redis.key("readers", name) for name in by_job], args=args
+            )
 
     async def reader_leave(self, name: str, token: str) -> None:
         async with redis_errors():
@@ -263,9 +292,10 @@ class RedisCoordination:
         ordered = list(names)
         if not ordered:
             return {}
-        now = self._now_ms()
-        async with redis_errors(), self._redis.client.pipeline(transaction=False) as pipe:
-            for name in ordered:
-                pipe.zcount(self._redis.key("readers", name), now, "+inf")
-            counts = await pipe.execute()
-        return {name: int(count) for name, count in zip(ordered, counts, strict=True)}
+        async with redis_errors():
+            counts = await self._readers_count(
+                keys=[self._redis.key("readers", name) for name in ordered]
+            )
+        return {
+            name: int(count) for name, count in zip(ordered, cast(list[int], counts), strict=True)
+        }

@@ -1,4 +1,5 @@
-"""Owner leases on a real Redis: renewal by compare-and-set, one core ends an orphan.
+"""Leases on a real Redis: owners renew by compare-and-set, one core ends an orphan, and
+readers are judged by Redis's clock.
 
 A core's renewal extends only a lease it still holds, or takes back one that
 lapsed while nobody ended the job; a lease another core took is reported lost.
@@ -9,6 +10,7 @@ from a stall, only one writes the job's end.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -150,3 +152,28 @@ async def _events(log: RedisEventLog, name: str) -> AsyncIterator[generation_pb2
         yield event
         if event.sequence == last:
             return
+
+
+@pytest.mark.parametrize("skew", [-30.0, 30.0])
+async def test_readers_count_whatever_the_reader_cores_clock_says(
+    redis_connection: RedisConnection, monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    owner = RedisCoordination(redis_connection, reader_seconds=1.0)
+    reader = RedisCoordination(redis_connection, reader_seconds=1.0)
+    real = time.time
+    # The reader core's clock is `skew` seconds off while it enters and renews.
+    # Before: scores were its own `time.time()`, judged by the owner's clock.
+    monkeypatch.setattr(time, "time", lambda: real() + skew)
+    token = await reader.reader_enter(NAME)
+    await reader.readers_renew([(NAME, token), ("generations/gother", "t2")])
+    monkeypatch.setattr(time, "time", real)
+    assert await owner.readers([NAME, "generations/gother", "generations/gnone"]) == {
+        NAME: 1,
+        "generations/gother": 1,
+        "generations/gnone": 0,
+    }
+    await asyncio.sleep(1.2)  # not renewed: gone after its lease
+    assert await owner.readers([NAME]) == {NAME: 0}
+    await reader.readers_renew([(NAME, token)])
+    await reader.reader_leave(NAME, token)
+    assert await owner.readers([NAME]) == {NAME: 0}
