@@ -6,7 +6,10 @@ Keys (under the configured prefix):
   `retention + 1 day`; once it ends, `retention` (default 24 h).
 * `jobs:{parent}` and `jobs:*` — sorted sets of job names scored by creation
   time in microseconds: ListGenerations newest first, per project or all.
-  Names whose record expired are dropped from the sets as lists meet them.
+  Names whose record expired are dropped from the sets as lists meet them,
+  and every new job's creation drops, from the three sets it joins, the names
+  created more than `retention + 1 day` before it (no record lives longer);
+  a set no job joined for that long expires.
 * `jobs-of:{tenant}` — the same, per tenant: a tenant's ListGenerations, and
   whether a job is the caller's (another tenant's job is NOT_FOUND).
 * `request:{request_id}` — `name\\nfingerprint`, set once (Lua, atomically
@@ -37,7 +40,8 @@ _ENDED_STATES = frozenset(
 _ALL = "*"
 
 # KEYS: request key, job key, all-jobs index, project index, tenant index.
-# ARGV: name, fingerprint, record, score, key ttl, record ttl, has request ('1'|'0').
+# ARGV: name, fingerprint, record, score, key ttl, record ttl, has request ('1'|'0'),
+# the score below which an index's names have no record left.
 _CREATE = """
 if ARGV[7] == '1' then
   local known = redis.call('GET', KEYS[1])
@@ -45,9 +49,11 @@ if ARGV[7] == '1' then
   redis.call('SET', KEYS[1], ARGV[1] .. '\\n' .. ARGV[2], 'EX', ARGV[5])
 end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[6])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
-redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+for i = 3, 5 do
+  redis.call('ZADD', KEYS[i], ARGV[4], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[8])
+  redis.call('EXPIRE', KEYS[i], ARGV[6])
+end
 return false
 """
 
@@ -104,6 +110,8 @@ class RedisJobRegistry:
                     self._key_ttl,
                     self._retention + UNENDED_EXTRA_SECONDS,
                     "1" if key else "0",
+                    generation.create_time.ToMicroseconds()
+                    - (self._retention + UNENDED_EXTRA_SECONDS) * 1_000_000,
                 ],
             )
         if known is None:

@@ -9,9 +9,11 @@ import pytest
 from google.protobuf import timestamp_pb2
 from scriptgen.v1 import generation_pb2
 
+from server.auth.records import DEFAULT_TENANT
 from server.errors import AlreadyExists, NotFound
 from server.events import open_redis
 from server.jobs import JobRegistry, MemoryJobRegistry, RedisJobRegistry
+from server.jobs.redis_registry import UNENDED_EXTRA_SECONDS
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -130,3 +132,39 @@ async def test_two_tenants_projects_of_one_id_list_their_own_jobs(registry: JobR
         assert seen == [f"generations/g{n:04d}" for n in expected]
     with pytest.raises(NotFound):
         await registry.get("generations/g0002", tenant="alpha")
+
+
+async def test_redis_job_lists_drop_names_older_than_any_record_and_expire(
+    redis_url: str, redis_prefix: str
+) -> None:
+    connection = open_redis(redis_url, redis_prefix)
+    try:
+        registry = RedisJobRegistry(connection, retention_seconds=3600)
+        horizon_micros = (3600 + UNENDED_EXTRA_SECONDS) * 1_000_000
+        newest = job(100)
+        indexes = [
+            connection.key("jobs", "*"),
+            connection.key("jobs", "projects/p1"),
+            connection.key("jobs-of", DEFAULT_TENANT),
+        ]
+        newest_micros = newest.create_time.ToMicroseconds()
+        for index in indexes:
+            # Names whose records expired long ago, and one just inside the horizon.
+            await connection.client.zadd(
+                index,
+                {
+                    "generations/gancient": newest_micros - 3 * horizon_micros,
+                    "generations/gjustold": newest_micros - horizon_micros - 1,
+                    "generations/gkept": newest_micros - horizon_micros + 1_000_000,
+                },
+            )
+        await registry.create(newest, "f")
+        for index in indexes:
+            # Before: the sets only grew (lists dropped only the names they met).
+            assert await connection.client.zrange(index, 0, -1) == [
+                b"generations/gkept",
+                newest.name.encode(),
+            ]
+            assert 0 < await connection.client.ttl(index) <= 3600 + UNENDED_EXTRA_SECONDS
+    finally:
+        await connection.aclose()
