@@ -3,21 +3,32 @@
 Every key starts with the configured prefix (default `scriptgen:`), so tests
 isolate themselves with a random prefix and backups find Scriptgen's keys with
 `SCAN MATCH scriptgen:*`. Commands that fail because Redis is unreachable are
-retried with a capped exponential backoff for about `retry_seconds`; after
+retried with a capped, jittered exponential backoff (so cores that lost Redis
+together do not come back in step) for `retry_seconds` of elapsed time; after
 that the caller sees `Unavailable` with reason REDIS_UNAVAILABLE.
+
+The budget is time, not a count of attempts: against a partitioned Redis each
+attempt waits out a timeout (2 s to connect, up to 7 s for a reply), and
+redis-py retries a connect inside a command's own retries, so a count of
+attempts let one call hang for minutes. Nested retries share one deadline; a
+call gives up once it passed, so it lasts at most `retry_seconds` plus its last
+attempt's timeout.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import EqualJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -35,6 +46,61 @@ BLOCK_MILLISECONDS = 2000
 #: ended the 101st concurrent stream's job with REDIS_UNAVAILABLE; Redis's own `maxclients`
 #: (10,000 by default) is the real bound.
 MAX_CONNECTIONS = 2**31 - 1
+
+
+_T = TypeVar("_T")
+#: The deadline of the retries under way in this task: a connect retried inside a command's
+#: retries counts against the command's budget, not one of its own.
+_deadline: ContextVar[float | None] = ContextVar("scriptgen_redis_retry_deadline", default=None)
+
+
+class TimedRetry(Retry):
+    """redis-py's retry policy, its budget `seconds` of elapsed time instead of attempts."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(EqualJitterBackoff(cap=_BACKOFF_CAP, base=0.05), -1)
+        self.seconds = max(0.0, seconds)
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[_T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> _T:
+        outer = _deadline.get()
+        deadline = outer if outer is not None else time.monotonic() + self.seconds
+        token = _deadline.set(deadline) if outer is None else None
+        try:
+            return await self._retried(do, fail, deadline, is_retryable, with_failure_count)
+        finally:
+            if token is not None:
+                _deadline.reset(token)
+
+    async def _retried(
+        self,
+        do: Callable[[], Awaitable[_T]],
+        fail: Callable[..., Any],
+        deadline: float,
+        is_retryable: Callable[[Exception], bool] | None,
+        with_failure_count: bool,
+    ) -> _T:
+        # redis-py's loop (8.x), with the deadline in place of the count (and no `reset`:
+        # an equal-jitter backoff keeps no state between calls).
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                checked = self._is_retryable is None or self._is_retryable(error)
+                if checked and is_retryable is not None and not is_retryable(error):
+                    raise
+                failures += 1
+                await (fail(error, failures) if with_failure_count else fail(error))
+                left = deadline - time.monotonic()
+                if not checked or left <= 0:
+                    raise
+                await asyncio.sleep(min(left, self._backoff.compute(failures)))
 
 
 class RedisClosed(RedisError):
@@ -83,14 +149,12 @@ class RedisConnection:
 def open_redis(
     url: str, prefix: str = "scriptgen:", retry_seconds: float = 10.0
 ) -> RedisConnection:
-    """A client for `url` that retries unreachable-Redis failures for about `retry_seconds`."""
-    # Delays run 0.05, 0.1, 0.2, 0.4, then 0.5 s each: about `retry_seconds` in all.
-    retries = max(1, 4 + math.ceil(max(0.0, retry_seconds - 0.75) / _BACKOFF_CAP))
+    """A client for `url` that retries unreachable-Redis failures for `retry_seconds`."""
     closing = _Closing()
     client = aioredis.Redis.from_url(
         url,
         redis_connect_func=closing.on_connect,
-        retry=Retry(ExponentialBackoff(cap=_BACKOFF_CAP, base=0.05), retries),
+        retry=TimedRetry(retry_seconds),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         max_connections=MAX_CONNECTIONS,
         socket_connect_timeout=2.0,
