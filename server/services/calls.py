@@ -161,13 +161,17 @@ def streaming(
             generation = logs.generation_of(request)
             self.metrics.streams_active.inc()
             stream: str | None = None
+            renewing: asyncio.Task[None] | None = None
             caller = _ANONYMOUS
             initial: tuple[tuple[str, str], ...] = ()
             try:
                 caller, initial = await _admit(self, name, request, context)
                 if self.guard is not None:
                     stream = await self.guard.open_stream(caller)
-                renewed = time.monotonic()
+                if stream is not None and self.guard is not None:
+                    renewing = asyncio.create_task(
+                        _keep_counted(self.guard, caller, stream), name="stream lease"
+                    )
                 first = True
                 # From the call's start, so a slow job start shows (the documented meaning).
                 first_event: Histogram | None = self.metrics.time_to_first_event.labels(name)
@@ -184,9 +188,6 @@ def streaming(
                     if first:
                         first = False
                         await _send_initial(self.guard, name, caller, generation, initial, context)
-                    if stream is not None and time.monotonic() - renewed > _RENEW_EVERY:
-                        renewed = time.monotonic()
-                        await _renew(self.guard, caller, stream)
                     yield response
             except (GeneratorExit, asyncio.CancelledError):
                 code = grpc.StatusCode.CANCELLED
@@ -196,6 +197,8 @@ def streaming(
                 code = error.code
                 await abort(context, error, initial)
             finally:
+                if renewing is not None:
+                    renewing.cancel()
                 if stream is not None and self.guard is not None:
                     with contextlib.suppress(ServiceError):
                         await self.guard.close_stream(caller, stream)
@@ -234,8 +237,15 @@ def _with_fresh_job_token(
 _RENEW_EVERY = STREAM_LEASE_SECONDS / 3
 
 
-async def _renew(guard: Guard | None, caller: Caller, stream: str) -> None:
-    if guard is not None:
+async def _keep_counted(guard: Guard, caller: Caller, stream: str) -> None:
+    """Renew an open stream's lease on its tenant's stream count until it is cancelled.
+
+    On a timer, not as events are sent: a stream with nothing to send for longer than the
+    lease (a quiet job, a client that stopped reading) is still open and still counts.
+    """
+    task = asyncio.current_task()
+    while task is None or not task.cancelling():  # a cancellation a Redis call swallowed
+        await asyncio.sleep(_RENEW_EVERY)
         with contextlib.suppress(ServiceError):
             await guard.renew_stream(caller, stream)
 

@@ -26,10 +26,12 @@ from scriptgen.v1 import (
 from gateway import GatewayServer
 from server import Core, SyntheticConfig
 from server.auth import LimitDefaults
+from server.auth import guard as guard_module
 from server.events import open_redis
 from server.ratelimit import MemoryLimiter, RedisLimiter, TokenBudget
 from server.ratelimit.base import Limiter
 from server.ratelimit.budget import estimate_tokens
+from server.services import calls as calls_module
 from tests.gateway.conftest import gateway_config
 from tests.security.conftest import bearer, make_key, secure_config
 from tests.server.rpc import error_info, rich_status
@@ -389,3 +391,45 @@ async def test_the_daily_budget_holds_across_two_cores_on_one_redis(
     assert _budget_failure(on_b) == "TOKEN_BUDGET_EXHAUSTED"
     assert _tokens(on_a) + _tokens(on_b) <= budget
     assert list(episodes.episodes) == []
+
+
+async def test_a_quiet_stream_keeps_its_slot_past_its_lease(
+    tmp_path: Path, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Leases of 0.6 s renewed every 0.2 s; a job that sends nothing for 2.5 s after its first
+    # events (a stage waiting for its first token, no heartbeat that soon).
+    monkeypatch.setattr(guard_module, "STREAM_LEASE_SECONDS", 0.6)
+    monkeypatch.setattr(calls_module, "_RENEW_EVERY", 0.2)
+    limits = LimitDefaults(requests_per_window=1000, window_seconds=60, max_streams=1)
+    config = replace(
+        secure_config(tmp_path / "core", limits=limits),
+        redis_url=redis_url,
+        redis_key_prefix=redis_prefix,
+        heartbeat_seconds=60.0,
+        synthetic=SyntheticConfig(first_token_seconds=2.5, tokens_per_second=0.0),
+    )
+    core = Core(config)
+    await core.start()
+    try:
+        key = await make_key(core, "alice")
+        async with aio.insecure_channel(f"127.0.0.1:{core.grpc_port}") as channel:
+            parent = await _project(channel, key)
+            stub = generation_service_pb2_grpc.GenerationServiceStub(channel)
+            quiet = stub.GenerateScript(
+                GS.GenerateScriptRequest(parent=parent, title="Quiet", detach=True),
+                metadata=bearer(key),
+            )
+            opening = await quiet.read()
+            assert isinstance(opening, GS.GenerateScriptResponse)
+            await asyncio.sleep(1.5)  # past the lease, and nothing sent meanwhile
+            # Before: the quiet stream's slot had lapsed, and a second stream was let in.
+            second = stub.StreamGenerationEvents(
+                GS.StreamGenerationEventsRequest(name=opening.event.generation),
+                metadata=bearer(key),
+            )
+            with pytest.raises(aio.AioRpcError) as raised:
+                await second.read()
+            quiet.cancel()
+    finally:
+        await core.stop(grace=0)
+    assert error_info(raised.value).reason == "TOO_MANY_STREAMS"
