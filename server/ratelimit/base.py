@@ -57,3 +57,7 @@ class Limiter(Protocol):
 
     async def tokens_used(self, tenant: str, day: str) -> int:
         """Tokens counted for `tenant` on `day`."""
+
+    async def now(self) -> float:
+        """The limits' clock, in seconds since the epoch: Redis's with Redis (every replica
+        agrees on it), else this process's."""

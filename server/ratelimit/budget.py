@@ -8,11 +8,16 @@ When the budget runs out mid-stream the delta that did not fit is not
 appended and the job ends with `failed` RESOURCE_EXHAUSTED
 (TOKEN_BUDGET_EXHAUSTED): the partial script is NOT saved as an episode; its
 deltas stay readable in the job's event log for the retention period.
+
+The UTC day counted is the limiter's (Redis's clock, with Redis), as for the other
+limits: a core whose clock is off does not count into the wrong day. A budget
+asks the limiter's clock once and keeps the difference from this process's.
 """
 
 from __future__ import annotations
 
 import datetime
+import time
 
 from server.errors import ResourceExhausted
 from server.ratelimit.base import Limiter
@@ -40,11 +45,13 @@ def seconds_to_midnight(now: datetime.datetime | None = None) -> float:
     return (tomorrow - moment).total_seconds()
 
 
-def budget_exhausted(tenant: str, daily: int) -> ResourceExhausted:
+def budget_exhausted(
+    tenant: str, daily: int, now: datetime.datetime | None = None
+) -> ResourceExhausted:
     return ResourceExhausted(
         f"tenant {tenant!r} used its daily budget of {daily} tokens; it starts over at 00:00 UTC",
         reason="TOKEN_BUDGET_EXHAUSTED",
-        retry_after=max(1.0, seconds_to_midnight()),
+        retry_after=max(1.0, seconds_to_midnight(now)),
     )
 
 
@@ -57,10 +64,19 @@ class TokenBudget:
         self.daily = daily
         self._reserved = 0
         self._day = ""
+        #: The limiter's clock minus this process's, in seconds (None: not asked yet).
+        self._offset: float | None = None
+
+    async def _now(self) -> datetime.datetime:
+        """Now by the limiter's clock."""
+        if self._offset is None:
+            self._offset = await self._limiter.now() - time.time()
+        return datetime.datetime.fromtimestamp(time.time() + self._offset, datetime.UTC)
 
     async def spend(self, tokens: int) -> None:
         """Count `tokens`; ResourceExhausted (TOKEN_BUDGET_EXHAUSTED) when they do not fit."""
-        day = utc_day()
+        now = await self._now()
+        day = utc_day(now)
         if day != self._day:
             await self.settle()
             self._day = day
@@ -69,7 +85,7 @@ class TokenBudget:
             granted = await self._limiter.reserve_tokens(self.tenant, day, wanted, self.daily)
             self._reserved += granted
             if granted < wanted and self._reserved < tokens:
-                raise budget_exhausted(self.tenant, self.daily)
+                raise budget_exhausted(self.tenant, self.daily, now)
         self._reserved -= tokens
 
     async def settle(self) -> None:

@@ -78,3 +78,6 @@ class MemoryLimiter:
 
     async def tokens_used(self, tenant: str, day: str) -> int:
         return self._tokens.get((tenant, day), 0)
+
+    async def now(self) -> float:
+        return time.time()

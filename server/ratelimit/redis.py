@@ -5,7 +5,7 @@ Keys (under the configured prefix), each with a TTL so nothing lingers:
 * `rl:req:{key}` — hash `{tokens, ms}`: the key's token bucket; clock is Redis's TIME,
   so replicas with skewed clocks agree.
 * `rl:streams:{tenant}` — sorted set of open stream ids scored by lease expiry (ms).
-* `rl:tokens:{tenant}:{day}` — tokens counted that UTC day; kept two days.
+* `rl:tokens:{tenant}:{day}` — tokens counted that UTC day (by Redis's TIME); kept two days.
 """
 
 from __future__ import annotations
@@ -139,3 +139,8 @@ class RedisLimiter:
         async with redis_errors():
             raw = await self._redis.client.get(self._day(tenant, day))
         return int(cast(bytes, raw)) if raw else 0
+
+    async def now(self) -> float:
+        async with redis_errors():
+            seconds, micros = await self._redis.client.time()
+        return int(seconds) + int(micros) / 1_000_000

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Self
 
 import grpc
 import httpx
@@ -29,8 +32,9 @@ from server.auth import LimitDefaults
 from server.auth import guard as guard_module
 from server.events import open_redis
 from server.ratelimit import MemoryLimiter, RedisLimiter, TokenBudget
+from server.ratelimit import budget as budget_module
 from server.ratelimit.base import Limiter
-from server.ratelimit.budget import estimate_tokens
+from server.ratelimit.budget import estimate_tokens, utc_day
 from server.services import calls as calls_module
 from tests.gateway.conftest import gateway_config
 from tests.security.conftest import bearer, make_key, secure_config
@@ -433,3 +437,36 @@ async def test_a_quiet_stream_keeps_its_slot_past_its_lease(
     finally:
         await core.stop(grace=0)
     assert error_info(raised.value).reason == "TOO_MANY_STREAMS"
+
+
+class _DayBehind(datetime.datetime):
+    """A clock a day behind: what the core's local clock says, in the test below."""
+
+    @classmethod
+    def now(cls, tz: datetime.tzinfo | None = None) -> Self:
+        return cls.fromtimestamp(time.time() - 86400, tz)
+
+
+async def test_a_budget_counts_on_redis_s_day_whatever_the_core_s_clock_says(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = open_redis(redis_url, redis_prefix, retry_seconds=2.0)
+    try:
+        limiter = RedisLimiter(connection)
+        seconds, _ = await connection.client.time()
+        today = utc_day(datetime.datetime.fromtimestamp(int(seconds), datetime.UTC))
+        # This core's clock is a day behind Redis's (and the other cores').
+        monkeypatch.setattr(
+            budget_module,
+            "datetime",
+            SimpleNamespace(datetime=_DayBehind, UTC=datetime.UTC, timedelta=datetime.timedelta),
+        )
+        behind = SimpleNamespace(time=lambda: time.time() - 86400)
+        monkeypatch.setattr(budget_module, "time", behind, raising=False)
+        budget = TokenBudget(limiter, "t", daily=1000)
+        await budget.spend(10)
+        await budget.settle()
+        # Before: counted into yesterday's key, beside today's count of the other cores.
+        assert await limiter.tokens_used("t", today) == 10
+    finally:
+        await connection.aclose()
