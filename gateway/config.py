@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from scriptgen._listen import listen_address
+
 from gateway.core_target import names_one_address
 
 DEFAULT_CORE_TARGET = "127.0.0.1:50051"
@@ -232,7 +234,9 @@ def from_arguments(namespace: argparse.Namespace) -> GatewayConfig:
         core_load_balancing=str(namespace.core_load_balancing),
         core_relay_calls=_relay_calls(str(namespace.core_relay_calls)),
         core_relay_max_age_seconds=_relay_max_age(float(namespace.core_relay_max_age_seconds)),
-        http_address=_http_address(str(namespace.http_address)),
+        http_address=listen_address(
+            "--http-address (SCRIPTGEN_HTTP_ADDRESS)", str(namespace.http_address)
+        ),
         sse_retry_ms=int(_within("--sse-retry-ms", int(namespace.sse_retry_ms), 0, 3_600_000)),
         ping_interval_seconds=_within(
             "--ping-interval-seconds", float(namespace.ping_interval_seconds), 0.1, 3600
@@ -282,17 +286,6 @@ def _within(flag: str, value: float, low: float, high: float) -> float:
     if not low <= value <= high:
         raise ValueError(f"{flag} must be {low:g}..{high:g}, not {value:g}")
     return value
-
-
-def _http_address(address: str) -> str:
-    """`--http-address`: host:port with a port of 0..65535 (0 picks a free one)."""
-    _, colon, port = address.rpartition(":")
-    if not colon or not port.isdigit() or len(port) > 5 or int(port) > 65535:
-        raise ValueError(
-            f"--http-address (SCRIPTGEN_HTTP_ADDRESS) must be host:port with a port of"
-            f" 0..65535, not {address!r}"
-        )
-    return address
 
 
 def _backlog(value: int) -> int:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scriptgen._listen import listen_address
+
 from server.auth.settings import (
     AuthConfig,
     add_auth_arguments,
@@ -656,7 +658,9 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
     """
     check_database_url(str(namespace.database_url))
     auth = auth_from_arguments(namespace)
-    grpc_address = _address("--grpc-address (SCRIPTGEN_GRPC_ADDRESS)", namespace.grpc_address)
+    grpc_address = listen_address(
+        "--grpc-address (SCRIPTGEN_GRPC_ADDRESS)", str(namespace.grpc_address)
+    )
     check_disabled_auth(auth, grpc_address)
     metrics = str(namespace.metrics_address)
     return CoreConfig(
@@ -665,7 +669,7 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
         metrics_address=(
             None
             if metrics.lower() in {"", "off", "none"}
-            else _address("--metrics-address (SCRIPTGEN_METRICS_ADDRESS)", metrics)
+            else listen_address("--metrics-address (SCRIPTGEN_METRICS_ADDRESS)", metrics)
         ),
         database_url=str(namespace.database_url),
         synthetic=SyntheticConfig(
@@ -697,15 +701,6 @@ def from_arguments(namespace: argparse.Namespace) -> CoreConfig:
         knowledge=knowledge_from_arguments(namespace),
         auth=auth,
     )
-
-
-def _address(flag: str, value: object) -> str:
-    """A listen address, host:port with a port of 0..65535 (0: a free one); else ValueError."""
-    address = str(value)
-    _, colon, port = address.rpartition(":")
-    if not colon or not port.isdigit() or len(port) > 5 or int(port) > 65535:
-        raise ValueError(f"{flag} must be host:port with a port of 0..65535, not {address!r}")
-    return address
 
 
 #: URL schemes redis-py connects with.
