@@ -1,15 +1,16 @@
 """Backups of every store with an integrity manifest, verified, and restored all or nothing.
 
     create_backup(folder, stores)   snapshot SQLite or PostgreSQL, Chroma records, Redis keys
-    verify_backup(folder)           checksums, integrity_check / pg_restore, record digests, probe
+    verify_backup(folder)           checksums, integrity_check / pg_restore, record digests, probe;
+                                    a pass is recorded in verified.json
     restore_backup(folder, stores)  verify, then restore into empty stores
-    list_backups(root)              the backups in a folder, newest first
-    prune_backups(root, keep)       remove all but the newest `keep` backups
+    list_backups(root)              the backups in a folder, newest first, verified or not
+    prune_backups(root, keep)       remove all but the newest `keep` verified backups
 
 `Stores.from_config(core_config)` names the stores the core itself uses.
 """
 
-from server.backup.catalog import BackupSummary, list_backups, prune_backups, unfinished
+from server.backup.catalog import BackupSummary, Pruned, list_backups, prune_backups, unfinished
 from server.backup.create import create_backup
 from server.backup.errors import BackupError
 from server.backup.manifest import MANIFEST_FILE, Manifest, read_manifest
@@ -22,6 +23,7 @@ __all__ = [
     "BackupError",
     "BackupSummary",
     "Manifest",
+    "Pruned",
     "Stores",
     "create_backup",
     "list_backups",

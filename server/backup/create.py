@@ -7,10 +7,11 @@ story knowledge and Redis keys are read after it, so they hold every record
 written before it (unless deleted since), and may hold some written after.
 
 The folder appears only when complete: the backup is written into a hidden
-sibling (`.NAME.partial-…`, 0700, locked while written) and renamed at the
-end, once every file is 0600 and fsynced, so a crash leaves no folder that
-`backup list` or `restore` could mistake for a backup. Partial folders left
-by interrupted runs are removed by the next `create` (`folders.sweep_partial`).
+sibling (`.NAME.scriptgen-partial-…`, 0700, locked while written) and renamed
+at the end, once every file is 0600 and fsynced, so a crash leaves no folder
+that `backup list` or `restore` could mistake for a backup. Partial folders
+left by interrupted runs in the same parent are removed by the next `create`
+(`folders.sweep_partial`); one it cannot remove is reported, never fatal.
 
 A project store with episodes but no story knowledge at all is refused
 (saved episodes are indexed into it): that is a wrong data dir, Chroma URL or
@@ -76,12 +77,15 @@ async def create_backup(
     Chroma holds no story knowledge under the configured prefix.
     """
     _check_target(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for path, age in await asyncio.to_thread(folders.sweep_partial, folder.parent):
-        progress(
-            f"removed {path}: an unfinished backup left by an interrupted run"
-            f" ({age / 3600:.1f} hours untouched)"
-        )
+    await asyncio.to_thread(folders.make_parents, folder)
+    for swept in await asyncio.to_thread(folders.sweep_partial, folder.parent):
+        if swept.error:
+            progress(f"cannot remove {swept.path}, an unfinished backup: {swept.error}")
+        else:
+            progress(
+                f"removed {swept.path}: an unfinished backup left by an interrupted run"
+                f" ({swept.age / 3600:.1f} hours untouched)"
+            )
     staging = folder.with_name(folders.partial_name(folder.name, secrets.token_hex(4)))
     folders.make_private_folder(staging)
     try:

@@ -6,7 +6,8 @@ scriptgen's (`compatibility`). Local files (the SQLite database, embedded
 Chroma) are rebuilt in a hidden sibling of the data dir (0700, its files
 0600: they hold secrets), fsynced, and renamed into place last, in one rename;
 every remote store restored before a failure is emptied again. Targets must
-be empty: restore never merges into, or overwrites, live data.
+be empty: restore never merges into, or overwrites, live data. The backup is
+read under a shared lock (`folders.reading`): `prune` leaves it alone.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def _check_kinds(manifest: Manifest, stores: Stores) -> None:
 
 async def restore_backup(folder: Path, stores: Stores, progress: Progress = _quiet) -> Manifest:
     """Restore the backup in `folder` into the empty stores `stores` names; its manifest."""
+    with folders.reading(folder):
+        return await _restore(folder, stores, progress)
+
+
+async def _restore(folder: Path, stores: Stores, progress: Progress) -> Manifest:
     manifest = await verify_backup(folder, progress, knowledge_trial=False)
     _check_kinds(manifest, stores)
     await compatibility.check_restorable(folder, manifest)
@@ -64,7 +70,7 @@ async def restore_backup(folder: Path, stores: Stores, progress: Progress = _qui
         raise BackupError(f"{stores.sqlite_path}: already exists; restore needs an empty database")
 
     staging = data_dir.parent / f".{data_dir.name}.restore-{secrets.token_hex(4)}"
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    folders.make_parents(data_dir)
     folders.make_private_folder(staging)
     undo: list[Undo] = []
     staged_database: Path | None = None
@@ -124,7 +130,7 @@ async def restore_backup(folder: Path, stores: Stores, progress: Progress = _qui
 def _restore_sqlite(folder: Path, manifest: Manifest, target: Path, progress: Progress) -> None:
     described = manifest["stores"]["database"]
     progress(f"database: SQLite into {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    folders.make_parents(target)
     folders.create_private_file(target)
     shutil.copyfile(folder / described["file"], target)
     problems = sqlite.check(target, described, manifest["format"])

@@ -9,6 +9,10 @@ expiry); a digest per Chroma record and the counts, and a trial
 restore of story knowledge into a throwaway embedded Chroma where the
 similarity probe must return the ids it returned at backup time. Every problem
 is collected, each naming its file or record, and reported together.
+
+The backup is read under a shared lock (`folders.reading`), so `prune` does
+not remove it meanwhile. A full verification that passes is recorded in
+`verified.json` (`verification`), which `prune` counts on.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from server.backup import knowledge, sqlite
+from server.backup import folders, knowledge, sqlite, verification
 from server.backup.errors import BackupError
 from server.backup.knowledge import Progress
 from server.backup.manifest import MANIFEST_FILE, Manifest, file_sha256, read_manifest
@@ -52,7 +56,9 @@ def check_files(folder: Path, manifest: Manifest) -> tuple[list[str], set[str]]:
             problems.append(f"{folder / name}: the {store} file is not in the manifest")
             damaged.add(name)
     for path in sorted(folder.iterdir()):
-        if path.name != MANIFEST_FILE and path.name not in files:
+        if path.name == MANIFEST_FILE or verification.is_record(path.name):
+            continue
+        if path.name not in files:
             problems.append(f"{path}: not in the manifest")
     return problems, damaged
 
@@ -75,8 +81,28 @@ async def verify_backup(
     """The manifest of the sound backup in `folder`; BackupError listing every problem.
 
     `knowledge_trial=False` skips the trial restore of story knowledge (restore
-    itself makes the same checks on the real restore).
+    itself makes the same checks on the real restore); only a full verification
+    is recorded in `verified.json`.
     """
+    with folders.reading(folder):
+        manifest = await _verify(folder, progress, knowledge_trial)
+        if knowledge_trial:
+            await asyncio.to_thread(_record, folder, manifest, progress)
+    return manifest
+
+
+def _record(folder: Path, manifest: Manifest, progress: Progress) -> None:
+    try:
+        verification.record_verified(folder, manifest)
+    except OSError as error:
+        # A backup on a read-only medium still verifies; prune just cannot count it.
+        progress(
+            f"verify: cannot write {folder / verification.VERIFIED_FILE} ({error}):"
+            " prune will not count this backup as verified"
+        )
+
+
+async def _verify(folder: Path, progress: Progress, knowledge_trial: bool) -> Manifest:
     manifest = read_manifest(folder)
     progress(f"verify: checksums of {len(manifest.get('files', {}))} files")
     problems, damaged = await asyncio.to_thread(check_files, folder, manifest)

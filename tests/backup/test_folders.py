@@ -1,4 +1,4 @@
-"""Backup folders on disk: private whatever the umask, fsynced around the rename, swept, pruned."""
+"""Backup folders on disk: private whatever the umask, fsynced around the rename, swept."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scriptgen.cli import run
 
 from server.backup import (
-    BackupError,
     Stores,
     create_backup,
     folders,
     list_backups,
-    prune_backups,
     restore_backup,
 )
 from tests.backup.conftest import Filled
@@ -65,7 +64,7 @@ async def test_backups_and_restores_are_private_whatever_the_umask(
     staged: list[int] = []
 
     def progress(_: str) -> None:
-        staged.extend(_mode(p) for p in backup.parent.glob(".b1.partial-*"))
+        staged.extend(_mode(p) for p in backup.parent.glob(".b1.scriptgen-partial-*"))
 
     await create_backup(backup, filled.stores, progress)
 
@@ -108,7 +107,7 @@ async def test_every_file_and_folder_is_fsynced_around_the_rename(
     await create_backup(backup, filled.stores)
 
     (staging,) = {Path(p).parent for p in synced if Path(p).name == "manifest.json"}
-    assert staging.name.startswith(".b1.partial-")
+    assert staging.name.startswith(".b1.scriptgen-partial-")
     # Each file, then its folder, before the rename; the folder renamed into, after it.
     files = [str(staging / p.name) for p in backup.iterdir()]
     assert set(files) <= set(synced[:-2])
@@ -139,16 +138,18 @@ async def test_create_sweeps_stale_partial_backups_and_says_so(
     filled: Filled, tmp_path: Path
 ) -> None:
     root = tmp_path / "backups"
-    stale = _leave_partial(root, ".b0.partial-0badc0de", _DAY)
-    fresh = _leave_partial(root, ".b9.partial-12345678", 60)  # may still be being written
-    held = _leave_partial(root, ".b8.partial-87654321", _DAY)
+    stale = _leave_partial(root, ".b0.scriptgen-partial-0badc0de", _DAY)
+    fresh = _leave_partial(root, ".b9.scriptgen-partial-12345678", 60)  # may still be written
+    held = _leave_partial(root, ".b8.scriptgen-partial-87654321", _DAY)
     mine = _leave_partial(root, ".notes.partial", _DAY)  # not a name backups use
+    # Another program's folder in the same parent (`create ~/b1` sweeps `~`): not ours.
+    theirs = _leave_partial(root, ".photos.partial-0badc0de", _DAY)
     progress: list[str] = []
     with folders.locked(held):  # a backup still writing, however long it has been
         await create_backup(root / "b1", filled.stores, progress.append)
 
     assert not stale.exists()
-    assert fresh.exists() and held.exists() and mine.exists()
+    assert fresh.exists() and held.exists() and mine.exists() and theirs.exists()
     (said,) = [line for line in progress if line.startswith("removed ")]
     assert str(stale) in said and "interrupted" in said and "24.0 hours" in said
     assert [s.path.name for s in list_backups(root)] == ["b1"]
@@ -159,32 +160,67 @@ async def test_list_names_unfinished_backups(
 ) -> None:
     root = tmp_path / "backups"
     await create_backup(root / "b1", filled.stores)
-    _leave_partial(root, ".b2.partial-0badc0de", 60)
+    _leave_partial(root, ".b2.scriptgen-partial-0badc0de", 60)
     assert await run(["backup", "list", str(root)], _ENVIRON) == 0
     printed = capsys.readouterr()
-    assert "b1" in printed.out and ".b2.partial" not in printed.out
-    assert "1 unfinished backups" in printed.err and ".b2.partial-0badc0de" in printed.err
+    assert "b1" in printed.out and ".b2." not in printed.out
+    assert "1 unfinished backups" in printed.err
+    assert ".b2.scriptgen-partial-0badc0de" in printed.err
 
 
-async def test_prune_keeps_the_newest(
-    filled: Filled, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+async def test_a_partial_folder_that_cannot_be_swept_never_fails_a_backup(
+    filled: Filled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Another user's partial folder (no permission), one removed as it is looked at, one
+    whose files vanish during the removal: each is reported or passed over, and the backup
+    is made."""
     root = tmp_path / "backups"
-    for name in ("b1", "b2", "b3"):
-        await create_backup(root / name, filled.stores)
-    (root / "damaged").mkdir()
-    (root / "damaged" / "manifest.json").write_text("{", encoding="utf-8")
+    foreign = _leave_partial(root, ".b1.scriptgen-partial-0000000a", _DAY)
+    vanishing = _leave_partial(root, ".b2.scriptgen-partial-0000000b", _DAY)
+    thinning = _leave_partial(root, ".b3.scriptgen-partial-0000000c", _DAY)
+    stale = _leave_partial(root, ".b4.scriptgen-partial-0000000d", _DAY)
+    real_open, real_unlink = os.open, os.unlink
 
-    removed = prune_backups(root, keep=2)
-    assert [s.path.name for s in removed] == ["b1"]
-    assert sorted(p.name for p in root.iterdir()) == ["b2", "b3", "damaged"]
+    def open_as_another_process(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(path) == foreign:
+            raise PermissionError(13, "Permission denied", str(path))
+        if Path(path) == vanishing:
+            vanishing.rename(tmp_path / "elsewhere")  # another run got there first
+        return real_open(path, flags, *args, **kwargs)
 
-    assert await run(["backup", "prune", str(root), "--keep", "1", "--json"], _ENVIRON) == 0
-    assert capsys.readouterr().out.strip() == (f'{{"removed": ["{root / "b2"}"], "kept": 1}}')
-    assert sorted(p.name for p in root.iterdir()) == ["b3", "damaged"]
-    with pytest.raises(SystemExit) as refused:
-        await run(["backup", "prune", str(root), "--keep", "0"], _ENVIRON)
-    assert refused.value.code == 2
-    assert "--keep: must be between 1" in capsys.readouterr().err
-    with pytest.raises(BackupError, match="at least the newest"):
-        prune_backups(root, keep=0)
+    def unlink_after_another(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path).name == "database.sqlite3" and kwargs.get("dir_fd") is not None:
+            real_unlink(path, *args, **kwargs)  # removed by someone else just before us
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_as_another_process)
+    monkeypatch.setattr(os, "unlink", unlink_after_another)
+    progress: list[str] = []
+    await create_backup(root / "b9", filled.stores, progress.append)
+    monkeypatch.undo()
+
+    assert [s.path.name for s in list_backups(root)] == ["b9"]
+    assert foreign.exists() and not vanishing.exists()
+    assert not thinning.exists() and not stale.exists()
+    swept = [line for line in progress if str(root / ".b") in line]
+    left_by_a_run = "an unfinished backup left by an interrupted run (24.0 hours untouched)"
+    assert swept == [
+        f"cannot remove {foreign}, an unfinished backup: [Errno 13] Permission denied: '{foreign}'",
+        f"removed {thinning}: {left_by_a_run}",
+        f"removed {stale}: {left_by_a_run}",
+    ]
+
+
+async def test_folders_made_on_the_way_are_fsynced_into_their_parents(
+    filled: Filled, tmp_path: Path, synced: list[str]
+) -> None:
+    await create_backup(tmp_path / "new" / "deeper" / "b1", filled.stores)
+    assert synced[:2] == [str(tmp_path), str(tmp_path / "new")]
+    assert synced[-1] == str(tmp_path / "new" / "deeper")
+
+    synced.clear()
+    restored = tmp_path / "fresh" / "restored"
+    await restore_backup(
+        tmp_path / "new" / "deeper" / "b1", Stores.from_config(filled.elsewhere(restored))
+    )
+    assert str(tmp_path) in synced and synced[-1] == str(tmp_path / "fresh")

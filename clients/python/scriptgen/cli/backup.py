@@ -5,6 +5,7 @@ Run where the core's stores are reachable, with the core's own flags and
 covers exactly what the core uses. Progress goes to stderr; results to stdout
 (`--json` for machines). `restore` verifies first and refuses a damaged
 backup, restores only into empty stores, and reports how long it took.
+`prune` counts only backups `verify` passed (`list` shows which).
 
 A failure ends with exit status 1 and an error on stderr: its message, then
 the first problems found (a damaged backup may have thousands) and how many
@@ -81,7 +82,9 @@ def backup_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     create.set_defaults(action=_create)
     verify = actions.add_parser(
-        "verify", parents=[output], help="check every file, record and count of a backup"
+        "verify",
+        parents=[output],
+        help="check every file, record and count of a backup (a pass is kept in verified.json)",
     )
     verify.add_argument("folder", metavar="DIR", type=Path)
     verify.set_defaults(action=_verify)
@@ -106,14 +109,16 @@ def backup_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     listing.set_defaults(action=_list)
     prune = actions.add_parser(
-        "prune", parents=[root, output], help="remove all but the newest N backups of ROOT"
+        "prune",
+        parents=[root, output],
+        help="remove all but the newest N verified backups of ROOT (and older unverified ones)",
     )
     prune.add_argument(
         "--keep",
         metavar="N",
         type=integer_in(1, 1_000_000),
         required=True,
-        help="how many of the newest backups to keep (at least 1)",
+        help="how many of the newest verified backups to keep (at least 1)",
     )
     prune.set_defaults(action=_prune)
     return parser
@@ -233,13 +238,33 @@ def _note_unfinished(args: argparse.Namespace) -> None:
 async def _prune(args: argparse.Namespace) -> int:
     from server.backup import prune_backups
 
-    removed = prune_backups(args.root, args.keep)
+    pruned = prune_backups(args.root, args.keep)
     if args.json:
-        out(json.dumps({"removed": [str(s.path) for s in removed], "kept": args.keep}))
+        report = {
+            "removed": [str(s.path) for s in pruned.removed],
+            "held": [str(s.path) for s in pruned.held],
+            "kept": args.keep,
+            "newest_verified": None
+            if pruned.newest_verified is None
+            else str(pruned.newest_verified.path),
+        }
+        out(json.dumps(report))
     else:
-        for summary in removed:
+        for summary in pruned.removed:
             out(f"removed {summary.path} (created {summary.created})")
-        out(f"{len(removed)} backups removed; the newest {args.keep} kept")
+        out(
+            f"{len(pruned.removed)} backups removed; the newest {args.keep} verified ones kept,"
+            " and any not verified newer than the newest verified"
+        )
+    for path in pruned.finished:
+        note(f"removed {path}: a backup an interrupted prune had begun to remove")
+    for summary in pruned.held:
+        note(f"left {summary.path} for the next prune: a verify, restore or prune holds it")
+    if pruned.newest_verified is None:
+        note(
+            f"no verified backup in {args.root}: nothing removed (a backup counts once"
+            " `scriptgen backup verify` passes on it)"
+        )
     _note_unfinished(args)
     return 0
 
@@ -257,6 +282,7 @@ async def _list(args: argparse.Namespace) -> int:
                         "backup": str(s.path),
                         "created": s.created,
                         "bytes": s.bytes,
+                        "verified": s.verified or None,
                         # The keys `create --json` uses ("database rows" → "database_rows").
                         **{name.replace(" ", "_"): count for name, count in s.counts.items()},
                         **({"problem": s.problem} if s.problem else {}),
@@ -271,9 +297,10 @@ async def _list(args: argparse.Namespace) -> int:
             s.path.name,
             s.created or "-",
             str(s.bytes),
+            s.verified or ("-" if s.problem else "no"),
             ", ".join(f"{v} {k}" for k, v in s.counts.items()) or s.problem,
         ]
         for s in found
     ]
-    print_table(["BACKUP", "CREATED", "BYTES", "HOLDS"], rows)
+    print_table(["BACKUP", "CREATED", "BYTES", "VERIFIED", "HOLDS"], rows)
     return 0
