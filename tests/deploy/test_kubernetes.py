@@ -6,6 +6,7 @@ security context, SSE-safe ingress, canary gates, backups)."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -425,15 +426,64 @@ def test_prod_backs_up_nightly_with_the_backup_command(prod: list[Manifest]) -> 
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert re.fullmatch(r"\d+ \d+ \* \* \*", cron["spec"]["schedule"])
     backup = container(cron, "backup")
-    script = " ".join(backup["args"]).replace('"', "")
-    assert "scriptgen backup create /backups/" in script
-    # Older backups are pruned only once the new one is verified.
-    verify, prune = script.index("backup verify /backups/"), script.index("backup prune /backups")
-    assert verify < prune and re.search(r"backup prune /backups --keep [1-9]\d*$", script)
     mounts = {m["mountPath"]: m["name"] for m in backup["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(cron)["volumes"]}
     assert volumes[mounts["/backups"]]["persistentVolumeClaim"]["claimName"] == "scriptgen-backups"
     find(prod, "PersistentVolumeClaim", "scriptgen-backups")
+    # A failed night is not re-run in place by the kubelet (create again, in a loop).
+    assert pod_spec(cron)["restartPolicy"] == "Never"
+    # With the default policy (Always) the kubelet chmods every file for fsGroup on each
+    # mount, making the backups' 0600 files and 0700 folders group-readable.
+    assert pod_spec(cron)["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+def _backup_night(script: str, bin_dir: Path, failing: str) -> tuple[int, list[str], str]:
+    """Run the CronJob's script with a stand-in `scriptgen` whose action `failing` fails:
+    its exit status, the commands it ran, and its stderr."""
+    calls = bin_dir / "calls"
+    calls.unlink(missing_ok=True)
+    answer = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls), "FAILING": failing},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    ran = calls.read_text(encoding="utf-8").splitlines() if calls.exists() else []
+    return answer.returncode, ran, answer.stderr
+
+
+def test_the_backup_job_prunes_only_verified_nights_and_survives_a_failed_prune(
+    prod: list[Manifest], tmp_path: Path
+) -> None:
+    backup = container(find(prod, "CronJob", "scriptgen-backup"), "backup")
+    assert backup["command"] == ["/bin/sh", "-c"]
+    (script,) = backup["args"]
+    stand_in = tmp_path / "scriptgen"
+    stand_in.write_text(
+        '#!/bin/sh\necho "$*" >> "$CALLS"\n'
+        '[ "$2" != "$FAILING" ] || { echo "$2: broke" >&2; exit 1; }\n',
+        encoding="utf-8",
+    )
+    stand_in.chmod(0o755)
+
+    status, ran, said = _backup_night(script, tmp_path, failing="none")
+    assert status == 0 and said == "", said
+    create, verify, prune = ran
+    folder = create.removeprefix("backup create ")
+    assert re.fullmatch(r"/backups/\d{8}T\d{6}Z", folder), create
+    assert verify == f"backup verify {folder}"
+    assert re.fullmatch(r"backup prune /backups --keep [1-9]\d*", prune), prune
+    # A failed prune is said on stderr, and the night's Job still succeeds.
+    status, ran, said = _backup_night(script, tmp_path, failing="prune")
+    assert status == 0 and len(ran) == 3
+    assert "prune: broke" in said and "backup prune failed" in said
+    # Nothing is pruned after a failed verify or create, and the Job fails.
+    status, ran, said = _backup_night(script, tmp_path, failing="verify")
+    assert status != 0 and [call.split()[1] for call in ran] == ["create", "verify"]
+    status, ran, said = _backup_night(script, tmp_path, failing="create")
+    assert status != 0 and [call.split()[1] for call in ran] == ["create"]
 
 
 def _readme_section(title: str) -> str:
