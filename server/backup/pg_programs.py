@@ -3,10 +3,10 @@
 pg_dump must be at least as new as the server it dumps (it refuses otherwise),
 and pg_restore at least as new as the pg_dump that wrote the archive. Debian
 installs each major version under /usr/lib/postgresql/N/bin, and /usr/bin
-holds a wrapper; the newest of all candidates is used. The password never
-appears on a command line (where `ps` would show it): it travels in
-PGPASSWORD. Output is pinned to UTF-8 and UTC, so digests taken from it do
-not depend on the machine.
+holds a wrapper; the newest of all candidates is used. The password (of the
+URL's user part or its `password` parameter) never appears on a command line
+(where `ps` would show it): it travels in PGPASSWORD. Output is pinned to
+UTF-8 and UTC, so digests taken from it do not depend on the machine.
 """
 
 from __future__ import annotations
@@ -100,14 +100,31 @@ def _major(version: str) -> int | None:
 
 
 def libpq(url: str) -> tuple[str, dict[str, str]]:
-    """`url` without its password, and the environment the programs need (password inside)."""
+    """`url` without its password, and the environment the programs need (password inside).
+
+    The password may be in the user part or a `password` query parameter; both
+    are taken off the URL (which goes on pg_dump's command line, where `ps`
+    shows it). When both are given, the user part's is used, as asyncpg does.
+    """
     parts = urlsplit(url)
     environment = {**os.environ, "PGTZ": "UTC", "PGCLIENTENCODING": "UTF8"}
+    password: str | None = None
+    if parts.query:
+        kept: list[str] = []
+        for pair in parts.query.split("&"):
+            name, equals, value = pair.partition("=")
+            if equals and unquote(name) == "password":
+                password = unquote(value)  # the last one counts, as in libpq and asyncpg
+            else:
+                kept.append(pair)
+        parts = parts._replace(query="&".join(kept))
     if parts.password is not None:
-        environment["PGPASSWORD"] = unquote(parts.password)
+        password = unquote(parts.password)
         credentials, _, host = parts.netloc.rpartition("@")
         user = credentials.partition(":")[0]
         parts = parts._replace(netloc=f"{user}@{host}" if user else host)
+    if password is not None:
+        environment["PGPASSWORD"] = password
     return urlunsplit(parts), environment
 
 

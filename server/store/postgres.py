@@ -73,13 +73,22 @@ _EPISODE_SUMMARY_COLUMNS = (
 
 
 def redact(url: str) -> str:
-    """`url` without its password, for messages and logs."""
+    """`url` without its passwords, for messages and logs: the user part's, and
+    `password` (or `sslpassword`) in the query string, which libpq and asyncpg read too."""
+    from urllib.parse import unquote
+
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if parts.query:
+        pairs = parts.query.split("&")
+        for index, pair in enumerate(pairs):
+            name, equals, _ = pair.partition("=")
+            if equals and unquote(name).strip().lower() in {"password", "sslpassword"}:
+                pairs[index] = f"{name}=***"
+        parts = parts._replace(query="&".join(pairs))
+    return urlunsplit(parts)
 
 
 def _describe(error: BaseException) -> str:

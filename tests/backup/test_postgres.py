@@ -5,10 +5,12 @@ Each test runs against a real PostgreSQL, in fresh databases of its own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import pytest
@@ -33,7 +35,7 @@ from server.backup.manifest import (
 )
 from server.backup.stores import chroma_client
 from server.knowledge.settings import KnowledgeConfig
-from server.store.postgres import PostgresProjectStore
+from server.store.postgres import PostgresProjectStore, redact
 from tests.backends.postgres import fresh_database
 from tests.backup.damage import flip_byte, remove, truncate
 from tests.conftest import fast_core_config
@@ -248,6 +250,52 @@ def test_the_password_stays_off_the_command_line() -> None:
     assert url == "postgresql://writer@db:5432/scriptgen"
     assert environment["PGPASSWORD"] == "s@cret"
     assert environment["PGTZ"] == "UTC"
+
+
+#: A password given as the URL's `password` parameter, as libpq and asyncpg accept it.
+_QUERY_SECRET = "hunter2-in-the-query"
+
+
+def test_a_password_in_the_query_string_is_redacted_and_stays_off_the_command_line() -> None:
+    url = f"postgresql://writer:s3cret@db:5432/scriptgen?sslmode=require&password={_QUERY_SECRET}"
+    assert redact(url) == "postgresql://writer:***@db:5432/scriptgen?sslmode=require&password=***"
+    assert redact("postgresql://db/x?sslpassword=key-secret") == "postgresql://db/x?sslpassword=***"
+    url, environment = pg_programs.libpq(
+        "postgresql://writer@db/scriptgen?password=a%26b&sslmode=require"
+    )
+    assert url == "postgresql://writer@db/scriptgen?sslmode=require"
+    assert environment["PGPASSWORD"] == "a&b"
+
+
+async def test_a_password_in_the_query_string_never_shows(
+    live: str, empty: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not in progress, not in errors, not on pg_dump's or pg_restore's command line."""
+    run: list[tuple[list[str], dict[str, str]]] = []
+    real = asyncio.create_subprocess_exec
+
+    async def spied(*command: Any, **options: Any) -> asyncio.subprocess.Process:
+        run.append(([str(part) for part in command], dict(options.get("env") or {})))
+        return await real(*command, **options)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", spied)
+    said: list[str] = []
+    secret = f"?password={_QUERY_SECRET}"
+    await _backup(tmp_path / "b1", _stores(tmp_path / "live", live + secret), said.append)
+    restored = _stores(tmp_path / "restored", empty + secret)
+    await restore_backup(tmp_path / "b1", restored, said.append)
+
+    assert [Path(command[0]).name for command, _ in run] == ["pg_dump", "pg_restore"]
+    expected = unquote(urlsplit(live).password or "") or _QUERY_SECRET  # the user part's wins
+    for command, environment in run:
+        assert not [part for part in command if _QUERY_SECRET in part]
+        assert environment["PGPASSWORD"] == expected
+    assert said and not [line for line in said if _QUERY_SECRET in line]
+    unreachable = _stores(tmp_path / "x", f"postgresql://writer@127.0.0.1:1/db{secret}")
+    with pytest.raises(BackupError, match="cannot connect") as failed:
+        await _backup(tmp_path / "b2", unreachable, said.append)
+    assert _QUERY_SECRET not in str(failed.value)
+    assert "password=***" in str(failed.value)
 
 
 async def test_a_later_failure_leaves_the_database_empty_again(
