@@ -28,3 +28,20 @@ class BackupError(Exception):
         if hidden > 0:
             shown.append(f"\n  and {hidden} more")
         return self.message.removesuffix(":") + ":" + "".join(shown)
+
+
+def one_line(text: str) -> str:
+    """`text` on one line, its lines joined by " | " (an error lists one problem per line)."""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def problems_of(error: BackupError) -> list[str]:
+    """The problems of `error`, each on one line that stands alone, to list among others.
+
+    `str(error)` would nest a multi-line text (its message, then its problems
+    indented) inside another error's list, one problem spread over many lines.
+    """
+    if error.problems == (error.message,):
+        return [one_line(error.message)]
+    head = one_line(error.message).removesuffix(":")
+    return [f"{head}: {one_line(problem)}" for problem in error.problems]

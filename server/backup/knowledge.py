@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import numpy
 
-from server.backup.errors import BackupError
+from server.backup.errors import BackupError, problems_of
 from server.backup.manifest import digest
 
 KNOWLEDGE_FILE: Final = "knowledge.jsonl"
@@ -49,19 +49,14 @@ def _collections(client: Any, prefix: str) -> list[Any]:
     return sorted((c for c in found if c.name.startswith(f"{prefix}-")), key=lambda c: c.name)
 
 
-def _pages(collection: Any, wanted: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Every record of `collection` (or those of `wanted` still there), a page at a time."""
+def _pages(collection: Any, wanted: list[str]) -> Iterator[list[dict[str, Any]]]:
+    """The records of `wanted` still in `collection`, a page at a time.
+
+    Always by id: offset pages of a collection being written to could skip a record.
+    """
     include = ["documents", "metadatas", "embeddings"]
-    offset = 0
-    while True:
-        if wanted is None:
-            page = collection.get(include=include, limit=_PAGE, offset=offset)
-            if not page["ids"]:
-                return
-        elif offset < len(wanted):
-            page = collection.get(ids=wanted[offset : offset + _PAGE], include=include)
-        else:
-            return
+    for start in range(0, len(wanted), _PAGE):
+        page = collection.get(ids=wanted[start : start + _PAGE], include=include)
         ids = list(page["ids"])
         embeddings = page["embeddings"]
         yield [
@@ -76,7 +71,6 @@ def _pages(collection: Any, wanted: list[str] | None = None) -> Iterator[list[di
             }
             for index, record_id in enumerate(ids)
         ]
-        offset += _PAGE if wanted is not None else len(ids)
 
 
 def _probe(collection: Any, records: dict[str, list[float]]) -> dict[str, Any] | None:
@@ -168,7 +162,7 @@ def check_file(source: Path, entries: list[dict[str, Any]]) -> list[str]:
                 problems.append(f"{where}: digest mismatch (record altered)")
             seen.setdefault(name, set()).add(record_id)
     except BackupError as error:
-        problems.append(str(error))
+        problems += problems_of(error)
         return problems
     for name, records in expected.items():
         missing = sorted(set(records) - seen.get(name, set()))

@@ -45,7 +45,7 @@ from typing import Any, Final
 import asyncpg
 
 from server.backup import pg_programs
-from server.backup.errors import BackupError
+from server.backup.errors import BackupError, problems_of
 from server.backup.knowledge import Progress
 from server.backup.manifest import Rows, compare_tables, tables_entry
 from server.store.postgres import redact
@@ -199,7 +199,7 @@ def check_archive(path: Path, described: dict[str, Any]) -> list[str]:
         listing = pg_programs.archive_list(path)
         rows = archive_rows(path)
     except BackupError as error:
-        return [str(error)]
+        return problems_of(error)
     problems = []
     if not any("TABLE DATA" in line for line in listing) and described.get("tables"):
         problems.append(f"{path.name}: pg_restore --list shows no table data")

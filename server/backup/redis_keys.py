@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from server.backup.errors import BackupError
+from server.backup.errors import BackupError, problems_of
 from server.backup.knowledge import Progress
 from server.backup.manifest import FORMAT_VERSION, digest
 
@@ -140,7 +140,7 @@ def check_file(source: Path, described: dict[str, Any], version: int = FORMAT_VE
                     f"{source.name}: key {name!r}: digest mismatch or not in the manifest"
                 )
     except BackupError as error:
-        return [str(error)]
+        return problems_of(error)
     except UnicodeDecodeError as error:
         return [f"{source.name}: {error}"]
     missing = sorted(set(expected) - seen)
@@ -154,13 +154,17 @@ async def restore(
 ) -> Callable[[], Awaitable[None]]:
     """RESTORE every key into a Redis with no key under `prefix`; returns how to undo it."""
     client = Redis.from_url(url)
-    restored: list[bytes] = []
+    # Every key restored (or being restored), for undo; a key is restored once: backups made
+    # before dump skipped the keys SCAN repeats may hold one twice (check_file passes it), and
+    # a second RESTORE would fail with BUSYKEY.
+    restored: set[bytes] = set()
 
     async def undo() -> None:
         undo_client = Redis.from_url(url)
+        keys = list(restored)
         try:
-            for start in range(0, len(restored), _BATCH):
-                await undo_client.delete(*restored[start : start + _BATCH])
+            for start in range(0, len(keys), _BATCH):
+                await undo_client.delete(*keys[start : start + _BATCH])
         finally:
             await undo_client.aclose()
 
@@ -172,16 +176,16 @@ async def restore(
         for entries in _batches(_entries(source)):
             now_ms = int(time.time() * 1000)
             async with client.pipeline(transaction=False) as pipe:
-                batch: list[bytes] = []
                 for entry in entries:
                     expire_at = entry["expire_at_ms"]
                     ttl = 0 if expire_at is None else int(expire_at) - now_ms
                     if expire_at is not None and ttl <= 0:
                         continue  # it would have expired by now
                     key = base64.b64decode(entry["key"])
+                    if key in restored:
+                        continue
+                    restored.add(key)
                     pipe.restore(key, ttl, base64.b64decode(entry["dump"]))
-                    batch.append(key)
-                restored.extend(batch)
                 await pipe.execute()
             progress(f"redis: {len(restored)} of {described['count']} keys restored")
     except BaseException:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from server.backup.errors import BackupError
+from server.backup.errors import BackupError, problems_of
 from server.backup.knowledge import Progress
 from server.backup.manifest import (
     FORMAT_VERSION,
@@ -183,7 +183,7 @@ def check(path: Path, expected: dict[str, Any], version: int = FORMAT_VERSION) -
                 key = want.get(table, {}).get("key") or _key(connection, table)
                 rows[table] = _rows(connection, table, key)
     except BackupError as error:
-        return [str(error)]
+        return problems_of(error)
     return compare_tables(path.name, rows, want)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from server.backup import folders, knowledge, sqlite, verification
-from server.backup.errors import BackupError
+from server.backup.errors import BackupError, problems_of
 from server.backup.knowledge import Progress
 from server.backup.manifest import MANIFEST_FILE, Manifest, file_sha256, read_manifest
 from server.backup.stores import chroma_client
@@ -71,7 +71,7 @@ def _knowledge_trial(source: Path, entries: list[dict[str, Any]], progress: Prog
         try:
             knowledge.load(client, entries, source, progress)
         except BackupError as error:
-            return [str(error)]
+            return problems_of(error)
         return knowledge.check_restored(client, entries, source)
 
 

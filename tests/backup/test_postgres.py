@@ -298,6 +298,21 @@ async def test_a_password_in_the_query_string_never_shows(
     assert "password=***" in str(failed.value)
 
 
+def test_a_failure_reading_the_archive_is_one_line_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(path: Path) -> Rows:
+        raise BackupError(f"{path.name}: pg_restore failed:", ("first\nhalf", "second"))
+
+    monkeypatch.setattr(pg_programs, "archive_list", lambda path: [])
+    monkeypatch.setattr(postgres, "archive_rows", failing)
+    problems = postgres.check_archive(tmp_path / "database.pgdump", {"tables": {}})
+    assert problems == [
+        "database.pgdump: pg_restore failed: first | half",
+        "database.pgdump: pg_restore failed: second",
+    ]
+
+
 async def test_a_later_failure_leaves_the_database_empty_again(
     live: str, empty: str, chroma_url: str, chroma_prefix: str, tmp_path: Path
 ) -> None:

@@ -85,3 +85,32 @@ def test_checking_a_key_file_holds_one_key_at_a_time(tmp_path: Path) -> None:
             tracemalloc.stop()
     # Less than a tenth of a value more per key: values are not kept, only key names.
     assert (peaks[1] - peaks[0]) / (_COUNTS[1] - _COUNTS[0]) < _VALUE_BYTES / 10, peaks
+
+
+async def test_a_key_held_twice_by_an_older_backup_is_restored_once(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """Dumps before SCAN's repeats were skipped could write a key twice; both lines verify."""
+    path = tmp_path / redis_keys.REDIS_FILE
+    entry = {
+        "key": base64.b64encode(f"{redis_prefix}job:g1".encode()).decode(),
+        "dump": "",
+        "expire_at_ms": None,
+    }
+    client = Redis.from_url(redis_url)
+    try:
+        await client.set(f"{redis_prefix}job:g1", "running")
+        value = await client.dump(f"{redis_prefix}job:g1")
+        assert value is not None
+        entry["dump"] = base64.b64encode(value).decode()
+        await client.delete(f"{redis_prefix}job:g1")
+        path.write_text((json.dumps(entry) + "\n") * 2, encoding="ascii")
+        described = {"keys": {f"{redis_prefix}job:g1": redis_keys.entry_digest(entry)}, "count": 1}
+        assert redis_keys.check_file(path, described) == []
+
+        undo = await redis_keys.restore(path, described, redis_url, redis_prefix, lambda _: None)
+        assert await client.get(f"{redis_prefix}job:g1") == b"running"
+        await undo()
+        assert await client.exists(f"{redis_prefix}job:g1") == 0
+    finally:
+        await client.aclose()
