@@ -17,7 +17,10 @@ raised as `anthropic.APIStatusError` (classified by its `error.type`:
 connection errors. And what it does not: `message_delta`'s `stop_reason` says
 how the text ended (`max_tokens` is `TokenUsage.stop` STOP_OUTPUT_LIMIT, which
 the router continues; `refusal` is a `refused` failure), and a body that ends
-with neither a stop reason nor `message_stop` was cut: a `connection` failure.
+with neither a stop reason nor `message_stop` was cut: a `connection` failure. Once the
+stop reason is in, the text is complete: the rest of the body is read for a second at
+most (`body_pacing.read_rest`), and a cut, a timeout or a silence there ends the call as
+it stands.
 """
 
 from __future__ import annotations
@@ -139,26 +142,36 @@ async def _texts(name: str, response: httpx2.Response, usage: TokenUsage) -> Asy
     """The text deltas of a Messages stream, one piece per read of the body (the deltas that
     read brought, joined); `usage` from message_start and message_delta, and its stop."""
     body = response.aiter_bytes()
+    batches = event_batches(body)
+    stopped = False
     try:
-        async for batch in event_batches(body):
+        async for batch in batches:
             text, failure, stopped = _read_batch(name, response, batch, usage)
             if text:
                 yield text  # what came before a failure in the same read is delivered first
             if failure is not None:
                 raise failure
-            if stopped:
-                await read_rest(body)
-                return
+            if stopped or usage.stop:
+                break
+        else:
+            # Neither a stop reason nor message_stop: the body was cut between two events.
+            raise anthropic.APIConnectionError(
+                message="the stream ended without a stop reason or message_stop",
+                request=response.request,
+            )
     except httpx2.TimeoutException as error:
         raise anthropic.APITimeoutError(request=response.request) from error
     except (httpx2.RequestError, anyio.EndOfStream) as error:
         raise anthropic.APIConnectionError(request=response.request) from error
-    if not usage.stop:
-        # Neither a stop reason nor message_stop: the body was cut between two events.
-        raise anthropic.APIConnectionError(
-            message="the stream ended without a stop reason or message_stop",
-            request=response.request,
-        )
+    # The text is complete (message_delta carried its usage with the stop reason): what
+    # follows is read within the rest-of-body bound, and a cut or a silence there ends the
+    # call as it stands.
+    await read_rest(body, None if stopped else batches, _has_message_stop)
+
+
+def _has_message_stop(batch: list[Event]) -> bool:
+    """Whether the end marker came in one read after the stop reason."""
+    return any(event.name == "message_stop" for event in batch)
 
 
 def _read_batch(

@@ -68,6 +68,8 @@ class Provider(Protocol):
     `stream` raises `server.providers.errors.ProviderFailure` for anything that
     goes wrong on the provider's side, and fills `usage` when the API reports
     token counts and how the text ended. Cancelling the iteration closes the HTTP stream.
+    Once the stop reason is in (`usage.stop` set) nothing read after it fails the call:
+    the text is complete.
     """
 
     @property

@@ -22,10 +22,10 @@ text has ended reads the rest of its body `unpaced()`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 #: How long before the consumer's time the socket is read again: the read, the parsing and
 #: the hand-over to the coalescer take a loop turn or two, and must land before the cut.
@@ -35,9 +35,13 @@ MIN_HOLD_SECONDS = 0.004
 #: No hold is longer than this, whatever the consumer asks.
 MAX_HOLD_SECONDS = 1.0
 #: How long the rest of a body is read once its text has ended (the usage chunk, the end
-#: marker's blank line): a body read to its end leaves its connection for the next request,
-#: but a server that keeps it open longer must not hold the call (its text is complete).
+#: marker, its blank line): a body read to its end leaves its connection for the next
+#: request, but a server that keeps it open longer, or never sends the end marker, must not
+#: hold the call (its text is complete).
 REST_OF_BODY_SECONDS = 1.0
+
+#: What one read of a body's events brings (`event_stream.event_batches`).
+Batch = TypeVar("Batch")
 
 
 class ReadPacing(Protocol):
@@ -74,11 +78,22 @@ def current_pacing() -> ReadPacing | None:
     return _PACING.get()
 
 
-async def read_rest(body: AsyncIterator[bytes]) -> None:
-    """Read what is left of a body whose text has ended, as it comes and for
-    REST_OF_BODY_SECONDS at most. Nothing that goes wrong meanwhile concerns the text: the
-    caller closes the response after, and an unfinished body closes its connection."""
+async def read_rest(
+    body: AsyncIterator[bytes],
+    events: AsyncIterator[Batch] | None = None,
+    read: Callable[[Batch], bool] | None = None,
+) -> None:
+    """Read what is left of a body whose text has ended (its stop reason or end marker came),
+    as it comes and for REST_OF_BODY_SECONDS at most: first `events`, each batch handed to
+    `read` until it says the end marker came (the usage chunk OpenAI sends after the finish
+    reason is still booked), then the body's last bytes. Nothing that goes wrong meanwhile
+    concerns the text, not a cut connection, a timeout nor a malformed chunk: the caller
+    closes the response after, and an unfinished body closes its connection."""
     with unpaced(), suppress(Exception):
         async with asyncio.timeout(REST_OF_BODY_SECONDS):
+            if events is not None and read is not None:
+                async for batch in events:
+                    if read(batch):
+                        break
             async for _ in body:
                 pass  # HTTP/1.1 reuses the connection once the body is read to its end

@@ -8,17 +8,20 @@ the streamed body is read raw (`with_streaming_response`) and its chunks parsed
 by `event_stream` into dicts: the SDK's `AsyncStream` builds a pydantic
 `ChatCompletionChunk` per token, which cost more CPU than everything else on
 the path together. What is read is what `AsyncStream` reads: every event's
-JSON, an `error` object in it raises `openai.APIError`, `[DONE]` ends the text
-(the rest of the body is drained so the connection can be reused, for a second at
-most: `body_pacing.read_rest`), and read timeouts and cut connections raise the
-SDK's timeout and connection errors.
+JSON, an `error` object in it raises `openai.APIError`, and read timeouts and cut
+connections raise the SDK's timeout and connection errors.
 
 Stricter than `AsyncStream`, which takes whatever ends the body for the end of the
 text: the choice's `finish_reason` says how the text ended (`length`, cut at the
 output cap, is `TokenUsage.stop` STOP_OUTPUT_LIMIT, which the router continues;
 `content_filter`, or a `delta.refusal`, is a `refused` failure), and a body that
 ends with neither a finish reason nor `[DONE]` was cut: a `connection` failure,
-continued elsewhere from the text already delivered.
+continued elsewhere from the text already delivered. Once the finish reason (or `[DONE]`)
+is in, the text is complete: the usage chunk and `[DONE]` that follow are read, and the
+body drained so its connection can be reused, for a second at most
+(`body_pacing.read_rest`), and a cut connection, a timeout or a silence meanwhile ends
+the call as it stands, never as a failure that would have the router continue a
+finished text.
 
 The request goes through the client's generic `post` (the SDK's documented way
 to any endpoint), answered by the raw streamed response: base URL, key, headers,
@@ -153,27 +156,46 @@ async def _texts(name: str, response: httpx2.Response, usage: TokenUsage) -> Asy
     """The text of a Chat Completions stream, one piece per read of the body (the chunks
     that read brought, joined); `usage` from its usage chunk and finish reason."""
     body = response.aiter_bytes()
+    batches = event_batches(body)
+    done = False
     try:
-        async for batch in event_batches(body):
+        async for batch in batches:
             text, failure, done = _read_batch(name, response, batch, usage)
             if text:
                 yield text  # what came before a failure in the same read is delivered first
             if failure is not None:
                 raise failure
-            if done:
-                await read_rest(body)
-                return
+            if done or usage.stop:
+                break
+        else:
+            # Neither a finish reason nor [DONE]: the body was cut between two chunks.
+            raise openai.APIConnectionError(
+                message="the stream ended without a finish reason or [DONE]",
+                request=response.request,
+            )
     except httpx2.TimeoutException as error:
         raise openai.APITimeoutError(request=response.request) from error
     except (httpx2.RequestError, anyio.EndOfStream) as error:
         raise openai.APIConnectionError(request=response.request) from error
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"an unexpected chunk shape: {error!r}") from error
-    if not usage.stop:
-        # Neither a finish reason nor [DONE]: the body was cut between two chunks.
-        raise openai.APIConnectionError(
-            message="the stream ended without a finish reason or [DONE]", request=response.request
-        )
+    # The text is complete. After its finish reason come the usage chunk and [DONE], read
+    # within the rest-of-body bound: a cut or a silence there ends the call as it stands.
+    await read_rest(body, None if done else batches, lambda batch: _after_stop(batch, usage))
+
+
+def _after_stop(batch: list[Event], usage: TokenUsage) -> bool:
+    """Book the usage chunk of one read after the finish reason; whether [DONE] came."""
+    for event in batch:
+        if event.data.startswith("[DONE]"):
+            return True
+        chunk = event.json()
+        reported = chunk.get("usage") if isinstance(chunk, Mapping) else None
+        if reported:
+            usage.input_tokens = int(reported["prompt_tokens"])
+            usage.output_tokens = int(reported["completion_tokens"])
+            usage.reported = True
+    return False
 
 
 def _read_batch(

@@ -12,6 +12,11 @@ A text that stopped at the request's output cap (`TokenUsage.stop`
 STOP_OUTPUT_LIMIT) is not finished: the same provider is called again to continue
 it, the overlap trimmed the same way, up to MAX_CONTINUATIONS times per stage call.
 
+Once an attempt's stop reason is in its text is complete: a timeout of the
+watchdog (below) while the provider reads the rest of its body ends the attempt
+as a success, never as a failure that would have another provider continue a
+finished text.
+
 A refusal (`refused`: a content filter, or the model declining) moves to the next
 provider, which applies its own policy to the same request: providers' filters
 differ and misfire on fiction (a screenplay's violence), and the chain's
@@ -277,10 +282,14 @@ class ProviderRouter:
                     break
                 except asyncio.CancelledError:
                     expired = watchdog.expiry()
-                    if expired is not None:
-                        raise expired from None
-                    raise
+                    if expired is None:
+                        raise
+                    if spent.stop:
+                        break  # the text was complete: only the rest of its body was late
+                    raise expired from None
                 except TimeoutError:
+                    if spent.stop:
+                        break  # the provider's own timeout, as above
                     raise watchdog.timeout() from None  # the provider's own, same outcome
                 finally:
                     watchdog.end()

@@ -292,3 +292,43 @@ async def test_a_cut_anthropic_stream_counts_the_text_that_came(
     # message_start reported 1 output token; the cut stream had sent far more.
     assert counted.output_tokens == token_count(SCRIPT[:CUT]) > 1
     assert counted.input_tokens == 11  # as reported
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+async def test_a_connection_cut_after_the_stop_reason_ends_a_complete_text(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider], api: str
+) -> None:
+    # The stop reason (and OpenAI's usage chunk) came, then a reset before the end marker.
+    setattr(standin, api, [Reply(text=SCRIPT, output_tokens=23, end_marker=False, cut_at_end=True)])
+    provider = sdk_providers[API[api]]
+    usage: dict[tuple[str, str], UsageTotal] = {}
+    switches = _switches()
+    assert "".join(await collect(make_router(), [provider], usage, switches)) == SCRIPT
+    assert len(standin.requests) == 1 and switches == []
+    assert usage[(provider.name, provider.model)].output_tokens == 23  # as reported
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+async def test_a_connection_kept_open_without_an_end_marker_after_the_stop_reason_ends_soon(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider], api: str
+) -> None:
+    setattr(standin, api, [Reply(text=SCRIPT, end_marker=False, linger_seconds=30)])
+    router = make_router(idle_timeout_seconds=5.0)
+    started = time.monotonic()
+    assert "".join(await collect(router, [sdk_providers[API[api]]])) == SCRIPT
+    assert time.monotonic() - started < 3.0  # the rest of the body's bound, not the idle time
+    assert len(standin.requests) == 1
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+async def test_the_deadline_passing_while_the_rest_of_a_complete_body_is_read_is_no_failure(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider], api: str
+) -> None:
+    # The whole text and its stop reason come at once; the body then stays open past the
+    # deadline, which passes while the provider reads the rest of it.
+    setattr(standin, api, [Reply(text=SCRIPT, chunk_chars=len(SCRIPT), linger_seconds=30)])
+    router = make_router(breaker_failures=1)
+    deadline = time.monotonic() + 0.8
+    chunks = await collect(router, [sdk_providers[API[api]]], deadline=deadline)
+    assert "".join(chunks) == SCRIPT
+    assert router.breakers[api].state == BreakerState.CLOSED

@@ -4,9 +4,9 @@ It speaks the exact SSE wire format each official SDK parses, so the real
 `openai.AsyncOpenAI(base_url=f"{url}/v1")` and `anthropic.AsyncAnthropic(base_url=url)`
 talk to it over real HTTP. Each API has a queue of `Reply` scripts (the last
 one repeats): text, pace, how the text ends (finish / stop reason, a refusal, the
-end marker or none, a connection left open after it), and a fault — an HTTP error
-with Retry-After, a hang before the first token, a connection cut mid-stream, a
-body that ends early but cleanly, an error event mid-stream, or a malformed chunk.
+end marker or none, a connection left open or cut after it), and a fault — an HTTP
+error with Retry-After, a hang before the first token, a connection cut mid-stream,
+a body that ends early but cleanly, an error event mid-stream, or a malformed chunk.
 Every request is recorded, including whether the client closed it early.
 """
 
@@ -67,6 +67,8 @@ class Reply:
     end_marker: bool = True
     #: Seconds the body stays open after the end marker before it ends.
     linger_seconds: float = 0.0
+    #: Cut the connection after the end (after `linger_seconds`) instead of ending the body.
+    cut_at_end: bool = False
     #: End the body cleanly (no finish reason, no end marker) after this many characters.
     end_after: int | None = None
     #: Send an error event of `error_type` after this many characters of text, then end.
@@ -205,6 +207,10 @@ class LlmStandin:
             sent_tokens = reply.output_tokens if reply.output_tokens is not None else len(chunks)
             await response.write(frames.end(reply, sent_tokens))
             if reply.linger_seconds and not await self._wait(request, reply.linger_seconds, record):
+                return response
+            if reply.cut_at_end:
+                assert request.transport is not None
+                request.transport.abort()
                 return response
             await response.write_eof()
             record.finished = True
