@@ -21,10 +21,14 @@ with neither a stop reason nor `message_stop` was cut: a `connection` failure. O
 stop reason is in, the text is complete: the rest of the body is read for a second at
 most (`body_pacing.read_rest`), and a cut, a timeout or a silence there ends the call as
 it stands.
+
+A continuation sent as a prefill says so (`TokenUsage.exact_continuation`): the model
+writes on from the partial's last character, so the router trims no overlap off it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 
@@ -61,7 +65,8 @@ def message_list(prompt: Prompt, *, prefill: bool = True) -> list[MessageParam]:
     or (`prefill` False) follows it with a user turn asking to go on."""
     messages: list[MessageParam] = [{"role": "user", "content": prompt.user}]
     if prompt.partial and prefill:
-        # The API refuses a prefill that ends in whitespace; the router trims any overlap.
+        # The API refuses a prefill that ends in whitespace; the provider drops it from the
+        # text when the model writes it again (`_drop_prefix`).
         messages.append({"role": "assistant", "content": prompt.partial.rstrip()})
     elif prompt.partial:
         messages.append({"role": "assistant", "content": prompt.partial})
@@ -69,9 +74,28 @@ def message_list(prompt: Prompt, *, prefill: bool = True) -> list[MessageParam]:
     return messages
 
 
+#: The message of Anthropic's answer to a prefill on Claude 4.6 and later: "This model does
+#: not support assistant message prefill. The conversation must end with a user message."
+_PREFILL_UNSUPPORTED = re.compile(
+    r"(?:does not|doesn't|not) support[^.]*\bprefill|prefill[^.]*\bnot supported"
+    r"|conversation must end with a user message"
+)
+
+
 def refuses_prefill(error: Exception) -> bool:
-    """Whether `error` is the 400 of a model that takes no assistant prefill."""
-    return isinstance(error, anthropic.BadRequestError) and "prefill" in str(error).lower()
+    """Whether `error` is the 400 of a model that takes no assistant prefill: an
+    `invalid_request_error` saying the model does not support a prefill (or that the
+    conversation must end with a user message). Any other 400 of a prefilled call, even
+    one that names the prefill (its trailing whitespace, its length), is that call's own
+    failure and leaves prefills on."""
+    if not isinstance(error, anthropic.BadRequestError):
+        return False
+    body = error.body
+    detail = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(detail, dict) or detail.get("type") != "invalid_request_error":
+        return False
+    message = str(detail.get("message", "")).lower()
+    return bool(_PREFILL_UNSUPPORTED.search(message))
 
 
 class AnthropicMessagesProvider:
@@ -126,6 +150,7 @@ class AnthropicMessagesProvider:
                 raise classify(self.name, error) from error
             # A prefill lost its trailing whitespace; the model usually writes it again.
             skip = prompt.partial[len(prompt.partial.rstrip()) :] if prefill else ""
+            usage.exact_continuation = prefill
             stack.push_async_callback(response.aclose)
             try:
                 async for text in _texts(self.name, response, usage):

@@ -60,6 +60,10 @@ class TokenUsage:
     #: no stop but a `refused` ProviderFailure, and a stream that ends without saying is a
     #: `connection` one.
     stop: str = ""
+    #: Set before the first text when the call continues `Prompt.partial` exactly where it
+    #: stops (Anthropic's assistant prefill): its text can repeat none of the partial, so
+    #: the router trims no overlap off it, and a line repeated at the seam stays.
+    exact_continuation: bool = False
 
 
 class Provider(Protocol):

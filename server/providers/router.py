@@ -6,7 +6,10 @@ backoff and jitter, honouring Retry-After; a non-retryable one (bad request,
 auth, a refusal) moves to the next provider at once, and so does a Retry-After
 longer than the longest backoff. After text was delivered, a failure moves to
 the next provider, which is asked to continue the partial text; the overlap is
-trimmed so the concatenated chunks never repeat or drop text.
+trimmed so the concatenated chunks never repeat or drop text. A continuation the
+provider wrote on exactly from the partial's end (an Anthropic prefill:
+`TokenUsage.exact_continuation`) is not trimmed: it repeats nothing, and a trim
+would drop a line legitimately said twice at the seam ("No. No. No.").
 
 A text that stopped at the request's output cap (`TokenUsage.stop`
 STOP_OUTPUT_LIMIT) is not finished: the same provider is called again to continue
@@ -264,7 +267,8 @@ class ProviderRouter:
         """One call to one provider, bounded by the timeouts; yields deliverable text. `spent`
         gets what the provider reported, how its text ended among it."""
         call_prompt = replace(prompt, partial=delivered) if delivered else prompt
-        # Only a continuation can repeat delivered text: a first call's chunks go as they are.
+        # Only a continuation can repeat delivered text: a first call's chunks go as they are,
+        # and so do those of a continuation the provider says it wrote on exactly (a prefill).
         trimmer = OverlapTrimmer(delivered) if delivered else None
         raw: list[str] = []
         outcome = "cancelled"
@@ -299,6 +303,8 @@ class ProviderRouter:
                     self._metrics.time_to_first_token.labels(provider.name, stage).observe(
                         time.monotonic() - started
                     )
+                    if spent.exact_continuation:
+                        trimmer = None  # written on from the partial's end: nothing repeats
                 raw.append(chunk)
                 if trimmer is None:
                     yield chunk

@@ -12,6 +12,9 @@ it is, its second the call's number where it has one:
 | `["fatal", message]`                             | worker | they could not be; it ends   |
 | `["call", id, provider, model, window, prompt]`  | core   | start a model call           |
 | `["cancel", id]`                                 | core   | stop that call, send nothing |
+| `["exact", id]`                                  | worker | its text continues the       |
+|                                                  |        | partial exactly (a prefill); |
+|                                                  |        | before its first `text`      |
 | `["text", id, text]`                             | worker | the next piece of its text   |
 | `["end", id, input, output, reported, stop]`     | worker | its end: usage, how it ended |
 | `["fail", id, provider, kind, message, retry]`   | worker | a ProviderFailure            |

@@ -81,7 +81,14 @@ WORKER_WAIT_SECONDS = 15.0
 FIRST_TOKEN_SHARE = 0.8
 
 _Usage = tuple[int, int, bool, str]  # usage as reported, and how the text ended
-_Item = str | _Usage | ProviderFailure
+
+
+class _Exact:
+    """A call's text continues its partial exactly (`TokenUsage.exact_continuation`)."""
+
+
+_EXACT: Final = _Exact()
+_Item = str | _Usage | ProviderFailure | _Exact
 
 
 class _Call:
@@ -210,6 +217,11 @@ class _Link:
             call = self.calls.get(frame[1])
             if call is not None:
                 call.push(frame[2])
+            return
+        if kind == "exact":
+            call = self.calls.get(frame[1])
+            if call is not None:
+                call.push(_EXACT)
             return
         if kind == "end" or kind == "fail":
             call = self.calls.pop(frame[1], None)
@@ -459,6 +471,8 @@ class OffloadedProvider:
                     yield item
                 elif isinstance(item, ProviderFailure):
                     raise item
+                elif item is _EXACT:
+                    usage.exact_continuation = True
                 else:
                     assert isinstance(item, tuple)
                     usage.input_tokens, usage.output_tokens, usage.reported, usage.stop = item

@@ -6,7 +6,8 @@ The core (`server.providers.worker_pool`) starts it with one end of a Unix socke
 as file descriptor N and sends the providers' configuration as the first frame; the
 worker builds the same providers the core would (`server.providers.factory`: the SDK
 clients over the core's aiohttp transport) and answers `ready`. Then each `call` frame
-runs one provider call in a task of its own, its text sent back as `text` frames and
+runs one provider call in a task of its own, its text sent back as `text` frames (after
+an `exact` frame when it continues its partial exactly, a prefill) and
 its end as `end` (with the usage the provider reported and how its text ended) or
 `fail` (the ProviderFailure, its kind and Retry-After as they were); `cancel` cancels that task,
 which closes the model's HTTP stream. Each `ping` is answered by a `pong`: the core
@@ -135,9 +136,13 @@ class Worker:
             stream = provider.stream(decode_prompt(prompt), usage)
             try:
                 if window > 0:
-                    await self._paced(call, stream, window)
+                    await self._paced(call, stream, window, usage)
                 else:
+                    first = True
                     async for chunk in stream:
+                        if first:
+                            first = False
+                            self._announce(call, usage)
                         self._send(["text", call, chunk])
             finally:
                 close = getattr(stream, "aclose", None)
@@ -154,11 +159,22 @@ class Worker:
             if self._calls.get(call) is asyncio.current_task():
                 del self._calls[call]
 
-    async def _paced(self, call: int, stream: AsyncIterator[str], window: float) -> None:
+    def _announce(self, call: int, usage: TokenUsage) -> None:
+        """Before a call's first text: what the core's router must know of it by then."""
+        if usage.exact_continuation:
+            self._send(["exact", call])
+
+    async def _paced(
+        self, call: int, stream: AsyncIterator[str], window: float, usage: TokenUsage
+    ) -> None:
         deltas = DeltaCoalescer(_TextFrames(call, self._writer()), window)
         try:
             with paced_reads(deltas):
+                first = True
                 async for chunk in stream:
+                    if first:
+                        first = False
+                        self._announce(call, usage)
                     await deltas.add(chunk)
             await deltas.close()
         finally:

@@ -34,12 +34,15 @@ SCRIPT = (
 def _continuation(restart_line: bool) -> Callable[[dict[str, Any]], str]:
     """Anthropic's reply: the rest of SCRIPT after the partial text it is asked to continue.
 
-    With `restart_line`, it repeats the start of the line it was cut in, as models do;
-    the router must not deliver that overlap twice.
+    With `restart_line`, it repeats the start of the line it was cut in, as models asked
+    with a user turn to continue do (`anthropic_standin.refuses_prefill`: an assistant
+    prefill is written on from its last character); the router must not deliver that
+    overlap twice.
     """
 
     def reply(body: dict[str, Any]) -> str:
-        partial = str(body["messages"][-1]["content"])
+        assistant = [m for m in body["messages"] if m["role"] == "assistant"]
+        partial = str(assistant[-1]["content"]) if assistant else ""
         assert SCRIPT.startswith(partial), partial
         start = partial.rfind("\n") + 1 if restart_line else len(partial)
         return SCRIPT[start:]
@@ -87,6 +90,7 @@ async def test_the_connection_dying_mid_stream_fails_over_without_repeating_text
 ) -> None:
     openai_standin.openai = [Reply(text=OUTLINE), Reply(text=SCRIPT, chunk_chars=1, cut_after=cut)]
     anthropic_standin.anthropic = [Reply(text=_continuation(restart_line))]
+    anthropic_standin.refuses_prefill = restart_line
     events, saved = await _generate(failover_core)
     _check_stream(events, saved)
     switched = [e.provider_switched for e in events if e.HasField("provider_switched")]

@@ -26,5 +26,6 @@ async def test_a_restarted_short_line_is_not_repeated(
 ) -> None:
     openai_standin.openai = [Reply(text=OUTLINE), Reply(text=SCRIPT, chunk_chars=1, cut_after=cut)]
     anthropic_standin.anthropic = [Reply(text=_continuation(restart_line=True))]
+    anthropic_standin.refuses_prefill = True  # asked with a user turn: it may restart the line
     events, saved = await _generate(failover_core)
     _check_stream(events, saved)  # fails: e.g. "GRAGRACE", "YYou came back."

@@ -325,7 +325,7 @@ async def test_mid_stream_failover_neither_repeats_nor_drops_text(
     standin: LlmStandin, sdk_providers: tuple[Provider, Provider], fault: str
 ) -> None:
     cut = 42  # a chunk boundary: the stand-in sends 6 characters per chunk
-    standin.openai = [
+    standin.anthropic = [
         Reply(
             text=SCRIPT,
             cut_after=cut if fault == "cut" else None,
@@ -334,25 +334,27 @@ async def test_mid_stream_failover_neither_repeats_nor_drops_text(
     ]
 
     def continuation(body: dict[str, Any]) -> str:
-        partial = body["messages"][-1]["content"]
-        # A model that restarts the line it was cut in: repeats the last part of the partial.
-        restart = partial.rfind("\n") + 1
+        partial = next(m for m in reversed(body["messages"]) if m["role"] == "assistant")
+        # Asked to "continue", a model that restarts the line it was cut in: repeats the
+        # last part of the partial. (A prefill, Anthropic's, cannot: it writes on from it.)
+        restart = str(partial["content"]).rfind("\n") + 1
         return SCRIPT[restart:]
 
-    standin.anthropic = [Reply(text=continuation, input_tokens=50, output_tokens=30)]
+    standin.openai = [Reply(text=continuation, input_tokens=50, output_tokens=30)]
     usage: dict[tuple[str, str], UsageTotal] = {}
     switches: list[tuple[str, str, str, int]] = []
     router = make_router()
-    chunks = await collect(router, list(sdk_providers), usage, switches)
+    chunks = await collect(router, [sdk_providers[1], sdk_providers[0]], usage, switches)
     assert "".join(chunks) == SCRIPT
-    delivered_by_openai = standin.of("openai")[0].sent
-    assert len(delivered_by_openai) == cut
+    delivered_by_anthropic = standin.of("anthropic")[0].sent
+    assert len(delivered_by_anthropic) == cut
     kind = "connection" if fault == "cut" else "malformed"
-    assert switches == [("openai", "anthropic", kind, cut)]
-    continued = standin.of("anthropic")[0]
-    assert continued.partial == SCRIPT[:cut].rstrip()
-    assert usage[("anthropic", "claude-test")].output_tokens == 30
-    assert usage[("openai", "gpt-test")].output_tokens > 0  # estimated for the cut stream
+    assert switches == [("anthropic", "openai", kind, cut)]
+    continued = standin.of("openai")[0]
+    assert continued.partial == SCRIPT[:cut]
+    assert continued.body["messages"][-1]["role"] == "user"
+    assert usage[("openai", "gpt-test")].output_tokens == 30
+    assert usage[("anthropic", "claude-test")].output_tokens > 1  # estimated for the cut stream
 
 
 async def test_breaker_opens_half_opens_and_closes(

@@ -15,7 +15,7 @@ import anthropic
 import httpx2
 import pytest
 
-from server.errors import DeadlineExceeded
+from server.errors import DeadlineExceeded, Unavailable
 from server.providers.anthropic_messages import AnthropicMessagesProvider
 from server.providers.base import CONTINUE_INSTRUCTION, Provider
 from server.providers.breaker import BreakerState
@@ -332,3 +332,55 @@ async def test_the_deadline_passing_while_the_rest_of_a_complete_body_is_read_is
     chunks = await collect(router, [sdk_providers[API[api]]], deadline=deadline)
     assert "".join(chunks) == SCRIPT
     assert router.breakers[api].state == BreakerState.CLOSED
+
+
+#: A line said three times, cut after its second: the continuation's start repeats the end
+#: of the text so far, as the text means it to.
+REPEATS = "INT. KITCHEN - NIGHT\n\nMAYA\nNo. No. No.\n\nJONAH\nYes.\n"
+REPEATS_CUT = REPEATS.index("No. No.") + len("No. No.")
+
+
+async def test_a_prefill_continuation_is_not_trimmed_of_a_repeat_at_the_seam(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    standin.openai = [Reply(text=REPEATS, chunk_chars=1, cut_after=REPEATS_CUT)]
+    # The prefill: the model writes on from the partial's last character.
+    standin.anthropic = [Reply(text=lambda body: REPEATS[len(_partial(body)) :])]
+    switches = _switches()
+    assert "".join(await collect(make_router(), list(sdk_providers), switches=switches)) == REPEATS
+    assert _partial(standin.of("anthropic")[0].body) == REPEATS[:REPEATS_CUT]
+    assert switches == [("openai", "anthropic", "connection", REPEATS_CUT)]
+
+
+async def test_a_continuation_asked_for_with_a_user_turn_is_still_trimmed(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
+) -> None:
+    standin.openai = [Reply(text=SCRIPT, cut_after=CUT)]
+    # Asked to "continue" (no prefill), the model restarts the line it was cut in.
+    standin.anthropic = [
+        Reply(text=lambda body: SCRIPT[_partial(body).rfind("\n") + 1 :]),
+    ]
+    standin.refuses_prefill = True
+    assert "".join(await collect(make_router(), list(sdk_providers))) == SCRIPT
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"type": "invalid_request_error", "message": "prefill must not end with whitespace"},
+        {"type": "api_error", "message": "assistant message prefill is not supported here"},
+    ],
+    ids=["another-invalid-request", "not-an-invalid-request"],
+)
+async def test_another_400_of_a_prefill_leaves_prefill_on(
+    standin: LlmStandin, sdk_providers: tuple[Provider, Provider], error: dict[str, str]
+) -> None:
+    standin.openai = [Reply(text=SCRIPT, cut_after=CUT)]
+    standin.anthropic = [Reply(status=400, error_body={"type": "error", "error": error})]
+    anthropic_provider = sdk_providers[1]
+    assert isinstance(anthropic_provider, AnthropicMessagesProvider)
+    with pytest.raises(Unavailable):
+        await collect(make_router(), list(sdk_providers))
+    (request,) = standin.of("anthropic")  # not sent again without the prefill
+    assert _partial(request.body) == SCRIPT[:CUT]
+    assert anthropic_provider.prefills

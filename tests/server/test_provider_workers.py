@@ -160,6 +160,25 @@ async def test_how_the_text_ended_comes_back_from_the_worker(
     assert stops == [STOP_OUTPUT_LIMIT, STOP_END]
 
 
+@pytest.mark.parametrize("paced", [False, True], ids=["as-read", "by-window"])
+async def test_an_exact_continuation_is_said_by_the_worker_before_its_text(
+    stages: StageProviders, standin: LlmStandin, paced: bool
+) -> None:
+    # Anthropic continues with a prefill (exact), OpenAI with a user turn (not exact).
+    standin.openai[:] = [Reply(text=TEXT)]
+    standin.anthropic[:] = [Reply(text=TEXT)]
+    partial = replace(PROMPT, partial="INT. HALL - DAY\n\nMAYA\nNo.")
+    exact = []
+    for provider in _both(stages):
+        usage = TokenUsage()
+        with paced_reads(Window() if paced else None):
+            stream = provider.stream(partial, usage)
+            await anext(stream)
+            exact.append(usage.exact_continuation)  # known by the first text
+            await stream.aclose()  # type: ignore[attr-defined]
+    assert exact == [False, True]
+
+
 @pytest.mark.parametrize(
     ("reply", "kind", "retry_after"),
     [

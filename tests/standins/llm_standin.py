@@ -5,8 +5,9 @@ It speaks the exact SSE wire format each official SDK parses, so the real
 talk to it over real HTTP. Each API has a queue of `Reply` scripts (the last
 one repeats): text, pace, how the text ends (finish / stop reason, a refusal, the
 end marker or none, a connection left open or cut after it), and a fault — an HTTP
-error with Retry-After, a hang before the first token, a connection cut mid-stream,
-a body that ends early but cleanly, an error event mid-stream, or a malformed chunk.
+error with Retry-After (and a body of the test's), a hang before the first token, a
+connection cut mid-stream, a body that ends early but cleanly, an error event
+mid-stream, or a malformed chunk.
 Every request is recorded, including whether the client closed it early.
 """
 
@@ -48,6 +49,8 @@ class Reply:
     #: An HTTP error status instead of a stream (e.g. 429, 500, 401, 400).
     status: int = 200
     retry_after: str | None = None
+    #: The JSON body of that error (None: the stand-in's own, a `server_error` / `api_error`).
+    error_body: dict[str, Any] | None = None
     #: Seconds to wait before the first token (large: a hang).
     hang_seconds: float = 0.0
     #: Abort the connection after this many characters of text.
@@ -169,7 +172,7 @@ class LlmStandin:
     ) -> web.StreamResponse:
         if reply.status != 200:
             headers = {"retry-after": reply.retry_after} if reply.retry_after else {}
-            error = (
+            error = reply.error_body or (
                 {"error": {"message": "stand-in fault", "type": "server_error", "code": None}}
                 if api == "openai"
                 else {"type": "error", "error": {"type": "api_error", "message": "stand-in"}}
