@@ -16,7 +16,12 @@ for people.
 |                    |                     | episodes), SCRIPT_REJECTED (review: a job's script  |
 |                    |                     | is not Fountain enough to save; nothing is saved),  |
 |                    |                     | EXPORT_FONT_MISSING (no Hangul font for a PDF),      |
-|                    |                     | KNOWLEDGE_LIMIT_REACHED (documents per project)      |
+|                    |                     | KNOWLEDGE_LIMIT_REACHED (documents per project),     |
+|                    |                     | CONTENT_REFUSED (every model provider refused a      |
+|                    |                     | job's text), REQUEST_REFUSED (no provider could take |
+|                    |                     | it as it stands: refused, a bad request, nothing     |
+|                    |                     | written within the output cap) — a job ends `failed` |
+|                    |                     | with these two; a retry would fail alike             |
 | OutOfRange         | OUT_OF_RANGE        | SEQUENCE_AHEAD                                       |
 | Unauthenticated    | UNAUTHENTICATED     | API_KEY_MISSING, API_KEY_INVALID (unknown, revoked,  |
 |                    |                     | malformed), JOB_TOKEN_INVALID (bad or expired)       |

@@ -14,19 +14,27 @@
 | first_token_timeout  | yes       | charged | no token within the first-token timeout    |
 | idle_timeout         | yes       | charged | silence between tokens too long (router)   |
 | deadline             | no        | no      | the caller's deadline passed (router)      |
-| bad_request          | no        | no      | other 4xx: 400, 404, 413, 422 …; Anthropic |
+| bad_request          | no        | no      | other 4xx: 400, 413 …; Anthropic           |
 |                      |           |         | `invalid_request_error` event              |
+| misconfigured        | no        | charged | 404, 422; Anthropic `not_found_error`      |
+|                      |           |         | event: no such model, endpoint or field    |
 | refused              | no        | no      | OpenAI `content_filter` or a refusal,      |
 |                      |           |         | Anthropic `refusal`                        |
+| output_exhausted     | no        | no      | a text stopped at the output cap with      |
+|                      |           |         | nothing new written (router)               |
 | auth                 | no        | charged | 401, 403, Anthropic `authentication_error` |
 |                      |           |         | or `permission_error` event                |
 
 `worker_lost` is the core's own failure, not the provider's: the router calls the same
 provider again at once, from the text already delivered, without charging its breaker
 (`server.providers.router`). `bad_request` and `deadline` are the caller's (a prompt too
-long, a short gRPC deadline) and `refused` is a verdict on the text, not on the
-provider's health: they release the breaker instead of charging it, so that one
+long, a short gRPC deadline), and `refused` and `output_exhausted` are verdicts on the
+text (a reasoning model that spent its whole output cap thinking on this prompt), not on
+the provider's health: they release the breaker instead of charging it, so that one
 caller's requests cannot take a provider out of every other caller's chains.
+`misconfigured` is the operator's: a model name or endpoint the provider does not know
+(404), or a request shape it does not take (422), fails every call alike, so it is
+charged and the breaker takes the provider out of the chains until it is fixed.
 """
 
 from __future__ import annotations
@@ -67,18 +75,24 @@ RETRYABLE_KINDS = frozenset(
 WORKER_LOST = "worker_lost"
 #: The model declined to write, or the provider's filter cut its text.
 REFUSED = "refused"
+#: The request as it stands cannot be served (a prompt too long, a full context window).
+BAD_REQUEST = "bad_request"
+#: The provider is set up with a model, endpoint or request field it does not know.
+MISCONFIGURED = "misconfigured"
+#: A text stopped at the output cap without anything new in it (the router's verdict).
+OUTPUT_EXHAUSTED = "output_exhausted"
 
 #: Failures that say nothing about the provider's health: its breaker is released.
-UNCHARGED_KINDS = frozenset({WORKER_LOST, "bad_request", "deadline", REFUSED})
+UNCHARGED_KINDS = frozenset({WORKER_LOST, BAD_REQUEST, "deadline", REFUSED, OUTPUT_EXHAUSTED})
 
 #: The kind of an `error` event inside a stream that began 200 OK, by its `error.type`
 #: (Anthropic's error types; an OpenAI error chunk's `type` where it matches one).
 _STREAM_ERROR_KINDS = {
     "overloaded_error": "overloaded",
     "rate_limit_error": "rate_limited",
-    "invalid_request_error": "bad_request",
-    "request_too_large": "bad_request",
-    "not_found_error": "bad_request",
+    "invalid_request_error": BAD_REQUEST,
+    "request_too_large": BAD_REQUEST,
+    "not_found_error": MISCONFIGURED,
     "authentication_error": "auth",
     "permission_error": "auth",
     "billing_error": "auth",
@@ -138,7 +152,9 @@ def _status_kind(status: int, body: object) -> str:
         return "auth"
     if status >= 500 or status in (408, 409):
         return "server_error"
-    return "bad_request"
+    if status in (404, 422):
+        return MISCONFIGURED
+    return BAD_REQUEST
 
 
 def _stream_error_type(body: object) -> str:

@@ -14,6 +14,10 @@ would drop a line legitimately said twice at the seam ("No. No. No.").
 A text that stopped at the request's output cap (`TokenUsage.stop`
 STOP_OUTPUT_LIMIT) is not finished: the same provider is called again to continue
 it, the overlap trimmed the same way, up to MAX_CONTINUATIONS times per stage call.
+An attempt that stopped there with nothing new (a reasoning model that spent the
+cap thinking, a continuation that only repeated the text) fails as
+`output_exhausted` instead: the same call would do the same again, so the next
+provider goes on, and the breaker is not charged.
 
 Once an attempt's stop reason is in its text is complete: a timeout of the
 watchdog (below) while the provider reads the rest of its body ends the attempt
@@ -25,6 +29,14 @@ provider, which applies its own policy to the same request: providers' filters
 differ and misfire on fiction (a screenplay's violence), and the chain's
 providers are the ones the operator accepts for every text. It is never
 retried on the provider that refused.
+
+When no provider could finish the call and each last failed on the request itself
+(`FINAL_KINDS`: refused, a bad request, output exhausted), the call fails with
+FAILED_PRECONDITION — CONTENT_REFUSED when they all refused, REQUEST_REFUSED
+otherwise — which the job's `failed` event carries and clients do not retry. Any
+other end is UNAVAILABLE PROVIDERS_UNAVAILABLE, its retry delay the soonest a
+provider that may take the call said it would (its Retry-After, its breaker's
+cool-down), at least a second.
 
 A `worker_lost` failure (the core's provider worker exited mid-call) is the core's,
 not the provider's: its breaker is not charged, and the same provider is called again
@@ -52,11 +64,18 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from server.config import RouterConfig
-from server.errors import DeadlineExceeded, Unavailable
+from server.errors import DeadlineExceeded, FailedPrecondition, ServiceError, Unavailable
 from server.metrics import CoreMetrics
 from server.providers.base import STOP_OUTPUT_LIMIT, Prompt, Provider, TokenUsage
 from server.providers.breaker import BreakerState, CircuitBreaker
-from server.providers.errors import UNCHARGED_KINDS, WORKER_LOST, ProviderFailure
+from server.providers.errors import (
+    BAD_REQUEST,
+    OUTPUT_EXHAUSTED,
+    REFUSED,
+    UNCHARGED_KINDS,
+    WORKER_LOST,
+    ProviderFailure,
+)
 from server.providers.overlap import OverlapTrimmer
 from server.providers.retry import Backoff
 from server.providers.synthetic import token_count
@@ -71,6 +90,11 @@ WORKER_LOSSES_PER_CALL = 2
 #: A text still cut after these ends there (logged): a model that runs on that long is
 #: more likely looping than writing, and each call costs a full output cap.
 MAX_CONTINUATIONS = 3
+
+#: Failures another try of the same request would meet again: the request as it stands
+#: (`bad_request`), its text (`refused`), or a model that writes nothing within its output
+#: cap. A call whose every provider last failed so ends FAILED_PRECONDITION, not retried.
+FINAL_KINDS = frozenset({REFUSED, BAD_REQUEST, OUTPUT_EXHAUSTED})
 
 #: Called before a provider takes over from one that failed: (from, to, reason, offset).
 SwitchListener = Callable[[str, str, str, int], Awaitable[None]]
@@ -148,11 +172,14 @@ class ProviderRouter:
     ) -> AsyncGenerator[str, None]:
         """Stream `prompt` through `chain`; add each provider's tokens to `usage`.
 
-        `deadline` is a `time.monotonic()` instant. Raises Unavailable when every
-        provider failed, DeadlineExceeded when the deadline passed.
+        `deadline` is a `time.monotonic()` instant. Raises FailedPrecondition or
+        Unavailable when every provider failed (`_chain_failed`), DeadlineExceeded when the
+        deadline passed.
         """
         delivered: list[str] = []
         failed: tuple[str, str] | None = None
+        #: Each provider's last failure in this call: what the call's end says, if it fails.
+        failures: dict[str, ProviderFailure] = {}
         workers_lost = 0
         continuations = 0
         for provider in chain:
@@ -177,6 +204,7 @@ class ProviderRouter:
                             yield chunk
                 except ProviderFailure as failure:
                     log.warning("%s stage: %s", stage, failure)
+                    failures[provider.name] = failure
                     if failure.kind == WORKER_LOST:
                         breaker.release()  # the core's failure: no verdict on the provider
                         workers_lost += 1
@@ -217,7 +245,22 @@ class ProviderRouter:
                 except BaseException:
                     breaker.release()
                     raise
+                if spent.stop == STOP_OUTPUT_LIMIT and len(delivered) == produced:
+                    # A whole output cap and nothing new: a reasoning model that spent it
+                    # thinking, or a continuation that only repeated the text. The same call
+                    # again would do the same and cost as much: the next provider goes on.
+                    breaker.release()  # a verdict on this text, not on the provider's health
+                    exhausted = ProviderFailure(
+                        provider.name,
+                        OUTPUT_EXHAUSTED,
+                        "stopped at its output cap without writing anything new",
+                    )
+                    log.warning("%s stage: %s", stage, exhausted)
+                    failures[provider.name] = exhausted
+                    failed = (provider.name, OUTPUT_EXHAUSTED)
+                    break
                 breaker.record_success()
+                failures.pop(provider.name, None)  # what it asked before is answered
                 if spent.stop != STOP_OUTPUT_LIMIT:
                     return
                 if continuations >= MAX_CONTINUATIONS:
@@ -240,10 +283,44 @@ class ProviderRouter:
                     failed = unfinished
                 elif failed is None or failed[0] != provider.name:
                     log.info("%s stage: skipping %s, its breaker is open", stage, provider.name)
-        raise Unavailable(
+        raise self._chain_failed(chain, failures)
+
+    def _chain_failed(
+        self, chain: Sequence[Provider], failures: dict[str, ProviderFailure]
+    ) -> ServiceError:
+        """The error a call ends with when no provider of `chain` could finish it.
+
+        When every provider last failed on the request itself (`FINAL_KINDS`), another try
+        would fail alike and cost as much: FAILED_PRECONDITION, not to be retried. Else
+        UNAVAILABLE, retried after the soonest wait of a provider that may take the call
+        then: the longer of its last Retry-After and its breaker's cool-down.
+        """
+        kinds = {p.name: failures[p.name].kind if p.name in failures else "" for p in chain}
+        if kinds and all(kind in FINAL_KINDS for kind in kinds.values()):
+            summary = "; ".join(f"{name}: {kind}" for name, kind in kinds.items())
+            if all(kind == REFUSED for kind in kinds.values()):
+                return FailedPrecondition(
+                    "every language-model provider refused to write this (a refusal or a"
+                    " content filter); retrying the same request will not change that",
+                    reason="CONTENT_REFUSED",
+                )
+            return FailedPrecondition(
+                "no language-model provider can take this request as it stands"
+                f" ({summary}); retrying the same request will not change that",
+                reason="REQUEST_REFUSED",
+            )
+        waits = [
+            max(
+                (failures[p.name].retry_after or 0.0) if p.name in failures else 0.0,
+                self.breakers[p.name].seconds_until_half_open() or 0.0,
+            )
+            for p in chain
+            if kinds[p.name] not in FINAL_KINDS
+        ]
+        return Unavailable(
             "no language-model provider could write this; retry later",
             reason="PROVIDERS_UNAVAILABLE",
-            retry_after=max(1.0, self.seconds_until_change() or 1.0),
+            retry_after=max(1.0, min(waits, default=1.0)),
         )
 
     async def _switch(

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2
 from scriptgen.v1 import generation_service_pb2 as gs
@@ -195,3 +196,20 @@ async def test_cancelling_a_job_closes_the_providers_http_stream(
         events = await rpc.follow(name)
     assert writing.client_closed and not writing.finished
     assert events[-1].HasField("cancelled")
+
+
+async def test_a_job_every_provider_refuses_fails_for_good(
+    llm_core: Core, standin: LlmStandin
+) -> None:
+    standin.openai = [Reply(text="", finish="content_filter")]
+    standin.anthropic = [Reply(text="", finish="refusal")]
+    async with connect(f"127.0.0.1:{llm_core.grpc_port}") as rpc:
+        project = await rpc.create_project()
+        events = await rpc.generate(project.name)
+    assert events[-1].HasField("failed")
+    status = events[-1].failed.status
+    # Not UNAVAILABLE: a client would retry, and pay for the same refusals again.
+    assert status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "CONTENT_REFUSED"
+    assert [r.api for r in standin.requests] == ["openai", "anthropic"]

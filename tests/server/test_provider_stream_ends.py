@@ -77,10 +77,13 @@ async def test_a_text_cut_at_the_output_cap_is_continued_by_the_same_provider(
 async def test_continuations_at_the_output_cap_are_bounded(
     standin: LlmStandin, sdk_providers: tuple[Provider, Provider]
 ) -> None:
-    standin.openai = [Reply(text="INT. LOOP - NIGHT\n", finish="length")]
+    # Each call writes a line more, and is cut at the cap again.
+    standin.openai = [
+        Reply(text=lambda body: f"INT. LOOP {len(_partial(body))} - NIGHT\n", finish="length")
+    ]
     chunks = await collect(make_router(), [sdk_providers[0]])
     assert len(standin.of("openai")) == MAX_CONTINUATIONS + 1
-    assert "".join(chunks).startswith("INT. LOOP - NIGHT\n")
+    assert "".join(chunks) == "".join(f"INT. LOOP {offset} - NIGHT\n" for offset in (0, 20, 41, 62))
 
 
 @pytest.mark.parametrize(
