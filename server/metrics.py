@@ -84,6 +84,13 @@ class CoreMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.provider_texts_cut = Counter(
+            "scriptgen_provider_texts_cut",
+            "Stage texts that ended at the output cap because the provider was still cut there"
+            " after the continuations allowed (server.providers.router.MAX_CONTINUATIONS).",
+            ["provider", "stage"],
+            registry=self.registry,
+        )
         self.provider_requests = Counter(
             "scriptgen_provider_requests",
             "Calls to language-model providers, by provider and outcome"

@@ -270,6 +270,7 @@ class ProviderRouter:
                         provider.name,
                         continuations + 1,
                     )
+                    self._metrics.provider_texts_cut.labels(provider.name, stage).inc()
                     return
                 # Cut at the output cap: the same provider writes the rest, as a new call.
                 continuations += 1

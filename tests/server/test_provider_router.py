@@ -72,7 +72,10 @@ async def sdk_providers(standin: LlmStandin) -> AsyncIterator[tuple[Provider, Pr
 
 
 def make_router(
-    sleeps: Sleeps | None = None, clock: Clock | None = None, **settings: Any
+    sleeps: Sleeps | None = None,
+    clock: Clock | None = None,
+    metrics: CoreMetrics | None = None,
+    **settings: Any,
 ) -> ProviderRouter:
     config = RouterConfig(
         **{"first_token_timeout_seconds": 2.0, "idle_timeout_seconds": 2.0, **settings}
@@ -80,7 +83,7 @@ def make_router(
     return ProviderRouter(
         ["openai", "anthropic"],
         config,
-        CoreMetrics(),
+        metrics or CoreMetrics(),
         sleep=sleeps or Sleeps(),
         clock=clock or time.monotonic,
     )

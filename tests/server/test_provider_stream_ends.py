@@ -16,6 +16,7 @@ import httpx2
 import pytest
 
 from server.errors import DeadlineExceeded, Unavailable
+from server.metrics import CoreMetrics
 from server.providers.anthropic_messages import AnthropicMessagesProvider
 from server.providers.base import CONTINUE_INSTRUCTION, Provider
 from server.providers.breaker import BreakerState
@@ -81,9 +82,15 @@ async def test_continuations_at_the_output_cap_are_bounded(
     standin.openai = [
         Reply(text=lambda body: f"INT. LOOP {len(_partial(body))} - NIGHT\n", finish="length")
     ]
-    chunks = await collect(make_router(), [sdk_providers[0]])
+    metrics = CoreMetrics()
+    chunks = await collect(make_router(metrics=metrics), [sdk_providers[0]])
     assert len(standin.of("openai")) == MAX_CONTINUATIONS + 1
     assert "".join(chunks) == "".join(f"INT. LOOP {offset} - NIGHT\n" for offset in (0, 20, 41, 62))
+    # The text that still ended at the cap is counted, not only logged.
+    cut = metrics.registry.get_sample_value(
+        "scriptgen_provider_texts_cut_total", {"provider": "openai", "stage": "write"}
+    )
+    assert cut == 1
 
 
 @pytest.mark.parametrize(
