@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,10 +44,17 @@ def fast_core_config(data_dir: Path) -> CoreConfig:
 
 
 @pytest.fixture(autouse=True)
-def no_api_key_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_api_key_from_the_shell() -> Iterator[None]:
     """The SDK reads SCRIPTGEN_API_KEY when a config names no key: a developer's exported
-    key must not reach the tests' clients (tests that want it set it themselves)."""
-    monkeypatch.delenv("SCRIPTGEN_API_KEY", raising=False)
+    key must not reach the tests' clients (tests that want it set it themselves).
+
+    Not through `monkeypatch`: an autouse fixture asking for it would set it up before
+    every other fixture, so a test's own patches would be undone only after those
+    fixtures' teardowns, which may call what the test patched."""
+    exported = os.environ.pop("SCRIPTGEN_API_KEY", None)
+    yield
+    if exported is not None:
+        os.environ["SCRIPTGEN_API_KEY"] = exported
 
 
 @pytest.fixture

@@ -48,6 +48,22 @@ async def _thinking_job(http: httpx.AsyncClient) -> str:
     return name
 
 
+async def _quiet_point(http: httpx.AsyncClient, generation: str) -> int:
+    """The sequence of the job's last event once its log has been quiet for a second: the
+    writer then thinks for 30 s (its model call in the plan stage), with nothing to log."""
+    sequence = 0
+    async with http.stream("GET", f"/v1/{generation}/events") as response:
+        lines = response.aiter_lines()
+        while True:
+            try:
+                async with asyncio.timeout(1.0):
+                    line = await anext(lines)
+            except TimeoutError:
+                return sequence
+            if line.startswith("id: "):
+                sequence = int(line.removeprefix("id: "))
+
+
 async def test_a_stream_still_waiting_for_its_first_event_ends_with_200_and_a_spread_retry(
     start_core: CoreFactory,
 ) -> None:
@@ -58,12 +74,9 @@ async def test_a_stream_still_waiting_for_its_first_event_ends_with_200_and_a_sp
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
             generation = await _thinking_job(http)
-            job = (await http.get(f"/v1/{generation}")).json()
+            thinking = await _quiet_point(http, generation)
             follow = asyncio.create_task(
-                http.get(
-                    f"/v1/{generation}/events",
-                    headers={"Last-Event-ID": str(job["lastSequence"])},
-                )
+                http.get(f"/v1/{generation}/events", headers={"Last-Event-ID": str(thinking)})
             )
             await asyncio.sleep(0.5)  # the request waits in the gateway for its first event
             assert not follow.done()

@@ -66,12 +66,13 @@ export class GenerationFollower {
     source.addEventListener("open", () => this.handlers.onConnection("open"));
     source.addEventListener("error", () => this.lost(source));
     for (const name of EVENT_NAMES) {
-      source.addEventListener(name, (message) => this.receive(name, message, source));
+      source.addEventListener(name, (message) => {
+        if (source === this.source) this.receive(name, message); // not an older stream's
+      });
     }
   }
 
-  receive(name, message, source) {
-    if (source !== this.source) return; // an older stream's, closed since
+  receive(name, message) {
     let event;
     try {
       event = JSON.parse(message.data);
