@@ -4,7 +4,10 @@ from server.events.base import (
     TERMINAL_KINDS,
     AppendsAtOnce,
     EventLog,
+    EventLogBehind,
     EventLogConflict,
+    LeaseFenced,
+    LeaseTaken,
     is_terminal,
 )
 from server.events.memory import MemoryEventLog
@@ -15,7 +18,10 @@ __all__ = [
     "TERMINAL_KINDS",
     "AppendsAtOnce",
     "EventLog",
+    "EventLogBehind",
     "EventLogConflict",
+    "LeaseFenced",
+    "LeaseTaken",
     "MemoryEventLog",
     "RedisConnection",
     "RedisEventLog",

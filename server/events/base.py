@@ -27,6 +27,25 @@ class EventLogConflict(RuntimeError):
     """An append that does not fit the log: a gap, a repeat, or after the terminal event."""
 
 
+class LeaseTaken(EventLogConflict):
+    """An append refused because another core holds the job's lease: that core ends the job.
+
+    Only a log fenced by the writers' lease (`LeaseFenced`) refuses it.
+    """
+
+
+class EventLogBehind(EventLogConflict):
+    """An append refused because the log ends before the writer's previous event.
+
+    The log lost events it had taken (a Redis failover to a replica that missed
+    the last writes): `last` is where it now stands.
+    """
+
+    def __init__(self, message: str, last: int) -> None:
+        super().__init__(message)
+        self.last = last
+
+
 class EventLog(Protocol):
     """Append-only per-job logs. The job is the only writer of its log."""
 
@@ -45,6 +64,9 @@ class EventLog(Protocol):
     async def ended(self, generation: str) -> bool:
         """Whether the log holds its terminal event; NotFound for an unknown or expired job."""
 
+    async def end(self, generation: str) -> generation_pb2.GenerationEvent | None:
+        """The log's terminal event, None while it has none; NotFound as `ended`."""
+
     def follow(
         self, generation: str, after_sequence: int
     ) -> AsyncIterator[generation_pb2.GenerationEvent]:
@@ -52,6 +74,15 @@ class EventLog(Protocol):
 
     def follow_encoded(self, generation: str, after_sequence: int) -> AsyncGenerator[bytes, None]:
         """`follow`, each event as its serialized `GenerationEvent`, as the log holds it."""
+
+
+@runtime_checkable
+class LeaseFenced(Protocol):
+    """An event log shared by cores (Redis) that can refuse a writer whose lease was taken."""
+
+    def fence(self, owner: str) -> None:
+        """From now on, refuse this process's appends to a job whose lease (`owner:{job}`,
+        see server.jobs.coordination) a core other than `owner` holds: LeaseTaken."""
 
 
 @runtime_checkable

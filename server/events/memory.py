@@ -93,6 +93,12 @@ class MemoryEventLog:
     async def ended(self, generation: str) -> bool:
         return self._log(generation).ended_at is not None
 
+    async def end(self, generation: str) -> generation_pb2.GenerationEvent | None:
+        log = self._log(generation)
+        if log.ended_at is None:
+            return None
+        return generation_pb2.GenerationEvent.FromString(log.events[-1])
+
     def follow(
         self, generation: str, after_sequence: int
     ) -> AsyncIterator[generation_pb2.GenerationEvent]:

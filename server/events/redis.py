@@ -5,7 +5,14 @@ stream entry id (`{sequence}-0`), so "the events after k" is a plain
 XREAD/XRANGE from `k-0`, and Redis itself refuses an id that does not grow.
 Appends go through a Lua script that also refuses a gap, anything after the
 terminal event, and a log that vanished (Redis restarted without its data);
-an append retried after a lost reply is recognised and not repeated.
+an append retried after a lost reply is recognised and not repeated. Fenced
+(`fence`, as every core's runner does), it refuses a core's append to a job
+whose lease another core holds (LeaseTaken); and a refusal because the log is
+behind the writer's own last event (a failover lost it) is EventLogBehind.
+
+Redis 6.0 or later, standalone or behind Sentinel: the scripts touch several
+keys of a job (its log, its lease) that carry no hash tag, so Redis Cluster
+would refuse them (CROSSSLOT).
 
 Followers in the process that created a job's log read the events it appended
 from memory (`server.events.tails`), not back from Redis; followers of other
@@ -30,7 +37,7 @@ from redis.exceptions import ResponseError
 from scriptgen.v1 import generation_pb2
 
 from server.errors import DataLoss, NotFound
-from server.events.base import EventLogConflict, decoded, is_terminal
+from server.events.base import EventLogBehind, EventLogConflict, LeaseTaken, decoded, is_terminal
 from server.events.redis_appends import AppendBatches
 from server.events.redis_connection import BLOCK_MILLISECONDS, RedisConnection, redis_errors
 from server.events.tails import Tail, Tails
@@ -48,7 +55,9 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 'OK'
 """
 
-# ARGV: sequence, event bytes, terminal ('1'|'0'), ttl while running, ttl after the end.
+# KEYS: the log, then (fenced) the job's lease. ARGV: sequence, event bytes, terminal
+# ('1'|'0'), ttl while running, ttl after the end, then (fenced) this core's id: a lease
+# another core holds refuses the append (that core ends the job; a lapsed one does not).
 _APPEND = """
 local sequence = tonumber(ARGV[1])
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -60,6 +69,10 @@ if #top > 0 then
   if fields[4] == '1' then return redis.error_reply('ENDED ' .. last) end
 elseif redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('MISSING')
+end
+if #KEYS > 1 then
+  local holder = redis.call('GET', KEYS[2])
+  if holder and holder ~= ARGV[6] then return redis.error_reply('LEASE ' .. holder) end
 end
 if sequence ~= last + 1 then return redis.error_reply('SEQUENCE ' .. last) end
 redis.call('XADD', KEYS[1], sequence .. '-0', 'e', ARGV[2], 't', ARGV[3])
@@ -122,6 +135,25 @@ def _rolled_back(generation: str, position: int, last: int) -> DataLoss:
     )
 
 
+def _refused(event: generation_pb2.GenerationEvent, message: str) -> Exception:
+    """The error for the append script's refusal `message` of `event`."""
+    generation = event.generation
+    if message.startswith("MISSING"):
+        return _lost(generation)
+    if message.startswith("LEASE"):
+        return LeaseTaken(f"{generation}: another core holds the job's lease ({message})")
+    if message.startswith("SEQUENCE"):
+        last = int(message.split()[1])
+        if last < event.sequence - 1:
+            # The writer's own earlier events are gone: Redis lost acknowledged writes.
+            return EventLogBehind(
+                f"{generation}: the log is at {last}, behind this writer's"
+                f" {event.sequence - 1} (a Redis failover lost recent writes?)",
+                last,
+            )
+    return EventLogConflict(f"{generation}: {message}")
+
+
 class RedisEventLog:
     """Per-job Redis streams; `retention_seconds` after a job's terminal event they expire."""
 
@@ -131,6 +163,17 @@ class RedisEventLog:
         self._create = redis.client.register_script(_CREATE)
         self._appends = AppendBatches(redis.client, redis.client.register_script(_APPEND))
         self._tails = Tails()
+        #: This core's id once fenced: appends to a job another core holds are refused.
+        self._owner: str | None = None
+
+    def fence(self, owner: str) -> None:
+        """Refuse this process's appends to a job whose lease a core other than `owner` holds.
+
+        In the append script, so the refusal is atomic with the append: a core that lost
+        a job's lease (a stall, a slow Redis) writes nothing to it from the moment
+        another core took the lease to end the job, even before it learns of it.
+        """
+        self._owner = owner
 
     @property
     def local_logs(self) -> int:
@@ -150,25 +193,24 @@ class RedisEventLog:
     async def append(self, event: generation_pb2.GenerationEvent) -> None:
         terminal = is_terminal(event)
         wire = event.SerializeToString()
+        keys = [self._key(event.generation)]
+        args: list[bytes | str | int] = [
+            event.sequence,
+            wire,
+            "1" if terminal else "0",
+            self._retention + UNENDED_EXTRA_SECONDS,
+            self._retention,
+        ]
+        if self._owner is not None:
+            keys.append(self._redis.key("owner", event.generation))
+            args.append(self._owner)
         try:
             async with redis_errors():
-                await self._appends.run(
-                    self._key(event.generation),
-                    [
-                        event.sequence,
-                        wire,
-                        "1" if terminal else "0",
-                        self._retention + UNENDED_EXTRA_SECONDS,
-                        self._retention,
-                    ],
-                )
+                await self._appends.run(keys, args)
         except ResponseError as error:
             # Another core wrote to the log, or it vanished: only Redis knows what it holds.
             self._tails.abandon(event.generation)
-            message = str(error)
-            if message.startswith("MISSING"):
-                raise _lost(event.generation) from error
-            raise EventLogConflict(f"{event.generation}: {message}") from error
+            raise _refused(event, str(error)) from error
         except BaseException:
             # Unreachable, or cancelled mid-append: whether Redis took the event is unknown.
             self._tails.abandon(event.generation)
@@ -232,6 +274,18 @@ class RedisEventLog:
 
     async def ended(self, generation: str) -> bool:
         return (await self._top(generation))[1]
+
+    async def end(self, generation: str) -> generation_pb2.GenerationEvent | None:
+        key = self._key(generation)
+        async with redis_errors(), self._redis.client.pipeline(transaction=True) as pipe:
+            pipe.exists(key)
+            pipe.xrevrange(key, "+", "-", count=1)
+            exists, top = await pipe.execute()
+        if not exists:
+            raise NotFound("generation", generation, "GENERATION_NOT_FOUND")
+        if not top or top[0][1].get(b"t") != b"1":
+            return None
+        return generation_pb2.GenerationEvent.FromString(top[0][1][b"e"])
 
     def follow(
         self, generation: str, after_sequence: int

@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-_Pending = tuple[str, Sequence[bytes | str | int], asyncio.Future[object]]
+_Pending = tuple[Sequence[str], Sequence[bytes | str | int], asyncio.Future[object]]
 
 
 class AppendBatches:
@@ -46,11 +46,13 @@ class AppendBatches:
         self._batch_of: dict[str, asyncio.Event] = {}
         self._flushing: asyncio.Task[None] | None = None
 
-    async def run(self, key: str, args: Sequence[bytes | str | int]) -> object:
-        """The script's reply for one append; raises its error, or redis-py's."""
+    async def run(self, keys: Sequence[str], args: Sequence[bytes | str | int]) -> object:
+        """The script's reply for one append to the log `keys[0]` (the script's other keys
+        follow it); raises its error, or redis-py's."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
-        self._pending.append((key, args, future))
+        key = keys[0]
+        self._pending.append((keys, args, future))
         self._batch_of[key] = self._next_done
         if self._flushing is None:
             self._flushing = loop.create_task(self._flush(), name="scriptgen-redis-appends")
@@ -120,6 +122,6 @@ class AppendBatches:
         # (`sse-openai-200-redis`, 5 runs each). A resend after a lost connection skips the
         # check, which is why `_send` still handles NOSCRIPT.
         async with self._client.pipeline(transaction=False) as pipe:
-            for key, args, _ in batch:
-                await self._script(keys=[key], args=list(args), client=pipe)
+            for keys, args, _ in batch:
+                await self._script(keys=list(keys), args=list(args), client=pipe)
             return list(await pipe.execute(raise_on_error=False))

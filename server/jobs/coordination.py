@@ -7,7 +7,9 @@
   the core still holds, or takes back one that lapsed while nobody ended the
   job; a lease another core took is reported lost, and the owner stops the job
   without writing to it (a core back from a stall does not race the one
-  ending its job).
+  ending its job). The Redis event log's appends check the lease too
+  (`RedisEventLog.fence`), so the owner's writes stop the moment another core
+  takes the lease, not at its next renewal.
 * Readers: every open stream of a job is a reader with a short lease, renewed
   while the stream is open, so a reader on a core that died disappears too.
 * Cancel requests: any core may ask; the owner polls for requests on its jobs.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection
-from typing import Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from server.events.redis_connection import RedisConnection, redis_errors
 
@@ -27,6 +29,10 @@ from server.events.redis_connection import RedisConnection, redis_errors
 CANCEL_REQUEST_SECONDS = 3600
 #: A reader not renewed for this long (its core died) no longer counts; renewed every third.
 READER_LEASE_SECONDS = 5.0
+
+#: How a core lost a job's lease: another core holds it (to end the job), or it lapsed
+#: while the job's log ended without this core, or vanished (Redis lost it).
+LeaseLoss = Literal["taken", "ended", "vanished"]
 
 
 class Coordination(Protocol):
@@ -40,8 +46,9 @@ class Coordination(Protocol):
     async def release(self, name: str) -> None:
         """This core no longer runs `name`."""
 
-    async def renew(self, names: Collection[str]) -> set[str]:
-        """Keep this core's leases on `names` alive; the names whose lease this core lost."""
+    async def renew(self, names: Collection[str]) -> dict[str, LeaseLoss]:
+        """Keep this core's leases on `names` alive; the names whose lease this core lost,
+        each with how."""
 
     async def owner_alive(self, name: str) -> bool:
         """Whether some core holds a live lease on `name`."""
@@ -85,8 +92,8 @@ class MemoryCoordination:
         self._cancels.pop(name, None)
         self._readers.pop(name, None)
 
-    async def renew(self, names: Collection[str]) -> set[str]:
-        return set()
+    async def renew(self, names: Collection[str]) -> dict[str, LeaseLoss]:
+        return {}
 
     async def owner_alive(self, name: str) -> bool:
         return name in self._owned
@@ -124,25 +131,31 @@ class MemoryCoordination:
 
 
 # KEYS: n owner keys, then the n jobs' event logs. ARGV: owner, lease ms.
-# Returns the 1-based indexes of the leases lost: held by another core, or lapsed while
-# the job's log ended (or vanished) without this core.
+# Returns the leases lost, as pairs: the 1-based index, then how (a LeaseLoss): held by
+# another core, or lapsed while the job's log ended, or vanished, without this core.
 _RENEW = """
 local n = #KEYS / 2
 local lost = {}
 for i = 1, n do
   local holder = redis.call('GET', KEYS[i])
+  local how = false
   if holder == ARGV[1] then
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
   elseif holder then
-    lost[#lost + 1] = i
+    how = 'taken'
+  elseif redis.call('EXISTS', KEYS[n + i]) == 0 then
+    how = 'vanished'
   else
     local top = redis.call('XREVRANGE', KEYS[n + i], '+', '-', 'COUNT', 1)
-    local ended = #top > 0 and top[1][2][4] == '1'
-    if ended or redis.call('EXISTS', KEYS[n + i]) == 0 then
-      lost[#lost + 1] = i
+    if #top > 0 and top[1][2][4] == '1' then
+      how = 'ended'
     else
       redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
     end
+  end
+  if how then
+    lost[#lost + 1] = i
+    lost[#lost + 1] = how
   end
 end
 return lost
@@ -224,15 +237,19 @@ class RedisCoordination:
                 args=[self.owner],
             )
 
-    async def renew(self, names: Collection[str]) -> set[str]:
+    async def renew(self, names: Collection[str]) -> dict[str, LeaseLoss]:
         ordered = list(names)
         if not ordered:
-            return set()
+            return {}
         keys = [self._redis.key("owner", name) for name in ordered]
         keys += [self._redis.key("events", name) for name in ordered]
         async with redis_errors():
-            lost = await self._renew(keys=keys, args=[self.owner, self._lease_ms])
-        return {ordered[int(index) - 1] for index in cast(list[int], lost)}
+            lost = cast(list[Any], await self._renew(keys=keys, args=[self.owner, self._lease_ms]))
+        # Pairs: the job's 1-based index, then how the lease was lost (bytes).
+        return {
+            ordered[int(lost[at]) - 1]: cast(LeaseLoss, lost[at + 1].decode())
+            for at in range(0, len(lost), 2)
+        }
 
     async def owner_alive(self, name: str) -> bool:
         async with redis_errors():

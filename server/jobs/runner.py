@@ -5,6 +5,10 @@ that goes away leaves the job running, and any number of readers follow its
 event log. Every job ends with exactly one terminal event, whatever happens: its
 own, or, when its core stopped without writing it (killed, or a shutdown that could
 not wait for it), one written by the next core to meet it (`end_orphan`; with Redis).
+A job that stopped alive but without its end (its lease was lost, or Redis refused
+the end) is ended by its own core a lease period later, unless another core did;
+one whose log a Redis failover rolled back ends with `failed` (EVENT_LOG_LOST).
+The registry says what the log's terminal event says, whichever core wrote it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+from google.rpc import status_pb2
 from scriptgen.v1 import generation_pb2, generation_service_pb2, project_pb2
 
 from server import limits
@@ -29,14 +35,22 @@ from server.errors import (
     FailedPrecondition,
     FieldViolation,
     Internal,
+    NotFound,
     ResourceExhausted,
     ServiceError,
     Unavailable,
     invalid,
 )
-from server.events import EventLog, EventLogConflict
+from server.events import (
+    TERMINAL_KINDS,
+    EventLog,
+    EventLogBehind,
+    EventLogConflict,
+    LeaseFenced,
+    LeaseTaken,
+)
 from server.jobs.arrivals import Arrivals
-from server.jobs.coordination import Coordination, MemoryCoordination
+from server.jobs.coordination import Coordination, LeaseLoss, MemoryCoordination
 from server.jobs.emitter import JobEvents
 from server.jobs.pipeline import Pipeline
 from server.jobs.registry import JobRegistry
@@ -71,6 +85,24 @@ SHUTDOWN_CANCEL_SECONDS = 10.0
 #: … of which a job indexing its saved episode gets this long to finish it; then the
 #: indexing is dropped and the job completes without it (`Pipeline.skip_indexing`).
 SHUTDOWN_INDEX_SECONDS = 3.0
+#: A job of this core that stopped without its end (its lease was taken, or the log could not
+#: take the end) is looked at this many times, one owner lease apart, and ended here if no
+#: other core ended it: the core that took its lease may have given up, failed or died.
+END_LATER_ATTEMPTS = 5
+#: Writing a job's end after its log moved on is tried again after this pause, doubling up
+#: to END_RETRY_CAP_SECONDS, while this core's lease on the job lasts.
+END_RETRY_SECONDS = 0.05
+END_RETRY_CAP_SECONDS = 1.0
+_STATE_OF_END = {
+    "completed": generation_pb2.GENERATION_STATE_SUCCEEDED,
+    "failed": generation_pb2.GENERATION_STATE_FAILED,
+    "cancelled": generation_pb2.GENERATION_STATE_CANCELLED,
+}
+_LOSS = {
+    "taken": "another core took its lease",
+    "ended": "its lease lapsed and another core ended its log",
+    "vanished": "its lease lapsed and its event log vanished from Redis",
+}
 _ENDED_STATES = frozenset(
     {
         generation_pb2.GENERATION_STATE_SUCCEEDED,
@@ -95,8 +127,8 @@ class _Job:
     failure: str = ""
     #: Set once the stages are over and the job writes its end: not to be cancelled again.
     ending: bool = False
-    #: Another core took the job's lease (it ends the job): if cancelled, this one writes
-    #: nothing more.
+    #: This core lost the job's lease (another core ends the job): if cancelled, this one
+    #: writes nothing more.
     lost: bool = False
     #: Set when the task began running (or start() gave up and there is none): a task
     #: cancelled before its first step would never run `_run`, so no end, no clean-up.
@@ -180,6 +212,11 @@ class JobRunner:
         #: Arrivals of new jobs: pipelines wait for a burst of them to be started.
         self.arrivals = Arrivals()
         self.coordination: Coordination = coordination or MemoryCoordination()
+        if isinstance(log, LeaseFenced):
+            # Appends of a job whose lease another core took are refused from that moment.
+            log.fence(self.coordination.owner)
+        #: Jobs stopped without their end, each waiting to end it if no other core does.
+        self._ending_later: set[asyncio.Task[None]] = set()
         self._watch = JobWatch(
             self.coordination,
             lambda: {name: job.generation.detach for name, job in self._jobs.items()},
@@ -194,8 +231,14 @@ class JobRunner:
         self._watch.start()
 
     async def stop_watching(self) -> None:
-        """Stop the rounds (after draining)."""
+        """Stop the rounds (after draining), and stop waiting to end jobs left without one."""
         await self._watch.stop()
+        tasks = list(self._ending_later)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     @property
     def accepting(self) -> bool:
@@ -432,20 +475,25 @@ class JobRunner:
 
     async def _run(self, job: _Job) -> None:
         outcome = "failed"
+        #: False once the log is known to hold an end, or to be gone: else, without the
+        #: job's own end, the job is ended later (`_end_later`).
+        unended = True
         job.begun.set()
         try:
             try:
                 job.events.start_heartbeat()
                 completed = await self._work(job)
                 job.generation.episode = completed.episode.name
-                await self._set_state(job, generation_pb2.GENERATION_STATE_SUCCEEDED)
-                await job.events.emit("completed", completed)
+                await self._end(
+                    job, generation_pb2.GENERATION_STATE_SUCCEEDED, "completed", completed
+                )
                 outcome = "succeeded"
             except asyncio.CancelledError:
                 outcome = "cancelled"
                 if not job.lost:  # lost: the core holding its lease now writes its end
-                    await self._set_state(job, generation_pb2.GENERATION_STATE_CANCELLED)
-                    await job.events.emit(
+                    await self._end(
+                        job,
+                        generation_pb2.GENERATION_STATE_CANCELLED,
                         "cancelled",
                         GenerationEvent.Cancelled(reason=job.cancel_reason or "cancelled"),
                     )
@@ -458,13 +506,21 @@ class JobRunner:
                 await self._fail(job, Internal("the job failed unexpectedly", reason="INTERNAL"))
         except DataLoss as error:
             # Redis lost the log (a restart without persistence): readers get DATA_LOSS.
+            unended = False
             log.error("%s: %s", job.generation.name, error.message)
+        except LeaseTaken as error:
+            # Another core took the lease (it thought this core gone) and ends the job.
+            job.lost = True
+            log.warning("%s: stopped, its appends refused: %s", job.generation.name, error)
+        except EventLogBehind as error:
+            unended = not await self._end_behind(job, error)
         except EventLogConflict as error:
             # Another core ended this job (it thought this core was gone); its end stands.
+            unended = False
             log.warning("%s: ended elsewhere: %s", job.generation.name, error)
         except ServiceError as error:
             # The log is unreachable (Redis down past the retries): the job stops here; its
-            # lease lapses and the first core to meet the job ends it (JOB_OWNER_LOST).
+            # lease lapses, and the first core to meet the job, or this one, ends it.
             log.error("%s: cannot write its end: %s", job.generation.name, error.message)
         finally:
             await job.events.stop_heartbeat()
@@ -474,6 +530,8 @@ class JobRunner:
             self._forget(job)
             with contextlib.suppress(ServiceError):
                 await self.coordination.release(job.generation.name)
+            if unended and not job.events.ended:
+                self._end_later(job.generation.name)
             self._metrics.jobs_active.dec()
             self._metrics.jobs.labels(outcome).inc()
             self._metrics.generation_duration.labels(outcome).observe(
@@ -482,6 +540,103 @@ class JobRunner:
             # A job's second and last line (its first: `started`, when the pipeline began).
             failure = f" ({job.failure})" if job.failure else ""  # set only by _fail
             log.info("%s: %s%s", job.generation.name, outcome, failure)
+
+    async def _end(
+        self,
+        job: _Job,
+        state: generation_pb2.GenerationState.ValueType,
+        kind: str,
+        payload: Message,
+    ) -> None:
+        """Write the job's end: its state in the registry, then its terminal event.
+
+        The registry first, so a reader who sees the event finds the job ended. When the
+        log refuses the event because another core ended the job first (it thought this
+        core gone), the registry is written again from that core's end: both say the same.
+        """
+        await self._set_state(job, state)
+        try:
+            await job.events.emit(kind, payload)
+        except (LeaseTaken, EventLogBehind):
+            raise  # the other core's end, or this core's (see _run), writes the registry
+        except EventLogConflict:
+            with contextlib.suppress(ServiceError):
+                await self._registry_from_log(job.generation.name)
+            raise
+
+    async def _registry_from_log(self, name: str) -> None:
+        """Write the log's terminal event into the job's registry record, if the log ended
+        and the record says otherwise."""
+        end = await self._log.end(name)
+        kind = None if end is None else end.WhichOneof("kind")
+        if end is None or kind not in TERMINAL_KINDS:
+            return
+        record = await self._registry.get(name)
+        if record.state == _STATE_OF_END[kind]:
+            return
+        record.state = _STATE_OF_END[kind]
+        record.update_time.CopyFrom(end.time)
+        if kind == "failed":
+            record.error.CopyFrom(end.failed.status)
+        else:
+            record.ClearField("error")
+        await self._registry.update(record)
+        log.warning("%s: its end was written by another core: %s", name, kind)
+
+    async def _end_behind(self, job: _Job, error: EventLogBehind) -> bool:
+        """End a job whose log lost events this core had appended; whether it did.
+
+        A Redis failover to a replica that missed the last writes leaves the log behind
+        the job, which cannot go on from there. Its followers end with DATA_LOSS; the job
+        ends with `failed` (DATA_LOSS, EVENT_LOG_LOST) after what the log holds, written
+        here while this core holds the lease (the log refuses it otherwise).
+        """
+        name = job.generation.name
+        lost = DataLoss(
+            f"the event log of {name} lost events in a Redis failover (it ends at event"
+            f" {error.last}, the job had written more); start the job again",
+            reason="EVENT_LOG_LOST",
+        )
+        job.failure = lost.reason
+        log.error("%s: %s", name, error)
+        try:
+            return await self._write_end(name, "failed", lost.to_status())
+        except ServiceError as failed:
+            log.error("%s: cannot write its end: %s", name, failed.message)
+            return False
+
+    def _end_later(self, name: str) -> None:
+        task = asyncio.create_task(self._end_if_nobody_does(name), name=f"end {name} later")
+        self._ending_later.add(task)
+        task.add_done_callback(self._ending_later.discard)
+
+    async def _end_if_nobody_does(self, name: str) -> None:
+        """End a job of this core that stopped without its end, unless another core does.
+
+        The core that took its lease ends it, but may give up, fail or die after taking
+        the lease; and a job whose end Redis refused has nobody else to meet it when
+        nobody reads it. Every lease period this core looks: a log that ended has its end
+        in the registry too (the core that wrote it may have died before), one that is gone
+        is left alone; otherwise `end_orphan`, which takes the lease first (SET NX), so
+        does nothing while another core holds it.
+        """
+        for _ in range(END_LATER_ATTEMPTS):
+            await asyncio.sleep(self._config.owner_lease_seconds)
+            try:
+                if await self._log.ended(name):
+                    await self._registry_from_log(name)
+                    return
+                if await self.end_orphan(name):
+                    return
+            except NotFound:
+                return  # the log expired or vanished: nothing to end
+            except ServiceError as error:
+                log.warning("%s: ending it failed: %s", name, error.message)
+        log.error(
+            "%s: stopped without its end, and nobody ended it in %d tries",
+            name,
+            END_LATER_ATTEMPTS,
+        )
 
     async def _work(self, job: _Job) -> GenerationEvent.Completed:
         """The job's stages; whatever way they end, the job then only writes its end."""
@@ -498,8 +653,12 @@ class JobRunner:
     async def _fail(self, job: _Job, error: ServiceError) -> None:
         job.failure = error.reason
         job.generation.error.CopyFrom(error.to_status())
-        await self._set_state(job, generation_pb2.GENERATION_STATE_FAILED)
-        await job.events.emit("failed", GenerationEvent.Failed(status=error.to_status()))
+        await self._end(
+            job,
+            generation_pb2.GENERATION_STATE_FAILED,
+            "failed",
+            GenerationEvent.Failed(status=error.to_status()),
+        )
 
     async def cancel(
         self, name: str, reason: str = "cancelled by request"
@@ -532,22 +691,25 @@ class JobRunner:
                 async for _ in self._log.follow(name, max(0, last - 1)):
                     pass
 
-    def _lease_lost(self, name: str) -> bool:
-        """Another core took the lease of a job of this core; whether to stop the job.
+    def _lease_lost(self, name: str, how: LeaseLoss) -> bool:
+        """This core lost the lease of a job of this core; whether to stop the job.
 
-        That core believed this one gone and ends the job, so the job stops here
-        without writing its end (`lost`). One already saving its episode cannot
-        take the save back: it goes on, and its end is refused if the other core's
-        came first.
+        Another core believed this one gone and ends the job, so the job stops here
+        without writing its end (`lost`). One already saving its episode or writing its
+        end cannot take that back: it goes on, and its appends are refused.
         """
         job = self._jobs.get(name)
         if job is None or job.lost:
             return False
         job.lost = True
-        if job.pipeline.state.committed or job.ending:
-            log.error("%s: another core took its lease while it saved its episode", name)
+        why = _LOSS[how]
+        if job.ending:
+            log.warning("%s: %s while it wrote its end", name, why)
             return False
-        log.warning("%s: another core took its lease; stopping it here", name)
+        if job.pipeline.state.committed:
+            log.error("%s: %s while it saved its episode (the episode stays saved)", name, why)
+            return False
+        log.warning("%s: %s; stopping it here", name, why)
         return True
 
     async def end_orphan(self, name: str, cancel_reason: str = "") -> bool:
@@ -566,18 +728,37 @@ class JobRunner:
                 await self.coordination.release(name)
 
     async def _end_taken_over(self, name: str, cancel_reason: str) -> bool:
-        status = None
         if cancel_reason:
-            kind, state = "cancelled", generation_pb2.GENERATION_STATE_CANCELLED
+            ended = await self._write_end(name, "cancelled", cancel_reason=cancel_reason)
         else:
-            kind, state = "failed", generation_pb2.GENERATION_STATE_FAILED
             status = Unavailable(
                 f"the core running {name} stopped without ending it; start the job again",
                 reason="JOB_OWNER_LOST",
             ).to_status()
-        for _ in range(5):
-            if await self._log.ended(name):
-                return False
+            ended = await self._write_end(name, "failed", status)
+        if ended:
+            kind = "cancelled" if cancel_reason else "failed"
+            log.warning("%s: its core is gone; ended here with %s", name, kind)
+        return ended
+
+    async def _write_end(
+        self,
+        name: str,
+        kind: str,
+        status: status_pb2.Status | None = None,
+        *,
+        cancel_reason: str = "",
+    ) -> bool:
+        """Append a job's end after whatever its log holds, and put it in the registry.
+
+        For a job whose lease this core holds, and only for part of that lease: an append
+        that met another (the job's old core, appending until it learnt of the lost
+        lease) is tried again after a backoff. False when the log ended meanwhile, the
+        lease went to another core, or the lease ran short.
+        """
+        give_up = time.monotonic() + self._config.owner_lease_seconds * 2 / 3
+        pause = END_RETRY_SECONDS
+        while not await self._log.ended(name):
             stamp = _now()
             event = GenerationEvent(
                 generation=name, sequence=await self._log.last_sequence(name) + 1, time=stamp
@@ -588,16 +769,22 @@ class JobRunner:
                 event.failed.status.CopyFrom(status)
             try:
                 await self._log.append(event)
-            except EventLogConflict:
-                continue  # something was appended meanwhile: look again
+            except LeaseTaken:
+                return False  # this core's lease lapsed and another core took it
+            except EventLogConflict as error:
+                if time.monotonic() + pause >= give_up:
+                    log.warning("%s: its end did not fit the log in time: %s", name, error)
+                    return False
+                await asyncio.sleep(pause)  # something was appended meanwhile: look again
+                pause = min(pause * 2, END_RETRY_CAP_SECONDS)
+                continue
             record = await self._registry.get(name)
-            record.state = state
+            record.state = _STATE_OF_END[kind]
             record.update_time.CopyFrom(stamp)
             if status is not None:
                 record.error.CopyFrom(status)
             await self._registry.update(record)
             self._metrics.events.labels(kind).inc()
-            log.warning("%s: its core is gone; ended here with %s", name, kind)
             return True
         return False
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from server.errors import ServiceError
-from server.jobs.coordination import Coordination
+from server.jobs.coordination import Coordination, LeaseLoss
 
 log = logging.getLogger(__name__)
 #: Seconds between two rounds.
@@ -43,7 +43,7 @@ class JobWatch:
         running: Callable[[], Mapping[str, bool]],
         cancel: Callable[[str, str], Awaitable[object]],
         *,
-        lost: Callable[[str], bool] = lambda _: True,
+        lost: Callable[[str, LeaseLoss], bool] = lambda *_: True,
         abandon_after_seconds: float,
         lease_seconds: float,
         tick_seconds: float = TICK_SECONDS,
@@ -51,7 +51,7 @@ class JobWatch:
         self._coordination = coordination
         self._running = running
         self._cancel = cancel
-        #: Told of a job whose lease another core took; whether to stop it.
+        #: Told of a job whose lease this core lost, and how; whether to stop it.
         self._lost = lost
         self._abandon_after = abandon_after_seconds
         self._renew_every = max(tick_seconds, lease_seconds / 3)
@@ -88,8 +88,8 @@ class JobWatch:
                 if now - renewed >= self._renew_every:
                     lost = await self._coordination.renew(list(jobs))
                     renewed = now
-                    for name in lost:
-                        if self._lost(name):
+                    for name, how in lost.items():
+                        if self._lost(name, how):
                             self._start_cancel(name, LEASE_LOST_REASON)
                 for name, reason in (await self._coordination.cancel_requests(list(jobs))).items():
                     self._start_cancel(name, reason)

@@ -52,6 +52,9 @@ class TwoCores:
     async def ended(self, generation: str) -> bool:
         return await self._reader.ended(generation)
 
+    async def end(self, generation: str) -> GenerationEvent | None:
+        return await self._reader.end(generation)
+
     def follow(self, generation: str, after_sequence: int) -> AsyncIterator[GenerationEvent]:
         return self._reader.follow(generation, after_sequence)
 
@@ -108,12 +111,21 @@ async def test_an_unknown_job_is_not_found(event_log: EventLog) -> None:
     assert raised.value.reason == "GENERATION_NOT_FOUND"
     with pytest.raises(NotFound):
         await event_log.ended("generations/gnope")
+    with pytest.raises(NotFound):
+        await event_log.end("generations/gnope")
 
 
 async def test_a_new_log_is_empty_and_not_ended(event_log: EventLog) -> None:
     await event_log.create(NAME)
     assert await event_log.last_sequence(NAME) == 0
     assert not await event_log.ended(NAME)
+    assert await event_log.end(NAME) is None
+
+
+async def test_the_end_is_the_terminal_event(event_log: EventLog) -> None:
+    events = await write(event_log, 3)
+    end = await event_log.end(NAME)
+    assert end is not None and end.SerializeToString() == events[-1].SerializeToString()
 
 
 async def test_replay_from_every_sequence_gives_exactly_the_rest(event_log: EventLog) -> None:
