@@ -4,9 +4,16 @@ Every `tick_seconds` (0.2 s) the core that runs jobs asks the coordination
 for cancel requests addressed to them — so a cancel from any replica stops
 the provider call well within a second — and counts each job's readers. A
 job that is not detached and has had no reader for `abandon_after_seconds`
-is cancelled. Leases are renewed every third of their length; a job whose
-lease another core took (it thought this one gone, and ends the job) is
-stopped without a word of its own, unless it is already saving its episode.
+is cancelled.
+
+Leases are renewed on a task of their own, every third of their length, so a
+slow cancel or reader query never holds a renewal up. A renewal not answered
+within that third is abandoned (redis-py closes its connection) and sent again
+at once on another: against the default lease of 10 s, one slow Redis reply
+(up to the 7 s socket timeout) costs a retry, not the lease; only renewals
+failing for a whole lease lose it. A job whose lease another core took (it
+thought this one gone, and ends the job) is stopped without a word of its own,
+unless it is already saving its episode.
 """
 
 from __future__ import annotations
@@ -54,28 +61,31 @@ class JobWatch:
         #: Told of a job whose lease this core lost, and how; whether to stop it.
         self._lost = lost
         self._abandon_after = abandon_after_seconds
+        #: Between two renewals, and how long one may take before it is sent again.
         self._renew_every = max(tick_seconds, lease_seconds / 3)
         self._tick = tick_seconds
         self._unread_since: dict[str, float] = {}
         self._cancelling: dict[str, asyncio.Task[None]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._rounds(), name="job watch")
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._rounds(), name="job watch"),
+                asyncio.create_task(self._renewals(), name="job leases"),
+            ]
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._cancelling.values()) if t is not None]
+        tasks = [*self._tasks, *self._cancelling.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._task = None
+        self._tasks = []
         self._cancelling.clear()
 
     async def _rounds(self) -> None:
-        renewed = 0.0
         while True:
             await asyncio.sleep(self._tick)
             jobs = dict(self._running())
@@ -85,18 +95,46 @@ class JobWatch:
                 continue
             now = time.monotonic()
             try:
-                if now - renewed >= self._renew_every:
-                    lost = await self._coordination.renew(list(jobs))
-                    renewed = now
-                    for name, how in lost.items():
-                        if self._lost(name, how):
-                            self._start_cancel(name, LEASE_LOST_REASON)
                 for name, reason in (await self._coordination.cancel_requests(list(jobs))).items():
                     self._start_cancel(name, reason)
                 if self._abandon_after > 0:
                     await self._check_readers(jobs, now)
             except ServiceError as error:
                 log.warning("job watch round failed: %s", error.message)
+
+    async def _renewals(self) -> None:
+        """Renew the leases every `renew_every` from the last renewal sent that Redis
+        answered; one not answered within `renew_every` is sent again after a tick."""
+        await asyncio.sleep(self._renew_every)
+        while True:
+            sent = time.monotonic()
+            if await self._renewed():
+                await asyncio.sleep(max(0.0, sent + self._renew_every - time.monotonic()))
+            else:
+                await asyncio.sleep(self._tick)
+
+    async def _renewed(self) -> bool:
+        """One renewal of every running job's lease; whether Redis answered it."""
+        jobs = list(self._running())
+        if not jobs:
+            return True
+        try:
+            async with asyncio.timeout(self._renew_every):
+                lost = await self._coordination.renew(jobs)
+        except TimeoutError:
+            log.warning(
+                "renewing %d job leases took over %.1fs; sending it again",
+                len(jobs),
+                self._renew_every,
+            )
+            return False
+        except ServiceError as error:
+            log.warning("renewing %d job leases failed: %s", len(jobs), error.message)
+            return False
+        for name, how in lost.items():
+            if self._lost(name, how):
+                self._start_cancel(name, LEASE_LOST_REASON)
+        return True
 
     async def _check_readers(self, jobs: Mapping[str, bool], now: float) -> None:
         attached = [name for name, detach in jobs.items() if not detach]

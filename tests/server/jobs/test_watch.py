@@ -1,0 +1,65 @@
+"""The owner's lease renewals: on a task of their own, and sent again when Redis is slow.
+
+One slow Redis reply (a socket that stalls up to its 7 s timeout) used to hold a
+renewal, and every renewal after it, past the 10 s lease, and a slow cancel or
+reader query in the same round held them too: another core then took a healthy job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection
+
+from server.jobs.coordination import LeaseLoss, MemoryCoordination
+from server.jobs.watch import JobWatch
+
+LEASE = 0.6
+NAME = "generations/gwatched"
+
+
+class SlowRedis(MemoryCoordination):
+    """A coordination whose first renewal, and every cancel-request query, never answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewals: list[float] = []
+
+    async def renew(self, names: Collection[str]) -> dict[str, LeaseLoss]:
+        self.renewals.append(time.monotonic())
+        if len(self.renewals) == 1:
+            await asyncio.sleep(3600)  # a reply that never comes on this connection
+        return {}
+
+    async def cancel_requests(self, names: Collection[str]) -> dict[str, str]:
+        await asyncio.sleep(3600)
+        return {}
+
+
+async def test_a_stalled_renewal_is_sent_again_before_the_lease_ends() -> None:
+    coordination = SlowRedis()
+
+    async def cancel(name: str, reason: str) -> None:
+        raise AssertionError(f"{name} cancelled: {reason}")
+
+    watch = JobWatch(
+        coordination,
+        lambda: {NAME: True},
+        cancel,
+        abandon_after_seconds=0,
+        lease_seconds=LEASE,
+        tick_seconds=0.05,
+    )
+    started = time.monotonic()
+    watch.start()
+    try:
+        await asyncio.sleep(LEASE * 1.5)
+    finally:
+        await watch.stop()
+    # The first renewal a third of the lease in, given up a third later and sent again,
+    # then every third of the lease: before, the stalled one held every later renewal
+    # (and the stalled cancel query held them all).
+    assert len(coordination.renewals) >= 3, coordination.renewals
+    first, second = coordination.renewals[:2]
+    assert second - started < LEASE
+    assert second - first < LEASE / 3 + 0.15
