@@ -30,6 +30,8 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from server.events.redis_connection import retry_budget
+
 _Pending = tuple[Sequence[str], Sequence[bytes | str | int], asyncio.Future[object]]
 
 
@@ -73,7 +75,9 @@ class AppendBatches:
                 # Callers cancelled while they waited: their appends are not sent at all.
                 batch = [pending for pending in batch if not pending[2].done()]
                 try:
-                    results = await self._send(batch) if batch else []
+                    # A budget per batch: this task was started inside one appender's call.
+                    with retry_budget(own=True):
+                        results = await self._send(batch) if batch else []
                 except Exception as error:
                     for _, _, future in batch:
                         if not future.done():

@@ -12,15 +12,19 @@ attempt waits out a timeout (2 s to connect, up to 7 s for a reply), and
 redis-py retries a connect inside a command's own retries, so a count of
 attempts let one call hang for minutes. Nested retries share one deadline; a
 call gives up once it passed, so it lasts at most `retry_seconds` plus its last
-attempt's timeout.
+attempt's timeout. redis-py connects a pooled connection before the command's
+retries begin, under retries of its own: inside `redis_errors()` (every call
+Scriptgen makes) those share the call's deadline too, so a Redis that refused
+connections for most of the budget and then answered `LOADING` does not get a
+second budget for the command (it did: about twice `retry_seconds`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -49,9 +53,41 @@ MAX_CONNECTIONS = 2**31 - 1
 
 
 _T = TypeVar("_T")
-#: The deadline of the retries under way in this task: a connect retried inside a command's
-#: retries counts against the command's budget, not one of its own.
-_deadline: ContextVar[float | None] = ContextVar("scriptgen_redis_retry_deadline", default=None)
+
+
+@dataclass(slots=True)
+class _Budget:
+    """The retry budget of one call: its deadline, set when its first retried step began."""
+
+    deadline: float | None = None
+    #: False once the call is over: a task it started (and that copied the context) gets
+    #: budgets of its own from then on.
+    open: bool = True
+
+
+#: The budget of the call under way in this task: a connect retried before or inside a
+#: command's retries counts against the call's budget, not one of its own.
+_budget: ContextVar[_Budget | None] = ContextVar("scriptgen_redis_retry_budget", default=None)
+
+
+@contextmanager
+def retry_budget(*, own: bool = False) -> Iterator[_Budget]:
+    """One call: the Redis commands and connects in the block share one retry budget.
+
+    The budget of the call under way in this task, if any, unless `own` (a task that
+    a call started and that works for others too, such as the appends' pipeline).
+    """
+    budget = _budget.get()
+    if budget is not None and budget.open and not own:
+        yield budget
+        return
+    budget = _Budget()
+    token = _budget.set(budget)
+    try:
+        yield budget
+    finally:
+        budget.open = False
+        _budget.reset(token)
 
 
 class TimedRetry(Retry):
@@ -68,14 +104,10 @@ class TimedRetry(Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> _T:
-        outer = _deadline.get()
-        deadline = outer if outer is not None else time.monotonic() + self.seconds
-        token = _deadline.set(deadline) if outer is None else None
-        try:
-            return await self._retried(do, fail, deadline, is_retryable, with_failure_count)
-        finally:
-            if token is not None:
-                _deadline.reset(token)
+        with retry_budget() as budget:
+            if budget.deadline is None:
+                budget.deadline = time.monotonic() + self.seconds
+            return await self._retried(do, fail, budget.deadline, is_retryable, with_failure_count)
 
     async def _retried(
         self,
@@ -167,9 +199,13 @@ def open_redis(
 
 @asynccontextmanager
 async def redis_errors() -> AsyncIterator[None]:
-    """Translate a Redis outage inside the block to Unavailable(REDIS_UNAVAILABLE)."""
+    """Translate a Redis outage inside the block to Unavailable(REDIS_UNAVAILABLE).
+
+    The block is one call: its connects and commands share one retry budget.
+    """
     try:
-        yield
+        with retry_budget():
+            yield
     except (RedisConnectionError, RedisTimeoutError, RedisClosed) as error:
         raise Unavailable(
             "Redis (the shared event log and job registry) is unreachable; retry later",
