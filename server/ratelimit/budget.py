@@ -11,7 +11,9 @@ deltas stay readable in the job's event log for the retention period.
 
 The UTC day counted is the limiter's (Redis's clock, with Redis), as for the other
 limits: a core whose clock is off does not count into the wrong day. A budget
-asks the limiter's clock once and keeps the difference from this process's.
+asks the limiter's clock once and keeps the difference from this process's
+monotonic clock, so a step of the core's wall clock (NTP) mid-job does not move
+the day either.
 """
 
 from __future__ import annotations
@@ -64,14 +66,15 @@ class TokenBudget:
         self.daily = daily
         self._reserved = 0
         self._day = ""
-        #: The limiter's clock minus this process's, in seconds (None: not asked yet).
+        #: The limiter's clock minus this process's monotonic clock, in seconds (None: not
+        #: asked yet).
         self._offset: float | None = None
 
     async def _now(self) -> datetime.datetime:
         """Now by the limiter's clock."""
         if self._offset is None:
-            self._offset = await self._limiter.now() - time.time()
-        return datetime.datetime.fromtimestamp(time.time() + self._offset, datetime.UTC)
+            self._offset = await self._limiter.now() - time.monotonic()
+        return datetime.datetime.fromtimestamp(time.monotonic() + self._offset, datetime.UTC)
 
     async def spend(self, tokens: int) -> None:
         """Count `tokens`; ResourceExhausted (TOKEN_BUDGET_EXHAUSTED) when they do not fit."""

@@ -246,8 +246,13 @@ async def _keep_counted(guard: Guard, caller: Caller, stream: str) -> None:
     task = asyncio.current_task()
     while task is None or not task.cancelling():  # a cancellation a Redis call swallowed
         await asyncio.sleep(_RENEW_EVERY)
-        with contextlib.suppress(ServiceError):
+        try:
             await guard.renew_stream(caller, stream)
+        except Exception as error:
+            # Redis away, or READONLY from a replica mid-failover: the next renewal may land,
+            # and one missed leaves the lease two more tries. The stream itself goes on.
+            message = error.message if isinstance(error, ServiceError) else repr(error)
+            log.warning("stream slot of tenant %r not renewed: %s", caller.tenant, message)
 
 
 async def _send_initial(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
 from collections.abc import AsyncIterator
@@ -10,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import grpc
 import httpx
@@ -18,6 +19,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc import aio
 from prometheus_client.parser import text_string_to_metric_families
+from redis.exceptions import ReadOnlyError
 from scriptgen.v1 import (
     generation_service_pb2,
     generation_service_pb2_grpc,
@@ -30,11 +32,12 @@ from gateway import GatewayServer
 from server import Core, SyntheticConfig
 from server.auth import LimitDefaults
 from server.auth import guard as guard_module
+from server.auth.guard import Caller, Guard
 from server.events import open_redis
 from server.ratelimit import MemoryLimiter, RedisLimiter, TokenBudget
 from server.ratelimit import budget as budget_module
 from server.ratelimit.base import Limiter
-from server.ratelimit.budget import estimate_tokens, utc_day
+from server.ratelimit.budget import BLOCK, estimate_tokens, utc_day
 from server.services import calls as calls_module
 from tests.gateway.conftest import gateway_config
 from tests.security.conftest import bearer, make_key, secure_config
@@ -461,7 +464,7 @@ async def test_a_budget_counts_on_redis_s_day_whatever_the_core_s_clock_says(
             "datetime",
             SimpleNamespace(datetime=_DayBehind, UTC=datetime.UTC, timedelta=datetime.timedelta),
         )
-        behind = SimpleNamespace(time=lambda: time.time() - 86400)
+        behind = SimpleNamespace(time=lambda: time.time() - 86400, monotonic=time.monotonic)
         monkeypatch.setattr(budget_module, "time", behind, raising=False)
         budget = TokenBudget(limiter, "t", daily=1000)
         await budget.spend(10)
@@ -470,3 +473,51 @@ async def test_a_budget_counts_on_redis_s_day_whatever_the_core_s_clock_says(
         assert await limiter.tokens_used("t", today) == 10
     finally:
         await connection.aclose()
+
+
+async def test_a_step_of_the_core_s_clock_mid_job_does_not_move_the_budget_s_day(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limiter = MemoryLimiter()
+    today = utc_day()
+    budget = TokenBudget(limiter, "t", daily=1000)
+    await budget.spend(10)
+    # NTP steps this core's wall clock a day ahead while the job runs.
+    ahead = SimpleNamespace(time=lambda: time.time() + 86400, monotonic=time.monotonic)
+    monkeypatch.setattr(budget_module, "time", ahead)
+    await budget.spend(BLOCK)
+    await budget.settle()
+    # Before: the offset was anchored to the wall clock, so the step moved the day with it.
+    assert await limiter.tokens_used("t", today) == 10 + BLOCK
+
+
+class _ReadOnlyOnce:
+    """A guard whose first stream renewal meets a replica mid-failover (READONLY)."""
+
+    def __init__(self) -> None:
+        self.renewals = 0
+
+    async def renew_stream(self, caller: object, stream: str) -> None:
+        self.renewals += 1
+        if self.renewals == 1:
+            raise ReadOnlyError("You can't write against a read only replica.")
+
+
+async def test_a_stream_slot_timer_keeps_renewing_after_a_redis_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(calls_module, "_RENEW_EVERY", 0.02)
+    guard = _ReadOnlyOnce()
+    caller = SimpleNamespace(tenant="t")
+    timer = asyncio.create_task(
+        calls_module._keep_counted(cast(Guard, guard), cast(Caller, caller), "s")
+    )
+    try:
+        await asyncio.sleep(0.2)
+        # Before: the READONLY ended the timer, and the stream's slot lapsed with its lease.
+        assert not timer.done()
+        assert guard.renewals >= 3
+    finally:
+        timer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await timer
