@@ -217,6 +217,8 @@ class JobRunner:
             log.fence(self.coordination.owner)
         #: Jobs stopped without their end, each waiting to end it if no other core does.
         self._ending_later: set[asyncio.Task[None]] = set()
+        #: Set by stop_watching: no job is to be ended later from then on.
+        self._stopped_watching = False
         self._watch = JobWatch(
             self.coordination,
             lambda: {name: job.generation.detach for name, job in self._jobs.items()},
@@ -232,6 +234,7 @@ class JobRunner:
 
     async def stop_watching(self) -> None:
         """Stop the rounds (after draining), and stop waiting to end jobs left without one."""
+        self._stopped_watching = True
         await self._watch.stop()
         tasks = list(self._ending_later)
         for task in tasks:
@@ -525,11 +528,15 @@ class JobRunner:
         finally:
             await job.events.stop_heartbeat()
             self._log.writer_done(job.generation.name)
-            with contextlib.suppress(ServiceError):
+            try:
                 await job.events.settle_budget()
+            except Exception:  # a refusal Redis explains included: the job's end goes on
+                log.exception("%s: settling its token budget failed", job.generation.name)
             self._forget(job)
-            with contextlib.suppress(ServiceError):
+            try:
                 await self.coordination.release(job.generation.name)
+            except Exception:  # its lease lapses on its own
+                log.exception("%s: releasing its lease failed", job.generation.name)
             if unended and not job.events.ended:
                 self._end_later(job.generation.name)
             self._metrics.jobs_active.dec()
@@ -606,6 +613,8 @@ class JobRunner:
             return False
 
     def _end_later(self, name: str) -> None:
+        if self._stopped_watching:
+            return  # the core is stopping: the next core to meet the job ends it
         task = asyncio.create_task(self._end_if_nobody_does(name), name=f"end {name} later")
         self._ending_later.add(task)
         task.add_done_callback(self._ending_later.discard)
@@ -621,7 +630,9 @@ class JobRunner:
         does nothing while another core holds it.
         """
         for _ in range(END_LATER_ATTEMPTS):
-            await asyncio.sleep(self._config.owner_lease_seconds)
+            # A lease and a margin: a renewal sent just before the job's release may have
+            # taken the lease back for one more lease period.
+            await asyncio.sleep(self._config.owner_lease_seconds * 1.5)
             try:
                 if await self._log.ended(name):
                     await self._registry_from_log(name)
@@ -632,6 +643,8 @@ class JobRunner:
                 return  # the log expired or vanished: nothing to end
             except ServiceError as error:
                 log.warning("%s: ending it failed: %s", name, error.message)
+            except Exception:  # e.g. a refusal Redis explains; try again next period
+                log.exception("%s: ending it failed", name)
         log.error(
             "%s: stopped without its end, and nobody ended it in %d tries",
             name,

@@ -131,7 +131,15 @@ class JobWatch:
         except ServiceError as error:
             log.warning("renewing %d job leases failed: %s", len(jobs), error.message)
             return False
+        except Exception:
+            # A refusal Redis explains (READONLY in a failover, OOM, MISCONF) is no outage
+            # to redis_errors, but must not end the renewals: every lease would lapse.
+            log.exception("renewing %d job leases failed", len(jobs))
+            return False
+        running = set(self._running())
         for name, how in lost.items():
+            if name not in running:
+                continue  # it ended while the renewal ran: its release stands
             if self._lost(name, how):
                 self._start_cancel(name, LEASE_LOST_REASON)
         return True

@@ -237,6 +237,11 @@ def _with_fresh_job_token(
 _RENEW_EVERY = STREAM_LEASE_SECONDS / 3
 
 
+#: Seconds between two warnings of failed stream-slot renewals (of any stream).
+SLOT_WARNING_EVERY = 60.0
+_last_slot_warning = [float("-inf")]
+
+
 async def _keep_counted(guard: Guard, caller: Caller, stream: str) -> None:
     """Renew an open stream's lease on its tenant's stream count until it is cancelled.
 
@@ -250,9 +255,13 @@ async def _keep_counted(guard: Guard, caller: Caller, stream: str) -> None:
             await guard.renew_stream(caller, stream)
         except Exception as error:
             # Redis away, or READONLY from a replica mid-failover: the next renewal may land,
-            # and one missed leaves the lease two more tries. The stream itself goes on.
-            message = error.message if isinstance(error, ServiceError) else repr(error)
-            log.warning("stream slot of tenant %r not renewed: %s", caller.tenant, message)
+            # and one missed leaves the lease two more tries. The stream itself goes on. An
+            # outage fails every open stream's renewal: one warning a minute says it.
+            now = time.monotonic()
+            if now - _last_slot_warning[0] >= SLOT_WARNING_EVERY:
+                _last_slot_warning[0] = now
+                message = error.message if isinstance(error, ServiceError) else repr(error)
+                log.warning("stream slot of tenant %r not renewed: %s", caller.tenant, message)
 
 
 async def _send_initial(

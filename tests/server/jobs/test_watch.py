@@ -63,3 +63,40 @@ async def test_a_stalled_renewal_is_sent_again_before_the_lease_ends() -> None:
     first, second = coordination.renewals[:2]
     assert second - started < LEASE
     assert second - first < LEASE / 3 + 0.15
+
+
+class RefusingRedis(MemoryCoordination):
+    """A coordination whose first renewal is refused the way Redis explains a refusal
+    (READONLY in a failover, OOM): an error redis_errors does not turn into an outage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewals = 0
+
+    async def renew(self, names: Collection[str]) -> dict[str, LeaseLoss]:
+        self.renewals += 1
+        if self.renewals == 1:
+            raise RuntimeError("READONLY You can't write against a read only replica.")
+        return {}
+
+
+async def test_a_refused_renewal_does_not_end_the_renewals() -> None:
+    coordination = RefusingRedis()
+
+    async def cancel(name: str, reason: str) -> None:
+        raise AssertionError(f"{name} cancelled: {reason}")
+
+    watch = JobWatch(
+        coordination,
+        lambda: {NAME: True},
+        cancel,
+        abandon_after_seconds=0,
+        lease_seconds=LEASE,
+        tick_seconds=0.05,
+    )
+    watch.start()
+    try:
+        await asyncio.sleep(LEASE * 1.5)
+    finally:
+        await watch.stop()
+    assert coordination.renewals >= 3, "the renewals went on after the refusal"
