@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scriptgen._listen import listen_address
+from scriptgen._switches import parse_switch
 
 from server.auth.settings import (
     AuthConfig,
@@ -716,18 +717,6 @@ def _redis_url(url: str) -> str:
     return url
 
 
-def _switch(name: str, text: str) -> bool:
-    """A SCRIPTGEN_* switch's value (1/true/yes/on, or 0/false/no/off/empty); else ValueError."""
-    value = text.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"", "0", "false", "no", "off"}:
-        return False
-    raise ValueError(
-        f"SCRIPTGEN_{name}={text!r} is not a switch: use 1, true, yes or on; 0, false, no or off"
-    )
-
-
 def _provider_workers(count: int) -> int:
     if not 0 <= count <= MAX_PROVIDER_WORKERS:
         raise ValueError(f"--provider-workers must be 0-{MAX_PROVIDER_WORKERS}, not {count}")
@@ -759,6 +748,8 @@ def _providers_from(namespace: argparse.Namespace) -> ProvidersConfig:
         local_api_key=str(namespace.local_api_key),
         local_model=str(namespace.local_model),
         local_max_output_tokens=int(namespace.local_max_output_tokens),
-        local_include_usage=not _switch("LOCAL_WITHOUT_USAGE", str(namespace.local_without_usage)),
+        local_include_usage=not parse_switch(
+            "SCRIPTGEN_LOCAL_WITHOUT_USAGE", str(namespace.local_without_usage)
+        ),
         router=router,
     )

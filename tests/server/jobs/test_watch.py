@@ -36,13 +36,13 @@ class SlowRedis(MemoryCoordination):
         return {}
 
 
-async def test_a_stalled_renewal_is_sent_again_before_the_lease_ends() -> None:
-    coordination = SlowRedis()
+def _watch(coordination: MemoryCoordination) -> JobWatch:
+    """A watch of one running job whose lease must never be lost (a cancel fails the test)."""
 
     async def cancel(name: str, reason: str) -> None:
         raise AssertionError(f"{name} cancelled: {reason}")
 
-    watch = JobWatch(
+    return JobWatch(
         coordination,
         lambda: {NAME: True},
         cancel,
@@ -50,6 +50,12 @@ async def test_a_stalled_renewal_is_sent_again_before_the_lease_ends() -> None:
         lease_seconds=LEASE,
         tick_seconds=0.05,
     )
+
+
+async def test_a_stalled_renewal_is_sent_again_before_the_lease_ends() -> None:
+    coordination = SlowRedis()
+
+    watch = _watch(coordination)
     started = time.monotonic()
     watch.start()
     try:
@@ -83,17 +89,7 @@ class RefusingRedis(MemoryCoordination):
 async def test_a_refused_renewal_does_not_end_the_renewals() -> None:
     coordination = RefusingRedis()
 
-    async def cancel(name: str, reason: str) -> None:
-        raise AssertionError(f"{name} cancelled: {reason}")
-
-    watch = JobWatch(
-        coordination,
-        lambda: {NAME: True},
-        cancel,
-        abandon_after_seconds=0,
-        lease_seconds=LEASE,
-        tick_seconds=0.05,
-    )
+    watch = _watch(coordination)
     watch.start()
     try:
         await asyncio.sleep(LEASE * 1.5)

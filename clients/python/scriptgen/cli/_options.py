@@ -9,14 +9,12 @@ from typing import Any
 
 from scriptgen._client import Client
 from scriptgen._config import DEFAULT_TARGET, ClientConfig
+from scriptgen._switches import parse_switch
 from scriptgen.cli._args import deadline_seconds
 
 #: What a command runs once its flags are parsed; returns the exit status.
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
-#: What a `SCRIPTGEN_*` switch may be set to (any case); unset or empty is off.
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 #: Where `scriptgen serve` saves its local key in the data dir (server.auth.local_key).
 LOCAL_KEY_FILE = "local-api-key"
 
@@ -26,14 +24,10 @@ def switch_value(variable: str) -> Callable[[str], bool]:
     case, empty for off; anything else is an error that names the variable."""
 
     def parse(text: str) -> bool:
-        value = text.strip().lower()
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        raise argparse.ArgumentTypeError(
-            f"{variable}={text!r} is not a switch: use 1, true, yes or on; 0, false, no or off"
-        )
+        try:
+            return parse_switch(variable, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
 
