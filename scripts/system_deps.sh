@@ -14,6 +14,8 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # Chromium (Debian's package, driven by Playwright) runs the web page's browser tests.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# openssl makes the self-signed certificate of the SDK's TLS test.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # ss (iproute2) reads a listening socket's accept-queue size in the gateway's tests.
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 # A TrueType font with Hangul glyphs (NanumGothicCoding, monospaced) for PDF exports of Korean scripts.
